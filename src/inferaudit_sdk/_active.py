@@ -1,0 +1,84 @@
+"""The audited span that is active in the current context, shared by decorator and wrappers.
+
+``@audited`` (a request span) and the batch/model-call wrappers (a batch span) push an
+:class:`ActiveSpan` into a ``ContextVar`` while user code runs, so that ``record(...)`` and the
+torch instrumentation can add to the right span without the user passing it around. Numbers
+that accumulate over a span's life (device time, copy bytes) are summed here and written once,
+just before the span ends; resolvers registered with :meth:`ActiveSpan.defer` run at that point
+too (e.g. CUDA events recorded on the hot path, resolved later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar, Token
+from typing import Any
+
+from opentelemetry.trace import Span
+
+from inferaudit_sdk._guard import guarded
+
+
+class ActiveSpan:
+    """One request or batch span plus what is being accumulated for it. Not thread-safe by
+    itself: one ActiveSpan belongs to one logical task (thread or asyncio task)."""
+
+    __slots__ = ("_deferred", "_totals", "attributes", "recording", "role", "span")
+
+    def __init__(self, span: Span, role: str, recording: bool) -> None:
+        self.span = span
+        self.role = role
+        self.recording = recording
+        # Attributes set by record()/wrappers, written in one call at finish.
+        self.attributes: dict[str, Any] = {}
+        self._totals: dict[str, float] = {}
+        self._deferred: list[Callable[[], dict[str, Any] | None]] = []
+
+    def set(self, key: str, value: Any) -> None:
+        """Set (overwrite) an attribute; written at finish."""
+        if self.recording and value is not None:
+            self.attributes[key] = value
+
+    def add(self, key: str, amount: float) -> None:
+        """Accumulate a numeric attribute (device time, bytes) over the span's life."""
+        if self.recording:
+            self._totals[key] = self._totals.get(key, 0) + amount
+
+    def defer(self, resolver: Callable[[], dict[str, Any] | None]) -> None:
+        """Run ``resolver`` at finish and merge the attributes it returns (numbers add)."""
+        if self.recording:
+            self._deferred.append(resolver)
+
+    def flush_attributes(self) -> None:
+        """Write everything accumulated to the span. Call once, just before ``span.end()``."""
+        if not self.recording:
+            return
+        for resolver in self._deferred:
+            extra = guarded("active.defer", resolver)
+            if extra:
+                for key, value in extra.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        self._totals[key] = self._totals.get(key, 0) + value
+                    else:
+                        self.attributes[key] = value
+        self._deferred.clear()
+        for key, total in self._totals.items():
+            self.attributes[key] = int(total) if float(total).is_integer() else total
+        if self.attributes:
+            self.span.set_attributes(self.attributes)
+
+
+_CURRENT: ContextVar[ActiveSpan | None] = ContextVar("inferaudit_active_span", default=None)
+
+
+def current() -> ActiveSpan | None:
+    """The innermost audited span of this context, or ``None``."""
+    return _CURRENT.get()
+
+
+def push(active: ActiveSpan) -> Token[ActiveSpan | None]:
+    return _CURRENT.set(active)
+
+
+def pop(token: Token[ActiveSpan | None]) -> None:
+    _CURRENT.reset(token)
