@@ -1,1 +1,1 @@
-"""InferAudit SDK: OpenTelemetry-native instrumentation of AI inference (placeholder, being written)."""
+"""InferAudit SDK (being written)."""
