@@ -1,0 +1,229 @@
+"""Discrete-event replay of observed requests through a model of the serving path.
+
+The ROI model's projections come from here: the measured arrivals and token counts are replayed
+through ``replicas`` identical servers under a batching policy, with service times from a fitted
+:class:`ServiceCurve`. Replaying the real arrivals (rather than a Poisson assumption) keeps the
+burstiness that decides queueing, which is what p95 is made of.
+
+Policies:
+- ``sequential``: one request at a time per replica, FIFO (what an unbatched server does).
+- ``dynamic``: when a replica frees up it takes up to ``max_batch`` waiting requests (after
+  waiting at most ``max_wait_ns`` for the batch to fill) and runs them as one padded call: the
+  call lasts as long as its longest prompt and its longest output (static batching, as
+  Hugging Face ``generate`` does).
+- ``continuous``: iteration-level scheduling (Orca/vLLM style): requests join and leave the running
+  batch at decode-step boundaries, at most ``max_batch`` in flight; a joining request's prefill is
+  charged to the step it joins in.
+
+Times are integer-valued float ns internally; all inputs and outputs are ns.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+POLICIES = ("sequential", "dynamic", "continuous")
+
+
+@dataclass(frozen=True)
+class ServiceCurve:
+    """Device time of one model call, fitted to measurements.
+
+    ``call_ns(b, in_tokens, out_tokens) = fixed_ns + prefill_ns_per_token * b * in_tokens
+    + out_tokens * (step_ns + step_ns_per_seq * b)``, with ``in_tokens``/``out_tokens`` the padded
+    (longest) lengths of the batch. One decode step of a batch of ``b`` costs
+    ``step_ns + step_ns_per_seq * b``. All coefficients are ns and non-negative.
+    """
+
+    fixed_ns: float
+    prefill_ns_per_token: float
+    step_ns: float
+    step_ns_per_seq: float
+
+    def call_ns(self, batch: int, in_tokens: float, out_tokens: float) -> float:
+        return (
+            self.fixed_ns
+            + self.prefill_ns_per_token * batch * in_tokens
+            + out_tokens * (self.step_ns + self.step_ns_per_seq * batch)
+        )
+
+    def step_time_ns(self, batch: int) -> float:
+        return self.step_ns + self.step_ns_per_seq * batch
+
+    def scaled(self, factor: float) -> ServiceCurve:
+        """The same curve running ``factor`` times as long (e.g. 1/speed-up)."""
+        return ServiceCurve(
+            self.fixed_ns * factor,
+            self.prefill_ns_per_token * factor,
+            self.step_ns * factor,
+            self.step_ns_per_seq * factor,
+        )
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Observed requests: arrival (ns from any origin), input and output tokens; sorted by
+    arrival on construction via :meth:`of`."""
+
+    arrival_ns: np.ndarray
+    input_tokens: np.ndarray
+    output_tokens: np.ndarray
+
+    @classmethod
+    def of(cls, arrival_ns, input_tokens, output_tokens) -> Workload:
+        a = np.asarray(arrival_ns, dtype=np.float64)
+        order = np.argsort(a, kind="stable")
+        return cls(
+            a[order] - (a.min() if a.size else 0.0),
+            np.asarray(input_tokens, dtype=np.float64)[order],
+            np.asarray(output_tokens, dtype=np.float64)[order],
+        )
+
+    def __len__(self) -> int:
+        return int(self.arrival_ns.size)
+
+    def subset(self, mask: np.ndarray) -> Workload:
+        return Workload(self.arrival_ns[mask], self.input_tokens[mask], self.output_tokens[mask])
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """Per-request outcome of a replay, plus what the devices did."""
+
+    start_ns: np.ndarray  # service start per request (same order as the workload)
+    finish_ns: np.ndarray
+    latency_ns: np.ndarray  # finish - arrival
+    busy_ns: float  # summed device-busy time over all replicas
+    window_ns: float  # first arrival to last finish
+    batch_sizes: np.ndarray  # size of every model call (dynamic/sequential) or step (continuous)
+    replicas: int
+
+    def p(self, q: float) -> float:
+        return float(np.quantile(self.latency_ns, q, method="inverted_cdf"))
+
+    @property
+    def utilization(self) -> float:
+        """Device-busy share of the paid device time (replicas x window), 0-1."""
+        if self.window_ns <= 0:
+            return 0.0
+        return min(1.0, self.busy_ns / (self.window_ns * self.replicas))
+
+
+def simulate(
+    work: Workload,
+    curve: ServiceCurve,
+    *,
+    policy: str = "sequential",
+    max_batch: int = 1,
+    max_wait_ns: float = 0.0,
+    replicas: int = 1,
+) -> SimResult:
+    """Replay ``work`` through ``replicas`` servers under ``policy``; see the module docstring."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown batching policy {policy!r}; expected one of {POLICIES}")
+    if max_batch < 1 or replicas < 1:
+        raise ValueError("max_batch and replicas must be >= 1")
+    n = len(work)
+    if n == 0:
+        empty = np.zeros(0)
+        return SimResult(empty, empty, empty, 0.0, 0.0, np.zeros(0, dtype=np.int64), replicas)
+    if policy == "continuous":
+        return _simulate_continuous(work, curve, max_batch, replicas)
+    if policy == "sequential":
+        max_batch, max_wait_ns = 1, 0.0
+    return _simulate_static(work, curve, max_batch, max_wait_ns, replicas)
+
+
+def _simulate_static(
+    work: Workload, curve: ServiceCurve, max_batch: int, max_wait_ns: float, replicas: int
+) -> SimResult:
+    n = len(work)
+    arr, tin, tout = work.arrival_ns, work.input_tokens, work.output_tokens
+    start = np.zeros(n)
+    finish = np.zeros(n)
+    free_at = [0.0] * replicas  # heap of times each replica becomes free
+    heapq.heapify(free_at)
+    sizes: list[int] = []
+    busy = 0.0
+    i = 0
+    while i < n:
+        t_free = heapq.heappop(free_at)
+        t = max(t_free, arr[i])
+        # Wait for the batch to fill, but never past max_wait after the first request was ready.
+        if max_batch > 1 and max_wait_ns > 0:
+            deadline = t + max_wait_ns
+            j_full = min(i + max_batch, n) - 1
+            if arr[j_full] > t:
+                t = min(deadline, arr[j_full])
+        j = i
+        while j < n and j - i < max_batch and arr[j] <= t:
+            j += 1
+        j = max(j, i + 1)
+        b = j - i
+        dur = curve.call_ns(b, float(tin[i:j].max()), float(tout[i:j].max()))
+        start[i:j] = t
+        finish[i:j] = t + dur
+        busy += dur
+        sizes.append(b)
+        heapq.heappush(free_at, t + dur)
+        i = j
+    lat = finish - arr
+    return SimResult(start, finish, lat, busy, float(finish.max() - arr.min()),
+                     np.asarray(sizes, dtype=np.int64), replicas)
+
+
+def _simulate_continuous(
+    work: Workload, curve: ServiceCurve, max_batch: int, replicas: int
+) -> SimResult:
+    """Iteration-level batching: each replica advances in decode steps; requests join at step
+    boundaries (FIFO, shortest-queue replica) and leave when their output is done."""
+    n = len(work)
+    arr, tin, tout = work.arrival_ns, work.input_tokens, work.output_tokens
+    start = np.full(n, np.nan)
+    finish = np.full(n, np.nan)
+    clock = [0.0] * replicas
+    running: list[dict[int, float]] = [{} for _ in range(replicas)]  # req -> tokens left
+    waiting: deque[int] = deque()
+    sizes: list[int] = []
+    busy = 0.0
+    nxt = 0
+    done = 0
+    while done < n:
+        # The replica whose clock is earliest acts next.
+        r = min(range(replicas), key=lambda k: clock[k])
+        if not running[r] and not waiting:
+            if nxt >= n:
+                clock[r] = float("inf")
+                continue
+            clock[r] = max(clock[r], arr[nxt])
+        while nxt < n and arr[nxt] <= clock[r]:
+            waiting.append(nxt)
+            nxt += 1
+        joining = []
+        while waiting and len(running[r]) < max_batch:
+            q = waiting.popleft()
+            joining.append(q)
+            running[r][q] = tout[q]
+            start[q] = clock[r]
+        if not running[r]:
+            continue
+        b = len(running[r])
+        step = curve.step_time_ns(b)
+        if joining:
+            step += curve.fixed_ns + curve.prefill_ns_per_token * float(tin[joining].sum())
+        clock[r] += step
+        busy += step
+        sizes.append(b)
+        for q in list(running[r]):
+            running[r][q] -= 1
+            if running[r][q] <= 0:
+                del running[r][q]
+                finish[q] = clock[r]
+                done += 1
+    lat = finish - arr
+    return SimResult(start, finish, lat, busy, float(np.nanmax(finish) - arr.min()),
+                     np.asarray(sizes, dtype=np.int64), replicas)

@@ -1,0 +1,63 @@
+"""The replay simulator against cases whose answer is known by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inferaudit_analyzer.roi.simulate import ServiceCurve, Workload, simulate
+
+FLAT = ServiceCurve(fixed_ns=100.0, prefill_ns_per_token=0.0, step_ns=0.0, step_ns_per_seq=0.0)
+
+
+def test_sequential_queue_builds_up_exactly() -> None:
+    work = Workload.of([0, 0, 0, 250], [1, 1, 1, 1], [1, 1, 1, 1])
+    res = simulate(work, FLAT, policy="sequential")
+    assert res.start_ns.tolist() == [0, 100, 200, 300]
+    assert res.latency_ns.tolist() == [100, 200, 300, 150]
+    assert res.busy_ns == 400
+    assert res.batch_sizes.tolist() == [1, 1, 1, 1]
+
+
+def test_dynamic_batching_takes_everything_waiting() -> None:
+    work = Workload.of([0, 10, 20, 30, 40], [1] * 5, [1] * 5)
+    res = simulate(work, FLAT, policy="dynamic", max_batch=8)
+    # First call starts alone at 0; the four that arrive meanwhile ride the second call.
+    assert res.batch_sizes.tolist() == [1, 4]
+    assert res.finish_ns.tolist() == [100, 200, 200, 200, 200]
+
+
+def test_dynamic_respects_max_batch_and_max_wait() -> None:
+    work = Workload.of([0, 10, 20, 30], [1] * 4, [1] * 4)
+    res = simulate(work, FLAT, policy="dynamic", max_batch=2, max_wait_ns=15)
+    assert res.batch_sizes.tolist() == [2, 2]
+    assert res.start_ns.tolist() == [10, 10, 110, 110]
+
+
+def test_padded_call_lasts_for_longest_request() -> None:
+    curve = ServiceCurve(fixed_ns=0, prefill_ns_per_token=1.0, step_ns=10.0, step_ns_per_seq=1.0)
+    work = Workload.of([0, 0], [5, 3], [4, 2])
+    res = simulate(work, curve, policy="dynamic", max_batch=2)
+    assert res.finish_ns.tolist() == [2 * 5 + 4 * (10 + 2)] * 2
+
+
+def test_continuous_lets_short_requests_leave_early() -> None:
+    curve = ServiceCurve(fixed_ns=0, prefill_ns_per_token=0, step_ns=10.0, step_ns_per_seq=0.0)
+    work = Workload.of([0, 0], [1, 1], [1, 5])
+    res = simulate(work, curve, policy="continuous", max_batch=4)
+    assert res.finish_ns.tolist() == [10, 50]
+
+
+def test_more_replicas_never_raise_latency() -> None:
+    rng = np.random.default_rng(0)
+    arr = np.cumsum(rng.exponential(80, 500))
+    work = Workload.of(arr, np.ones(500), np.ones(500))
+    one = simulate(work, FLAT, replicas=1)
+    two = simulate(work, FLAT, replicas=2)
+    assert two.p(0.95) <= one.p(0.95)
+    assert two.utilization < one.utilization
+
+
+def test_unknown_policy_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown batching policy"):
+        simulate(Workload.of([0], [1], [1]), FLAT, policy="magic")
