@@ -5,6 +5,11 @@ Kept engine-neutral in spirit: plain column types that DuckDB and ClickHouse bot
 
 from __future__ import annotations
 
+from typing import Any
+
+# Bump when a table's columns or the meaning of a column change: the ingest cache keys on it.
+STORE_SCHEMA_VERSION = "2"
+
 SPANS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("trace_id", "VARCHAR"),
     ("span_id", "VARCHAR"),
@@ -30,6 +35,8 @@ SPANS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("ttft_ns", "BIGINT"),
     ("tpot_ns", "BIGINT"),
     ("queue_ns", "BIGINT"),
+    ("prefill_ns", "BIGINT"),
+    ("decode_ns", "BIGINT"),
     ("batch_size", "BIGINT"),
     ("batch_input_tokens", "BIGINT"),
     ("padded_tokens", "BIGINT"),
@@ -52,6 +59,7 @@ SPANS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("error_type", "VARCHAR"),
     ("stream", "BOOLEAN"),
     ("profile_path", "VARCHAR"),
+    ("source", "VARCHAR"),
     ("attributes", "VARCHAR"),
 )
 
@@ -81,12 +89,28 @@ METRIC_POINTS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("value", "DOUBLE"),
     ("resource_id", "BIGINT"),
     ("attributes", "VARCHAR"),
+    ("start_ns", "BIGINT"),
+    ("temporality", "TINYINT"),
 )
 
 INGEST_ERRORS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("file", "VARCHAR"),
     ("line", "BIGINT"),
     ("message", "VARCHAR"),
+    ("byte_offset", "BIGINT"),
+)
+
+INPUTS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("file", "VARCHAR"),
+    ("format", "VARCHAR"),
+    ("compression", "VARCHAR"),
+    ("size_bytes", "BIGINT"),
+    ("mtime_ns", "BIGINT"),
+    ("spans", "BIGINT"),
+    ("links", "BIGINT"),
+    ("metric_points", "BIGINT"),
+    ("errors", "BIGINT"),
+    ("cached", "BOOLEAN"),
 )
 
 TABLES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -95,6 +119,7 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "resources": RESOURCES_COLUMNS,
     "metric_points": METRIC_POINTS_COLUMNS,
     "ingest_errors": INGEST_ERRORS_COLUMNS,
+    "inputs": INPUTS_COLUMNS,
 }
 
 
@@ -105,3 +130,19 @@ def create_table_sql(table: str) -> str:
 
 def create_all_sql() -> list[str]:
     return [create_table_sql(t) for t in TABLES]
+
+
+_ARROW_TYPES = {
+    "VARCHAR": "string",
+    "BIGINT": "int64",
+    "TINYINT": "int8",
+    "DOUBLE": "float64",
+    "BOOLEAN": "bool_",
+}
+
+
+def arrow_schema(table: str) -> Any:
+    """The pyarrow schema of a canonical table, for the ingest's Parquet parts."""
+    import pyarrow as pa
+
+    return pa.schema([(name, getattr(pa, _ARROW_TYPES[typ])()) for name, typ in TABLES[table]])

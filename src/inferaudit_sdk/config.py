@@ -62,6 +62,18 @@ class AuditConfig:
     max_queue_size: int = field(
         default=65536, metadata=_env("INFERAUDIT_MAX_QUEUE_SIZE", 65536)
     )
+    # Spans per export call (one OTLP request / one line in the file sink).
+    max_export_batch_size: int = field(
+        default=512, metadata=_env("INFERAUDIT_MAX_EXPORT_BATCH_SIZE", 512)
+    )
+    # How long a span may wait in the queue before the worker exports it anyway.
+    schedule_delay_ms: int = field(
+        default=500, metadata=_env("INFERAUDIT_SCHEDULE_DELAY_MS", 500)
+    )
+    # Backpressure for the local file sink only: when its queue is full the producing thread
+    # waits up to this long for space before the span is dropped (and counted). 0 = never wait.
+    # Network exporters never wait: they drop and count.
+    file_block_ms: int = field(default=100, metadata=_env("INFERAUDIT_FILE_BLOCK_MS", 100))
     # 1 in N model calls runs under torch.profiler; 0 = off.
     profile_every_n: int = field(default=0, metadata=_env("INFERAUDIT_PROFILE_EVERY_N", 0))
     nvml_enabled: bool = field(default=True, metadata=_env("INFERAUDIT_NVML", True))

@@ -60,6 +60,16 @@ VLLM_LATENCY_TIME_IN_MODEL_DECODE = "gen_ai.latency.time_in_model_decode"
 VLLM_LATENCY_TIME_IN_MODEL_FORWARD = "gen_ai.latency.time_in_model_forward"
 VLLM_REQUEST_N = "gen_ai.request.n"
 VLLM_REQUEST_ID = "gen_ai.request.id"
+VLLM_LATENCY_TIME_IN_MODEL_INFERENCE = "gen_ai.latency.time_in_model_inference"
+VLLM_LATENCY_TIME_IN_MODEL_EXECUTE = "gen_ai.latency.time_in_model_execute"
+# OpenLIT (seconds, doubles) and OpenLLMetry spellings the analyzer also reads
+OPENLIT_SERVER_TTFT = "gen_ai.server.ttft"
+OPENLIT_SERVER_TBT = "gen_ai.server.tbt"
+OPENLIT_SERVER_TIME_TO_FIRST_TOKEN = "gen_ai.server.time_to_first_token"
+OPENLIT_SERVER_TIME_PER_OUTPUT_TOKEN = "gen_ai.server.time_per_output_token"
+OPENLIT_REQUEST_IS_STREAM = "gen_ai.request.is_stream"
+LEGACY_LLM_IS_STREAMING = "llm.is_streaming"
+LEGACY_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read_input_tokens"
 
 # --------------------------------------------------------------------------------------------
 # GenAI metrics (histograms) and the spec's explicit bucket boundaries
@@ -157,6 +167,9 @@ DEVICE_TIME_NS = "inferaudit.device.time_ns"  # time the device spent on this ca
 DEVICE_CPU_TIME_NS = "inferaudit.device.cpu_time_ns"  # process CPU time (CPU fallback)
 DEVICE_WALL_TIME_NS = "inferaudit.device.wall_time_ns"  # host wall time of the model call
 DEVICE_STREAMS = "inferaudit.device.streams"  # distinct streams that ran work
+DEVICE_CPU_THREADS = "inferaudit.device.cpu_threads"  # CPU fallback: intra-op threads (capacity)
+DEVICE_RESOLVE_WAIT_NS = "inferaudit.device.resolve_wait_ns"  # span end waited on the device
+DEVICE_CALLS = "inferaudit.device.calls"  # instrumented model calls summed into this span
 
 # Host<->device copies
 COPY_H2D_BYTES = "inferaudit.copy.h2d.bytes"
@@ -174,6 +187,7 @@ GPU_POWER_W = "inferaudit.gpu.power_w"  # mean
 GPU_PCIE_TX_BYTES = "inferaudit.gpu.pcie.tx_bytes"
 GPU_PCIE_RX_BYTES = "inferaudit.gpu.pcie.rx_bytes"
 GPU_SM_CLOCK_MHZ = "inferaudit.gpu.sm_clock_mhz"
+GPU_MEMORY_USED_BYTES = "inferaudit.gpu.memory_used_bytes"  # max over the window
 GPU_THROTTLE_REASONS = "inferaudit.gpu.throttle_reasons"  # bitmask, OR over the window
 GPU_SAMPLES = "inferaudit.gpu.samples"  # NVML samples the aggregate is over
 
@@ -186,6 +200,7 @@ PROFILE_TOP_KERNELS = "inferaudit.profile.top_kernels"  # string[]: "name:ns"
 PROFILE_LAUNCH_GAP_NS = "inferaudit.profile.launch_gap_ns"  # summed idle gaps between kernels
 PROFILE_GRAPH_LAUNCHES = "inferaudit.profile.graph_launches"
 PROFILE_COPY_COUNT = "inferaudit.profile.copy_count"
+PROFILE_BASIS = "inferaudit.profile.basis"  # "kernel" (GPU) | "cpu_op" (CPU only)
 
 # Content capture (only with OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT)
 CONTENT_TRUNCATED = "inferaudit.content.truncated"
@@ -196,6 +211,11 @@ CONTENT_TRUNCATED = "inferaudit.content.truncated"
 METRIC_SDK_ERRORS = "inferaudit.sdk.errors"  # counter: instrumentation faults swallowed
 METRIC_SDK_SPANS_DROPPED = "inferaudit.sdk.spans.dropped"  # counter: spans lost before export
 METRIC_SDK_SPANS_EXPORTED = "inferaudit.sdk.spans.exported"  # counter
+SDK_EXPORTER = "inferaudit.exporter"  # attribute on spans.dropped/exported: "file", "otlp", ...
+SDK_DROP_REASON = "inferaudit.drop.reason"  # attribute on spans.dropped
+DROP_REASON_QUEUE_FULL = "queue_full"
+DROP_REASON_EXPORT_FAILED = "export_failed"
+DROP_REASON_SHUTDOWN = "shutdown"
 METRIC_GPU_SM_CLOCK = "inferaudit.gpu.sm_clock"  # MHz gauge
 METRIC_GPU_THROTTLE_REASONS = "inferaudit.gpu.throttle_reasons"  # bitmask gauge
 METRIC_DEVICE_TIME = "inferaudit.device.time"  # s histogram per model call

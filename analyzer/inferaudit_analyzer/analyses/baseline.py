@@ -1,0 +1,205 @@
+"""The baseline: what the service does today, overall, per model, per route and per time bucket.
+
+Requests, throughput (req/s, tokens/s), latency / TTFT / TPOT / queue percentiles (exact and
+sketch), batch-size distribution, concurrency, device utilisation and cost. Latency is what the
+client waits (the enclosing SERVER span where there is one; see the ``requests`` view).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from inferaudit_analyzer.analyses import percentiles as pct
+from inferaudit_analyzer.analyses._common import (
+    NS_PER_MS,
+    NS_PER_S,
+    AnalysisParams,
+    Window,
+    ratio,
+    rounded,
+)
+from inferaudit_analyzer.analyses.batching import batch_stats
+from inferaudit_analyzer.analyses.concurrency import Concurrency
+from inferaudit_analyzer.analyses.utilization import Utilization
+from inferaudit_analyzer.cost import CostModel
+
+SCOPE_SQL = """
+SELECT COUNT(*) AS n,
+       COUNT(*) FILTER (WHERE status_code = 2 OR error_type IS NOT NULL) AS errors,
+       COUNT(*) FILTER (WHERE cache_hit) AS cache_hits,
+       COALESCE(SUM(input_tokens), 0) AS input_tokens,
+       COALESCE(SUM(output_tokens), 0) AS output_tokens,
+       COALESCE(SUM(device_ns), 0) AS device_ns,
+       COALESCE(SUM(latency_ns), 0) AS latency_ns
+FROM requests {where}
+"""
+
+# Batches of one model and the device capacity (devices x window) of the resources they ran on.
+MODEL_BATCH_DEVICE_SQL = """
+SELECT COALESCE(SUM(device_ns), 0) FROM batches WHERE request_model IS NOT DISTINCT FROM ?
+"""
+
+METRICS: tuple[tuple[str, str], ...] = (
+    ("latency_ms", "latency_ns"),
+    ("ttft_ms", "ttft_ns"),
+    ("tpot_ms", "tpot_ns"),
+    ("queue_ms", "queue_ns"),
+    ("model_ms", "model_ns"),
+)
+
+
+def _scope(con: Any, where: str, params: tuple[Any, ...], window: Window, cost: CostModel,
+           alpha: float) -> dict[str, Any]:
+    row = con.execute(SCOPE_SQL.format(where=where), list(params)).fetchone()
+    n, errors, hits, tin, tout, device_ns, latency_ns = (int(v or 0) for v in row)
+    win_s = window.duration_s
+    out: dict[str, Any] = {
+        "requests": n,
+        "errors": errors,
+        "error_ratio": rounded(ratio(errors, n), 4),
+        "cache_hit_ratio": rounded(ratio(hits, n), 4),
+        "input_tokens": tin,
+        "output_tokens": tout,
+        "throughput_rps": rounded(ratio(n, win_s), 4),
+        "tokens_per_s": {
+            "input": rounded(ratio(tin, win_s), 3),
+            "output": rounded(ratio(tout, win_s), 3),
+            "total": rounded(ratio(tin + tout, win_s), 3),
+        },
+        "device_s": device_ns / NS_PER_S,
+        "concurrency_mean": rounded(ratio(latency_ns, window.duration_ns), 4),
+    }
+    src = f"SELECT * FROM requests {where}"
+    for key, col in METRICS:
+        s = pct.summarize(con, src, col, params, scale=NS_PER_MS, alpha=alpha)
+        out[key] = {k: (rounded(v, 4) if isinstance(v, float) else v) for k, v in s.items()
+                    if k != "sketch"}
+        out[key]["sketch"] = {k: rounded(v, 4) for k, v in s["sketch"].items()}
+    out.update(cost.scope_cost(n, device_ns, tin, tout))
+    return out
+
+
+MAX_BUCKETS = 10_000
+
+
+def _auto_bucket_s(window: Window) -> float:
+    """About 20 buckets, rounded to 1-2-5 steps, at least 1 s."""
+    raw = max(window.duration_s / 20.0, 1.0)
+    exp = 10 ** math.floor(math.log10(raw))
+    for step in (1, 2, 5, 10):
+        if raw <= step * exp:
+            return float(step * exp)
+    return float(10 * exp)
+
+
+BUCKET_SQL = """
+SELECT CAST(FLOOR((arrival_ns - ?) / ?) AS BIGINT) AS bucket,
+       COUNT(*) AS n,
+       COALESCE(SUM(input_tokens), 0) + COALESCE(SUM(output_tokens), 0) AS tokens,
+       quantile_disc(latency_ns, 0.5) AS p50,
+       quantile_disc(latency_ns, 0.95) AS p95,
+       quantile_disc(latency_ns, 0.99) AS p99,
+       quantile_disc(ttft_ns, 0.5) AS ttft_p50,
+       SUM(latency_ns) AS latency_ns
+FROM requests WHERE arrival_ns IS NOT NULL
+GROUP BY bucket ORDER BY bucket
+"""
+
+BUCKET_DEVICE_SQL = """
+SELECT CAST(FLOOR((start_ns - ?) / ?) AS BIGINT) AS bucket, SUM(device_ns), COUNT(*)
+FROM batches WHERE start_ns IS NOT NULL GROUP BY bucket
+"""
+
+
+def time_buckets(con: Any, window: Window, util: Utilization, bucket_s: float | None,
+                 alpha: float) -> dict[str, Any]:
+    """Per-bucket requests, throughput, latency percentiles and device busy share.
+
+    Requests and batches fall in the bucket where they start. The latency sketch of each bucket is
+    computed too and merged; the merged sketch equals the whole-window one (the mergeability the
+    sketch exists for), reported as a self-check.
+    """
+    if window.start_ns is None or window.duration_ns == 0:
+        return {"bucket_s": bucket_s, "rows": []}
+    width_s = float(bucket_s) if bucket_s else _auto_bucket_s(window)
+    widened = window.duration_s / width_s > MAX_BUCKETS
+    if widened:  # a 1 ms bucket over a day would be a report of millions of rows
+        width_s = window.duration_s / MAX_BUCKETS
+    width_ns = width_s * NS_PER_S
+    devices = max(util.devices, 1)
+    dev = {int(b): (int(d or 0), int(c)) for b, d, c in
+           con.execute(BUCKET_DEVICE_SQL, [window.start_ns, width_ns]).fetchall()}
+    rows = []
+    for b, n, tokens, p50, p95, p99, ttft50, lat_ns in con.execute(
+            BUCKET_SQL, [window.start_ns, width_ns]).fetchall():
+        dns, nb = dev.get(int(b), (0, 0))
+        rows.append({
+            "bucket": int(b),
+            "start_s": int(b) * width_s,
+            "requests": int(n),
+            "throughput_rps": rounded(n / width_s, 4),
+            "tokens_per_s": rounded(int(tokens) / width_s, 3),
+            "latency_ms": {"p50": rounded(_ms(p50), 4), "p95": rounded(_ms(p95), 4),
+                           "p99": rounded(_ms(p99), 4)},
+            "ttft_ms_p50": rounded(_ms(ttft50), 4),
+            "concurrency_mean": rounded(int(lat_ns or 0) / width_ns, 4),
+            "batches": nb,
+            "device_busy_ratio": rounded(min(1.0, dns / (width_ns * devices)), 4) if nb else None,
+        })
+    per_bucket = pct.sketch_from_sql(
+        con, f"SELECT CAST(FLOOR((arrival_ns - {int(window.start_ns)}) / {width_ns!r}) AS BIGINT)"
+             " AS bucket, latency_ns FROM requests WHERE arrival_ns IS NOT NULL",
+        "latency_ns", alpha=alpha, group_cols=("bucket",))
+    merged = pct.merge_all(per_bucket.values(), alpha)
+    whole = pct.sketch_from_sql(con, "SELECT latency_ns FROM requests", "latency_ns",
+                                alpha=alpha).get((), pct.LogHistogram(alpha))
+    return {
+        "bucket_s": width_s,
+        "bucket_s_requested": bucket_s,
+        "widened_to_max_buckets": widened,
+        "rows": rows,
+        "sketch_merge_check": {"merged_equals_whole": merged.counts == whole.counts,
+                               "buckets": len(per_bucket)},
+    }
+
+
+def _ms(v: Any) -> float | None:
+    return None if v is None else float(v) / NS_PER_MS
+
+
+def baseline(con: Any, window: Window, util: Utilization, conc: Concurrency, cost: CostModel,
+             params: AnalysisParams) -> dict[str, Any]:
+    alpha = params.sketch_alpha
+    overall = _scope(con, "", (), window, cost, alpha)
+    overall["window_s"] = window.duration_s
+    overall["batch_size"] = batch_stats(con).to_json()
+    overall["concurrency"] = conc.to_json()
+    overall["concurrency_mean"] = rounded(conc.mean, 4)
+    overall["device_utilization"] = rounded(util.ratio, 4)
+    overall["device_utilization_source"] = util.source
+    overall["device_utilization_detail"] = util.to_json()
+    models = [r[0] for r in con.execute(
+        "SELECT DISTINCT request_model FROM requests ORDER BY request_model NULLS LAST").fetchall()]
+    by_model: dict[str, Any] = {}
+    capacity = window.duration_ns * max(util.devices, 1)
+    for m in models:
+        where, p = ("WHERE request_model IS NULL", ()) if m is None else (
+            "WHERE request_model = ?", (m,))
+        scope = _scope(con, where, p, window, cost, alpha)
+        bwhere = ("WHERE request_model IS NULL", ()) if m is None else (
+            "WHERE request_model = ?", (m,))
+        scope["batch_size"] = batch_stats(con, *bwhere).to_json()
+        dev_ns = con.execute(MODEL_BATCH_DEVICE_SQL, [m]).fetchone()[0]
+        scope["device_utilization"] = rounded(min(1.0, dev_ns / capacity), 4) if (
+            capacity and scope["batch_size"]["batches"]) else None
+        by_model[m if m is not None else "(unknown)"] = scope
+    routes = [r[0] for r in con.execute(
+        "SELECT DISTINCT route FROM requests WHERE route IS NOT NULL ORDER BY route").fetchall()]
+    by_route = {r: _scope(con, "WHERE route = ?", (r,), window, cost, alpha) for r in routes}
+    return {
+        "overall": overall,
+        "by_model": by_model,
+        "by_route": by_route,
+        "time_buckets": time_buckets(con, window, util, params.bucket_s, alpha),
+    }

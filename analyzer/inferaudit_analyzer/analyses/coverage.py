@@ -1,0 +1,155 @@
+"""Coverage: how much of the traffic the input shows, which scales every verdict's confidence.
+
+Sources: lines the ingest could not read (``ingest_errors``; empty files excluded), spans the SDK
+dropped before export (its ``inferaudit.sdk.spans.dropped`` / ``.exported`` counters, cumulative:
+max per resource and attribute set, then summed), batch links that point to request spans absent
+from the input (sampled out or lost), and requests without token counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from inferaudit_analyzer import thresholds as th
+from inferaudit_analyzer.analyses._common import ratio, rounded
+from inferaudit_analyzer.findings import Finding
+from inferaudit_sdk import semconv
+
+COUNTER_SQL = """
+SELECT COALESCE(SUM(v), 0) FROM (
+    SELECT MAX(value) AS v FROM metric_points WHERE name = ?
+    GROUP BY resource_id, attributes
+) c
+"""
+
+LINKS_SQL = """
+SELECT COUNT(*) AS links,
+       COUNT(*) FILTER (WHERE r.span_id IS NULL) AS missing
+FROM links l
+JOIN spans b ON b.trace_id = l.trace_id AND b.span_id = l.span_id AND b.role = ?
+LEFT JOIN spans r ON r.trace_id = l.linked_trace_id AND r.span_id = l.linked_span_id
+"""
+
+COUNTS_SQL = """
+SELECT (SELECT COUNT(*) FROM spans),
+       (SELECT COUNT(*) FROM requests),
+       (SELECT COUNT(*) FROM batches),
+       (SELECT COUNT(*) FROM requests WHERE input_tokens IS NULL AND output_tokens IS NULL),
+       (SELECT COUNT(*) FROM ingest_errors)
+"""
+
+
+@dataclass(frozen=True)
+class Coverage:
+    spans: int
+    requests: int
+    batches: int
+    requests_without_tokens: int
+    ingest_errors: int
+    dropped_spans: int
+    exported_spans: int
+    sdk_errors: int
+    links: int
+    missing_links: int
+
+    @property
+    def drop_ratio(self) -> float | None:
+        return ratio(self.dropped_spans, self.dropped_spans + self.exported_spans)
+
+    @property
+    def missing_link_ratio(self) -> float | None:
+        return ratio(self.missing_links, self.links)
+
+    @property
+    def ratio(self) -> float:
+        """Share of the traffic we believe we see: the worst of the loss signals, 0-1."""
+        losses = [x for x in (self.drop_ratio, self.missing_link_ratio) if x is not None]
+        unreadable = ratio(self.ingest_errors, self.ingest_errors + self.spans)
+        if unreadable is not None:
+            losses.append(unreadable)
+        return 1.0 - max(losses, default=0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ratio": round(self.ratio, 4),
+            "spans": self.spans,
+            "requests": self.requests,
+            "batches": self.batches,
+            "requests_without_tokens": self.requests_without_tokens,
+            "ingest_errors": self.ingest_errors,
+            "dropped_spans": self.dropped_spans,
+            "exported_spans": self.exported_spans,
+            "drop_ratio": rounded(self.drop_ratio, 4),
+            "sdk_errors": self.sdk_errors,
+            "batch_links": self.links,
+            "missing_link_ratio": rounded(self.missing_link_ratio, 4),
+        }
+
+
+# An empty input file loses no traffic; the store's ``inputs`` table (when present) says which
+# files were empty, and their "empty file" errors are not counted as lost data.
+EMPTY_FILE_ERRORS_SQL = """
+SELECT COUNT(*) FROM ingest_errors e JOIN inputs i ON i.file = e.file WHERE i.size_bytes = 0
+"""
+
+
+def _empty_file_errors(con: Any) -> int:
+    try:
+        return int(con.execute(EMPTY_FILE_ERRORS_SQL).fetchone()[0])
+    except duckdb.Error:  # no inputs table (a fixture or foreign store): nothing to discount
+        return 0
+
+
+def analyze_coverage(con: Any) -> Coverage:
+    spans, reqs, batches, no_tokens, errors = con.execute(COUNTS_SQL).fetchone()
+    errors = max(0, int(errors) - _empty_file_errors(con))
+
+    def counter(name: str) -> int:
+        return int(con.execute(COUNTER_SQL, [name]).fetchone()[0] or 0)
+
+    links, missing = con.execute(LINKS_SQL, [semconv.ROLE_BATCH]).fetchone()
+    return Coverage(
+        spans=int(spans), requests=int(reqs), batches=int(batches),
+        requests_without_tokens=int(no_tokens), ingest_errors=int(errors),
+        dropped_spans=counter(semconv.METRIC_SDK_SPANS_DROPPED),
+        exported_spans=counter(semconv.METRIC_SDK_SPANS_EXPORTED),
+        sdk_errors=counter(semconv.METRIC_SDK_ERRORS),
+        links=int(links), missing_links=int(missing),
+    )
+
+
+def coverage_findings(c: Coverage) -> list[Finding]:
+    out: list[Finding] = []
+    if c.ratio < th.LOW_COVERAGE_RATIO:
+        out.append(Finding(
+            id="low_coverage",
+            title="Part of the traffic is missing from the input; confidence is lowered",
+            severity="high" if c.ratio < th.VERY_LOW_COVERAGE_RATIO else "medium",
+            layer="coverage",
+            evidence={
+                "coverage_ratio": round(c.ratio, 4),
+                "drop_ratio": rounded(c.drop_ratio, 4),
+                "missing_link_ratio": rounded(c.missing_link_ratio, 4),
+                "ingest_errors": c.ingest_errors,
+                "threshold_ratio": th.LOW_COVERAGE_RATIO,
+            },
+            detail=("Spans dropped by the SDK, request spans sampled out (batch links to spans "
+                    "not in the input) or unreadable lines. Raise the export queue, keep sampling "
+                    "parent-based at 100 % for audited services, or add the missing files."),
+        ))
+    if c.requests and c.requests_without_tokens / c.requests >= 1 - th.LOW_COVERAGE_RATIO:
+        out.append(Finding(
+            id="missing_token_counts",
+            title="Requests without token counts",
+            severity="low",
+            layer="coverage",
+            evidence={"requests_without_tokens": c.requests_without_tokens,
+                      "requests": c.requests},
+            detail=("Without token counts, throughput in tokens/s, per-token cost and the "
+                    "token-weighted device share fall back to per-request figures. Call "
+                    "inferaudit_sdk.record(prompt_token_ids=..., output_token_ids=...)."),
+        ))
+    return out

@@ -1,0 +1,62 @@
+"""Idle device while requests wait, and a device paid for but mostly unused.
+
+``idle_device_while_waiting``: of the time at least one request was in flight, the share during
+which no model call ran anywhere (from the concurrency sweep). Time a request spends in
+tokenising, Python pre/post-processing, I/O or a sequential pipeline with the device idle is the
+serving stack's (runtime layer).
+``device_underused``: busy / paid device time below DCGM's 0.5 guidance with nobody waiting:
+capacity exceeds demand (the bill's idle share; the fix is fewer or smaller devices, or more load
+per device).
+"""
+
+from __future__ import annotations
+
+from inferaudit_analyzer import thresholds as th
+from inferaudit_analyzer.analyses.concurrency import Concurrency
+from inferaudit_analyzer.analyses.utilization import Utilization
+from inferaudit_analyzer.findings import Finding
+
+
+def idle_findings(conc: Concurrency, util: Utilization) -> list[Finding]:
+    out: list[Finding] = []
+    idle_ratio = conc.idle_while_waiting_ratio
+    waiting = idle_ratio is not None and idle_ratio >= th.IDLE_WHILE_WAITING_RATIO
+    if waiting:
+        out.append(Finding(
+            id="idle_device_while_waiting",
+            title="The device sits idle while requests wait",
+            severity="high" if idle_ratio >= th.IDLE_WHILE_WAITING_HIGH_RATIO else "medium",
+            layer="runtime",
+            evidence={
+                "idle_while_waiting_ratio": round(idle_ratio, 4),
+                "idle_while_waiting_s": conc.idle_waiting_ns / 1e9,
+                "requests_inflight_s": conc.inflight_ns / 1e9,
+                "device_utilization_ratio": (None if util.ratio is None
+                                             else round(util.ratio, 4)),
+                "threshold_ratio": th.IDLE_WHILE_WAITING_RATIO,
+            },
+            detail=("Share of the time with at least one request in flight during which no model "
+                    "call ran. That time goes to the serving stack (tokenising, pre/post-"
+                    "processing, "
+                    "I/O, a sequential pipeline); overlap it with device work or batch it."),
+        ))
+    ratio = util.ratio
+    if ratio is not None and ratio < th.UNDERUSED_UTILIZATION_RATIO and not waiting \
+            and util.resources:
+        out.append(Finding(
+            id="device_underused",
+            title="Paid device time is mostly unused",
+            severity="medium" if ratio < th.UNDERUSED_UTILIZATION_RATIO / 2 else "low",
+            layer="runtime",
+            evidence={
+                "device_utilization_ratio": round(ratio, 4),
+                "devices": util.devices,
+                "busy_device_s": util.busy_ns / 1e9,
+                "paid_device_s": util.window_ns * util.devices / 1e9,
+                "threshold_ratio": th.UNDERUSED_UTILIZATION_RATIO,
+            },
+            detail=("Busy / paid device time below DCGM's 0.5 'ineffective use' guidance while "
+                    "requests are not waiting on the device: capacity exceeds demand. "
+                    "Consolidate replicas or right-size the device."),
+        ))
+    return out

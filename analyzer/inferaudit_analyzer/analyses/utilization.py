@@ -1,0 +1,246 @@
+"""Device utilisation: the share of paid device time that did work.
+
+Per device (resource, device id) the busy time is the union of its model-call intervals (SQL:
+sort by start, running max of ends, a new island whenever a start passes the running max), capped
+by the measured device time when the SDK measured it. On a CPU device the device is the host's
+cores: busy = process CPU time / cores. Utilisation = busy / (window x devices), the devices being
+``gpu_count`` of the resource (or the device ids seen, whichever is larger), or one CPU instance.
+NVML's ``hw.gpu.utilization`` (when sampled) is reported beside it, not mixed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from inferaudit_analyzer import thresholds as th
+from inferaudit_analyzer.analyses._common import ratio, rounded
+from inferaudit_analyzer.findings import Finding
+from inferaudit_sdk import semconv
+
+UNION_BY_DEVICE_SQL = """
+WITH iv AS (
+    SELECT resource_id, device_id, start_ns AS s, end_ns AS e FROM batches
+     WHERE start_ns IS NOT NULL AND end_ns IS NOT NULL AND end_ns >= start_ns
+),
+ordered AS (
+    SELECT *, MAX(e) OVER (PARTITION BY resource_id, device_id ORDER BY s, e
+                           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_e
+    FROM iv
+),
+islands AS (
+    SELECT *, SUM(CASE WHEN prev_e IS NULL OR s > prev_e THEN 1 ELSE 0 END)
+                  OVER (PARTITION BY resource_id, device_id ORDER BY s, e
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS island
+    FROM ordered
+),
+spans AS (
+    SELECT resource_id, device_id, island, MIN(s) AS s, MAX(e) AS e
+    FROM islands GROUP BY resource_id, device_id, island
+)
+SELECT resource_id, device_id, SUM(e - s) AS busy_union_ns FROM spans
+GROUP BY resource_id, device_id
+"""
+
+PER_DEVICE_SQL = f"""
+WITH u AS ({UNION_BY_DEVICE_SQL}),
+b AS (
+    SELECT resource_id, device_id,
+           MAX(COALESCE(device_type, 'unknown')) AS device_type,
+           COUNT(*) AS n_batches,
+           SUM(device_ns) AS device_ns,
+           SUM(cpu_time_ns) AS cpu_time_ns,
+           BOOL_AND(device_time_measured) AS measured
+    FROM batches GROUP BY resource_id, device_id
+)
+SELECT b.resource_id, b.device_id, b.device_type, b.n_batches, b.device_ns, b.cpu_time_ns,
+       b.measured, COALESCE(u.busy_union_ns, 0) AS busy_union_ns,
+       r.gpu_count, r.cpu_cores, r.gpu_model, r.host_type
+FROM b
+LEFT JOIN u ON u.resource_id IS NOT DISTINCT FROM b.resource_id
+           AND u.device_id IS NOT DISTINCT FROM b.device_id
+LEFT JOIN resources r ON r.resource_id = b.resource_id
+ORDER BY b.resource_id, b.device_id
+"""
+
+NVML_SQL = f"""
+SELECT AVG(CASE WHEN value > 1.0 THEN value / 100.0 ELSE value END), COUNT(*)
+FROM metric_points WHERE name = '{semconv.METRIC_HW_GPU_UTILIZATION}'
+"""
+NVML_MEM_SQL = f"""
+SELECT AVG(CASE WHEN value > 1.0 THEN value / 100.0 ELSE value END), COUNT(*)
+FROM metric_points WHERE name = '{semconv.METRIC_HW_GPU_MEMORY_UTILIZATION}'
+"""
+SPAN_MEM_UTIL_SQL = f"""
+SELECT SUM(TRY_CAST(json_extract_string(attributes, '$."{semconv.GPU_MEMORY_UTILIZATION_RATIO}"')
+                    AS DOUBLE) * duration_ns) / NULLIF(SUM(CASE WHEN json_extract_string(attributes,
+           '$."{semconv.GPU_MEMORY_UTILIZATION_RATIO}"') IS NOT NULL THEN duration_ns END), 0)
+FROM batches
+"""
+SPAN_GPU_UTIL_SQL = """
+SELECT SUM(gpu_util * duration_ns) / NULLIF(SUM(CASE WHEN gpu_util IS NOT NULL
+                                                     THEN duration_ns END), 0)
+FROM batches
+"""
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    """Busy device time of one resource (a process / host), in device-ns."""
+
+    resource_id: int | None
+    device_type: str
+    devices: int
+    busy_ns: int  # summed over its devices; CPU: instance-ns (cpu time / cores)
+    n_batches: int
+    gpu_model: str | None
+    host_type: str | None
+    cpu_cores: int | None
+    busy_known: bool = True  # False: no model-call timing at all (requests only)
+
+
+# Fallback when no batch span exists: the paid units are the resources that served requests.
+REQUEST_RESOURCES_SQL = """
+SELECT q.resource_id, COUNT(*) AS n, SUM(q.device_ns) AS device_ns, COUNT(q.device_ns) AS timed,
+       MAX(r.gpu_count), MAX(r.cpu_cores), MAX(r.gpu_model), MAX(r.host_type)
+FROM requests q LEFT JOIN resources r ON r.resource_id = q.resource_id
+GROUP BY q.resource_id ORDER BY q.resource_id
+"""
+
+
+@dataclass(frozen=True)
+class Utilization:
+    window_ns: int
+    resources: tuple[ResourceUsage, ...]
+    nvml_ratio: float | None
+    nvml_samples: int
+    span_gpu_util_ratio: float | None
+    memory_util_ratio: float | None
+
+    @property
+    def devices(self) -> int:
+        return sum(r.devices for r in self.resources)
+
+    @property
+    def busy_ns(self) -> int:
+        return sum(r.busy_ns for r in self.resources)
+
+    @property
+    def ratio(self) -> float | None:
+        """Busy / paid device time; NVML's mean when no model call was traced."""
+        if self.resources and all(r.busy_known for r in self.resources):
+            return ratio(self.busy_ns, self.window_ns * self.devices)
+        return self.nvml_ratio
+
+    @property
+    def source(self) -> str | None:
+        """Where :attr:`ratio` came from: ``spans`` (model-call timing) or ``nvml``."""
+        if self.resources and all(r.busy_known for r in self.resources):
+            return "spans"
+        return "nvml" if self.nvml_ratio is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ratio": rounded(self.ratio, 4),
+            "source": self.source,
+            "devices": self.devices,
+            "busy_device_s": self.busy_ns / 1e9,
+            "nvml_ratio": rounded(self.nvml_ratio, 4),
+            "nvml_samples": self.nvml_samples,
+            "span_gpu_util_ratio": rounded(self.span_gpu_util_ratio, 4),
+            "memory_util_ratio": rounded(self.memory_util_ratio, 4),
+            "by_resource": [
+                {"resource_id": r.resource_id, "device_type": r.device_type,
+                 "devices": r.devices, "busy_device_s": r.busy_ns / 1e9,
+                 "ratio": rounded(ratio(r.busy_ns, self.window_ns * r.devices), 4),
+                 "gpu_model": r.gpu_model, "host_type": r.host_type}
+                for r in self.resources
+            ],
+        }
+
+
+def _resource_usage(rows: list[tuple[Any, ...]], window_ns: int) -> list[ResourceUsage]:
+    by_res: dict[Any, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        by_res.setdefault(row[0], []).append(row)
+    out = []
+    for res_id, devs in by_res.items():
+        gpu_count, cpu_cores, gpu_model, host_type = devs[0][8:12]
+        types = {d[2] for d in devs}
+        # no device type on the spans and a host without GPUs: the model ran on the CPU
+        is_cpu = types == {"cpu"} or (types == {"unknown"} and not gpu_count and not gpu_model)
+        n_batches = sum(int(d[3]) for d in devs)
+        if is_cpu:
+            cpu_ns = sum(int(d[5] or 0) for d in devs)
+            union_ns = sum(int(d[7]) for d in devs)
+            busy = cpu_ns / cpu_cores if (cpu_ns and cpu_cores) else union_ns
+            busy = min(int(busy), window_ns)
+            out.append(ResourceUsage(res_id, "cpu", 1, busy, n_batches, None, host_type,
+                                     cpu_cores))
+            continue
+        busy = 0
+        for d in devs:
+            union_ns = int(d[7])
+            measured, device_ns = bool(d[6]), int(d[4] or 0)
+            busy += min(union_ns, device_ns) if measured else union_ns
+        devices = max(int(gpu_count or 0), len(devs), 1)
+        dtype = next(iter(types)) if len(types) == 1 else "mixed"
+        out.append(ResourceUsage(res_id, dtype, devices, busy, n_batches, gpu_model, host_type,
+                                 cpu_cores))
+    return out
+
+
+def _request_resources(con: Any, window_ns: int) -> list[ResourceUsage]:
+    out = []
+    for res_id, _n, device_ns, timed, gpus, cores, gpu_model, host_type in con.execute(
+            REQUEST_RESOURCES_SQL).fetchall():
+        devices = max(int(gpus or 0), 1)
+        dtype = "gpu" if gpus else ("cpu" if not gpu_model else "gpu")
+        busy = min(int(device_ns or 0), window_ns * devices)
+        out.append(ResourceUsage(res_id, dtype, devices, busy, 0, gpu_model, host_type, cores,
+                                 busy_known=bool(timed)))
+    return out
+
+
+def analyze_utilization(con: Any, window_ns: int) -> Utilization:
+    rows = con.execute(PER_DEVICE_SQL).fetchall()
+    resources = _resource_usage(rows, int(window_ns)) if rows else _request_resources(
+        con, int(window_ns))
+    nvml = con.execute(NVML_SQL).fetchone()
+    nvml_mem = con.execute(NVML_MEM_SQL).fetchone()
+    span_mem = con.execute(SPAN_MEM_UTIL_SQL).fetchone()[0]
+    span_gpu = con.execute(SPAN_GPU_UTIL_SQL).fetchone()[0]
+    mem = span_mem if span_mem is not None else (nvml_mem[0] if nvml_mem[1] else None)
+    return Utilization(
+        window_ns=int(window_ns),
+        resources=tuple(resources),
+        nvml_ratio=None if not nvml[1] else float(nvml[0]),
+        nvml_samples=int(nvml[1]),
+        span_gpu_util_ratio=None if span_gpu is None else float(span_gpu),
+        memory_util_ratio=None if mem is None else float(mem),
+    )
+
+
+def dram_bound_decode(util: Utilization, output_share: float | None,
+                      batch_size_mean: float | None) -> list[Finding]:
+    """High memory-controller activity in decode-dominated work: the model's physics."""
+    mem = util.memory_util_ratio
+    if mem is None or output_share is None:
+        return []
+    if mem < th.DRAM_BOUND_MEMORY_UTIL_RATIO or output_share < th.DECODE_DOMINATED_OUTPUT_SHARE:
+        return []
+    return [Finding(
+        id="dram_bound_decode",
+        title="Decode is bound by memory bandwidth (the model's physics, not a hardware fault)",
+        severity="info",
+        layer="model",
+        evidence={
+            "memory_util_ratio": round(mem, 4),
+            "output_token_share_ratio": round(output_share, 4),
+            "batch_size_mean": None if batch_size_mean is None else round(batch_size_mean, 2),
+            "threshold_memory_util_ratio": th.DRAM_BOUND_MEMORY_UTIL_RATIO,
+        },
+        detail=("Autoregressive decode reads the weights once per step, so HBM bandwidth bounds "
+                "it. Larger batches, quantised weights or speculative decoding raise tokens per "
+                "byte; faster hardware only moves the bound."),
+    )]

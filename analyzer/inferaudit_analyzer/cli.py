@@ -1,0 +1,162 @@
+"""``inferaudit analyze``: audit exported traces; JSON or a terminal summary.
+
+Exit codes: 0 analysed (possibly with unreadable parts listed in the report), 2 unusable input
+(the message names the file and the position), 1 internal error (one line, no traceback unless
+``INFERAUDIT_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from contextlib import contextmanager
+from typing import Any
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_UNUSABLE = 2
+
+
+class _ArgError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would sys.exit(2) itself
+        raise _ArgError(message)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return v
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="inferaudit analyze",
+                description="Audit exported traces: baseline, cost, findings, bottleneck.")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="OTLP JSON-lines files, directories or globs; Kineto traces too")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
+    price = p.add_mutually_exclusive_group()
+    price.add_argument("--price-per-hour", type=_nonneg_float, metavar="USD",
+                       help="price per device-hour (per GPU; per instance on CPU)")
+    price.add_argument("--price-file", metavar="FILE",
+                       help="JSON price table shaped like the bundled prices.json")
+    p.add_argument("--gpu-model", metavar="MODEL",
+                   help="GPU model for the price lookup when the traces do not say")
+    p.add_argument("--bucket-s", type=_positive_float, metavar="S",
+                   help="width of the per-time-bucket baseline in seconds (default: ~20 buckets)")
+    p.add_argument("--no-cache", action="store_true", help="re-read inputs, ignore the cache")
+    return p
+
+
+@contextmanager
+def _progress(enabled: bool):
+    """A rich progress bar for long reads; yields the store's ``progress`` callback."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(TextColumn("[bold]reading[/bold] {task.description}"), BarColumn(),
+                    TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
+                    console=Console(stderr=True), transient=True)
+    task = prog.add_task("traces", total=None)
+
+    def update(p: Any) -> None:
+        try:
+            kw: dict[str, Any] = {"description": os.path.basename(str(p.file))}
+            if p.bytes_total:
+                kw["total"] = p.bytes_total
+            kw["completed"] = p.bytes_done
+            prog.update(task, **kw)
+        except Exception:  # a progress bar must never break the analysis
+            pass
+
+    with prog:
+        yield update
+
+
+def _write(text: str, out: str | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+        if not text.endswith("\n"):
+            sys.stdout.write("\n")
+        return
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def analyze_main(argv: list[str] | None = None) -> int:
+    """Entry of ``inferaudit analyze``; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _ArgError as exc:
+        print(f"inferaudit analyze: {exc}\n\n{parser.format_usage()}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    try:
+        from inferaudit_analyzer.analyze import AnalyzeParams, UnusableInput, analyze
+        from inferaudit_analyzer.cost import PriceFileError
+
+        unusable: tuple[type[BaseException], ...] = (UnusableInput, PriceFileError)
+        show_progress = sys.stderr.isatty() and (args.format == "text" or args.out is not None)
+        try:
+            if args.price_file is not None:
+                from inferaudit_analyzer.cost import load_price_table
+
+                load_price_table(args.price_file)  # fail early, before a long read
+            with _progress(show_progress) as cb:
+                params = AnalyzeParams(
+                    bucket_s=args.bucket_s, price_per_hour=args.price_per_hour,
+                    price_file=args.price_file, gpu_model=args.gpu_model,
+                    cache=not args.no_cache, progress=cb)
+                report = analyze(args.paths, params)
+        except unusable as exc:
+            print(f"inferaudit analyze: unusable input: {exc}", file=sys.stderr)
+            return EXIT_UNUSABLE
+        if args.format == "json":
+            _write(json.dumps(report, indent=2, sort_keys=False), args.out)
+        else:
+            from rich.console import Console
+
+            from inferaudit_analyzer.summary_terminal import render
+
+            if args.out is None:
+                render(report)
+            else:
+                with open(args.out, "w", encoding="utf-8") as f:
+                    render(report, Console(file=f, width=120, force_terminal=False))
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("inferaudit analyze: interrupted", file=sys.stderr)
+        return EXIT_INTERNAL
+    except Exception as exc:
+        if os.environ.get("INFERAUDIT_DEBUG"):
+            traceback.print_exc()
+        print(f"inferaudit analyze: internal error: {type(exc).__name__}: {exc} "
+              "(set INFERAUDIT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL

@@ -1,0 +1,250 @@
+"""``inferaudit report`` (HTML / Markdown / JSON audit report with the ranked roadmap) and
+``inferaudit calibrate`` (sweep a model over batch sizes to pin its service-time curve).
+
+Exit codes as ``inferaudit analyze``: 0 done, 2 unusable input or bad flag (the message names
+what and where), 1 internal error (one line; traceback with ``INFERAUDIT_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from inferaudit_analyzer.cli import (
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_UNUSABLE,
+    _ArgError,
+    _nonneg_float,
+    _Parser,
+    _positive_float,
+)
+
+
+def _ratio(text: str) -> float:
+    v = _nonneg_float(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, got {text!r}")
+    return v
+
+
+def _pos_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return v
+
+
+def build_report_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="inferaudit report",
+                description="Audit traces and write the report: summary, findings, bottleneck, "
+                            "ranked roadmap with calibrated projections, plots.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="OTLP JSON-lines files, dirs, globs")
+    p.add_argument("--html", metavar="FILE", help="write the self-contained HTML report here")
+    p.add_argument("--md", metavar="FILE", help="write the Markdown report here")
+    p.add_argument("--json", metavar="FILE", help="write the JSON report (with roadmap[]) here")
+    p.add_argument("--max-batch", type=_pos_int, default=8, help="batching: largest batch")
+    p.add_argument("--policy", choices=("dynamic", "continuous"), default="dynamic",
+                   help="batching policy projected")
+    p.add_argument("--max-wait-ms", type=_nonneg_float, default=0.0,
+                   help="batching: longest wait for a batch to fill")
+    p.add_argument("--cache-hit-share", type=_ratio, metavar="X",
+                   help="prompt cache hit share (capped at the measured duplicate share)")
+    p.add_argument("--routing-split", type=_ratio, metavar="X",
+                   help="share of requests routed to a smaller model (capped at the short share)")
+    p.add_argument("--small-model-speedup", type=_positive_float, metavar="X",
+                   help="how many times cheaper per token the smaller model is (assumption)")
+    p.add_argument("--quantization-speedup", type=_positive_float, metavar="X",
+                   help="decode speed-up from quantisation (assumption; capped at 2)")
+    p.add_argument("--graph-speedup", type=_positive_float, metavar="X",
+                   help="overhead speed-up from CUDA graphs / compile (assumption)")
+    p.add_argument("--slo-p95-ms", type=_positive_float, metavar="MS",
+                   help="latency SLO for replica sizing (default: the measured p95)")
+    p.add_argument("--price-per-hour", type=_nonneg_float, metavar="USD",
+                   help="price per device-hour (per GPU; per instance on CPU)")
+    p.add_argument("--price-file", metavar="FILE", help="JSON price table like prices.json")
+    p.add_argument("--gpu-model", metavar="MODEL", help="GPU model for the price lookup")
+    p.add_argument("--calibration", metavar="FILE",
+                   help="calibration JSON from `inferaudit calibrate` (preferred for the curve)")
+    p.add_argument("--bootstrap", type=_nonneg_int, default=100, metavar="B",
+                   help="bootstrap replicates for the intervals (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-cache", action="store_true", help="re-read inputs, ignore the cache")
+    return p
+
+
+def build_report(args: argparse.Namespace) -> dict[str, Any]:
+    """Analyse, project, and return the full report dict (analyzer JSON + roadmap + roi)."""
+    from inferaudit_analyzer.analyze import AnalyzeParams, analyze, split_inputs
+    from inferaudit_analyzer.report.data import plot_data
+    from inferaudit_analyzer.roi.interventions import Knobs
+    from inferaudit_analyzer.roi.model import load_calibration, roi_section
+    from inferaudit_analyzer.store import load_store
+    from inferaudit_analyzer.views import create_views
+
+    calibration = load_calibration(args.calibration) if args.calibration else None
+    params = AnalyzeParams(price_per_hour=args.price_per_hour, price_file=args.price_file,
+                           gpu_model=args.gpu_model, cache=not args.no_cache)
+    report = analyze(args.paths, params)
+    knobs = Knobs(policy=args.policy, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                  cache_hit_share=args.cache_hit_share, routing_split=args.routing_split,
+                  small_model_speedup=args.small_model_speedup,
+                  quantization_speedup=args.quantization_speedup,
+                  graph_speedup=args.graph_speedup, slo_p95_ms=args.slo_p95_ms,
+                  price_per_hour=args.price_per_hour)
+    otlp, _ = split_inputs(args.paths)
+    roi: dict[str, Any] = {"error": "no OTLP spans: nothing to project"}
+    plots: dict[str, Any] = {}
+    if otlp:
+        store = load_store(otlp, cache=True, require_spans=False)
+        try:
+            create_views(store.con)
+            roi = roi_section(store.con, report, knobs, calibration=calibration,
+                              bootstrap=args.bootstrap, seed=args.seed)
+            plots = plot_data(store.con)
+        finally:
+            store.close()
+    report["roadmap"] = roi.pop("roadmap", [])
+    report["roi"] = roi
+    report["plots"] = plots
+    if calibration is not None:
+        report["roi"].setdefault("assumptions", []).append(
+            f"service-time curve shape from calibration file {args.calibration}")
+    from inferaudit_analyzer.report_json import _clean
+
+    return _clean(report)
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    """Entry of ``inferaudit report``; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_report_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _ArgError as exc:
+        print(f"inferaudit report: {exc}\n\n{parser.format_usage()}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    if not (args.html or args.md or args.json):
+        print("inferaudit report: give at least one of --html, --md, --json", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        from inferaudit_analyzer.cost import PriceFileError
+        from inferaudit_analyzer.roi.model import CalibrationError
+        from inferaudit_analyzer.store import UnusableInput
+
+        try:
+            report = build_report(args)
+        except (UnusableInput, PriceFileError, CalibrationError) as exc:
+            print(f"inferaudit report: unusable input: {exc}", file=sys.stderr)
+            return EXIT_UNUSABLE
+        write_outputs(report, html=args.html, md=args.md, json_path=args.json)
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("inferaudit report: interrupted", file=sys.stderr)
+        return EXIT_INTERNAL
+    except Exception as exc:
+        if os.environ.get("INFERAUDIT_DEBUG"):
+            traceback.print_exc()
+        print(f"inferaudit report: internal error: {type(exc).__name__}: {exc} "
+              "(set INFERAUDIT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def write_outputs(report: dict[str, Any], *, html: str | None = None, md: str | None = None,
+                  json_path: str | None = None) -> None:
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=1), encoding="utf-8")
+    if html:
+        from inferaudit_analyzer.report.html import render_html
+
+        Path(html).write_text(render_html(report), encoding="utf-8")
+    if md:
+        from inferaudit_analyzer.report.markdown import render_markdown
+
+        Path(md).write_text(render_markdown(report), encoding="utf-8")
+
+
+def build_calibrate_parser() -> argparse.ArgumentParser:
+    from inferaudit_analyzer.roi.calibrate import (
+        DEFAULT_BATCHES,
+        DEFAULT_FACTORY,
+        DEFAULT_IN_TOKENS,
+        DEFAULT_OUT_TOKENS,
+    )
+
+    def ints(text: str) -> list[int]:
+        try:
+            vals = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}"
+                                             ) from None
+        if not vals or min(vals) < 1:
+            raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+        return vals
+
+    p = _Parser(prog="inferaudit calibrate",
+                description="Sweep a model over batch sizes x lengths on this device and write "
+                            "a calibration JSON for `inferaudit report --calibration`.")
+    p.add_argument("--model", default=DEFAULT_FACTORY, metavar="MODULE:FACTORY",
+                   help=f"import path of a zero-argument model factory (default {DEFAULT_FACTORY})")
+    p.add_argument("--batches", type=ints, default=list(DEFAULT_BATCHES), metavar="1,2,4,8")
+    p.add_argument("--in-tokens", type=ints, default=list(DEFAULT_IN_TOKENS), metavar="16,96")
+    p.add_argument("--out-tokens", type=ints, default=list(DEFAULT_OUT_TOKENS), metavar="8,32")
+    p.add_argument("--repeats", type=_pos_int, default=2)
+    p.add_argument("--torch-threads", type=_nonneg_int, default=1,
+                   help="torch intra-op threads during the sweep (match the server; 0: leave)")
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the JSON")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def calibrate_main(argv: list[str] | None = None) -> int:
+    """Entry of ``inferaudit calibrate``; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_calibrate_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _ArgError as exc:
+        print(f"inferaudit calibrate: {exc}\n\n{parser.format_usage()}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        from inferaudit_analyzer.roi.calibrate import FactoryError, sweep
+
+        say = None if args.quiet else (lambda m: print(m, file=sys.stderr))
+        try:
+            doc = sweep(args.model, batches=args.batches, in_tokens=args.in_tokens,
+                        out_tokens=args.out_tokens, repeats=args.repeats,
+                        torch_threads=args.torch_threads or None, progress=say)
+        except FactoryError as exc:
+            print(f"inferaudit calibrate: unusable model: {exc}", file=sys.stderr)
+            return EXIT_UNUSABLE
+        Path(args.out).write_text(json.dumps(doc, indent=1), encoding="utf-8")
+        return EXIT_OK
+    except Exception as exc:
+        if os.environ.get("INFERAUDIT_DEBUG"):
+            traceback.print_exc()
+        print(f"inferaudit calibrate: internal error: {type(exc).__name__}: {exc} "
+              "(set INFERAUDIT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL

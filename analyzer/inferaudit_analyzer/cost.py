@@ -1,0 +1,245 @@
+"""Cost: what the devices cost over the window, per request and per 1k tokens.
+
+The bill's view: every paid device is paid for the whole window, idle included, so
+``cost_per_request_usd = window_hours x sum(resource $/h) / requests``. The busy-only figure beside
+it (``busy_cost_per_request_usd``: busy device-hours x $/device-hour / requests) is the floor better
+utilisation can approach. A scope (model, route) gets the window cost in proportion to its share
+of the requests' device time (token-weighted batch shares), or of requests when no device time was
+measured. Per 1k tokens: the scope's cost split between input and output tokens by token share
+(so both carry the same per-token price; the rule is stated in the report).
+
+Price per resource, first that applies: ``--price-per-hour`` (per device-hour: per GPU, or per CPU
+instance) > a ``--price-file`` row > the resource's own ``inferaudit.price.usd_per_hour`` (also
+per device-hour) > the instance type (``host.type``) in prices.json (the whole instance) > the
+GPU model (``--gpu-model`` or the resource's) in prices.json x its GPU count > unpriced.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources as importlib_resources
+from pathlib import Path
+from typing import Any
+
+from inferaudit_analyzer.analyses._common import ratio
+from inferaudit_analyzer.analyses.utilization import Utilization
+from inferaudit_sdk import semconv
+
+NS_PER_HOUR = 3_600 * 1_000_000_000
+_PRICE_ATTR = semconv.RES_PRICE_USD_PER_HOUR
+
+
+class PriceFileError(ValueError):
+    """The user's price file cannot be read; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    gpus: tuple[dict[str, Any], ...]
+    instances: tuple[dict[str, Any], ...]
+    origin: str
+    note: str = ""
+    cpu_fallback: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ResourcePrice:
+    resource_id: int | None
+    device_type: str
+    devices: int
+    usd_per_hour: float | None  # for the whole resource (all its devices)
+    busy_ns: int
+    source: str
+    basis: str
+    as_of: str | None = None
+
+    @property
+    def usd_per_device_hour(self) -> float | None:
+        return None if self.usd_per_hour is None else self.usd_per_hour / max(self.devices, 1)
+
+
+def load_price_table(path: str | Path | None = None) -> PriceTable:
+    """The bundled prices.json, or a user file of the same shape (``gpus``/``instances``)."""
+    if path is None:
+        text = importlib_resources.files("inferaudit_analyzer").joinpath("prices.json").read_text()
+        origin = "inferaudit_analyzer/prices.json"
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PriceFileError(f"{path}: cannot read price file ({exc.strerror or exc})") from exc
+        origin = str(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PriceFileError(f"{origin}: line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise PriceFileError(f"{origin}: expected a JSON object with 'gpus' and/or 'instances'")
+    gpus, instances = data.get("gpus", []), data.get("instances", [])
+    for key, rows in (("gpus", gpus), ("instances", instances)):
+        if not isinstance(rows, list):
+            raise PriceFileError(f"{origin}: '{key}' must be a list")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict) or not isinstance(row.get("usd_per_hour"), int | float):
+                raise PriceFileError(f"{origin}: {key}[{i}] needs a numeric 'usd_per_hour'")
+            if key == "gpus" and not isinstance(row.get("pattern", row.get("gpu")), str):
+                raise PriceFileError(f"{origin}: gpus[{i}] needs a 'pattern' or 'gpu' string")
+            if key == "instances" and not isinstance(row.get("host_type"), str):
+                raise PriceFileError(f"{origin}: instances[{i}] needs a 'host_type' string")
+    fallback = data.get("cpu_fallback")
+    if fallback is not None and not (isinstance(fallback, dict) and isinstance(
+            fallback.get("usd_per_vcpu_hour"), int | float)):
+        raise PriceFileError(f"{origin}: 'cpu_fallback' needs a numeric 'usd_per_vcpu_hour'")
+    return PriceTable(tuple(gpus), tuple(instances), origin, str(data.get("note", "")),
+                      fallback)
+
+
+def _match_gpu(table: PriceTable, gpu_model: str | None) -> dict[str, Any] | None:
+    if not gpu_model:
+        return None
+    for row in table.gpus:
+        pattern = row.get("pattern") or rf"\b{re.escape(row['gpu'])}\b"
+        if re.search(pattern, gpu_model, flags=re.IGNORECASE):
+            return row
+    return None
+
+
+def _match_instance(table: PriceTable, host_type: str | None) -> dict[str, Any] | None:
+    if not host_type:
+        return None
+    for row in table.instances:
+        if row["host_type"].lower() == host_type.lower():
+            return row
+    return None
+
+
+RESOURCE_SQL = """
+SELECT resource_id, price_usd_per_hour, gpu_model, host_type FROM resources
+"""
+
+
+def resolve_prices(con: Any, util: Utilization, *, price_per_hour: float | None = None,
+                   price_file: str | Path | None = None,
+                   gpu_model: str | None = None) -> list[ResourcePrice]:
+    """One price per paid resource (those that ran model calls), with where it came from."""
+    user_table = load_price_table(price_file) if price_file is not None else None
+    bundled = load_price_table()
+    res_attrs = {r[0]: r for r in con.execute(RESOURCE_SQL).fetchall()}
+    units = list(util.resources)
+    out: list[ResourcePrice] = []
+    for u in units:
+        attrs = res_attrs.get(u.resource_id)
+        own_price = attrs[1] if attrs else None
+        model = gpu_model or u.gpu_model or (attrs[2] if attrs else None)
+        host_type = u.host_type or (attrs[3] if attrs else None)
+        n = u.devices
+        if price_per_hour is not None:
+            out.append(ResourcePrice(u.resource_id, u.device_type, n, price_per_hour * n, u.busy_ns,
+                                     "--price-per-hour", f"{price_per_hour} $/device-hour x {n}"))
+            continue
+        priced = False
+        for table in (t for t in (user_table, bundled) if t is not None):
+            if table is bundled and own_price is not None:
+                out.append(ResourcePrice(u.resource_id, u.device_type, n, float(own_price) * n,
+                                         u.busy_ns, f"resource attribute {_PRICE_ATTR}",
+                                         f"{own_price} $/device-hour x {n}"))
+                priced = True
+                break
+            inst = _match_instance(table, host_type)
+            if inst is not None:
+                out.append(ResourcePrice(u.resource_id, u.device_type, n,
+                                         float(inst["usd_per_hour"]), u.busy_ns,
+                                         f"{table.origin}: instance {inst['host_type']}",
+                                         inst.get("source", ""), inst.get("as_of")))
+                priced = True
+                break
+            gpu = _match_gpu(table, model) if u.device_type != "cpu" else None
+            if gpu is not None:
+                out.append(ResourcePrice(u.resource_id, u.device_type, n,
+                                         float(gpu["usd_per_hour"]) * n, u.busy_ns,
+                                         f"{table.origin}: GPU {gpu.get('gpu', '?')}",
+                                         f"{gpu.get('basis', '')} x {n}; {gpu.get('source', '')}",
+                                         gpu.get("as_of")))
+                priced = True
+                break
+        fallback = next((t.cpu_fallback for t in (user_table, bundled)
+                         if t is not None and t.cpu_fallback), None)
+        if not priced and u.device_type == "cpu" and u.cpu_cores and fallback:
+            rate = float(fallback["usd_per_vcpu_hour"])
+            out.append(ResourcePrice(
+                u.resource_id, u.device_type, n, rate * u.cpu_cores, u.busy_ns,
+                "assumed: per-vCPU rate of prices.json cpu_fallback (host.type unknown)",
+                f"{rate} $/vCPU-hour x {u.cpu_cores} cores; {fallback.get('basis', '')}",
+                fallback.get("as_of")))
+            priced = True
+        if not priced:
+            out.append(ResourcePrice(u.resource_id, u.device_type, n, None, u.busy_ns, "unpriced",
+                                     "no price known: pass --price-per-hour or --price-file"))
+    return out
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Window cost and busy cost over all paid resources; None where any resource is unpriced."""
+
+    prices: tuple[ResourcePrice, ...]
+    window_ns: int
+    total_device_ns: int  # requests' device time, the share basis for scopes
+    total_requests: int
+
+    @property
+    def priced(self) -> bool:
+        return bool(self.prices) and all(p.usd_per_hour is not None for p in self.prices)
+
+    @property
+    def window_cost_usd(self) -> float | None:
+        if not self.priced:
+            return None
+        return sum(p.usd_per_hour for p in self.prices) * self.window_ns / NS_PER_HOUR
+
+    @property
+    def busy_cost_usd(self) -> float | None:
+        if not self.priced:
+            return None
+        return sum(p.busy_ns / NS_PER_HOUR * p.usd_per_device_hour for p in self.prices)
+
+    def scope_cost(self, requests: int, device_ns: int, input_tokens: int,
+                   output_tokens: int) -> dict[str, Any]:
+        """Cost fields of a scope holding ``requests`` requests and ``device_ns`` of device time."""
+        share = ratio(device_ns, self.total_device_ns)
+        if share is None:
+            share = ratio(requests, self.total_requests)
+        total, busy = self.window_cost_usd, self.busy_cost_usd
+        cost = None if total is None or share is None else total * share
+        busy_cost = None if busy is None or share is None else busy * share
+        tokens = input_tokens + output_tokens
+        per_1k = None if cost is None or tokens == 0 else cost / (tokens / 1000.0)
+        return {
+            "cost_usd": cost,
+            "busy_cost_usd": busy_cost,
+            "cost_per_request_usd": None if cost is None or not requests else cost / requests,
+            "busy_cost_per_request_usd": (None if busy_cost is None or not requests
+                                          else busy_cost / requests),
+            "cost_per_1k_input_tokens_usd": per_1k if input_tokens else None,
+            "cost_per_1k_output_tokens_usd": per_1k if output_tokens else None,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "priced": self.priced,
+            "window_cost_usd": self.window_cost_usd,
+            "busy_cost_usd": self.busy_cost_usd,
+            "rule": ("cost_per_request = window hours x sum of resource $/h / requests (idle "
+                     "included); busy_cost_per_request = busy device-hours x $/device-hour / "
+                     "requests; scopes share cost by their requests' token-weighted device time; "
+                     "per-1k-token cost splits a scope's cost between input and output by token "
+                     "share"),
+            "resources": [
+                {"resource_id": p.resource_id, "device_type": p.device_type, "devices": p.devices,
+                 "usd_per_hour": p.usd_per_hour, "usd_per_device_hour": p.usd_per_device_hour,
+                 "source": p.source, "basis": p.basis, "as_of": p.as_of}
+                for p in self.prices
+            ],
+        }

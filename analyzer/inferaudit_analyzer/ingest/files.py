@@ -1,0 +1,200 @@
+"""Finding input files and reading them as bounded streams, gzip/zstd transparent.
+
+The analyzer takes whatever a user points it at: a directory of rotated files, a glob, a single
+file. Compression and format are sniffed from magic bytes (names lie after a rename), so a
+``.jsonl`` that is really gzip still reads. Reads are bounded: a line longer than
+``MAX_LINE_BYTES`` is skipped and reported instead of swallowing memory.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import os
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+MAX_LINE_BYTES = 256 * 1024 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+_PROTO_SUFFIXES = (".pb", ".proto", ".binpb", ".otlp", ".bin")
+_COMPRESSION_SUFFIXES = (".gz", ".gzip", ".zst", ".zstd")
+_SKIP_DIRS = {"profiles", ".inferaudit-cache"}
+
+# What a broken compressed stream raises; caught by readers and recorded as ingest errors.
+DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error)
+try:  # zstandard is an analyzer dependency, but a missing one must not break JSON reading
+    import zstandard as _zstd
+
+    DECOMPRESS_ERRORS = (*DECOMPRESS_ERRORS, _zstd.ZstdError)
+except ImportError:  # pragma: no cover - depends on the environment
+    _zstd = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file as found on disk: the (path, size, mtime) triple keys the cache."""
+
+    path: str
+    size_bytes: int
+    mtime_ns: int
+    compression: str  # "none" | "gzip" | "zstd"
+    format: str  # "json" | "proto" | "empty"
+
+
+class InputNotFound(FileNotFoundError):
+    """A path or glob the user gave matched no file."""
+
+
+def _sniff(path: str) -> tuple[str, str]:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "none", "empty"
+    if head.startswith(_GZIP_MAGIC):
+        compression = "gzip"
+    elif head == _ZSTD_MAGIC:
+        compression = "zstd"
+    else:
+        compression = "none"
+    return compression, _format_of(path, compression, head)
+
+
+def _format_of(path: str, compression: str, head: bytes) -> str:
+    name = path.lower()
+    for suffix in _COMPRESSION_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    if name.endswith(_JSON_SUFFIXES):
+        return "json"
+    if name.endswith(_PROTO_SUFFIXES):
+        return "proto"
+    if compression != "none":
+        try:
+            with open_stream(path, compression) as s:
+                head = s.read(1)
+        except DECOMPRESS_ERRORS:
+            return "json"
+    # A JSON line starts with "{" (or whitespace); a length prefix of a sane message does not.
+    return "json" if head[:1] in (b"{", b" ", b"\n", b"\r", b"\t", b"[") else "proto"
+
+
+def _expand(item: str | os.PathLike[str]) -> list[str]:
+    text = os.fspath(item)
+    if os.path.isdir(text):
+        found = []
+        for root, dirs, names in os.walk(text):
+            dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
+            for name in sorted(names):
+                if name.startswith("."):
+                    continue
+                low = name.lower()
+                stem = low
+                for suffix in _COMPRESSION_SUFFIXES:
+                    if stem.endswith(suffix):
+                        stem = stem[: -len(suffix)]
+                if stem.endswith(_JSON_SUFFIXES + _PROTO_SUFFIXES):
+                    found.append(os.path.join(root, name))
+        return found
+    if os.path.isfile(text):
+        return [text]
+    if glob.has_magic(text):
+        return sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
+    return []
+
+
+def discover(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[InputFile]:
+    """Expand files, directories and globs into a sorted, de-duplicated list of inputs.
+
+    Raises:
+        InputNotFound: one of ``paths`` matched nothing (named in the message).
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    seen: dict[str, InputFile] = {}
+    for item in paths:
+        matched = _expand(item)
+        if not matched:
+            raise InputNotFound(f"no trace files at {os.fspath(item)!s}")
+        for p in matched:
+            real = str(Path(p).resolve())
+            if real in seen:
+                continue
+            st = os.stat(real)
+            compression, fmt = _sniff(real)
+            seen[real] = InputFile(real, st.st_size, st.st_mtime_ns, compression, fmt)
+    return sorted(seen.values(), key=lambda f: f.path)
+
+
+def open_stream(path: str, compression: str) -> BinaryIO:
+    """A buffered binary stream of the decompressed bytes of ``path``."""
+    raw = open(path, "rb")  # noqa: SIM115 - ownership passes to the returned stream
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if compression == "zstd":
+        if _zstd is None:  # pragma: no cover - depends on the environment
+            raw.close()
+            raise OSError("zstandard is not installed; cannot read a .zst file")
+        reader = _zstd.ZstdDecompressor().stream_reader(raw, closefd=True)
+        return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+    return raw
+
+
+@dataclass
+class Line:
+    """One line of a JSON-lines stream with where it starts (1-based line, byte offset)."""
+
+    data: bytes
+    line_no: int
+    offset: int
+    too_long: bool = False
+
+
+def iter_lines(stream: BinaryIO, *, start: int = 0, end: int | None = None) -> Iterator[Line]:
+    """Yield the lines whose first byte lies in ``[start, end)``.
+
+    ``start`` / ``end`` split an uncompressed file between workers: a line belongs to the range
+    holding its first byte. Line numbers are relative to ``start`` (the caller adds the lines
+    before it). Over-long lines come back with ``too_long`` and empty data, the rest skipped.
+    """
+    pos = start
+    if start > 0:
+        stream.seek(start - 1)
+        pos = start - 1 + len(stream.readline())
+    line_no = 0
+    readline = stream.readline
+    while end is None or pos < end:
+        data = readline(MAX_LINE_BYTES + 1)
+        if not data:
+            return
+        line_no += 1
+        here = pos
+        pos += len(data)
+        if len(data) > MAX_LINE_BYTES and not data.endswith(b"\n"):
+            while True:  # skip the rest of the over-long line without holding it
+                more = readline(1 << 20)
+                pos += len(more)
+                if not more or more.endswith(b"\n"):
+                    break
+            yield Line(b"", line_no, here, too_long=True)
+            continue
+        yield Line(data, line_no, here)
+
+
+def count_newlines(path: str, upto: int) -> int:
+    """Newlines in the first ``upto`` bytes of an uncompressed file (line numbers for errors)."""
+    n = 0
+    with open(path, "rb") as f:
+        left = upto
+        while left > 0:
+            block = f.read(min(left, 1 << 22))
+            if not block:
+                break
+            n += block.count(b"\n")
+            left -= len(block)
+    return n

@@ -1,0 +1,102 @@
+"""OTLP/JSON ``ExportMetricsServiceRequest`` objects → ``metric_points`` rows.
+
+Gauges and sums become one point per data point (``temporality`` 1 = delta, 2 = cumulative, NULL
+for gauges) so the SDK's ``inferaudit.sdk.spans.dropped`` / ``exported`` counters and the NVML
+``hw.gpu.*`` gauges can be read back with plain SQL; histograms (explicit and exponential) and
+summaries become two points, ``<name>.sum`` and ``<name>.count``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from inferaudit_analyzer.ingest.otlp_json import attr_dict, dumps
+
+if TYPE_CHECKING:
+    from inferaudit_analyzer.ingest.otlp_json import RowBuilder
+
+_TEMPORALITY_NAMES = {
+    "AGGREGATION_TEMPORALITY_UNSPECIFIED": 0,
+    "AGGREGATION_TEMPORALITY_DELTA": 1,
+    "AGGREGATION_TEMPORALITY_CUMULATIVE": 2,
+}
+
+
+def _temporality(x: Any) -> int | None:
+    if x is None:
+        return None
+    return x if type(x) is int else _TEMPORALITY_NAMES.get(x)
+
+
+def _int_or_none(x: Any) -> int | None:
+    return None if x is None else int(x)
+
+
+def _number(dp: dict[str, Any]) -> float | None:
+    v = dp.get("asDouble")
+    if v is not None:
+        return float(v)
+    v = dp.get("asInt")
+    return None if v is None else float(int(v))
+
+
+def add_metrics(b: RowBuilder, obj: dict[str, Any], line: int | None,
+                offset: int | None) -> None:
+    """Add every data point of one metrics export request to ``b.metric_rows``."""
+    rms = obj.get("resourceMetrics")
+    if type(rms) is not list:
+        b.error(line, offset, f"resourceMetrics must be a list, got {type(rms).__name__}")
+        return
+    rows = b.metric_rows
+    before = len(rows)
+    for rm in rms:
+        try:
+            rid, _ = b.resource(rm.get("resource"))
+            scope_metrics = rm.get("scopeMetrics")
+            if scope_metrics is None:
+                scope_metrics = rm.get("instrumentationLibraryMetrics") or ()
+            for sm in scope_metrics:
+                for m in sm.get("metrics") or ():
+                    name = m.get("name")
+                    if not isinstance(name, str) or not name:
+                        b.error(line, offset, "metric without a name")
+                        continue
+                    try:
+                        _metric(rows, m, name, rid)
+                    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                        b.error(line, offset, f"metric {name}: {type(exc).__name__}: {exc}")
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            b.error(line, offset, f"malformed resourceMetrics entry: {exc}")
+    b.metric_points += len(rows) - before
+    if len(rows) >= b.chunk_spans:
+        b.on_spans(b)
+
+
+def _metric(rows: list[tuple[Any, ...]], m: dict[str, Any], name: str, rid: int) -> None:
+    for kind in ("gauge", "sum"):
+        body = m.get(kind)
+        if body is None:
+            continue
+        temporality = _temporality(body.get("aggregationTemporality")) if kind == "sum" else None
+        for dp in body.get("dataPoints") or ():
+            value = _number(dp)
+            if value is None:
+                continue
+            rows.append((name, int(dp.get("timeUnixNano") or 0), value, rid,
+                         dumps(attr_dict(dp.get("attributes"))),
+                         _int_or_none(dp.get("startTimeUnixNano")), temporality))
+        return
+    for kind in ("histogram", "exponentialHistogram", "summary"):
+        body = m.get(kind)
+        if body is None:
+            continue
+        temporality = _temporality(body.get("aggregationTemporality"))
+        for dp in body.get("dataPoints") or ():
+            t = int(dp.get("timeUnixNano") or 0)
+            attrs = dumps(attr_dict(dp.get("attributes")))
+            start = _int_or_none(dp.get("startTimeUnixNano"))
+            total = dp.get("sum")
+            rows.append((f"{name}.sum", t, float(total or 0.0), rid, attrs, start, temporality))
+            rows.append((f"{name}.count", t, float(int(dp.get("count") or 0)), rid, attrs,
+                         start, temporality))
+        return

@@ -1,0 +1,388 @@
+"""OTLP/JSON export requests → rows of the canonical tables, in chunks.
+
+The hot path of the analyzer: one pass over each span's attribute list, promoted values written
+straight into a row list, the rest kept as a JSON object. No per-span validation up front: a span
+of the wrong shape raises inside the fast path and is then diagnosed slowly (which field, what
+type) and recorded as an ingest error, so good spans pay nothing for bad ones.
+
+Accepts both the OTLP/JSON encoding (hex ids, enums as integers, 64-bit integers as strings)
+and what generic protobuf JSON printers emit (base64 ids, enum names, numbers).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import orjson
+
+from inferaudit_analyzer import schema
+from inferaudit_analyzer.ingest import _otlp_types as T
+from inferaudit_analyzer.ingest import foreign
+from inferaudit_sdk import semconv as sc
+
+SPAN_COLS = [name for name, _ in schema.SPANS_COLUMNS]
+_IDX = {name: i for i, name in enumerate(SPAN_COLS + list(foreign.SCRATCH))}
+N_SPAN = len(SPAN_COLS)
+N_ROW = len(_IDX)
+
+I_TRACE, I_SPAN, I_PARENT = _IDX["trace_id"], _IDX["span_id"], _IDX["parent_span_id"]
+I_NAME, I_KIND, I_START, I_END, I_DUR = (
+    _IDX["name"], _IDX["kind"], _IDX["start_ns"], _IDX["end_ns"], _IDX["duration_ns"])
+I_STATUS, I_SERVICE, I_RES, I_SCOPE = (
+    _IDX["status_code"], _IDX["service_name"], _IDX["resource_id"], _IDX["scope_name"])
+I_ROLE, I_IN, I_OUT = _IDX["role"], _IDX["input_tokens"], _IDX["output_tokens"]
+I_REQ_MODEL, I_RESP_MODEL = _IDX["request_model"], _IDX["response_model"]
+I_TPOT, I_DECODE = _IDX["tpot_ns"], _IDX["decode_ns"]
+I_COPY, I_H2D_T, I_D2H_T = (
+    _IDX["copy_time_ns"], _IDX[foreign.SCRATCH_H2D_TIME], _IDX[foreign.SCRATCH_D2H_TIME])
+I_PROFILE, I_SOURCE, I_ATTRS = _IDX["profile_path"], _IDX["source"], _IDX["attributes"]
+
+_NATIVE = {foreign.to_str: str, foreign.to_int: int, foreign.to_float: float,
+           foreign.to_bool: bool}
+# key -> (row index, the Python type that needs no conversion, converter)
+PRIMARY = {k: (_IDX[col], _NATIVE.get(conv), conv) for k, (col, conv) in foreign.PRIMARY.items()}
+FALLBACK = {k: (_IDX.get(col, -1), conv, src) for k, (col, conv, src) in foreign.FALLBACK.items()}
+
+_KIND_NAMES = {
+    "SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2,
+    "SPAN_KIND_CLIENT": 3, "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5,
+}
+_STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+_SPAN_ERRORS = (TypeError, ValueError, KeyError, AttributeError, binascii.Error,
+                msgspec.ValidationError)
+MAX_ERRORS = 1000  # per work unit; the rest are counted in one summary row
+
+ErrorSink = Callable[[int | None, int | None, str], None]
+
+
+def any_value(v: Any) -> Any:
+    """Decode an OTLP ``AnyValue`` object into a plain Python value."""
+    if type(v) is not dict:
+        raise TypeError(f"attribute value must be an object, got {type(v).__name__}")
+    for t, x in v.items():
+        if t == "stringValue":
+            return x
+        if t == "intValue":
+            return int(x)
+        if t == "doubleValue":
+            return float(x)
+        if t == "boolValue":
+            return x if type(x) is bool else foreign.to_bool(x)
+        if t == "arrayValue":
+            return [any_value(e) for e in (x or {}).get("values") or ()]
+        if t == "kvlistValue":
+            return {kv["key"]: any_value(kv.get("value") or {})
+                    for kv in (x or {}).get("values") or ()}
+        if t == "bytesValue":
+            return x
+    return None
+
+
+def _typed_value(v: Any) -> Any:
+    """The non-string ``AnyValue`` cases of a typed attribute value."""
+    if v.intValue is not None:
+        return int(v.intValue)
+    if v.doubleValue is not None:
+        return float(v.doubleValue)
+    if v.boolValue is not None:
+        return v.boolValue if type(v.boolValue) is bool else foreign.to_bool(v.boolValue)
+    if v.arrayValue is not None:
+        return [e.stringValue if e.stringValue is not None else _typed_value(e)
+                for e in v.arrayValue.values or ()]
+    if v.kvlistValue is not None:
+        return any_value({"kvlistValue": v.kvlistValue})
+    return v.bytesValue
+
+
+def attr_dict(attrs: Any) -> dict[str, Any]:
+    """A ``KeyValue`` list as a dict (the slow, general path: resources, scopes, links)."""
+    out: dict[str, Any] = {}
+    for kv in attrs or ():
+        out[kv["key"]] = any_value(kv.get("value") or {})
+    return out
+
+
+def hex_id(x: Any) -> str | None:
+    """Span/trace id as lowercase hex; OTLP/JSON writes hex, protobuf printers base64."""
+    if not x:
+        return None
+    n = len(x)
+    if n == 32 or n == 16:
+        return x.lower()
+    try:
+        return base64.b64decode(x, validate=True).hex()
+    except (binascii.Error, ValueError):
+        return x.lower()
+
+
+def dumps(obj: Any) -> str:
+    try:
+        return orjson.dumps(obj).decode()
+    except TypeError:  # e.g. an int beyond 64 bits: the stdlib copes
+        return json.dumps(obj, default=str)
+
+
+def resource_id_of(attrs: dict[str, Any]) -> int:
+    """Stable 63-bit id of a resource: equal in every file and process that saw it."""
+    digest = hashlib.blake2b(orjson.dumps(attrs, option=orjson.OPT_SORT_KEYS),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+class RowBuilder:
+    """Accumulates canonical rows for one work unit; ``flush`` hands full chunks to a sink."""
+
+    def __init__(self, file_path: str, on_spans: Callable[[RowBuilder], None],
+                 chunk_spans: int = 65536) -> None:
+        self.file_path = file_path
+        self.base_dir = os.path.dirname(file_path)
+        self.on_spans = on_spans
+        self.chunk_spans = chunk_spans
+        self.span_rows: list[list[Any]] = []
+        self.link_rows: list[tuple[Any, ...]] = []
+        self.metric_rows: list[tuple[Any, ...]] = []
+        self.resources: dict[int, tuple[Any, ...]] = {}
+        self.errors: list[tuple[int | None, int | None, str]] = []
+        self.errors_dropped = 0
+        self.spans = 0
+        self.links = 0
+        self.metric_points = 0
+        self._res_cache: dict[bytes, tuple[int, str | None]] = {}
+        self._line: int | None = None
+        self._offset: int | None = None
+
+    # -- errors -----------------------------------------------------------------------------
+    def error(self, line: int | None, offset: int | None, message: str) -> None:
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append((line, offset, message))
+        else:
+            self.errors_dropped += 1
+
+    # -- resources --------------------------------------------------------------------------
+    def resource(self, res: Any) -> tuple[int, str | None]:
+        """(resource_id, service.name) of a ``resource`` object, memoised per raw content."""
+        raw_attrs = (res or {}).get("attributes") or []
+        key = orjson.dumps(raw_attrs)
+        hit = self._res_cache.get(key)
+        if hit is not None:
+            return hit
+        attrs = attr_dict(raw_attrs)
+        rid = resource_id_of(attrs)
+
+        def num(k: str, conv: Callable[[Any], Any]) -> Any:
+            v = attrs.get(k)
+            try:
+                return None if v is None else conv(v)
+            except (TypeError, ValueError):
+                return None
+
+        service = attrs.get(sc.SERVICE_NAME)
+        service = None if service is None else str(service)
+        self.resources[rid] = (
+            rid, service, num(sc.HOST_NAME, str), num(sc.HOST_TYPE, str),
+            num(sc.HOST_CPU_MODEL_NAME, str), num(sc.RES_HOST_CPU_CORES, foreign.to_int),
+            num(sc.RES_GPU_MODEL, str), num(sc.RES_GPU_COUNT, foreign.to_int),
+            num(sc.RES_PRICE_USD_PER_HOUR, foreign.to_float), dumps(attrs),
+        )
+        self._res_cache[key] = (rid, service)
+        return rid, service
+
+    # -- spans ------------------------------------------------------------------------------
+    def add_traces(self, obj: Any, line: int | None, offset: int | None) -> None:
+        """Add every span of one traces request: a typed ``ExportRequest`` or a plain dict."""
+        self._line, self._offset = line, offset
+        if isinstance(obj, T.ExportRequest):
+            self._add_typed(obj.resourceSpans or ())
+            return
+        rss = obj.get("resourceSpans")
+        if type(rss) is not list:
+            self.error(line, offset, f"resourceSpans must be a list, got {type(rss).__name__}")
+            return
+        for rs in rss:
+            try:
+                rid, service = self.resource(rs.get("resource"))
+                scope_spans = rs.get("scopeSpans")
+                if scope_spans is None:  # pre-1.0 OTLP/JSON name
+                    scope_spans = rs.get("instrumentationLibrarySpans") or ()
+                for ss in scope_spans:
+                    scope = ss.get("scope") or ss.get("instrumentationLibrary") or {}
+                    scope_name = scope.get("name")
+                    for i, s in enumerate(ss.get("spans") or ()):
+                        try:
+                            self._span(msgspec.convert(s, T.Span), rid, service, scope_name)
+                        except _SPAN_ERRORS as exc:
+                            self.error(line, offset, f"span #{i}: {diagnose(s, exc)}")
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                self.error(line, offset, f"malformed resourceSpans entry: {exc}")
+            if len(self.span_rows) >= self.chunk_spans:
+                self.on_spans(self)
+
+    def _add_typed(self, rss: Any) -> None:
+        for rs in rss:
+            try:
+                rid, service = self.resource(rs.resource)
+                for ss in rs.scopeSpans or rs.instrumentationLibrarySpans or ():
+                    scope = ss.scope or ss.instrumentationLibrary or {}
+                    scope_name = scope.get("name")
+                    for i, s in enumerate(ss.spans or ()):
+                        try:
+                            self._span(s, rid, service, scope_name)
+                        except _SPAN_ERRORS as exc:
+                            self.error(self._line, self._offset,
+                                       f"span #{i}: {diagnose(msgspec.to_builtins(s), exc)}")
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                self.error(self._line, self._offset, f"malformed resourceSpans entry: {exc}")
+            if len(self.span_rows) >= self.chunk_spans:
+                self.on_spans(self)
+
+    def _attr_error(self, span_id: str, key: str, exc: BaseException) -> None:
+        self.error(self._line, self._offset, f"span {span_id}: attribute {key}: {exc}")
+
+    @staticmethod
+    def _foreign(row: list[Any], scope_name: str | None, dialect: str | None,
+                 has_genai: bool) -> None:
+        """Source and inferred role of a span without ``inferaudit.span.role``."""
+        if not has_genai:
+            has_genai = row[I_REQ_MODEL] is not None or row[I_IN] is not None
+        source = foreign.source_of(scope_name, False, dialect, has_genai)
+        row[I_SOURCE] = source
+        if source != foreign.SOURCE_INFERAUDIT and (
+                row[I_IN] is not None or row[I_OUT] is not None):
+            row[I_ROLE] = sc.ROLE_REQUEST  # a foreign GenAI span with usage: a request
+        if row[I_REQ_MODEL] is None and row[I_RESP_MODEL] is not None:
+            row[I_REQ_MODEL] = row[I_RESP_MODEL]  # vLLM writes only the response model
+
+    def _span(self, s: dict[str, Any], rid: int, service: str | None,
+              scope_name: str | None) -> None:
+        row: list[Any] = [None] * N_ROW
+        trace_id = s.traceId
+        if len(trace_id) != 32:
+            trace_id = hex_id(trace_id)
+        span_id = s.spanId
+        if len(span_id) != 16:
+            span_id = hex_id(span_id)
+        if not trace_id or not span_id:
+            raise ValueError("empty traceId or spanId")
+        row[I_TRACE] = trace_id
+        row[I_SPAN] = span_id
+        parent = s.parentSpanId
+        if parent:
+            row[I_PARENT] = parent if len(parent) == 16 else hex_id(parent)
+        row[I_NAME] = s.name or ""
+        kind = s.kind
+        row[I_KIND] = kind if type(kind) is int else _KIND_NAMES[kind]
+        start = int(s.startTimeUnixNano)
+        end = int(s.endTimeUnixNano)
+        row[I_START] = start
+        row[I_END] = end
+        row[I_DUR] = end - start
+        st = s.status
+        code = st.get("code", 0) if st else 0
+        row[I_STATUS] = code if type(code) is int else _STATUS_NAMES[code]
+        row[I_SERVICE] = service
+        row[I_RES] = rid
+        row[I_SCOPE] = scope_name
+
+        attrs: dict[str, Any] = {}
+        fallbacks = None
+        has_genai = False
+        primary = PRIMARY
+        for kv in s.attributes or ():
+            k = kv.key
+            v = kv.value
+            x = v.stringValue
+            if x is None:
+                x = v.intValue
+                if x is None:
+                    x = _typed_value(v)
+                elif type(x) is not int:
+                    x = int(x)
+            attrs[k] = x
+            p = primary.get(k)
+            if p is not None:
+                if type(x) is p[1]:
+                    row[p[0]] = x
+                else:
+                    try:
+                        row[p[0]] = p[2](x)
+                    except (TypeError, ValueError) as exc:
+                        self._attr_error(span_id, k, exc)
+            elif k.startswith("gen_ai.") or k.startswith("llm."):
+                has_genai = True
+                f = FALLBACK.get(k)
+                if f is not None:
+                    if fallbacks is None:
+                        fallbacks = []
+                    fallbacks.append((k, x, f))
+        dialect = None
+        if fallbacks is not None:
+            for k, x, (idx, conv, src) in fallbacks:
+                if src is not None:
+                    dialect = src
+                if idx >= 0 and row[idx] is None:
+                    try:
+                        row[idx] = conv(x)
+                    except (TypeError, ValueError) as exc:
+                        self._attr_error(span_id, k, exc)
+        if row[I_ROLE] is not None:
+            row[I_SOURCE] = foreign.SOURCE_INFERAUDIT
+        else:
+            self._foreign(row, scope_name, dialect, has_genai)
+        if row[I_TPOT] is None and row[I_DECODE] is not None:
+            out = row[I_OUT]
+            if out is not None and out > 1:
+                row[I_TPOT] = row[I_DECODE] // (out - 1)
+        h2d, d2h = row[I_H2D_T], row[I_D2H_T]
+        if h2d is not None or d2h is not None:
+            row[I_COPY] = (h2d or 0) + (d2h or 0)
+        prof = row[I_PROFILE]
+        if prof is not None and not os.path.isabs(prof):
+            row[I_PROFILE] = os.path.normpath(os.path.join(self.base_dir, prof))
+        row[I_ATTRS] = dumps(attrs)
+
+        links = s.links
+        if links:
+            for ln in links:
+                self.link_rows.append((span_id, trace_id, hex_id(ln.traceId), hex_id(ln.spanId)))
+            self.links += len(links)
+        del row[N_SPAN:]
+        self.span_rows.append(row)
+        self.spans += 1
+
+
+def diagnose(s: Any, exc: BaseException) -> str:
+    """Say which field of a rejected span is wrong, in words (only runs on the error path)."""
+    if type(s) is not dict:
+        return f"a span must be an object, got {type(s).__name__}"
+    name = s.get("name")
+    where = f"span {name!r}" if isinstance(name, str) else "span"
+    for field in ("traceId", "spanId"):
+        v = s.get(field)
+        if v is None:
+            return f"{where}: missing {field}"
+        if not isinstance(v, str):
+            return f"{where}: {field} must be a hex string, got {type(v).__name__}"
+    for field in ("startTimeUnixNano", "endTimeUnixNano"):
+        v = s.get(field)
+        if v is None:
+            return f"{where}: missing {field}"
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            return f"{where}: {field} must be an integer (string), got {type(v).__name__}"
+        try:
+            int(v)
+        except ValueError:
+            return f"{where}: {field} is not an integer: {v!r}"
+    attrs = s.get("attributes")
+    if attrs is not None and not isinstance(attrs, list):
+        return f"{where}: attributes must be a list, got {type(attrs).__name__}"
+    for kv in attrs or ():
+        if not isinstance(kv, dict) or "key" not in kv or not isinstance(kv.get("value"), dict):
+            return f"{where}: malformed attribute {str(kv)[:80]}"
+    return f"{where}: {type(exc).__name__}: {exc}"

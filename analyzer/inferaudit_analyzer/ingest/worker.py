@@ -1,0 +1,188 @@
+"""One unit of ingest work: a file (or a byte range of one) → Parquet parts of the tables.
+
+Runs in a worker process or inline. Rows are built in chunks and written as Parquet row groups
+as soon as a chunk fills, so a worker's memory is bounded by the chunk size, not the file size.
+Everything that goes wrong is recorded as an error row with its position and never raised:
+a truncated gzip keeps the lines before the tear, a bad line loses only itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import orjson
+
+from inferaudit_analyzer import schema
+from inferaudit_analyzer.ingest import _otlp_types, files, otlp_proto
+from inferaudit_analyzer.ingest.metrics import add_metrics
+from inferaudit_analyzer.ingest.otlp_json import RowBuilder
+
+PART_TABLES = ("spans", "links", "metric_points", "resources")
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """What one worker reads: ``path`` from ``start`` to ``end`` (None = to EOF)."""
+
+    path: str
+    compression: str
+    format: str
+    start: int
+    end: int | None
+    out_dir: str
+    part: int
+    chunk_spans: int = 65536
+
+
+@dataclass
+class UnitResult:
+    unit: WorkUnit
+    parts: dict[str, list[str]] = field(default_factory=dict)
+    spans: int = 0
+    links: int = 0
+    metric_points: int = 0
+    # (line relative to unit start or None, byte offset or None, message)
+    errors: list[tuple[int | None, int | None, str]] = field(default_factory=list)
+    lines: int = 0
+
+
+class _ParquetSink:
+    """Appends row chunks of each table to one Parquet file per table for this unit."""
+
+    def __init__(self, out_dir: str, part: int) -> None:
+        self.out_dir = out_dir
+        self.part = part
+        self.writers: dict[str, Any] = {}
+        self.paths: dict[str, list[str]] = {}
+
+    def write(self, table: str, rows: list[Any]) -> None:
+        if not rows:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        sch = schema.arrow_schema(table)
+        n = len(rows)
+        arrays = [pa.nulls(n, f.type) if c.count(None) == n else pa.array(c, type=f.type)
+                  for c, f in zip(zip(*rows, strict=True), sch, strict=True)]
+        tbl = pa.Table.from_arrays(arrays, schema=sch)
+        w = self.writers.get(table)
+        if w is None:
+            path = os.path.join(self.out_dir, f"{table}-{self.part:05d}.parquet")
+            w = pq.ParquetWriter(path, sch, compression="zstd", compression_level=1)
+            self.writers[table] = w
+            self.paths[table] = [path]
+        w.write_table(tbl)
+
+    def close(self) -> dict[str, list[str]]:
+        for w in self.writers.values():
+            w.close()
+        return self.paths
+
+
+def _flush(sink: _ParquetSink, b: RowBuilder) -> None:
+    sink.write("spans", b.span_rows)
+    b.span_rows = []
+    sink.write("links", b.link_rows)
+    b.link_rows = []
+    sink.write("metric_points", b.metric_rows)
+    b.metric_rows = []
+
+
+def _dispatch(b: RowBuilder, obj: Any, line: int | None, offset: int | None) -> None:
+    if type(obj) is not dict:
+        b.error(line, offset, f"not an OTLP export request: a JSON {type(obj).__name__}")
+    elif "resourceSpans" in obj:
+        b.add_traces(obj, line, offset)
+    elif "resourceMetrics" in obj:
+        add_metrics(b, obj, line, offset)
+    elif "resourceLogs" in obj or "resourceProfiles" in obj:
+        pass  # other signals share the Collector's files; not ours to read
+    else:
+        keys = ", ".join(sorted(obj)[:5]) or "none"
+        b.error(line, offset, f"not an OTLP export request (top-level keys: {keys})")
+
+
+def run_unit(unit: WorkUnit) -> UnitResult:
+    """Parse one work unit into Parquet parts under ``unit.out_dir``; never raises on bad data."""
+    sink = _ParquetSink(unit.out_dir, unit.part)
+    b = RowBuilder(unit.path, lambda bb: _flush(sink, bb), chunk_spans=unit.chunk_spans)
+    res = UnitResult(unit)
+    try:
+        stream = files.open_stream(unit.path, unit.compression)
+    except OSError as exc:
+        b.error(None, 0, f"cannot open: {exc}")
+    else:
+        with stream:
+            if unit.format == "proto":
+                _read_proto(b, stream, unit)
+            else:
+                res.lines = _read_json(b, stream, unit)
+    _flush(sink, b)
+    sink.write("resources", list(b.resources.values()))
+    res.parts = sink.close()
+    res.spans, res.links, res.metric_points = b.spans, b.links, b.metric_points
+    res.errors = b.errors
+    if b.errors_dropped:
+        res.errors.append((None, None, f"... and {b.errors_dropped} more errors in this part"))
+    return res
+
+
+def _read_json(b: RowBuilder, stream: Any, unit: WorkUnit) -> int:
+    decode = _otlp_types.decoder.decode
+    line_no = 0
+    pos = unit.start
+    it = files.iter_lines(stream, start=unit.start, end=unit.end)
+    try:
+        for ln in it:
+            line_no, pos = ln.line_no, ln.offset
+            if ln.too_long:
+                b.error(ln.line_no, ln.offset, f"line longer than {files.MAX_LINE_BYTES} bytes; "
+                                               "skipped")
+                continue
+            data = ln.data
+            try:  # the fast path: straight into typed structs
+                req = decode(data)
+                if req.resourceSpans is not None:
+                    b.add_traces(req, ln.line_no, ln.offset)
+                    continue
+            except msgspec.DecodeError:
+                pass  # wrong shape or not JSON: the general path below says which
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                if not data.strip():
+                    continue
+                tail = "" if data.endswith(b"\n") else " (truncated last line?)"
+                b.error(ln.line_no, ln.offset, f"invalid JSON{tail}: {exc}")
+                continue
+            _dispatch(b, obj, ln.line_no, ln.offset)
+    except files.DECOMPRESS_ERRORS as exc:
+        b.error(line_no + 1, None, f"{unit.compression} stream broken after line {line_no} "
+                                   f"(byte {pos} of the decompressed data): "
+                                   f"{type(exc).__name__}: {exc}")
+    return line_no
+
+
+def _read_proto(b: RowBuilder, stream: Any, unit: WorkUnit) -> None:
+    prefer_metrics = "metric" in os.path.basename(unit.path).lower()
+    try:
+        for fr in otlp_proto.iter_frames(stream):
+            if fr.error is not None:
+                b.error(None, fr.offset, fr.error)
+                continue
+            try:
+                payload = otlp_proto.decompress_if_zstd(fr.payload)
+                if payload[:1] == b"{":
+                    obj = orjson.loads(payload)
+                else:
+                    obj = otlp_proto.decode(payload, prefer_metrics)
+            except (ValueError, orjson.JSONDecodeError, *files.DECOMPRESS_ERRORS) as exc:
+                b.error(None, fr.offset, f"undecodable message: {exc}")
+                continue
+            _dispatch(b, obj, None, fr.offset)
+    except files.DECOMPRESS_ERRORS as exc:
+        b.error(None, None, f"{unit.compression} stream broken: {type(exc).__name__}: {exc}")

@@ -1,0 +1,124 @@
+"""What the ROI model reads from the store: observed requests and measured model calls.
+
+Both come from the analyzer's ``requests`` and ``batches`` views (views.py), so the ROI model sees
+the same requests, latencies and device times as the baseline it projects from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inferaudit_analyzer.roi.fit import CallPoints
+from inferaudit_analyzer.roi.simulate import Workload
+from inferaudit_sdk import semconv
+
+REQUESTS_SQL = """
+SELECT arrival_ns, COALESCE(input_tokens, 0), COALESCE(output_tokens, 1), latency_ns,
+       COALESCE(request_model, ''), COALESCE(fp_key_id, '') || ':' || COALESCE(prompt_fp, ''),
+       prompt_fp IS NOT NULL, COALESCE(cache_hit, FALSE), COALESCE(device_ns, 0)
+FROM requests
+WHERE arrival_ns IS NOT NULL AND latency_ns IS NOT NULL
+ORDER BY arrival_ns
+"""
+
+# Longest member prompt / output per model call: links for batched calls, the parent request for
+# a call without links (unbatched serving), as the requests view does.
+CALLS_SQL = f"""
+WITH mem AS (
+    SELECT l.trace_id AS bt, l.span_id AS bs, l.linked_trace_id AS rt, l.linked_span_id AS rs
+    FROM links l
+    UNION
+    SELECT s.trace_id, s.span_id, s.trace_id, s.parent_span_id
+    FROM spans s
+    WHERE s.role = '{semconv.ROLE_BATCH}' AND s.parent_span_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM links l WHERE l.trace_id = s.trace_id AND l.span_id = s.span_id)
+)
+SELECT b.start_ns, b.duration_ns, b.device_ns,
+       COALESCE(b.batch_size, NULLIF(b.members, 0), 1) AS bs,
+       MAX(r.input_tokens) AS in_max, MAX(r.output_tokens) AS out_max,
+       b.padded_tokens, b.input_tokens, b.output_tokens, COALESCE(b.request_model, '')
+FROM batches b
+LEFT JOIN mem ON mem.bt = b.trace_id AND mem.bs = b.span_id
+LEFT JOIN spans r ON r.trace_id = mem.rt AND r.span_id = mem.rs
+GROUP BY b.trace_id, b.span_id, b.start_ns, b.duration_ns, b.device_ns, b.batch_size, b.members,
+         b.padded_tokens, b.input_tokens, b.output_tokens, b.request_model
+ORDER BY b.start_ns
+"""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Requests (arrival order) and model calls, as numpy arrays; ns and token counts."""
+
+    arrival_ns: np.ndarray
+    input_tokens: np.ndarray
+    output_tokens: np.ndarray
+    latency_ns: np.ndarray
+    model: np.ndarray  # object array of model names
+    prompt_key: np.ndarray  # object array "key:fingerprint" ('' fingerprint: none)
+    fingerprinted: np.ndarray  # bool
+    cache_hit: np.ndarray  # bool: served from a cache already
+    device_ns: np.ndarray
+    calls: CallPoints
+    call_device_ns: np.ndarray
+    call_start_ns: np.ndarray
+    call_model: np.ndarray
+
+    def workload(self, mask: np.ndarray | None = None) -> Workload:
+        m = np.ones(self.arrival_ns.size, dtype=bool) if mask is None else mask
+        return Workload.of(self.arrival_ns[m], self.input_tokens[m], self.output_tokens[m])
+
+    @property
+    def n(self) -> int:
+        return int(self.arrival_ns.size)
+
+    def exact_repeats(self) -> np.ndarray:
+        """True for a computed request whose keyed fingerprint was seen earlier (a cache would
+        have answered it)."""
+        seen: set[str] = set()
+        out = np.zeros(self.n, dtype=bool)
+        for i in range(self.n):
+            if not self.fingerprinted[i] or self.cache_hit[i]:
+                continue
+            k = self.prompt_key[i]
+            out[i] = k in seen
+            seen.add(k)
+        return out
+
+    def device_per_wall_ratio(self) -> float:
+        """Measured device (or CPU) time per wall second of a model call; scales the busy floor."""
+        wall = float(self.calls.duration_ns.sum())
+        return float(self.call_device_ns.sum()) / wall if wall > 0 else 1.0
+
+
+def observe(con: Any) -> Observed:
+    """Read requests and calls from a connection where the views exist (views.create_views)."""
+    rq = con.execute(REQUESTS_SQL).fetchall()
+    cl = con.execute(CALLS_SQL).fetchall()
+    def col(rows: list[tuple], i: int, dtype: Any = np.float64) -> np.ndarray:
+        return np.asarray([r[i] for r in rows], dtype=dtype)
+
+    batch = col(cl, 3)
+    in_max = np.asarray([
+        r[4] if r[4] is not None else
+        (r[6] / max(r[3], 1) if r[6] is not None else
+         (r[7] / max(r[3], 1) if r[7] is not None else np.nan)) for r in cl], dtype=np.float64)
+    out_max = np.asarray([
+        r[5] if r[5] is not None else
+        (r[8] / max(r[3], 1) if r[8] is not None else np.nan) for r in cl], dtype=np.float64)
+    dur = col(cl, 1)
+    dev = np.asarray([r[2] if r[2] is not None else r[1] for r in cl], dtype=np.float64)
+    calls = CallPoints.of(batch, in_max, out_max, dur)
+    ok = (np.isfinite(batch) & np.isfinite(in_max) & np.isfinite(out_max) & np.isfinite(dur)
+          & (batch >= 1) & (dur > 0)) if cl else np.zeros(0, dtype=bool)
+    return Observed(
+        arrival_ns=col(rq, 0), input_tokens=col(rq, 1), output_tokens=np.maximum(col(rq, 2), 1),
+        latency_ns=col(rq, 3), model=col(rq, 4, object), prompt_key=col(rq, 5, object),
+        fingerprinted=col(rq, 6, bool), cache_hit=col(rq, 7, bool), device_ns=col(rq, 8),
+        calls=calls, call_device_ns=dev[ok] if cl else np.zeros(0),
+        call_start_ns=col(cl, 0)[ok] if cl else np.zeros(0),
+        call_model=col(cl, 9, object)[ok] if cl else np.zeros(0, dtype=object),
+    )

@@ -1,0 +1,278 @@
+"""Fit the service-time curve of a model from what was measured.
+
+The simulator needs ``call_ns(b, in, out)`` (:class:`~inferaudit_analyzer.roi.simulate.ServiceCurve`);
+we fit its four non-negative coefficients by non-negative least squares on model calls'
+(batch size, padded input tokens per row, longest output) -> wall duration. Wall duration, not
+device time, because it is what a waiting request sees; the busy-time floor is scaled separately.
+
+Where the points come from, best first:
+
+1. a calibration sweep (``inferaudit calibrate``) that ran the model over batch sizes and lengths:
+   it pins the batch dimension; when spans were measured too, the swept curve is *anchored* to
+   them by one scale factor (the median measured/predicted ratio), because a sweep outside the
+   server misses the server's own per-call overhead;
+2. the spans alone, when they hold at least two batch sizes (beyond the largest one seen the curve
+   is an extrapolation, and the fit says so);
+3. spans at one batch size only: the batch dimension is unidentified, so the per-sequence share of a
+   decode step comes from a roofline prior (peak FLOP/s and memory bandwidth of the device from
+   ``devices.json``), marked as an assumption.
+
+Goodness of fit: R^2 and MAPE on the points used, plus residuals for the report's plot.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources as importlib_resources
+from typing import Any
+
+import numpy as np
+
+from inferaudit_analyzer.roi.simulate import ServiceCurve
+
+MAX_RESIDUALS_KEPT = 400  # points carried to the plot; enough to see a trend
+
+
+@dataclass(frozen=True)
+class CallPoints:
+    """Measured model calls: batch size, padded input tokens per row, longest output, wall ns."""
+
+    batch: np.ndarray
+    in_tokens: np.ndarray
+    out_tokens: np.ndarray
+    duration_ns: np.ndarray
+
+    @classmethod
+    def of(cls, batch, in_tokens, out_tokens, duration_ns) -> CallPoints:
+        arrs = [np.asarray(x, dtype=np.float64) for x in (batch, in_tokens, out_tokens,
+                                                          duration_ns)]
+        ok = np.all([np.isfinite(a) for a in arrs], axis=0) & (arrs[0] >= 1) & (arrs[3] > 0)
+        return cls(*(a[ok] for a in arrs))
+
+    def __len__(self) -> int:
+        return int(self.batch.size)
+
+    def take(self, idx: np.ndarray) -> CallPoints:
+        return CallPoints(self.batch[idx], self.in_tokens[idx], self.out_tokens[idx],
+                          self.duration_ns[idx])
+
+
+def design(batch: np.ndarray, tin: np.ndarray, tout: np.ndarray) -> np.ndarray:
+    """Columns matching ServiceCurve: 1, b*in, out, out*b."""
+    return np.column_stack([np.ones_like(batch), batch * tin, tout, tout * batch])
+
+
+def nnls(a: np.ndarray, y: np.ndarray, max_iter: int = 200) -> np.ndarray:
+    """Lawson-Hanson non-negative least squares (scipy is not a dependency).
+
+    Columns are scaled to unit norm first so token counts and the constant term are comparable.
+    """
+    norms = np.linalg.norm(a, axis=0)
+    norms[norms == 0] = 1.0
+    a_s = a / norms
+    n = a_s.shape[1]
+    x = np.zeros(n)
+    passive = np.zeros(n, dtype=bool)
+    w = a_s.T @ (y - a_s @ x)
+    for _ in range(max_iter):
+        if passive.all() or not np.any(w[~passive] > 1e-12 * max(1.0, np.abs(w).max())):
+            break
+        j = int(np.argmax(np.where(passive, -np.inf, w)))
+        passive[j] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a_s[:, passive], y, rcond=None)[0]
+            if np.all(z[passive] > 0):
+                x = z
+                break
+            neg = passive & (z <= 0)
+            alpha = np.min(x[neg] / (x[neg] - z[neg]))
+            x = x + alpha * (z - x)
+            passive &= x > 1e-15
+            x[~passive] = 0.0
+            if not passive.any():
+                break
+        w = a_s.T @ (y - a_s @ x)
+    return x / norms
+
+
+def goodness(pred: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
+    """R^2 (1 - SSres/SStot) and mean absolute percentage error (0-1 ratio)."""
+    if y.size == 0:
+        return {"r2": None, "mape_ratio": None}
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    ss_res = float(np.sum((y - pred) ** 2))
+    r2 = None if ss_tot <= 0 else 1.0 - ss_res / ss_tot
+    return {"r2": r2, "mape_ratio": float(np.mean(np.abs(pred - y) / y))}
+
+
+def load_devices() -> dict[str, Any]:
+    text = importlib_resources.files("inferaudit_analyzer.roi").joinpath("devices.json").read_text()
+    return json.loads(text)
+
+
+def match_device(name: str | None, table: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The devices.json row whose pattern matches a GPU model string or ``"cpu"``."""
+    if not name:
+        return None
+    for row in (table or load_devices())["devices"]:
+        if re.search(row["pattern"], name, flags=re.IGNORECASE):
+            return row
+    return None
+
+
+def roofline_per_seq_share(device: dict[str, Any], bytes_per_param: float) -> float:
+    """Share of a batch-1 decode step that grows with each extra sequence, by the roofline.
+
+    One decode step reads every weight once (``P * bytes / BW``) and does ``2 P`` FLOPs per
+    sequence (``2 P / F``); the step is the larger of the two, so adding a sequence adds
+    ``2P/F`` over a batch-1 step of ``max(P bytes/BW, 2P/F)``. P cancels.
+    """
+    compute = 2.0 / float(device["flops_per_s"])
+    memory = bytes_per_param / float(device["hbm_bytes_per_s"])
+    return compute / max(compute, memory)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted curve plus everything the report says about how good and how assumed it is."""
+
+    curve: ServiceCurve
+    source: str  # "calibration" | "calibration+spans" | "spans" | "spans+roofline_prior"
+    n_points: int
+    batch_sizes_seen: tuple[int, ...]
+    goodness: dict[str, float | None]
+    anchor_scale: float | None = None
+    span_goodness: dict[str, float | None] | None = None
+    assumptions: tuple[str, ...] = ()
+    residuals: tuple[dict[str, float], ...] = field(default=(), repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.curve
+        return {
+            "source": self.source,
+            "coefficients_ns": {"fixed_ns": c.fixed_ns,
+                                "prefill_ns_per_token": c.prefill_ns_per_token,
+                                "step_ns": c.step_ns, "step_ns_per_seq": c.step_ns_per_seq},
+            "formula": ("call_ns = fixed_ns + prefill_ns_per_token * b * in_tokens + out_tokens "
+                        "* (step_ns + step_ns_per_seq * b); in/out = longest in the batch"),
+            "n_points": self.n_points,
+            "batch_sizes_seen": list(self.batch_sizes_seen),
+            "r2": self.goodness.get("r2"),
+            "mape_ratio": self.goodness.get("mape_ratio"),
+            "anchor_scale": self.anchor_scale,
+            "span_r2": None if self.span_goodness is None else self.span_goodness.get("r2"),
+            "span_mape_ratio": (None if self.span_goodness is None
+                                else self.span_goodness.get("mape_ratio")),
+            "assumptions": list(self.assumptions),
+        }
+
+
+def _residuals(curve: ServiceCurve, pts: CallPoints, kind: str) -> list[dict[str, float]]:
+    step = max(1, len(pts) // MAX_RESIDUALS_KEPT)
+    out = []
+    for i in range(0, len(pts), step):
+        b, tin, tout = pts.batch[i], pts.in_tokens[i], pts.out_tokens[i]
+        out.append({"batch": float(b), "in_tokens": float(tin), "out_tokens": float(tout),
+                    "measured_ns": float(pts.duration_ns[i]),
+                    "predicted_ns": curve.call_ns(int(b), tin, tout), "kind": kind})
+    return out
+
+
+def _curve_of(coef: np.ndarray) -> ServiceCurve:
+    return ServiceCurve(*(float(max(0.0, v)) for v in coef))
+
+
+def _predict(curve: ServiceCurve, pts: CallPoints) -> np.ndarray:
+    return design(pts.batch, pts.in_tokens, pts.out_tokens) @ np.array(
+        [curve.fixed_ns, curve.prefill_ns_per_token, curve.step_ns, curve.step_ns_per_seq])
+
+
+def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
+              max_batch: int = 8, device: dict[str, Any] | None = None,
+              bytes_per_param: float = 2.0, keep_residuals: bool = True) -> Fit:
+    """Fit the curve (see the module docstring for which source wins).
+
+    Raises:
+        ValueError: neither spans nor a calibration hold a usable point.
+    """
+    assumptions: list[str] = []
+    if calibration is not None and len(calibration):
+        coef = nnls(design(calibration.batch, calibration.in_tokens, calibration.out_tokens),
+                    calibration.duration_ns)
+        curve = _curve_of(coef)
+        good = goodness(_predict(curve, calibration), calibration.duration_ns)
+        seen = tuple(sorted({int(b) for b in calibration.batch}))
+        res = _residuals(curve, calibration, "calibration") if keep_residuals else []
+        assumptions.append(
+            f"service-time curve from a calibration sweep over batch sizes {list(seen)}")
+        if max_batch > max(seen):
+            assumptions.append(f"batch sizes above {max(seen)} are extrapolated from the sweep")
+        scale = None
+        span_good = None
+        source = "calibration"
+        if len(spans):
+            ratios = spans.duration_ns / np.maximum(_predict(curve, spans), 1.0)
+            scale = float(np.median(ratios))
+            curve = curve.scaled(scale)
+            span_good = goodness(_predict(curve, spans), spans.duration_ns)
+            source = "calibration+spans"
+            assumptions.append(
+                f"swept curve anchored to the measured calls by x{scale:.3f} (median measured/"
+                "swept ratio): the sweep's shape, the server's level")
+            if keep_residuals:
+                res = _residuals(curve, calibration.__class__(
+                    calibration.batch, calibration.in_tokens, calibration.out_tokens,
+                    calibration.duration_ns * scale), "calibration")
+                res += _residuals(curve, spans, "spans")
+        return Fit(curve, source, len(calibration), seen, good, scale, span_good,
+                   tuple(assumptions), tuple(res))
+    if not len(spans):
+        raise ValueError("no model call with a batch size and a duration to fit a curve to")
+    seen = tuple(sorted({int(b) for b in spans.batch}))
+    a = design(spans.batch, spans.in_tokens, spans.out_tokens)
+    if len(seen) >= 2:
+        curve = _curve_of(nnls(a, spans.duration_ns))
+        source = "spans"
+        if max_batch > max(seen):
+            assumptions.append(
+                f"measured batch sizes reach {max(seen)} only; up to {max_batch} the fitted "
+                "curve is an extrapolation")
+    else:
+        # b is constant: fit 1, b*in, out*(1+b) as one step column, then split the step.
+        b0 = float(seen[0])
+        coef3 = nnls(a[:, :3] * np.array([1.0, 1.0, 1.0]), spans.duration_ns)
+        step_total = coef3[2] / 1.0  # ns per output token at batch b0
+        dev = device or match_device("cpu")
+        share = roofline_per_seq_share(dev, bytes_per_param) if dev else 0.1
+        per_seq = step_total * share / max(b0, 1.0)
+        step = step_total - per_seq * b0
+        curve = ServiceCurve(float(coef3[0]), float(coef3[1]), float(max(step, 0.0)),
+                             float(max(per_seq, 0.0)))
+        source = "spans+roofline_prior"
+        assumptions.append(
+            f"all measured calls have batch size {int(b0)}: the per-sequence share of a decode "
+            f"step ({share:.3g}) is a roofline prior for {dev['device'] if dev else 'unknown'} "
+            f"({bytes_per_param:g} bytes/param; {dev['source'] if dev else 'default 0.1'}), not "
+            "a measurement; run `inferaudit calibrate` to pin it")
+    good = goodness(_predict(curve, spans), spans.duration_ns)
+    res = _residuals(curve, spans, "spans") if keep_residuals else []
+    return Fit(curve, source, len(spans), seen, good, None, None, tuple(assumptions), tuple(res))
+
+
+def calibration_points(doc: dict[str, Any]) -> CallPoints:
+    """Points of a calibration JSON (``inferaudit calibrate`` output, docs/roi-model.md).
+
+    Raises:
+        ValueError: the document is not a calibration (names the missing key).
+    """
+    pts = doc.get("points")
+    if not isinstance(pts, list) or not pts:
+        raise ValueError("calibration file has no 'points' list")
+    try:
+        return CallPoints.of([p["batch"] for p in pts], [p["in_tokens"] for p in pts],
+                             [p["out_tokens"] for p in pts], [p["duration_ns"] for p in pts])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"calibration point lacks {exc}") from exc

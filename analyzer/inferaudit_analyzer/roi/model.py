@@ -1,0 +1,105 @@
+"""Entry of the calibrated ROI model: store + analyzer report in, the report's ``roi`` section out.
+
+Reads the observed requests and calls (``data.observe``), fits the service curve (a calibration
+file wins, anchored to the spans), builds the baseline scenario as deployed (sequential when every
+call had one request, else dynamic batching at the largest batch seen; replicas = paid devices),
+then hands over to :func:`~inferaudit_analyzer.roi.roadmap.build_roadmap`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferaudit_analyzer.roi.data import Observed, observe
+from inferaudit_analyzer.roi.fit import calibration_points, fit_curve, match_device
+from inferaudit_analyzer.roi.interventions import Knobs
+from inferaudit_analyzer.roi.project import Prices, Scenario, observed_repeats
+from inferaudit_analyzer.roi.roadmap import RoiInputs, build_roadmap
+
+
+class CalibrationError(ValueError):
+    """A calibration file cannot be used; the message names the file and the problem."""
+
+
+def load_calibration(path: str | Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CalibrationError(f"{path}: cannot read calibration ({exc.strerror or exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise CalibrationError(f"{path}: line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    if not isinstance(doc, dict):
+        raise CalibrationError(f"{path}: expected a JSON object with 'points'")
+    try:
+        calibration_points(doc)
+    except ValueError as exc:
+        raise CalibrationError(f"{path}: {exc}") from exc
+    return doc
+
+
+def _device_row(report: dict[str, Any]) -> dict[str, Any] | None:
+    detail = (report.get("baseline", {}).get("overall", {})
+              .get("device_utilization_detail") or {})
+    for r in detail.get("by_resource") or []:
+        row = match_device(r.get("gpu_model")) or (
+            match_device("cpu") if r.get("device_type") == "cpu" else None)
+        if row:
+            return row
+    return match_device("cpu")
+
+
+def _small_model_speedup(report: dict[str, Any]) -> float | None:
+    """Device time per token of the largest model over the cheapest other one, if measured."""
+    per_tok = []
+    for m in (report.get("baseline", {}).get("by_model") or {}).values():
+        toks = (m.get("input_tokens") or 0) + (m.get("output_tokens") or 0)
+        if m.get("device_s") and toks:
+            per_tok.append(m["device_s"] / toks)
+    if len(per_tok) < 2 or min(per_tok) <= 0:
+        return None
+    return max(per_tok) / min(per_tok)
+
+
+def roi_section(con: Any, report: dict[str, Any], knobs: Knobs, *,
+                calibration: dict[str, Any] | None = None, bootstrap: int = 100,
+                seed: int = 0) -> dict[str, Any]:
+    """The ``roi`` dict (docs/roi-model.md); ``{"error": ...}`` when nothing can be projected."""
+    obs: Observed = observe(con)
+    if obs.n == 0:
+        return {"error": "no request with an arrival and a latency: nothing to project"}
+    overall = report.get("baseline", {}).get("overall", {})
+    device = _device_row(report)
+    cal_pts = calibration_points(calibration) if calibration is not None else None
+    bs = obs.calls.batch
+    max_seen = int(bs.max()) if bs.size else 1
+    try:
+        fit = fit_curve(obs.calls, calibration=cal_pts, max_batch=max(knobs.max_batch, max_seen),
+                        device=device)
+    except ValueError as exc:
+        return {"error": str(exc)}
+    detail = overall.get("device_utilization_detail") or {}
+    replicas = int(detail.get("devices") or 1)
+    base = (Scenario("sequential", 1, replicas=replicas) if max_seen <= 1 else
+            Scenario("dynamic", max_seen, replicas=replicas))
+    per_hour = report.get("price", {}).get("usd_per_hour")
+    if knobs.price_per_hour is not None:
+        per_replica = knobs.price_per_hour
+    else:
+        per_replica = None if per_hour is None else float(per_hour) / max(replicas, 1)
+    prices = Prices(per_replica, overall.get("busy_cost_per_request_usd"), 0.0)
+    computed = 1.0 - float(np.mean(obs.cache_hit)) if obs.n else 1.0
+    ctx = {"computed_ratio": computed, "current_replicas": replicas,
+           "small_model_speedup": _small_model_speedup(report),
+           "copy_time_ratio": (report.get("copies") or {}).get("copy_time_ratio")}
+    inp = RoiInputs(obs.calls, cal_pts, obs.workload(), observed_repeats(obs),
+                    (overall.get("latency_ms") or {}).get("p95"), base, prices, device, ctx)
+    out = build_roadmap(inp, report.get("findings", []), knobs, fit, bootstrap=bootstrap,
+                        seed=seed)
+    out["device_prior"] = device
+    out["calibration"] = None if calibration is None else {
+        k: calibration.get(k) for k in ("model", "device", "created_at", "torch_threads")}
+    return out

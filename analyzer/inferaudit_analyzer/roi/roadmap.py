@@ -1,0 +1,235 @@
+"""The ranked roadmap: project each applicable intervention, rank by ROI, compose in rank order.
+
+ROI rule (written into the JSON): ``impact / (risk x (1 + effort_weeks))`` with
+``impact = bill_saving_ratio + 0.5 x capacity_saving_ratio + 0.5 x p95_reduction_ratio``, each a
+0-1 ratio against the replayed baseline (a worse projection contributes 0). The bill counts in
+full because it is money today; freed capacity and latency count half because they are worth
+money only when traffic grows or the SLO binds.
+
+Composition: interventions are applied cumulatively in rank order (each step's scenario is the
+previous one with the next intervention applied), each step re-sized for the SLO and priced.
+
+Avoided model swap: when the non-model interventions alone close most (>= 80 %) of the gap a
+model swap would close (the whole traffic on a model ``small_model_speedup`` times cheaper),
+the swap's engineering effort is reported as avoided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inferaudit_analyzer.roi import bootstrap as bs
+from inferaudit_analyzer.roi.fit import CallPoints, Fit, fit_curve
+from inferaudit_analyzer.roi.interventions import EFFORT_WEEKS, Knobs, Plan, applicable
+from inferaudit_analyzer.roi.project import (
+    NS_PER_MS,
+    Prices,
+    Scenario,
+    observed_repeats,
+    replay,
+    summarize,
+)
+from inferaudit_analyzer.roi.replicas import saving_kind, size_for_slo
+from inferaudit_analyzer.roi.simulate import ServiceCurve, Workload
+
+ROI_RULE = ("roi = impact / (risk x (1 + effort_weeks)); impact = bill_saving_ratio + 0.5 x "
+            "capacity_saving_ratio + 0.5 x p95_reduction_ratio (ratios vs the replayed baseline)")
+GAP_CLOSED_FOR_AVOIDED_SWAP = 0.8
+MODEL_SWAP_EFFORT = "months"
+DEFAULT_USD_PER_ENGINEER_WEEK = 4_000.0
+
+
+@dataclass(frozen=True)
+class RoiInputs:
+    calls: CallPoints
+    calibration: CallPoints | None
+    work: Workload
+    repeats: np.ndarray
+    measured_p95_ms: float | None
+    base: Scenario
+    prices: Prices
+    device: dict[str, Any] | None
+    ctx: dict[str, Any]
+
+
+def _refit(inp: RoiInputs, max_batch: int):
+    def refit(c: CallPoints, cal: CallPoints | None) -> Fit:
+        return fit_curve(c, calibration=cal, max_batch=max_batch, device=inp.device,
+                         keep_residuals=False)
+    return refit
+
+
+def _ratio_drop(base: float | None, new: float | None) -> float:
+    if base is None or new is None or base <= 0:
+        return 0.0
+    return max(0.0, (base - new) / base)
+
+
+def _projection(inp: RoiInputs, curve: ServiceCurve, sc: Scenario, slo_ns: float,
+                base_sum: dict[str, Any], prices: Prices) -> tuple[Scenario, dict[str, Any]]:
+    sizing = size_for_slo(inp.work, inp.repeats, curve, sc, slo_ns, inp.base.replicas)
+    sized = sc.with_(replicas=sizing.replicas)
+    s = summarize(sizing.replay, prices)
+    s["replicas_needed"] = sizing.replicas_needed
+    s["meets_slo"] = sizing.meets_slo
+    s["saving_kind"] = saving_kind(base_sum["cost_per_request_usd"], s["cost_per_request_usd"],
+                                   base_sum["busy_cost_per_request_usd"],
+                                   s["busy_cost_per_request_usd"])
+    return sized, s
+
+
+def _impact(base: dict[str, Any], s: dict[str, Any]) -> dict[str, float]:
+    return {
+        "bill_saving_ratio": _ratio_drop(base["cost_per_request_usd"], s["cost_per_request_usd"]),
+        "capacity_saving_ratio": _ratio_drop(base["busy_device_s"], s["busy_device_s"]),
+        "p95_reduction_ratio": _ratio_drop(base["latency_ms"]["p95"], s["latency_ms"]["p95"]),
+    }
+
+
+def _score(imp: dict[str, float], risk: int, effort_weeks: float) -> float:
+    impact = (imp["bill_saving_ratio"] + 0.5 * imp["capacity_saving_ratio"]
+              + 0.5 * imp["p95_reduction_ratio"])
+    return impact / (risk * (1.0 + effort_weeks))
+
+
+def _intervals(inp: RoiInputs, scenarios: list[Scenario], b: int, seed: int, max_batch: int
+               ) -> list[dict[str, Any]]:
+    """Per scenario: 90 % intervals of cost per request, busy floor and p95 (ms)."""
+    nb = bs.replicates(b, len(inp.work), len(scenarios) + 1)
+    res = bs.resamples(inp.calls, inp.calibration, inp.work, inp.repeats,
+                       _refit(inp, max_batch), nb, seed)
+    vals: list[dict[str, list[float]]] = [
+        {"cost": [], "busy": [], "p95": []} for _ in scenarios]
+    for r in res:
+        base_rep = replay(r.work, r.repeats, r.curve_fit.curve, inp.base, seed)
+        pr = Prices(inp.prices.usd_per_replica_hour,
+                    inp.prices.baseline_busy_cost_per_request_usd, base_rep.busy_ns)
+        for i, sc in enumerate(scenarios):
+            s = summarize(replay(r.work, r.repeats, r.curve_fit.curve, sc, seed), pr)
+            vals[i]["cost"].append(s["cost_per_request_usd"])
+            vals[i]["busy"].append(s["busy_cost_per_request_usd"])
+            vals[i]["p95"].append(s["latency_ms"]["p95"])
+    return [{"cost_per_request_usd": bs.interval(v["cost"]),
+             "busy_cost_per_request_usd": bs.interval(v["busy"]),
+             "latency_ms_p95": bs.interval(v["p95"]),
+             "level": 0.9, "method": "percentile bootstrap: calls refit + block-resampled "
+             "requests"} for v in vals]
+
+
+def _plan_json(p: Plan) -> dict[str, Any]:
+    return {"intervention": p.id, "title": p.title, "layer": p.layer,
+            "evidence": list(p.evidence), "params": p.params,
+            "risk": {"score": p.risk, "reasons": list(p.risk_reasons)},
+            "effort": {"class": p.effort, "weeks": p.effort_weeks},
+            "applicable_in_example": p.applicable_in_example}
+
+
+def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, fit: Fit,
+                  *, bootstrap: int = 100, seed: int = 0) -> dict[str, Any]:
+    """The ``roi`` section of the report: fit, baseline replay, ranked roadmap, cumulative."""
+    curve = fit.curve
+    base_rep = replay(inp.work, inp.repeats, curve, inp.base, seed)
+    prices = Prices(inp.prices.usd_per_replica_hour,
+                    inp.prices.baseline_busy_cost_per_request_usd, base_rep.busy_ns)
+    base_sum = summarize(base_rep, prices)
+    measured_p95 = inp.measured_p95_ms
+    slo_ms = knobs.slo_p95_ms if knobs.slo_p95_ms is not None else (
+        measured_p95 if measured_p95 is not None else base_sum["latency_ms"]["p95"])
+    slo_ns = slo_ms * NS_PER_MS
+    plans = applicable(findings, knobs, inp.ctx)
+    items = []
+    for p in plans:
+        sized, s = _projection(inp, curve, p.apply(inp.base), slo_ns, base_sum, prices)
+        imp = _impact(base_sum, s)
+        items.append((p, sized, s, imp, _score(imp, p.risk, p.effort_weeks)))
+    items.sort(key=lambda t: (-t[4], t[0].risk, t[0].id))
+    # cumulative, in rank order
+    cum_sc = inp.base
+    cumulative: list[tuple[Scenario, dict[str, Any]]] = []
+    for p, *_ in items:
+        cum_sc, s = _projection(inp, curve, p.apply(cum_sc.with_(replicas=inp.base.replicas)),
+                                slo_ns, base_sum, prices)
+        cumulative.append((cum_sc, s))
+    scen = [t[1] for t in items] + [c[0] for c in cumulative]
+    ivals = _intervals(inp, scen, bootstrap, seed, knobs.max_batch) if scen else []
+    roadmap = []
+    for rank, (p, sized, s, imp, score) in enumerate(items, start=1):
+        cum = cumulative[rank - 1][1]
+        roadmap.append({
+            "rank": rank, **_plan_json(p), "scenario": sized.to_json(),
+            "projected": s, "interval": ivals[rank - 1] if ivals else None,
+            "impact": imp, "roi_score": score,
+            "cumulative": {"projected": cum,
+                           "interval": ivals[len(items) + rank - 1] if ivals else None},
+            "assumptions": list(p.assumptions) + list(fit.assumptions),
+        })
+    swap = _avoided_swap(inp, curve, items, cumulative, base_sum, prices, slo_ns, knobs)
+    return {
+        "fit": fit.to_json(),
+        "fit_points": list(fit.residuals),
+        "baseline": {"scenario": inp.base.to_json(), "replayed": base_sum,
+                     "measured_p95_ms": measured_p95,
+                     "replay_p95_error_ratio": (None if not measured_p95 else
+                                                base_sum["latency_ms"]["p95"] / measured_p95 - 1)},
+        "slo": {"p95_ms": slo_ms, "source": "given" if knobs.slo_p95_ms is not None else
+                "measured baseline p95 (keep today's tail latency)"},
+        "price": {"usd_per_replica_hour": inp.prices.usd_per_replica_hour,
+                  "replicas": inp.base.replicas},
+        "params": {"policy": knobs.policy, "max_batch": knobs.max_batch,
+                   "max_wait_ms": knobs.max_wait_ms, "cache_hit_share": knobs.cache_hit_share,
+                   "routing_split": knobs.routing_split,
+                   "small_model_speedup": knobs.small_model_speedup,
+                   "quantization_speedup": knobs.quantization_speedup,
+                   "graph_speedup": knobs.graph_speedup, "slo_p95_ms": slo_ms,
+                   "price_per_hour": knobs.price_per_hour, "bootstrap": bootstrap, "seed": seed},
+        "rank_rule": ROI_RULE,
+        "roadmap": roadmap,
+        "avoided_model_swap": swap,
+        "not_proposed": _not_proposed(plans),
+    }
+
+
+def _not_proposed(plans: list[Plan]) -> list[dict[str, str]]:
+    from inferaudit_analyzer.roi.interventions import IDS
+
+    have = {p.id for p in plans}
+    return [{"intervention": i, "reason": "no finding supports it in this input"}
+            for i in IDS if i not in have]
+
+
+def _avoided_swap(inp: RoiInputs, curve: ServiceCurve, items: list, cumulative: list,
+                  base_sum: dict[str, Any], prices: Prices, slo_ns: float,
+                  knobs: Knobs) -> dict[str, Any] | None:
+    non_model = [c for (p, *_), c in zip(items, cumulative, strict=True) if p.layer != "model"]
+    if not items:
+        return None
+    speed = knobs.small_model_speedup or inp.ctx.get("small_model_speedup") or 3.0
+    _, swap = _projection(inp, curve, inp.base.with_(routing_split=1.0,
+                                                     small_model_speedup=speed),
+                          slo_ns, base_sum, prices)
+    # the best non-model state is the last non-model step of the composition
+    best = None
+    if non_model:
+        last_nm = max(i for i, (p, *_) in enumerate(items) if p.layer != "model")
+        best = cumulative[last_nm][1]
+    metric = "busy_device_s"
+    gap = base_sum[metric] - swap[metric]
+    closed = None if best is None or gap <= 0 else (base_sum[metric] - best[metric]) / gap
+    applies = closed is not None and closed >= GAP_CLOSED_FOR_AVOIDED_SWAP
+    weeks = EFFORT_WEEKS[MODEL_SWAP_EFFORT]
+    return {
+        "applies": applies,
+        "metric": metric,
+        "gap_closed_ratio": closed,
+        "model_swap_projected": swap,
+        "model_swap_assumption": (f"all traffic on a model x{speed:g} cheaper per token (the "
+                                  "routing speed-up), same replicas, quality unchanged"),
+        "avoided_engineering_weeks": weeks if applies else 0.0,
+        "avoided_cost_usd": weeks * DEFAULT_USD_PER_ENGINEER_WEEK if applies else 0.0,
+        "cost_rule": (f"{weeks:g} engineer-weeks (effort class '{MODEL_SWAP_EFFORT}': evaluate, "
+                      f"fine-tune, validate, deploy) x {DEFAULT_USD_PER_ENGINEER_WEEK:g} $/week "
+                      "(assumed)"),
+    }

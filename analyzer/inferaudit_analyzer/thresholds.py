@@ -1,0 +1,79 @@
+"""Every threshold a finding or the bottleneck verdict uses, named once, with where it comes from.
+
+A threshold without a published source says so ("house rule") and why the value is what it is;
+docs/analysis.md lists them all. Ratios are 0-1, durations ns.
+"""
+
+from __future__ import annotations
+
+# --- Device activity --------------------------------------------------------------------------
+# NVIDIA DCGM user guide, "Profiling metrics" (SM Activity, DCGM_FI_PROF_SM_ACTIVE):
+# "A value of 0.8 or greater is necessary, but not sufficient, for effective use of the GPU. A
+# value less than 0.5 likely indicates ineffective GPU usage."
+# https://docs.nvidia.com/datacenter/dcgm/latest/user-guide/feature-overview.html#metrics
+# We apply the same cut-offs to busy-time utilisation (a looser, upper-bound signal).
+SATURATED_UTILIZATION_RATIO = 0.8
+UNDERUSED_UTILIZATION_RATIO = 0.5
+
+# --- Idle device while requests wait ----------------------------------------------------------
+# House rule: share of the time with at least one request in flight during which no model call
+# ran. Above 0.2 the serving stack (tokenising, Python, I/O, a sequential pipeline) holds a fifth
+# of every request's wait with the device doing nothing; above 0.5 it is most of it.
+IDLE_WHILE_WAITING_RATIO = 0.2
+IDLE_WHILE_WAITING_HIGH_RATIO = 0.5
+
+# --- Batching -------------------------------------------------------------------------------
+# Unbatched serving: batch size stays 1 (share of size-1 batches at or above this) while, during
+# model calls, on average at least this many requests are in flight (>1 means others wait).
+UNBATCHED_SIZE1_SHARE = 0.9
+UNBATCHED_MIN_CONCURRENCY = 1.5
+UNBATCHED_HIGH_CONCURRENCY = 2.0
+MIN_BATCHES_FOR_BATCHING = 10  # fewer model calls than this say nothing about a policy
+# Padding: share of the padded input tensor that is padding (1 - real / padded).
+PADDING_WASTE_RATIO = 0.2
+PADDING_WASTE_HIGH_RATIO = 0.4
+
+# --- Redundant compute ------------------------------------------------------------------------
+# SimHash near-duplicates: Hamming distance <= 3 of 64 bits, the cut-off Manku, Jain and Das
+# Sarma validated for near-duplicate web pages ("Detecting Near-Duplicates for Web Crawling",
+# WWW 2007, k = 3 for 64-bit fingerprints).
+NEAR_DUP_HAMMING_BITS = 3
+SIMHASH_BANDS = 4  # 4 bands of 16 bits: any pair within 3 bits agrees exactly on one band
+# House rule: 5 % of requests recomputing known answers is worth a cache.
+CACHEABLE_SHARE_RATIO = 0.05
+CACHEABLE_SHARE_HIGH_RATIO = 0.2
+
+# --- Routing ----------------------------------------------------------------------------------
+# "Short" request: input + output tokens at or below this quantile of all requests (house rule,
+# the brief of issue #3: the p25).
+ROUTING_SHORT_QUANTILE = 0.25
+ROUTING_SHARE_RATIO = 0.1  # share of all requests that are short and on the largest model
+ROUTING_MIN_REQUESTS = 20
+
+# --- Host<->device copies ---------------------------------------------------------------------
+# House rule: copies on the hot path taking >= 10 % of device-busy time are worth pinning,
+# batching or overlapping; >= 30 % means data movement starves the device (hardware layer).
+COPY_TIME_RATIO = 0.1
+COPY_BOUND_RATIO = 0.3
+# Pageable (unpinned) host memory forces synchronous copies (CUDA C++ Best Practices Guide,
+# "Pinned Memory"); flag when most copied bytes are pageable.
+PAGEABLE_SHARE_RATIO = 0.5
+MIN_COPY_BYTES = 1 << 20  # below 1 MiB copied in total there is nothing to fix
+
+# --- Decode physics ---------------------------------------------------------------------------
+# Memory-controller busy (NVML memory utilisation) at or above 0.6 during decode-dominated work:
+# autoregressive decode streams the weights once per step, so HBM bandwidth bounds it; that is the
+# model's physics, not a hardware fault (Kwon et al., vLLM, SOSP 2023, section 2.3).
+DRAM_BOUND_MEMORY_UTIL_RATIO = 0.6
+DECODE_DOMINATED_OUTPUT_SHARE = 0.5  # output tokens / (input + output)
+
+# --- Kineto (kernel traces) -------------------------------------------------------------------
+# HTA "Temporal breakdown": idle / compute / non-compute share of GPU time.
+# https://hta.readthedocs.io/en/latest/source/features/temporal_breakdown.html
+KINETO_IDLE_PCT_RUNTIME = 50.0  # house rule: GPU idle for half the profiled window
+KINETO_NON_COMPUTE_PCT_HARDWARE = 30.0  # memcpy/memset take a third of the busy window
+
+# --- Coverage ---------------------------------------------------------------------------------
+LOW_COVERAGE_RATIO = 0.9  # below 90 % of spans seen, verdicts lose confidence
+VERY_LOW_COVERAGE_RATIO = 0.5
+MIN_REQUESTS_FOR_CONFIDENCE = 100  # below this the verdict's confidence scales down linearly

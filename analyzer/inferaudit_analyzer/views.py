@@ -1,0 +1,173 @@
+"""The ``requests`` and ``batches`` views over the canonical tables (docs/data-model.md).
+
+Every analysis reads these two views rather than raw spans, so the rules that turn spans into
+requests (which span is the request a client waits on, how a batch's device time is shared out)
+live in exactly one place. Plain SQL with window functions: the same text runs on DuckDB and,
+with the JSON accessor swapped, on ClickHouse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferaudit_sdk import semconv
+
+# A span is a request if the SDK marked it so, or if it is a foreign GenAI span (no role) that
+# reports usage; unless its parent is one of our request spans: then the enclosing request span is
+# the request (its tokens and device time fill the enclosing one's gaps, batches linked to it
+# count for the enclosing one) and the nested span is only its model call.
+_SERVER_KIND = 2
+
+REQUESTS_VIEW_SQL = f"""
+CREATE OR REPLACE VIEW requests AS
+WITH genai AS (
+    SELECT s.*
+    FROM spans s
+    WHERE s.role = '{semconv.ROLE_REQUEST}'
+       OR (s.role IS NULL
+           AND (s.input_tokens IS NOT NULL OR s.output_tokens IS NOT NULL)
+           AND (s.operation IS NOT NULL OR s.request_model IS NOT NULL))
+),
+nested AS (
+    -- a request-like span whose parent is one of our request spans is that request's model call
+    SELECT g.trace_id, g.span_id, p.span_id AS outer_span_id,
+           g.input_tokens, g.output_tokens, g.device_time_ns
+    FROM genai g
+    JOIN spans p ON p.trace_id = g.trace_id AND p.span_id = g.parent_span_id
+                AND p.role = '{semconv.ROLE_REQUEST}'
+),
+nested_sum AS (
+    SELECT trace_id, outer_span_id, SUM(input_tokens) AS input_tokens,
+           SUM(output_tokens) AS output_tokens, SUM(device_time_ns) AS device_time_ns
+    FROM nested GROUP BY trace_id, outer_span_id
+),
+candidate AS (
+    SELECT g.* FROM genai g
+    WHERE NOT EXISTS (SELECT 1 FROM nested n
+                      WHERE n.trace_id = g.trace_id AND n.span_id = g.span_id)
+),
+batch_spans AS (
+    SELECT b.trace_id, b.span_id, b.parent_span_id,
+           COALESCE(b.device_time_ns,
+                    CASE WHEN b.device_type = 'cpu' THEN b.cpu_time_ns END,
+                    b.duration_ns) AS device_ns
+    FROM spans b
+    WHERE b.role = '{semconv.ROLE_BATCH}'
+),
+membership_raw AS (
+    -- members by link; a batch with no links belongs to its parent request (unbatched serving)
+    SELECT l.trace_id AS batch_trace_id, l.span_id AS batch_span_id,
+           l.linked_trace_id AS req_trace_id, l.linked_span_id AS req_span_id
+    FROM links l
+    JOIN batch_spans b ON b.trace_id = l.trace_id AND b.span_id = l.span_id
+    UNION
+    SELECT b.trace_id, b.span_id, b.trace_id, b.parent_span_id
+    FROM batch_spans b
+    WHERE b.parent_span_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM links l
+                      WHERE l.trace_id = b.trace_id AND l.span_id = b.span_id)
+),
+membership AS (
+    -- a batch linked to a nested request span counts for the enclosing request
+    SELECT DISTINCT m.batch_trace_id, m.batch_span_id, m.req_trace_id,
+           COALESCE(n.outer_span_id, m.req_span_id) AS req_span_id
+    FROM membership_raw m
+    LEFT JOIN nested n ON n.trace_id = m.req_trace_id AND n.span_id = m.req_span_id
+),
+req AS (
+    SELECT c.*,
+           COALESCE(c.input_tokens, ns.input_tokens) AS in_tok,
+           COALESCE(c.output_tokens, ns.output_tokens) AS out_tok,
+           COALESCE(c.device_time_ns, ns.device_time_ns) AS own_device_ns
+    FROM candidate c
+    LEFT JOIN nested_sum ns ON ns.trace_id = c.trace_id AND ns.outer_span_id = c.span_id
+),
+weighted AS (
+    SELECT m.req_trace_id, m.req_span_id, b.device_ns,
+           COALESCE(c.in_tok, 0) + COALESCE(c.out_tok, 0) AS w,
+           SUM(COALESCE(c.in_tok, 0) + COALESCE(c.out_tok, 0))
+               OVER (PARTITION BY m.batch_trace_id, m.batch_span_id) AS w_total,
+           COUNT(*) OVER (PARTITION BY m.batch_trace_id, m.batch_span_id) AS n_members
+    FROM membership m
+    JOIN batch_spans b ON b.trace_id = m.batch_trace_id AND b.span_id = m.batch_span_id
+    JOIN req c ON c.trace_id = m.req_trace_id AND c.span_id = m.req_span_id
+),
+share AS (
+    SELECT req_trace_id, req_span_id,
+           SUM(CASE WHEN w_total > 0 THEN device_ns * w / w_total
+                    ELSE device_ns / n_members END) AS device_ns,
+           COUNT(*) AS batches
+    FROM weighted
+    GROUP BY req_trace_id, req_span_id
+)
+SELECT c.trace_id, c.span_id, c.request_model, c.route, c.model_tier, c.service_name,
+       c.resource_id,
+       CASE WHEN p.span_id IS NOT NULL THEN p.start_ns ELSE c.start_ns END AS arrival_ns,
+       CASE WHEN p.span_id IS NOT NULL THEN p.end_ns ELSE c.end_ns END AS end_ns,
+       CASE WHEN p.span_id IS NOT NULL THEN p.duration_ns ELSE c.duration_ns END AS latency_ns,
+       c.duration_ns AS model_ns,
+       c.ttft_ns, c.tpot_ns, c.queue_ns, c.in_tok AS input_tokens, c.out_tok AS output_tokens,
+       c.cache_hit, c.prompt_fp, c.prompt_simhash, c.fp_key_id, c.error_type, c.status_code,
+       CAST(COALESCE(sh.device_ns, c.own_device_ns) AS BIGINT) AS device_ns,
+       COALESCE(sh.batches, 0) AS batches,
+       p.span_id IS NOT NULL AS enclosed
+FROM req c
+LEFT JOIN spans p
+       ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id AND p.kind = {_SERVER_KIND}
+LEFT JOIN share sh ON sh.req_trace_id = c.trace_id AND sh.req_span_id = c.span_id
+"""
+
+# Device id sits in the attributes JSON (not a promoted column); the accessor is DuckDB's and
+# is the one engine-specific expression here (ClickHouse: JSONExtractString).
+DEVICE_ID_EXPR = f"""json_extract_string(b.attributes, '$."{semconv.DEVICE_ID}"')"""
+
+BATCHES_VIEW_SQL = f"""
+CREATE OR REPLACE VIEW batches AS
+SELECT b.span_id, b.trace_id, b.request_model, b.start_ns, b.end_ns, b.duration_ns,
+       b.batch_size,
+       b.batch_input_tokens AS input_tokens,
+       b.padded_tokens,
+       b.batch_output_tokens AS output_tokens,
+       CAST(COALESCE(b.device_time_ns,
+                     CASE WHEN b.device_type = 'cpu' THEN b.cpu_time_ns END,
+                     b.duration_ns) AS BIGINT) AS device_ns,
+       b.device_type,
+       (SELECT COUNT(*) FROM links l
+         WHERE l.trace_id = b.trace_id AND l.span_id = b.span_id) AS members,
+       b.resource_id, b.service_name,
+       COALESCE({DEVICE_ID_EXPR}, '0') AS device_id,
+       b.cpu_time_ns, b.device_time_ns IS NOT NULL AS device_time_measured,
+       b.h2d_bytes, b.d2h_bytes, b.copy_time_ns, b.pageable_bytes,
+       b.gpu_util, b.gpu_energy_j, b.attributes
+FROM spans b
+WHERE b.role = '{semconv.ROLE_BATCH}'
+"""
+
+VIEWS_SQL: tuple[str, ...] = (REQUESTS_VIEW_SQL, BATCHES_VIEW_SQL)
+
+
+def create_views(con: Any) -> None:
+    """Create (or replace) the ``requests`` and ``batches`` views on an open DuckDB connection.
+
+    Idempotent; needs the canonical tables to exist (schema.create_all_sql()).
+    """
+    for sql in VIEWS_SQL:
+        con.execute(sql)
+
+
+VIEW_NAMES = ("requests", "batches")
+
+
+def materialize_views(con: Any) -> None:
+    """Snapshot both views into TEMP tables of the same names, which shadow the views.
+
+    An analysis run issues dozens of queries; evaluating the views' joins and window functions
+    once instead of per query is what keeps a large input fast. Undo with :func:`drop_materialized`.
+    """
+    for sql in VIEWS_SQL:
+        con.execute(sql.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP TABLE", 1))
+
+
+def drop_materialized(con: Any) -> None:
+    for name in VIEW_NAMES:
+        con.execute(f"DROP TABLE IF EXISTS temp.{name}")

@@ -1,0 +1,166 @@
+"""Instrumented vs bare forward of the example's tiny GPT-2 on CPU, side by side in one run.
+
+    .venv/bin/python bench/device_overhead.py [--rounds 30] [--calls 20] [--json out.json]
+
+Two models with identical weights: one bare, one under ``instrument_model`` (the SDK configured
+with its file exporter into a temporary directory, as in production). Rounds alternate which
+model goes first; each call is timed with ``perf_counter_ns``. Reported per batch size:
+
+- ``standalone``: the instrumented call opens its own batch span (what a user gets from
+  ``instrument_model`` alone) vs the bare forward;
+- ``in_batch``: both calls run inside an ``ia.batch`` block the server opened, so the difference
+  is the device instrumentation alone (timing, shapes, copy hooks), not the span;
+
+as medians, the median of per-round ratios (robust to drift on a shared machine), and the
+added ns per call (p50/p99). Target: ratio <= 1.02 at batch 1. Also reported: the NVML
+sampler's own CPU cost at 10 Hz over 2 s with the fake NVML (the real figure comes from
+scripts/gpu_check.py on a GPU host).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import inferaudit_sdk as ia  # noqa: E402
+from examples.tiny_gpt2 import TinyGPT2  # noqa: E402
+from inferaudit_sdk.instrumentation import instrument_model, uninstrument_model  # noqa: E402
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5, check=False)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def _pct(values: list[int], q: float) -> float:
+    s = sorted(values)
+    return float(s[min(len(s) - 1, int(q * len(s)))])
+
+
+def _measure(bare, inst, ids, rounds: int, calls: int, in_batch: bool) -> dict:
+    times = {"bare": [], "inst": []}
+    ratios = []
+    for r in range(rounds):
+        order = (("bare", bare), ("inst", inst)) if r % 2 == 0 else (("inst", inst),
+                                                                     ("bare", bare))
+        round_med = {}
+        for name, model in order:
+            samples = []
+            for _ in range(calls):
+                if in_batch:
+                    with ia.batch(model="gpt2-tiny", batch_size=int(ids.shape[0])):
+                        t0 = time.perf_counter_ns()
+                        model(ids)
+                        samples.append(time.perf_counter_ns() - t0)
+                else:
+                    t0 = time.perf_counter_ns()
+                    model(ids)
+                    samples.append(time.perf_counter_ns() - t0)
+            times[name].extend(samples)
+            round_med[name] = statistics.median(samples)
+        ratios.append(round_med["inst"] / round_med["bare"])
+    bare_med = statistics.median(times["bare"])
+    inst_med = statistics.median(times["inst"])
+    paired = [i - b for i, b in zip(sorted(times["inst"]), sorted(times["bare"]), strict=True)]
+    return {
+        "bare_median_ns": bare_med,
+        "instrumented_median_ns": inst_med,
+        "ratio_of_medians": inst_med / bare_med,
+        "median_round_ratio": statistics.median(ratios),
+        "added_ns_p50": inst_med - bare_med,
+        "added_ns_p99_quantile_diff": _pct(paired, 0.99),
+        "samples_per_variant": len(times["bare"]),
+    }
+
+
+def _nvml_cost() -> dict:
+    from inferaudit_sdk.samplers._fake_nvml import FakeGpu, FakeNvml
+    from inferaudit_sdk.samplers.nvml import NvmlSampler
+
+    sampler = NvmlSampler(FakeNvml([FakeGpu()]), hz=10)
+    sampler.start()
+    time.sleep(2.0)
+    sampler.stop()
+    return {"backend": "fake", "hz": 10, "ticks": sampler.ticks,
+            "thread_cpu_ns": sampler.cpu_time_ns, "wall_ns": sampler.wall_time_ns,
+            "cost_ratio_of_one_core": sampler.cost_ratio()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--seq", type=int, default=32, help="prompt length in tokens")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    tmp = tempfile.mkdtemp(prefix="inferaudit-bench-")
+    handle = ia.configure(trace_dir=tmp, exporters=("file",), nvml_enabled=False)
+    bare = TinyGPT2().model
+    inst = instrument_model(TinyGPT2().model, model="gpt2-tiny")
+    results: dict = {
+        "benchmark": "device_overhead",
+        "commit": _commit(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "seq_len": args.seq,
+        "rounds": args.rounds,
+        "calls_per_round": args.calls,
+        "cases": {},
+    }
+    try:
+        with torch.inference_mode():
+            for batch in (1, 8):
+                ids = torch.randint(0, 2000, (batch, args.seq))
+                for _ in range(10):  # warm-up both
+                    bare(ids)
+                    inst(ids)
+                for mode, in_batch in (("standalone", False), ("in_batch", True)):
+                    res = _measure(bare, inst, ids, args.rounds, args.calls, in_batch)
+                    results["cases"][f"batch{batch}_{mode}"] = res
+                    print(f"batch {batch} {mode:10s}: bare {res['bare_median_ns'] / 1e3:8.1f} µs"
+                          f"  instrumented {res['instrumented_median_ns'] / 1e3:8.1f} µs"
+                          f"  ratio {res['ratio_of_medians']:.4f}"
+                          f"  (median round ratio {res['median_round_ratio']:.4f},"
+                          f" +{res['added_ns_p50'] / 1e3:.1f} µs/call)")
+    finally:
+        uninstrument_model(inst)
+        handle.shutdown()
+    results["nvml_sampler"] = _nvml_cost()
+    n = results["nvml_sampler"]
+    print(f"nvml sampler (fake NVML, 10 Hz, 2 s): {n['ticks']} ticks, thread CPU "
+          f"{n['thread_cpu_ns'] / 1e6:.2f} ms = {100 * n['cost_ratio_of_one_core']:.4f}% of one "
+          "core")
+    b1 = results["cases"]["batch1_standalone"]["median_round_ratio"]
+    results["target_batch1_ratio"] = 1.02
+    results["meets_target"] = b1 <= 1.02
+    print(f"target <= 1.02 at batch 1 (standalone): {'met' if b1 <= 1.02 else 'NOT met'}"
+          f" ({b1:.4f})")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""``inferaudit collect``: run the embedded OTLP receiver until SIGINT/SIGTERM.
+
+Example::
+
+    inferaudit collect --dir ./traces            # OTLP/HTTP on 127.0.0.1:4318, gRPC on :4317
+    inferaudit collect --dir ./traces --compress zstd --forward http://tempo:4318
+
+SIGINT/SIGTERM stop the receivers, then write, fsync and close everything acknowledged before
+the process exits 0. Exit codes: 0 clean stop, 1 the writer could not finish, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from ._prefork import fork_http_workers, listen_socket, stop_workers
+from .auth import TOKEN_ENV, BindRefused
+from .service import Collector, CollectorConfig, MiB
+
+__all__ = ["build_parser", "config_from_args", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="inferaudit collect",
+        description="Receive OTLP traces/metrics and write them as OTLP JSON lines for the "
+        "analyzer (the same files the OpenTelemetry Collector's file exporter writes).",
+    )
+    p.add_argument("--dir", type=Path, default=Path("inferaudit-traces"),
+                   help="output directory (default ./inferaudit-traces)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--http-port", type=int, default=4318, help="OTLP/HTTP port, 0 = any free")
+    p.add_argument("--grpc-port", type=int, default=4317, help="OTLP/gRPC port, 0 = any free")
+    p.add_argument("--no-http", action="store_true", help="do not start the OTLP/HTTP receiver")
+    p.add_argument("--no-grpc", action="store_true", help="do not start the OTLP/gRPC receiver")
+    p.add_argument("--token", default=None,
+                   help=f"require 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV})")
+    p.add_argument("--allow-insecure-bind", action="store_true",
+                   help="allow a non-loopback bind without a token")
+    p.add_argument("--max-body-bytes", type=int, default=16 * MiB,
+                   help="largest request body, before and after decompression (413 above)")
+    p.add_argument("--buffer-bytes", type=int, default=64 * MiB,
+                   help="bound on queued, not yet written data (429 + Retry-After above)")
+    p.add_argument("--retry-after-s", type=int, default=1, help="Retry-After sent when full")
+    p.add_argument("--flush-interval-s", type=float, default=1.0,
+                   help="fsync period: the most an OS crash or power loss can lose (default 1)")
+    p.add_argument("--max-file-bytes", type=int, default=64 * MiB, help="rotate at this size")
+    p.add_argument("--max-file-age-s", type=float, default=3600.0, help="rotate at this age")
+    p.add_argument("--compress", choices=("none", "zstd"), default="none",
+                   help="compress rotated files (.jsonl.zst)")
+    p.add_argument("--forward", default=None, metavar="URL",
+                   help="also send everything to this OTLP/HTTP endpoint, e.g. http://tempo:4318")
+    p.add_argument("--forward-header", action="append", default=[], metavar="KEY=VALUE",
+                   help="header for the upstream endpoint (repeatable)")
+    p.add_argument("--ready-file", type=Path, default=None,
+                   help="write {'http': port, 'grpc': port, 'pid': pid} here once listening")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes serving OTLP/HTTP on one port (one core each; default 1)")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> CollectorConfig:
+    headers = []
+    for item in args.forward_header:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--forward-header wants KEY=VALUE, got {item!r}")
+        headers.append((key.strip(), value.strip()))
+    return CollectorConfig(
+        directory=args.dir,
+        host=args.host,
+        http_port=None if args.no_http else args.http_port,
+        grpc_port=None if args.no_grpc else args.grpc_port,
+        token=args.token or os.environ.get(TOKEN_ENV) or None,
+        allow_insecure_bind=args.allow_insecure_bind,
+        max_body_bytes=args.max_body_bytes,
+        buffer_bytes=args.buffer_bytes,
+        retry_after_s=args.retry_after_s,
+        flush_interval_s=args.flush_interval_s,
+        max_file_bytes=args.max_file_bytes,
+        max_file_age_s=args.max_file_age_s,
+        compression=None if args.compress == "none" else args.compress,
+        forward_endpoint=args.forward,
+        forward_headers=tuple(headers),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``inferaudit collect``; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(message)s")
+    try:
+        config = config_from_args(args)
+        collector = Collector(config)
+        if args.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    except (BindRefused, ValueError, ImportError) as exc:
+        print(f"inferaudit collect: {exc}", file=sys.stderr)
+        return 2
+    sock = None
+    workers: list[int] = []
+    if args.workers > 1 and config.http_port is not None:
+        try:
+            sock = listen_socket(config.host, config.http_port)
+        except OSError as exc:
+            print(f"inferaudit collect: could not listen: {exc}", file=sys.stderr)
+            return 2
+        workers = fork_http_workers(config, args.workers - 1, sock)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            collector.start(http_sock=sock)
+        except OSError as exc:
+            print(f"inferaudit collect: could not listen: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"inferaudit collect: writing {config.directory}; OTLP/HTTP "
+            f"{config.host}:{collector.http_port} OTLP/gRPC {config.host}:{collector.grpc_port}"
+            f"{' (token required)' if collector.auth.enabled else ''}",
+            file=sys.stderr, flush=True,
+        )
+        if args.ready_file is not None:
+            info = {"http": collector.http_port, "grpc": collector.grpc_port, "pid": os.getpid()}
+            tmp = args.ready_file.with_name(args.ready_file.name + ".tmp")
+            tmp.write_text(json.dumps(info))
+            os.replace(tmp, args.ready_file)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        ok = stop_workers(workers) if workers else True
+        ok = collector.stop() and ok
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    st = collector.stats
+    print(
+        f"inferaudit collect: stopped; {st.spans_accepted} spans, {st.points_accepted} points "
+        f"written to {config.directory}"
+        f"{f' (plus {len(workers)} HTTP worker processes)' if workers else ''}",
+        file=sys.stderr, flush=True,
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,397 @@
+"""OTLP/HTTP receiver: a small asyncio HTTP/1.1 server for ``POST /v1/traces`` and ``/v1/metrics``.
+
+Hand-rolled on ``asyncio.Protocol`` because the OTLP exporters keep one connection alive and
+post back to back; a per-request thread or a general framework costs more than the decode.
+Speaks exactly what OTLP/HTTP needs: Content-Length and chunked bodies, ``Expect:
+100-continue``, gzip/deflate ``Content-Encoding``, protobuf and JSON bodies answered in the same
+encoding, keep-alive. Responses follow the OTLP spec: 200 (with ``partialSuccess`` when spans
+were rejected), 400 + ``google.rpc.Status`` for malformed payloads, 413 over the body limit,
+415 for other media types, 401 without the token, 429/503 + ``Retry-After`` under backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import zlib
+from typing import TYPE_CHECKING
+
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+if TYPE_CHECKING:
+    from .service import Collector, IngestResult
+
+__all__ = ["HttpReceiver"]
+
+_MAX_HEAD_BYTES = 64 * 1024
+_PATHS = {b"/v1/traces": "traces", b"/v1/metrics": "metrics"}
+_REASONS = {
+    100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
+    413: "Content Too Large", 415: "Unsupported Media Type", 429: "Too Many Requests",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 503: "Service Unavailable",
+}
+_PROTO_CT = "application/x-protobuf"
+_JSON_CT = "application/json"
+# google.rpc.Code values used in error bodies.
+_RPC_INVALID_ARGUMENT = 3
+_RPC_RESOURCE_EXHAUSTED = 8
+_RPC_UNAUTHENTICATED = 16
+_RPC_UNAVAILABLE = 14
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """gzip/deflate with a cap on the inflated size (a small body may inflate to gigabytes)."""
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+    d = zlib.decompressobj(wbits[encoding])
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise _BadRequest(f"invalid {encoding} body: {exc}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise _BodyTooLarge(f"decompressed body exceeds the {limit}-byte limit")
+    if not d.eof:
+        raise _BadRequest(f"truncated {encoding} body")
+    return out
+
+
+class _Conn(asyncio.Protocol):
+    """One client connection: parse requests as bytes arrive, answer in order."""
+
+    def __init__(self, server: HttpReceiver) -> None:
+        self._srv = server
+        self._buf = bytearray()
+        self._t: asyncio.Transport | None = None
+        self._head: tuple[bytes, bytes, dict[bytes, bytes], bool] | None = None
+        self._need = 0  # body bytes expected for a Content-Length request
+        self._chunked = False
+        self._closing = False
+        self._idle: asyncio.TimerHandle | None = None
+        self._reserved = 0  # bytes of the shared body budget this connection holds
+
+    # -- asyncio callbacks ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._t = transport  # type: ignore[assignment]
+        self._srv._conns.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._srv._conns.discard(self)
+        self._release()
+        if self._idle is not None:
+            self._idle.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._buf += data
+        self._arm_idle()
+        try:
+            self._process()
+        except Exception as exc:  # a bug here must not take the server down, only this request
+            self._respond(500, b"", _PROTO_CT, close=True, message=f"internal error: {exc!r}")
+
+    # -- parsing -------------------------------------------------------------------------
+    def _process(self) -> None:
+        while not self._closing:
+            if self._head is None and not self._read_head():
+                return
+            body = self._read_chunked() if self._chunked else self._read_fixed()
+            if body is None:
+                return
+            method, target, headers, keep_alive = self._head  # type: ignore[misc]
+            self._head = None
+            try:
+                self._handle(method, target, headers, body, keep_alive)
+            finally:
+                self._release()
+
+    def _read_head(self) -> bool:
+        buf = self._buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > _MAX_HEAD_BYTES:
+                self._respond(431, b"", _PROTO_CT, close=True, message="request head too large")
+            return False
+        lines = bytes(buf[:end]).split(b"\r\n")
+        del buf[: end + 4]
+        try:
+            method, target, version = lines[0].split(b" ", 2)
+        except ValueError:
+            self._respond(400, b"", _PROTO_CT, close=True, message="malformed request line")
+            return False
+        headers: dict[bytes, bytes] = {}
+        for raw in lines[1:]:
+            name, sep, value = raw.partition(b":")
+            if not sep:
+                self._respond(400, b"", _PROTO_CT, close=True, message="malformed header line")
+                return False
+            headers[name.strip().lower()] = value.strip()
+        conn_hdr = headers.get(b"connection", b"").lower()
+        keep_alive = conn_hdr != b"close" if version == b"HTTP/1.1" else conn_hdr == b"keep-alive"
+        limit = self._srv.max_body_bytes
+        te = headers.get(b"transfer-encoding", b"").lower()
+        self._chunked = te == b"chunked"
+        if te and not self._chunked:
+            self._respond(501, b"", _PROTO_CT, close=True, message="unsupported transfer-encoding")
+            return False
+        if not self._chunked:
+            try:
+                self._need = int(headers.get(b"content-length", b"0"))
+            except ValueError:
+                self._respond(400, b"", _PROTO_CT, close=True, message="bad content-length")
+                return False
+            if self._need < 0:
+                self._respond(400, b"", _PROTO_CT, close=True, message="bad content-length")
+                return False
+            if self._need > limit:
+                # Answer before reading the body, then close: we will not read it.
+                self._respond(413, b"", _ct_of(headers), close=True,
+                              message=f"body of {self._need} bytes exceeds the {limit}-byte limit")
+                return False
+            if not self._reserve(self._need, headers):
+                return False
+        if headers.get(b"expect", b"").lower() == b"100-continue" and self._t is not None:
+            self._t.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._head = (method, target, headers, keep_alive)
+        return True
+
+    def _read_fixed(self) -> bytes | None:
+        if len(self._buf) < self._need:
+            return None
+        body = bytes(self._buf[: self._need])
+        del self._buf[: self._need]
+        return body
+
+    def _read_chunked(self) -> bytes | None:
+        """A complete chunked body, or None until it has all arrived. Rare for OTLP senders."""
+        buf = self._buf
+        pos = 0
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                return None
+            size_field = bytes(buf[pos:eol]).split(b";", 1)[0].strip()
+            try:
+                size = int(size_field, 16)
+            except ValueError:
+                self._respond(400, b"", _PROTO_CT, close=True, message="malformed chunk size")
+                return None
+            total += size
+            if total > self._srv.max_body_bytes:
+                self._respond(413, b"", _PROTO_CT, close=True, message="chunked body too large")
+                return None
+            if total > self._reserved and not self._reserve(total - self._reserved, {}):
+                return None
+            start = eol + 2
+            if size == 0:
+                end = buf.find(b"\r\n\r\n", eol)  # trailers end with an empty line
+                if end < 0:
+                    return None
+                del buf[: end + 4]
+                return b"".join(parts)
+            if len(buf) < start + size + 2:
+                return None
+            parts.append(bytes(buf[start : start + size]))
+            pos = start + size + 2
+
+    # -- the shared body budget ----------------------------------------------------------
+    def _reserve(self, nbytes: int, headers: dict[bytes, bytes]) -> bool:
+        """Take ``nbytes`` of the receiver-wide budget for request bodies being read.
+
+        Bodies are held in memory until complete, so without this N slow connections could
+        hold N x max_body_bytes. Over budget: 429 + Retry-After, and the connection is closed
+        (its body is not read).
+        """
+        srv = self._srv
+        if srv.reserved_bytes + nbytes > srv.body_budget_bytes and srv.reserved_bytes > 0:
+            retry = f"Retry-After: {srv.collector.config.retry_after_s}\r\n".encode()
+            self._respond(429, b"", _ct_of(headers), close=True, extra=retry,
+                          message="too many request bodies in flight; retry later",
+                          rpc=_RPC_RESOURCE_EXHAUSTED)
+            return False
+        srv.reserved_bytes += nbytes
+        self._reserved += nbytes
+        return True
+
+    def _release(self) -> None:
+        self._srv.reserved_bytes -= self._reserved
+        self._reserved = 0
+
+    # -- handling ------------------------------------------------------------------------
+    def _handle(self, method: bytes, target: bytes, headers: dict[bytes, bytes], body: bytes,
+                keep_alive: bool) -> None:
+        srv = self._srv
+        path = target.split(b"?", 1)[0]
+        signal = _PATHS.get(path)
+        ct = _ct_of(headers)
+        if signal is None:
+            self._respond(404, b"", ct, close=not keep_alive, message=f"no such path {path!r}")
+            return
+        if method != b"POST":
+            self._respond(405, b"", ct, close=not keep_alive, extra=b"Allow: POST\r\n",
+                          message="only POST is accepted")
+            return
+        if not srv.collector.auth.allows(headers.get(b"authorization")):
+            self._respond(401, b"", ct, close=not keep_alive,
+                          extra=b'WWW-Authenticate: Bearer realm="inferaudit"\r\n',
+                          message="missing or wrong bearer token", rpc=_RPC_UNAUTHENTICATED)
+            return
+        media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if media == b"application/x-protobuf" or media == b"application/protobuf":
+            json_body = False
+        elif media == b"application/json":
+            json_body = True
+        else:
+            self._respond(415, b"", ct, close=not keep_alive,
+                          message=f"content-type {media.decode(errors='replace')!r} is not "
+                          "application/x-protobuf or application/json")
+            return
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower().decode()
+        if encoding not in ("identity", ""):
+            if encoding not in ("gzip", "x-gzip", "deflate"):
+                self._respond(415, b"", ct, close=not keep_alive,
+                              message=f"content-encoding {encoding!r} is not supported")
+                return
+            try:
+                body = _decompress(body, encoding, srv.max_body_bytes)
+            except _BodyTooLarge as exc:
+                self._respond(413, b"", ct, close=True, message=str(exc))
+                return
+            except _BadRequest as exc:
+                self._respond(400, b"", ct, close=not keep_alive, message=str(exc))
+                return
+        result = srv.collector.ingest(signal, body, json_body=json_body)
+        self._answer(signal, result, ct, keep_alive)
+
+    def _answer(self, signal: str, result: IngestResult, ct: str, keep_alive: bool) -> None:
+        from .service import Outcome
+
+        out = result.outcome
+        close = not keep_alive
+        if out is Outcome.OK or out is Outcome.PARTIAL:
+            self._respond(200, _success_body(signal, result, ct), ct, close=close)
+        elif out is Outcome.INVALID:
+            self._respond(400, b"", ct, close=close, message=result.message)
+        else:
+            retry = f"Retry-After: {self._srv.collector.config.retry_after_s}\r\n".encode()
+            code, rpc = (429, _RPC_RESOURCE_EXHAUSTED) if out is Outcome.FULL else (
+                503, _RPC_UNAVAILABLE)
+            self._respond(code, b"", ct, close=close, extra=retry, message=result.message, rpc=rpc)
+
+    def _respond(self, code: int, body: bytes, ct: str, *, close: bool, extra: bytes = b"",
+                 message: str = "", rpc: int = _RPC_INVALID_ARGUMENT) -> None:
+        t = self._t
+        if t is None or t.is_closing():
+            return
+        if message and not body:
+            body = _status_body(rpc, message, ct)
+        head = (
+            f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}\r\nContent-Type: {ct}\r\n"
+            f"Content-Length: {len(body)}\r\n"
+        ).encode()
+        if close:
+            head += b"Connection: close\r\n"
+        t.write(head + extra + b"\r\n" + body)
+        if close:
+            self._closing = True
+            self._buf.clear()
+            t.close()
+
+    def _arm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        loop = asyncio.get_running_loop()
+        self._idle = loop.call_later(self._srv.idle_timeout_s, self._on_idle)
+
+    def _on_idle(self) -> None:
+        if self._t is not None and not self._t.is_closing():
+            self._t.close()
+
+
+def _ct_of(headers: dict[bytes, bytes]) -> str:
+    media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    return _JSON_CT if media == b"application/json" else _PROTO_CT
+
+
+def _status_body(code: int, message: str, ct: str) -> bytes:
+    if ct == _JSON_CT:
+        return json.dumps({"code": code, "message": message}).encode()
+    return status_pb2.Status(code=code, message=message).SerializeToString()
+
+
+_EMPTY_OK = {
+    ("traces", _PROTO_CT): b"",
+    ("metrics", _PROTO_CT): b"",
+    ("traces", _JSON_CT): b"{}",
+    ("metrics", _JSON_CT): b"{}",
+}
+
+
+def _success_body(signal: str, result: IngestResult, ct: str) -> bytes:
+    if not result.rejected:
+        return _EMPTY_OK[(signal, ct)]
+    if signal == "traces":
+        resp = ExportTraceServiceResponse()
+        resp.partial_success.rejected_spans = result.rejected
+        resp.partial_success.error_message = result.message
+        field = "rejectedSpans"
+    else:
+        resp = ExportMetricsServiceResponse()  # type: ignore[assignment]
+        resp.partial_success.rejected_data_points = result.rejected  # type: ignore[attr-defined]
+        resp.partial_success.error_message = result.message
+        field = "rejectedDataPoints"
+    if ct == _JSON_CT:
+        return json.dumps(
+            {"partialSuccess": {field: str(result.rejected), "errorMessage": result.message}}
+        ).encode()
+    return resp.SerializeToString()
+
+
+class HttpReceiver:
+    """The OTLP/HTTP listener; runs on the event loop of the collector's HTTP thread."""
+
+    def __init__(self, collector: Collector, *, max_body_bytes: int,
+                 idle_timeout_s: float = 120.0, body_budget_bytes: int | None = None) -> None:
+        self.collector = collector
+        self.max_body_bytes = max_body_bytes
+        # All request bodies being received at once, across connections (one always fits).
+        self.body_budget_bytes = body_budget_bytes or max(4 * max_body_bytes, 64 * 1024 * 1024)
+        self.reserved_bytes = 0
+        self.idle_timeout_s = idle_timeout_s
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[_Conn] = set()
+
+    async def start(self, host: str, port: int, *, sock: socket.socket | None = None) -> int:
+        """Bind (or adopt ``sock``) and listen; returns the bound port."""
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            self._server = await loop.create_server(lambda: _Conn(self), sock=sock, backlog=512)
+        else:
+            self._server = await loop.create_server(lambda: _Conn(self), host, port, backlog=512)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns):
+            if conn._t is not None:
+                conn._t.close()
+        if self._server is not None:
+            await self._server.wait_closed()

@@ -1,0 +1,222 @@
+"""``batch()``: one span per model call on the device, linked to the requests it served.
+
+A batch span (``inferaudit.span.role="batch"``, name ``"batch {model}"``) has an OTel link to
+each member request's span context; that is how the analyzer splits device cost over requests.
+Two shapes:
+
+* unbatched serving: ``with ia.batch():`` inside an ``@audited`` call: the request span is the
+  parent *and* the single member (linked too);
+* batched serving: a batcher task calls ``ia.batch(handles)`` with the ``RequestHandle`` (or
+  ``SpanContext``) of each queued request; the span's parent is whatever is current there.
+
+While the with-block runs, ``_active.current()`` is the batch, so ``ia.record(...)`` and the
+torch wrappers accumulate into it; everything is written once at exit. Exceptions are recorded
+on the span and re-raised unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN, Link, SpanContext, Status, StatusCode
+
+from inferaudit_sdk import _active, _settings, _tracing, semconv
+from inferaudit_sdk._active import ActiveSpan
+from inferaudit_sdk._guard import guarded, swallow
+from inferaudit_sdk._record import RequestHandle, apply
+from inferaudit_sdk._request import DEFAULT_OPERATION, UNKNOWN_MODEL
+
+
+class BatchSpan(ActiveSpan):
+    """Active state of a batch span. ``parent`` is the request active when it began."""
+
+    __slots__ = ("explicit", "parent")
+
+    def __init__(self, span: Any, recording: bool, parent: ActiveSpan | None) -> None:
+        super().__init__(span, semconv.ROLE_BATCH, recording)
+        self.parent = parent
+        self.explicit: dict[str, Any] = {}  # values given to record(): they beat accumulations
+
+    def finish_attributes(self) -> None:
+        """Flush; keep recorded values over accumulated ones; derive the padding ratio."""
+        self.flush_attributes()
+        fix = {k: v for k, v in self.explicit.items() if self.attributes.get(k) != v}
+        real = self.explicit.get(semconv.BATCH_INPUT_TOKENS,
+                                 self.attributes.get(semconv.BATCH_INPUT_TOKENS))
+        padded = self.explicit.get(semconv.BATCH_PADDED_TOKENS,
+                                   self.attributes.get(semconv.BATCH_PADDED_TOKENS))
+        if isinstance(real, (int, float)) and isinstance(padded, (int, float)) and padded > 0 \
+                and semconv.BATCH_PADDING_RATIO not in self.attributes:
+            fix[semconv.BATCH_PADDING_RATIO] = max(0.0, min(1.0, 1.0 - real / padded))
+        if fix:
+            self.span.set_attributes(fix)
+
+
+def _member_context(member: Any) -> SpanContext | None:
+    if isinstance(member, RequestHandle):
+        ctx = member.span_context
+    elif isinstance(member, SpanContext):
+        ctx = member
+    elif member is None:
+        return None
+    else:
+        raise TypeError(
+            f"batch(members=...) items must be RequestHandle or SpanContext, got "
+            f"{type(member).__name__}"
+        )
+    return ctx if ctx.is_valid else None
+
+
+class BatchHandle:
+    """What ``with ia.batch(...) as b`` gives: ``b.record(...)`` and ``b.span_context``."""
+
+    __slots__ = ("_active",)
+
+    def __init__(self, active: ActiveSpan) -> None:
+        self._active = active
+
+    @property
+    def span_context(self) -> Any:
+        return self._active.span.get_span_context()
+
+    @property
+    def is_recording(self) -> bool:
+        return self._active.recording
+
+    def record(self, **fields: Any) -> None:
+        """Same fields as ``ia.record`` (plus ``padded_tokens``), applied to this batch."""
+        apply(self._active, fields)
+
+
+_NOOP_BATCH = ActiveSpan(INVALID_SPAN, semconv.ROLE_BATCH, False)
+
+
+class batch:
+    """Open a batch span for one model call (see the module docstring). Also ``async with``.
+
+    Args:
+        members: ``RequestHandle``s or ``SpanContext``s of the requests in this call. Empty
+            inside an ``@audited`` call: that request is the single member.
+        model: model name (default: the enclosing request's model, else ``"unknown"``).
+        operation: GenAI operation name (default: the enclosing request's, else
+            ``text_completion``).
+        batch_size: requests in the call (default: the number of members).
+
+    Never raises for instrumentation reasons; a member of the wrong type is reported and
+    skipped. Not reentrant: use one ``batch`` object per with-block.
+    """
+
+    __slots__ = ("_atoken", "_batch_size", "_members", "_model", "_operation", "_state",
+                 "_token")
+
+    def __init__(
+        self,
+        members: Iterable[Any] = (),
+        *,
+        model: str | None = None,
+        operation: str | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self._members = members
+        self._model = model
+        self._operation = operation
+        self._batch_size = batch_size
+        self._state: ActiveSpan = _NOOP_BATCH
+        self._token: Any = None
+        self._atoken: Any = None
+
+    def _start(self) -> ActiveSpan:
+        parent = _active.current()
+        request = parent
+        while request is not None and request.role != semconv.ROLE_REQUEST:
+            request = getattr(request, "parent", None)
+        if not _settings.get_config().enabled or _tracing.would_drop():
+            return ActiveSpan(INVALID_SPAN, semconv.ROLE_BATCH, False)
+        contexts: list[SpanContext] = []
+        for m in self._members or ():
+            try:
+                ctx = _member_context(m)
+            except TypeError as exc:
+                swallow("batch.members", exc)
+                continue
+            if ctx is not None:
+                contexts.append(ctx)
+        implicit = not contexts and request is not None and request.recording
+        if implicit:
+            contexts.append(request.span.get_span_context())  # type: ignore[union-attr]
+        req_attrs = getattr(request, "spec", None)
+        model = self._model
+        operation = self._operation
+        provider = None
+        if req_attrs is not None:
+            metric_attrs = getattr(request, "metric_attrs", {})
+            model = model or metric_attrs.get(semconv.GEN_AI_REQUEST_MODEL)
+            operation = operation or req_attrs.operation
+            provider = req_attrs.provider
+        model = model or UNKNOWN_MODEL
+        size = self._batch_size if self._batch_size is not None else len(contexts)
+        attrs: dict[str, Any] = {
+            semconv.SPAN_ROLE: semconv.ROLE_BATCH,
+            semconv.SCHEMA_VERSION_ATTR: semconv.SCHEMA_VERSION,
+            semconv.GEN_AI_OPERATION_NAME: operation or DEFAULT_OPERATION,
+            semconv.GEN_AI_REQUEST_MODEL: model,
+            semconv.BATCH_SIZE: size,
+        }
+        if provider:
+            attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
+        span = _tracing.tracer().start_span(
+            f"batch {model}", attributes=attrs, links=[Link(c) for c in contexts]
+        )
+        return BatchSpan(span, span.is_recording(), parent)
+
+    def __enter__(self) -> BatchHandle:
+        state = guarded("batch.start", self._start)
+        if state is None:
+            state = _NOOP_BATCH
+        self._state = state
+        try:
+            if state.span is not INVALID_SPAN:
+                self._token = otel_context.attach(trace.set_span_in_context(state.span))
+            self._atoken = _active.push(state)
+        except Exception as exc:
+            swallow("batch.start", exc)
+        return BatchHandle(state)
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        state = self._state
+        try:
+            if self._atoken is not None:
+                _active.pop(self._atoken)
+        except Exception as fault:  # exited in another context than entered
+            swallow("batch.exit", fault)
+        if self._token is not None:
+            otel_context.detach(self._token)
+        self._token = self._atoken = None
+        if state.span is INVALID_SPAN:
+            return False
+        if state.recording:
+            if exc is not None:
+                try:
+                    etype = type(exc)
+                    mod = etype.__module__
+                    name = etype.__qualname__
+                    state.attributes[semconv.ERROR_TYPE] = (
+                        name if mod in ("builtins", "__main__") else f"{mod}.{name}"
+                    )
+                    state.span.record_exception(exc)
+                    state.span.set_status(Status(StatusCode.ERROR, etype.__name__))
+                except Exception as fault:
+                    swallow("batch.error", fault)
+            if isinstance(state, BatchSpan):
+                guarded("batch.flush", state.finish_attributes)
+        guarded("batch.end", state.span.end)
+        return False
+
+    async def __aenter__(self) -> BatchHandle:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        return self.__exit__(exc_type, exc, tb)

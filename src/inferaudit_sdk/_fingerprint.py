@@ -1,0 +1,147 @@
+"""Prompt fingerprints: an exact keyed hash and a near-duplicate SimHash, never the prompt.
+
+*Exact*: keyed BLAKE2b, 16-byte digest, hex; over the prompt token ids as little-endian int64
+bytes, or over the UTF-8 text when only text is known (``fingerprint_basis`` says which, since
+the two never compare equal). *Near-duplicate*: a 64-bit SimHash over 3-gram shingles of token
+ids (word 3-grams for text); prompts that differ in a few tokens differ in a few bits, unrelated
+prompts in about 32. Both are keyed with ``AuditConfig.fingerprint_key`` (random per process if
+unset) so fingerprints of short prompts cannot be looked up in a dictionary by whoever reads
+the traces; ``fingerprint_key_id`` lets the analyzer compare only fingerprints made with the
+same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from typing import Any
+
+import numpy as np
+
+from inferaudit_sdk import _settings, semconv
+
+SHINGLE = 3
+BASIS_TOKEN_IDS = "token_ids"
+BASIS_TEXT = "text"
+_LE_INT64 = np.dtype("<i8")
+
+# Odd 64-bit multipliers for mixing the positions of a shingle (from splitmix64/xxhash).
+_K = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)
+_M1, _M2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_MASK64 = (1 << 64) - 1
+_K1, _K2, _K3 = (np.uint64(k) for k in _K)
+_NM1, _NM2 = np.uint64(_M1), np.uint64(_M2)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_LITTLE = sys.byteorder == "little"
+_seeds: dict[bytes, int] = {}
+_np_seeds: dict[int, np.uint64] = {}
+
+
+def _seed(key: bytes) -> int:
+    seed = _seeds.get(key)
+    if seed is None:
+        digest = hashlib.blake2b(key, digest_size=8, person=b"simhash").digest()
+        seed = _seeds[key] = int.from_bytes(digest, "little")
+        _np_seeds[seed] = np.uint64(seed)
+    return seed
+
+
+def _mix_int(x: int) -> int:
+    """splitmix64 finaliser on a Python int."""
+    x = ((x ^ (x >> 30)) * _M1) & _MASK64
+    x = ((x ^ (x >> 27)) * _M2) & _MASK64
+    return x ^ (x >> 31)
+
+
+def _shingle_hashes(u: np.ndarray, seed: int) -> np.ndarray:
+    """One 64-bit hash per 3-gram of ``u`` (uint64), mixed with the key's seed, in place
+    where possible (uint64 arithmetic wraps, as intended; arrays never warn on overflow)."""
+    n = u.shape[0]
+    if n == 0:
+        return u
+    if n < SHINGLE:
+        h = seed
+        for i in range(n):
+            h ^= (int(u[i]) * _K[i]) & _MASK64
+        return np.asarray([_mix_int(h)], dtype=np.uint64)
+    h = u[:-2] * _K1
+    h ^= u[1:-1] * _K2
+    h ^= u[2:] * _K3
+    h ^= _np_seeds.get(seed) or np.uint64(seed)
+    h ^= h >> _S30
+    h *= _NM1
+    h ^= h >> _S27
+    h *= _NM2
+    h ^= h >> _S31
+    return h
+
+
+def simhash_of_hashes(hashes: np.ndarray) -> int:
+    """64-bit SimHash: bit j is set when more than half the shingle hashes have bit j set."""
+    n = hashes.shape[0]
+    if n == 0:
+        return 0
+    le = hashes if _LITTLE else hashes.astype("<u8")
+    bits = np.unpackbits(le.view(np.uint8).reshape(n, 8), axis=1, bitorder="little")
+    counts = bits.sum(axis=0, dtype=np.int64)
+    packed = np.packbits(counts > n // 2, bitorder="little")  # i.e. 2 * count > n
+    return int.from_bytes(packed.tobytes(), "little")
+
+
+def fingerprint_ids(ids: np.ndarray, key: bytes | None = None) -> tuple[str, str]:
+    """(exact hex32, simhash hex16) of an array of token ids (flattened in row order)."""
+    k = key if key is not None else _settings.derived().fingerprint_key
+    flat = ids.reshape(-1)
+    if flat.dtype != _LE_INT64 or not flat.flags.c_contiguous:
+        flat = np.ascontiguousarray(flat, dtype=_LE_INT64)
+    exact = hashlib.blake2b(flat, digest_size=16, key=k).hexdigest()
+    sim = simhash_of_hashes(_shingle_hashes(flat.view(np.uint64), _seed(k)))
+    return exact, f"{sim:016x}"
+
+
+def fingerprint_text(text: str, key: bytes | None = None) -> tuple[str, str]:
+    """(exact hex32, simhash hex16) of a prompt known only as text (word 3-gram shingles)."""
+    k = key if key is not None else _settings.derived().fingerprint_key
+    exact = hashlib.blake2b(text.encode("utf-8"), digest_size=16, key=k).hexdigest()
+    ids: dict[str, int] = {}
+    seq = []
+    for word in text.split():
+        wid = ids.get(word)
+        if wid is None:
+            wid = int.from_bytes(
+                hashlib.blake2b(word.encode("utf-8"), digest_size=8, key=k).digest(), "little"
+            )
+            ids[word] = wid
+        seq.append(wid)
+    arr = np.asarray(seq, dtype=np.uint64)
+    sim = simhash_of_hashes(_shingle_hashes(arr, _seed(k)))
+    return exact, f"{sim:016x}"
+
+
+def hamming(a_hex: str, b_hex: str) -> int:
+    """Bits that differ between two SimHash hex strings."""
+    return (int(a_hex, 16) ^ int(b_hex, 16)).bit_count()
+
+
+def attributes_for_ids(ids: np.ndarray) -> dict[str, Any]:
+    """The span attributes for a prompt given as token ids."""
+    d = _settings.derived()
+    exact, sim = fingerprint_ids(ids, d.fingerprint_key)
+    return {
+        semconv.PROMPT_FINGERPRINT: exact,
+        semconv.PROMPT_SIMHASH: sim,
+        semconv.PROMPT_FINGERPRINT_KEY_ID: d.fingerprint_key_id,
+        semconv.PROMPT_FINGERPRINT_BASIS: BASIS_TOKEN_IDS,
+    }
+
+
+def attributes_for_text(text: str) -> dict[str, Any]:
+    """The span attributes for a prompt known only as text."""
+    d = _settings.derived()
+    exact, sim = fingerprint_text(text, d.fingerprint_key)
+    return {
+        semconv.PROMPT_FINGERPRINT: exact,
+        semconv.PROMPT_SIMHASH: sim,
+        semconv.PROMPT_FINGERPRINT_KEY_ID: d.fingerprint_key_id,
+        semconv.PROMPT_FINGERPRINT_BASIS: BASIS_TEXT,
+    }

@@ -1,0 +1,251 @@
+"""Streaming request spans: wrappers around a (sync or async) generator of chunks.
+
+The request span's context (and the :mod:`~inferaudit_sdk._active` state) is made current
+only while the generator's own code runs, i.e. around each ``next``/``send``/``throw``/
+``close`` (``__anext__``/``asend``/``athrow``/``aclose``), and attach and detach happen in the
+same call frame. So the consumer's context is unchanged between chunks, the consumer may iterate
+from any thread or asyncio task, and a ``break`` can never leave a context attached.
+
+TTFT and chunk times are taken right where the chunk leaves the user's generator
+(``perf_counter_ns``). The span ends exactly once: on exhaustion, on an exception (raised or
+thrown in), on ``close``/``aclose``, on task cancellation (``CancelledError`` is an exception
+of the generator's frame), or when an unfinished wrapper is garbage collected (an early
+``break``: CPython frees the wrapper right away).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferaudit_sdk import _active, _tracing
+from inferaudit_sdk._guard import swallow
+from inferaudit_sdk._request import RequestSpan, finish
+
+_attach = _tracing.attach
+_detach = _tracing.detach
+# The ContextVar behind _active.push/pop, used directly (one Python frame less per call).
+_push = _active._CURRENT.set
+_pop = _active._CURRENT.reset
+
+
+class AuditedGenerator:
+    """A generator that times and counts the chunks of the generator it wraps."""
+
+    __slots__ = ("__weakref__", "_ctx", "_gen", "_state")
+
+    def __init__(self, gen: Any, state: RequestSpan, ctx: Any) -> None:
+        self._gen = gen
+        self._state = state
+        self._ctx = ctx
+
+    def __iter__(self) -> AuditedGenerator:
+        return self
+
+    def __next__(self) -> Any:
+        # Same as send(None), written out: one Python frame less per chunk.
+        state = self._state
+        if state.done:
+            return self._gen.__next__()
+        token = _attach(self._ctx)
+        atoken = _push(state)
+        try:
+            chunk = self._gen.__next__()
+        except StopIteration:
+            _pop(atoken)
+            _detach(token)
+            finish(state, has_result=False)
+            raise
+        except BaseException as exc:
+            _pop(atoken)
+            _detach(token)
+            finish(state, exc=exc)
+            raise
+        _pop(atoken)
+        _detach(token)
+        try:
+            state.on_chunk(chunk)
+        except Exception as fault:
+            swallow("stream.chunk", fault)
+        return chunk
+
+    def send(self, value: Any) -> Any:
+        state = self._state
+        if state.done:
+            return self._gen.send(value)
+        token = _attach(self._ctx)
+        atoken = _push(state)
+        try:
+            chunk = self._gen.send(value)
+        except StopIteration:
+            _pop(atoken)
+            _detach(token)
+            finish(state, has_result=False)
+            raise
+        except BaseException as exc:
+            _pop(atoken)
+            _detach(token)
+            finish(state, exc=exc)
+            raise
+        _pop(atoken)
+        _detach(token)
+        try:
+            state.on_chunk(chunk)
+        except Exception as fault:
+            swallow("stream.chunk", fault)
+        return chunk
+
+    def throw(self, *args: Any) -> Any:
+        state = self._state
+        if state.done:
+            return self._gen.throw(*args)
+        token = _attach(self._ctx)
+        atoken = _push(state)
+        try:
+            chunk = self._gen.throw(*args)
+        except StopIteration:
+            _pop(atoken)
+            _detach(token)
+            finish(state, has_result=False)
+            raise
+        except BaseException as exc:
+            _pop(atoken)
+            _detach(token)
+            finish(state, exc=exc)
+            raise
+        _pop(atoken)
+        _detach(token)
+        try:
+            state.on_chunk(chunk)
+        except Exception as fault:
+            swallow("stream.chunk", fault)
+        return chunk
+
+    def close(self) -> None:
+        state = self._state
+        if state.done:
+            self._gen.close()
+            return
+        token = _attach(self._ctx)
+        atoken = _push(state)
+        try:
+            self._gen.close()
+        except BaseException as exc:
+            _pop(atoken)
+            _detach(token)
+            finish(state, exc=exc)
+            raise
+        _pop(atoken)
+        _detach(token)
+        finish(state, has_result=False)
+
+    def __getattr__(self, name: str) -> Any:
+        # gi_frame, gi_running, gi_code, ... of the wrapped generator.
+        return getattr(self._gen, name)
+
+    def __del__(self) -> None:
+        try:
+            if not self._state.done:
+                self.close()
+        except Exception as fault:
+            swallow("stream.gc", fault)
+
+
+class AuditedAsyncGenerator:
+    """An async generator that times and counts the chunks of the one it wraps."""
+
+    __slots__ = ("__weakref__", "_agen", "_ctx", "_state")
+
+    def __init__(self, agen: Any, state: RequestSpan, ctx: Any) -> None:
+        self._agen = agen
+        self._state = state
+        self._ctx = ctx
+
+    def __aiter__(self) -> AuditedAsyncGenerator:
+        return self
+
+    def __anext__(self) -> Any:
+        return self.asend(None)
+
+    async def asend(self, value: Any) -> Any:
+        state = self._state
+        if state.done:
+            return await self._agen.asend(value)
+        token = _attach(self._ctx)
+        atoken = _push(state)
+        try:
+            chunk = await self._agen.asend(value)
+        except StopAsyncIteration:
+            _pop(atoken)
+            _detach(token)
+            finish(state, has_result=False)
+            raise
+        except BaseException as exc:
+            _pop(atoken)
+            _detach(token)
+            finish(state, exc=exc)
+            raise
+        _pop(atoken)
+        _detach(token)
+        try:
+            state.on_chunk(chunk)
+        except Exception as fault:
+            swallow("stream.chunk", fault)
+        return chunk
+
+    async def athrow(self, *args: Any) -> Any:
+        state = self._state
+        if state.done:
+            return await self._agen.athrow(*args)
+        token = _attach(self._ctx)
+        atoken = _push(state)
+        try:
+            chunk = await self._agen.athrow(*args)
+        except StopAsyncIteration:
+            _pop(atoken)
+            _detach(token)
+            finish(state, has_result=False)
+            raise
+        except BaseException as exc:
+            _pop(atoken)
+            _detach(token)
+            finish(state, exc=exc)
+            raise
+        _pop(atoken)
+        _detach(token)
+        try:
+            state.on_chunk(chunk)
+        except Exception as fault:
+            swallow("stream.chunk", fault)
+        return chunk
+
+    async def aclose(self) -> None:
+        state = self._state
+        if state.done:
+            await self._agen.aclose()
+            return
+        token = _attach(self._ctx)
+        atoken = _push(state)
+        try:
+            await self._agen.aclose()
+        except BaseException as exc:
+            _pop(atoken)
+            _detach(token)
+            finish(state, exc=exc)
+            raise
+        _pop(atoken)
+        _detach(token)
+        finish(state, has_result=False)
+
+    def __getattr__(self, name: str) -> Any:
+        # ag_frame, ag_running, ag_code, ... of the wrapped async generator.
+        return getattr(self._agen, name)
+
+    def __del__(self) -> None:
+        # Cannot await aclose() here; the event loop's async-generator hooks finalise the
+        # wrapped generator itself. The span ends now.
+        try:
+            state = self._state
+            if not state.done:
+                finish(state, has_result=False)
+        except Exception as fault:
+            swallow("stream.gc", fault)

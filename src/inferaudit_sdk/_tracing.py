@@ -1,0 +1,183 @@
+"""The SDK's tracer and meter, and a cheap "would this span be dropped?" test.
+
+The tracer and meter come from the OpenTelemetry API's global proxies, so a function decorated
+at import time binds to whatever provider ``configure()`` (or the application) installs later.
+
+Fast path: the SDK's own ``start_span`` for a sampled-out span still generates ids, builds a
+``SpanContext`` and calls the sampler (several µs). When the provider's sampler is a static
+ALWAYS_OFF, or a ``ParentBased`` sampler whose delegate for the current parent is ALWAYS_OFF
+(e.g. the parent span is not sampled under the default ``ParentBased(ALWAYS_ON)``), the
+decision is known without calling it; :func:`would_drop` answers that from the sampler's
+configuration and the current span's sampled flag, and the decorator then skips the span
+entirely. Any other sampler (ratio, custom) is asked through ``start_span`` as usual.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.trace import NoOpTracer, ProxyTracer
+
+from inferaudit_sdk import _settings, semconv
+from inferaudit_sdk._version import VERSION
+
+# Modes of a sampler as far as the fast path is concerned.
+_ASK = 0  # must call start_span
+_DROP = 1  # always drops
+_PARENT = 2  # ParentBased: depends on the parent's sampled flag
+
+_tracer: Any = trace.get_tracer(semconv.INSTRUMENTATION_NAME, VERSION)
+_meter: Any = metrics.get_meter(semconv.INSTRUMENTATION_NAME, VERSION)
+# Cached classification of the tracer's sampler (None: compute on next use).
+_plan: _Plan | None = None
+_get_current_span = trace.get_current_span
+
+
+def tracer() -> Any:
+    """The tracer all audited spans come from."""
+    return _tracer
+
+
+def meter() -> Any:
+    """The meter all audited metrics come from."""
+    return _meter
+
+
+def use_tracer_provider(provider: Any | None) -> None:
+    """Take spans from ``provider`` instead of the global one (``None``: back to the global).
+
+    For ``configure(tracer_provider=...)`` when the application keeps its own non-global
+    provider, and for tests and benchmarks that compare providers in one process.
+    """
+    global _tracer, _plan
+    if provider is None:
+        _tracer = trace.get_tracer(semconv.INSTRUMENTATION_NAME, VERSION)
+    else:
+        _tracer = provider.get_tracer(semconv.INSTRUMENTATION_NAME, VERSION)
+    _plan = None
+
+
+def use_meter_provider(provider: Any | None) -> None:
+    """Take instruments from ``provider`` (``None``: the global proxy). Drops cached instruments."""
+    global _meter
+    if provider is None:
+        _meter = metrics.get_meter(semconv.INSTRUMENTATION_NAME, VERSION)
+    else:
+        _meter = provider.get_meter(semconv.INSTRUMENTATION_NAME, VERSION)
+    from inferaudit_sdk import _metrics
+
+    _metrics.reset()
+
+
+_SAMPLING_MODULE = "opentelemetry.sdk.trace.sampling"
+
+
+def _mode(sampler: Any) -> int:
+    # Exact SDK classes only (a subclass may override should_sample); compared by name so
+    # that importing this module does not import the SDK.
+    cls = type(sampler)
+    if cls.__module__ != _SAMPLING_MODULE:
+        return _ASK
+    if cls.__name__ == "StaticSampler":
+        decision = getattr(sampler, "_decision", None)
+        return _DROP if decision is not None and not decision.is_sampled() else _ASK
+    if cls.__name__ == "ParentBased":
+        return _PARENT
+    return _ASK
+
+
+class _Plan:
+    """What the fast path needs to know, computed once per (tracer, config)."""
+
+    __slots__ = ("config", "mode", "parents", "unbound_proxy")
+
+    def __init__(self, config: Any, mode: int, parents: tuple[int, ...], unbound_proxy: Any
+                 ) -> None:
+        self.config = config
+        self.mode = mode
+        self.parents = parents
+        # A proxy tracer not yet bound to a real provider: re-plan once it binds.
+        self.unbound_proxy = unbound_proxy
+
+
+_PARENT_FIELDS = (
+    "_root",
+    "_remote_parent_sampled",
+    "_remote_parent_not_sampled",
+    "_local_parent_sampled",
+    "_local_parent_not_sampled",
+)
+_NO_PARENTS = (_ASK, _ASK, _ASK, _ASK, _ASK)
+
+
+def _replan() -> _Plan:
+    global _plan
+    config = _settings.get_config()
+    t = _tracer
+    unbound = None
+    if isinstance(t, ProxyTracer):
+        # The proxy's own resolution property: the real tracer once a global provider is
+        # set, a no-op tracer before that.
+        real = t._tracer
+        if isinstance(real, NoOpTracer):
+            unbound = t
+    else:
+        real = t
+    parents: tuple[int, ...] = _NO_PARENTS
+    if not config.enabled or isinstance(real, NoOpTracer):
+        mode = _DROP
+    else:
+        sampler = getattr(real, "sampler", None)
+        mode = _mode(sampler) if sampler is not None else _ASK
+        if mode == _PARENT:
+            parents = tuple(_mode(getattr(sampler, name, None)) for name in _PARENT_FIELDS)
+            if _PARENT in parents:
+                mode = _ASK  # nested ParentBased: let the SDK decide
+    plan = _plan = _Plan(config, mode, parents, unbound)
+    return plan
+
+
+def would_drop() -> bool:
+    """True only when a span started now is certain to be dropped (or the SDK is disabled)."""
+    plan = _plan
+    if (
+        plan is None
+        or plan.config is not _settings._config
+        or (plan.unbound_proxy is not None
+            and not isinstance(plan.unbound_proxy._tracer, NoOpTracer))
+    ):
+        plan = _replan()
+    mode = plan.mode
+    if mode == _ASK:
+        return False
+    if mode == _DROP:
+        return True
+    ctx = _get_current_span().get_span_context()
+    parents = plan.parents
+    if not ctx.is_valid:
+        return parents[0] == _DROP
+    sampled = ctx.trace_flags.sampled
+    if ctx.is_remote:
+        return (parents[1] if sampled else parents[2]) == _DROP
+    return (parents[3] if sampled else parents[4]) == _DROP
+
+
+def _context_ops() -> tuple[Any, Any]:
+    """``(attach, detach)`` for the OpenTelemetry runtime context.
+
+    With the default ``ContextVarsRuntimeContext`` these are the bound ``set``/``reset`` of its
+    ContextVar: exactly what ``context.attach``/``detach`` end up calling, minus two Python
+    frames each, which matters once per streamed chunk. Any other runtime context (chosen
+    with ``OTEL_PYTHON_CONTEXT``) goes through the public API.
+    """
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    if type(runtime).__name__ == "ContextVarsRuntimeContext" and isinstance(var, ContextVar):
+        return var.set, var.reset
+    return otel_context.attach, otel_context.detach
+
+
+attach, detach = _context_ops()

@@ -1,0 +1,148 @@
+"""Host<->device copies made through ``Tensor.to`` / ``.cuda()`` / ``.cpu()`` / ``copy_``.
+
+Each cross-device copy inside an audited span (request or batch) adds its bytes, direction,
+count and whether the host side was pageable to that span. Pageable host memory matters: a
+"non_blocking" copy from or to pageable memory is staged and synchronous, a hidden stall the
+analyzer reports. Copy time comes from the device backend: CUDA events around the copy on the
+current stream (read at span end, like model-call timings), or host wall time otherwise.
+
+Outside an audited span the wrappers cost one context-variable read. Bytes are the source
+tensor's size (exact whenever the dtype is unchanged; a dtype-changing ``.to`` is counted at the
+source dtype).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from inferaudit_sdk import _active, semconv
+from inferaudit_sdk._guard import guarded
+from inferaudit_sdk.instrumentation._span_state import state_for
+
+H2D = "h2d"
+D2H = "d2h"
+_BYTES = {H2D: semconv.COPY_H2D_BYTES, D2H: semconv.COPY_D2H_BYTES}
+_TIME = {H2D: semconv.COPY_H2D_TIME_NS, D2H: semconv.COPY_D2H_TIME_NS}
+# Methods patched on torch.Tensor.
+METHODS = ("to", "cuda", "cpu", "copy_")
+
+
+def classify(src_type: str, dst_type: str, accelerators: Iterable[str]) -> str | None:
+    """``"h2d"``, ``"d2h"`` or ``None`` (same side, or a device pair we do not track)."""
+    if src_type == dst_type:
+        return None
+    if src_type == "cpu" and dst_type in accelerators:
+        return H2D
+    if dst_type == "cpu" and src_type in accelerators:
+        return D2H
+    return None
+
+
+def _device_type_of(dev: Any) -> str | None:
+    if dev is None:
+        return None
+    if isinstance(dev, str):
+        return dev.split(":", 1)[0]
+    if isinstance(dev, int) and not isinstance(dev, bool):
+        return "cuda"  # a bare ordinal means a CUDA device
+    return getattr(dev, "type", None)
+
+
+class CopyTracker:
+    """The wrapper logic; ``backend_for(device_type)`` gives the DeviceBackend that times a
+    copy involving that accelerator."""
+
+    def __init__(
+        self,
+        backend_for: Callable[[str], Any],
+        accelerators: Iterable[str] = ("cuda",),
+    ) -> None:
+        self._backend_for = backend_for
+        self.accelerators = frozenset(accelerators)
+
+    # -- target device per method ------------------------------------------------------------
+    def _target_of_to(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        dev = kwargs.get("device")
+        if dev is None and args:
+            first = args[0]
+            if isinstance(first, (str, int)) and not isinstance(first, bool):
+                dev = first
+            else:
+                dev_attr = getattr(first, "device", None)  # .to(other_tensor)
+                if dev_attr is not None and not isinstance(first, type):
+                    dev = dev_attr
+                elif type(first).__name__ == "device":  # torch.device
+                    dev = first
+        if dev is None:
+            other = kwargs.get("other")
+            dev = getattr(other, "device", None)
+        return _device_type_of(dev)
+
+    # -- wrappers ----------------------------------------------------------------------------
+    def wrap_to(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        active = _active.current()
+        if active is None or not active.recording:
+            return wrapped(*args, **kwargs)
+        dst = guarded("copy.inspect", self._target_of_to, args, kwargs)
+        return self._copy(wrapped, instance, args, kwargs, active, instance, dst, None)
+
+    def wrap_cuda(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        active = _active.current()
+        if active is None or not active.recording:
+            return wrapped(*args, **kwargs)
+        return self._copy(wrapped, instance, args, kwargs, active, instance, "cuda", None)
+
+    def wrap_cpu(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        active = _active.current()
+        if active is None or not active.recording:
+            return wrapped(*args, **kwargs)
+        return self._copy(wrapped, instance, args, kwargs, active, instance, "cpu", None)
+
+    def wrap_copy_(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        active = _active.current()
+        if active is None or not active.recording:
+            return wrapped(*args, **kwargs)
+        src = args[0] if args else kwargs.get("src")
+        dst_type = guarded("copy.inspect", lambda: instance.device.type)
+        return self._copy(wrapped, instance, args, kwargs, active, src, dst_type, instance)
+
+    def _copy(
+        self, wrapped: Any, instance: Any, args: Any, kwargs: Any, active: Any,
+        src: Any, dst_type: str | None, dst: Any,
+    ) -> Any:
+        direction = None
+        if dst_type is not None and src is not None:
+            src_type = guarded("copy.inspect", lambda: src.device.type)
+            if src_type is not None:
+                direction = classify(src_type, dst_type, self.accelerators)
+        if direction is None:
+            return wrapped(*args, **kwargs)
+        accel = dst_type if direction == H2D else src_type
+        backend = guarded("copy.backend", self._backend_for, accel)
+        handle = guarded("copy.time", backend.interval_begin) if backend is not None else None
+        result = wrapped(*args, **kwargs)
+        interval = None
+        if handle is not None:
+            interval = guarded("copy.time", backend.interval_end, handle)
+        guarded("copy.record", self._record, active, direction, src,
+                dst if dst is not None else result, interval)
+        return result
+
+    @staticmethod
+    def _record(active: Any, direction: str, src: Any, dst: Any, interval: Any) -> None:
+        if dst is src:  # .to() returned self: no copy happened
+            return
+        nbytes = int(src.nbytes)
+        host = src if direction == H2D else dst
+        pinned = bool(guarded("copy.pinned", host.is_pinned))
+        active.add(_BYTES[direction], nbytes)
+        active.add(semconv.COPY_COUNT, 1)
+        if not pinned:
+            active.add(semconv.COPY_PAGEABLE_BYTES, nbytes)
+        if interval is None:
+            return
+        if interval.ready:
+            active.add(_TIME[direction], interval.ns())
+        else:
+            state_for(active).copies.append((_TIME[direction], interval))

@@ -1,0 +1,227 @@
+"""Kernel-level sampling: 1 in N model calls runs under ``torch.profiler``.
+
+The sampled call's Kineto trace is kept beside the span files as
+``<trace_dir>/profiles/<span_id>.json.gz`` (gzip) and referenced from the span by
+``inferaudit.profile.trace_path`` (relative to the trace directory); a compact summary goes on
+the span as the ``inferaudit.profile.summary`` event, so the analyzer can rank hot kernels and
+launch gaps without opening every trace.
+
+The summary is computed from the exported Chrome-trace JSON, the same format the analyzer and
+the real traces in ``shared/traces`` use. With CUDA activity it counts GPU kernels
+(``cat == "kernel"``); on a CPU-only run there are none, and it counts CPU operators
+(``cpu_op``, by self time) instead, saying so in ``inferaudit.profile.basis``.
+
+Cost: a sampled call is slower (profiler start, trace export and compression all happen on
+that call's path, at span end). That is why sampling is off by default in production and the
+span says it was profiled (its trace path); the analyzer leaves profiled calls out of latency
+statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from inferaudit_sdk import semconv
+
+PROFILES_DIR = "profiles"
+TOP_KERNELS = 5
+_MAX_NAME_CHARS = 120
+_GRAPH_LAUNCH_PREFIXES = ("cudaGraphLaunch", "hipGraphLaunch", "cuGraphLaunch")
+_COPY_CATS = ("gpu_memcpy",)
+_GPU_BUSY_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+BASIS_KERNEL = "kernel"
+BASIS_CPU_OP = "cpu_op"
+
+
+class ProfileSampler:
+    """Decides which calls are profiled (every ``every_n``-th; 0 = never) and runs them.
+
+    Thread-safe counter; one profiled call at a time per process (torch.profiler is global):
+    a call that comes due while another one is being profiled, or while the application runs
+    its own profiler, is simply not profiled.
+    """
+
+    def __init__(self, every_n: int) -> None:
+        self.every_n = int(every_n)
+        self._lock = threading.Lock()
+        self._count = 0
+        self._busy = False
+
+    def due(self) -> bool:
+        if self.every_n <= 0:
+            return False
+        with self._lock:
+            self._count += 1
+            if self._count % self.every_n or self._busy:
+                return False
+            self._busy = True
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._busy = False
+
+    def start(self, cuda: bool) -> Any | None:
+        """Start a profiler (CPU, plus CUDA activity when ``cuda``); None if one is running."""
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        if _profiler_running(torch):
+            return None
+        activities = [ProfilerActivity.CPU]
+        if cuda:
+            activities.append(ProfilerActivity.CUDA)
+        prof = profile(activities=activities, record_shapes=False, with_stack=False)
+        prof.__enter__()
+        return prof
+
+
+def _profiler_running(torch: Any) -> bool:
+    enabled = getattr(torch._C._autograd, "_profiler_enabled", None)
+    if enabled is not None and enabled():
+        return True
+    return bool(getattr(torch.autograd.profiler, "_is_profiler_enabled", False))
+
+
+def stop(prof: Any) -> None:
+    """Stop a profiler started by :meth:`ProfileSampler.start` (on the call's exit)."""
+    prof.__exit__(None, None, None)
+
+
+def export(prof: Any, trace_dir: str | os.PathLike[str], span_id_hex: str) -> tuple[str, dict]:
+    """Write the trace as ``profiles/<span_id>.json.gz`` under ``trace_dir``; returns the path
+    relative to ``trace_dir`` and the summary attributes."""
+    out_dir = Path(trace_dir) / PROFILES_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rel = f"{PROFILES_DIR}/{span_id_hex}.json.gz"
+    fd, tmp = tempfile.mkstemp(prefix=f".{span_id_hex}.", suffix=".json", dir=out_dir)
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(tmp)
+        with open(tmp, "rb") as fh:
+            trace = json.load(fh)
+        summary = summarize_chrome_trace(trace)
+        final = out_dir / f"{span_id_hex}.json.gz"
+        part = final.with_name(final.name + ".part")
+        with open(tmp, "rb") as src, gzip.open(part, "wb", compresslevel=1) as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(part, final)  # readers never see a half-written trace
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return rel, summary
+
+
+def _union_ns(intervals: list[tuple[int, int]]) -> tuple[int, int, int]:
+    """(busy ns, first start, last end) of a set of [start, end) intervals."""
+    busy = 0
+    first = last = None
+    end = None
+    for lo, hi in sorted(intervals):
+        if first is None:
+            first = lo
+        if end is None or lo > end:
+            busy += hi - lo
+            end = hi
+        elif hi > end:
+            busy += hi - end
+            end = hi
+        last = end
+    return busy, first or 0, last or 0
+
+
+def _self_times(ops: list[tuple[int, int, str]]) -> tuple[dict[str, int], list[tuple[int, int]]]:
+    """Self time per op name, and top-level intervals, for nested ops of one thread."""
+    self_ns: dict[str, int] = defaultdict(int)
+    top: list[tuple[int, int]] = []
+    stack: list[list[Any]] = []  # [end, name, child_ns]
+    for ts, dur, name in sorted(ops, key=lambda o: (o[0], -o[1])):
+        end = ts + dur
+        while stack and ts >= stack[-1][0]:
+            done = stack.pop()
+            self_ns[done[1]] += done[3] - done[2]
+        if stack:
+            stack[-1][2] += dur
+        else:
+            top.append((ts, end))
+        stack.append([end, name, 0, dur])
+    while stack:
+        done = stack.pop()
+        self_ns[done[1]] += done[3] - done[2]
+    return self_ns, top
+
+
+def _short(name: str) -> str:
+    # Readers split "name:ns" at the LAST colon, so names may keep their own (aten::mm).
+    return name if len(name) <= _MAX_NAME_CHARS else name[: _MAX_NAME_CHARS - 3] + "..."
+
+
+def summarize_chrome_trace(trace: dict[str, Any], top_k: int = TOP_KERNELS) -> dict[str, Any]:
+    """Kernel count/time, top kernels, launch gaps, graph launches and copies of one Kineto
+    trace (``ts``/``dur`` in µs; returned values in ns). Falls back to CPU ops without GPU
+    activity."""
+    events = trace.get("traceEvents") or []
+    kernels: dict[str, int] = defaultdict(int)
+    kernel_count = 0
+    busy: list[tuple[int, int]] = []
+    copies = 0
+    graphs = 0
+    cpu_ops: dict[Any, list[tuple[int, int, str]]] = defaultdict(list)
+    for ev in events:
+        if not isinstance(ev, dict) or ev.get("ph") != "X":
+            continue
+        cat = ev.get("cat")
+        try:
+            ts = round(float(ev.get("ts", 0)) * 1000)
+            dur = round(float(ev.get("dur", 0)) * 1000)
+        except (TypeError, ValueError):
+            continue
+        name = str(ev.get("name", ""))
+        if cat == "kernel":
+            kernel_count += 1
+            kernels[name] += dur
+        if cat in _GPU_BUSY_CATS:
+            busy.append((ts, ts + dur))
+        if cat in _COPY_CATS:
+            copies += 1
+        elif cat in ("cuda_runtime", "cuda_driver") and name.startswith(_GRAPH_LAUNCH_PREFIXES):
+            graphs += 1
+        elif cat == "cpu_op":
+            cpu_ops[(ev.get("pid"), ev.get("tid"))].append((ts, dur, name))
+    if kernel_count:
+        basis = BASIS_KERNEL
+        by_name = kernels
+        count = kernel_count
+        busy_ns, first, last = _union_ns(busy)
+        gap_ns = max(last - first - busy_ns, 0)
+    else:
+        basis = BASIS_CPU_OP
+        by_name = defaultdict(int)
+        count = 0
+        gap_ns = 0
+        for ops in cpu_ops.values():
+            count += len(ops)
+            self_ns, top = _self_times(ops)
+            for name, ns in self_ns.items():
+                by_name[name] += ns
+            t_busy, first, last = _union_ns(top)
+            gap_ns += max(last - first - t_busy, 0)
+    ranked = sorted(by_name.items(), key=lambda kv: kv[1], reverse=True)[:top_k]
+    return {
+        semconv.PROFILE_BASIS: basis,
+        semconv.PROFILE_KERNEL_COUNT: count,
+        semconv.PROFILE_KERNEL_TIME_NS: int(sum(by_name.values())),
+        semconv.PROFILE_TOP_KERNELS: tuple(f"{_short(n)}:{ns}" for n, ns in ranked),
+        semconv.PROFILE_LAUNCH_GAP_NS: int(gap_ns),
+        semconv.PROFILE_GRAPH_LAUNCHES: graphs,
+        semconv.PROFILE_COPY_COUNT: copies,
+    }

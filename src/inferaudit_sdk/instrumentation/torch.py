@@ -1,0 +1,564 @@
+"""Torch model instrumentation: every model call becomes (or adds to) a batch span that carries
+what the device did while it ran.
+
+``instrument_model(module)`` wraps the module's ``forward`` (and ``generate`` where it has one)
+with ``wrapt``. For each outermost call:
+
+- inside an ``ia.batch(...)`` block the call adds to that batch span; otherwise it opens one
+  with ``ia.batch(...)`` (a child of, and linked to, the active request span if any);
+- batch size and padded / real tokens come from the input ids and attention mask; ``generate``
+  also counts the tokens it produced (exact, from the ids);
+- device time comes from a :class:`~._device_timer.DeviceBackend` (CUDA events on the streams
+  that ran, resolved at span end; CPU time on a host without CUDA), copies from the
+  ``Tensor.to``/``.cuda()``/``.cpu()``/``copy_`` wrappers, GPU counters from the NVML sampler
+  over the call's window, and 1 in N calls runs under ``torch.profiler``.
+
+Nested instrumented calls (``generate`` → ``forward``) are measured once, at the outermost.
+Process-wide patches (tensor copies, CUDA stream contexts, and the opt-in Hugging Face
+``GenerationMixin.generate`` patch) are installed by :class:`TorchInstrumentor` with symmetric
+``instrument``/``uninstrument``; a method an older torch or transformers lacks is skipped.
+Everything here is guarded: an instrumentation fault is counted, never raised into the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import threading
+from contextvars import ContextVar
+from typing import Any
+
+import wrapt
+
+from inferaudit_sdk import _active, _settings, semconv
+from inferaudit_sdk._guard import guarded, swallow
+from inferaudit_sdk.instrumentation import _profiler_sampling as _prof
+from inferaudit_sdk.instrumentation._copies import METHODS as _COPY_METHODS
+from inferaudit_sdk.instrumentation._copies import CopyTracker
+from inferaudit_sdk.instrumentation._device_timer import default_backend
+from inferaudit_sdk.instrumentation._inputs import (
+    CallInputs,
+    eos_of,
+    generated_tokens,
+    inspect_call,
+)
+from inferaudit_sdk.instrumentation._span_state import state_for
+
+_logger = logging.getLogger("inferaudit_sdk")
+_MARK = "_inferaudit_instrumented"
+_CALL: ContextVar[_Call | None] = ContextVar("inferaudit_model_call", default=None)
+
+
+# --------------------------------------------------------------------------------------------
+# Process-wide patches
+# --------------------------------------------------------------------------------------------
+class _Patch:
+    __slots__ = ("had_own", "name", "original", "owner")
+
+    def __init__(self, owner: Any, name: str, had_own: bool, original: Any) -> None:
+        self.owner, self.name, self.had_own, self.original = owner, name, had_own, original
+
+
+def _try_wrap(owner: Any, name: str, wrapper: Any, patches: list[_Patch]) -> bool:
+    """Wrap ``owner.name`` if it exists (older versions may lack it); remember how to undo."""
+    raw = None
+    for klass in getattr(owner, "__mro__", (owner,)):
+        if name in vars(klass):
+            raw = vars(klass)[name]
+            break
+    if raw is None:
+        _logger.debug("inferaudit: %r has no %s; not instrumented", owner, name)
+        return False
+    had_own = name in vars(owner)
+    setattr(owner, name, wrapt.FunctionWrapper(raw, wrapper))
+    patches.append(_Patch(owner, name, had_own, raw))
+    return True
+
+
+def _unwrap_all(patches: list[_Patch]) -> None:
+    while patches:
+        p = patches.pop()
+        try:
+            if p.had_own:
+                setattr(p.owner, p.name, p.original)
+            else:
+                delattr(p.owner, p.name)
+        except Exception as exc:
+            swallow("torch.unwrap", exc)
+
+
+def _stream_of(instance: Any) -> Any:
+    # StreamContext keeps its target in .stream; a Stream used as a context is itself.
+    return instance.stream if hasattr(instance, "stream") and not callable(instance.stream) \
+        else instance
+
+
+def _stream_enter(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    result = wrapped(*args, **kwargs)
+    call = _CALL.get()
+    if call is not None and call.timing is not None:
+        stream = _stream_of(instance)
+        if stream is not None:
+            guarded("torch.stream", call.timing.stream_enter, stream)
+    return result
+
+
+def _stream_exit(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    call = _CALL.get()
+    if call is not None and call.timing is not None:
+        stream = _stream_of(instance)
+        if stream is not None:
+            guarded("torch.stream", call.timing.stream_exit, stream)
+    return wrapped(*args, **kwargs)
+
+
+def _copy_backend(device_type: str) -> Any:
+    return default_backend("cuda" if device_type == "cuda" else "cpu")
+
+
+class TorchInstrumentor:
+    """Process-wide torch patches, installed and removed symmetrically.
+
+    ``copies``: ``Tensor.to``/``cuda``/``cpu``/``copy_`` report host<->device copies to the
+    active span. ``streams``: ``StreamContext`` and ``Stream`` enter/exit of each given CUDA
+    module (``torch.cuda`` when CUDA is available; a fake in tests) attribute side-stream work.
+    ``generate``: Hugging Face ``GenerationMixin.generate`` for every model (opt-in).
+    """
+
+    def __init__(self, copy_tracker: CopyTracker | None = None) -> None:
+        self._tracker = copy_tracker or CopyTracker(_copy_backend, ("cuda", "xpu", "mps"))
+        self._patches: dict[str, list[_Patch]] = {}
+
+    def is_instrumented(self, part: str) -> bool:
+        return part in self._patches
+
+    def instrument(self, *, copies: bool = True, cuda_modules: tuple[Any, ...] = (),
+                   generate: bool = False) -> None:
+        if copies and "copies" not in self._patches:
+            import torch
+
+            patches: list[_Patch] = []
+            t = self._tracker
+            for name, fn in zip(_COPY_METHODS, (t.wrap_to, t.wrap_cuda, t.wrap_cpu,
+                                                t.wrap_copy_), strict=False):
+                _try_wrap(torch.Tensor, name, fn, patches)
+            self._patches["copies"] = patches
+        for cuda in cuda_modules:
+            self._instrument_streams(cuda)
+        if generate and "generate" not in self._patches:
+            self._instrument_generate()
+
+    def _instrument_streams(self, cuda: Any) -> None:
+        key = f"streams:{id(cuda)}"
+        if key in self._patches:
+            return
+        patches: list[_Patch] = []
+        ctx = getattr(cuda, "StreamContext", None)
+        if isinstance(ctx, type):
+            _try_wrap(ctx, "__enter__", _stream_enter, patches)
+            _try_wrap(ctx, "__exit__", _stream_exit, patches)
+        stream_cls = getattr(cuda, "Stream", None)
+        if not isinstance(stream_cls, type):
+            stream_cls = type(cuda.default_stream())
+        if hasattr(stream_cls, "__enter__"):
+            _try_wrap(stream_cls, "__enter__", _stream_enter, patches)
+            _try_wrap(stream_cls, "__exit__", _stream_exit, patches)
+        self._patches[key] = patches
+
+    def _instrument_generate(self) -> None:
+        patches: list[_Patch] = []
+        try:
+            utils = importlib.import_module("transformers.generation.utils")
+        except ImportError:
+            _logger.debug("inferaudit: transformers not installed; generate not patched")
+            return
+        mixin = getattr(utils, "GenerationMixin", None)
+        if mixin is not None:
+            _try_wrap(mixin, "generate", _global_generate, patches)
+        self._patches["generate"] = patches
+
+    def uninstrument(self, part: str | None = None) -> None:
+        """Remove ``part`` ("copies", "generate", "streams:<id>") or everything."""
+        for key in list(self._patches):
+            if part is None or key == part or (part == "streams" and key.startswith(part)):
+                _unwrap_all(self._patches.pop(key))
+
+
+_instrumentor_lock = threading.Lock()
+_instrumentor = TorchInstrumentor()
+_users = 0  # instrumented models sharing the process-wide patches
+
+
+def instrument_generate() -> None:
+    """Opt-in: instrument Hugging Face ``generate`` for every model (pipelines call it too)."""
+    with _instrumentor_lock:
+        _instrumentor.instrument(copies=False, generate=True)
+
+
+def uninstrument_generate() -> None:
+    with _instrumentor_lock:
+        _instrumentor.uninstrument("generate")
+
+
+# --------------------------------------------------------------------------------------------
+# Model calls
+# --------------------------------------------------------------------------------------------
+class _Spec:
+    """Per instrumented model: names and an optional fixed backend."""
+
+    __slots__ = ("backend", "model", "module", "operation", "param")
+
+    def __init__(self, module: Any, model: str | None, operation: str | None,
+                 backend: Any | None) -> None:
+        self.module = module
+        self.param: Any = None
+        self.model = model or _model_name(module)
+        self.operation = operation
+        self.backend = backend
+
+
+class _Call:
+    __slots__ = ("active", "cm", "eos", "gpu", "inputs", "is_generate", "prof", "spec",
+                 "timing", "token")
+
+    def __init__(self) -> None:
+        self.active: Any = None
+        self.cm: Any = None
+        self.eos: Any = None
+        self.gpu: Any = None
+        self.inputs: CallInputs | None = None
+        self.is_generate = False
+        self.prof: Any = None
+        self.spec: _Spec | None = None
+        self.timing: Any = None
+        self.token: Any = None
+
+
+def _model_name(module: Any) -> str:
+    cfg = getattr(module, "config", None)
+    name = getattr(cfg, "name_or_path", None) or getattr(cfg, "_name_or_path", None)
+    return str(name) if name else type(module).__name__
+
+
+def _device_of(spec: _Spec) -> tuple[str, int | None]:
+    """The module's device, from its first parameter (or buffer). The tensor is cached:
+    ``module.to(...)`` moves parameters in place, so its ``.device`` stays current."""
+    p = spec.param
+    if p is None:
+        module = spec.module
+        for params in (module.parameters, module.buffers):
+            try:
+                p = next(params(), None)
+            except Exception:
+                p = None
+            if p is not None:
+                spec.param = p
+                break
+        else:
+            return "cpu", None
+    dev = p.device
+    return dev.type, dev.index
+
+
+_profile_lock = threading.Lock()
+_profile_sampler: tuple[int, _prof.ProfileSampler] | None = None
+
+
+def _sampler_for(every_n: int) -> _prof.ProfileSampler:
+    global _profile_sampler
+    cur = _profile_sampler
+    if cur is None or cur[0] != every_n:
+        with _profile_lock:
+            cur = _profile_sampler
+            if cur is None or cur[0] != every_n:
+                cur = _profile_sampler = (every_n, _prof.ProfileSampler(every_n))
+    return cur[1]
+
+
+def _config() -> Any:
+    return _settings.get_config()
+
+
+def _gpu_sampler(device_type: str, device_index: int | None) -> tuple[Any, int] | None:
+    if device_type != "cuda":
+        return None
+    from inferaudit_sdk.samplers import nvml
+
+    sampler = nvml.get_sampler()
+    if sampler is None:
+        return None
+    return sampler, _nvml_index(sampler, device_index or 0)
+
+
+_uuid_index: dict[int, int] = {}
+
+
+def _nvml_index(sampler: Any, cuda_index: int) -> int:
+    """CUDA and NVML number GPUs differently (CUDA_VISIBLE_DEVICES, ordering): map by UUID."""
+    idx = _uuid_index.get(cuda_index)
+    if idx is None:
+        idx = cuda_index
+        try:
+            import torch
+
+            if not torch.cuda.is_available():  # a fake device in tests: same numbering
+                _uuid_index[cuda_index] = idx
+                return idx
+            uuid = str(torch.cuda.get_device_properties(cuda_index).uuid)
+            found = sampler.index_for_uuid(uuid)
+            if found is not None:
+                idx = found
+        except Exception as exc:
+            swallow("torch.gpu_uuid", exc)
+        _uuid_index[cuda_index] = idx
+    return idx
+
+
+def _begin(spec: _Spec, args: Any, kwargs: Any, is_generate: bool) -> _Call | None:
+    """Open (or join) the batch span and mark the call as running. Only what cannot fail is
+    done between entering the span and setting the call marker, so neither can leak."""
+    cfg = _config()
+    if not cfg.enabled:
+        return None
+    call = _Call()
+    call.spec = spec
+    call.is_generate = is_generate
+    inputs = inspect_call(args, kwargs)
+    call.inputs = inputs
+    if is_generate:
+        call.eos = eos_of(spec.module, kwargs)
+    active = _active.current()
+    if active is None or active.role != semconv.ROLE_BATCH:
+        import inferaudit_sdk as ia
+
+        cm = ia.batch(model=spec.model, operation=spec.operation, batch_size=inputs.batch_size)
+        cm.__enter__()
+        call.cm = cm
+        active = _active.current()
+    call.active = active
+    call.token = _CALL.set(call)
+    if active is not None and active.recording:
+        guarded("torch.begin", _start_measuring, call, active, cfg)
+    return call
+
+
+def _start_measuring(call: _Call, active: Any, cfg: Any) -> None:
+    spec = call.spec
+    assert spec is not None
+    if spec.backend is not None:
+        backend, device_index = spec.backend, None
+        device_type = spec.backend.device_type
+    else:
+        device_type, device_index = _device_of(spec)
+        backend = default_backend(device_type) if device_type in ("cuda", "cpu") else None
+    if backend is not None:
+        call.timing = backend.begin(device_index)
+        device_index = call.timing.device_index
+    gpu = _gpu_sampler(device_type, device_index)
+    if gpu is not None:
+        call.gpu = (gpu[0], gpu[1], gpu[0].clock())
+    if cfg.profile_every_n > 0:
+        state = state_for(active)
+        sampler = _sampler_for(cfg.profile_every_n)
+        if not state.profiled and sampler.due():
+            prof = guarded("profile.start", sampler.start, device_type == "cuda")
+            if prof is None:
+                sampler.release()
+            else:
+                call.prof = (sampler, prof, cfg.trace_dir)
+                state.profiled = True
+
+
+def _finish_profile(call: _Call, active: Any) -> None:
+    sampler, prof, trace_dir = call.prof
+    try:
+        _prof.stop(prof)
+        span_id = format(active.span.get_span_context().span_id, "016x")
+        rel, summary = _prof.export(prof, trace_dir, span_id)
+        active.set(semconv.PROFILE_TRACE_PATH, rel)
+        active.span.add_event(semconv.EVENT_PROFILE_SUMMARY, attributes=summary)
+    finally:
+        sampler.release()
+
+
+def _end(call: _Call, result: Any, exc: BaseException | None) -> None:
+    active = call.active
+    try:
+        if call.prof is not None:
+            guarded("profile.finish", _finish_profile, call, active)
+        if active is not None and active.recording:
+            _account(call, active, result, exc)
+    finally:
+        if call.token is not None:
+            _CALL.reset(call.token)
+        if call.cm is not None:
+            tb = exc.__traceback__ if exc is not None else None
+            call.cm.__exit__(type(exc) if exc is not None else None, exc, tb)
+
+
+def _account(call: _Call, active: Any, result: Any, exc: BaseException | None) -> None:
+    timing = call.timing
+    if timing is not None:
+        timing.stop()  # first: a started timing is always stopped
+    state = state_for(active)
+    state.model = call.spec.model if call.spec else None
+    if timing is not None:
+        state.timings.append(timing)
+        active.set(semconv.DEVICE_TYPE, timing.device_type)
+        if timing.device_index is not None:
+            active.set(semconv.DEVICE_ID, timing.device_index)
+        if timing.streams:
+            prev = active.attributes.get(semconv.DEVICE_STREAMS, 0)
+            active.set(semconv.DEVICE_STREAMS, max(prev, timing.streams))
+        threads = getattr(timing, "threads", None)
+        if threads:
+            active.set(semconv.DEVICE_CPU_THREADS, threads)
+    active.add(semconv.DEVICE_CALLS, 1)
+    if call.gpu is not None:
+        sampler, index, start = call.gpu
+        state.add_gpu_window(sampler, index, start, sampler.clock())
+    inputs = call.inputs
+    if inputs is not None and inputs.ids is not None \
+            and semconv.BATCH_PADDED_TOKENS not in active.attributes:
+        # First call of the span only: later calls of a manual decode loop feed back
+        # generated tokens, which are not input tokens of the batch.
+        active.set(semconv.BATCH_PADDED_TOKENS, int(inputs.ids.numel()))
+        active.defer(lambda: _real_tokens(inputs))
+    if call.is_generate and exc is None and inputs is not None:
+        module = call.spec.module if call.spec else None
+        eos = call.eos
+        enc_dec = bool(getattr(getattr(module, "config", None), "is_encoder_decoder", False))
+        active.defer(lambda: _out_tokens(result, inputs, eos, enc_dec))
+
+
+def _real_tokens(inputs: CallInputs) -> dict[str, int]:
+    attrs = inputs.shape_attributes()
+    attrs.pop(semconv.BATCH_PADDED_TOKENS, None)  # already set on the hot path
+    return attrs
+
+
+def _out_tokens(result: Any, inputs: CallInputs, eos: Any, enc_dec: bool) -> dict[str, int]:
+    n = generated_tokens(result, inputs, eos, enc_dec)
+    return {} if n is None else {semconv.BATCH_OUTPUT_TOKENS: n}
+
+
+def _run(spec: _Spec, wrapped: Any, args: Any, kwargs: Any, is_generate: bool) -> Any:
+    if _CALL.get() is not None:  # nested inside an instrumented call: measured there
+        return wrapped(*args, **kwargs)
+    call = guarded("torch.begin", _begin, spec, args, kwargs, is_generate)
+    if call is None:
+        return wrapped(*args, **kwargs)
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        guarded("torch.end", _end, call, None, exc)
+        raise
+    guarded("torch.end", _end, call, result, None)
+    return result
+
+
+def _global_generate(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    if _CALL.get() is not None or instance is None:
+        return wrapped(*args, **kwargs)
+    spec = getattr(instance, "_inferaudit_spec", None)
+    if spec is None:
+        spec = _Spec(instance, None, None, None)
+        guarded("torch.spec", object.__setattr__, instance, "_inferaudit_spec", spec)
+    return _run(spec, wrapped, args, kwargs, True)
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+def instrument_model(
+    module: Any,
+    *,
+    model: str | None = None,
+    operation: str | None = None,
+    backend: Any | None = None,
+    copies: bool = True,
+    generate: bool = True,
+) -> Any:
+    """Instrument one torch module in place and return it.
+
+    Args:
+        module: a ``torch.nn.Module`` (a Hugging Face model gets ``generate`` wrapped too).
+        model: ``gen_ai.request.model`` of its batch spans (default: config name or class).
+        operation: ``gen_ai.operation.name`` (default: the enclosing request's).
+        backend: a fixed :class:`~._device_timer.DeviceBackend` (default: chosen per call from
+            the module's device: CUDA events on CUDA, CPU time otherwise).
+        copies: also report host<->device tensor copies (process-wide ``Tensor`` patches).
+        generate: wrap the module's own ``generate`` if it has one.
+
+    Idempotent. Thread-safe with respect to other calls; not while the model is running.
+    Undo with :func:`uninstrument_model`.
+    """
+    global _users
+    if getattr(module, _MARK, None) is not None:
+        return module
+    spec = _Spec(module, model, operation, backend)
+    wrapped_names = []
+
+    def forward_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        return _run(spec, wrapped, args, kwargs, False)
+
+    def generate_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        return _run(spec, wrapped, args, kwargs, True)
+
+    object.__setattr__(module, "forward", wrapt.FunctionWrapper(module.forward, forward_wrapper))
+    wrapped_names.append("forward")
+    if generate and callable(getattr(module, "generate", None)):
+        object.__setattr__(
+            module, "generate", wrapt.FunctionWrapper(module.generate, generate_wrapper)
+        )
+        wrapped_names.append("generate")
+    object.__setattr__(module, _MARK, tuple(wrapped_names))
+    object.__setattr__(module, "_inferaudit_spec", spec)
+    cuda_modules: list[Any] = []
+    if backend is not None:
+        if getattr(backend, "cuda", None) is not None:
+            cuda_modules.append(backend.cuda)
+    elif guarded("torch.cuda", _cuda_available):
+        import torch
+
+        cuda_modules.append(torch.cuda)
+    with _instrumentor_lock:
+        _instrumentor.instrument(copies=copies, cuda_modules=tuple(cuda_modules))
+        _users += 1
+    if backend is None and cuda_modules:
+        from inferaudit_sdk.samplers import nvml
+
+        guarded("nvml.start", nvml.start_sampler)
+    return module
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def uninstrument_model(module: Any) -> Any:
+    """Undo :func:`instrument_model`; the process-wide patches go with the last model."""
+    global _users
+    names = getattr(module, _MARK, None)
+    if names is None:
+        return module
+    for name in names:
+        with contextlib.suppress(AttributeError):
+            object.__delattr__(module, name)
+    for attr in (_MARK, "_inferaudit_spec"):
+        with contextlib.suppress(AttributeError):
+            object.__delattr__(module, attr)
+    with _instrumentor_lock:
+        _users = max(_users - 1, 0)
+        if _users == 0:
+            for part in ("copies", "streams"):
+                _instrumentor.uninstrument(part)
+    return module
+
+
+def is_instrumented(module: Any) -> bool:
+    return getattr(module, _MARK, None) is not None
+

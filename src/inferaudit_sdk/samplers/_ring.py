@@ -1,0 +1,198 @@
+"""A per-GPU ring buffer of NVML samples and the aggregate over one span's window.
+
+Samples are rows of :data:`FIELDS` (float64, NaN where a counter is unsupported) stamped with
+the sampler's monotonic clock in ns. Each row is written twice, at ``i`` and ``i + capacity``,
+so the newest ``capacity`` rows are always one contiguous slice: readers never copy the whole
+buffer or stitch two halves.
+
+Aggregation model. NVML reports utilisation, power and PCIe throughput as averages over the
+period just before the reading, so a sample stamped ``t`` is taken to hold over
+``(previous sample, t]``. A window ``[start, end]`` is covered by the samples after ``start`` up
+to the first one at or after ``end``; where no sample covers the tail yet (the span ends before
+the next reading), the newest sample's values are held. Means are weighted by the time each
+sample covers inside the window. Energy is the total-energy counter interpolated linearly at
+``start`` and ``end`` (extrapolated with the newest power reading past the last sample); without
+that counter, power × time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+import numpy as np
+
+from inferaudit_sdk import semconv
+
+FIELDS = (
+    "sm_util_ratio",
+    "mem_util_ratio",
+    "mem_used_bytes",
+    "mem_total_bytes",
+    "sm_clock_mhz",
+    "power_w",
+    "energy_mj",
+    "pcie_tx_kbps",
+    "pcie_rx_kbps",
+    "throttle_reasons",
+)
+F = {name: i for i, name in enumerate(FIELDS)}
+_KB = 1024  # NVML's PCIe throughput is in KB/s
+
+
+class Ring:
+    """Fixed-capacity sample history of one GPU. One writer (the sampler thread), many
+    readers; both sides hold the lock only for array copies, never during NVML calls."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 2:
+            raise ValueError(f"ring capacity must be >= 2, got {capacity}")
+        self.capacity = capacity
+        self._ts = np.zeros(2 * capacity, dtype=np.int64)
+        self._data = np.full((2 * capacity, len(FIELDS)), np.nan)
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return min(self._n, self.capacity)
+
+    def append(self, ts_ns: int, row: np.ndarray) -> None:
+        with self._lock:
+            i = self._n % self.capacity
+            self._ts[i] = ts_ns
+            self._ts[i + self.capacity] = ts_ns
+            self._data[i] = row
+            self._data[i + self.capacity] = row
+            self._n += 1
+
+    def _view(self) -> tuple[np.ndarray, np.ndarray]:
+        n = self._n
+        if n <= self.capacity:
+            return self._ts[:n], self._data[:n]
+        w = n % self.capacity
+        return self._ts[w : w + self.capacity], self._data[w : w + self.capacity]
+
+    def latest(self) -> tuple[int, np.ndarray] | None:
+        with self._lock:
+            if self._n == 0:
+                return None
+            i = (self._n - 1) % self.capacity
+            return int(self._ts[i]), self._data[i].copy()
+
+    def window(self, start_ns: int, end_ns: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Copies of the rows relevant to ``[start_ns, end_ns]`` (one before, through the
+        first at/after the end) and how many lie strictly inside."""
+        with self._lock:
+            ts, data = self._view()
+            n = len(ts)
+            if n == 0:
+                return ts[:0].copy(), data[:0].copy(), 0
+            i0 = int(np.searchsorted(ts, start_ns, side="right"))
+            i1 = int(np.searchsorted(ts, end_ns, side="left"))
+            inside = max(i1 - i0, 0)
+            lo = max(i0 - 1, 0)
+            hi = min(i1 + 1, n)
+            if lo >= hi:  # every sample is before the window: keep the newest
+                lo, hi = n - 1, n
+            return ts[lo:hi].copy(), data[lo:hi].copy(), inside
+
+
+def _nan(v: float) -> bool:
+    return v != v
+
+
+def _weighted_mean(rows: list[list[float]], col: int, weights: list[float]) -> float | None:
+    num = den = 0.0
+    for row, w in zip(rows, weights, strict=True):
+        v = row[col]
+        if w > 0 and not _nan(v):
+            num += v * w
+            den += w
+    return num / den if den > 0 else None
+
+
+def _energy_j(ts: list[int], rows: list[list[float]], start: int, end: int,
+              weights_ns: list[float]) -> float | None:
+    e_col, p_col = F["energy_mj"], F["power_w"]
+    pts = [(t, r[e_col], r[p_col]) for t, r in zip(ts, rows, strict=True) if not _nan(r[e_col])]
+    if pts:
+
+        def at(t: int) -> float:  # counter in mJ at time t (W x ns / 1e6 = mJ)
+            t0, e0, p0 = pts[0]
+            if t <= t0:
+                return e0 - (0.0 if _nan(p0) else p0) * (t0 - t) / 1e6
+            t1, e1, p1 = pts[-1]
+            if t >= t1:
+                return e1 + (0.0 if _nan(p1) else p1) * (t - t1) / 1e6
+            for (ta, ea, _), (tb, eb, _) in itertools.pairwise(pts):
+                if ta <= t <= tb:
+                    return ea + (eb - ea) * (t - ta) / (tb - ta) if tb > ta else eb
+            return e1
+
+        return max(at(end) - at(start), 0.0) / 1000.0
+    total = None
+    for row, w in zip(rows, weights_ns, strict=True):
+        p = row[p_col]
+        if w > 0 and not _nan(p):
+            total = (total or 0.0) + p * w / 1e9
+    return total
+
+
+def aggregate(ts_arr: np.ndarray, data_arr: np.ndarray, inside: int, start: int, end: int
+              ) -> dict[str, Any]:
+    """The ``inferaudit.gpu.*`` span attributes over ``[start, end]`` (ns, sampler clock).
+
+    Pure Python over the few rows a span covers: on a handful of values that is several
+    times cheaper than numpy's per-call overhead, and this runs at span end."""
+    n = len(ts_arr)
+    if n == 0 or end < start:
+        return {}
+    ts = ts_arr.tolist()
+    rows = data_arr.tolist()
+    # Weight of row k: the part of (ts[k-1], ts[k]] inside the window; the newest row also
+    # holds after its own stamp when nothing newer covers the end yet.
+    weights: list[float] = []
+    prev = None
+    for k, t in enumerate(ts):
+        lo = start if prev is None else max(prev, start)
+        hi = end if (k == n - 1 and t < end) else min(t, end)
+        weights.append(float(max(hi - lo, 0)))
+        prev = t
+    if end == start:  # zero-length window: the covering sample alone
+        cover = min(int(np.searchsorted(ts_arr, start, side="left")), n - 1)
+        weights = [1.0 if k == cover else 0.0 for k in range(n)]
+    out: dict[str, Any] = {semconv.GPU_SAMPLES: int(inside)}
+    for key, field in (
+        (semconv.GPU_UTILIZATION_RATIO, "sm_util_ratio"),
+        (semconv.GPU_MEMORY_UTILIZATION_RATIO, "mem_util_ratio"),
+        (semconv.GPU_POWER_W, "power_w"),
+        (semconv.GPU_SM_CLOCK_MHZ, "sm_clock_mhz"),
+    ):
+        mean = _weighted_mean(rows, F[field], weights)
+        if mean is not None:
+            out[key] = round(mean, 6)
+    used = [row for row, w in zip(rows, weights, strict=True) if w > 0]
+    mem = [r[F["mem_used_bytes"]] for r in used if not _nan(r[F["mem_used_bytes"]])]
+    if mem:
+        out[semconv.GPU_MEMORY_USED_BYTES] = int(max(mem))
+    thr = [r[F["throttle_reasons"]] for r in used if not _nan(r[F["throttle_reasons"]])]
+    if thr:
+        mask = 0
+        for v in thr:
+            mask |= int(v)
+        out[semconv.GPU_THROTTLE_REASONS] = mask
+    if end > start:
+        for key, field in (
+            (semconv.GPU_PCIE_TX_BYTES, "pcie_tx_kbps"),
+            (semconv.GPU_PCIE_RX_BYTES, "pcie_rx_kbps"),
+        ):
+            col = F[field]
+            vals = [(r[col], w) for r, w in zip(rows, weights, strict=True)
+                    if w > 0 and not _nan(r[col])]
+            if vals:
+                out[key] = round(sum(v * _KB * w / 1e9 for v, w in vals))
+        energy = _energy_j(ts, rows, start, end, weights)
+        if energy is not None:
+            out[semconv.GPU_ENERGY_J] = round(energy, 6)
+    return out

@@ -1,0 +1,139 @@
+"""Cost: price resolution order, the bill vs busy-only view, scopes, per-1k-token rule."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _analysis_fixtures import MS, T0, FixtureDb, batched_db, unbatched_db
+
+from inferaudit_analyzer.analyze import AnalyzeParams, analyze_connection
+from inferaudit_analyzer.cost import PriceFileError, _match_gpu, load_price_table
+
+
+def _rep(db: FixtureDb, **kw) -> dict:
+    return analyze_connection(db.con, AnalyzeParams(**kw))
+
+
+def test_bundled_prices_are_dated_and_sourced():
+    table = load_price_table()
+    assert table.gpus and table.instances and "--price-per-hour" in table.note
+    for row in (*table.gpus, *table.instances):
+        assert row["usd_per_hour"] > 0
+        assert row["as_of"] and row["source"].startswith("https://")
+    names = {r["gpu"] for r in table.gpus}
+    assert {"H100", "H200", "A100 40GB", "A10G", "L4", "T4"} <= names
+
+
+@pytest.mark.parametrize(("model", "gpu"), [
+    ("NVIDIA H100 80GB HBM3", "H100"),
+    ("NVIDIA H200", "H200"),
+    ("NVIDIA A100-SXM4-80GB", "A100 80GB"),
+    ("NVIDIA A100-SXM4-40GB", "A100 40GB"),
+    ("NVIDIA A10G", "A10G"),
+    ("NVIDIA L4", "L4"),
+    ("Tesla T4", "T4"),
+])
+def test_gpu_model_matching(model, gpu):
+    assert _match_gpu(load_price_table(), model)["gpu"] == gpu
+
+
+def test_l40s_is_not_priced_as_l4():
+    assert _match_gpu(load_price_table(), "NVIDIA L40S") is None
+
+
+def test_bill_view_includes_idle_and_busy_view_is_the_floor():
+    db = unbatched_db(n=30, gap_ms=100, service_ms=50, device_ms=20)  # mostly idle
+    rep = _rep(db, price_per_hour=3.6)
+    o = rep["baseline"]["overall"]
+    window_h = rep["window"]["duration_s"] / 3600
+    assert o["cost_per_request_usd"] == pytest.approx(3.6 * window_h / 30)
+    busy_h = 30 * 0.020 / 3600
+    assert o["busy_cost_per_request_usd"] == pytest.approx(3.6 * busy_h / 30)
+    assert o["busy_cost_per_request_usd"] / o["cost_per_request_usd"] == pytest.approx(
+        o["device_utilization"], rel=1e-3)
+
+
+def test_price_precedence(tmp_path):
+    db = batched_db(n_batches=5, size=2)
+    db.resource(2, gpu_model="NVIDIA H100", gpu_count=1, host_type="p5.48xlarge")
+    # flag beats everything
+    assert _rep(db, price_per_hour=1.0)["price"]["usd_per_hour"] == 1.0
+    # resource 1 has an H100: the bundled GPU row
+    rep = _rep(db)
+    assert rep["price"]["resources"][0]["source"].endswith("GPU H100")
+    # a user file beats the bundled table
+    pf = tmp_path / "p.json"
+    pf.write_text(json.dumps({"gpus": [{"gpu": "H100", "usd_per_hour": 2.5}]}))
+    assert _rep(db, price_file=str(pf))["price"]["usd_per_hour"] == pytest.approx(2.5)
+    # --gpu-model overrides what the resource says
+    assert _rep(db, gpu_model="Tesla T4")["price"]["usd_per_hour"] == pytest.approx(0.526)
+
+
+def test_resource_price_attribute_and_instance_type():
+    db = FixtureDb()
+    db.resource(1, gpu_model="NVIDIA L4", gpu_count=2, price_usd_per_hour=0.5)
+    db.resource(2, gpu_model="NVIDIA A100", gpu_count=8, host_type="p4d.24xlarge")
+    for rid in (1, 2):
+        for i in range(5):
+            r = db.request(T0 + i * MS, T0 + (i + 1) * MS, resource_id=rid, input_tokens=1)
+            db.batch(T0 + i * MS, T0 + (i + 1) * MS, [r], resource_id=rid, device_time_ns=MS)
+    rep = _rep(db)
+    by_res = {r["resource_id"]: r for r in rep["price"]["resources"]}
+    assert by_res[1]["usd_per_hour"] == pytest.approx(1.0)  # 0.5 per device x 2
+    assert by_res[2]["usd_per_hour"] == pytest.approx(32.7726)  # the whole instance
+    assert by_res[2]["devices"] == 8
+
+
+def _cpu_db(**resource) -> FixtureDb:
+    db = FixtureDb()
+    db.resource(1, **resource)
+    r = db.request(T0, T0 + 10 * MS, input_tokens=3)
+    db.batch(T0, T0 + 10 * MS, [r], device_type="cpu", cpu_time_ns=10 * MS)
+    return db
+
+
+def test_cpu_host_without_instance_type_gets_an_assumed_per_vcpu_price():
+    rep = _rep(_cpu_db(cpu_cores=8))
+    res = rep["price"]["resources"][0]
+    assert res["source"].startswith("assumed")
+    assert res["usd_per_hour"] == pytest.approx(8 * load_price_table().cpu_fallback[
+        "usd_per_vcpu_hour"])
+
+
+def test_unpriced_says_so():
+    rep = _rep(_cpu_db(host_name="x"))  # no instance type, no core count
+    assert rep["baseline"]["overall"]["cost_per_request_usd"] is None
+    assert rep["price"]["resources"][0]["source"] == "unpriced"
+    assert "--price-per-hour" in rep["price"]["resources"][0]["basis"]
+
+
+def test_per_1k_tokens_and_scopes_share_by_device_time():
+    db = FixtureDb()
+    db.resource(1, gpu_model="NVIDIA L4", gpu_count=1)
+    for i in range(10):
+        s = T0 + i * 100 * MS
+        a = db.request(s, s + 90 * MS, request_model="a", input_tokens=100, output_tokens=100)
+        db.batch(s, s + 60 * MS, [a], request_model="a", device_time_ns=60 * MS)
+        b = db.request(s, s + 90 * MS, request_model="b", input_tokens=10, output_tokens=10)
+        db.batch(s + 60 * MS, s + 80 * MS, [b], request_model="b", device_time_ns=20 * MS)
+    rep = _rep(db, price_per_hour=3.6)
+    total = rep["cost"]["window_cost_usd"]
+    bm = rep["baseline"]["by_model"]
+    assert bm["a"]["cost_usd"] == pytest.approx(total * 0.75)
+    assert bm["b"]["cost_usd"] == pytest.approx(total * 0.25)
+    o = rep["baseline"]["overall"]
+    assert o["cost_per_1k_input_tokens_usd"] == pytest.approx(total / (2200 / 1000))
+    assert "token share" in rep["cost"]["rule"]
+
+
+def test_price_file_errors_name_the_problem(tmp_path):
+    with pytest.raises(PriceFileError, match="cannot read"):
+        load_price_table(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    with pytest.raises(PriceFileError, match="line 1"):
+        load_price_table(bad)
+    bad.write_text('{"instances": [{"usd_per_hour": 1}]}')
+    with pytest.raises(PriceFileError, match="host_type"):
+        load_price_table(bad)

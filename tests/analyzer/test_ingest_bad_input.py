@@ -1,0 +1,127 @@
+"""Bad input becomes ingest_errors rows with file and position; everything else stays readable."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+
+import pytest
+from _ingest_fixtures import write_jsonl
+
+from inferaudit_analyzer.store import UnusableInput, load_store
+
+
+def _span(i: int, **over):
+    s = {"traceId": f"{i + 1:032x}", "spanId": f"{i + 1:016x}", "name": f"s{i}", "kind": 1,
+         "startTimeUnixNano": str(1000 + i), "endTimeUnixNano": str(2000 + i),
+         "attributes": [{"key": "inferaudit.span.role", "value": {"stringValue": "request"}}]}
+    s.update(over)
+    return s
+
+
+def _line(*spans) -> bytes:
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": list(spans)}]}]}).encode()
+
+
+def _errors(store):
+    return store.con.execute(
+        "SELECT file, line, byte_offset, message FROM ingest_errors ORDER BY line").fetchall()
+
+
+def test_each_kind_of_damage_is_recorded_and_the_rest_read(tmp_path):
+    bad_time = _span(3, startTimeUnixNano={"value": 5})
+    no_id = _span(4)
+    del no_id["spanId"]
+    lines = [
+        _line(_span(0), _span(1)),  # line 1: fine
+        b"this is not json",  # line 2
+        _line(_span(2), bad_time, no_id),  # line 3: one good span, two bad
+        b'{"unexpected": 1}',  # line 4
+        b"",  # line 5: blank, ignored
+        b"[1, 2]",  # line 6
+        _line(_span(5))[:-7],  # line 7: truncated, no newline
+    ]
+    p = tmp_path / "traces.jsonl"
+    p.write_bytes(b"\n".join(lines))
+    with load_store([p], cache=False) as store:
+        ids = [r[0] for r in store.con.execute("SELECT name FROM spans ORDER BY name").fetchall()]
+        errs = _errors(store)
+        assert store.inputs[0].errors == len(errs)
+    assert ids == ["s0", "s1", "s2"]
+    by_line = {}
+    for f, line, _off, msg in errs:
+        assert f == str(p.resolve())
+        by_line.setdefault(line, []).append(msg)
+    assert set(by_line) == {2, 3, 4, 6, 7}
+    assert "invalid JSON" in by_line[2][0]
+    assert any("startTimeUnixNano must be an integer" in m and "dict" in m for m in by_line[3])
+    assert any("missing spanId" in m for m in by_line[3])
+    assert "not an OTLP export request" in by_line[4][0]
+    assert "truncated" in by_line[7][0]
+    offsets = {line: off for _, line, off, _ in errs}
+    assert offsets[2] == len(lines[0]) + 1
+
+
+def test_wrong_attribute_type_loses_only_that_value(tmp_path):
+    s = _span(0, attributes=[
+        {"key": "gen_ai.usage.input_tokens", "value": {"stringValue": "many"}},
+        {"key": "gen_ai.usage.output_tokens", "value": {"intValue": "4"}}])
+    p = write_jsonl(tmp_path / "t.jsonl", [json.loads(_line(s))])
+    with load_store([p], cache=False) as store:
+        row = store.con.execute("SELECT input_tokens, output_tokens FROM spans").fetchone()
+        errs = _errors(store)
+    assert row == (None, 4)
+    assert len(errs) == 1 and "gen_ai.usage.input_tokens" in errs[0][3]
+
+
+def test_truncated_gzip_keeps_the_lines_before_the_tear(tmp_path):
+    body = b"".join(_line(_span(i)) + b"\n" for i in range(200))
+    data = gzip.compress(body)
+    p = tmp_path / "traces.jsonl.gz"
+    p.write_bytes(data[: len(data) * 2 // 3])
+    with load_store([p], cache=False) as store:
+        n = store.con.execute("SELECT count(*) FROM spans").fetchone()[0]
+        errs = _errors(store)
+    assert 0 < n < 200
+    assert len(errs) == 1 and "gzip stream broken" in errs[0][3]
+    assert errs[0][1] == n + 1  # the line after the last one read
+
+
+def test_empty_file_beside_a_good_one(tmp_path):
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    write_jsonl(tmp_path / "good.jsonl", [json.loads(_line(_span(0)))])
+    with load_store([tmp_path], cache=False) as store:
+        assert store.spans == 1
+        assert [e.message for e in store.errors] == ["empty file"]
+        assert {i.file.rsplit("/", 1)[1]: i.spans for i in store.inputs} == {
+            "empty.jsonl": 0, "good.jsonl": 1}
+
+
+def test_truncated_proto_frame(tmp_path):
+    from _ingest_fixtures import make_spans, trace_request
+
+    payload = trace_request(make_spans()).SerializeToString()
+    good = struct.pack(">I", len(payload)) + payload
+    p = tmp_path / "t.pb"
+    p.write_bytes(good + struct.pack(">I", len(payload)) + payload[:10])
+    with load_store([p], cache=False) as store:
+        assert store.spans == len(make_spans())
+        (err,) = store.errors
+    assert err.byte_offset == len(good) and err.line is None
+    assert "truncated frame" in err.message and err.position == f"byte {len(good)}"
+
+
+def test_nothing_readable_raises_unusable_input_naming_file_and_position(tmp_path):
+    p = tmp_path / "junk.jsonl"
+    p.write_bytes(b"garbage\n")
+    with pytest.raises(UnusableInput) as ei:
+        load_store([p], cache=False)
+    assert ei.value.file == str(p.resolve()) and ei.value.position == "line 1"
+    assert "invalid JSON" in ei.value.message
+
+
+def test_missing_path_raises_unusable_input(tmp_path):
+    with pytest.raises(UnusableInput) as ei:
+        load_store([tmp_path / "nope" / "*.jsonl"], cache=False)
+    assert "nope" in ei.value.file

@@ -1,0 +1,219 @@
+"""The NVML sampler through the fake NVML (real pynvml error classes), and the real pynvml's
+"no library here" path on this machine."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pynvml
+import pytest
+import torch
+
+from inferaudit_sdk import _guard, semconv
+from inferaudit_sdk.instrumentation import instrument_model, uninstrument_model
+from inferaudit_sdk.instrumentation._fake_cuda import FakeCudaBackend
+from inferaudit_sdk.samplers import _nvml_metrics, nvml
+from inferaudit_sdk.samplers._fake_nvml import FakeGpu, FakeLoad, FakeNvml
+from inferaudit_sdk.samplers.nvml import NvmlSampler
+
+MS = 1_000_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0
+
+    def __call__(self) -> int:
+        return self.t
+
+
+def step_load(t_ns: int) -> FakeLoad:
+    """50% / 100 W before 1 s, 100% / 300 W after; PCIe 1000 KB/s out, 500 in."""
+    hot = t_ns >= 1000 * MS
+    return FakeLoad(
+        sm_util_pct=100 if hot else 50, mem_util_pct=40 if hot else 20,
+        power_w=300.0 if hot else 100.0, sm_clock_mhz=1980 if hot else 1410,
+        pcie_tx_kbps=1000, pcie_rx_kbps=500, throttle_reasons=4 if hot else 0,
+        mem_used_bytes=(8 if hot else 2) << 30,
+    )
+
+
+def sampled(gpu=None, until_ms=2000):
+    clock = Clock()
+    fake = FakeNvml([gpu or FakeGpu(load=step_load)], clock=clock)
+    sampler = NvmlSampler(fake, clock=clock)
+    assert sampler.open()
+    for t in range(0, until_ms + 1, 100):
+        clock.t = t * MS
+        sampler.sample_once()
+    return sampler, fake, clock
+
+
+def test_aggregate_over_a_window():
+    sampler, _, _ = sampled()
+    a = sampler.aggregate(0, 500 * MS, 1500 * MS)
+    assert a[semconv.GPU_UTILIZATION_RATIO] == pytest.approx(0.8)  # 4 x 50% + 6 x 100%
+    assert a[semconv.GPU_MEMORY_UTILIZATION_RATIO] == pytest.approx(0.32)
+    assert a[semconv.GPU_ENERGY_J] == pytest.approx(200.0)  # 0.5 s x 100 W + 0.5 s x 300 W
+    assert a[semconv.GPU_PCIE_TX_BYTES] == 1000 * 1024
+    assert a[semconv.GPU_PCIE_RX_BYTES] == 500 * 1024
+    assert a[semconv.GPU_THROTTLE_REASONS] == 4
+    assert a[semconv.GPU_MEMORY_USED_BYTES] == 8 << 30
+    assert a[semconv.GPU_SAMPLES] == 9
+    assert a[semconv.GPU_SM_CLOCK_MHZ] == pytest.approx((4 * 1410 + 6 * 1980) / 10)
+
+
+def test_window_shorter_than_the_sample_period():
+    sampler, _, _ = sampled()
+    a = sampler.aggregate(0, 1020 * MS, 1040 * MS)
+    assert a[semconv.GPU_UTILIZATION_RATIO] == pytest.approx(1.0)
+    assert a[semconv.GPU_ENERGY_J] == pytest.approx(6.0)  # 20 ms at 300 W
+    assert a[semconv.GPU_SAMPLES] == 0
+
+
+def test_window_past_the_newest_sample_holds_it():
+    sampler, _, _ = sampled()
+    a = sampler.aggregate(0, 1950 * MS, 2100 * MS)
+    assert a[semconv.GPU_UTILIZATION_RATIO] == pytest.approx(1.0)
+    assert a[semconv.GPU_ENERGY_J] == pytest.approx(45.0)  # 150 ms at 300 W
+
+
+def test_ring_wraps_and_keeps_the_newest():
+    clock = Clock()
+    sampler = NvmlSampler(FakeNvml([FakeGpu(load=step_load)], clock=clock), clock=clock,
+                          capacity=8)
+    assert sampler.open()
+    for t in range(0, 2001, 100):
+        clock.t = t * MS
+        sampler.sample_once()
+    ts, _row = sampler.latest(0)
+    assert ts == 2000 * MS
+    assert sampler.aggregate(0, 1500 * MS, 1900 * MS)[semconv.GPU_SAMPLES] == 3
+    # History older than the ring: the oldest kept sample (1300 ms) holds over the window.
+    assert sampler.aggregate(0, 100 * MS, 200 * MS)[semconv.GPU_UTILIZATION_RATIO] == 1.0
+
+
+def test_unsupported_energy_counter_falls_back_to_power_and_is_not_asked_again():
+    gpu = FakeGpu(load=step_load, unsupported=frozenset({"nvmlDeviceGetTotalEnergyConsumption"}))
+    sampler, fake, _ = sampled(gpu)
+    assert fake.raised["NVMLError_NotSupported"] == 1  # asked once, then dropped
+    a = sampler.aggregate(0, 500 * MS, 1500 * MS)
+    assert a[semconv.GPU_ENERGY_J] == pytest.approx(220.0)  # sampled power x time
+    assert _guard.error_counts() == {}
+
+
+def test_lost_gpu_is_counted_and_sampling_goes_on():
+    sampler, fake, clock = sampled(until_ms=1000)
+    fake.gpus[0].lost = True
+    for t in range(1100, 1600, 100):
+        clock.t = t * MS
+        sampler.sample_once()
+    assert fake.raised["NVMLError_GpuIsLost"] > 0
+    assert _guard.error_counts()["nvml.read"] == fake.raised["NVMLError_GpuIsLost"]
+    assert sampler.ticks == 16
+    a = sampler.aggregate(0, 1200 * MS, 1400 * MS)
+    assert semconv.GPU_UTILIZATION_RATIO not in a
+
+
+def test_fake_raises_uninitialized_like_the_real_library():
+    fake = FakeNvml()
+    with pytest.raises(pynvml.NVMLError_Uninitialized):
+        fake.nvmlDeviceGetCount()
+    try:
+        pynvml.nvmlDeviceGetCount()
+    except pynvml.NVMLError_Uninitialized:
+        pass  # the real one without nvmlInit (no library loaded here)
+    except pynvml.NVMLError:
+        pytest.skip("a real NVML is initialised in this process")
+
+
+def test_real_pynvml_without_a_library_disables_counters_with_one_line(caplog, config):
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError_LibraryNotFound:
+        pass
+    else:
+        pynvml.nvmlShutdown()
+        pytest.skip("this machine has NVML")
+    cfg = config(nvml_enabled=True)
+    with caplog.at_level(logging.INFO, logger="inferaudit_sdk"):
+        assert nvml.start_sampler(cfg) is None
+        assert nvml.start_sampler(cfg) is None  # decided once
+    lines = [r for r in caplog.records if "NVML" in r.getMessage()]
+    assert len(lines) == 1
+    assert "NVMLError_LibraryNotFound" in lines[0].getMessage()
+    assert nvml.get_sampler() is None
+    assert _guard.error_counts() == {}
+
+
+def test_fake_missing_library_takes_the_same_path(caplog, config):
+    cfg = config(nvml_enabled=True)
+    fake = FakeNvml(library_missing=True)
+    with caplog.at_level(logging.INFO, logger="inferaudit_sdk"):
+        assert nvml.start_sampler(cfg, backend=fake) is None
+    assert fake.raised["NVMLError_LibraryNotFound"] == 1
+    assert len([r for r in caplog.records if "NVML not available" in r.getMessage()]) == 1
+
+
+def test_metrics_use_the_hardware_conventions(metric_reader):
+    reader, provider = metric_reader
+    sampler, _, _ = sampled()
+    _nvml_metrics.register(sampler, provider)
+    data = reader.get_metrics_data()
+    points = {}
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                points[m.name] = list(m.data.data_points)
+    for name in (semconv.METRIC_HW_GPU_UTILIZATION, semconv.METRIC_HW_GPU_MEMORY_USAGE,
+                 semconv.METRIC_HW_POWER, semconv.METRIC_HW_ENERGY, semconv.METRIC_HW_GPU_IO,
+                 semconv.METRIC_GPU_SM_CLOCK, semconv.METRIC_GPU_THROTTLE_REASONS,
+                 semconv.METRIC_HW_GPU_MEMORY_UTILIZATION, semconv.METRIC_HW_GPU_MEMORY_LIMIT):
+        assert name in points, name
+    (util,) = points[semconv.METRIC_HW_GPU_UTILIZATION]
+    assert util.value == 1.0
+    assert util.attributes[semconv.HW_ID] == FakeGpu().uuid
+    assert util.attributes[semconv.HW_GPU_TASK] == "general"
+    assert util.attributes[semconv.HW_TYPE] == "gpu"
+    io = {p.attributes[semconv.NETWORK_IO_DIRECTION]: p.value
+          for p in points[semconv.METRIC_HW_GPU_IO]}
+    assert io == {"transmit": 2 * 1000 * 1024, "receive": 2 * 500 * 1024}  # over 2 s
+    (power,) = points[semconv.METRIC_HW_POWER]
+    assert power.value == 300.0
+    (energy,) = points[semconv.METRIC_HW_ENERGY]
+    assert energy.value > 0
+
+
+def test_sampler_thread_cpu_cost_at_10_hz():
+    sampler = NvmlSampler(FakeNvml([FakeGpu(load=step_load), FakeGpu(uuid="GPU-1")]), hz=10)
+    assert sampler.start()
+    time.sleep(2.0)
+    sampler.stop()
+    assert 15 <= sampler.ticks <= 25
+    # Sanity bound only (the real figure is in bench/ and scripts/gpu_check.py output).
+    assert sampler.cost_ratio() < 0.005, sampler.cost_ratio()
+
+
+def test_model_span_gets_gpu_aggregates(spans, config):
+    cfg = config(nvml_enabled=True)
+    load = FakeLoad(sm_util_pct=37, power_w=250.0, pcie_tx_kbps=2048)
+    sampler = nvml.start_sampler(cfg, backend=FakeNvml([FakeGpu(load=load)]))
+    assert sampler is not None
+    deadline = time.monotonic() + 2
+    while sampler.ticks < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    backend = FakeCudaBackend()
+    model = torch.nn.Linear(4, 4)
+    instrument_model(model, backend=backend)
+    try:
+        with torch.no_grad():
+            model(torch.randn(2, 4))
+    finally:
+        uninstrument_model(model)
+    (span,) = spans.get_finished_spans()
+    a = span.attributes
+    assert a[semconv.GPU_UTILIZATION_RATIO] == pytest.approx(0.37)
+    assert a[semconv.GPU_POWER_W] == pytest.approx(250.0)
+    assert a[semconv.GPU_ENERGY_J] > 0
+    assert a[semconv.GPU_PCIE_TX_BYTES] >= 0

@@ -1,0 +1,120 @@
+"""Kernel-level sampling with a real torch.profiler run on CPU, and the trace summary against
+real Kineto traces from GPUs (shared/traces; skipped where absent)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from inferaudit_sdk import semconv
+from inferaudit_sdk.instrumentation import instrument_model, uninstrument_model
+from inferaudit_sdk.instrumentation._profiler_sampling import (
+    BASIS_CPU_OP,
+    BASIS_KERNEL,
+    ProfileSampler,
+    summarize_chrome_trace,
+)
+
+SHARED_TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "traces"
+
+
+def batch_spans(exporter):
+    return [s for s in exporter.get_finished_spans()
+            if s.attributes.get(semconv.SPAN_ROLE) == semconv.ROLE_BATCH]
+
+
+def test_every_nth_call_is_profiled_and_its_trace_kept(spans, config, tiny_gpt2, tmp_path):
+    cfg = config(profile_every_n=2)
+    model = tiny_gpt2.model
+    instrument_model(model, model="gpt2-tiny")
+    try:
+        ids = torch.tensor([[1, 2, 3, 4, 5]])
+        with torch.inference_mode():
+            for _ in range(3):
+                model(ids)
+    finally:
+        uninstrument_model(model)
+    first, second, third = batch_spans(spans)
+    assert semconv.PROFILE_TRACE_PATH not in first.attributes
+    assert semconv.PROFILE_TRACE_PATH not in third.attributes
+    rel = second.attributes[semconv.PROFILE_TRACE_PATH]
+    assert rel == f"profiles/{second.context.span_id:016x}.json.gz"
+    path = Path(cfg.trace_dir) / rel
+    with gzip.open(path, "rt") as fh:
+        trace = json.load(fh)
+    cpu_ops = [e for e in trace["traceEvents"] if e.get("cat") == "cpu_op" and e.get("ph") == "X"]
+    assert any(e["name"] == "aten::addmm" for e in cpu_ops)  # GPT-2's Conv1D
+    (event,) = [e for e in second.events if e.name == semconv.EVENT_PROFILE_SUMMARY]
+    s = event.attributes
+    assert s[semconv.PROFILE_BASIS] == BASIS_CPU_OP
+    assert s[semconv.PROFILE_KERNEL_COUNT] == len(cpu_ops)
+    assert s[semconv.PROFILE_KERNEL_TIME_NS] > 0
+    assert 0 < len(s[semconv.PROFILE_TOP_KERNELS]) <= 5
+    name, ns = s[semconv.PROFILE_TOP_KERNELS][0].rsplit(":", 1)
+    assert name.startswith("aten::") and int(ns) > 0
+    assert s[semconv.PROFILE_GRAPH_LAUNCHES] == 0
+    # Nothing half-written is left behind.
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_profiler_is_not_started_when_the_application_runs_one(config):
+    sampler = ProfileSampler(1)
+    with torch.profiler.profile():
+        assert sampler.start(cuda=False) is None
+
+
+def test_sampler_counts_and_skips_while_busy():
+    s = ProfileSampler(3)
+    assert [s.due() for _ in range(3)] == [False, False, True]
+    assert [s.due() for _ in range(3)] == [False, False, False]  # still busy: skipped
+    s.release()
+    assert [s.due() for _ in range(3)] == [False, False, True]
+    assert not any(ProfileSampler(0).due() for _ in range(5))
+
+
+def test_summary_self_time_and_gaps_on_a_synthetic_cpu_trace():
+    us = [
+        {"ph": "X", "cat": "cpu_op", "name": "outer", "ts": 0, "dur": 10, "pid": 1, "tid": 1},
+        {"ph": "X", "cat": "cpu_op", "name": "inner", "ts": 2, "dur": 6, "pid": 1, "tid": 1},
+        {"ph": "X", "cat": "cpu_op", "name": "next", "ts": 14, "dur": 4, "pid": 1, "tid": 1},
+    ]
+    s = summarize_chrome_trace({"traceEvents": us})
+    assert s[semconv.PROFILE_KERNEL_COUNT] == 3
+    assert s[semconv.PROFILE_KERNEL_TIME_NS] == 14_000  # self times 4 + 6 + 4 µs
+    assert s[semconv.PROFILE_TOP_KERNELS][0] == "inner:6000"
+    assert s[semconv.PROFILE_LAUNCH_GAP_NS] == 4_000
+
+
+def _load(rel):
+    path = SHARED_TRACES / rel
+    if not path.exists():
+        pytest.skip(f"{path} not present (shared real traces are not in this checkout)")
+    with gzip.open(path, "rt") as fh:
+        return json.load(fh)
+
+
+def test_real_cudagraph_trace_counts_graph_launches_and_is_busy():
+    s = summarize_chrome_trace(_load("tracelens/vllm_decode_cudagraph_mi300x_bs32.json.gz"))
+    assert s[semconv.PROFILE_BASIS] == BASIS_KERNEL
+    assert s[semconv.PROFILE_KERNEL_COUNT] > 0
+    assert s[semconv.PROFILE_GRAPH_LAUNCHES] > 0  # hipGraphLaunch replays
+    # README: GPU busy 99.8% -> idle gaps are a tiny fraction of kernel time.
+    assert s[semconv.PROFILE_LAUNCH_GAP_NS] < 0.01 * s[semconv.PROFILE_KERNEL_TIME_NS]
+
+
+def test_real_idle_trace_has_gaps_dominating():
+    s = summarize_chrome_trace(_load("hta/simple_add.json.gz"))
+    assert s[semconv.PROFILE_BASIS] == BASIS_KERNEL
+    # README: GPU busy 0.3% -> gaps exceed kernel time many times over.
+    assert s[semconv.PROFILE_LAUNCH_GAP_NS] > 50 * s[semconv.PROFILE_KERNEL_TIME_NS]
+
+
+def test_real_training_trace_counts_copies():
+    s = summarize_chrome_trace(_load("hta/a100_train_rank0_nccl.json.gz"))
+    assert s[semconv.PROFILE_COPY_COUNT] > 0
+    assert s[semconv.PROFILE_KERNEL_COUNT] > s[semconv.PROFILE_COPY_COUNT] > 0
+    assert len(s[semconv.PROFILE_TOP_KERNELS]) == 5

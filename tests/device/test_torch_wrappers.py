@@ -1,0 +1,266 @@
+"""instrument_model on real torch modules: the example's tiny GPT-2 and a small MLP, on CPU,
+plus the CUDA paths through the fake CUDA runtime."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import inferaudit_sdk as ia
+from inferaudit_sdk import _guard, semconv
+from inferaudit_sdk.instrumentation import (
+    _span_state,
+    instrument_generate,
+    instrument_model,
+    is_instrumented,
+    uninstrument_generate,
+    uninstrument_model,
+)
+from inferaudit_sdk.instrumentation._fake_cuda import FakeCudaBackend
+
+MS = 1_000_000
+
+
+def role(exporter, name):
+    return [s for s in exporter.get_finished_spans()
+            if s.attributes.get(semconv.SPAN_ROLE) == name]
+
+
+@pytest.fixture
+def gpt2(tiny_gpt2):
+    instrument_model(tiny_gpt2.model, model="gpt2-tiny")
+    yield tiny_gpt2
+    uninstrument_model(tiny_gpt2.model)
+
+
+def test_forward_opens_a_batch_span_with_shape_and_cpu_device_time(spans, config, gpt2):
+    ids, mask = gpt2.pad_left([[5, 6, 7], [1, 2, 3, 4, 5, 6]])
+    with torch.inference_mode():
+        out = gpt2.model(ids, attention_mask=mask)
+    assert out.logits.shape == (2, 6, gpt2.spec.vocab_size)
+    (span,) = role(spans, semconv.ROLE_BATCH)
+    a = span.attributes
+    assert span.name == "batch gpt2-tiny"
+    assert a[semconv.BATCH_SIZE] == 2
+    assert a[semconv.BATCH_PADDED_TOKENS] == 12
+    assert a[semconv.BATCH_INPUT_TOKENS] == 9
+    assert a[semconv.BATCH_PADDING_RATIO] == pytest.approx(0.25)
+    assert a[semconv.DEVICE_TYPE] == "cpu"
+    assert a[semconv.DEVICE_CPU_THREADS] == torch.get_num_threads()
+    wall = a[semconv.DEVICE_WALL_TIME_NS]
+    assert 0 < a[semconv.DEVICE_TIME_NS] <= wall <= span.end_time - span.start_time
+    assert a[semconv.DEVICE_CPU_TIME_NS] > 0
+    assert a[semconv.DEVICE_CALLS] == 1
+    assert semconv.BATCH_OUTPUT_TOKENS not in a  # a forward produces logits, not tokens
+    assert _span_state.pending_count() == 0
+
+
+def test_generate_is_measured_once_and_counts_generated_tokens(spans, config, gpt2):
+    prompts = [[5, 6, 7], [1, 2, 3, 4]]
+    outs = gpt2.generate(prompts, [3, 5])
+    assert [len(o) for o in outs] == [3, 5]
+    (span,) = role(spans, semconv.ROLE_BATCH)  # the inner forwards opened nothing
+    a = span.attributes
+    assert a[semconv.DEVICE_CALLS] == 1
+    # A static batch decodes max(max_new_tokens) steps for every row: 2 x 5.
+    assert a[semconv.BATCH_OUTPUT_TOKENS] == 10
+    assert a[semconv.BATCH_INPUT_TOKENS] == 7
+    assert a[semconv.BATCH_PADDED_TOKENS] == 8
+
+
+def test_generate_counts_stop_at_eos(spans, config, tiny_gpt2):
+    model = tiny_gpt2.model
+    instrument_model(model)
+    try:
+        ids = torch.tensor([[3, 4, 5]])
+        with torch.inference_mode():
+            greedy = model.generate(ids, max_new_tokens=6, do_sample=False,
+                                    pad_token_id=tiny_gpt2.spec.pad_token_id)
+        first_new = int(greedy[0, 3])
+        spans.clear()
+        # Declare the first generated id to be EOS: generation stops right after it.
+        with torch.inference_mode():
+            out = model.generate(ids, max_new_tokens=6, do_sample=False,
+                                 eos_token_id=first_new, pad_token_id=first_new)
+    finally:
+        uninstrument_model(model)
+    (span,) = role(spans, semconv.ROLE_BATCH)
+    expected = int(out.shape[1]) - 3
+    assert expected == 1
+    assert span.attributes[semconv.BATCH_OUTPUT_TOKENS] == expected
+
+
+def test_call_inside_a_request_is_its_child_and_linked(spans, config, gpt2):
+    @ia.audited(model="gpt2-tiny")
+    def handle(prompt):
+        ids = torch.tensor([prompt])
+        with torch.inference_mode():
+            return gpt2.model(ids).logits.shape
+
+    handle([1, 2, 3])
+    (req,) = role(spans, semconv.ROLE_REQUEST)
+    (batch,) = role(spans, semconv.ROLE_BATCH)
+    assert batch.parent.span_id == req.context.span_id
+    assert [link.context.span_id for link in batch.links] == [req.context.span_id]
+    assert batch.attributes[semconv.BATCH_SIZE] == 1
+
+
+def test_calls_inside_a_server_batch_accumulate_into_it(spans, config, gpt2):
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with ia.batch(model="gpt2-tiny", batch_size=1) as b, torch.inference_mode():
+        gpt2.model(ids)
+        gpt2.model(ids[:, -1:])  # a decode step feeding back one token
+        b.record(output_tokens=1)
+    (span,) = role(spans, semconv.ROLE_BATCH)
+    a = span.attributes
+    assert a[semconv.DEVICE_CALLS] == 2
+    assert a[semconv.BATCH_PADDED_TOKENS] == 4  # shape of the first call only
+    assert a[semconv.BATCH_OUTPUT_TOKENS] == 1  # what the server recorded wins
+    assert a[semconv.DEVICE_TIME_NS] <= a[semconv.DEVICE_WALL_TIME_NS]
+
+
+def test_mlp_batch_size_from_leading_dimension(spans, config, mlp):
+    instrument_model(mlp, model="mlp")
+    try:
+        with torch.no_grad():
+            mlp(torch.randn(8, 16))
+    finally:
+        uninstrument_model(mlp)
+    (span,) = role(spans, semconv.ROLE_BATCH)
+    assert span.attributes[semconv.BATCH_SIZE] == 8
+    assert semconv.BATCH_PADDED_TOKENS not in span.attributes
+    assert span.attributes[semconv.DEVICE_TYPE] == "cpu"
+
+
+def test_user_exception_is_recorded_and_reraised_untouched(spans, config, mlp):
+    instrument_model(mlp)
+    try:
+        with pytest.raises(RuntimeError) as info:
+            mlp(torch.randn(2, 3))  # wrong width
+    finally:
+        uninstrument_model(mlp)
+    assert "mat1 and mat2" in str(info.value)
+    (span,) = role(spans, semconv.ROLE_BATCH)
+    assert span.status.is_ok is False
+    assert span.attributes[semconv.ERROR_TYPE] == "RuntimeError"
+    assert _span_state.pending_count() == 0
+
+
+def test_uninstrument_restores_the_module(spans, config, mlp):
+    original = mlp.forward
+    instrument_model(mlp)
+    instrument_model(mlp)  # idempotent
+    assert is_instrumented(mlp)
+    uninstrument_model(mlp)
+    assert not is_instrumented(mlp)
+    assert mlp.forward == original
+    assert "forward" not in vars(mlp)
+    assert torch.Tensor.to is torch._C.TensorBase.to  # process-wide patches gone too
+    with torch.no_grad():
+        mlp(torch.randn(1, 16))
+    assert role(spans, semconv.ROLE_BATCH) == []
+
+
+def test_disabled_config_means_no_spans(spans, config, mlp):
+    config(enabled=False)
+    instrument_model(mlp)
+    try:
+        with torch.no_grad():
+            y = mlp(torch.randn(4, 16))
+    finally:
+        uninstrument_model(mlp)
+    assert y.shape == (4, 4)
+    assert spans.get_finished_spans() == ()
+
+
+def test_a_faulty_backend_never_reaches_the_model(spans, config, mlp):
+    class Broken:
+        device_type = "cuda"
+
+        def begin(self, device_index):
+            raise RuntimeError("driver on fire")
+
+    instrument_model(mlp, backend=Broken())
+    try:
+        with torch.no_grad():
+            y = mlp(torch.randn(3, 16))
+    finally:
+        uninstrument_model(mlp)
+    assert y.shape == (3, 4)
+    assert _guard.error_counts().get("torch.begin") == 1
+    (span,) = role(spans, semconv.ROLE_BATCH)  # the span itself still happened
+    assert span.attributes[semconv.BATCH_SIZE] == 3
+
+
+# --- CUDA paths through the fake runtime ----------------------------------------------------
+class FakeGpuModel(torch.nn.Module):
+    """Launches fake kernels: 5 ms on the current stream, 3 ms on a side stream."""
+
+    def __init__(self, cuda, side_ms=3):
+        super().__init__()
+        self.cuda = cuda
+        self.side = cuda.Stream()
+        self.side_ms = side_ms
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        self.cuda.launch(5 * MS)
+        if self.side_ms:
+            with self.cuda.stream(self.side):
+                self.cuda.launch(self.side_ms * MS)
+        return self.lin(x)
+
+
+def test_cuda_events_on_two_streams(spans, config):
+    backend = FakeCudaBackend()
+    cuda = backend.cuda
+    model = FakeGpuModel(cuda, side_ms=8)
+    instrument_model(model, backend=backend)
+    try:
+        with torch.no_grad():
+            model(torch.randn(2, 4))
+    finally:
+        uninstrument_model(model)
+    (span,) = role(spans, semconv.ROLE_BATCH)
+    a = span.attributes
+    assert a[semconv.DEVICE_TYPE] == "cuda"
+    assert a[semconv.DEVICE_ID] == 0
+    assert a[semconv.DEVICE_STREAMS] == 2
+    assert a[semconv.DEVICE_TIME_NS] == 8 * MS  # union of 0..5 and 0..8
+    # The device had not finished when the span ended: the resolver waited, once per event.
+    assert a[semconv.DEVICE_RESOLVE_WAIT_NS] >= 0
+    assert cuda.host_waits >= 1
+
+
+def test_cuda_call_resolved_without_wait_when_device_is_done(spans, config):
+    backend = FakeCudaBackend()
+    cuda = backend.cuda
+    model = FakeGpuModel(cuda, side_ms=0)
+    instrument_model(model, backend=backend)
+    try:
+        with ia.batch(model="fake") as _b, torch.no_grad():
+            model(torch.randn(1, 4))
+            cuda.advance(100 * MS)  # e.g. the server read the output back meanwhile
+    finally:
+        uninstrument_model(model)
+    (span,) = role(spans, semconv.ROLE_BATCH)
+    assert span.attributes[semconv.DEVICE_TIME_NS] == 5 * MS
+    assert semconv.DEVICE_RESOLVE_WAIT_NS not in span.attributes
+    assert cuda.host_waits == 0
+
+
+def test_global_generate_patch_covers_uninstrumented_models(spans, config, tiny_gpt2):
+    instrument_generate()
+    try:
+        ids = torch.tensor([[1, 2, 3]])
+        with torch.inference_mode():
+            tiny_gpt2.model.generate(ids, max_new_tokens=2, min_new_tokens=2, do_sample=False,
+                                     pad_token_id=tiny_gpt2.spec.pad_token_id)
+    finally:
+        uninstrument_generate()
+    (span,) = role(spans, semconv.ROLE_BATCH)
+    assert span.attributes[semconv.BATCH_OUTPUT_TOKENS] == 2
+    import wrapt
+    from transformers.generation.utils import GenerationMixin
+
+    assert not isinstance(vars(GenerationMixin)["generate"], wrapt.FunctionWrapper)

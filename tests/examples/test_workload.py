@@ -1,0 +1,99 @@
+"""The replayed workload: the real trace loader and the generator fitted to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from examples.workload import (
+    DEFAULT_TRACE_PATH,
+    SPLITWISE_CONV_FIT,
+    WorkloadError,
+    fit_workload,
+    generate_workload,
+    load_workload,
+    read_trace,
+)
+
+needs_trace = pytest.mark.skipif(
+    not DEFAULT_TRACE_PATH.is_file(),
+    reason=f"real workload trace not present at {DEFAULT_TRACE_PATH}",
+)
+
+
+@needs_trace
+def test_embedded_constants_match_the_trace() -> None:
+    assert fit_workload(read_trace(DEFAULT_TRACE_PATH)) == SPLITWISE_CONV_FIT
+
+
+@needs_trace
+def test_load_prefers_the_trace_and_says_so() -> None:
+    w = load_workload(50)
+    assert w.from_trace and str(DEFAULT_TRACE_PATH.resolve()) in w.source
+    assert len(w) == 50
+    full = read_trace(DEFAULT_TRACE_PATH)
+    assert w.requests == full.requests[:50]
+
+
+def test_load_falls_back_to_the_fitted_generator(tmp_path: Path) -> None:
+    w = load_workload(30, path=tmp_path / "absent.csv", seed=3)
+    assert not w.from_trace and w.source == "fitted:splitwise_conv(seed=3)"
+    assert len(w) == 30
+    assert load_workload(30, use_trace=False, seed=3) == w
+
+
+def test_generator_is_seeded() -> None:
+    assert generate_workload(200, seed=1) == generate_workload(200, seed=1)
+    assert generate_workload(200, seed=1) != generate_workload(200, seed=2)
+
+
+def test_generator_reproduces_the_fitted_distributions() -> None:
+    """Refitting what the generator produced recovers the parameters it was given."""
+    refit = fit_workload(generate_workload(SPLITWISE_CONV_FIT.n_requests, seed=0))
+    ref = SPLITWISE_CONV_FIT
+    assert refit.mean_interarrival_s == pytest.approx(ref.mean_interarrival_s, rel=0.05)
+    assert refit.gap_gamma_shape == pytest.approx(ref.gap_gamma_shape, rel=0.15)
+    assert refit.rate_log_sigma == pytest.approx(ref.rate_log_sigma, rel=0.35)
+    # Interior quantiles (the extremes are single samples) within 10 %.
+    for got, want in zip(refit.prompt_quantiles[1:-1], ref.prompt_quantiles[1:-1], strict=True):
+        assert got == pytest.approx(want, rel=0.10)
+    for got, want in zip(refit.output_quantiles[1:-1], ref.output_quantiles[1:-1], strict=True):
+        assert got == pytest.approx(want, rel=0.10)
+
+
+def test_generated_arrivals_are_burstier_than_poisson() -> None:
+    w = generate_workload(5000, seed=0)
+    gaps = np.diff([r.arrived_at_s for r in w.requests])
+    assert (gaps >= 0).all()
+    assert gaps.std() / gaps.mean() > 1.0  # Poisson would give 1
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "w.csv"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("arrived_at,num_prefill_tokens\n0,1\n", ":1: missing column(s) num_decode_tokens"),
+        ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,1,2\n0.5,x,2\n", ":3: not a number"),
+        ("arrived_at,num_prefill_tokens,num_decode_tokens\n1,1,2\n0.5,1,2\n", ":3: arrived_at"),
+        ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,0,2\n", ":2: token counts"),
+        ("arrived_at,num_prefill_tokens,num_decode_tokens\n", ": no requests"),
+    ],
+)
+def test_bad_trace_names_file_and_line(tmp_path: Path, text: str, where: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(WorkloadError) as info:
+        read_trace(path)
+    assert str(path) + where in str(info.value)
+
+
+def test_broken_trace_is_not_silently_replaced(tmp_path: Path) -> None:
+    path = _write(tmp_path, "arrived_at,num_prefill_tokens,num_decode_tokens\n0,x,2\n")
+    with pytest.raises(WorkloadError):
+        load_workload(5, path=path)

@@ -1,0 +1,348 @@
+"""@audited on generator functions: timing at the source, exact counts, one end per span."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
+
+import inferaudit_sdk as ia
+from inferaudit_sdk import _active, _guard, semconv
+
+
+@pytest.fixture(autouse=True)
+def _no_context_errors(caplog):
+    """No test here may log OpenTelemetry's 'Failed to detach context'."""
+    caplog.set_level(logging.ERROR, logger="opentelemetry.context")
+    yield
+    bad = [r for r in caplog.records if "detach" in r.getMessage().lower()]
+    assert not bad, bad
+
+
+def _one(exporter):
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 1, [s.name for s in spans]
+    return spans[0]
+
+
+def test_exhaustion_ends_once_with_ttft_tpot_and_exact_tokens(otel_env):
+    exporter = otel_env.exporter
+
+    @ia.audited(model="m")
+    def stream(input_ids):
+        time.sleep(0.02)  # prefill
+        for tok in (11, 12, 13, 14, 15):
+            yield tok
+            time.sleep(0.005)
+
+    gen = stream([1, 2, 3])
+    assert exporter.get_finished_spans() == ()
+    assert list(gen) == [11, 12, 13, 14, 15]
+    with pytest.raises(StopIteration):
+        next(gen)
+    span = _one(exporter)
+    a = span.attributes
+    assert a[semconv.GEN_AI_REQUEST_STREAM] is True
+    assert a[semconv.REQUEST_STREAM_CHUNKS] == 5
+    assert a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 5
+    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 3
+    assert a[semconv.REQUEST_TIME_TO_FIRST_TOKEN_NS] >= 20_000_000  # lower bound: the sleep
+    assert a[semconv.REQUEST_TIME_PER_OUTPUT_TOKEN_NS] >= 5_000_000
+    assert span.status.status_code == StatusCode.UNSET
+    m = otel_env.metrics()
+    assert sum(p.count for p in m[semconv.METRIC_SERVER_TIME_TO_FIRST_TOKEN]) == 1
+    assert sum(p.count for p in m[semconv.METRIC_SERVER_TIME_PER_OUTPUT_TOKEN]) == 1
+    ttft = m[semconv.METRIC_SERVER_TIME_TO_FIRST_TOKEN][0]
+    assert tuple(ttft.explicit_bounds) == semconv.BUCKETS_TIME_TO_FIRST_TOKEN_S
+    assert ttft.sum == pytest.approx(a[semconv.REQUEST_TIME_TO_FIRST_TOKEN_NS] / 1e9)
+
+
+def test_chunk_token_counting_lists_arrays_and_strings(otel):
+    exporter, _ = otel
+
+    @ia.audited
+    def ids():
+        yield [1, 2, 3]
+        yield np.array([4, 5], dtype=np.int32)
+        yield 6
+
+    @ia.audited
+    def text():
+        yield "hello "
+        yield "world"
+
+    @ia.audited
+    def text_recorded():
+        yield "a"
+        yield "b"
+        yield "c"
+        ia.record(output_tokens=7)
+
+    list(ids())
+    list(text())
+    list(text_recorded())
+    s_ids, s_text, s_rec = exporter.get_finished_spans()
+    assert s_ids.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 6
+    assert s_ids.attributes[semconv.REQUEST_STREAM_CHUNKS] == 3
+    assert semconv.REQUEST_TIME_PER_OUTPUT_TOKEN_NS in s_ids.attributes
+    # Text chunks are never counted as tokens.
+    assert semconv.GEN_AI_USAGE_OUTPUT_TOKENS not in s_text.attributes
+    assert semconv.REQUEST_TIME_PER_OUTPUT_TOKEN_NS not in s_text.attributes
+    assert s_text.attributes[semconv.REQUEST_STREAM_CHUNKS] == 2
+    # ...but record() gives the count, and TPOT follows from it.
+    assert s_rec.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 7
+    assert semconv.REQUEST_TIME_PER_OUTPUT_TOKEN_NS in s_rec.attributes
+
+
+def test_torch_tensor_chunks_counted_exactly(otel):
+    torch = pytest.importorskip("torch")
+    exporter, _ = otel
+
+    @ia.audited
+    def stream():
+        for _ in range(4):
+            yield torch.tensor([[5], [6]])  # one new token for each of 2 sequences
+
+    list(stream())
+    span = _one(exporter)
+    assert span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 8
+
+
+def test_early_break_ends_span_and_restores_context(otel):
+    exporter, _ = otel
+    closed = []
+
+    @ia.audited(model="m")
+    def stream():
+        try:
+            yield from range(100)
+        finally:
+            closed.append(trace.get_current_span().get_span_context().span_id)
+
+    for chunk in stream():
+        if chunk == 2:
+            break
+    span = _one(exporter)
+    assert span.attributes[semconv.REQUEST_STREAM_CHUNKS] == 3
+    assert span.status.status_code == StatusCode.UNSET
+    assert semconv.ERROR_TYPE not in span.attributes
+    # The generator's finally ran with the request span current (closed through the wrapper).
+    assert closed == [span.context.span_id]
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    assert _active.current() is None
+
+
+def test_close_ends_span(otel):
+    exporter, _ = otel
+
+    @ia.audited
+    def stream():
+        yield 1
+        yield 2
+
+    g = stream()
+    next(g)
+    g.close()
+    span = _one(exporter)
+    assert span.attributes[semconv.REQUEST_STREAM_CHUNKS] == 1
+    g.close()  # closing again is harmless
+    assert len(exporter.get_finished_spans()) == 1
+
+
+def test_gc_of_unstarted_and_partial_generators_ends_spans(otel):
+    exporter, _ = otel
+
+    @ia.audited
+    def stream():
+        yield 1
+        yield 2
+
+    g = stream()
+    del g
+    g2 = stream()
+    next(g2)
+    g2 = None
+    gc.collect()
+    assert len(exporter.get_finished_spans()) == 2
+
+
+def test_exception_in_generator_recorded_and_reraised(otel):
+    exporter, _ = otel
+    err = RuntimeError("decode failed")
+
+    @ia.audited
+    def stream():
+        yield 1
+        raise err
+
+    g = stream()
+    assert next(g) == 1
+    with pytest.raises(RuntimeError) as info:
+        next(g)
+    assert info.value is err
+    span = _one(exporter)
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.attributes[semconv.ERROR_TYPE] == "RuntimeError"
+
+
+def test_throw_caught_continues_and_uncaught_ends_with_error(otel):
+    exporter, _ = otel
+
+    @ia.audited
+    def stream():
+        try:
+            yield 1
+        except KeyError:
+            yield "recovered"
+        yield 3
+
+    g = stream()
+    next(g)
+    assert g.throw(KeyError("k")) == "recovered"
+    assert exporter.get_finished_spans() == ()
+    with pytest.raises(ValueError):
+        g.throw(ValueError("v"))
+    span = _one(exporter)
+    assert span.attributes[semconv.ERROR_TYPE] == "ValueError"
+
+
+def test_send_passes_values(otel):
+    exporter, _ = otel
+
+    @ia.audited
+    def echo():
+        got = yield 0
+        while got is not None:
+            got = yield got * 2
+
+    g = echo()
+    assert next(g) == 0
+    assert g.send(5) == 10
+    with pytest.raises(StopIteration):
+        g.send(None)
+    assert _one(exporter).attributes[semconv.REQUEST_STREAM_CHUNKS] == 2
+
+
+def test_consumer_context_unchanged_after_each_next_and_child_parenting(otel, otel_provider):
+    exporter, _ = otel
+    tracer = otel_provider.get_tracer("t")
+
+    @ia.audited(model="m")
+    def stream():
+        for i in range(3):
+            with tracer.start_as_current_span(f"step{i}"):
+                ia.record(extra_step=i)
+            yield i
+
+    with tracer.start_as_current_span("consumer") as consumer:
+        g = stream()
+        for _ in g:
+            assert trace.get_current_span() is consumer
+            assert _active.current() is None
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    req = spans["text_completion m"]
+    assert req.parent.span_id == spans["consumer"].context.span_id
+    for i in range(3):
+        assert spans[f"step{i}"].parent.span_id == req.context.span_id
+    assert req.attributes["extra_step"] == 2
+
+
+def test_consumed_from_another_thread(otel, otel_provider):
+    exporter, _ = otel
+    tracer = otel_provider.get_tracer("t")
+
+    @ia.audited(model="m")
+    def stream():
+        for i in range(4):
+            with tracer.start_as_current_span("inner"):
+                pass
+            yield i
+
+    g = stream()
+    first = next(g)  # first chunk here, the rest in another thread
+    out = [first]
+    errors = []
+
+    def consume():
+        try:
+            out.extend(g)
+            assert trace.get_current_span() is trace.INVALID_SPAN
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    t.join()
+    assert not errors and out == [0, 1, 2, 3]
+    spans = exporter.get_finished_spans()
+    req = next(s for s in spans if s.name == "text_completion m")
+    assert all(s.parent.span_id == req.context.span_id for s in spans if s.name == "inner")
+    assert len([s for s in spans if s.name == "inner"]) == 4
+
+
+def test_function_returning_a_generator_is_a_stream(otel):
+    exporter, _ = otel
+
+    def gen():
+        yield from (1, 2, 3)
+
+    @ia.audited(stream=True)
+    def handler():
+        return gen()
+
+    assert list(handler()) == [1, 2, 3]
+    span = _one(exporter)
+    assert span.attributes[semconv.GEN_AI_REQUEST_STREAM] is True
+    assert span.attributes[semconv.REQUEST_STREAM_CHUNKS] == 3
+
+
+def test_broken_chunk_bookkeeping_never_reaches_consumer(otel):
+    exporter, _ = otel
+
+    class Weird(list):
+        def __len__(self):
+            raise RuntimeError("len exploded")
+
+    @ia.audited
+    def stream():
+        yield Weird([1, 2])
+        yield 3
+
+    assert len(list(stream())) == 2
+    assert len(exporter.get_finished_spans()) == 1
+    assert _guard.error_counts()  # counted, not raised
+
+
+class Streamer:
+    @ia.audited(model="s")
+    def stream(self, input_ids, max_new_tokens=2):
+        yield from range(max_new_tokens)
+
+    @ia.audited(model="s")
+    async def astream(self, input_ids, max_new_tokens=2):
+        for i in range(max_new_tokens):
+            yield i
+
+    @ia.audited(model="s")
+    @staticmethod
+    def sstream(input_ids, max_new_tokens=2):
+        yield from range(max_new_tokens)
+
+
+async def test_generator_methods_read_arguments_at_the_right_positions(otel):
+    exporter, _ = otel
+    s = Streamer()
+    assert list(s.stream([1, 2, 3], 4)) == [0, 1, 2, 3]
+    assert [c async for c in s.astream([1], 3)] == [0, 1, 2]
+    assert list(Streamer.sstream([1, 2], 1)) == [0]
+    got = [(sp.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS],
+            sp.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS],
+            sp.attributes[semconv.GEN_AI_REQUEST_MAX_TOKENS])
+           for sp in exporter.get_finished_spans()]
+    assert got == [(3, 4, 4), (1, 3, 3), (2, 1, 1)]

@@ -1,0 +1,163 @@
+"""batch(): batch spans linked to their member requests, unbatched and batched serving."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from opentelemetry.trace import StatusCode
+
+import inferaudit_sdk as ia
+from inferaudit_sdk import _active, _guard, semconv
+
+
+def _by_role(exporter):
+    out = {"request": [], "batch": []}
+    for s in exporter.get_finished_spans():
+        out[s.attributes[semconv.SPAN_ROLE]].append(s)
+    return out
+
+
+def test_unbatched_batch_is_child_and_single_member(otel):
+    exporter, _ = otel
+
+    @ia.audited(model="gpt2", provider="acme")
+    def handler():
+        with ia.batch() as b:
+            assert _active.current().role == semconv.ROLE_BATCH
+            assert ia.current_request() is not None
+            ia.record(input_tokens=5, padded_tokens=8)
+            b.record(output_tokens=3)
+        assert _active.current().role == semconv.ROLE_REQUEST
+        return None
+
+    handler()
+    spans = _by_role(exporter)
+    (req,), (bat,) = spans["request"], spans["batch"]
+    assert bat.name == "batch gpt2"
+    assert bat.parent.span_id == req.context.span_id
+    assert [link.context.span_id for link in bat.links] == [req.context.span_id]
+    a = bat.attributes
+    assert a[semconv.BATCH_SIZE] == 1
+    assert a[semconv.BATCH_INPUT_TOKENS] == 5
+    assert a[semconv.BATCH_PADDED_TOKENS] == 8
+    assert a[semconv.BATCH_OUTPUT_TOKENS] == 3
+    assert a[semconv.BATCH_PADDING_RATIO] == pytest.approx(1 - 5 / 8)
+    assert a[semconv.GEN_AI_REQUEST_MODEL] == "gpt2"
+    assert a[semconv.GEN_AI_PROVIDER_NAME] == "acme"
+    # Batch tokens do not leak into the request's usage.
+    assert semconv.GEN_AI_USAGE_INPUT_TOKENS not in req.attributes
+
+
+async def test_batcher_task_links_many_requests(otel):
+    exporter, _ = otel
+    queue: asyncio.Queue = asyncio.Queue()
+
+    @ia.audited(model="m")
+    async def handle(i):
+        fut = asyncio.get_running_loop().create_future()
+        await queue.put((ia.current_request(), i, fut))
+        return await fut
+
+    async def batcher():
+        items = [await queue.get() for _ in range(3)]
+        with ia.batch([h for h, _, _ in items], model="m") as b:
+            b.record(input_tokens=30, output_tokens=12)
+            for h, i, fut in items:
+                h.record(output_tokens=4, batch_size=3)
+                fut.set_result(i * 10)
+        return b.span_context
+
+    batch_task = asyncio.create_task(batcher())
+    results = await asyncio.gather(*(handle(i) for i in range(3)))
+    batch_ctx = await batch_task
+    assert results == [0, 10, 20]
+    spans = _by_role(exporter)
+    (bat,) = spans["batch"]
+    reqs = spans["request"]
+    assert bat.context.span_id == batch_ctx.span_id
+    assert bat.parent is None  # standalone in the batcher task
+    assert {link.context.span_id for link in bat.links} == {r.context.span_id for r in reqs}
+    assert bat.attributes[semconv.BATCH_SIZE] == 3
+    assert bat.attributes[semconv.BATCH_INPUT_TOKENS] == 30
+    for r in reqs:
+        assert r.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 4
+        assert r.attributes[semconv.BATCH_SIZE] == 3
+        assert len({r.context.trace_id}) == 1
+
+
+def test_span_contexts_accepted_and_explicit_batch_size(otel, otel_provider):
+    exporter, _ = otel
+    tracer = otel_provider.get_tracer("t")
+    with tracer.start_as_current_span("r1") as r1:
+        pass
+    with ia.batch([r1.get_span_context(), None], batch_size=8, model="x"):
+        pass
+    bat = next(s for s in exporter.get_finished_spans() if s.name == "batch x")
+    assert bat.attributes[semconv.BATCH_SIZE] == 8
+    assert [link.context.span_id for link in bat.links] == [r1.get_span_context().span_id]
+
+
+def test_bad_member_reported_and_skipped(otel):
+    exporter, _ = otel
+    with ia.batch(["not a handle"], model="x"):
+        pass
+    (bat,) = exporter.get_finished_spans()
+    assert bat.links == ()
+    assert bat.attributes[semconv.BATCH_SIZE] == 0
+    assert _guard.error_counts().get("batch.members") == 1
+
+
+def test_exception_recorded_and_reraised(otel):
+    exporter, _ = otel
+    err = MemoryError("OOM")
+    with pytest.raises(MemoryError) as info, ia.batch(model="x"):
+        raise err
+    assert info.value is err
+    (bat,) = exporter.get_finished_spans()
+    assert bat.status.status_code == StatusCode.ERROR
+    assert bat.attributes[semconv.ERROR_TYPE] == "MemoryError"
+    assert _active.current() is None
+
+
+def test_accumulated_attributes_flushed_and_record_beats_add(otel):
+    exporter, _ = otel
+    with ia.batch(model="x"):
+        active = _active.current()
+        active.add(semconv.DEVICE_TIME_NS, 1000)
+        active.add(semconv.DEVICE_TIME_NS, 500)
+        active.add(semconv.BATCH_PADDED_TOKENS, 99)
+        active.defer(lambda: {semconv.COPY_H2D_BYTES: 4096})
+        ia.record(padded_tokens=64, input_tokens=48)
+    (bat,) = exporter.get_finished_spans()
+    assert bat.attributes[semconv.DEVICE_TIME_NS] == 1500
+    assert bat.attributes[semconv.COPY_H2D_BYTES] == 4096
+    assert bat.attributes[semconv.BATCH_PADDED_TOKENS] == 64
+    assert bat.attributes[semconv.BATCH_PADDING_RATIO] == pytest.approx(0.25)
+
+
+async def test_async_with(otel):
+    exporter, _ = otel
+    async with ia.batch(model="x") as b:
+        b.record(output_tokens=2)
+    (bat,) = exporter.get_finished_spans()
+    assert bat.attributes[semconv.BATCH_OUTPUT_TOKENS] == 2
+
+
+def test_nested_batch_inside_stream(otel):
+    exporter, _ = otel
+
+    @ia.audited(model="m")
+    def stream():
+        for _ in range(2):
+            with ia.batch():
+                ia.record(output_tokens=1)
+            yield 1
+
+    list(stream())
+    spans = _by_role(exporter)
+    (req,) = spans["request"]
+    assert len(spans["batch"]) == 2
+    for bat in spans["batch"]:
+        assert bat.parent.span_id == req.context.span_id
+        assert bat.links[0].context.span_id == req.context.span_id
