@@ -22,7 +22,11 @@ Cases:
   histogram records (duration + token usage), to show what metrics add;
 * ``bare_stream`` / ``audited_stream``: a generator of 8 token ids consumed fully, bare span
   around the same chunk loop vs ``@audited`` (TTFT, TPOT and per-chunk context switching);
-* ``audited_sampled_out``: ``@audited`` under an ALWAYS_OFF sampler, vs ``bare_fn``.
+* ``audited_sampled_out``: ``@audited`` under an ALWAYS_OFF sampler, vs ``bare_fn``;
+* ``bare_span_prompt`` / ``audited_prompt``: the call also gets 128 prompt token ids
+  (``prompt_token_ids=``): ``@audited`` counts them and computes both fingerprints, the bare
+  span carries the same four fingerprint attributes as precomputed constants. This shows
+  what fingerprinting costs; it is not part of the 1.25x target.
 
 Spans go to a ``SimpleSpanProcessor`` whose exporter drops them, so export cost is excluded.
 Targets: recorded ``audited`` p50 <= 1.25 x ``bare_span`` p50; sampled-out overhead <= 2 µs.
@@ -41,6 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from opentelemetry import version as otel_version
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
@@ -50,7 +55,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 import inferaudit_sdk as ia
-from inferaudit_sdk import _tracing, semconv
+from inferaudit_sdk import _fingerprint, _tracing, semconv
 
 RATIO_TARGET = 1.25
 SAMPLED_OUT_TARGET_NS = 2_000
@@ -74,6 +79,13 @@ def _work(x: int) -> list[int]:
 
 def _gen(x: int) -> Any:
     yield from OUTPUT
+
+
+PROMPT = list(range(1000, 1128))
+
+
+def _work_prompt(prompt_token_ids: list[int]) -> list[int]:
+    return OUTPUT
 
 
 START_ATTRS = {
@@ -103,6 +115,8 @@ def build_cases(recorded: TracerProvider, dropped: TracerProvider, meters: Meter
     out_attrs = dict(metric_attrs, **{semconv.GEN_AI_TOKEN_TYPE: semconv.TOKEN_TYPE_OUTPUT})
 
     audited = ia.audited(model="bench-model", provider="bench")(_work)
+    audited_prompt = ia.audited(model="bench-model", provider="bench")(_work_prompt)
+    fp_attrs = _fingerprint.attributes_for_ids(np.asarray(PROMPT))
     audited_stream = ia.audited(model="bench-model", provider="bench")(_gen)
 
     def bare_fn() -> Any:
@@ -143,6 +157,18 @@ def build_cases(recorded: TracerProvider, dropped: TracerProvider, meters: Meter
     def audited_call() -> Any:
         return audited(1)
 
+    def bare_span_prompt() -> Any:
+        with tracer.start_as_current_span(NAME, attributes=START_ATTRS) as span:
+            r = _work_prompt(PROMPT)
+            end = {semconv.GEN_AI_USAGE_INPUT_TOKENS: len(PROMPT),
+                   semconv.GEN_AI_USAGE_OUTPUT_TOKENS: len(r)}
+            end.update(fp_attrs)
+            span.set_attributes(end)
+        return r
+
+    def audited_prompt_call() -> Any:
+        return audited_prompt(PROMPT)
+
     def audited_stream_call() -> Any:
         for _ in audited_stream(1):
             pass
@@ -157,6 +183,8 @@ def build_cases(recorded: TracerProvider, dropped: TracerProvider, meters: Meter
         "bare_stream": (bare_stream, recorded, None),
         "audited_stream": (audited_stream_call, recorded, no_meter),
         "audited_sampled_out": (audited_call, dropped, no_meter),
+        "bare_span_prompt": (bare_span_prompt, recorded, None),
+        "audited_prompt": (audited_prompt_call, recorded, no_meter),
     }
 
 
@@ -221,6 +249,7 @@ def run(rounds: int, calls: int) -> dict[str, Any]:
             / v["bare_span_metrics"],
             "audited_metrics_vs_bare_span": v["audited_metrics"] / v["bare_span"],
             "audited_stream_vs_bare_stream": v["audited_stream"] / v["bare_stream"],
+            "audited_prompt_vs_bare_span_prompt": v["audited_prompt"] / v["bare_span_prompt"],
             "sampled_out_overhead_ns": v["audited_sampled_out"] - v["bare_fn"],
             "audited_overhead_over_bare_span_ns": v["audited"] - v["bare_span"],
         }
@@ -262,6 +291,7 @@ def _print(res: dict[str, Any]) -> None:
         ("audited_metrics / bare_span_metrics", "audited_metrics_vs_bare_span_metrics"),
         ("audited_metrics / bare_span", "audited_metrics_vs_bare_span"),
         ("audited_stream / bare_stream", "audited_stream_vs_bare_stream"),
+        ("audited_prompt / bare_span_prompt", "audited_prompt_vs_bare_span_prompt"),
     ]
     for label, key in rows:
         print(f"{label:<40}{c[key]:>11.3f}x{w[key]:>11.3f}x")

@@ -1,24 +1,29 @@
-"""The end-to-end job: serve a replayed production workload, write traces, analyse them.
+"""The end-to-end job: serve a replayed production workload, audit it, apply the top fix, compare.
 
-    python -m examples.main_job [--requests N] [--out DIR] [--mode sequential|batched|both]
+    python -m examples.main_job [--requests N] [--out DIR] [--mode audit|sequential|batched|both]
 
-Steps: load the workload (the real Splitwise trace if present, else the generator fitted to
-it; the summary says which), build the tiny GPT-2, probe its sequential service time and scale
-the workload into a :class:`~examples.loadgen.ReplayPlan` (saved as ``<out>/plan.json``), then
-for each mode run :func:`run_scenario`: configure the SDK with the file exporter, start the
-server, replay, flush. Each scenario writes ``<out>/<mode>/traces/*.jsonl`` (OTLP JSON lines),
-``<out>/<mode>/run-manifest.json`` (scale factors, model, settings) and
-``<out>/<mode>/scenario.json`` (client-side results). Finally, if the analyzer is installed,
-``inferaudit_analyzer.cli.analyze_main`` runs on each trace dir.
+Default (``--mode audit``), the README's first command:
 
-With ``--mode both`` each scenario by default runs in its own child process
-(``--isolation process``), like two separate deployments: each gets its own tracer and meter
-providers, resource and trace dir. ``--isolation inline`` runs them one after the other in this
-process (faster: torch is imported once); the SDK then reuses the tracer provider it built
-first, with a new file sink per scenario, but OpenTelemetry lets the *meter* provider be set
-only once per process, so the second scenario's ``gen_ai.server.*`` histograms are lost (its
-spans, which the analyzer reads, are complete). Both scenarios replay the SAME plan, so their
-numbers compare like for like.
+1. load the workload (the real Splitwise trace if present, else the generator fitted to it),
+   build the tiny GPT-2, probe its sequential service time and scale the workload into a
+   :class:`~examples.loadgen.ReplayPlan` (``<out>/plan.json``);
+2. serve it one request at a time (``<out>/sequential/``, in a child process with its own
+   tracer provider; traces are OTLP JSON lines);
+3. sweep the model over batch sizes x lengths (``<out>/calibration.json``): the sequential spans
+   hold batch size 1 only, so the curve's batch dimension comes from this sweep, anchored to the
+   spans (the report's assumptions say so);
+4. ``inferaudit report`` on the sequential traces: ``<out>/report.html``, ``report.md``,
+   ``report.json`` with the ranked roadmap and projections;
+5. apply the top roadmap item the example can apply for real (batching: the server's batched
+   mode, at the projected max batch) on the SAME plan (``<out>/batched/``), analyse it, and print
+   projected vs measured cost per request and p95 side by side, against the 15% target
+   (``<out>/comparison.json``).
+
+``--mode sequential|batched`` runs one scenario inline (what the child processes do);
+``--mode both`` runs both scenarios and analyses each, without the report. With ``--isolation
+inline`` both run in this process (torch imported once); OpenTelemetry lets the meter provider
+be set only once per process, so the second scenario's ``gen_ai.server.*`` histograms are then
+lost (its spans, which the analyzer reads, are complete).
 """
 
 from __future__ import annotations
@@ -252,8 +257,171 @@ def _summary_lines(plan: ReplayPlan, results: list[ScenarioResult]) -> list[str]
             f"{r.p95_s * 1e3:>9.1f}{np.mean(bs):>9.2f}{max(bs):>8}"
             f"{sum(r.spans_by_role.values()):>8}{r.wall_s:>8.1f}"
         )
+    for r in results:
+        if r.ttfts_s:
+            p50, p95 = np.percentile(r.ttfts_s, [50, 95])
+            lines.append(f"{r.mode}: time to first token p50 {p50 * 1e3:.1f} ms, p95 "
+                         f"{p95 * 1e3:.1f} ms (client side)")
     lines += [f"traces ({r.mode}): {r.trace_dir}" for r in results]
     return lines
+
+
+# --- the audit: sequential run -> report with roadmap -> apply the top item -> compare ---------
+
+CALIBRATION_BATCHES = (1, 2, 4, 8)
+CALIBRATION_IN_TOKENS = (16, 128)
+CALIBRATION_OUT_TOKENS = (8, 40)
+TARGET_DIFF_RATIO = 0.15  # the issue's "measured within 15% of projected"
+
+
+def calibrate(model: TinyGPT2, out_path: Path, torch_threads: int, say) -> Path:
+    """Sweep the example model over batch sizes x lengths (the sequential spans only hold batch
+    size 1, so the curve's batch dimension comes from here); writes the calibration JSON."""
+    from inferaudit_analyzer.roi.calibrate import sweep
+
+    t0 = time.perf_counter()
+    doc = sweep("examples.tiny_gpt2:TinyGPT2", batches=CALIBRATION_BATCHES,
+                in_tokens=CALIBRATION_IN_TOKENS, out_tokens=CALIBRATION_OUT_TOKENS, repeats=2,
+                torch_threads=torch_threads, model=model)
+    doc["model"] = "examples.tiny_gpt2:TinyGPT2"
+    out_path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    say(f"calibration: {len(doc['points'])} points in {time.perf_counter() - t0:.1f} s -> "
+        f"{out_path}")
+    return out_path
+
+
+def write_report(trace_dir: str | Path, out: Path, calibration: Path, args: argparse.Namespace
+                 ) -> dict:
+    """``inferaudit report`` on the sequential traces: HTML, Markdown and JSON into ``out``."""
+    from inferaudit_analyzer.cli_report import build_report, build_report_parser, write_outputs
+
+    argv = [str(trace_dir), "--json", str(out / "report.json"), "--calibration",
+            str(calibration), "--max-batch", str(args.max_batch), "--policy", "dynamic",
+            "--max-wait-ms", str(args.batch_timeout_ms), "--bootstrap", str(args.bootstrap)]
+    ns = build_report_parser().parse_args(argv)
+    report = build_report(ns)
+    write_outputs(report, html=str(out / "report.html"), md=str(out / "report.md"),
+                  json_path=str(out / "report.json"))
+    return report
+
+
+def top_applicable(report: dict) -> dict | None:
+    """The best-ranked roadmap item the example server can apply for real (batching)."""
+    for item in report.get("roadmap") or []:
+        if item.get("applicable_in_example"):
+            return item
+    return None
+
+
+def measured_numbers(trace_dir: str | Path) -> dict:
+    """The analyzer's own numbers for a run (same definitions as the projection's baseline)."""
+    from inferaudit_analyzer.analyze import analyze as analyze_traces
+
+    rep = analyze_traces([str(trace_dir)])
+    ov = rep["baseline"]["overall"]
+    (Path(trace_dir).parent / "analysis.json").write_text(json.dumps(rep, indent=1),
+                                                           encoding="utf-8")
+    return {"cost_per_request_usd": ov.get("cost_per_request_usd"),
+            "busy_cost_per_request_usd": ov.get("busy_cost_per_request_usd"),
+            "p95_ms": (ov.get("latency_ms") or {}).get("p95"),
+            "p50_ms": (ov.get("latency_ms") or {}).get("p50"),
+            "batch_size_mean": (ov.get("batch_size") or {}).get("mean"),
+            "device_utilization": ov.get("device_utilization")}
+
+
+def compare(item: dict, measured: dict, baseline: dict) -> dict:
+    """Projected vs measured, with the relative difference against the 15% target."""
+    p = item["projected"]
+    iv = item.get("interval") or {}
+    rows = []
+    for label, proj, meas, base, ivk in (
+        ("cost per request (bill, USD)", p.get("cost_per_request_usd"),
+         measured["cost_per_request_usd"], baseline["cost_per_request_usd"],
+         "cost_per_request_usd"),
+        ("cost per request (busy floor, USD)", p.get("busy_cost_per_request_usd"),
+         measured["busy_cost_per_request_usd"], baseline["busy_cost_per_request_usd"],
+         "busy_cost_per_request_usd"),
+        ("p95 latency (ms)", (p.get("latency_ms") or {}).get("p95"), measured["p95_ms"],
+         baseline["p95_ms"], "latency_ms_p95"),
+    ):
+        diff = None if not proj or meas is None else (meas - proj) / proj
+        rows.append({"metric": label, "baseline_measured": base, "projected": proj,
+                     "interval": iv.get(ivk), "measured": meas, "diff_ratio": diff,
+                     "within_target": diff is not None and abs(diff) <= TARGET_DIFF_RATIO})
+    return {"intervention": item["intervention"], "params": item.get("params"),
+            "target_diff_ratio": TARGET_DIFF_RATIO, "rows": rows}
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.4g}"
+
+
+def comparison_lines(cmp: dict) -> list[str]:
+    lines = [f"projected vs measured after applying {cmp['intervention']} {cmp['params']}:",
+             f"{'metric':<36}{'baseline':>12}{'projected':>12}{'90% interval':>24}"
+             f"{'measured':>12}{'diff':>9}  within 15%"]
+    for r in cmp["rows"]:
+        iv = r["interval"] or {}
+        ivs = (f"{_fmt(iv.get('low'))}-{_fmt(iv.get('high'))}" if iv.get("low") is not None
+               else "n/a")
+        diff = "n/a" if r["diff_ratio"] is None else f"{r['diff_ratio']:+.1%}"
+        lines.append(f"{r['metric']:<36}{_fmt(r['baseline_measured']):>12}"
+                     f"{_fmt(r['projected']):>12}{ivs:>24}{_fmt(r['measured']):>12}{diff:>9}  "
+                     f"{'yes' if r['within_target'] else 'NO'}")
+    return lines
+
+
+def run_audit(args: argparse.Namespace, model: TinyGPT2, plan: ReplayPlan, plan_path: Path,
+              server_args: list[str], say) -> int:
+    """The README's first command: see the module docstring."""
+    out: Path = args.out
+    say(f"[1/5] sequential serving ({len(plan.requests)} requests)...")
+    seq = run_scenario_subprocess("sequential", plan_path, out_dir=out / "sequential",
+                                  extra_args=server_args)
+    for line in _summary_lines(plan, [seq]):
+        say(line)
+    say("[2/5] calibration sweep of the example model...")
+    cal = calibrate(model, out / "calibration.json", args.torch_threads, say)
+    say("[3/5] audit + roadmap report...")
+    t0 = time.perf_counter()
+    report = write_report(seq.trace_dir, out, cal, args)
+    say(f"report: {out / 'report.html'}, {out / 'report.md'}, {out / 'report.json'} "
+        f"({time.perf_counter() - t0:.1f} s)")
+    for r in report.get("roadmap") or []:
+        p = r["projected"]
+        say(f"  #{r['rank']} {r['intervention']:<20} risk {r['risk']['score']}  p95 "
+            f"{_fmt((p.get('latency_ms') or {}).get('p95'))} ms  cost/req "
+            f"{_fmt(p.get('cost_per_request_usd'))} ({p.get('saving_kind')})")
+    item = top_applicable(report)
+    if item is None:
+        say("no roadmap item the example can apply (batching needs an unbatched_serving or idle "
+            "finding); stopping after the report")
+        return 0 if seq.n_errors == 0 else 1
+    mb = int(item["params"]["max_batch"])
+    wait_ms = float(item["params"].get("max_wait_ms") or 0.0)
+    say(f"[4/5] applying {item['intervention']} for real: batched mode, max batch {mb}...")
+    batched_args = ["--max-batch", str(mb), "--batch-timeout-ms", str(wait_ms),
+                    "--torch-threads", str(args.torch_threads)]
+    bat = run_scenario_subprocess("batched", plan_path, out_dir=out / "batched",
+                                  extra_args=batched_args)
+    for line in _summary_lines(plan, [bat])[2:]:
+        say(line)
+    say("[5/5] measuring the batched run with the analyzer...")
+    measured = measured_numbers(bat.trace_dir)
+    ov = report["baseline"]["overall"]
+    baseline = {"cost_per_request_usd": ov.get("cost_per_request_usd"),
+                "busy_cost_per_request_usd": ov.get("busy_cost_per_request_usd"),
+                "p95_ms": (ov.get("latency_ms") or {}).get("p95")}
+    cmp = compare(item, measured, baseline)
+    cmp["measured_batched"] = measured
+    cmp["calibration"] = str(cal)
+    (out / "comparison.json").write_text(json.dumps(cmp, indent=1), encoding="utf-8")
+    for line in comparison_lines(cmp):
+        say(line)
+    say(f"comparison: {out / 'comparison.json'}")
+    return 0 if seq.n_errors == 0 and bat.n_errors == 0 else 1
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -261,11 +429,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m examples.main_job", description=(__doc__ or "").split("\n")[0]
     )
     p.add_argument("--requests", type=int, default=None,
-                   help="requests to replay (default: what fits --budget-s)")
+                   help="requests to replay (default: what fits --budget-s of offered load)")
     p.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
-                   help="seconds of replay per scenario when --requests is not given")
+                   help="seconds of offered load per scenario when --requests is not given")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
-    p.add_argument("--mode", choices=(*MODES, "both"), default="both")
+    p.add_argument("--mode", choices=("audit", *MODES, "both"), default="audit",
+                   help="audit (default): sequential -> report -> apply top item -> compare")
     p.add_argument("--target-util", type=float, default=0.7,
                    help="offered load as a fraction of measured sequential capacity")
     p.add_argument("--max-batch", type=int, default=8)
@@ -273,46 +442,55 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--prompt-cap", type=int, default=LengthScale.prompt_cap)
     p.add_argument("--output-cap", type=int, default=LengthScale.output_cap)
-    p.add_argument("--stream", action="store_true", help="stream tokens (TTFT/TPOT on spans)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fitted generator")
     p.add_argument("--fitted", action="store_true", help="use the fitted generator, not the trace")
     p.add_argument("--plan", type=Path, help="replay this saved plan instead of building one")
+    p.add_argument("--stream", action="store_true", help="clients stream tokens (TTFT measured)")
     p.add_argument("--isolation", choices=("process", "inline"), default="process",
                    help="with --mode both: one child process per scenario, or both in this one")
+    p.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates (audit)")
     p.add_argument("--no-analyze", action="store_true")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
 
 
+def _build_plan(args: argparse.Namespace, model: TinyGPT2, say) -> tuple[ReplayPlan, Path]:
+    if args.plan is not None:
+        return ReplayPlan.load(args.plan), args.plan
+    lengths = LengthScale(prompt_cap=args.prompt_cap, output_cap=args.output_cap)
+    pilot = load_workload(args.requests or AUTO_REQUESTS_MAX, seed=args.seed,
+                          use_trace=not args.fitted)
+    # Probe twice and keep the faster: on a shared machine one probe can catch a neighbour's
+    # burst and overstate the service time, which would under-load the replay.
+    probe_s = min(probe_workload(pilot, model, lengths) for _ in range(2))
+    n = args.requests or auto_requests(probe_s, args.target_util, args.budget_s)
+    workload = load_workload(n, seed=args.seed, use_trace=not args.fitted)
+    say(f"workload: {workload.source}")
+    plan = build_plan(workload, model, lengths=lengths, target_utilisation=args.target_util,
+                      probe_service_s=probe_s)
+    return plan, plan.save(args.out / "plan.json")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    os.environ.setdefault("OTEL_SERVICE_NAME", SERVICE_NAME)  # children inherit it
+    os.environ.setdefault("OTEL_SERVICE_NAME", SERVICE_NAME)
+    # The probe must run with the server's thread count, or it mis-sizes the offered load.
+    torch.set_num_threads(args.torch_threads)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    say = (lambda *_: None) if args.quiet else print
-    # Same thread count for the probe as for serving, or the probe mis-measures capacity.
-    torch.set_num_threads(args.torch_threads)
+    say = (lambda *_: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    t_start = time.perf_counter()
     model = TinyGPT2(TinyGPT2Spec())
-    if args.plan is not None:
-        plan = ReplayPlan.load(args.plan)
-        plan_path = args.plan
-    else:
-        workload = load_workload(
-            args.requests or AUTO_REQUESTS_MAX, seed=args.seed, use_trace=not args.fitted
-        )
-        say(f"workload: {workload.source}")
-        lengths = LengthScale(prompt_cap=args.prompt_cap, output_cap=args.output_cap)
-        probe_s = probe_workload(workload, model, lengths)
-        n = args.requests or auto_requests(probe_s, args.target_util, args.budget_s)
-        plan = build_plan(
-            workload.head(n), None, lengths=lengths, target_utilisation=args.target_util,
-            probe_service_s=probe_s,
-        )
-        plan_path = plan.save(out / "plan.json")
-    modes = list(MODES) if args.mode == "both" else [args.mode]
+    plan, plan_path = _build_plan(args, model, say)
     server_args = ["--max-batch", str(args.max_batch), "--batch-timeout-ms",
-                   str(args.batch_timeout_ms), "--torch-threads", str(args.torch_threads),
-                   *(["--stream"] if args.stream else [])]
+                   str(args.batch_timeout_ms), "--torch-threads", str(args.torch_threads)]
+    if args.stream:
+        server_args.append("--stream")
+    if args.mode == "audit":
+        code = run_audit(args, model, plan, Path(plan_path), server_args, say)
+        say(f"main job done in {time.perf_counter() - t_start:.0f} s")
+        return code
+    modes = list(MODES) if args.mode == "both" else [args.mode]
     results: list[ScenarioResult] = []
     for mode in modes:
         say(f"running {mode} ({len(plan.requests)} requests)...")

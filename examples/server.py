@@ -269,11 +269,11 @@ class InferenceServer:
             operation=semconv.OPERATION_TEXT_COMPLETION,
             batch_size=len(jobs),
         ) as b:
-            streams = [j for j in jobs if j.stream is not None]
+            streaming = any(j.stream is not None for j in jobs)
             outputs = self.model.generate(
                 prompts,
                 [j.max_new_tokens for j in jobs],
-                on_step=self._stream_step(jobs) if streams else None,
+                on_step=self._stream_step(jobs) if streaming else None,
             )
             b.record(
                 input_tokens=sum(len(p) for p in prompts),

@@ -319,6 +319,39 @@ def main(argv: list[str] | None = None) -> int:
         failures += 1
         check("nvml", False, error=traceback.format_exc(limit=3).replace("\n", " | "))
 
+    # What each NVML call costs here (informational: explains the sampler's cost) ----------
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        calls = {
+            "utilization": lambda: pynvml.nvmlDeviceGetUtilizationRates(h),
+            "memory": lambda: pynvml.nvmlDeviceGetMemoryInfo(h),
+            "sm_clock": lambda: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
+            "power": lambda: pynvml.nvmlDeviceGetPowerUsage(h),
+            "energy": lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(h),
+            "pcie_tx": lambda: pynvml.nvmlDeviceGetPcieThroughput(
+                h, pynvml.NVML_PCIE_UTIL_TX_BYTES),
+        }
+        costs = {}
+        for name, fn in calls.items():
+            w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+            for _ in range(5):
+                try:
+                    fn()
+                except pynvml.NVMLError as exc:
+                    costs[name] = f"unsupported ({type(exc).__name__})"
+                    break
+            else:
+                costs[name] = {"wall_us": (time.perf_counter_ns() - w0) // 5000,
+                               "cpu_us": (time.thread_time_ns() - c0) // 5000}
+        pynvml.nvmlShutdown()
+        RESULTS["nvml_call_costs"] = costs
+        say(f"INFO nvml call costs (per call): {costs}")
+    except Exception as exc:
+        say(f"INFO nvml call costs unavailable: {type(exc).__name__}: {exc}")
+
     nvml.stop_sampler()
     RESULTS["failures"] = failures
     say(f"gpu_check: {'PASS' if failures == 0 else f'FAIL ({failures})'}")

@@ -12,8 +12,10 @@ import sys
 # command -> (module, function, one-line help). Each function takes argv (list[str]) -> int.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "analyze": ("inferaudit_analyzer.cli", "analyze_main", "audit exported traces"),
-    "report": ("inferaudit_analyzer.cli", "report_main", "write the HTML/Markdown audit report"),
-    "calibrate": ("inferaudit_analyzer.cli", "calibrate_main", "sweep a model over batch sizes"),
+    "report": ("inferaudit_analyzer.cli_report", "report_main",
+               "write the HTML/Markdown audit report"),
+    "calibrate": ("inferaudit_analyzer.cli_report", "calibrate_main",
+                  "sweep a model over batch sizes"),
     "collect": ("inferaudit_collector.cli", "main", "run the embedded OTLP receiver"),
 }
 

@@ -143,13 +143,8 @@ def _generator_wrapper(spec: Spec, is_async: bool) -> Callable[..., Any]:
     cls = AuditedAsyncGenerator if is_async else AuditedGenerator
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        try:
-            drop = _would_drop()
-        except Exception as fault:
-            swallow("audited.sampling", fault)
-            drop = False
-        if drop:
-            return wrapped(*args, **kwargs)
+        # The sampling fast path ran already: wrapt asked _enabled() and, when it said no,
+        # called the generator function directly without coming here.
         try:
             state = start(spec, instance, args, kwargs)
         except Exception as fault:
@@ -163,6 +158,16 @@ def _generator_wrapper(spec: Spec, is_async: bool) -> Callable[..., Any]:
         return cls(gen, state, _set_span(state.span))
 
     return wrapper
+
+
+def _enabled() -> bool:
+    """wrapt's per-call switch for generator functions: False (call the function directly,
+    no proxy work at all) when the span would be dropped."""
+    try:
+        return not _would_drop()
+    except Exception as fault:
+        swallow("audited.sampling", fault)
+        return True
 
 
 def _positions(func: Any) -> tuple[dict[str, int], bool]:
@@ -211,7 +216,8 @@ def _decorate(func: Any, options: dict[str, Any]) -> Any:
         var_kw=search_kwargs,
     )
     if is_agen or is_gen:
-        return wrapt.FunctionWrapper(func, _generator_wrapper(spec, is_async=is_agen))
+        return wrapt.FunctionWrapper(func, _generator_wrapper(spec, is_async=is_agen),
+                                     enabled=_enabled)
     core = _coroutine_core(spec) if is_coro else _sync_core(spec)
     if isinstance(func, (classmethod, staticmethod)):
         # Descriptor objects need wrapt's binding; it passes self/cls as ``instance``.

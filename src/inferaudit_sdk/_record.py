@@ -92,8 +92,6 @@ def _set_request(active: ActiveSpan, fields: Mapping[str, Any]) -> None:
                 s(semconv.BATCH_SIZE, _count(field, value))
             elif field == "padded_tokens":
                 s(semconv.BATCH_PADDED_TOKENS, _count(field, value))
-            elif field == "cache_hit":
-                s(semconv.CACHE_HIT, bool(value))
             elif field == "cache_read_tokens":
                 s(semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, _count(field, value))
             elif field == "queue_time_s":
@@ -128,7 +126,9 @@ def _set_common(active: ActiveSpan, field: str, value: Any) -> None:
             raise RecordError("record(finish_reasons=...) must be a str or a list of str")
         s(semconv.GEN_AI_RESPONSE_FINISH_REASONS, reasons)
     elif field == "cache_hit":
-        s(semconv.CACHE_HIT, bool(value))
+        if not isinstance(value, bool):
+            raise RecordError(f"record(cache_hit=...) must be a bool, got {type(value).__name__}")
+        s(semconv.CACHE_HIT, value)
     else:
         s(field, value)  # an extra attribute, under the caller's own name
 

@@ -238,8 +238,10 @@ def _infer(state: RequestSpan, result: Any, has_result: bool) -> tuple[int | Non
         elif isinstance(prompt_text, str):
             inferred.update(_fingerprint.attributes_for_text(prompt_text))
     cfg = _settings.get_config()
-    if cfg.capture_content and semconv.GEN_AI_INPUT_MESSAGES not in attrs:
-        prompt = found.get("messages") or found.get("prompt")
+    if cfg.capture_content:
+        prompt = None
+        if semconv.GEN_AI_INPUT_MESSAGES not in attrs:
+            prompt = found.get("messages") or found.get("prompt")
         completion = None
         if semconv.GEN_AI_OUTPUT_MESSAGES not in attrs:
             if state.completion_parts is not None:
@@ -285,7 +287,8 @@ def finish(state: RequestSpan, result: Any = None, exc: BaseException | None = N
             attrs[semconv.REQUEST_TIME_TO_FIRST_TOKEN_NS] = ttft_ns
             attrs[semconv.REQUEST_STREAM_CHUNKS] = state.chunks
             ttft_s = ttft_ns / 1e9
-            per_seq = out // state.seq_rows if out is not None else None
+            # Needs >= 2 chunks: tokens that all arrived in one chunk have no spacing to time.
+            per_seq = out // state.seq_rows if out is not None and state.chunks > 1 else None
             if per_seq is not None and per_seq > 1 and state.last_ns is not None:
                 tpot_ns = (state.last_ns - state.first_ns) // (per_seq - 1)
                 attrs[semconv.REQUEST_TIME_PER_OUTPUT_TOKEN_NS] = tpot_ns

@@ -278,9 +278,13 @@ def _from_return(result: Any, call: CallTokens | None, prompt: np.ndarray | None
             return
     pad = call.pad_id if call is not None else None
     eos = call.eos_ids if call is not None else None
-    if prompt is None and pad is None and not eos:
-        usage.output_tokens = _tokens.count(target)  # shape only: no device sync
-        return
+    if pad is None and not eos:
+        # Without pad/EOS ids only the prompt prefix could be subtracted, and only from rows at
+        # least as wide as the prompt: anything else is counted by shape (no device sync).
+        width = _width(target)
+        if prompt is None or (width is not None and width < prompt.shape[-1]):
+            usage.output_tokens = _tokens.count(target)
+            return
     arr = _tokens.to_array(target)
     if arr is None:
         return
@@ -289,6 +293,16 @@ def _from_return(result: Any, call: CallTokens | None, prompt: np.ndarray | None
         usage.output_tokens = int(arr.size)  # ragged rows: count as given
         return
     usage.output_tokens = generated_count(arr, prompt, pad, eos)
+
+
+def _width(target: Any) -> int | None:
+    """Row width of 1-D/2-D token ids without reading their values, or None if ragged."""
+    shape = getattr(target, "shape", None)
+    if shape is not None:
+        return int(shape[-1]) if len(shape) else 0
+    if isinstance(target, (list, tuple)) and (not target or type(target[0]) is int):
+        return len(target)
+    return None
 
 
 def _from_openai_keep_prompt(result: Any, usage: Usage) -> bool:

@@ -114,3 +114,19 @@ def test_nvml_utilisation_when_no_model_call_is_traced(scale):
     assert o["device_utilization"] == pytest.approx(0.4)
     assert o["device_utilization_source"] == "nvml"
     assert o["cost_per_request_usd"] is not None  # the request's resource is the paid device
+
+
+def test_processes_on_one_host_share_its_gpus_and_its_bill():
+    db = FixtureDb()
+    # two worker processes on one 2-GPU machine, one GPU each, each busy half the window
+    for rid, dev in ((1, 0), (2, 1)):
+        db.resource(rid, host_name="node-a", gpu_model="NVIDIA L4", gpu_count=2)
+        for i in range(10):
+            start = T0 + i * 100 * MS
+            r = db.request(start, start + 100 * MS, input_tokens=5, resource_id=rid)
+            db.batch(start, start + 50 * MS, [r], resource_id=rid, device_time_ns=50 * MS,
+                     attributes={"inferaudit.device.id": dev})
+    rep = _report(db)
+    assert rep["baseline"]["overall"]["device_utilization"] == pytest.approx(0.5)
+    assert rep["baseline"]["overall"]["device_utilization_detail"]["devices"] == 2
+    assert rep["price"]["usd_per_hour"] == pytest.approx(2 * 0.8048)  # not 4 GPUs' worth

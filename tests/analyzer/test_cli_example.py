@@ -33,7 +33,10 @@ def job(tmp_path_factory) -> tuple[Path, dict]:
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         pytest.fail(f"example job failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    scenario = json.loads((out / "scenario.json").read_text())
+    found = sorted(out.rglob("scenario.json"))
+    if not found:
+        pytest.fail(f"example job wrote no scenario.json under {out}:\n{proc.stdout}")
+    scenario = json.loads(found[0].read_text())
     return Path(scenario["trace_dir"]), scenario
 
 

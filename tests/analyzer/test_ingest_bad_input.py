@@ -71,8 +71,10 @@ def test_wrong_attribute_type_loses_only_that_value(tmp_path):
     with load_store([p], cache=False) as store:
         row = store.con.execute("SELECT input_tokens, output_tokens FROM spans").fetchone()
         errs = _errors(store)
+        (attrs,) = store.con.execute("SELECT attributes FROM spans").fetchone()
     assert row == (None, 4)
     assert len(errs) == 1 and "gen_ai.usage.input_tokens" in errs[0][3]
+    assert json.loads(attrs) == {"gen_ai.usage.input_tokens": "many"}  # kept, not lost
 
 
 def test_truncated_gzip_keeps_the_lines_before_the_tear(tmp_path):

@@ -264,3 +264,27 @@ def test_global_generate_patch_covers_uninstrumented_models(spans, config, tiny_
     from transformers.generation.utils import GenerationMixin
 
     assert not isinstance(vars(GenerationMixin)["generate"], wrapt.FunctionWrapper)
+
+
+def test_device_time_histogram_per_call(spans, config, mlp, metric_reader):
+    from inferaudit_sdk import _tracing
+
+    reader, provider = metric_reader
+    _tracing.use_meter_provider(provider)
+    instrument_model(mlp, model="mlp")
+    try:
+        with torch.no_grad():
+            for _ in range(3):
+                mlp(torch.randn(2, 16))
+    finally:
+        uninstrument_model(mlp)
+        _tracing.use_meter_provider(None)
+    points = [p for rm in reader.get_metrics_data().resource_metrics
+              for sm in rm.scope_metrics for m in sm.metrics
+              if m.name == semconv.METRIC_DEVICE_TIME for p in m.data.data_points]
+    (point,) = points
+    assert point.count == 3
+    assert point.attributes[semconv.DEVICE_TYPE] == "cpu"
+    assert point.attributes[semconv.GEN_AI_REQUEST_MODEL] == "mlp"
+    total_ns = sum(s.attributes[semconv.DEVICE_TIME_NS] for s in role(spans, semconv.ROLE_BATCH))
+    assert point.sum == pytest.approx(total_ns / 1e9)

@@ -161,14 +161,22 @@ def test_plan_from_the_workload_probes_the_model() -> None:
 
 @pytest.mark.slow
 def test_scenario_in_a_child_process(tmp_path: Path) -> None:
-    """The default isolation of ``--mode both``: ``python -m examples.main_job`` per scenario."""
+    """The default isolation of ``--mode both``: ``python -m examples.main_job`` per scenario
+    (here streaming, so the client also measures time to first token)."""
     plan = _burst_plan(6)
     plan_path = plan.save(tmp_path / "plan.json")
-    result = run_scenario_subprocess("batched", plan_path, out_dir=tmp_path / "batched")
+    result = run_scenario_subprocess(
+        "batched", plan_path, out_dir=tmp_path / "batched", extra_args=["--stream"]
+    )
     assert result.n_requests == 6 and result.n_errors == 0
     assert result.spans_by_role.get(semconv.ROLE_REQUEST) == 6
     assert sum(result.batch_sizes) == 6
     assert Path(result.trace_dir) == tmp_path / "batched" / "traces"
+    assert len(result.ttfts_s) == 6
+    assert all(0 < t <= lat for t, lat in zip(result.ttfts_s, result.latencies_s, strict=True))
+    spans = _read_spans(Path(result.trace_dir))
+    requests = [s for s in spans if _attr(s, semconv.SPAN_ROLE) == semconv.ROLE_REQUEST]
+    assert all(_attr(s, semconv.REQUEST_TIME_TO_FIRST_TOKEN_NS) > 0 for s in requests)
 
 
 def test_default_request_count_fits_the_time_budget() -> None:

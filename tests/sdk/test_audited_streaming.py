@@ -346,3 +346,17 @@ async def test_generator_methods_read_arguments_at_the_right_positions(otel):
             sp.attributes[semconv.GEN_AI_REQUEST_MAX_TOKENS])
            for sp in exporter.get_finished_spans()]
     assert got == [(3, 4, 4), (1, 3, 3), (2, 1, 1)]
+
+
+def test_single_chunk_stream_has_ttft_but_no_tpot(otel):
+    exporter, _ = otel
+
+    @ia.audited
+    def stream():
+        yield [1, 2, 3, 4]
+
+    list(stream())
+    a = _one(exporter).attributes
+    assert a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 4
+    assert semconv.REQUEST_TIME_TO_FIRST_TOKEN_NS in a
+    assert semconv.REQUEST_TIME_PER_OUTPUT_TOKEN_NS not in a

@@ -103,3 +103,20 @@ def test_truncation_marks_the_span(otel, audit_config):
 def test_env_values_follow_the_genai_switch(raw, expected):
     cfg = AuditConfig.from_env({semconv.ENV_CAPTURE_MESSAGE_CONTENT: raw})
     assert cfg.capture_content is expected
+
+
+def test_recorded_prompt_and_returned_completion_combine(otel, audit_config):
+    exporter, _ = otel
+    audit_config(capture_content=True)
+
+    @ia.audited
+    def handler(messages):
+        ia.record(prompt_text="explicit prompt")
+        return "the answer"
+
+    handler([{"role": "user", "content": "ignored: record() wins"}])
+    (span,) = exporter.get_finished_spans()
+    inp = json.loads(span.attributes[semconv.GEN_AI_INPUT_MESSAGES])
+    out = json.loads(span.attributes[semconv.GEN_AI_OUTPUT_MESSAGES])
+    assert inp[0]["parts"][0]["content"] == "explicit prompt"
+    assert out[0]["parts"][0]["content"] == "the answer"

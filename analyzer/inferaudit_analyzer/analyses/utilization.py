@@ -1,10 +1,11 @@
 """Device utilisation: the share of paid device time that did work.
 
-Per device (resource, device id) the busy time is the union of its model-call intervals (SQL:
-sort by start, running max of ends, a new island whenever a start passes the running max), capped
-by the measured device time when the SDK measured it. On a CPU device the device is the host's
+Resources with one ``host.name`` are one machine. Per device (machine, device id) the busy time
+is the union of its model-call intervals (SQL: sort by start, running max of ends, a new island
+whenever a start passes the running max), capped by the measured device time when the SDK
+measured it. On a CPU device the device is the host's
 cores: busy = process CPU time / cores. Utilisation = busy / (window x devices), the devices being
-``gpu_count`` of the resource (or the device ids seen, whichever is larger), or one CPU instance.
+``gpu_count`` of the machine (or the device ids seen, whichever is larger), or one CPU instance.
 NVML's ``hw.gpu.utilization`` (when sampled) is reported beside it, not mixed in.
 """
 
@@ -18,49 +19,66 @@ from inferaudit_analyzer.analyses._common import ratio, rounded
 from inferaudit_analyzer.findings import Finding
 from inferaudit_sdk import semconv
 
-UNION_BY_DEVICE_SQL = """
+# Processes on one machine (several resources with the same host.name) share its devices and
+# its bill: they are grouped by host, falling back to the resource when no host name is known.
+HOST_KEY_SQL = "COALESCE(r.host_name, 'resource:' || CAST(r.resource_id AS VARCHAR))"
+
+HOSTS_SQL = f"""
+SELECT {HOST_KEY_SQL} AS host_key, MIN(r.resource_id) AS resource_id,
+       MAX(r.gpu_count) AS gpu_count, MAX(r.cpu_cores) AS cpu_cores,
+       MAX(r.gpu_model) AS gpu_model, MAX(r.host_type) AS host_type
+FROM resources r GROUP BY host_key
+"""
+
+BATCHES_BY_HOST_SQL = f"""
+SELECT b.*, COALESCE({HOST_KEY_SQL}, 'resource:' || CAST(b.resource_id AS VARCHAR)) AS host_key
+FROM batches b LEFT JOIN resources r ON r.resource_id = b.resource_id
+"""
+
+UNION_BY_DEVICE_SQL = f"""
 WITH iv AS (
-    SELECT resource_id, device_id, start_ns AS s, end_ns AS e FROM batches
+    SELECT host_key, device_id, start_ns AS s, end_ns AS e FROM ({BATCHES_BY_HOST_SQL}) bh
      WHERE start_ns IS NOT NULL AND end_ns IS NOT NULL AND end_ns >= start_ns
 ),
 ordered AS (
-    SELECT *, MAX(e) OVER (PARTITION BY resource_id, device_id ORDER BY s, e
+    SELECT *, MAX(e) OVER (PARTITION BY host_key, device_id ORDER BY s, e
                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_e
     FROM iv
 ),
 islands AS (
     SELECT *, SUM(CASE WHEN prev_e IS NULL OR s > prev_e THEN 1 ELSE 0 END)
-                  OVER (PARTITION BY resource_id, device_id ORDER BY s, e
+                  OVER (PARTITION BY host_key, device_id ORDER BY s, e
                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS island
     FROM ordered
 ),
-spans AS (
-    SELECT resource_id, device_id, island, MIN(s) AS s, MAX(e) AS e
-    FROM islands GROUP BY resource_id, device_id, island
+merged AS (
+    SELECT host_key, device_id, island, MIN(s) AS s, MAX(e) AS e
+    FROM islands GROUP BY host_key, device_id, island
 )
-SELECT resource_id, device_id, SUM(e - s) AS busy_union_ns FROM spans
-GROUP BY resource_id, device_id
+SELECT host_key, device_id, SUM(e - s) AS busy_union_ns FROM merged
+GROUP BY host_key, device_id
 """
 
 PER_DEVICE_SQL = f"""
 WITH u AS ({UNION_BY_DEVICE_SQL}),
 b AS (
-    SELECT resource_id, device_id,
+    SELECT host_key, MIN(resource_id) AS resource_id, device_id,
            MAX(COALESCE(device_type, 'unknown')) AS device_type,
            COUNT(*) AS n_batches,
            SUM(device_ns) AS device_ns,
            SUM(cpu_time_ns) AS cpu_time_ns,
            BOOL_AND(device_time_measured) AS measured
-    FROM batches GROUP BY resource_id, device_id
-)
-SELECT b.resource_id, b.device_id, b.device_type, b.n_batches, b.device_ns, b.cpu_time_ns,
-       b.measured, COALESCE(u.busy_union_ns, 0) AS busy_union_ns,
-       r.gpu_count, r.cpu_cores, r.gpu_model, r.host_type
+    FROM ({BATCHES_BY_HOST_SQL}) bh GROUP BY host_key, device_id
+),
+h AS ({HOSTS_SQL})
+SELECT COALESCE(h.resource_id, b.resource_id), b.device_id, b.device_type, b.n_batches,
+       b.device_ns, b.cpu_time_ns, b.measured, COALESCE(u.busy_union_ns, 0) AS busy_union_ns,
+       h.gpu_count, h.cpu_cores, h.gpu_model, h.host_type
 FROM b
-LEFT JOIN u ON u.resource_id IS NOT DISTINCT FROM b.resource_id
+LEFT JOIN u ON u.host_key IS NOT DISTINCT FROM b.host_key
            AND u.device_id IS NOT DISTINCT FROM b.device_id
-LEFT JOIN resources r ON r.resource_id = b.resource_id
-ORDER BY b.resource_id, b.device_id
+LEFT JOIN h ON h.host_key = b.host_key
+ORDER BY 1, b.device_id
 """
 
 NVML_SQL = f"""
@@ -100,11 +118,12 @@ class ResourceUsage:
 
 
 # Fallback when no batch span exists: the paid units are the resources that served requests.
-REQUEST_RESOURCES_SQL = """
-SELECT q.resource_id, COUNT(*) AS n, SUM(q.device_ns) AS device_ns, COUNT(q.device_ns) AS timed,
+REQUEST_RESOURCES_SQL = f"""
+SELECT MIN(q.resource_id), COUNT(*) AS n, SUM(q.device_ns) AS device_ns,
+       COUNT(q.device_ns) AS timed,
        MAX(r.gpu_count), MAX(r.cpu_cores), MAX(r.gpu_model), MAX(r.host_type)
 FROM requests q LEFT JOIN resources r ON r.resource_id = q.resource_id
-GROUP BY q.resource_id ORDER BY q.resource_id
+GROUP BY COALESCE({HOST_KEY_SQL}, 'resource:' || CAST(q.resource_id AS VARCHAR)) ORDER BY 1
 """
 
 

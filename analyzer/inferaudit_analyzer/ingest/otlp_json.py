@@ -304,9 +304,8 @@ class RowBuilder:
                     x = _typed_value(v)
                 elif type(x) is not int:
                     x = int(x)
-            attrs[k] = x
             p = primary.get(k)
-            if p is not None:
+            if p is not None:  # promoted: its column holds it, `attributes` need not
                 if type(x) is p[1]:
                     row[p[0]] = x
                 else:
@@ -314,7 +313,10 @@ class RowBuilder:
                         row[p[0]] = p[2](x)
                     except (TypeError, ValueError) as exc:
                         self._attr_error(span_id, k, exc)
-            elif k.startswith("gen_ai.") or k.startswith("llm."):
+                        attrs[k] = x  # keep what could not be promoted
+                continue
+            attrs[k] = x
+            if k.startswith("gen_ai.") or k.startswith("llm."):
                 has_genai = True
                 f = FALLBACK.get(k)
                 if f is not None:
@@ -348,9 +350,9 @@ class RowBuilder:
         row[I_ATTRS] = dumps(attrs)
 
         links = s.links
-        if links:
-            for ln in links:
-                self.link_rows.append((span_id, trace_id, hex_id(ln.traceId), hex_id(ln.spanId)))
+        if links:  # all or none: a bad link rejects the span before any row is kept
+            self.link_rows.extend([(span_id, trace_id, hex_id(ln.traceId), hex_id(ln.spanId))
+                                   for ln in links])
             self.links += len(links)
         del row[N_SPAN:]
         self.span_rows.append(row)

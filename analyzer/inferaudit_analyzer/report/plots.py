@@ -92,7 +92,7 @@ def cost_waterfall(report: dict[str, Any]) -> str:
     c = Chart("cost_waterfall", title, "", "USD per request", (0.0, float(n)), (0.0, top),
               x_ticks=[i + 0.5 for i in range(n)], x_tick_labels=[s[0][:18] for s in steps])
     prev = None
-    for i, (label, bill, busy) in enumerate(steps):
+    for i, (label, bill, _busy) in enumerate(steps):
         if bill is None:
             continue
         if prev is None:

@@ -40,7 +40,7 @@ def block_resample(work: Workload, repeats: np.ndarray, rng: np.random.Generator
     n = len(work)
     if n < 4:
         return work, repeats
-    block = max(2, int(round(np.sqrt(n))))
+    block = max(2, round(np.sqrt(n)))
     gaps = np.diff(work.arrival_ns, prepend=work.arrival_ns[0])
     starts = rng.integers(0, n - block + 1, size=int(np.ceil(n / block)))
     idx = np.concatenate([np.arange(s, s + block) for s in starts])[:n]

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,6 +44,10 @@ def load_factory(path: str) -> Any:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise FactoryError(f"model factory must look like 'module:factory', got {path!r}")
+    # like `uvicorn app:app`, a module in the current directory is importable without
+    # installing it (the console script's sys.path does not hold the cwd)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

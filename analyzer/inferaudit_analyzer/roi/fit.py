@@ -1,7 +1,7 @@
 """Fit the service-time curve of a model from what was measured.
 
-The simulator needs ``call_ns(b, in, out)`` (:class:`~inferaudit_analyzer.roi.simulate.ServiceCurve`);
-we fit its four non-negative coefficients by non-negative least squares on model calls'
+The simulator needs ``call_ns(b, in, out)`` (``simulate.ServiceCurve``); we fit its four
+non-negative coefficients by non-negative least squares on model calls'
 (batch size, padded input tokens per row, longest output) -> wall duration. Wall duration, not
 device time, because it is what a waiting request sees; the busy-time floor is scaled separately.
 
@@ -9,7 +9,7 @@ Where the points come from, best first:
 
 1. a calibration sweep (``inferaudit calibrate``) that ran the model over batch sizes and lengths:
    it pins the batch dimension; when spans were measured too, the swept curve is *anchored* to
-   them by one scale factor (the median measured/predicted ratio), because a sweep outside the
+   them by one scale factor (total measured over total predicted time), because a sweep outside the
    server misses the server's own per-call overhead;
 2. the spans alone, when they hold at least two batch sizes (beyond the largest one seen the curve
    is an extrapolation, and the fit says so);
@@ -214,14 +214,15 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
         span_good = None
         source = "calibration"
         if len(spans):
-            ratios = spans.duration_ns / np.maximum(_predict(curve, spans), 1.0)
-            scale = float(np.median(ratios))
+            # ratio of sums, not a median: it keeps the measured total busy time, which is
+            # what decides queueing (and so p95) in the replay
+            scale = float(spans.duration_ns.sum() / max(_predict(curve, spans).sum(), 1.0))
             curve = curve.scaled(scale)
             span_good = goodness(_predict(curve, spans), spans.duration_ns)
             source = "calibration+spans"
             assumptions.append(
-                f"swept curve anchored to the measured calls by x{scale:.3f} (median measured/"
-                "swept ratio): the sweep's shape, the server's level")
+                f"swept curve anchored to the measured calls by x{scale:.3f} (total measured / "
+                "total swept-predicted time): the sweep's shape, the server's level")
             if keep_residuals:
                 res = _residuals(curve, calibration.__class__(
                     calibration.batch, calibration.in_tokens, calibration.out_tokens,
@@ -243,8 +244,8 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
     else:
         # b is constant: fit 1, b*in, out*(1+b) as one step column, then split the step.
         b0 = float(seen[0])
-        coef3 = nnls(a[:, :3] * np.array([1.0, 1.0, 1.0]), spans.duration_ns)
-        step_total = coef3[2] / 1.0  # ns per output token at batch b0
+        coef3 = nnls(a[:, :3], spans.duration_ns)
+        step_total = coef3[2]  # ns per output token at batch b0
         dev = device or match_device("cpu")
         share = roofline_per_seq_share(dev, bytes_per_param) if dev else 0.1
         per_seq = step_total * share / max(b0, 1.0)

@@ -95,7 +95,7 @@ class Replay:
 
 def _select(n: int, share: float, preferred: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Mask of round(share*n) requests, ``preferred`` ones first (in order), then at random."""
-    k = int(round(min(max(share, 0.0), 1.0) * n))
+    k = round(min(max(share, 0.0), 1.0) * n)
     mask = np.zeros(n, dtype=bool)
     if k <= 0:
         return mask
@@ -125,7 +125,7 @@ def scenario_workload(obs_work: Workload, repeats: np.ndarray, sc: Scenario,
     tout = obs_work.output_tokens.copy()
     if sc.routing_split > 0 and sc.small_model_speedup > 0:
         idx = np.flatnonzero(computed)
-        k = int(round(min(sc.routing_split, 1.0) * idx.size))
+        k = round(min(sc.routing_split, 1.0) * idx.size)
         if k:
             order = idx[np.argsort(tin[idx] + tout[idx], kind="stable")][:k]
             tin[order] = tin[order] / sc.small_model_speedup

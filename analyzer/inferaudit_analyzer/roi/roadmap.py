@@ -28,7 +28,6 @@ from inferaudit_analyzer.roi.project import (
     NS_PER_MS,
     Prices,
     Scenario,
-    observed_repeats,
     replay,
     summarize,
 )

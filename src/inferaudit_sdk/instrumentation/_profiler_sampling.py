@@ -36,8 +36,16 @@ PROFILES_DIR = "profiles"
 TOP_KERNELS = 5
 _MAX_NAME_CHARS = 120
 _GRAPH_LAUNCH_PREFIXES = ("cudaGraphLaunch", "hipGraphLaunch", "cuGraphLaunch")
-_COPY_CATS = ("gpu_memcpy",)
-_GPU_BUSY_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+# Trace categories, lower-cased; older Kineto wrote "Kernel", "Memcpy", "Memset", "Runtime",
+# "Operator" (e.g. the V100 ResNet-50 trace in shared/traces).
+_CAT = {
+    "kernel": "kernel",
+    "gpu_memcpy": "memcpy", "memcpy": "memcpy",
+    "gpu_memset": "memset", "memset": "memset",
+    "cuda_runtime": "runtime", "cuda_driver": "runtime", "runtime": "runtime",
+    "cpu_op": "cpu_op", "operator": "cpu_op",
+}
+_GPU_BUSY = ("kernel", "memcpy", "memset")
 BASIS_KERNEL = "kernel"
 BASIS_CPU_OP = "cpu_op"
 
@@ -179,7 +187,9 @@ def summarize_chrome_trace(trace: dict[str, Any], top_k: int = TOP_KERNELS) -> d
     for ev in events:
         if not isinstance(ev, dict) or ev.get("ph") != "X":
             continue
-        cat = ev.get("cat")
+        cat = _CAT.get(str(ev.get("cat", "")).lower())
+        if cat is None:
+            continue
         try:
             ts = round(float(ev.get("ts", 0)) * 1000)
             dur = round(float(ev.get("dur", 0)) * 1000)
@@ -189,11 +199,11 @@ def summarize_chrome_trace(trace: dict[str, Any], top_k: int = TOP_KERNELS) -> d
         if cat == "kernel":
             kernel_count += 1
             kernels[name] += dur
-        if cat in _GPU_BUSY_CATS:
+        if cat in _GPU_BUSY:
             busy.append((ts, ts + dur))
-        if cat in _COPY_CATS:
+        if cat == "memcpy":
             copies += 1
-        elif cat in ("cuda_runtime", "cuda_driver") and name.startswith(_GRAPH_LAUNCH_PREFIXES):
+        elif cat == "runtime" and name.startswith(_GRAPH_LAUNCH_PREFIXES):
             graphs += 1
         elif cat == "cpu_op":
             cpu_ops[(ev.get("pid"), ev.get("tid"))].append((ts, dur, name))

@@ -385,22 +385,27 @@ def _finish_profile(call: _Call, active: Any) -> None:
 def _end(call: _Call, result: Any, exc: BaseException | None) -> None:
     active = call.active
     try:
+        if call.timing is not None:
+            # Before the profiler is stopped and its trace exported: those are not the call.
+            guarded("torch.stop", call.timing.stop)
+        if call.gpu is not None:
+            call.gpu = (*call.gpu[:3], call.gpu[0].clock())
         if call.prof is not None:
             guarded("profile.finish", _finish_profile, call, active)
         if active is not None and active.recording:
             _account(call, active, result, exc)
     finally:
-        if call.token is not None:
-            _CALL.reset(call.token)
-        if call.cm is not None:
-            tb = exc.__traceback__ if exc is not None else None
-            call.cm.__exit__(type(exc) if exc is not None else None, exc, tb)
+        try:
+            if call.token is not None:
+                _CALL.reset(call.token)
+        finally:
+            if call.cm is not None:
+                tb = exc.__traceback__ if exc is not None else None
+                call.cm.__exit__(type(exc) if exc is not None else None, exc, tb)
 
 
 def _account(call: _Call, active: Any, result: Any, exc: BaseException | None) -> None:
     timing = call.timing
-    if timing is not None:
-        timing.stop()  # first: a started timing is always stopped
     state = state_for(active)
     state.model = call.spec.model if call.spec else None
     if timing is not None:
@@ -416,8 +421,8 @@ def _account(call: _Call, active: Any, result: Any, exc: BaseException | None) -
             active.set(semconv.DEVICE_CPU_THREADS, threads)
     active.add(semconv.DEVICE_CALLS, 1)
     if call.gpu is not None:
-        sampler, index, start = call.gpu
-        state.add_gpu_window(sampler, index, start, sampler.clock())
+        sampler, index, start, end = call.gpu
+        state.add_gpu_window(sampler, index, start, end)
     inputs = call.inputs
     if inputs is not None and inputs.ids is not None \
             and semconv.BATCH_PADDED_TOKENS not in active.attributes:

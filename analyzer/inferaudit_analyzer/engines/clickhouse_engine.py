@@ -1,0 +1,228 @@
+"""A DuckDB-shaped connection onto ClickHouse, so every analysis runs there unchanged.
+
+The analyses call ``con.execute(sql, params)`` and read ``fetchone`` / ``fetchall`` /
+``fetchnumpy`` / ``description``. :class:`ClickHouseConnection` offers exactly that: each statement
+is translated (``dialect.to_clickhouse``), the canonical tables are supplied as CTEs over the
+exporter's ``otel_traces`` (``clickhouse_source``), and the result comes back as one Arrow stream
+whose size is counted in ``bytes_pulled``: what left the cluster. Nothing is written to the user's
+database: ``CREATE VIEW`` statements are kept client-side and inlined as CTEs, and the analyzer's
+``materialize_views`` snapshots become session ``TEMPORARY`` tables (Memory engine), which
+ClickHouse resolves before same-named tables and drops with the session.
+
+Two backends: :class:`ChdbBackend` (the ClickHouse engine in-process, for tests and local
+partitions) and :class:`HttpBackend` (``clickhouse-connect`` against a server). Both raise the
+driver's own exception on a failed query, with the translated SQL in the message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from inferaudit_analyzer.engines.dialect import CLICKHOUSE_SETTINGS, to_clickhouse
+
+__all__ = ["ChdbBackend", "ClickHouseBackend", "ClickHouseConnection", "ClickHouseCursor",
+           "ClickHouseQueryError",            "HttpBackend"]
+
+
+class ClickHouseQueryError(RuntimeError):
+    """A statement failed on ClickHouse; the message carries the translated SQL."""
+
+
+class ClickHouseBackend(Protocol):
+    """Runs ClickHouse SQL; ``query_arrow`` returns the raw ArrowStream bytes."""
+
+    def query_arrow(self, sql: str) -> bytes: ...
+
+    def command(self, sql: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _settings_clause() -> str:
+    return ", ".join(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}"
+                     for k, v in CLICKHOUSE_SETTINGS.items())
+
+
+class ChdbBackend:
+    """In-process ClickHouse (chDB). ``path`` None: a temporary, in-memory session."""
+
+    def __init__(self, path: str | None = None) -> None:
+        from chdb import session
+
+        self.session = session.Session(path) if path else session.Session()
+        for k, v in CLICKHOUSE_SETTINGS.items():
+            self.session.query(f"SET {k} = {v!r}" if isinstance(v, str) else f"SET {k} = {v}")
+
+    def query_arrow(self, sql: str) -> bytes:
+        return self.session.query(sql, "ArrowStream").bytes()
+
+    def command(self, sql: str) -> None:
+        self.session.query(sql)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class HttpBackend:
+    """A ClickHouse server over HTTP(S) via ``clickhouse-connect`` (one session per backend)."""
+
+    def __init__(self, host: str, port: int | None = None, username: str | None = None,
+                 password: str | None = None, database: str | None = None,
+                 secure: bool = False, **kwargs: Any) -> None:
+        import clickhouse_connect
+
+        self.client = clickhouse_connect.get_client(
+            host=host, port=port or (8443 if secure else 8123), username=username or "default",
+            password=password or "", database=database or "default", secure=secure,
+            settings=dict(CLICKHOUSE_SETTINGS), **kwargs)
+
+    def query_arrow(self, sql: str) -> bytes:
+        return self.client.raw_query(sql, fmt="ArrowStream")
+
+    def command(self, sql: str) -> None:
+        self.client.command(sql)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass
+class ClickHouseCursor:
+    """One result, read like a DuckDB result; ``nbytes`` is the Arrow stream's size."""
+
+    table: Any
+    nbytes: int
+
+    @property
+    def description(self) -> list[tuple[Any, ...]]:
+        if self.table is None:
+            return []
+        return [(f.name, str(f.type), None, None, None, None, None) for f in self.table.schema]
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        if self.table is None or self.table.num_columns == 0:
+            return []
+        cols = [c.to_pylist() for c in self.table.columns]
+        return list(zip(*cols, strict=True))
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        if self.table is None or self.table.num_rows == 0:
+            return None
+        return tuple(c[0].as_py() for c in self.table.slice(0, 1).columns)
+
+    def fetchnumpy(self) -> dict[str, Any]:
+        import numpy as np
+
+        out: dict[str, Any] = {}
+        if self.table is None:
+            return out
+        for name, col in zip(self.table.column_names, self.table.columns, strict=True):
+            values = col.to_pylist()
+            out[name] = np.array(values, dtype=object) if any(v is None for v in values) \
+                else col.to_numpy(zero_copy_only=False)
+        return out
+
+
+_VIEW = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(\w+)\s+AS\s+(.*)$",
+                   re.IGNORECASE | re.DOTALL)
+_TEMP = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?TEMP(?:ORARY)?\s+TABLE\s+(\w+)\s+AS\s+(.*)$",
+                   re.IGNORECASE | re.DOTALL)
+_DROP = re.compile(r"^\s*DROP\s+(?:TABLE|VIEW)\s+IF\s+EXISTS\s+(?:temp\.)?(\w+)\s*;?\s*$",
+                   re.IGNORECASE)
+_CREATE_TABLE = re.compile(r"^\s*CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.IGNORECASE)
+
+
+@dataclass
+class ClickHouseConnection:
+    """DuckDB-connection look-alike over a backend and the canonical relations (CH SELECTs).
+
+    Not thread-safe (one ClickHouse session); use one per thread.
+    """
+
+    backend: ClickHouseBackend
+    relations: dict[str, str]
+    dialect: str = "clickhouse"
+    views: dict[str, str] = field(default_factory=dict)  # name -> translated SELECT
+    materialized: set[str] = field(default_factory=set)
+    bytes_pulled: int = 0
+    queries: int = 0
+
+    def _with_ctes(self, sql: str) -> str:
+        """Prefix the CTEs (canonical tables, then client-side views) the statement uses."""
+        named = [(n, s) for n, s in self.relations.items() if n not in self.materialized]
+        named += [(n, s) for n, s in self.views.items() if n not in self.materialized]
+        needed: set[str] = set()
+        text = sql
+        changed = True
+        while changed:
+            changed = False
+            for name, body in named:
+                if name not in needed and re.search(rf"\b{name}\b", text):
+                    needed.add(name)
+                    text += " " + body
+                    changed = True
+        if not needed:
+            return sql
+        ctes = ", ".join(f"{n} AS ({s})" for n, s in named if n in needed)
+        stripped = sql.lstrip()
+        if stripped[:5].upper() == "WITH ":
+            return f"WITH {ctes}, {stripped[5:]}"
+        return f"WITH {ctes} {stripped}"
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> ClickHouseCursor:
+        """Run one DuckDB-dialect statement; DDL on views/temp tables is handled client-side."""
+        params = list(params or ())
+        m = _VIEW.match(sql)
+        if m:
+            self.views[m.group(1)] = to_clickhouse(m.group(2), params)
+            return ClickHouseCursor(None, 0)
+        m = _TEMP.match(sql)
+        if m:
+            name = m.group(1)
+            body = self._with_ctes(to_clickhouse(m.group(2), params))
+            self.backend.command(f"DROP TEMPORARY TABLE IF EXISTS {name}")
+            self.backend.command(f"CREATE TEMPORARY TABLE {name} ENGINE = Memory AS {body}")
+            self.materialized.add(name)
+            return ClickHouseCursor(None, 0)
+        m = _DROP.match(sql)
+        if m:
+            name = m.group(1)
+            if name in self.materialized:
+                self.backend.command(f"DROP TEMPORARY TABLE IF EXISTS {name}")
+                self.materialized.discard(name)
+            else:
+                self.views.pop(name, None)
+            return ClickHouseCursor(None, 0)
+        m = _CREATE_TABLE.match(sql)
+        if m and m.group(1) in self.relations:
+            return ClickHouseCursor(None, 0)  # the canonical tables already stand in
+        return self.query(self._with_ctes(to_clickhouse(sql, params)))
+
+    def query(self, ch_sql: str) -> ClickHouseCursor:
+        """Run ClickHouse SQL as is and count the bytes that came back."""
+        import pyarrow as pa
+
+        try:
+            raw = self.backend.query_arrow(ch_sql)
+        except Exception as exc:
+            raise ClickHouseQueryError(f"{exc}\n-- while running:\n{ch_sql[:4000]}") from exc
+        self.queries += 1
+        self.bytes_pulled += len(raw)
+        if not raw:
+            return ClickHouseCursor(None, 0)
+        return ClickHouseCursor(pa.ipc.open_stream(raw).read_all(), len(raw))
+
+    def cursor(self) -> ClickHouseConnection:
+        return self
+
+    def close(self) -> None:
+        for name in list(self.materialized):
+            try:
+                self.backend.command(f"DROP TEMPORARY TABLE IF EXISTS {name}")
+            except Exception:  # noqa: BLE001 - closing must not mask the caller's outcome
+                pass
+        self.materialized.clear()
+        self.backend.close()

@@ -1,0 +1,137 @@
+"""Number formatting and the report's derived summary lines, shared by HTML and Markdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def usd(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    v = float(v)
+    if v == 0:
+        return "$0"
+    if abs(v) >= 100:
+        return f"${v:,.0f}"
+    if abs(v) >= 0.01:
+        return f"${v:.3f}"
+    return f"${v:.3g}"
+
+
+def ms(v: Any) -> str:
+    return "n/a" if v is None else f"{float(v):,.1f} ms"
+
+
+def pct(v: Any) -> str:
+    return "n/a" if v is None else f"{float(v) * 100:.1f}%"
+
+
+def num(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def interval(iv: dict[str, Any] | None, key: str, fmt=usd) -> str:
+    d = (iv or {}).get(key) or {}
+    if d.get("low") is None:
+        return "n/a"
+    return f"{fmt(d['low'])} - {fmt(d['high'])}"
+
+
+def executive_summary(report: dict[str, Any]) -> list[str]:
+    """Three to six plain sentences a buyer reads first."""
+    ov = (report.get("baseline") or {}).get("overall") or {}
+    lines = []
+    lat = ov.get("latency_ms") or {}
+    lines.append(
+        f"{num(ov.get('requests'))} requests over {num(ov.get('window_s'))} s: p50 "
+        f"{ms(lat.get('p50'))}, p95 {ms(lat.get('p95'))}; cost per request "
+        f"{usd(ov.get('cost_per_request_usd'))} on the bill (busy-only floor "
+        f"{usd(ov.get('busy_cost_per_request_usd'))}); device utilisation "
+        f"{pct(ov.get('device_utilization'))}.")
+    bn = report.get("bottleneck") or {}
+    if bn:
+        lines.append(f"Bottleneck: {bn.get('layer')} layer ({bn.get('case')}, confidence "
+                     f"{num(bn.get('confidence'), 2)}). {bn.get('detail') or ''}".strip())
+    road = report.get("roadmap") or []
+    if road:
+        top = road[0]
+        p = top.get("projected") or {}
+        lines.append(
+            f"Top intervention: {top.get('title')} (risk {top['risk']['score']}/5): projected p95 "
+            f"{ms((p.get('latency_ms') or {}).get('p95'))}, cost per request "
+            f"{usd(p.get('cost_per_request_usd'))} (bill) / "
+            f"{usd(p.get('busy_cost_per_request_usd'))} (busy floor); saving kind: "
+            f"{p.get('saving_kind')}.")
+        last = (road[-1].get("cumulative") or {}).get("projected") or {}
+        if len(road) > 1:
+            lines.append(
+                f"All {len(road)} interventions together: p95 "
+                f"{ms((last.get('latency_ms') or {}).get('p95'))}, cost per request "
+                f"{usd(last.get('cost_per_request_usd'))}, replicas {last.get('replicas')}.")
+    else:
+        roi = report.get("roi") or {}
+        lines.append("No intervention is proposed: " + (
+            roi.get("error") or "no finding supports one in this input."))
+    swap = (report.get("roi") or {}).get("avoided_model_swap") or {}
+    if swap.get("applies"):
+        lines.append(
+            f"A model swap looks unnecessary: the non-model interventions close "
+            f"{pct(swap.get('gap_closed_ratio'))} of its gap, avoiding about "
+            f"{usd(swap.get('avoided_cost_usd'))} of engineering ({swap.get('cost_rule')}).")
+    return lines
+
+
+BASELINE_ROWS = (
+    ("requests", "requests", num), ("window", "window_s", lambda v: f"{num(v)} s"),
+    ("throughput", "throughput_rps", lambda v: f"{num(v)} req/s"),
+    ("latency p50", ("latency_ms", "p50"), ms), ("latency p95", ("latency_ms", "p95"), ms),
+    ("latency p99", ("latency_ms", "p99"), ms), ("queue p95", ("queue_ms", "p95"), ms),
+    ("batch size mean", ("batch_size", "mean"), num),
+    ("device utilisation", "device_utilization", pct),
+    ("cost per request (bill)", "cost_per_request_usd", usd),
+    ("cost per request (busy-only floor)", "busy_cost_per_request_usd", usd),
+    ("cost per 1k output tokens", "cost_per_1k_output_tokens_usd", usd),
+)
+
+
+def baseline_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    ov = (report.get("baseline") or {}).get("overall") or {}
+    out = []
+    for label, key, fmt in BASELINE_ROWS:
+        v: Any = ov
+        for k in (key if isinstance(key, tuple) else (key,)):
+            v = v.get(k) if isinstance(v, dict) else None
+        out.append((label, fmt(v)))
+    return out
+
+
+ROADMAP_HEADER = ("rank", "intervention", "evidence", "risk", "effort", "cost/req (bill)",
+                  "90% interval", "busy floor/req", "p95", "p95 90% interval", "replicas",
+                  "saving", "cumulative cost/req", "cumulative p95")
+
+
+def roadmap_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows = []
+    for r in report.get("roadmap") or []:
+        p = r.get("projected") or {}
+        cum = (r.get("cumulative") or {}).get("projected") or {}
+        iv = r.get("interval")
+        rows.append((
+            str(r["rank"]), f"{r['intervention']}: {r.get('title')}",
+            ", ".join(r.get("evidence") or []), f"{r['risk']['score']}/5",
+            r["effort"]["class"], usd(p.get("cost_per_request_usd")),
+            interval(iv, "cost_per_request_usd"), usd(p.get("busy_cost_per_request_usd")),
+            ms((p.get("latency_ms") or {}).get("p95")), interval(iv, "latency_ms_p95", ms),
+            f"{p.get('replicas')} (needed {p.get('replicas_needed')})",
+            str(p.get("saving_kind")), usd(cum.get("cost_per_request_usd")),
+            ms((cum.get("latency_ms") or {}).get("p95")),
+        ))
+    return rows

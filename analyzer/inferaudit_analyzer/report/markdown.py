@@ -1,0 +1,82 @@
+"""The Markdown audit report: the same sections as the HTML one, plots as inline SVG data URIs
+(viewers that block data URIs still show every number in the tables)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from inferaudit_analyzer.report import _fmt as f
+from inferaudit_analyzer.report.plots import all_plots
+
+
+def _cell(s: Any) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: tuple[str, ...] | list[str], rows: list[tuple[str, ...]]) -> list[str]:
+    out = ["| " + " | ".join(_cell(h) for h in header) + " |",
+           "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
+    return out
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = ["# InferAudit report", "",
+             f"Generated {report.get('generated_at')}; schema `{report.get('schema')}`.", "",
+             "## Executive summary", ""]
+    lines += [f"- {s}" for s in f.executive_summary(report)]
+    lines += ["", "## Baseline (measured)", ""]
+    lines += _table(("metric", "value"), f.baseline_rows(report))
+    bn = report.get("bottleneck") or {}
+    lines += ["", "## Bottleneck verdict", "",
+              f"**{bn.get('layer')}** layer, case `{bn.get('case')}`, confidence "
+              f"{f.num(bn.get('confidence'), 2)}. {bn.get('detail') or ''}", ""]
+    decided = [(str(d.get("fingerprint")), f"{d.get('value')} {d.get('op')} {d.get('threshold')}")
+               for d in bn.get("decided_by") or []]
+    if decided:
+        lines += _table(("signal", "value vs threshold"), decided)
+    lines += ["", "## Ranked roadmap", ""]
+    road = report.get("roadmap") or []
+    roi = report.get("roi") or {}
+    if road:
+        lines += _table(f.ROADMAP_HEADER, f.roadmap_rows(report))
+        lines += ["", f"Rank rule: {roi.get('rank_rule', '')}.", ""]
+        for r in road:
+            lines += [f"### #{r['rank']} `{r['intervention']}`: {r.get('title')}", "",
+                      f"Parameters: `{r.get('params')}`", "", f"Risk {r['risk']['score']}/5:"]
+            lines += [f"- {x}" for x in r["risk"]["reasons"]]
+            lines += ["", "Assumptions:"] + [f"- {a}" for a in r.get("assumptions") or []] + [""]
+        swap = roi.get("avoided_model_swap") or {}
+        if swap:
+            lines += [f"Model swap check: non-model interventions close "
+                      f"{f.pct(swap.get('gap_closed_ratio'))} of a swap's gap; avoided cost "
+                      f"{f.usd(swap.get('avoided_cost_usd'))} ({swap.get('cost_rule')}).", ""]
+    else:
+        lines += [roi.get("error") or "No intervention has evidence in this input.", ""]
+    fit = roi.get("fit") or {}
+    if fit:
+        lines += ["## ROI model: fitted service curve", "",
+                  f"Source `{fit.get('source')}`; {fit.get('formula')}; coefficients "
+                  f"`{fit.get('coefficients_ns')}`; R2 {f.num(fit.get('r2'))}, MAPE "
+                  f"{f.pct(fit.get('mape_ratio'))}; batch sizes seen "
+                  f"{fit.get('batch_sizes_seen')}.", ""]
+        lines += [f"- {a}" for a in fit.get("assumptions") or []]
+        lines.append("")
+    lines += ["## Plots", ""]
+    for name, svg in all_plots(report).items():
+        b64 = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+        lines += [f"![{name}](data:image/svg+xml;base64,{b64})", ""]
+    lines += ["## Findings with evidence", ""]
+    for fd in report.get("findings") or []:
+        ev = ", ".join(f"{k}={v}" for k, v in (fd.get("evidence") or {}).items())
+        lines += [f"- **[{fd.get('severity')}] `{fd.get('id')}`** ({fd.get('layer')}) "
+                  f"{fd.get('title')}. {fd.get('detail') or ''} Evidence: {ev}"]
+    if not report.get("findings"):
+        lines.append("No finding fired.")
+    inp = report.get("input") or {}
+    lines += ["", "## Input", "",
+              f"{f.num(inp.get('spans'))} spans, {f.num(inp.get('requests'))} requests, "
+              f"{f.num(inp.get('batches'))} model calls; {f.num(inp.get('errors_total'))} "
+              "unreadable parts.", ""]
+    return "\n".join(lines)

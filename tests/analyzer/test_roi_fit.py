@@ -1,0 +1,96 @@
+"""The service-curve fit: NNLS against known curves, the roofline prior, calibration anchoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inferaudit_analyzer.roi.fit import (
+    CallPoints,
+    calibration_points,
+    fit_curve,
+    match_device,
+    nnls,
+    roofline_per_seq_share,
+)
+from inferaudit_analyzer.roi.simulate import ServiceCurve
+
+TRUE = ServiceCurve(fixed_ns=2e6, prefill_ns_per_token=5e3, step_ns=1e6, step_ns_per_seq=2e5)
+
+
+def _points(curve: ServiceCurve, batches, n: int = 200, noise: float = 0.0, seed: int = 0
+            ) -> CallPoints:
+    rng = np.random.default_rng(seed)
+    b = rng.choice(batches, n)
+    tin = rng.integers(8, 200, n)
+    tout = rng.integers(2, 60, n)
+    y = np.array([curve.call_ns(int(bb), float(i), float(o)) for bb, i, o in zip(b, tin, tout)])
+    y = y * (1 + noise * rng.standard_normal(n))
+    return CallPoints.of(b, tin, tout, y)
+
+
+def test_nnls_recovers_nonnegative_solution_and_clamps_negative_ones() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.random((50, 3))
+    x_true = np.array([2.0, 0.0, 5.0])
+    assert np.allclose(nnls(a, a @ x_true), x_true, atol=1e-8)
+    # the unconstrained optimum has a negative coefficient; NNLS must not
+    y = a @ np.array([1.0, -3.0, 2.0])
+    x = nnls(a, y)
+    assert (x >= 0).all()
+    unconstrained = np.linalg.lstsq(a, y, rcond=None)[0]
+    assert np.sum((a @ x - y) ** 2) >= np.sum((a @ unconstrained - y) ** 2) - 1e-9
+
+
+def test_fit_from_spans_with_several_batch_sizes_recovers_the_curve() -> None:
+    fit = fit_curve(_points(TRUE, [1, 2, 4, 8]), max_batch=8)
+    c = fit.curve
+    assert fit.source == "spans"
+    for got, want in zip((c.fixed_ns, c.prefill_ns_per_token, c.step_ns, c.step_ns_per_seq),
+                         (TRUE.fixed_ns, TRUE.prefill_ns_per_token, TRUE.step_ns,
+                          TRUE.step_ns_per_seq), strict=True):
+        assert got == pytest.approx(want, rel=1e-6)
+    assert fit.goodness["r2"] == pytest.approx(1.0)
+    assert fit.goodness["mape_ratio"] < 1e-9
+    assert not fit.assumptions  # measured up to the max batch asked for
+
+
+def test_extrapolation_beyond_measured_batches_is_stated() -> None:
+    fit = fit_curve(_points(TRUE, [1, 2]), max_batch=8)
+    assert any("extrapolation" in a for a in fit.assumptions)
+
+
+def test_single_batch_size_falls_back_to_roofline_prior() -> None:
+    h100 = match_device("NVIDIA H100 80GB HBM3")
+    assert h100 is not None and h100["device"] == "H100"
+    fit = fit_curve(_points(TRUE, [1], noise=0.01), device=h100)
+    assert fit.source == "spans+roofline_prior"
+    assert any("roofline prior" in a for a in fit.assumptions)
+    share = roofline_per_seq_share(h100, 2.0)
+    # a memory-bound decode step: an extra sequence costs a tiny share of the step
+    assert 0 < share < 0.01
+    c = fit.curve
+    b1_step = TRUE.step_ns + TRUE.step_ns_per_seq
+    assert c.step_ns + c.step_ns_per_seq == pytest.approx(b1_step, rel=0.05)
+    assert c.step_ns_per_seq == pytest.approx(b1_step * share, rel=0.06)
+
+
+def test_calibration_shape_is_anchored_to_the_server_level() -> None:
+    cal = _points(TRUE, [1, 2, 4, 8], n=40)
+    spans = _points(TRUE.scaled(1.5), [1], n=60, seed=3)  # the server is 1.5x slower
+    fit = fit_curve(spans, calibration=cal, max_batch=8)
+    assert fit.source == "calibration+spans"
+    assert fit.anchor_scale == pytest.approx(1.5, rel=1e-6)
+    assert fit.curve.step_ns_per_seq == pytest.approx(TRUE.step_ns_per_seq * 1.5, rel=1e-6)
+    assert fit.span_goodness["mape_ratio"] < 1e-6
+    kinds = {r["kind"] for r in fit.residuals}
+    assert kinds == {"calibration", "spans"}
+
+
+def test_no_points_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="no model call"):
+        fit_curve(CallPoints.of([], [], [], []))
+    with pytest.raises(ValueError, match="no 'points'"):
+        calibration_points({"schema": "x"})
+    with pytest.raises(ValueError, match="lacks"):
+        calibration_points({"points": [{"batch": 1}]})
