@@ -61,9 +61,10 @@ from inferaudit_sdk import semconv
 DEFAULT_OUT = Path("out") / "main-job"
 # Without --requests, the job replays as many requests as fit BUDGET_S seconds of offered load
 # per scenario (so it takes about as long on a fast machine as on a busy one), within bounds.
-DEFAULT_BUDGET_S = 30.0
+DEFAULT_BUDGET_S = 45.0
 AUTO_REQUESTS_MIN = 40
 AUTO_REQUESTS_MAX = 600
+WARMUP_CALLS = 3
 SERVICE_NAME = "inferaudit-example"  # OTEL_SERVICE_NAME unless the environment sets one
 
 
@@ -154,6 +155,11 @@ def run_scenario(
     trace_dir = out / "traces"
     trace_dir.mkdir(parents=True, exist_ok=True)
     model = model or TinyGPT2()
+    # Warm the model up before serving, as a production server is: the first generate calls
+    # of a fresh process pay one-off allocation and dispatch costs that no request should.
+    torch.set_num_threads(torch_threads)
+    for _ in range(WARMUP_CALLS):
+        model.generate([model.prompt_ids(16, seed=0)], [8])
     handle = ia.configure(exporters=("file",), trace_dir=str(trace_dir))
     server = InferenceServer(
         model, mode=mode, max_batch=max_batch, batch_timeout_s=batch_timeout_s,
@@ -281,7 +287,7 @@ def calibrate(model: TinyGPT2, out_path: Path, torch_threads: int, say) -> Path:
 
     t0 = time.perf_counter()
     doc = sweep("examples.tiny_gpt2:TinyGPT2", batches=CALIBRATION_BATCHES,
-                in_tokens=CALIBRATION_IN_TOKENS, out_tokens=CALIBRATION_OUT_TOKENS, repeats=2,
+                in_tokens=CALIBRATION_IN_TOKENS, out_tokens=CALIBRATION_OUT_TOKENS, repeats=3,
                 torch_threads=torch_threads, model=model)
     doc["model"] = "examples.tiny_gpt2:TinyGPT2"
     out_path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
@@ -418,6 +424,12 @@ def run_audit(args: argparse.Namespace, model: TinyGPT2, plan: ReplayPlan, plan_
     cmp["measured_batched"] = measured
     cmp["calibration"] = str(cal)
     (out / "comparison.json").write_text(json.dumps(cmp, indent=1), encoding="utf-8")
+    # the report gains its projection check (same JSON, HTML and Markdown files)
+    from inferaudit_analyzer.cli_report import write_outputs
+
+    report["validation"] = cmp
+    write_outputs(report, html=str(out / "report.html"), md=str(out / "report.md"),
+                  json_path=str(out / "report.json"))
     for line in comparison_lines(cmp):
         say(line)
     say(f"comparison: {out / 'comparison.json'}")
@@ -458,16 +470,25 @@ def _build_plan(args: argparse.Namespace, model: TinyGPT2, say) -> tuple[ReplayP
     if args.plan is not None:
         return ReplayPlan.load(args.plan), args.plan
     lengths = LengthScale(prompt_cap=args.prompt_cap, output_cap=args.output_cap)
-    pilot = load_workload(args.requests or AUTO_REQUESTS_MAX, seed=args.seed,
-                          use_trace=not args.fitted)
-    # Probe twice and keep the faster: on a shared machine one probe can catch a neighbour's
-    # burst and overstate the service time, which would under-load the replay.
-    probe_s = min(probe_workload(pilot, model, lengths) for _ in range(2))
-    n = args.requests or auto_requests(probe_s, args.target_util, args.budget_s)
+    n = args.requests
+    if n is None:
+        pilot = load_workload(AUTO_REQUESTS_MAX, seed=args.seed, use_trace=not args.fitted)
+        n = auto_requests(probe_workload(pilot, model, lengths), args.target_util,
+                          args.budget_s)
     workload = load_workload(n, seed=args.seed, use_trace=not args.fitted)
     say(f"workload: {workload.source}")
-    plan = build_plan(workload, model, lengths=lengths, target_utilisation=args.target_util,
-                      probe_service_s=probe_s)
+    # build_plan probes again, on the requests actually replayed: the pilot's length mix (600
+    # requests) can differ several-fold from the first n's, which would mis-set the offered load.
+    plan = build_plan(workload, model, lengths=lengths, target_utilisation=args.target_util)
+    if args.requests is None:
+        # The pilot's probe sized n; the replayed requests' own probe sets the rate. Re-size n
+        # from the latter (reusing it) so the run lasts about --budget-s, as intended.
+        n2 = auto_requests(plan.scale.probe_service_s, args.target_util, args.budget_s)
+        if n2 != n:
+            workload = load_workload(n2, seed=args.seed, use_trace=not args.fitted)
+            plan = build_plan(workload, model, lengths=lengths,
+                              target_utilisation=args.target_util,
+                              probe_service_s=plan.scale.probe_service_s)
     return plan, plan.save(args.out / "plan.json")
 
 

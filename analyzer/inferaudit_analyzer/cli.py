@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="inferaudit analyze",
                 description="Audit exported traces: baseline, cost, findings, bottleneck.")
     p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="OTLP JSON-lines files, directories or globs; Kineto traces too")
+                   help="OTLP JSON-lines files, directories or globs; Kineto traces too; or one "
+                        "clickhouse://host:port/db?table=otel_traces (docs/clickhouse.md)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
     price = p.add_mutually_exclusive_group()
@@ -66,7 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bucket-s", type=_positive_float, metavar="S",
                    help="width of the per-time-bucket baseline in seconds (default: ~20 buckets)")
     p.add_argument("--no-cache", action="store_true", help="re-read inputs, ignore the cache")
+    p.add_argument("--since", type=_time_ns, metavar="TIME",
+                   help="clickhouse:// only: spans starting at or after TIME (ISO 8601, epoch "
+                        "seconds, or a duration before now such as 6h)")
+    p.add_argument("--until", type=_time_ns, metavar="TIME",
+                   help="clickhouse:// only: spans starting before TIME")
     return p
+
+
+def _time_ns(text: str) -> int:
+    from inferaudit_analyzer.engines.timespec import parse_time_ns
+
+    try:
+        return parse_time_ns(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @contextmanager
@@ -107,6 +122,24 @@ def _write(text: str, out: str | None) -> None:
         f.write(text)
 
 
+def _analyze_any(args: Any, params: Any, analyze: Any) -> dict[str, Any]:
+    """Files through ``analyze``; one ``clickhouse://`` / ``chdb://`` URL in the cluster."""
+    from inferaudit_analyzer.engines.clickhouse_analyze import (
+        BadClickHouseURL,
+        analyze_clickhouse,
+        is_clickhouse_url,
+    )
+
+    urls = [p for p in args.paths if is_clickhouse_url(p)]
+    if urls:
+        if len(args.paths) != 1:
+            raise BadClickHouseURL(f"{urls[0]}: a ClickHouse source must be the only input")
+        return analyze_clickhouse(urls[0], params, since_ns=args.since, until_ns=args.until)
+    if args.since is not None or args.until is not None:
+        raise BadClickHouseURL("--since/--until apply to a clickhouse:// source only")
+    return analyze(args.paths, params)
+
+
 def analyze_main(argv: list[str] | None = None) -> int:
     """Entry of ``inferaudit analyze``; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -121,8 +154,10 @@ def analyze_main(argv: list[str] | None = None) -> int:
     try:
         from inferaudit_analyzer.analyze import AnalyzeParams, UnusableInput, analyze
         from inferaudit_analyzer.cost import PriceFileError
+        from inferaudit_analyzer.engines.clickhouse_analyze import BadClickHouseURL
 
-        unusable: tuple[type[BaseException], ...] = (UnusableInput, PriceFileError)
+        unusable: tuple[type[BaseException], ...] = (UnusableInput, PriceFileError,
+                                                     BadClickHouseURL)
         show_progress = sys.stderr.isatty() and (args.format == "text" or args.out is not None)
         try:
             if args.price_file is not None:
@@ -134,7 +169,7 @@ def analyze_main(argv: list[str] | None = None) -> int:
                     bucket_s=args.bucket_s, price_per_hour=args.price_per_hour,
                     price_file=args.price_file, gpu_model=args.gpu_model,
                     cache=not args.no_cache, progress=cb)
-                report = analyze(args.paths, params)
+                report = _analyze_any(args, params, analyze)
         except unusable as exc:
             print(f"inferaudit analyze: unusable input: {exc}", file=sys.stderr)
             return EXIT_UNUSABLE

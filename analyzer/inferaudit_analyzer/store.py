@@ -139,16 +139,18 @@ def _units(f: files.InputFile, out_dir: str, chunk_spans: int) -> list[WorkUnit]
 
 
 def _absolute_errors(f: files.InputFile, results: list[UnitResult]) -> list[IngestError]:
-    """Unit-relative line numbers → file line numbers (counting newlines only on error)."""
-    out: list[IngestError] = []
+    """Unit-relative line numbers → file line numbers (one newline-counting pass, on error only)."""
+    raw: list[tuple[int | None, int | None, str, bool]] = []
     for r in sorted(results, key=lambda r: r.unit.start):
         for line, offset, msg in r.errors:
-            if r.unit.start > 0 and offset is not None:
-                line = files.count_newlines(f.path, offset) + 1
-            elif r.unit.start > 0:
-                line = None
-            out.append(IngestError(f.path, line, offset if f.compression == "none" else None,
-                                   msg))
+            raw.append((line, offset, msg, r.unit.start > 0))
+    need = sorted({off for _, off, _, split in raw if split and off is not None})
+    lines_at = dict(zip(need, files.count_newlines_at(f.path, need), strict=True))
+    out: list[IngestError] = []
+    for line, offset, msg, split in raw:
+        if split:
+            line = None if offset is None else lines_at[offset] + 1
+        out.append(IngestError(f.path, line, offset if f.compression == "none" else None, msg))
     return out
 
 

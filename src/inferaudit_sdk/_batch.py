@@ -21,10 +21,11 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import INVALID_SPAN, Link, SpanContext, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Link, SpanContext
 
 from inferaudit_sdk import _active, _settings, _tracing, semconv
 from inferaudit_sdk._active import ActiveSpan
+from inferaudit_sdk._exceptions import record_error
 from inferaudit_sdk._guard import guarded, swallow
 from inferaudit_sdk._record import RequestHandle, apply
 from inferaudit_sdk._request import DEFAULT_OPERATION, UNKNOWN_MODEL
@@ -199,17 +200,7 @@ class batch:
             return False
         if state.recording:
             if exc is not None:
-                try:
-                    etype = type(exc)
-                    mod = etype.__module__
-                    name = etype.__qualname__
-                    state.attributes[semconv.ERROR_TYPE] = (
-                        name if mod in ("builtins", "__main__") else f"{mod}.{name}"
-                    )
-                    state.span.record_exception(exc)
-                    state.span.set_status(Status(StatusCode.ERROR, etype.__name__))
-                except Exception as fault:
-                    swallow("batch.error", fault)
+                state.attributes[semconv.ERROR_TYPE] = record_error(state.span, exc, "batch.error")
             if isinstance(state, BatchSpan):
                 guarded("batch.flush", state.finish_attributes)
         guarded("batch.end", state.span.end)

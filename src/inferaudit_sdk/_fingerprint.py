@@ -33,6 +33,11 @@ _K1, _K2, _K3 = (np.uint64(k) for k in _K)
 _NM1, _NM2 = np.uint64(_M1), np.uint64(_M2)
 _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 _LITTLE = sys.byteorder == "little"
+# Bit counting (see _bit_counts): byte-wide counters hold up to 255; bit b of byte value v;
+# offsets that give each of the 8 byte columns its own 256 histogram bins.
+_LANE_MAX = 255
+_BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.float64)
+_COLUMN_OFFSETS = np.arange(8, dtype=np.intp) * 256
 _seeds: dict[bytes, int] = {}
 _np_seeds: dict[int, np.uint64] = {}
 
@@ -76,15 +81,31 @@ def _shingle_hashes(u: np.ndarray, seed: int) -> np.ndarray:
     return h
 
 
+def _bit_counts(le: np.ndarray) -> np.ndarray:
+    """How many of the little-endian uint64 ``le`` have each of the 64 bits set (bit j at j).
+
+    Numpy call overhead dominates for prompts of a few hundred tokens, so the counting is
+    chosen by size. Up to 255 hashes: unpack to one byte per bit and add the rows as uint64
+    words, eight byte-wide counters per word (no count passes 255, so none carries into the
+    next; no widening cast either). Beyond: one ``bincount`` over (byte column, byte value),
+    8 entries per hash instead of 64, then a 256x8 bit table turns the histogram into counts.
+    """
+    n = le.shape[0]
+    b = le.view(np.uint8).reshape(n, 8)
+    if n <= _LANE_MAX:
+        bits = np.unpackbits(b, axis=1, bitorder="little")
+        return bits.view(np.uint64).sum(axis=0).view(np.uint8)
+    hist = np.bincount((b + _COLUMN_OFFSETS).reshape(-1), minlength=8 * 256)
+    return (hist.reshape(8, 256) @ _BYTE_BITS).reshape(-1)
+
+
 def simhash_of_hashes(hashes: np.ndarray) -> int:
     """64-bit SimHash: bit j is set when more than half the shingle hashes have bit j set."""
     n = hashes.shape[0]
     if n == 0:
         return 0
     le = hashes if _LITTLE else hashes.astype("<u8")
-    bits = np.unpackbits(le.view(np.uint8).reshape(n, 8), axis=1, bitorder="little")
-    counts = bits.sum(axis=0, dtype=np.int64)
-    packed = np.packbits(counts > n // 2, bitorder="little")  # i.e. 2 * count > n
+    packed = np.packbits(_bit_counts(le) > n // 2, bitorder="little")  # i.e. 2 * count > n
     return int.from_bytes(packed.tobytes(), "little")
 
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from opentelemetry.trace import Status, StatusCode
-
 from inferaudit_sdk import _content, _fingerprint, _metrics, _settings, _tokens, _tracing, semconv
 from inferaudit_sdk._active import ActiveSpan
+from inferaudit_sdk._exceptions import record_error
 from inferaudit_sdk._guard import swallow
 from inferaudit_sdk._usage import CallTokens, from_result
 
@@ -205,12 +204,6 @@ def start(spec: Spec, instance: Any, args: tuple[Any, ...], kwargs: dict[str, An
     return state
 
 
-def _error_type(exc: BaseException) -> str:
-    cls = type(exc)
-    mod = cls.__module__
-    return cls.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{cls.__qualname__}"
-
-
 def _infer(state: RequestSpan, result: Any, has_result: bool) -> tuple[int | None, int | None]:
     """Fill inferred attributes that record() did not set; return (input, output) tokens."""
     attrs = state.attributes
@@ -299,15 +292,14 @@ def finish(state: RequestSpan, result: Any = None, exc: BaseException | None = N
                 span.update_name(f"{state.spec.operation} {response_model}")
             metric_attrs = dict(metric_attrs)
             metric_attrs[semconv.GEN_AI_RESPONSE_MODEL] = response_model
-        if exc is not None and not isinstance(exc, GeneratorExit):
-            etype = _error_type(exc)
-            attrs[semconv.ERROR_TYPE] = etype
-            metric_attrs = dict(metric_attrs)
-            metric_attrs[semconv.ERROR_TYPE] = etype
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
     except Exception as fault:
         swallow("request.attributes", fault)
+    if exc is not None and not isinstance(exc, GeneratorExit):
+        # Its own step: a fault in the attributes above must not hide the failure.
+        etype = record_error(span, exc, "request.error")
+        state.attributes[semconv.ERROR_TYPE] = etype
+        metric_attrs = dict(metric_attrs)
+        metric_attrs[semconv.ERROR_TYPE] = etype
     try:
         # A snapshot (one C-level copy): a RequestHandle.record() racing in from a batcher
         # thread must not change the dict while the span iterates it.

@@ -11,10 +11,17 @@ TTFT and chunk times are taken right where the chunk leaves the user's generator
 thrown in), on ``close``/``aclose``, on task cancellation (``CancelledError`` is an exception
 of the generator's frame), or when an unfinished wrapper is garbage collected (an early
 ``break``: CPython frees the wrapper right away).
+
+An abandoned async stream cannot be closed from ``__del__`` (closing needs the event loop),
+so there the span ends at once and the wrapped generator's ``aclose()`` is scheduled on the
+loop that iterated it, with the request's context attached: its cleanup (``finally``) runs
+like asyncio's own finaliser would run it, but its child spans stay in the request's trace.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Any
 
 from inferaudit_sdk import _active, _tracing
@@ -150,15 +157,47 @@ class AuditedGenerator:
             swallow("stream.gc", fault)
 
 
+# aclose() tasks scheduled for abandoned streams (the loop keeps only weak references).
+_closing: set[Any] = set()
+
+
+def _running_loop() -> Any:
+    asyncio = sys.modules.get("asyncio")  # an async generator is running: asyncio or not
+    return asyncio.events._get_running_loop() if asyncio is not None else None
+
+
+async def _aclose_in(agen: Any, ctx: Any) -> None:
+    token = _attach(ctx)
+    try:
+        await agen.aclose()
+    finally:
+        _detach(token)
+
+
+def _close_later(loop: Any, agen: Any, ctx: Any) -> None:
+    """Schedule ``agen.aclose()`` on ``loop`` (from any thread) with ``ctx`` attached."""
+
+    def start() -> None:
+        task = loop.create_task(_aclose_in(agen, ctx))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    if not loop.is_closed():
+        # Closed meanwhile: asyncio's own finaliser hook closes the generator instead.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(start)
+
+
 class AuditedAsyncGenerator:
     """An async generator that times and counts the chunks of the one it wraps."""
 
-    __slots__ = ("__weakref__", "_agen", "_ctx", "_state")
+    __slots__ = ("__weakref__", "_agen", "_ctx", "_loop", "_state")
 
     def __init__(self, agen: Any, state: RequestSpan, ctx: Any) -> None:
         self._agen = agen
         self._state = state
         self._ctx = ctx
+        self._loop: Any = None  # the loop that first ran the generator (to close it later)
 
     def __aiter__(self) -> AuditedAsyncGenerator:
         return self
@@ -170,6 +209,8 @@ class AuditedAsyncGenerator:
         state = self._state
         if state.done:
             return await self._agen.asend(value)
+        if self._loop is None:
+            self._loop = _running_loop()
         token = _attach(self._ctx)
         atoken = _push(state)
         try:
@@ -196,6 +237,8 @@ class AuditedAsyncGenerator:
         state = self._state
         if state.done:
             return await self._agen.athrow(*args)
+        if self._loop is None:
+            self._loop = _running_loop()
         token = _attach(self._ctx)
         atoken = _push(state)
         try:
@@ -241,11 +284,12 @@ class AuditedAsyncGenerator:
         return getattr(self._agen, name)
 
     def __del__(self) -> None:
-        # Cannot await aclose() here; the event loop's async-generator hooks finalise the
-        # wrapped generator itself. The span ends now.
+        # Cannot await aclose() here: the span ends now, the cleanup runs soon on the loop.
         try:
             state = self._state
             if not state.done:
                 finish(state, has_result=False)
+                if self._loop is not None:
+                    _close_later(self._loop, self._agen, self._ctx)
         except Exception as fault:
             swallow("stream.gc", fault)

@@ -33,6 +33,11 @@ GEN_AI_TOKEN_TYPE = "gen_ai.token.type"  # metric attribute: "input" | "output"
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"  # opt-in content only
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"  # opt-in content only
 ERROR_TYPE = "error.type"
+# The standard `exception` span event (message/stacktrace text only with content capture on)
+EXCEPTION_EVENT = "exception"
+EXCEPTION_TYPE = "exception.type"
+EXCEPTION_MESSAGE = "exception.message"
+EXCEPTION_STACKTRACE = "exception.stacktrace"
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 

@@ -180,3 +180,29 @@ def test_coverage_gaps_name_what_is_missing(tmp_path):
     assert "no prompt fingerprints" in text
     assert "no SDK span counters" in text
     assert "no time-to-first-token" in text
+
+
+def test_the_sdk_file_sink_output_reads_back(tmp_path, sdk_spans):
+    exporters = pytest.importorskip("inferaudit_sdk.sdk.exporters",
+                                    reason="the SDK file sink is not there yet")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    sink = exporters.FileSpanExporter(tmp_path)
+    sink.export(sdk_spans[:4])
+    sink.export(sdk_spans[4:])
+    sink.shutdown()
+    reader = PeriodicExportingMetricReader(exporters.FileMetricExporter(tmp_path),
+                                           export_interval_millis=3_600_000)
+    provider = MeterProvider(metric_readers=[reader])
+    provider.get_meter("t").create_counter(sc.METRIC_SDK_SPANS_DROPPED).add(4)
+    provider.shutdown()  # the final collection writes the metrics line
+    with load_store([tmp_path], cache=False) as store:
+        assert store.errors == []
+        got = {r["span_id"]: r for r in _rows(store.con, "SELECT * FROM spans")}
+        cov = coverage(store.con)
+    assert set(got) == {format(s.context.span_id, "016x") for s in sdk_spans}
+    for s in sdk_spans:
+        r = got[format(s.context.span_id, "016x")]
+        assert (r["start_ns"], r["end_ns"], r["name"]) == (s.start_time, s.end_time, s.name)
+    assert cov["spans_dropped_reported"] == 4

@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from _analysis_fixtures import unbatched_db
 
 from inferaudit_analyzer.analyze import analyze_connection
@@ -120,3 +119,16 @@ def test_renders_in_headless_chromium_without_console_errors(report, tmp_path) -
     problems = _browser_problems(dom, err)
     assert any("Uncaught" in p for p in problems)
     assert any("cost_waterfall" in p for p in problems)
+
+
+def test_projection_check_section_when_validated(report) -> None:
+    rep = dict(report)
+    rep["validation"] = {"intervention": "continuous_batching", "params": {"max_batch": 8},
+                         "target_diff_ratio": 0.15,
+                         "rows": [{"metric": "p95 latency (ms)", "baseline_measured": 900.0,
+                                   "projected": 400.0, "measured": 430.0, "diff_ratio": 0.075,
+                                   "within_target": True}]}
+    html, md = render_html(rep), render_markdown(rep)
+    assert "id='validation'" in html and "+7.5%" in html
+    assert "## Projection check: continuous_batching" in md and "+7.5%" in md
+    assert "id='validation'" not in render_html(report)

@@ -24,7 +24,8 @@ def _points(curve: ServiceCurve, batches, n: int = 200, noise: float = 0.0, seed
     b = rng.choice(batches, n)
     tin = rng.integers(8, 200, n)
     tout = rng.integers(2, 60, n)
-    y = np.array([curve.call_ns(int(bb), float(i), float(o)) for bb, i, o in zip(b, tin, tout)])
+    y = np.array([curve.call_ns(int(bb), float(i), float(o))
+                  for bb, i, o in zip(b, tin, tout, strict=True)])
     y = y * (1 + noise * rng.standard_normal(n))
     return CallPoints.of(b, tin, tout, y)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -32,7 +34,7 @@ def _calls(seed: int = 0) -> CallPoints:
     rng = np.random.default_rng(seed)
     b = rng.choice([1, 2, 4, 8], 120)
     tin, tout = rng.integers(10, 120, 120), rng.integers(5, 30, 120)
-    y = [CURVE.call_ns(int(x), float(i), float(o)) for x, i, o in zip(b, tin, tout)]
+    y = [CURVE.call_ns(int(x), float(i), float(o)) for x, i, o in zip(b, tin, tout, strict=True)]
     return CallPoints.of(b, tin, tout, y)
 
 
@@ -121,7 +123,7 @@ def test_roadmap_ranks_by_roi_and_composes_in_rank_order() -> None:
     assert scores == sorted(scores, reverse=True)
     # the cumulative projection never gets slower than the best single step before it
     cum = [r["cumulative"]["projected"]["busy_device_s"] for r in road]
-    assert all(b <= a * 1.0001 for a, b in zip(cum, cum[1:]))
+    assert all(b <= a * 1.0001 for a, b in itertools.pairwise(cum))
     assert cum[-1] <= min(r["projected"]["busy_device_s"] for r in road) * 1.0001
     for r in road:
         iv = r["interval"]["latency_ms_p95"]

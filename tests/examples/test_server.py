@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -68,14 +67,11 @@ def exporter() -> Iterator[InMemorySpanExporter]:
     import inferaudit_sdk as ia
 
     exp = InMemorySpanExporter()
-    # The application's own provider, set globally as an app would (OTel allows that once per
-    # process); configure() then uses it and, with exporters "none", adds nothing of its own.
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
+    # The application's own (non-global) provider; with exporters "none" configure() adds
+    # nothing of its own to it.
+    provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exp))
-    ia.configure(exporters=("none",))
+    ia.configure(tracer_provider=provider, exporters=("none",))
     yield exp
     ia.shutdown()
 

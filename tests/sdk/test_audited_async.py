@@ -211,3 +211,99 @@ async def test_async_generator_consumed_by_other_tasks(otel, otel_provider):
     req = next(s for s in spans if s.name == "text_completion m")
     steps = [s for s in spans if s.name == "step"]
     assert len(steps) == 4 and all(s.parent.span_id == req.context.span_id for s in steps)
+
+
+def _requests(exporter):
+    return [s for s in exporter.get_finished_spans() if s.name.startswith("text_completion")]
+
+
+async def test_abandoned_stream_cleanup_runs_in_the_request_and_ends_once(otel, otel_provider):
+    """An early ``break`` abandons the stream: the span ends at once (exactly once), and the
+    generator's cleanup (``finally``, which may await) still runs inside the request's trace."""
+    exporter, _ = otel
+    tracer = otel_provider.get_tracer("t")
+    cleaned = asyncio.Event()
+
+    @ia.audited(model="m")
+    async def stream():
+        try:
+            for i in range(100):
+                yield i
+        finally:
+            await asyncio.sleep(0)
+            with tracer.start_as_current_span("cleanup"):
+                pass
+            cleaned.set()
+
+    async for c in stream():
+        if c == 2:
+            break
+    gc.collect()
+    (req,) = _requests(exporter)  # ended as soon as the stream was dropped
+    assert req.attributes[semconv.REQUEST_STREAM_CHUNKS] == 3
+    await asyncio.wait_for(cleaned.wait(), 5)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    gc.collect()
+    (cleanup,) = [s for s in exporter.get_finished_spans() if s.name == "cleanup"]
+    assert cleanup.parent is not None and cleanup.parent.span_id == req.context.span_id
+    assert len(_requests(exporter)) == 1
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+async def test_aclose_after_break_then_gc_ends_once(otel):
+    exporter, _ = otel
+    closes = []
+
+    @ia.audited(model="m")
+    async def stream():
+        try:
+            for i in range(10):
+                yield i
+        finally:
+            closes.append(1)
+
+    agen = stream()
+    async for c in agen:
+        if c == 1:
+            break
+    await agen.aclose()
+    await agen.aclose()  # a second close is a no-op, like a plain async generator's
+    del agen
+    gc.collect()
+    await asyncio.sleep(0)
+    assert len(_requests(exporter)) == 1
+    assert closes == [1]
+
+
+def test_stream_abandoned_until_the_loop_ends_is_ended_once(otel):
+    """A stream kept alive by a reference cycle until asyncio.run() finishes: the loop's
+    shutdown closes it, and the request span still ends exactly once."""
+    exporter, _ = otel
+    closes = []
+
+    @ia.audited(model="m")
+    async def stream():
+        try:
+            for i in range(10):
+                yield i
+        finally:
+            closes.append(1)
+
+    class Holder:
+        pass
+
+    async def main():
+        h = Holder()
+        h.agen = stream()
+        h.me = h
+        await h.agen.__anext__()
+
+    gc.disable()
+    try:
+        asyncio.run(main())
+    finally:
+        gc.enable()
+    gc.collect()
+    assert len(_requests(exporter)) == 1
+    assert closes == [1]

@@ -120,3 +120,19 @@ def test_padding_excluded_from_fingerprint(otel):
     gen(torch.tensor([[5, 6, 7]]), torch.tensor([[1, 1, 1]]))
     a, b = exporter.get_finished_spans()
     assert a.attributes[semconv.PROMPT_FINGERPRINT] == b.attributes[semconv.PROMPT_FINGERPRINT]
+
+
+def _naive_simhash(hashes: np.ndarray) -> int:
+    values = [int(h) for h in hashes]
+    n = len(values)
+    return sum(1 << j for j in range(64) if 2 * sum((v >> j) & 1 for v in values) > n)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 254, 255, 256, 257, 1000])
+def test_simhash_bit_counting_matches_a_plain_count_on_both_paths(n):
+    rng = np.random.default_rng(n)
+    random = rng.integers(0, 2**63, n, dtype=np.int64).view(np.uint64) * np.uint64(3)
+    all_ones = np.full(n, 2**64 - 1, dtype=np.uint64)  # every byte-wide counter at its maximum
+    one_bit = np.full(n, 1 << 63, dtype=np.uint64)
+    for hashes in (random, all_ones, one_bit):
+        assert fp.simhash_of_hashes(hashes) == _naive_simhash(hashes)

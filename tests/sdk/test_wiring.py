@@ -455,3 +455,45 @@ def test_every_setting_is_documented():
                  "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
                  "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER"):
         assert f"`{name}`" in doc, name
+
+
+def test_zero_drops_are_stated_not_implied(tmp_path):
+    """A clean run exports ``inferaudit.sdk.spans.dropped`` = 0 for each exporter and reason,
+    so an audit reads "0 lost" instead of "no counter" (fresh process: counts are global)."""
+    script = textwrap.dedent(
+        f"""
+        import json, pathlib
+        from inferaudit_sdk import semconv
+        from inferaudit_sdk.config import AuditConfig
+        from inferaudit_sdk.sdk.provider import build
+        h = build(AuditConfig(trace_dir={str(tmp_path)!r}, nvml_enabled=False), set_global=False)
+        tracer = h.tracer_provider.get_tracer(semconv.INSTRUMENTATION_NAME)
+        for i in range(3):
+            tracer.start_span("s").end()
+        h.shutdown(timeout_s=10)
+        last = [json.loads(x) for p in sorted(pathlib.Path({str(tmp_path)!r}).glob("metrics-*"))
+                for x in p.read_bytes().splitlines()][-1]
+        out = {{}}
+        for rm in last["resourceMetrics"]:
+            for sm in rm["scopeMetrics"]:
+                for m in sm["metrics"]:
+                    for p in m.get("sum", {{}}).get("dataPoints", []):
+                        attrs = tuple(sorted((a["key"], a["value"]["stringValue"])
+                                             for a in p.get("attributes", [])))
+                        out[m["name"] + repr(attrs)] = int(p["asInt"])
+        print(json.dumps(out))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in _OTEL_VARS}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    points = json.loads(proc.stdout)
+    dropped = {k: v for k, v in points.items() if k.startswith(semconv.METRIC_SDK_SPANS_DROPPED)}
+    for reason in (semconv.DROP_REASON_QUEUE_FULL, semconv.DROP_REASON_EXPORT_FAILED,
+                   semconv.DROP_REASON_SHUTDOWN):
+        key = semconv.METRIC_SDK_SPANS_DROPPED + repr(tuple(sorted(
+            ((semconv.SDK_DROP_REASON, reason), (semconv.SDK_EXPORTER, "file")))))
+        assert dropped.get(key) == 0, (key, dropped)
+    exported = semconv.METRIC_SDK_SPANS_EXPORTED + repr(((semconv.SDK_EXPORTER, "file"),))
+    assert points[exported] == 3

@@ -1,4 +1,4 @@
-"""``inferaudit analyze clickhouse://host:port/db?table=otel_traces``: the audit, run in the cluster.
+"""``inferaudit analyze clickhouse://host:port/db?table=otel_traces``: the audit, in the cluster.
 
 URL forms (``parse_url``):
 
@@ -107,20 +107,31 @@ def backend_for(target: ClickHouseTarget) -> ClickHouseBackend:
 
 
 def connect(target: ClickHouseTarget | str, *, since_ns: int | None = None,
-            until_ns: int | None = None,
-            backend: ClickHouseBackend | None = None) -> ClickHouseConnection:
-    """A connection whose canonical tables are the spans starting in [since, until)."""
+            until_ns: int | None = None, backend: ClickHouseBackend | None = None,
+            materialize: bool = False) -> ClickHouseConnection:
+    """A connection whose canonical tables are the spans starting in [since, until).
+
+    ``materialize``: parse the attribute Maps once into session temporary tables
+    (:meth:`ClickHouseConnection.materialize`) instead of in every statement.
+    """
     if isinstance(target, str):
         target = parse_url(target)
     rel = canonical_relations(target.qualified_table, TimeRange(since_ns, until_ns))
-    return ClickHouseConnection(backend or backend_for(target), rel)
+    con = ClickHouseConnection(backend or backend_for(target), rel)
+    if materialize:
+        con.materialize()
+    return con
 
 
 def analyze_clickhouse(target: ClickHouseTarget | str, params: Any = None, *,
                        since_ns: int | None = None, until_ns: int | None = None,
                        backend: ClickHouseBackend | None = None,
-                       close: bool = True) -> dict[str, Any]:
+                       close: bool = True, materialize: bool = True) -> dict[str, Any]:
     """The same report as ``analyze(paths)``, computed in ClickHouse.
+
+    ``materialize`` (default): the window's canonical spans are parsed once into a session
+    temporary table on the server; False re-reads ``otel_traces`` in every statement (no
+    temporary-table memory on the server, several times slower).
 
     Raises:
         UnusableInput: the table holds no span in the window.
@@ -131,7 +142,8 @@ def analyze_clickhouse(target: ClickHouseTarget | str, params: Any = None, *,
 
     if isinstance(target, str):
         target = parse_url(target)
-    con = connect(target, since_ns=since_ns, until_ns=until_ns, backend=backend)
+    con = connect(target, since_ns=since_ns, until_ns=until_ns, backend=backend,
+                  materialize=materialize)
     try:
         row = con.execute("SELECT COUNT(*) FROM spans").fetchone()
         spans = int(row[0]) if row else 0

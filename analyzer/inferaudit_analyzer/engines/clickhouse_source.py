@@ -1,4 +1,4 @@
-"""The canonical tables as ClickHouse SQL over the Collector ``clickhouse`` exporter's ``otel_traces``.
+"""The canonical tables as ClickHouse SQL over the ClickHouse exporter's ``otel_traces`` table.
 
 The exporter stores every attribute as a string in ``Map(LowCardinality(String), String)``
 (``pcommon.Value.AsString``), span kind and status as enum-name strings, ``Timestamp`` as the

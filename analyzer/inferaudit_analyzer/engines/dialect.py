@@ -147,7 +147,7 @@ def _int_casts(tree: exp.Expression) -> exp.Expression:
             continue
 
         def rounded(e: exp.Expression, to: exp.DataType = node.to) -> exp.Expression:
-            if isinstance(e, (exp.Column, exp.Literal)):
+            if isinstance(e, exp.Literal):
                 return exp.Cast(this=e.copy(), to=to.copy())
             return exp.Cast(this=exp.Anonymous(this="round", expressions=[e.copy()]),
                             to=to.copy())

@@ -186,15 +186,17 @@ def iter_lines(stream: BinaryIO, *, start: int = 0, end: int | None = None) -> I
         yield Line(data, line_no, here)
 
 
-def count_newlines(path: str, upto: int) -> int:
-    """Newlines in the first ``upto`` bytes of an uncompressed file (line numbers for errors)."""
-    n = 0
+def count_newlines_at(path: str, offsets: list[int]) -> list[int]:
+    """Newlines before each of the sorted ``offsets`` of an uncompressed file, in one pass."""
+    out: list[int] = []
+    n = pos = 0
     with open(path, "rb") as f:
-        left = upto
-        while left > 0:
-            block = f.read(min(left, 1 << 22))
-            if not block:
-                break
-            n += block.count(b"\n")
-            left -= len(block)
-    return n
+        for target in offsets:
+            while pos < target:
+                block = f.read(min(target - pos, 1 << 22))
+                if not block:
+                    break
+                n += block.count(b"\n")
+                pos += len(block)
+            out.append(n)
+    return out

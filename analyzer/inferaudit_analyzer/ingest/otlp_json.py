@@ -55,6 +55,7 @@ _KIND_NAMES = {
     "SPAN_KIND_CLIENT": 3, "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5,
 }
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+_GENAI_PREFIXES = ("gen_ai.", "llm.")
 _SPAN_ERRORS = (TypeError, ValueError, KeyError, AttributeError, binascii.Error,
                 msgspec.ValidationError)
 MAX_ERRORS = 1000  # per work unit; the rest are counted in one summary row
@@ -122,6 +123,9 @@ def hex_id(x: Any) -> str | None:
         return x.lower()
 
 
+_orjson_dumps = orjson.dumps
+
+
 def dumps(obj: Any) -> str:
     try:
         return orjson.dumps(obj).decode()
@@ -145,7 +149,10 @@ class RowBuilder:
         self.base_dir = os.path.dirname(file_path)
         self.on_spans = on_spans
         self.chunk_spans = chunk_spans
-        self.span_rows: list[list[Any]] = []
+        # one buffer per role: a chunk of one role has whole columns of NULLs (batch columns on
+        # requests and vice versa), which become Arrow null arrays at no per-value cost
+        self.role_rows: dict[Any, list[list[Any]]] = {}
+        self.buffered = 0
         self.link_rows: list[tuple[Any, ...]] = []
         self.metric_rows: list[tuple[Any, ...]] = []
         self.resources: dict[int, tuple[Any, ...]] = {}
@@ -157,6 +164,13 @@ class RowBuilder:
         self._res_cache: dict[bytes, tuple[int, str | None]] = {}
         self._line: int | None = None
         self._offset: int | None = None
+
+    def take_span_chunks(self) -> list[list[list[Any]]]:
+        """The buffered span rows, one list per role, and empty the buffers."""
+        chunks = [rows for rows in self.role_rows.values() if rows]
+        self.role_rows = {}
+        self.buffered = 0
+        return chunks
 
     # -- errors -----------------------------------------------------------------------------
     def error(self, line: int | None, offset: int | None, message: str) -> None:
@@ -221,7 +235,7 @@ class RowBuilder:
                             self.error(line, offset, f"span #{i}: {diagnose(s, exc)}")
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
                 self.error(line, offset, f"malformed resourceSpans entry: {exc}")
-            if len(self.span_rows) >= self.chunk_spans:
+            if self.buffered >= self.chunk_spans:
                 self.on_spans(self)
 
     def _add_typed(self, rss: Any) -> None:
@@ -239,7 +253,7 @@ class RowBuilder:
                                        f"span #{i}: {diagnose(msgspec.to_builtins(s), exc)}")
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
                 self.error(self._line, self._offset, f"malformed resourceSpans entry: {exc}")
-            if len(self.span_rows) >= self.chunk_spans:
+            if self.buffered >= self.chunk_spans:
                 self.on_spans(self)
 
     def _attr_error(self, span_id: str, key: str, exc: BaseException) -> None:
@@ -316,7 +330,7 @@ class RowBuilder:
                         attrs[k] = x  # keep what could not be promoted
                 continue
             attrs[k] = x
-            if k.startswith("gen_ai.") or k.startswith("llm."):
+            if k.startswith(_GENAI_PREFIXES):
                 has_genai = True
                 f = FALLBACK.get(k)
                 if f is not None:
@@ -347,15 +361,24 @@ class RowBuilder:
         prof = row[I_PROFILE]
         if prof is not None and not os.path.isabs(prof):
             row[I_PROFILE] = os.path.normpath(os.path.join(self.base_dir, prof))
-        row[I_ATTRS] = dumps(attrs)
+        try:  # bytes: Arrow takes UTF-8 bytes for a string column, no decode needed
+            row[I_ATTRS] = _orjson_dumps(attrs)
+        except TypeError:
+            row[I_ATTRS] = dumps(attrs)
 
         links = s.links
         if links:  # all or none: a bad link rejects the span before any row is kept
-            self.link_rows.extend([(span_id, trace_id, hex_id(ln.traceId), hex_id(ln.spanId))
-                                   for ln in links])
+            self.link_rows.extend([
+                (span_id, trace_id, lt if len(lt) == 32 else hex_id(lt),
+                 ls if len(ls) == 16 else hex_id(ls))
+                for ln in links for lt, ls in ((ln.traceId, ln.spanId),)])
             self.links += len(links)
         del row[N_SPAN:]
-        self.span_rows.append(row)
+        buf = self.role_rows.get(row[I_ROLE])
+        if buf is None:
+            buf = self.role_rows[row[I_ROLE]] = []
+        buf.append(row)
+        self.buffered += 1
         self.spans += 1
 
 

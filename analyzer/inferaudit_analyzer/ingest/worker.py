@@ -84,8 +84,8 @@ class _ParquetSink:
 
 
 def _flush(sink: _ParquetSink, b: RowBuilder) -> None:
-    sink.write("spans", b.span_rows)
-    b.span_rows = []
+    for rows in b.take_span_chunks():
+        sink.write("spans", rows)
     sink.write("links", b.link_rows)
     b.link_rows = []
     sink.write("metric_points", b.metric_rows)

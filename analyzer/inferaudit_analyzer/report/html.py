@@ -110,6 +110,22 @@ def _fit(report: dict[str, Any]) -> str:
     return _kv(rows) + (f"<ul>{assumptions}</ul>" if assumptions else "")
 
 
+def _validation(report: dict[str, Any]) -> str:
+    v = report.get("validation")
+    if not v:
+        return ""
+    rows = [(r["metric"], f.num(r.get("baseline_measured")), f.num(r.get("projected")),
+             f.num(r.get("measured")),
+             "n/a" if r.get("diff_ratio") is None else f"{r['diff_ratio']:+.1%}",
+             "yes" if r.get("within_target") else "no") for r in v.get("rows") or []]
+    return (f"<h2 id='validation'>Projection check: {escape(str(v.get('intervention')))} "
+            "applied for real</h2>"
+            f"<p>Parameters <code>{escape(json.dumps(v.get('params'), default=str))}</code>; "
+            f"target: measured within {f.pct(v.get('target_diff_ratio'))} of projected.</p>"
+            + _table(("metric", "baseline (measured)", "projected", "measured after", "diff",
+                      "within target"), rows))
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The whole report as one HTML string."""
     plots = all_plots(report)
@@ -138,6 +154,7 @@ def render_html(report: dict[str, Any]) -> str:
 confidence {escape(f.num(bn.get('confidence'), 2))}. {escape(str(bn.get('detail') or ''))}</p>
 {_table(('signal', 'value vs threshold'), decided) if decided else ''}
 <h2 id="roadmap">Ranked roadmap</h2>{_roadmap(report)}
+{_validation(report)}
 <h2 id="plots">Plots</h2><div class="plots">{''.join(plots.values())}</div>
 <h2 id="roi-model">ROI model: fitted service curve</h2>{_fit(report)}
 <h2 id="findings">Findings with evidence</h2>{_findings(report)}

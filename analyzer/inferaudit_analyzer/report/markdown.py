@@ -54,6 +54,18 @@ def render_markdown(report: dict[str, Any]) -> str:
                       f"{f.usd(swap.get('avoided_cost_usd'))} ({swap.get('cost_rule')}).", ""]
     else:
         lines += [roi.get("error") or "No intervention has evidence in this input.", ""]
+    v = report.get("validation")
+    if v:
+        lines += [f"## Projection check: {v.get('intervention')} applied for real", "",
+                  f"Parameters `{v.get('params')}`; target: measured within "
+                  f"{f.pct(v.get('target_diff_ratio'))} of projected.", ""]
+        lines += _table(("metric", "baseline (measured)", "projected", "measured after", "diff",
+                         "within target"),
+                        [(r["metric"], f.num(r.get("baseline_measured")), f.num(r.get("projected")),
+                          f.num(r.get("measured")),
+                          "n/a" if r.get("diff_ratio") is None else f"{r['diff_ratio']:+.1%}",
+                          "yes" if r.get("within_target") else "no") for r in v.get("rows") or []])
+        lines.append("")
     fit = roi.get("fit") or {}
     if fit:
         lines += ["## ROI model: fitted service curve", "",

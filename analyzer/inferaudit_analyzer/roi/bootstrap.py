@@ -25,6 +25,7 @@ from inferaudit_analyzer.roi.simulate import Workload
 
 LOW_Q, HIGH_Q = 0.05, 0.95
 REPLAY_BUDGET_REQUESTS = 3_000_000  # B x requests x projections kept under this
+MIN_REPLICATES = 5
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,11 @@ def block_resample(work: Workload, repeats: np.ndarray, rng: np.random.Generator
 
 
 def replicates(b: int, n_requests: int, projections: int) -> int:
-    """How many replicates fit the replay budget (at least 20 unless asked for fewer)."""
+    """How many replicates fit the replay budget (at least 5 unless asked for fewer)."""
     if b <= 0:
         return 0
     fit_budget = REPLAY_BUDGET_REQUESTS // max(1, n_requests * max(1, projections))
-    return int(min(b, max(min(b, 20), fit_budget)))
+    return int(min(b, max(min(b, MIN_REPLICATES), fit_budget)))
 
 
 def resamples(calls: CallPoints, calibration: CallPoints | None, work: Workload,

@@ -2,8 +2,9 @@
 
 Spans from an unbatched server only hold batch size 1, so the batch dimension of the service
 curve cannot be fitted from them. This sweep measures it directly: for each (batch, prompt
-length, output length) it times ``repeats`` generation calls (after a warm-up) and keeps the
-median wall time. The ROI model fits the curve's shape to these points and anchors its level to
+length, output length) it times ``repeats`` generation calls (after a warm-up; the
+repeats are shuffled rounds over the grid) and keeps the median wall time. The ROI model fits
+the curve's shape to these points and anchors its level to
 the spans (fit.py).
 
 The model comes from an import path ``module:factory`` (called with no arguments). The object it
@@ -23,6 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import os
+import random
 import statistics
 import sys
 import time
@@ -112,23 +114,28 @@ def sweep(factory: str = DEFAULT_FACTORY, *, batches: Sequence[int] = DEFAULT_BA
         getattr(obj, "config", None), "vocab_size", 0) or 1000)
     run = _generator(obj, vocab)
     run(1, min(in_tokens), min(out_tokens))  # warm-up: first-call allocations and caches
+    grid = [(b, n_in, n_out) for b in batches for n_in in in_tokens for n_out in out_tokens]
+    times: dict[tuple[int, int, int], list[int]] = {g: [] for g in grid}
+    # Rounds over the whole grid in a shuffled order, not repeats back to back: a slow spell
+    # (a neighbour's burst on a shared host, thermal throttling) then spreads over all points
+    # instead of biasing a few, and the median per point drops it.
+    rng = random.Random(0)
+    for _ in range(max(1, repeats)):
+        order = list(grid)
+        rng.shuffle(order)
+        for b, n_in, n_out in order:
+            _sync()
+            t0 = time.perf_counter_ns()
+            run(b, n_in, n_out)
+            _sync()
+            times[(b, n_in, n_out)].append(time.perf_counter_ns() - t0)
     points = []
-    for b in batches:
-        for n_in in in_tokens:
-            for n_out in out_tokens:
-                times = []
-                for _ in range(max(1, repeats)):
-                    _sync()
-                    t0 = time.perf_counter_ns()
-                    run(b, n_in, n_out)
-                    _sync()
-                    times.append(time.perf_counter_ns() - t0)
-                points.append({"batch": b, "in_tokens": n_in, "out_tokens": n_out,
-                               "duration_ns": int(statistics.median(times)),
-                               "repeats_ns": times})
-                if progress is not None:
-                    progress(f"batch {b} in {n_in} out {n_out}: "
-                             f"{statistics.median(times) / 1e6:.1f} ms")
+    for g in grid:
+        med = statistics.median(times[g])
+        points.append({"batch": g[0], "in_tokens": g[1], "out_tokens": g[2],
+                       "duration_ns": int(med), "repeats_ns": times[g]})
+        if progress is not None:
+            progress(f"batch {g[0]} in {g[1]} out {g[2]}: {med / 1e6:.1f} ms")
     dev = "cpu"
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         dev = torch.cuda.get_device_name(0)

@@ -6,6 +6,7 @@ the same requests, latencies and device times as the baseline it projects from.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from inferaudit_sdk import semconv
 REQUESTS_SQL = """
 SELECT arrival_ns, COALESCE(input_tokens, 0), COALESCE(output_tokens, 1), latency_ns,
        COALESCE(request_model, ''), COALESCE(fp_key_id, '') || ':' || COALESCE(prompt_fp, ''),
-       prompt_fp IS NOT NULL, COALESCE(cache_hit, FALSE), COALESCE(device_ns, 0)
+       prompt_fp IS NOT NULL, COALESCE(cache_hit, FALSE), COALESCE(device_ns, 0), model_ns
 FROM requests
 WHERE arrival_ns IS NOT NULL AND latency_ns IS NOT NULL
 ORDER BY arrival_ns
@@ -39,12 +40,14 @@ WITH mem AS (
 SELECT b.start_ns, b.duration_ns, b.device_ns,
        COALESCE(b.batch_size, NULLIF(b.members, 0), 1) AS bs,
        MAX(r.input_tokens) AS in_max, MAX(r.output_tokens) AS out_max,
-       b.padded_tokens, b.input_tokens, b.output_tokens, COALESCE(b.request_model, '')
+       b.padded_tokens, b.input_tokens, b.output_tokens, COALESCE(b.request_model, ''),
+       MIN(r.start_ns) AS first_member_ns, b.end_ns, b.resource_id, b.device_id
 FROM batches b
 LEFT JOIN mem ON mem.bt = b.trace_id AND mem.bs = b.span_id
 LEFT JOIN spans r ON r.trace_id = mem.rt AND r.span_id = mem.rs
 GROUP BY b.trace_id, b.span_id, b.start_ns, b.duration_ns, b.device_ns, b.batch_size, b.members,
-         b.padded_tokens, b.input_tokens, b.output_tokens, b.request_model
+         b.padded_tokens, b.input_tokens, b.output_tokens, b.request_model, b.end_ns,
+         b.resource_id, b.device_id
 ORDER BY b.start_ns
 """
 
@@ -66,6 +69,8 @@ class Observed:
     call_device_ns: np.ndarray
     call_start_ns: np.ndarray
     call_model: np.ndarray
+    call_gap_ns: float = 0.0  # median worker time between back-to-back calls (see call_gap)
+    call_gap_samples: int = 0
 
     def workload(self, mask: np.ndarray | None = None) -> Workload:
         m = np.ones(self.arrival_ns.size, dtype=bool) if mask is None else mask
@@ -94,6 +99,28 @@ class Observed:
         return float(self.call_device_ns.sum()) / wall if wall > 0 else 1.0
 
 
+def call_gap(cl: list[tuple]) -> tuple[float, int]:
+    """Median time a device's worker spends between two calls when work was already waiting.
+
+    A server does more per call than the model call its batch span covers (scheduling, setting
+    results, the next request's bookkeeping). When the next call's first member had arrived
+    before the previous call ended, the gap between them is that overhead; the replay adds it
+    to every call. Returns (median ns, samples).
+    """
+    by_dev: dict[tuple, list[tuple]] = {}
+    for r in cl:
+        if r[10] is not None and r[11] is not None:
+            by_dev.setdefault((r[12], r[13]), []).append(r)
+    gaps = []
+    for rows in by_dev.values():
+        rows.sort(key=lambda r: r[0])
+        for prev, nxt in itertools.pairwise(rows):
+            gap = nxt[0] - prev[11]
+            if nxt[10] <= prev[11] and gap >= 0:
+                gaps.append(gap)
+    return (float(np.median(gaps)) if gaps else 0.0), len(gaps)
+
+
 def observe(con: Any) -> Observed:
     """Read requests and calls from a connection where the views exist (views.create_views)."""
     rq = con.execute(REQUESTS_SQL).fetchall()
@@ -109,6 +136,14 @@ def observe(con: Any) -> Observed:
     out_max = np.asarray([
         r[5] if r[5] is not None else
         (r[8] / max(r[3], 1) if r[8] is not None else np.nan) for r in cl], dtype=np.float64)
+    gap_ns, gap_n = call_gap(cl)
+    if not cl and rq:
+        # No batch spans (foreign GenAI spans, e.g. vLLM's): each request's own model time is
+        # one call of batch size 1, the best the spans say.
+        cl = [(r[0], r[9], r[9], 1, r[1], r[2], None, None, None, r[4]) for r in rq
+              if r[9] is not None and r[9] > 0]
+        batch = col(cl, 3)
+        in_max, out_max = col(cl, 4), np.maximum(col(cl, 5), 1.0)
     dur = col(cl, 1)
     dev = np.asarray([r[2] if r[2] is not None else r[1] for r in cl], dtype=np.float64)
     calls = CallPoints.of(batch, in_max, out_max, dur)
@@ -121,4 +156,5 @@ def observe(con: Any) -> Observed:
         calls=calls, call_device_ns=dev[ok] if cl else np.zeros(0),
         call_start_ns=col(cl, 0)[ok] if cl else np.zeros(0),
         call_model=col(cl, 9, object)[ok] if cl else np.zeros(0, dtype=object),
+        call_gap_ns=gap_ns, call_gap_samples=gap_n,
     )

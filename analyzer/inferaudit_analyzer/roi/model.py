@@ -94,9 +94,11 @@ def roi_section(con: Any, report: dict[str, Any], knobs: Knobs, *,
     computed = 1.0 - float(np.mean(obs.cache_hit)) if obs.n else 1.0
     ctx = {"computed_ratio": computed, "current_replicas": replicas,
            "small_model_speedup": _small_model_speedup(report),
-           "copy_time_ratio": (report.get("copies") or {}).get("copy_time_ratio")}
+           "copy_time_ratio": (report.get("copies") or {}).get("copy_time_ratio"),
+           "overhead_samples": obs.call_gap_samples}
     inp = RoiInputs(obs.calls, cal_pts, obs.workload(), observed_repeats(obs),
-                    (overall.get("latency_ms") or {}).get("p95"), base, prices, device, ctx)
+                    (overall.get("latency_ms") or {}).get("p95"), base, prices, device, ctx,
+                    obs.call_gap_ns)
     out = build_roadmap(inp, report.get("findings", []), knobs, fit, bootstrap=bootstrap,
                         seed=seed)
     out["device_prior"] = device

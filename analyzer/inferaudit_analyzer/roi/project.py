@@ -173,7 +173,7 @@ def summarize(rep: Replay, prices: Prices) -> dict[str, Any]:
         "latency_ms": {"p50": rep.p(0.5) / NS_PER_MS, "p95": rep.p(0.95) / NS_PER_MS,
                        "p99": rep.p(0.99) / NS_PER_MS},
         "throughput_rps": rep.requests / secs if secs > 0 else None,
-        "device_utilization": rep.utilization,
+        "replica_busy_ratio": rep.utilization,  # wall share of paid replica time in a call
         "busy_device_s": rep.busy_ns / 1e9,
         "window_s": secs,
         "replicas": rep.replicas,

@@ -52,6 +52,12 @@ class RoiInputs:
     prices: Prices
     device: dict[str, Any] | None
     ctx: dict[str, Any]
+    overhead_ns: float = 0.0  # worker time per call outside the model call (data.call_gap)
+
+    def serve_curve(self, c: ServiceCurve) -> ServiceCurve:
+        """The fitted model-call curve plus the server's own per-call overhead."""
+        return ServiceCurve(c.fixed_ns + self.overhead_ns, c.prefill_ns_per_token, c.step_ns,
+                            c.step_ns_per_seq)
 
 
 def _refit(inp: RoiInputs, max_batch: int):
@@ -103,11 +109,12 @@ def _intervals(inp: RoiInputs, scenarios: list[Scenario], b: int, seed: int, max
     vals: list[dict[str, list[float]]] = [
         {"cost": [], "busy": [], "p95": []} for _ in scenarios]
     for r in res:
-        base_rep = replay(r.work, r.repeats, r.curve_fit.curve, inp.base, seed)
+        curve = inp.serve_curve(r.curve_fit.curve)
+        base_rep = replay(r.work, r.repeats, curve, inp.base, seed)
         pr = Prices(inp.prices.usd_per_replica_hour,
                     inp.prices.baseline_busy_cost_per_request_usd, base_rep.busy_ns)
         for i, sc in enumerate(scenarios):
-            s = summarize(replay(r.work, r.repeats, r.curve_fit.curve, sc, seed), pr)
+            s = summarize(replay(r.work, r.repeats, curve, sc, seed), pr)
             vals[i]["cost"].append(s["cost_per_request_usd"])
             vals[i]["busy"].append(s["busy_cost_per_request_usd"])
             vals[i]["p95"].append(s["latency_ms"]["p95"])
@@ -129,7 +136,7 @@ def _plan_json(p: Plan) -> dict[str, Any]:
 def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, fit: Fit,
                   *, bootstrap: int = 100, seed: int = 0) -> dict[str, Any]:
     """The ``roi`` section of the report: fit, baseline replay, ranked roadmap, cumulative."""
-    curve = fit.curve
+    curve = inp.serve_curve(fit.curve)
     base_rep = replay(inp.work, inp.repeats, curve, inp.base, seed)
     prices = Prices(inp.prices.usd_per_replica_hour,
                     inp.prices.baseline_busy_cost_per_request_usd, base_rep.busy_ns)
@@ -163,11 +170,12 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
             "impact": imp, "roi_score": score,
             "cumulative": {"projected": cum,
                            "interval": ivals[len(items) + rank - 1] if ivals else None},
-            "assumptions": list(p.assumptions) + list(fit.assumptions),
+            "assumptions": list(p.assumptions) + list(fit.assumptions) + _overhead_note(inp),
         })
     swap = _avoided_swap(inp, curve, items, cumulative, base_sum, prices, slo_ns, knobs)
     return {
-        "fit": fit.to_json(),
+        "fit": {**fit.to_json(), "server_overhead_ns_per_call": inp.overhead_ns,
+                "server_overhead_samples": inp.ctx.get("overhead_samples", 0)},
         "fit_points": list(fit.residuals),
         "baseline": {"scenario": inp.base.to_json(), "replayed": base_sum,
                      "measured_p95_ms": measured_p95,
@@ -189,6 +197,14 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
         "avoided_model_swap": swap,
         "not_proposed": _not_proposed(plans),
     }
+
+
+def _overhead_note(inp: RoiInputs) -> list[str]:
+    if inp.overhead_ns <= 0:
+        return []
+    return [f"the server's own time between back-to-back calls ({inp.overhead_ns / 1e6:.2f} ms, "
+            f"median of {inp.ctx.get('overhead_samples', 0)} measured gaps) is added to every "
+            "call and stays the same after the intervention"]
 
 
 def _not_proposed(plans: list[Plan]) -> list[dict[str, str]]:

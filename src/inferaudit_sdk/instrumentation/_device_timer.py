@@ -26,8 +26,6 @@ from inferaudit_sdk import semconv
 
 # Events kept per device for reuse; beyond this a released event is simply dropped.
 _POOL_MAX_PER_DEVICE = 1024
-# More CPU-timed calls in flight than this means some were never ended; the oldest is dropped.
-_MAX_CONCURRENT_CALLS = 256
 
 
 class Interval(Protocol):
@@ -83,35 +81,37 @@ class _CpuAccountant:
     not only on the calling thread), but it also counts what concurrent calls burn. At every
     call boundary the CPU time consumed since the previous boundary is shared equally among the
     calls that were in flight, so two overlapping calls do not both claim all of it.
+
+    O(1) per boundary: a "virtual CPU clock" advances by (CPU used / calls in flight); a call's
+    share is the virtual clock's advance between its begin and its end.
     """
+
+    __slots__ = ("_clock", "_last", "_lock", "_n", "_v")
 
     def __init__(self, clock: Callable[[], int] = time.process_time_ns) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._active: dict[int, list[float]] = {}
+        self._n = 0  # calls in flight
+        self._v = 0.0  # virtual clock, ns of CPU per in-flight call
         self._last = 0
 
-    def _advance(self, now: int) -> None:
-        if self._active:
-            share = (now - self._last) / len(self._active)
-            for acc in self._active.values():
-                acc[0] += share
-        self._last = now
-
-    def begin(self) -> list[float]:
-        acc = [0.0]
+    def begin(self) -> float:
         with self._lock:
-            self._advance(self._clock())
-            if len(self._active) >= _MAX_CONCURRENT_CALLS:  # a caller never ended: forget it
-                del self._active[next(iter(self._active))]
-            self._active[id(acc)] = acc
-        return acc
+            now = self._clock()
+            if self._n:
+                self._v += (now - self._last) / self._n
+            self._last = now
+            self._n += 1
+            return self._v
 
-    def end(self, acc: list[float]) -> int:
+    def end(self, started: float) -> int:
         with self._lock:
-            self._advance(self._clock())
-            self._active.pop(id(acc), None)
-        return int(acc[0])
+            now = self._clock()
+            if self._n:
+                self._v += (now - self._last) / self._n
+                self._n -= 1
+            self._last = now
+            return int(self._v - started)
 
 
 class _CpuTiming:

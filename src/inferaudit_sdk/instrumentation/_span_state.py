@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from inferaudit_sdk import semconv
 from inferaudit_sdk._active import ActiveSpan
 from inferaudit_sdk._guard import guarded, swallow
 
@@ -22,14 +21,12 @@ _MAX_PENDING = 4096
 
 _lock = threading.Lock()
 _states: dict[int, SpanDeviceState] = {}
-# (meter, histogram): recreated when the SDK's meter changes (use_meter_provider).
-_histogram: tuple[Any, Any] | None = None
 
 
 class SpanDeviceState:
     """Not thread-safe on its own: an ActiveSpan belongs to one task (see ``_active``)."""
 
-    __slots__ = ("active", "copies", "gpu", "model", "profiled", "timings")
+    __slots__ = ("active", "copies", "gpu", "profiled", "timings")
 
     def __init__(self, active: ActiveSpan) -> None:
         self.active = active
@@ -38,7 +35,6 @@ class SpanDeviceState:
         # (sampler, gpu index, start_ns, end_ns) over the monotonic clock, or None
         self.gpu: list[Any] | None = None
         self.profiled = False
-        self.model: str | None = None
 
     def add_gpu_window(self, sampler: Any, index: int, start_ns: int, end_ns: int) -> None:
         gpu = self.gpu
@@ -61,10 +57,9 @@ class SpanDeviceState:
                 continue
             for key, value in attrs.items():
                 out[key] = out.get(key, 0) + value
-            device_ns = attrs.get(semconv.DEVICE_TIME_NS)
-            if device_ns is not None:
-                guarded("device.metric", _record_metric, device_ns, timing.device_type,
-                        self.model)
+            # No per-call inferaudit.device.time histogram here: one OTel SDK histogram record
+            # (with exemplars) cost ~85 µs per call in bench/device_overhead.py, 2.5% of a
+            # batch-1 forward of the tiny GPT-2; the value is on every batch span instead.
         for key, interval in self.copies:
             ns = guarded("copy.resolve", interval.ns)
             if ns is not None:
@@ -99,29 +94,3 @@ def state_for(active: ActiveSpan) -> SpanDeviceState:
 def pending_count() -> int:
     """States awaiting their span's end (for tests)."""
     return len(_states)
-
-
-def _record_metric(device_ns: int, device_type: str, model: str | None) -> None:
-    global _histogram
-    from inferaudit_sdk import _tracing
-
-    meter = _tracing.meter()
-    cached = _histogram
-    if cached is None or cached[0] is not meter:
-        hist = meter.create_histogram(
-            semconv.METRIC_DEVICE_TIME,
-            unit="s",
-            description="Device time of one instrumented model call.",
-            explicit_bucket_boundaries_advisory=semconv.BUCKETS_REQUEST_DURATION_S,
-        )
-        cached = _histogram = (meter, hist)
-    attrs = {semconv.DEVICE_TYPE: device_type}
-    if model:
-        attrs[semconv.GEN_AI_REQUEST_MODEL] = model
-    cached[1].record(device_ns / 1e9, attrs)
-
-
-def reset_metrics() -> None:
-    """Forget the histogram (after the meter provider changed; for tests)."""
-    global _histogram
-    _histogram = None

@@ -1,8 +1,10 @@
 """Torch model instrumentation: every model call becomes (or adds to) a batch span that carries
 what the device did while it ran.
 
-``instrument_model(module)`` wraps the module's ``forward`` (and ``generate`` where it has one)
-with ``wrapt``. For each outermost call:
+``instrument_model(module)`` replaces the instance's ``forward`` (and ``generate`` where it has
+one) with a method bound to that instance, so ``copy.deepcopy`` and pickling of the model keep
+working (a ``wrapt`` proxy in the instance ``__dict__`` refuses both); the process-wide patches
+use ``wrapt``. For each outermost call:
 
 - inside an ``ia.batch(...)`` block the call adds to that batch span; otherwise it opens one
   with ``ia.batch(...)`` (a child of, and linked to, the active request span if any);
@@ -23,19 +25,13 @@ Everything here is guarded: an instrumentation fault is counted, never raised in
 from __future__ import annotations
 
 import contextlib
-import importlib
-import logging
 import threading
-from contextvars import ContextVar
+import types
 from typing import Any
-
-import wrapt
 
 from inferaudit_sdk import _active, _settings, semconv
 from inferaudit_sdk._guard import guarded, swallow
 from inferaudit_sdk.instrumentation import _profiler_sampling as _prof
-from inferaudit_sdk.instrumentation._copies import METHODS as _COPY_METHODS
-from inferaudit_sdk.instrumentation._copies import CopyTracker
 from inferaudit_sdk.instrumentation._device_timer import default_backend
 from inferaudit_sdk.instrumentation._inputs import (
     CallInputs,
@@ -43,150 +39,15 @@ from inferaudit_sdk.instrumentation._inputs import (
     generated_tokens,
     inspect_call,
 )
+from inferaudit_sdk.instrumentation._patches import CALL, TorchInstrumentor
 from inferaudit_sdk.instrumentation._span_state import state_for
 
-_logger = logging.getLogger("inferaudit_sdk")
 _MARK = "_inferaudit_instrumented"
-_CALL: ContextVar[_Call | None] = ContextVar("inferaudit_model_call", default=None)
-
-
-# --------------------------------------------------------------------------------------------
-# Process-wide patches
-# --------------------------------------------------------------------------------------------
-class _Patch:
-    __slots__ = ("had_own", "name", "original", "owner")
-
-    def __init__(self, owner: Any, name: str, had_own: bool, original: Any) -> None:
-        self.owner, self.name, self.had_own, self.original = owner, name, had_own, original
-
-
-def _try_wrap(owner: Any, name: str, wrapper: Any, patches: list[_Patch]) -> bool:
-    """Wrap ``owner.name`` if it exists (older versions may lack it); remember how to undo."""
-    raw = None
-    for klass in getattr(owner, "__mro__", (owner,)):
-        if name in vars(klass):
-            raw = vars(klass)[name]
-            break
-    if raw is None:
-        _logger.debug("inferaudit: %r has no %s; not instrumented", owner, name)
-        return False
-    had_own = name in vars(owner)
-    setattr(owner, name, wrapt.FunctionWrapper(raw, wrapper))
-    patches.append(_Patch(owner, name, had_own, raw))
-    return True
-
-
-def _unwrap_all(patches: list[_Patch]) -> None:
-    while patches:
-        p = patches.pop()
-        try:
-            if p.had_own:
-                setattr(p.owner, p.name, p.original)
-            else:
-                delattr(p.owner, p.name)
-        except Exception as exc:
-            swallow("torch.unwrap", exc)
-
-
-def _stream_of(instance: Any) -> Any:
-    # StreamContext keeps its target in .stream; a Stream used as a context is itself.
-    return instance.stream if hasattr(instance, "stream") and not callable(instance.stream) \
-        else instance
-
-
-def _stream_enter(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    result = wrapped(*args, **kwargs)
-    call = _CALL.get()
-    if call is not None and call.timing is not None:
-        stream = _stream_of(instance)
-        if stream is not None:
-            guarded("torch.stream", call.timing.stream_enter, stream)
-    return result
-
-
-def _stream_exit(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    call = _CALL.get()
-    if call is not None and call.timing is not None:
-        stream = _stream_of(instance)
-        if stream is not None:
-            guarded("torch.stream", call.timing.stream_exit, stream)
-    return wrapped(*args, **kwargs)
-
-
-def _copy_backend(device_type: str) -> Any:
-    return default_backend("cuda" if device_type == "cuda" else "cpu")
-
-
-class TorchInstrumentor:
-    """Process-wide torch patches, installed and removed symmetrically.
-
-    ``copies``: ``Tensor.to``/``cuda``/``cpu``/``copy_`` report host<->device copies to the
-    active span. ``streams``: ``StreamContext`` and ``Stream`` enter/exit of each given CUDA
-    module (``torch.cuda`` when CUDA is available; a fake in tests) attribute side-stream work.
-    ``generate``: Hugging Face ``GenerationMixin.generate`` for every model (opt-in).
-    """
-
-    def __init__(self, copy_tracker: CopyTracker | None = None) -> None:
-        self._tracker = copy_tracker or CopyTracker(_copy_backend, ("cuda", "xpu", "mps"))
-        self._patches: dict[str, list[_Patch]] = {}
-
-    def is_instrumented(self, part: str) -> bool:
-        return part in self._patches
-
-    def instrument(self, *, copies: bool = True, cuda_modules: tuple[Any, ...] = (),
-                   generate: bool = False) -> None:
-        if copies and "copies" not in self._patches:
-            import torch
-
-            patches: list[_Patch] = []
-            t = self._tracker
-            for name, fn in zip(_COPY_METHODS, (t.wrap_to, t.wrap_cuda, t.wrap_cpu,
-                                                t.wrap_copy_), strict=False):
-                _try_wrap(torch.Tensor, name, fn, patches)
-            self._patches["copies"] = patches
-        for cuda in cuda_modules:
-            self._instrument_streams(cuda)
-        if generate and "generate" not in self._patches:
-            self._instrument_generate()
-
-    def _instrument_streams(self, cuda: Any) -> None:
-        key = f"streams:{id(cuda)}"
-        if key in self._patches:
-            return
-        patches: list[_Patch] = []
-        ctx = getattr(cuda, "StreamContext", None)
-        if isinstance(ctx, type):
-            _try_wrap(ctx, "__enter__", _stream_enter, patches)
-            _try_wrap(ctx, "__exit__", _stream_exit, patches)
-        stream_cls = getattr(cuda, "Stream", None)
-        if not isinstance(stream_cls, type):
-            stream_cls = type(cuda.default_stream())
-        if hasattr(stream_cls, "__enter__"):
-            _try_wrap(stream_cls, "__enter__", _stream_enter, patches)
-            _try_wrap(stream_cls, "__exit__", _stream_exit, patches)
-        self._patches[key] = patches
-
-    def _instrument_generate(self) -> None:
-        patches: list[_Patch] = []
-        try:
-            utils = importlib.import_module("transformers.generation.utils")
-        except ImportError:
-            _logger.debug("inferaudit: transformers not installed; generate not patched")
-            return
-        mixin = getattr(utils, "GenerationMixin", None)
-        if mixin is not None:
-            _try_wrap(mixin, "generate", _global_generate, patches)
-        self._patches["generate"] = patches
-
-    def uninstrument(self, part: str | None = None) -> None:
-        """Remove ``part`` ("copies", "generate", "streams:<id>") or everything."""
-        for key in list(self._patches):
-            if part is None or key == part or (part == "streams" and key.startswith(part)):
-                _unwrap_all(self._patches.pop(key))
-
+_SPEC = "_inferaudit_spec"
+_CALL = CALL
 
 _instrumentor_lock = threading.Lock()
-_instrumentor = TorchInstrumentor()
+_instrumentor: TorchInstrumentor  # set below, once _global_generate exists
 _users = 0  # instrumented models sharing the process-wide patches
 
 
@@ -205,9 +66,11 @@ def uninstrument_generate() -> None:
 # Model calls
 # --------------------------------------------------------------------------------------------
 class _Spec:
-    """Per instrumented model: names and an optional fixed backend."""
+    """Per instrumented model: names, an optional fixed backend, and any ``forward`` /
+    ``generate`` the instance already had in its own ``__dict__`` (e.g. another library's
+    hook), which we call through and restore on uninstrument."""
 
-    __slots__ = ("backend", "model", "module", "operation", "param")
+    __slots__ = ("backend", "model", "module", "operation", "param", "prev")
 
     def __init__(self, module: Any, model: str | None, operation: str | None,
                  backend: Any | None) -> None:
@@ -216,6 +79,20 @@ class _Spec:
         self.model = model or _model_name(module)
         self.operation = operation
         self.backend = backend
+        self.prev: dict[str, Any] = {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Spec:
+        # copy.deepcopy(model): the copy is instrumented too, bound to the copied module.
+        import copy
+
+        twin = _Spec(memo.get(id(self.module), self.module), self.model, self.operation,
+                     self.backend)
+        twin.prev = {k: copy.deepcopy(v, memo) for k, v in self.prev.items()}
+        return twin
+
+    def __reduce__(self) -> Any:
+        # Pickling (torch.save(model)) keeps the names, not the backend or previous hooks.
+        return (_Spec, (self.module, self.model, self.operation, None))
 
 
 class _Call:
@@ -407,7 +284,6 @@ def _end(call: _Call, result: Any, exc: BaseException | None) -> None:
 def _account(call: _Call, active: Any, result: Any, exc: BaseException | None) -> None:
     timing = call.timing
     state = state_for(active)
-    state.model = call.spec.model if call.spec else None
     if timing is not None:
         state.timings.append(timing)
         active.set(semconv.DEVICE_TYPE, timing.device_type)
@@ -466,11 +342,41 @@ def _run(spec: _Spec, wrapped: Any, args: Any, kwargs: Any, is_generate: bool) -
 def _global_generate(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     if _CALL.get() is not None or instance is None:
         return wrapped(*args, **kwargs)
-    spec = getattr(instance, "_inferaudit_spec", None)
+    spec = getattr(instance, _SPEC, None)
     if spec is None:
         spec = _Spec(instance, None, None, None)
-        guarded("torch.spec", object.__setattr__, instance, "_inferaudit_spec", spec)
+        guarded("torch.spec", object.__setattr__, instance, _SPEC, spec)
     return _run(spec, wrapped, args, kwargs, True)
+
+
+def _original(module: Any, spec: _Spec | None, name: str) -> Any:
+    prev = spec.prev.get(name) if spec is not None else None
+    if prev is not None:
+        return prev
+    return getattr(type(module), name).__get__(module, type(module))
+
+
+def _forward_entry(self: Any, *args: Any, **kwargs: Any) -> Any:
+    """Installed as ``module.forward`` (a method bound to the instance, so ``copy.deepcopy``
+    and pickling of the model keep working)."""
+    spec = self.__dict__.get(_SPEC)
+    target = _original(self, spec, "forward")
+    if spec is None:
+        return target(*args, **kwargs)
+    return _run(spec, target, args, kwargs, False)
+
+
+def _generate_entry(self: Any, *args: Any, **kwargs: Any) -> Any:
+    spec = self.__dict__.get(_SPEC)
+    target = _original(self, spec, "generate")
+    if spec is None:
+        return target(*args, **kwargs)
+    return _run(spec, target, args, kwargs, True)
+
+
+# A bound method pickles as getattr(instance, __name__): name them after what they replace.
+_forward_entry.__name__ = "forward"
+_generate_entry.__name__ = "generate"
 
 
 # --------------------------------------------------------------------------------------------
@@ -497,29 +403,24 @@ def instrument_model(
         generate: wrap the module's own ``generate`` if it has one.
 
     Idempotent. Thread-safe with respect to other calls; not while the model is running.
-    Undo with :func:`uninstrument_model`.
+    ``copy.deepcopy`` of an instrumented model gives an instrumented copy. Undo with
+    :func:`uninstrument_model`.
     """
     global _users
     if getattr(module, _MARK, None) is not None:
         return module
     spec = _Spec(module, model, operation, backend)
-    wrapped_names = []
-
-    def forward_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        return _run(spec, wrapped, args, kwargs, False)
-
-    def generate_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        return _run(spec, wrapped, args, kwargs, True)
-
-    object.__setattr__(module, "forward", wrapt.FunctionWrapper(module.forward, forward_wrapper))
-    wrapped_names.append("forward")
+    names = ["forward"]
     if generate and callable(getattr(module, "generate", None)):
-        object.__setattr__(
-            module, "generate", wrapt.FunctionWrapper(module.generate, generate_wrapper)
-        )
-        wrapped_names.append("generate")
-    object.__setattr__(module, _MARK, tuple(wrapped_names))
-    object.__setattr__(module, "_inferaudit_spec", spec)
+        names.append("generate")
+    entries = {"forward": _forward_entry, "generate": _generate_entry}
+    for name in names:
+        own = module.__dict__.get(name)
+        if own is not None:
+            spec.prev[name] = own
+        object.__setattr__(module, name, types.MethodType(entries[name], module))
+    object.__setattr__(module, _MARK, tuple(names))
+    object.__setattr__(module, _SPEC, spec)
     cuda_modules: list[Any] = []
     if backend is not None:
         if getattr(backend, "cuda", None) is not None:
@@ -550,10 +451,14 @@ def uninstrument_model(module: Any) -> Any:
     names = getattr(module, _MARK, None)
     if names is None:
         return module
+    spec = module.__dict__.get(_SPEC)
     for name in names:
         with contextlib.suppress(AttributeError):
             object.__delattr__(module, name)
-    for attr in (_MARK, "_inferaudit_spec"):
+        prev = spec.prev.get(name) if spec is not None else None
+        if prev is not None:
+            object.__setattr__(module, name, prev)
+    for attr in (_MARK, _SPEC):
         with contextlib.suppress(AttributeError):
             object.__delattr__(module, attr)
     with _instrumentor_lock:
@@ -567,3 +472,5 @@ def uninstrument_model(module: Any) -> Any:
 def is_instrumented(module: Any) -> bool:
     return getattr(module, _MARK, None) is not None
 
+
+_instrumentor = TorchInstrumentor(generate_wrapper=_global_generate)

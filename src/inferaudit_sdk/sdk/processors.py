@@ -74,6 +74,7 @@ class CountingBatchSpanProcessor(SpanProcessor):
         self._max_batch = max(1, min(int(max_export_batch_size), self._max_queue))
         self._delay_s = max(0.0, float(schedule_delay_ms)) / 1000
         self._block_s = max(0.0, float(block_when_full_ms)) / 1000
+        self_metrics.register_exporter(exporter_name)
         self._init_threading()
         if hasattr(os, "register_at_fork"):
             weak_reinit = weakref.WeakMethod(self._at_fork_reinit)

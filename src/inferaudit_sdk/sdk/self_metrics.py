@@ -34,6 +34,19 @@ _installed_on: weakref.WeakSet[Any] = weakref.WeakSet()
 _installed_ids: set[int] = set()
 
 
+_REASONS = (semconv.DROP_REASON_QUEUE_FULL, semconv.DROP_REASON_EXPORT_FAILED,
+            semconv.DROP_REASON_SHUTDOWN)
+
+
+def register_exporter(exporter: str) -> None:
+    """Start ``exporter``'s counts at zero (every drop reason too), so a clean run exports
+    "0 dropped" explicitly rather than no data point at all."""
+    with _lock:
+        _exported[exporter] += 0
+        for reason in _REASONS:
+            _dropped[(exporter, reason)] += 0
+
+
 def add_exported(exporter: str, n: int) -> None:
     """Count ``n`` spans handed successfully to ``exporter``."""
     if n:
