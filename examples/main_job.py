@@ -7,17 +7,18 @@ Default (``--mode audit``), the README's first command:
 1. load the workload (the real Splitwise trace if present, else the generator fitted to it),
    build the tiny GPT-2, probe its sequential service time and scale the workload into a
    :class:`~examples.loadgen.ReplayPlan` (``<out>/plan.json``);
-2. serve it one request at a time (``<out>/sequential/``, in a child process with its own
-   tracer provider; traces are OTLP JSON lines);
-3. sweep the model over batch sizes x lengths (``<out>/calibration.json``): the sequential spans
+2. sweep the model over batch sizes x lengths (``<out>/calibration.json``): the sequential spans
    hold batch size 1 only, so the curve's batch dimension comes from this sweep, anchored to the
-   spans (the report's assumptions say so);
-4. ``inferaudit report`` on the sequential traces: ``<out>/report.html``, ``report.md``,
-   ``report.json`` with the ranked roadmap and projections;
+   spans (the report's assumptions say so). It runs first so that the two serving runs are back
+   to back (a shared host's speed drifts; the comparison reports the drift it measured);
+3. serve the plan one request at a time (``<out>/sequential/``, in a child process with its own
+   tracer provider; traces are OTLP JSON lines);
+4. ``inferaudit report`` on the sequential traces and the sweep only: ``<out>/report.html``,
+   ``report.md``, ``report.json`` with the ranked roadmap and projections;
 5. apply the top roadmap item the example can apply for real (batching: the server's batched
    mode, at the projected max batch) on the SAME plan (``<out>/batched/``), analyse it, and print
    projected vs measured cost per request and p95 side by side, against the 15% target
-   (``<out>/comparison.json``).
+   (``<out>/comparison.json``; the report files gain a "projection check" section).
 
 ``--mode sequential|batched`` runs one scenario inline (what the child processes do);
 ``--mode both`` runs both scenarios and analyses each, without the report. With ``--isolation
@@ -61,10 +62,11 @@ from inferaudit_sdk import semconv
 DEFAULT_OUT = Path("out") / "main-job"
 # Without --requests, the job replays as many requests as fit BUDGET_S seconds of offered load
 # per scenario (so it takes about as long on a fast machine as on a busy one), within bounds.
-DEFAULT_BUDGET_S = 45.0
+DEFAULT_BUDGET_S = 40.0
 AUTO_REQUESTS_MIN = 40
 AUTO_REQUESTS_MAX = 600
-WARMUP_CALLS = 3
+WARMUP_CALLS = 5
+CLOCK_JUMP_WARN_S = 0.5
 SERVICE_NAME = "inferaudit-example"  # OTEL_SERVICE_NAME unless the environment sets one
 
 
@@ -83,6 +85,10 @@ class ScenarioResult:
     spans_by_role: dict[str, int] = field(default_factory=dict)
     output_tokens: int = 0
     ttfts_s: list[float] = field(default_factory=list)  # streaming runs only
+    warmup_call_ms: float | None = None  # median warm-up generate call: the machine's speed
+    # how far the wall clock moved against the monotonic one during the run: span timestamps
+    # are wall-clock, so a jump (a VM or sandbox adjusting time) inflates span latencies
+    clock_jump_s: float = 0.0
 
     def latency_pct_s(self, pct: float) -> float:
         return float(np.percentile(self.latencies_s, pct)) if self.latencies_s else float("nan")
@@ -157,21 +163,28 @@ def run_scenario(
     model = model or TinyGPT2()
     # Warm the model up before serving, as a production server is: the first generate calls
     # of a fresh process pay one-off allocation and dispatch costs that no request should.
+    # The median warm-up call also tells how fast this machine is right now (a shared host's
+    # speed drifts between runs; the comparison reports it).
     torch.set_num_threads(torch_threads)
+    warm_ns = []
     for _ in range(WARMUP_CALLS):
+        t_w = time.perf_counter_ns()
         model.generate([model.prompt_ids(16, seed=0)], [8])
+        warm_ns.append(time.perf_counter_ns() - t_w)
     handle = ia.configure(exporters=("file",), trace_dir=str(trace_dir))
     server = InferenceServer(
         model, mode=mode, max_batch=max_batch, batch_timeout_s=batch_timeout_s,
         torch_threads=torch_threads,
     )
     t0 = time.perf_counter()
+    offset0 = time.time() - t0  # span timestamps are wall-clock; the run's wall is monotonic
     try:
         results = asyncio.run(_serve(server, plan, stream))
     finally:
         handle.force_flush(timeout_s=30)
         ia.shutdown()
     wall_s = time.perf_counter() - t0
+    clock_jump_s = (time.time() - time.perf_counter()) - offset0
     manifest = out / "run-manifest.json"
     manifest.write_text(
         json.dumps(
@@ -205,6 +218,8 @@ def run_scenario(
         spans_by_role=count_spans(trace_dir),
         output_tokens=sum(r.output_tokens for r in ok),
         ttfts_s=[r.ttft_s for r in ok if r.ttft_s is not None],
+        warmup_call_ms=float(np.median(warm_ns)) / 1e6,
+        clock_jump_s=clock_jump_s,
     )
 
 
@@ -269,6 +284,9 @@ def _summary_lines(plan: ReplayPlan, results: list[ScenarioResult]) -> list[str]
             lines.append(f"{r.mode}: time to first token p50 {p50 * 1e3:.1f} ms, p95 "
                          f"{p95 * 1e3:.1f} ms (client side)")
     lines += [f"traces ({r.mode}): {r.trace_dir}" for r in results]
+    lines += [f"WARNING ({r.mode}): the wall clock moved {r.clock_jump_s:+.1f} s against the "
+              "monotonic clock during the run; span timestamps (wall clock) are unreliable, "
+              "re-run" for r in results if abs(r.clock_jump_s) > CLOCK_JUMP_WARN_S]
     return lines
 
 
@@ -383,14 +401,16 @@ def run_audit(args: argparse.Namespace, model: TinyGPT2, plan: ReplayPlan, plan_
               server_args: list[str], say) -> int:
     """The README's first command: see the module docstring."""
     out: Path = args.out
-    say(f"[1/5] sequential serving ({len(plan.requests)} requests)...")
+    # Calibrate first, so the two serving runs are back to back: on a shared host the machine's
+    # speed drifts, and the comparison is fairest when both runs see the same spell.
+    say("[1/5] calibration sweep of the example model...")
+    cal = calibrate(model, out / "calibration.json", args.torch_threads, say)
+    say(f"[2/5] sequential serving ({len(plan.requests)} requests)...")
     seq = run_scenario_subprocess("sequential", plan_path, out_dir=out / "sequential",
                                   extra_args=server_args)
     for line in _summary_lines(plan, [seq]):
         say(line)
-    say("[2/5] calibration sweep of the example model...")
-    cal = calibrate(model, out / "calibration.json", args.torch_threads, say)
-    say("[3/5] audit + roadmap report...")
+    say("[3/5] audit + roadmap report (from the sequential traces and the sweep only)...")
     t0 = time.perf_counter()
     report = write_report(seq.trace_dir, out, cal, args)
     say(f"report: {out / 'report.html'}, {out / 'report.md'}, {out / 'report.json'} "
@@ -423,6 +443,17 @@ def run_audit(args: argparse.Namespace, model: TinyGPT2, plan: ReplayPlan, plan_
     cmp = compare(item, measured, baseline)
     cmp["measured_batched"] = measured
     cmp["calibration"] = str(cal)
+    drift = None
+    if seq.warmup_call_ms and bat.warmup_call_ms:
+        drift = bat.warmup_call_ms / seq.warmup_call_ms - 1
+    cmp["clock_jump_s"] = {"sequential": seq.clock_jump_s, "batched": bat.clock_jump_s}
+    cmp["machine_speed"] = {
+        "warmup_call_ms": {"sequential": seq.warmup_call_ms, "batched": bat.warmup_call_ms},
+        "drift_ratio": drift,
+        "note": ("median warm-up generate call before each run; a positive drift means the "
+                 "machine was slower during the batched run (shared host), which the "
+                 "projection cannot know"),
+    }
     (out / "comparison.json").write_text(json.dumps(cmp, indent=1), encoding="utf-8")
     # the report gains its projection check (same JSON, HTML and Markdown files)
     from inferaudit_analyzer.cli_report import write_outputs
@@ -432,6 +463,9 @@ def run_audit(args: argparse.Namespace, model: TinyGPT2, plan: ReplayPlan, plan_
                   json_path=str(out / "report.json"))
     for line in comparison_lines(cmp):
         say(line)
+    if drift is not None:
+        say(f"machine speed: warm-up call {seq.warmup_call_ms:.1f} ms before the sequential run, "
+            f"{bat.warmup_call_ms:.1f} ms before the batched run ({drift:+.0%})")
     say(f"comparison: {out / 'comparison.json'}")
     return 0 if seq.n_errors == 0 and bat.n_errors == 0 else 1
 

@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                 description="Audit exported traces: baseline, cost, findings, bottleneck.")
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="OTLP JSON-lines files, directories or globs; Kineto traces too; or one "
-                        "clickhouse://host:port/db?table=otel_traces (docs/clickhouse.md)")
+                        "clickhouse://host:port/db?table=otel_traces, or one s3://bucket/prefix "
+                        "in the awss3exporter layout (docs/clickhouse.md)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
     price = p.add_mutually_exclusive_group()
@@ -68,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="width of the per-time-bucket baseline in seconds (default: ~20 buckets)")
     p.add_argument("--no-cache", action="store_true", help="re-read inputs, ignore the cache")
     p.add_argument("--since", type=_time_ns, metavar="TIME",
-                   help="clickhouse:// only: spans starting at or after TIME (ISO 8601, epoch "
+                   help="URL sources only: spans starting at or after TIME (ISO 8601, epoch "
                         "seconds, or a duration before now such as 6h)")
     p.add_argument("--until", type=_time_ns, metavar="TIME",
-                   help="clickhouse:// only: spans starting before TIME")
+                   help="URL sources only: spans starting before TIME")
     return p
 
 
@@ -123,20 +124,26 @@ def _write(text: str, out: str | None) -> None:
 
 
 def _analyze_any(args: Any, params: Any, analyze: Any) -> dict[str, Any]:
-    """Files through ``analyze``; one ``clickhouse://`` / ``chdb://`` URL in the cluster."""
+    """Files through ``analyze``; one ``clickhouse://`` / ``chdb://`` URL in the cluster; one
+    fsspec URL (``s3://bucket/prefix``) as awss3exporter partitions (docs/clickhouse.md)."""
     from inferaudit_analyzer.engines.clickhouse_analyze import (
         BadClickHouseURL,
         analyze_clickhouse,
         is_clickhouse_url,
     )
 
-    urls = [p for p in args.paths if is_clickhouse_url(p)]
+    urls = [p for p in args.paths if is_clickhouse_url(p) or "://" in p]
     if urls:
         if len(args.paths) != 1:
-            raise BadClickHouseURL(f"{urls[0]}: a ClickHouse source must be the only input")
-        return analyze_clickhouse(urls[0], params, since_ns=args.since, until_ns=args.until)
+            raise BadClickHouseURL(f"{urls[0]}: a URL source must be the only input")
+        if is_clickhouse_url(urls[0]):
+            return analyze_clickhouse(urls[0], params, since_ns=args.since,
+                                      until_ns=args.until)
+        from inferaudit_analyzer.sources.s3_partitions import analyze_partitions
+
+        return analyze_partitions(urls[0], params, since_ns=args.since, until_ns=args.until)
     if args.since is not None or args.until is not None:
-        raise BadClickHouseURL("--since/--until apply to a clickhouse:// source only")
+        raise BadClickHouseURL("--since/--until apply to a clickhouse:// or object-store URL")
     return analyze(args.paths, params)
 
 

@@ -145,3 +145,39 @@ def test_exporter_that_raises_is_counted_not_propagated(tmp_path: Path):
     dropped = _dropped("broken")
     assert dropped[semconv.DROP_REASON_EXPORT_FAILED] - before == 10
     assert dropped[semconv.DROP_REASON_SHUTDOWN] >= 1
+
+
+def test_default_otlp_retries_cannot_keep_the_coverage_counters_off_the_disk(
+    tmp_path: Path, monkeypatch
+):
+    """With the OTLP exporter's default timeout (10 s, retrying), shutdown(timeout_s=3) must
+    still leave time for the local sinks: every span in the trace file and the final
+    coverage counters in the metrics file, and it returns about on time."""
+    _otlp_otlp_down(monkeypatch, "http/protobuf")
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TIMEOUT")
+    cfg = AuditConfig(
+        trace_dir=str(tmp_path), nvml_enabled=False, exporters=("otlp", "file"),
+        schedule_delay_ms=50,
+    )
+    h = build(cfg, set_global=False)
+    tracer = h.tracer_provider.get_tracer("app")
+    n = 600
+    for i in range(n):
+        tracer.start_span("req", attributes={"i": i}).end()
+    time.sleep(0.3)  # the OTLP worker is now inside its retry back-off
+    t0 = time.monotonic()
+    h.shutdown(timeout_s=3)
+    assert time.monotonic() - t0 < 3 + 2.5
+    spans = [
+        s for p in sorted(tmp_path.glob("traces-*.jsonl")) for x in p.read_bytes().splitlines()
+        for rs in json.loads(x)["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]
+    ]
+    assert len(spans) == n
+    lines = [
+        json.loads(x) for p in sorted(tmp_path.glob("metrics-*.jsonl"))
+        for x in p.read_bytes().splitlines()
+    ]
+    assert lines, "no metrics line was written"
+    names = {m["name"] for rm in lines[-1]["resourceMetrics"] for sm in rm["scopeMetrics"]
+             for m in sm["metrics"]}
+    assert semconv.METRIC_SDK_SPANS_DROPPED in names

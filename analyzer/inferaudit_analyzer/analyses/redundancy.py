@@ -30,8 +30,10 @@ FROM requests WHERE cache_hit IS NOT TRUE
 
 # One row per distinct prompt (key id, fingerprint) with its SimHash and request count / device
 # time; the device time of the repeats (all but the first) is what a cache would have saved.
+# The fingerprint itself stays in the engine (only grouped on): on ClickHouse this is the one
+# result that grows with the data, and the fingerprint was most of its bytes.
 DISTINCT_PROMPTS_SQL = """
-SELECT COALESCE(fp_key_id, '') AS key_id, prompt_fp, MIN(prompt_simhash) AS simhash,
+SELECT COALESCE(fp_key_id, '') AS key_id, MIN(prompt_simhash) AS simhash,
        COUNT(*) AS n, SUM(COALESCE(device_ns, 0)) AS device_ns,
        MAX(COALESCE(device_ns, 0)) AS device_ns_one
 FROM requests

@@ -53,7 +53,12 @@ class ChdbBackend:
     def __init__(self, path: str | None = None) -> None:
         from chdb import session
 
-        self.session = session.Session(path) if path else session.Session()
+        try:
+            self.session = session.Session(path) if path else session.Session()
+        except RuntimeError as exc:
+            raise RuntimeError(f"chDB could not open {path or 'an in-memory session'}: {exc} "
+                               "(chDB runs one engine per process, bound to the first data "
+                               "path opened)") from exc
         for k, v in CLICKHOUSE_SETTINGS.items():
             self.session.query(f"SET {k} = {v!r}" if isinstance(v, str) else f"SET {k} = {v}")
 
@@ -67,6 +72,11 @@ class ChdbBackend:
         self.session.close()
 
 
+# The views use correlated EXISTS / scalar subqueries: ClickHouse >= 25.4 with this setting
+# (later releases keep it as an accepted no-op). Older servers reject it, and the views with it.
+SERVER_SETTINGS: dict[str, int] = {"allow_experimental_correlated_subqueries": 1}
+
+
 class HttpBackend:
     """A ClickHouse server over HTTP(S) via ``clickhouse-connect`` (one session per backend)."""
 
@@ -78,7 +88,7 @@ class HttpBackend:
         self.client = clickhouse_connect.get_client(
             host=host, port=port or (8443 if secure else 8123), username=username or "default",
             password=password or "", database=database or "default", secure=secure,
-            settings=dict(CLICKHOUSE_SETTINGS), **kwargs)
+            settings={**CLICKHOUSE_SETTINGS, **SERVER_SETTINGS}, **kwargs)
 
     def query_arrow(self, sql: str) -> bytes:
         return self.client.raw_query(sql, fmt="ArrowStream")

@@ -14,46 +14,59 @@ from typing import Any
 from inferaudit_sdk import semconv as sc
 
 
-def _counter_total(con: Any, name: str) -> float | None:
-    """Sum over series of a counter: last value of cumulative series, sum of delta points."""
-    row = con.execute(
-        """
+def _counter_totals(con: Any, name: str) -> dict[str, float]:
+    """Total of a counter per exporter (``inferaudit.exporter`` attribute; "" when absent):
+    last value of each cumulative series, sum of delta points."""
+    rows = con.execute(
+        f"""
         WITH pts AS (
-            SELECT resource_id, attributes, start_ns, temporality, time_ns, value
+            SELECT resource_id, attributes, start_ns, temporality, time_ns, value,
+                   coalesce(json_extract_string(attributes, '$."{sc.SDK_EXPORTER}"'), '') AS exp
             FROM metric_points WHERE name = ?
         ), series AS (
-            SELECT CASE WHEN any_value(temporality) = 1 THEN sum(value)
+            SELECT exp, CASE WHEN any_value(temporality) = 1 THEN sum(value)
                         ELSE arg_max(value, time_ns) END AS v
-            FROM pts GROUP BY resource_id, attributes, start_ns
+            FROM pts GROUP BY exp, resource_id, attributes, start_ns
         )
-        SELECT count(*), sum(v) FROM series
+        SELECT exp, sum(v) FROM series GROUP BY exp
         """,
         [name],
-    ).fetchone()
-    return None if not row or row[0] == 0 else float(row[1] or 0.0)
+    ).fetchall()
+    return {str(exp): float(v or 0.0) for exp, v in rows}
 
 
 def coverage(con: Any) -> dict[str, Any]:
     """Spans read vs. spans the SDK reported, ingest errors, and the resulting ratio.
 
-    Returns a dict: ``spans_read``, ``spans_exported_reported`` / ``spans_dropped_reported``
-    (None when the input has no SDK counters), ``ingest_errors``, ``files``,
-    ``sampling_ratio`` (None: head sampling is not recorded on spans), and ``coverage_ratio``
-    (0-1: spans read over spans produced, where the counters say how many were produced).
+    Each exporter of the SDK sees every span, so the spans produced are the largest
+    exported + dropped total of any one exporter (summing over exporters would count every
+    span once per exporter). Returns a dict: ``spans_read``, ``spans_exported_reported`` /
+    ``spans_dropped_reported`` (of that exporter; None when the input has no SDK counters),
+    ``dropped_by_exporter``, ``ingest_errors``, ``files``, ``sampling_ratio`` (None: head
+    sampling is not recorded on spans), and ``coverage_ratio`` (0-1: spans read over spans
+    produced, where the counters say how many were produced).
     """
     spans_read = int(con.execute("SELECT count(*) FROM spans").fetchone()[0])
     errors = int(con.execute("SELECT count(*) FROM ingest_errors").fetchone()[0])
     files = int(con.execute("SELECT count(*) FROM inputs").fetchone()[0])
-    exported = _counter_total(con, sc.METRIC_SDK_SPANS_EXPORTED)
-    dropped = _counter_total(con, sc.METRIC_SDK_SPANS_DROPPED)
+    exported_by = _counter_totals(con, sc.METRIC_SDK_SPANS_EXPORTED)
+    dropped_by = _counter_totals(con, sc.METRIC_SDK_SPANS_DROPPED)
+    exporters = set(exported_by) | set(dropped_by)
+    exported = dropped = None
     ratio = None
-    if exported is not None or dropped is not None:
-        produced = max(float(spans_read), (exported or 0.0) + (dropped or 0.0))
+    if exporters:
+        top = max(
+            sorted(exporters),
+            key=lambda e: exported_by.get(e, 0.0) + dropped_by.get(e, 0.0),
+        )
+        exported, dropped = exported_by.get(top, 0.0), dropped_by.get(top, 0.0)
+        produced = max(float(spans_read), exported + dropped)
         ratio = 1.0 if produced == 0 else spans_read / produced
     return {
         "spans_read": spans_read,
         "spans_exported_reported": None if exported is None else int(exported),
         "spans_dropped_reported": None if dropped is None else int(dropped),
+        "dropped_by_exporter": {k: int(v) for k, v in sorted(dropped_by.items()) if k},
         "ingest_errors": errors,
         "files": files,
         "sampling_ratio": None,

@@ -57,6 +57,8 @@ _logger = logging.getLogger("inferaudit_sdk")
 
 
 _lock = threading.RLock()
+# At shutdown, the part of the timeout kept for the final metrics collection (at most).
+_METRICS_RESERVE_S = 1.0
 _current: AuditHandle | None = None
 # Providers this module built and set globally (OTel allows that once per process): a later
 # configure() after shutdown() reuses them instead of mistaking them for the application's.
@@ -139,13 +141,19 @@ class AuditHandle:
             if self._shut:
                 return
             self._shut = True
-        deadline = time.monotonic() + max(0.0, timeout_s)
+        timeout_s = max(0.0, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        # A network exporter retrying against a dead collector uses all the time it is given:
+        # the span processors stop a share of the budget early, so the final metrics
+        # collection (the coverage counters) still reaches the file sink.
+        spans_deadline = deadline - min(_METRICS_RESERVE_S, timeout_s / 4)
 
         def remaining_ms() -> int:
-            return max(0, int((deadline - time.monotonic()) * 1000))
+            return max(0, int((spans_deadline - time.monotonic()) * 1000))
 
         _detach_processors(self.tracer_provider, self.processors)
-        for proc in self.processors:
+        # The local file first: it finishes in milliseconds, and must not wait behind OTLP.
+        for proc in sorted(self.processors, key=lambda p: p.exporter_name != EXPORTER_FILE):
             try:
                 proc.shutdown(remaining_ms())
             except Exception:
