@@ -11,7 +11,7 @@ too (e.g. CUDA events recorded on the hot path, resolved later).
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -62,10 +62,12 @@ class ActiveSpan:
                     else:
                         self.attributes[key] = value
         self._deferred.clear()
-        for key, total in self._totals.items():
-            self.attributes[key] = int(total) if float(total).is_integer() else total
-        if self.attributes:
-            self.span.set_attributes(self.attributes)
+        # One snapshot: a record() from another thread may still touch self.attributes.
+        final = dict(self.attributes)
+        for key, total in tuple(self._totals.items()):
+            final[key] = int(total) if float(total).is_integer() else total
+        if final:
+            self.span.set_attributes(final)
 
 
 _CURRENT: ContextVar[ActiveSpan | None] = ContextVar("inferaudit_active_span", default=None)
@@ -76,9 +78,6 @@ def current() -> ActiveSpan | None:
     return _CURRENT.get()
 
 
-def push(active: ActiveSpan) -> Token[ActiveSpan | None]:
-    return _CURRENT.set(active)
-
-
-def pop(token: Token[ActiveSpan | None]) -> None:
-    _CURRENT.reset(token)
+# Bound methods, not wrappers: these run on every call and every streamed chunk.
+push = _CURRENT.set
+pop = _CURRENT.reset

@@ -199,7 +199,7 @@ class batch:
         if state.span is INVALID_SPAN:
             return False
         if state.recording:
-            if exc is not None:
+            if exc is not None and not isinstance(exc, GeneratorExit):  # a closed stream
                 state.attributes[semconv.ERROR_TYPE] = record_error(state.span, exc, "batch.error")
             if isinstance(state, BatchSpan):
                 guarded("batch.flush", state.finish_attributes)

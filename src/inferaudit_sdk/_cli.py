@@ -28,9 +28,12 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in {"-h", "--help"}:
+    if not args:
+        print(_usage(), file=sys.stderr)
+        return 2
+    if args[0] in {"-h", "--help"}:
         print(_usage())
-        return 0 if args else 2
+        return 0
     entry = COMMANDS.get(args[0])
     if entry is None:
         print(f"inferaudit: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
@@ -39,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        # Only a missing third-party part is the user's install to fix; an ImportError raised
+        # inside our own packages is a bug and must surface as one.
+        if (exc.name or "").startswith("inferaudit_") and exc.name != module_name.split(".")[0]:
+            raise
         print(
             f"inferaudit {args[0]}: this command needs an optional part that is not installed "
             f"({exc}). Install it with: pip install 'inferaudit[analyzer,collector]'",

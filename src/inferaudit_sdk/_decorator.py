@@ -91,12 +91,35 @@ def _sync_core(spec: Spec) -> Callable[..., Any]:
             raise
         _pop(atoken)
         _detach(token)
-        if type(result) is types.GeneratorType:
+        rtype = type(result)
+        if rtype is types.GeneratorType:
             return AuditedGenerator(result, state, ctx)  # a function that returns a stream
+        if rtype is types.CoroutineType:
+            return _awaited(result, state, ctx)  # the work happens when it is awaited
+        if rtype is types.AsyncGeneratorType:
+            return AuditedAsyncGenerator(result, state, ctx)
         finish(state, result)
         return result
 
     return core
+
+
+async def _awaited(coro: Any, state: Any, ctx: Any) -> Any:
+    """Await a coroutine that a sync callable returned, under its request span. (Never
+    awaited, it never runs: Python warns about the user's coroutine, and no span is sent.)"""
+    token = _attach(ctx)
+    atoken = _push(state)
+    try:
+        result = await coro
+    except BaseException as exc:
+        _pop(atoken)
+        _detach(token)
+        finish(state, exc=exc)
+        raise
+    _pop(atoken)
+    _detach(token)
+    finish(state, result)
+    return result
 
 
 def _coroutine_core(spec: Spec) -> Callable[..., Any]:
@@ -196,13 +219,24 @@ def _check(name: str, value: Any) -> None:
         raise TypeError(f"audited({name}=...) must be a str, got {type(value).__name__}")
 
 
+def _kind_of(target: Any) -> Any:
+    """What to classify: the function itself, or for a callable object (a model wrapper
+    class, say) its ``__call__`` method."""
+    if inspect.isfunction(target) or inspect.ismethod(target) or isinstance(
+            target, functools.partial) or inspect.isbuiltin(target) or isinstance(target, type):
+        return target
+    call = inspect.getattr_static(type(target), "__call__", None)
+    return target.__call__ if inspect.isfunction(call) else target
+
+
 def _decorate(func: Any, options: dict[str, Any]) -> Any:
     target = func.__func__ if isinstance(func, (classmethod, staticmethod)) else func
     if not callable(target):
         raise TypeError(f"@audited needs a function or method, got {type(func).__name__}")
-    is_agen = inspect.isasyncgenfunction(target)
-    is_gen = inspect.isgeneratorfunction(target)
-    is_coro = inspect.iscoroutinefunction(target)
+    kind = _kind_of(target)
+    is_agen = inspect.isasyncgenfunction(kind)
+    is_gen = inspect.isgeneratorfunction(kind)
+    is_coro = inspect.iscoroutinefunction(kind)
     stream = options["stream"]
     positions, search_kwargs = _positions(target)
     spec = Spec(

@@ -124,17 +124,16 @@ def fingerprint_text(text: str, key: bytes | None = None) -> tuple[str, str]:
     """(exact hex32, simhash hex16) of a prompt known only as text (word 3-gram shingles)."""
     k = key if key is not None else _settings.derived().fingerprint_key
     exact = hashlib.blake2b(text.encode("utf-8"), digest_size=16, key=k).hexdigest()
-    ids: dict[str, int] = {}
-    seq = []
-    for word in text.split():
-        wid = ids.get(word)
-        if wid is None:
-            wid = int.from_bytes(
-                hashlib.blake2b(word.encode("utf-8"), digest_size=8, key=k).digest(), "little"
-            )
-            ids[word] = wid
-        seq.append(wid)
-    arr = np.asarray(seq, dtype=np.uint64)
+    words = text.split()
+    # Each distinct word once, from a copy of the keyed state (no key set-up per word); the
+    # per-word mapping runs in C.
+    ids: dict[str, Any] = dict.fromkeys(words)
+    keyed = hashlib.blake2b(digest_size=8, key=k)
+    for word in ids:
+        h = keyed.copy()
+        h.update(word.encode("utf-8"))
+        ids[word] = int.from_bytes(h.digest(), "little")
+    arr = np.fromiter(map(ids.__getitem__, words), dtype=np.uint64, count=len(words))
     sim = simhash_of_hashes(_shingle_hashes(arr, _seed(k)))
     return exact, f"{sim:016x}"
 

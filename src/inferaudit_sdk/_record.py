@@ -19,6 +19,7 @@ from typing import Any
 from inferaudit_sdk import _active, _content, _fingerprint, _settings, _tokens, semconv
 from inferaudit_sdk._active import ActiveSpan
 from inferaudit_sdk._guard import swallow
+from inferaudit_sdk._usage import INT64_MAX
 
 
 class RecordError(ValueError):
@@ -26,10 +27,11 @@ class RecordError(ValueError):
 
 
 def _count(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        if isinstance(value, float) and value.is_integer() and value >= 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+        if isinstance(value, float) and value.is_integer() and 0 <= value <= INT64_MAX:
             return int(value)
-        raise RecordError(f"record({field}=...) must be a non-negative int, got {value!r:.60}")
+        raise RecordError(f"record({field}=...) must be a non-negative int (int64), got "
+                          f"{value!r:.60}")
     return value
 
 

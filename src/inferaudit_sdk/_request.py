@@ -121,6 +121,7 @@ class RequestSpan(ActiveSpan):
 
     __slots__ = (
         "chunks",
+        "completion_chars",
         "completion_parts",
         "done",
         "first_ns",
@@ -145,6 +146,7 @@ class RequestSpan(ActiveSpan):
         self.stream_tokens: int | None = 0  # None once a chunk is not countable token ids
         self.seq_rows = 1
         self.completion_parts: list[str] | None = None
+        self.completion_chars = 0
         self.done = False
 
     def on_chunk(self, chunk: Any) -> None:
@@ -169,10 +171,15 @@ class RequestSpan(ActiveSpan):
                     shape = getattr(chunk, "shape", None)
                     if shape is not None and len(shape) == 2 and shape[0] > 0:
                         self.seq_rows = int(shape[0])
-        if type(chunk) is str and self.recording and _settings.get_config().capture_content:
-            if self.completion_parts is None:
-                self.completion_parts = []
-            self.completion_parts.append(chunk)
+        if type(chunk) is str and self.recording:
+            cfg = _settings.get_config()
+            # Keep text only while the cap can still use it: once past content_max_chars the
+            # rest would be cut anyway (what is kept already exceeds the cap: marked truncated).
+            if cfg.capture_content and self.completion_chars <= cfg.content_max_chars:
+                if self.completion_parts is None:
+                    self.completion_parts = []
+                self.completion_parts.append(chunk)
+                self.completion_chars += len(chunk)
 
 
 def start(spec: Spec, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RequestSpan:
@@ -208,7 +215,12 @@ def _infer(state: RequestSpan, result: Any, has_result: bool) -> tuple[int | Non
     """Fill inferred attributes that record() did not set; return (input, output) tokens."""
     attrs = state.attributes
     found = state.found
-    call = CallTokens(found) if found and not _TOKEN_ARGS.isdisjoint(found) else None
+    call = None
+    if found and not _TOKEN_ARGS.isdisjoint(found):
+        try:
+            call = CallTokens(found)
+        except Exception as fault:  # an unreadable argument: the result may still tell
+            swallow("usage.arguments", fault)
     inferred: dict[str, Any] = {}
     usage = from_result(result if has_result else None, call)
     out = usage.output_tokens

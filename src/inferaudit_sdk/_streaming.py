@@ -152,9 +152,14 @@ class AuditedGenerator:
     def __del__(self) -> None:
         try:
             if not self._state.done:
-                self.close()
+                self.close()  # the generator's cleanup runs inside the request
         except Exception as fault:
-            swallow("stream.gc", fault)
+            if not self._state.done:
+                swallow("stream.gc", fault)  # ours: close() failed before ending the span
+                return
+            # The user's cleanup raised (close() recorded it on the span): Python reports it
+            # through sys.unraisablehook, as for a plain generator collected mid-stream.
+            raise
 
 
 # aclose() tasks scheduled for abandoned streams (the loop keeps only weak references).

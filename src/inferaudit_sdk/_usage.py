@@ -61,13 +61,16 @@ def _get(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
+# OTLP integers are int64: a larger "count" is bad data, not a count.
+INT64_MAX = 2**63 - 1
+
+
 def _int(v: Any) -> int | None:
     if isinstance(v, bool):
         return None
-    if isinstance(v, int):
-        return v if v >= 0 else None
-    if isinstance(v, np.integer):
-        return int(v) if v >= 0 else None
+    if isinstance(v, (int, np.integer)):
+        v = int(v)
+        return v if 0 <= v <= INT64_MAX else None
     return None
 
 
@@ -102,7 +105,11 @@ class CallTokens:
             if eos is None:
                 eos = getattr(gen_cfg, "eos_token_id", None)
         self.pad_id = _int(pad)
-        self.eos_ids = _id_set(eos)
+        try:
+            self.eos_ids = _id_set(eos)
+        except Exception as exc:  # e.g. a tensor that cannot be read: only this one is lost
+            swallow("usage.arguments", exc)
+            self.eos_ids = None
 
 
 def prompt_from_call(call: CallTokens, usage: Usage) -> np.ndarray | None:

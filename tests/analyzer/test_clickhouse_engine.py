@@ -118,7 +118,7 @@ def test_parameters_bind_in_order_and_count(pair: Any) -> None:
 
 def test_sketches_from_shards_merge_into_the_whole(tmp_path: Path) -> None:
     """Per-shard partial aggregates (bucket counts) merge exactly: the point of the sketch."""
-    reqs = workload_requests(n_batches=30)
+    reqs = workload_requests(n_batches=15)
     store = load_store([write_workload(tmp_path, reqs)], cache=False)
     create_views(store.con)
     src, alpha = "SELECT latency_ns FROM requests", 0.01
@@ -127,7 +127,8 @@ def test_sketches_from_shards_merge_into_the_whole(tmp_path: Path) -> None:
     store.close()
     parts = []
     for i, shard in enumerate(reqs):  # one shard per host, as sharding by trace keeps traces
-        con = connect("chdb://?table=otel_traces", backend=chdb_with([shard], tmp_path))
+        con = connect("chdb://?table=otel_traces", backend=chdb_with([shard], tmp_path),
+                      materialize=True)
         create_views(con)
         parts.append(pct.sketch_from_sql(con, src, "latency_ns", alpha=alpha)[()])
         assert parts[i].count > 0
@@ -200,7 +201,7 @@ def test_attribute_strings_are_what_the_exporter_writes() -> None:
 
 def test_unmaterialized_path_gives_the_same_report(tmp_path: Path) -> None:
     """Without the span snapshot every statement re-reads otel_traces through the CTEs."""
-    reqs = workload_requests(n_batches=10, seed=5)
+    reqs = workload_requests(n_batches=5, seed=5)
     params = AnalyzeParams(cache=False, price_per_hour=2.0)
     duck = analyze([write_workload(tmp_path, reqs)], params)
     ch = analyze_clickhouse("chdb://?table=otel_traces", params, materialize=False,

@@ -34,7 +34,7 @@ PARAMS = AnalyzeParams(cache=False, price_per_hour=1.006)
 @pytest.fixture(scope="module")
 def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("engines")
-    reqs = workload_requests()
+    reqs = workload_requests(n_batches=40)
     duck = analyze([write_workload(tmp, reqs)], PARAMS)
     be = chdb_with(reqs, tmp)
     ch = analyze_clickhouse(URL, PARAMS, backend=be)

@@ -3,11 +3,11 @@ exporters, the example's tiny GPT-2, a small MLP, and clean process-wide state p
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _device_models import MLP
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -20,8 +20,6 @@ from inferaudit_sdk.samplers import nvml
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT / ".." / "shared"
-if str(ROOT) not in sys.path:  # the example package lives at the repository root
-    sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture
@@ -73,17 +71,6 @@ def tiny_gpt2():
 
     torch.set_num_threads(1)  # stable, and what the example server uses
     return TinyGPT2()
-
-
-class MLP(torch.nn.Module):
-    def __init__(self, d_in: int = 16, d_hidden: int = 32, d_out: int = 4) -> None:
-        super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(d_in, d_hidden), torch.nn.ReLU(), torch.nn.Linear(d_hidden, d_out)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 @pytest.fixture

@@ -303,3 +303,22 @@ def test_an_existing_instance_forward_is_kept(spans, config, mlp):
     assert calls == [1]
     assert mlp.forward is hooked
     assert len(role(spans, semconv.ROLE_BATCH)) == 1
+
+
+def test_wrapped_forward_keeps_its_signature_so_generate_passes_position_ids(
+    spans, config, tiny_gpt2
+):
+    """Hugging Face generate filters its inputs by inspect.signature(model.forward): an entry
+    that hides the signature drops position_ids and changes what a left-padded batch computes."""
+    import inspect
+
+    before = inspect.signature(tiny_gpt2.model.forward)
+    jobs = [(tiny_gpt2.prompt_ids(4 + 7 * i, seed=i), 2 + i) for i in range(4)]
+    prompts, lengths = [p for p, _ in jobs], [n for _, n in jobs]
+    plain = tiny_gpt2.generate(prompts, lengths)
+    instrument_model(tiny_gpt2.model, model="gpt2-tiny")
+    try:
+        assert inspect.signature(tiny_gpt2.model.forward) == before
+        assert tiny_gpt2.generate(prompts, lengths) == plain
+    finally:
+        uninstrument_model(tiny_gpt2.model)

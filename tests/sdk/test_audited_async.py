@@ -307,3 +307,47 @@ def test_stream_abandoned_until_the_loop_ends_is_ended_once(otel):
     gc.collect()
     assert len(_requests(exporter)) == 1
     assert closes == [1]
+
+
+async def test_callables_that_return_awaitables_or_streams_are_timed_when_awaited(otel):
+    """Not every async callable is an ``async def`` function: a callable object with an
+    ``async def __call__``, or a plain function that returns a coroutine or an async
+    generator. The span covers the awaited work (or the stream), not the call that made it."""
+    exporter, _ = otel
+
+    class AsyncModel:
+        async def __call__(self, input_ids):
+            await asyncio.sleep(0.02)
+            return [7, 8]
+
+    async def work():
+        await asyncio.sleep(0.02)
+        return [1, 2, 3]
+
+    async def chunks():
+        for i in range(3):
+            await asyncio.sleep(0)
+            yield i
+
+    by_object = ia.audited(model="a")(AsyncModel())
+    assert inspect.iscoroutinefunction(by_object)
+
+    @ia.audited(model="b")
+    def returns_coroutine():
+        return work()
+
+    @ia.audited(model="c")
+    def returns_stream():
+        return chunks()
+
+    assert await by_object([1, 2, 3]) == [7, 8]
+    assert await returns_coroutine() == [1, 2, 3]
+    assert [c async for c in returns_stream()] == [0, 1, 2]
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    a, b, c = (spans[f"text_completion {m}"] for m in "abc")
+    assert a.end_time - a.start_time >= 15_000_000
+    assert a.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 3
+    assert a.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 2
+    assert b.end_time - b.start_time >= 15_000_000
+    assert b.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 3
+    assert c.attributes[semconv.REQUEST_STREAM_CHUNKS] == 3

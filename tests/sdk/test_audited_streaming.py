@@ -360,3 +360,31 @@ def test_single_chunk_stream_has_ttft_but_no_tpot(otel):
     assert a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 4
     assert semconv.REQUEST_TIME_TO_FIRST_TOKEN_NS in a
     assert semconv.REQUEST_TIME_PER_OUTPUT_TOKEN_NS not in a
+
+
+def test_failing_cleanup_of_an_abandoned_stream_is_the_users_error_not_ours(otel, monkeypatch):
+    """A stream dropped early whose ``finally`` raises: recorded on the span, and reported
+    the way Python reports it for a plain generator (the unraisable hook), not counted as an
+    instrumentation fault."""
+    import sys
+
+    exporter, _ = otel
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    @ia.audited(model="m")
+    def stream():
+        try:
+            yield 1
+            yield 2
+        finally:
+            raise OSError("cleanup failed")
+
+    g = stream()
+    next(g)
+    del g
+    gc.collect()
+    span = _one(exporter)
+    assert span.attributes[semconv.ERROR_TYPE] == "OSError"
+    assert "stream.gc" not in _guard.error_counts()
+    assert [type(u.exc_value) for u in unraisable] == [OSError]

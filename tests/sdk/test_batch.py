@@ -161,3 +161,24 @@ def test_nested_batch_inside_stream(otel):
     for bat in spans["batch"]:
         assert bat.parent.span_id == req.context.span_id
         assert bat.links[0].context.span_id == req.context.span_id
+
+
+def test_stream_closed_inside_a_batch_is_not_an_error(otel):
+    """Closing a stream whose consumer stopped while it sat inside ``with ia.batch()`` (the
+    yield is in the block) ends both spans cleanly: ``GeneratorExit`` is not a failure."""
+    exporter, _ = otel
+
+    @ia.audited(model="m")
+    def stream():
+        with ia.batch():
+            yield 1
+            yield 2
+
+    g = stream()
+    assert next(g) == 1
+    g.close()
+    spans = _by_role(exporter)
+    (req,), (bat,) = spans["request"], spans["batch"]
+    for span in (req, bat):
+        assert span.status.status_code != StatusCode.ERROR
+        assert semconv.ERROR_TYPE not in span.attributes

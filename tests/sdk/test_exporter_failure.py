@@ -167,7 +167,7 @@ def test_default_otlp_retries_cannot_keep_the_coverage_counters_off_the_disk(
     time.sleep(0.3)  # the OTLP worker is now inside its retry back-off
     t0 = time.monotonic()
     h.shutdown(timeout_s=3)
-    assert time.monotonic() - t0 < 3 + 2.5
+    assert time.monotonic() - t0 < 3 + 4  # not the exporter's 10 s of retries
     spans = [
         s for p in sorted(tmp_path.glob("traces-*.jsonl")) for x in p.read_bytes().splitlines()
         for rs in json.loads(x)["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]

@@ -120,3 +120,24 @@ def test_recorded_prompt_and_returned_completion_combine(otel, audit_config):
     out = json.loads(span.attributes[semconv.GEN_AI_OUTPUT_MESSAGES])
     assert inp[0]["parts"][0]["content"] == "explicit prompt"
     assert out[0]["parts"][0]["content"] == "the answer"
+
+
+def test_streamed_completion_keeps_only_what_the_cap_can_use(otel, audit_config):
+    """With capture on, a long text stream is buffered only up to the size cap (plus one
+    chunk), not whole, and the captured text is still marked truncated."""
+    audit_config(capture_content=True, content_max_chars=10)
+    exporter, _ = otel
+    seen = []
+
+    @ia.audited(model="m")
+    def stream():
+        for i in range(1000):
+            yield f"chunk{i:04d} "
+            seen.append(len(ia.current_request()._active.completion_parts or ()))
+
+    assert len(list(stream())) == 1000
+    assert max(seen) <= 2
+    (span,) = exporter.get_finished_spans()
+    out = json.loads(span.attributes[semconv.GEN_AI_OUTPUT_MESSAGES])
+    assert out[0]["parts"][0]["content"] == "chunk0000 "
+    assert span.attributes[semconv.CONTENT_TRUNCATED] is True

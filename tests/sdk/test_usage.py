@@ -211,3 +211,37 @@ def test_broken_usage_objects_never_reach_the_caller(otel):
     # Input tokens from the argument survive a broken return value.
     assert all(s.attributes[IN] == 3 for s in spans)
     assert _guard.error_counts().get("usage.result", 0) >= 1
+
+
+def test_counts_beyond_int64_are_not_token_counts(otel):
+    """OTLP integers are int64: a reported or recorded count past that is invalid data, left
+    out (and a record() of it reported) instead of an attribute no exporter can encode."""
+    exporter, _ = otel
+    huge = 2**70
+    assert _usage({"usage": {"prompt_tokens": huge, "completion_tokens": 2}}) == (None, 2)
+
+    @ia.audited
+    def handler():
+        ia.record(input_tokens=huge, output_tokens=3)
+        return None
+
+    handler()
+    a = _attrs(exporter)
+    assert IN not in a and a[OUT] == 3
+    assert _guard.error_counts().get("record") == 1
+
+
+def test_an_unreadable_argument_does_not_lose_the_result_usage(otel):
+    """An ``eos_token_id`` tensor whose values cannot be read (here on torch's ``meta``
+    device) is one argument lost, not the usage the return value gives."""
+    torch = pytest.importorskip("torch")
+    exporter, _ = otel
+
+    @ia.audited
+    def handler(input_ids, eos_token_id):
+        return [5, 6, 7]
+
+    handler([1, 2], torch.tensor([0], device="meta"))
+    a = _attrs(exporter)
+    assert (a[IN], a[OUT]) == (2, 3)
+    assert _guard.error_counts().get("request.usage") is None

@@ -497,3 +497,42 @@ def test_zero_drops_are_stated_not_implied(tmp_path):
         assert dropped.get(key) == 0, (key, dropped)
     exported = semconv.METRIC_SDK_SPANS_EXPORTED + repr(((semconv.SDK_EXPORTER, "file"),))
     assert points[exported] == 3
+
+
+def test_configure_starts_the_gpu_sampler_and_shutdown_stops_it(tmp_path):
+    """With NVML present, configure() samples GPU counters into hw.* metrics; shutdown stops
+    the thread. (A fake NVML module stands in for the real library, same interface.)"""
+    out = _run(
+        """
+        import sys, time
+        from inferaudit_sdk.samplers._fake_nvml import FakeGpu, FakeNvml
+        sys.modules["pynvml"] = FakeNvml([FakeGpu()])
+        from inferaudit_sdk.samplers import nvml
+        from inferaudit_sdk.sdk.provider import configure, shutdown
+        h = configure(nvml_sample_hz=50.0)
+        sampler = nvml.get_sampler()
+        assert sampler is not None and sampler.running
+        time.sleep(0.3)
+        shutdown()
+        assert nvml.get_sampler() is None and not sampler.running
+        print(h.trace_dir)
+        """,
+        tmp_path, INFERAUDIT_TRACE_DIR="out",
+    )
+    trace_dir = Path(out.strip())
+    text = "".join(p.read_text() for p in trace_dir.glob("metrics-*.jsonl"))
+    assert f'"name":"{semconv.METRIC_HW_GPU_UTILIZATION}"' in text.replace(" ", "")
+
+
+def test_configure_without_nvml_keeps_serving(tmp_path):
+    out = _run(
+        """
+        from inferaudit_sdk.samplers import nvml
+        from inferaudit_sdk.sdk.provider import configure, shutdown
+        configure()
+        print(nvml.get_sampler())
+        shutdown()
+        """,
+        tmp_path, INFERAUDIT_TRACE_DIR="out",
+    )
+    assert out.strip() == "None"

@@ -36,7 +36,9 @@ def exact_sql(source_sql: str, value_col: str, quantiles: Sequence[float],
               group_cols: Sequence[str] = ()) -> str:
     """SQL for exact percentiles of ``value_col`` over ``source_sql`` (a SELECT or a view name).
 
-    One ``quantile_disc(x, q)`` per quantile (ClickHouse: ``quantileExact``), plus count, mean, max.
+    One ``quantile_disc(x, q)`` per quantile, plus count, mean, max. On ClickHouse
+    ``engines.dialect`` computes the same ``ceil(q * n)`` rank exactly (no ``quantileExact*``
+    variant uses it).
     """
     groups = ", ".join(group_cols)
     sel_groups = f"{groups}, " if groups else ""

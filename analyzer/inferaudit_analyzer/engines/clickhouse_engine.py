@@ -5,9 +5,10 @@ The analyses call ``con.execute(sql, params)`` and read ``fetchone`` / ``fetchal
 is translated (``dialect.to_clickhouse``), the canonical tables are supplied as CTEs over the
 exporter's ``otel_traces`` (``clickhouse_source``), and the result comes back as one Arrow stream
 whose size is counted in ``bytes_pulled``: what left the cluster. Nothing is written to the user's
-database: ``CREATE VIEW`` statements are kept client-side and inlined as CTEs, and the analyzer's
-``materialize_views`` snapshots become session ``TEMPORARY`` tables (Memory engine), which
-ClickHouse resolves before same-named tables and drops with the session.
+database: ``CREATE VIEW`` statements are kept client-side and snapshotted into session
+``TEMPORARY`` tables (Memory engine) when first read, as the analyzer's ``materialize_views``
+does anyway; ClickHouse resolves those before same-named tables and drops them with the session.
+The canonical tables are CTEs (or, with :meth:`ClickHouseConnection.materialize`, snapshots too).
 
 Two backends: :class:`ChdbBackend` (the ClickHouse engine in-process, for tests and local
 partitions) and :class:`HttpBackend` (``clickhouse-connect`` against a server). Both raise the
@@ -189,12 +190,20 @@ class ClickHouseConnection:
         params = list(params or ())
         m = _VIEW.match(sql)
         if m:
-            self.views[m.group(1)] = to_clickhouse(m.group(2), params)
+            name = m.group(1)
+            self.views[name] = to_clickhouse(m.group(2), params)
+            if name in self.materialized:  # replaced: the old snapshot is stale
+                self.backend.command(f"DROP TEMPORARY TABLE IF EXISTS {name}")
+                self.materialized.discard(name)
             return ClickHouseCursor(None, 0)
         m = _TEMP.match(sql)
         if m:
             name = m.group(1)
-            body = self._with_ctes(to_clickhouse(m.group(2), params))
+            translated = to_clickhouse(m.group(2), params)
+            self.materialized.add(name)
+            self._ensure_views(translated)
+            self.materialized.discard(name)
+            body = self._with_ctes(translated)
             self.backend.command(f"DROP TEMPORARY TABLE IF EXISTS {name}")
             self.backend.command(f"CREATE TEMPORARY TABLE {name} ENGINE = Memory AS {body}")
             self.materialized.add(name)
@@ -202,7 +211,7 @@ class ClickHouseConnection:
         m = _DROP.match(sql)
         if m:
             name = m.group(1)
-            if name in self.materialized:
+            if name in self.materialized:  # a view's snapshot: re-made when next read
                 self.backend.command(f"DROP TEMPORARY TABLE IF EXISTS {name}")
                 self.materialized.discard(name)
             else:
@@ -211,7 +220,26 @@ class ClickHouseConnection:
         m = _CREATE_TABLE.match(sql)
         if m and m.group(1) in self.relations:
             return ClickHouseCursor(None, 0)  # the canonical tables already stand in
-        return self.query(self._with_ctes(to_clickhouse(sql, params)))
+        ch_sql = to_clickhouse(sql, params)
+        self._ensure_views(ch_sql)
+        return self.query(self._with_ctes(ch_sql))
+
+    def _ensure_views(self, ch_sql: str) -> None:
+        """Snapshot each view the statement reads into a temporary table first.
+
+        ClickHouse does not resolve every view body as a CTE (a nested WITH whose joins reuse
+        an alias, a correlated subquery inside a CTE), and the data does not change within a
+        session, so a view is always read from its snapshot.
+        """
+        for name, body in list(self.views.items()):
+            if name not in self.materialized and re.search(rf"\b{name}\b", ch_sql):
+                self.materialized.add(name)  # a view never reads itself; stops the recursion
+                self._ensure_views(body)
+                self.materialized.discard(name)
+                self.backend.command(f"DROP TEMPORARY TABLE IF EXISTS {name}")
+                self.backend.command(f"CREATE TEMPORARY TABLE {name} ENGINE = Memory AS "
+                                     f"{self._with_ctes(body)}")
+                self.materialized.add(name)
 
     def materialize(self, names: Sequence[str] = ("spans", "links", "resources")) -> None:
         """Snapshot canonical relations into session TEMPORARY tables (Memory engine).

@@ -271,10 +271,67 @@ def empty_sql(table: str) -> str:
     return f"SELECT {cols} WHERE 0"
 
 
-def canonical_relations(table: str, time_range: TimeRange = TimeRange()) -> dict[str, str]:
+# The exporter's gauge and sum tables (internal/sqltemplates/metrics_{gauge,sum}_table.sql,
+# same commit), reduced to the columns read here; tests create them from this DDL.
+OTEL_METRICS_GAUGE_DDL = """
+CREATE TABLE IF NOT EXISTS {table} (
+    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    ResourceSchemaUrl String CODEC(ZSTD(1)),
+    ScopeName String CODEC(ZSTD(1)),
+    ScopeVersion String CODEC(ZSTD(1)),
+    ScopeAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    ScopeDroppedAttrCount UInt32 CODEC(ZSTD(1)),
+    ScopeSchemaUrl String CODEC(ZSTD(1)),
+    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
+    MetricName String CODEC(ZSTD(1)),
+    MetricDescription String CODEC(ZSTD(1)),
+    MetricUnit String CODEC(ZSTD(1)),
+    Attributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    StartTimeUnix DateTime64(9) CODEC(Delta, ZSTD(1)),
+    TimeUnix DateTime64(9) CODEC(Delta, ZSTD(1)),
+    Value Float64 CODEC(ZSTD(1)),
+    Flags UInt32 CODEC(ZSTD(1)){extra}
+) ENGINE = MergeTree()
+PARTITION BY toDate(TimeUnix)
+ORDER BY (ServiceName, MetricName, toUnixTimestamp64Nano(TimeUnix))
+"""
+OTEL_METRICS_SUM_EXTRA = (",\n    AggregationTemporality Int32 CODEC(ZSTD(1)),"
+                          "\n    IsMonotonic Boolean CODEC(Delta, ZSTD(1))")
+
+
+def metric_points_sql(gauge_table: str | None, sum_table: str | None,
+                      time_range: TimeRange = TimeRange()) -> str:
+    """``metric_points`` from the exporter's gauge and sum tables (histograms: not yet).
+
+    ``TimeUnix`` is ``DateTime64(9)`` in current exporters and ``DateTime`` in some older sum
+    tables; ``toDateTime64(.., 9)`` reads both.
+    """
+    def part(table: str, temporality: str) -> str:
+        t = "toDateTime64(TimeUnix, 9)"
+        return (f"SELECT CAST(toString(MetricName) AS Nullable(String)) AS name, "
+                f"CAST(toUnixTimestamp64Nano({t}) AS Nullable(Int64)) AS time_ns, "
+                "CAST(Value AS Nullable(Float64)) AS value, "
+                f"CAST({resource_id_sql()} AS Nullable(Int64)) AS resource_id, "
+                "CAST(toJSONString(Attributes) AS Nullable(String)) AS attributes, "
+                "CAST(toUnixTimestamp64Nano(toDateTime64(StartTimeUnix, 9)) AS Nullable(Int64)) "
+                f"AS start_ns, CAST({temporality} AS Nullable(Int8)) AS temporality "
+                f"FROM {table} WHERE {time_range.where(t)}")
+
+    parts = []
+    if gauge_table:
+        parts.append(part(gauge_table, "NULL"))
+    if sum_table:
+        parts.append(part(sum_table, "AggregationTemporality"))
+    return " UNION ALL ".join(parts) if parts else empty_sql("metric_points")
+
+
+def canonical_relations(table: str, time_range: TimeRange = TimeRange(), *,
+                        gauge_table: str | None = None,
+                        sum_table: str | None = None) -> dict[str, str]:
     """Every canonical table name → the ClickHouse SELECT that stands in for it."""
     out = {"spans": spans_sql(table, time_range), "links": links_sql(table, time_range),
-           "resources": resources_sql(table, time_range)}
-    for name in ("metric_points", "ingest_errors", "inputs"):
+           "resources": resources_sql(table, time_range),
+           "metric_points": metric_points_sql(gauge_table, sum_table, time_range)}
+    for name in ("ingest_errors", "inputs"):
         out[name] = empty_sql(name)
     return out

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 MAX_LINE_BYTES = 256 * 1024 * 1024
+_READ_BUFFER_BYTES = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -133,7 +134,9 @@ def discover(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -
 
 def open_stream(path: str, compression: str) -> BinaryIO:
     """A buffered binary stream of the decompressed bytes of ``path``."""
-    raw = open(path, "rb")  # noqa: SIM115 - ownership passes to the returned stream
+    # 1 MiB buffer: trace lines are often hundreds of KB, and readline on the default 8 KiB
+    # buffer reassembles each from many small reads (measured: ~0.22 s vs ~0.14 s CPU per 143 MB)
+    raw = open(path, "rb", buffering=_READ_BUFFER_BYTES)  # noqa: SIM115 - returned stream owns it
     if compression == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     if compression == "zstd":

@@ -25,6 +25,7 @@ Everything here is guarded: an instrumentation fault is counted, never raised in
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import types
 from typing import Any
@@ -377,6 +378,31 @@ def _generate_entry(self: Any, *args: Any, **kwargs: Any) -> Any:
 # A bound method pickles as getattr(instance, __name__): name them after what they replace.
 _forward_entry.__name__ = "forward"
 _generate_entry.__name__ = "generate"
+_ENTRIES = {"forward": _forward_entry, "generate": _generate_entry}
+_entry_cache: dict[tuple[type, str], Any] = {}
+
+
+def _entry_for(cls: type, name: str) -> Any:
+    """The entry function installed as ``name`` on instances of ``cls``: it carries the
+    original method's signature (``__wrapped__``), because callers introspect it — Hugging
+    Face ``generate`` filters the inputs it passes (``position_ids`` among them) by
+    ``inspect.signature(model.forward)``; a bare ``*args, **kwargs`` entry silently changes
+    what a left-padded batch computes."""
+    key = (cls, name)
+    entry = _entry_cache.get(key)
+    if entry is None:
+        base = _ENTRIES[name]
+        original = getattr(cls, name, None)
+        if not callable(original):
+            return base
+
+        def entry(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return base(self, *args, **kwargs)
+
+        functools.update_wrapper(entry, original)
+        entry.__name__ = name
+        entry = _entry_cache.setdefault(key, entry)
+    return entry
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,12 +439,12 @@ def instrument_model(
     names = ["forward"]
     if generate and callable(getattr(module, "generate", None)):
         names.append("generate")
-    entries = {"forward": _forward_entry, "generate": _generate_entry}
     for name in names:
         own = module.__dict__.get(name)
         if own is not None:
             spec.prev[name] = own
-        object.__setattr__(module, name, types.MethodType(entries[name], module))
+        entry = _ENTRIES[name] if own is not None else _entry_for(type(module), name)
+        object.__setattr__(module, name, types.MethodType(entry, module))
     object.__setattr__(module, _MARK, tuple(names))
     object.__setattr__(module, _SPEC, spec)
     cuda_modules: list[Any] = []

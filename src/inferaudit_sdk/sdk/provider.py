@@ -40,6 +40,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMe
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
+from inferaudit_sdk._guard import guarded
 from inferaudit_sdk._version import VERSION
 from inferaudit_sdk.config import AuditConfig
 from inferaudit_sdk.sdk import self_metrics
@@ -161,6 +162,8 @@ class AuditHandle:
         # The metric provider goes last so its final collection sees the final span counts.
         if self.owns_meter_provider and isinstance(self.meter_provider, MeterProvider):
             self._shutdown_metrics(deadline)
+        # After the final metric collection, which reads the sampler's last window.
+        _stop_gpu_sampler()
         global _current
         with _lock:
             if _current is self:
@@ -297,8 +300,27 @@ def configure(
         except Exception as exc:  # never break the application's start-up
             _logger.exception("inferaudit: configure() failed (%s); auditing is off", exc)
             handle = AuditHandle(cfg, disabled=True)
+        else:
+            _start_gpu_sampler(handle)
         _current = handle
         return handle
+
+
+def _start_gpu_sampler(handle: AuditHandle) -> None:
+    """Start the NVML sampler with the pipeline, so GPU counters flow as metrics even before a
+    model is instrumented. Without a GPU (or with INFERAUDIT_NVML=false) it logs once and stays
+    off; it never fails configure()."""
+    if not handle.config.enabled or not handle.config.nvml_enabled:
+        return
+    from inferaudit_sdk.samplers import nvml
+
+    guarded("nvml.start", nvml.start_sampler, handle.config, meter_provider=handle.meter_provider)
+
+
+def _stop_gpu_sampler() -> None:
+    from inferaudit_sdk.samplers import nvml
+
+    guarded("nvml.stop", nvml.stop_sampler)
 
 
 def _bind_sdk_instruments(handle: AuditHandle) -> None:

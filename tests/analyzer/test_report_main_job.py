@@ -1,0 +1,36 @@
+"""The main job's projected-vs-measured step (pure functions; the job itself runs in
+``python -m examples.main_job``, too slow for the unit suite)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+main_job = pytest.importorskip("examples.main_job")
+
+
+def _item(intervention: str, applicable: bool, p95: float = 100.0) -> dict:
+    return {"intervention": intervention, "applicable_in_example": applicable,
+            "params": {"max_batch": 8}, "interval": {},
+            "projected": {"cost_per_request_usd": 2.0, "busy_cost_per_request_usd": 1.0,
+                          "latency_ms": {"p95": p95}}}
+
+
+def test_top_applicable_skips_items_the_example_cannot_apply() -> None:
+    report = {"roadmap": [_item("prompt_cache", False), _item("continuous_batching", True)]}
+    assert main_job.top_applicable(report)["intervention"] == "continuous_batching"
+    assert main_job.top_applicable({"roadmap": [_item("prompt_cache", False)]}) is None
+
+
+def test_compare_reports_the_relative_difference_against_15_percent() -> None:
+    measured = {"cost_per_request_usd": 2.2, "busy_cost_per_request_usd": 1.5, "p95_ms": 90.0}
+    baseline = {"cost_per_request_usd": 3.0, "busy_cost_per_request_usd": 2.0, "p95_ms": 400.0}
+    cmp = main_job.compare(_item("continuous_batching", True), measured, baseline)
+    diffs = [round(r["diff_ratio"], 6) for r in cmp["rows"]]
+    assert diffs == [0.1, 0.5, -0.1]
+    assert [r["within_target"] for r in cmp["rows"]] == [True, False, True]
+    assert [r["metric"] for r in cmp["rows"]] == [
+        "cost per request (bill, USD)", "cost per request (busy floor, USD)", "p95 latency (ms)"]
+    lines = main_job.comparison_lines(cmp)
+    assert any("+10.0%" in line and "yes" in line for line in lines)
+    assert any("+50.0%" in line and "NO" in line for line in lines)
