@@ -126,17 +126,15 @@ def _write(text: str, out: str | None) -> None:
 def _analyze_any(args: Any, params: Any, analyze: Any) -> dict[str, Any]:
     """Files through ``analyze``; one ``clickhouse://`` / ``chdb://`` URL in the cluster; one
     fsspec URL (``s3://bucket/prefix``) as awss3exporter partitions (docs/clickhouse.md)."""
-    from inferaudit_analyzer.engines.clickhouse_analyze import (
-        BadClickHouseURL,
-        analyze_clickhouse,
-        is_clickhouse_url,
-    )
+    from inferaudit_analyzer.engines import BadClickHouseURL
 
-    urls = [p for p in args.paths if is_clickhouse_url(p) or "://" in p]
+    urls = [p for p in args.paths if "://" in p]
     if urls:
         if len(args.paths) != 1:
             raise BadClickHouseURL(f"{urls[0]}: a URL source must be the only input")
-        if is_clickhouse_url(urls[0]):
+        if urls[0].startswith(("clickhouse://", "chdb://")):
+            from inferaudit_analyzer.engines.clickhouse_analyze import analyze_clickhouse
+
             return analyze_clickhouse(urls[0], params, since_ns=args.since,
                                       until_ns=args.until)
         from inferaudit_analyzer.sources.s3_partitions import analyze_partitions
@@ -161,7 +159,7 @@ def analyze_main(argv: list[str] | None = None) -> int:
     try:
         from inferaudit_analyzer.analyze import AnalyzeParams, UnusableInput, analyze
         from inferaudit_analyzer.cost import PriceFileError
-        from inferaudit_analyzer.engines.clickhouse_analyze import BadClickHouseURL
+        from inferaudit_analyzer.engines import BadClickHouseURL
 
         unusable: tuple[type[BaseException], ...] = (UnusableInput, PriceFileError,
                                                      BadClickHouseURL)

@@ -62,10 +62,11 @@ class ActiveSpan:
                     else:
                         self.attributes[key] = value
         self._deferred.clear()
-        # One snapshot: a record() from another thread may still touch self.attributes.
-        final = dict(self.attributes)
         for key, total in tuple(self._totals.items()):
-            final[key] = int(total) if float(total).is_integer() else total
+            self.attributes[key] = int(total) if float(total).is_integer() else total
+        # One atomic snapshot (a C-level dict copy): a record() from another thread may still
+        # touch self.attributes while the span is being written.
+        final = dict(self.attributes)
         if final:
             self.span.set_attributes(final)
 

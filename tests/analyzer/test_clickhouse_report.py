@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from _engine_fixtures import T0, chdb_with, workload_requests, write_workload
-from _ingest_fixtures import make_spans, otlp_json, trace_request
+from _ingest_fixtures import make_metrics, make_spans, otlp_json, trace_request
 
 pytest.importorskip("chdb")
 
@@ -24,6 +24,11 @@ from inferaudit_analyzer.engines.clickhouse_analyze import (
     analyze_clickhouse,
     connect,
 )
+from inferaudit_analyzer.engines.clickhouse_source import (
+    OTEL_METRICS_GAUGE_DDL,
+    OTEL_METRICS_SUM_EXTRA,
+)
+from inferaudit_analyzer.engines.otel_rows import insert_metric_rows
 from inferaudit_analyzer.schema import SPANS_COLUMNS
 from inferaudit_analyzer.store import UnusableInput, load_store
 
@@ -156,3 +161,38 @@ def test_empty_window_is_unusable_input(tmp_path: Path) -> None:
     be = chdb_with(workload_requests(n_batches=3), tmp_path)
     with pytest.raises(UnusableInput, match="no spans"):
         analyze_clickhouse(URL, PARAMS, until_ns=T0, backend=be)
+
+
+def test_gauges_and_sums_come_from_the_exporter_metrics_tables(tmp_path: Path) -> None:
+    """metric_points (NVML gauges, SDK counters) from otel_metrics_gauge / _sum; and with them
+    the whole report still equals the file path's."""
+    traces = otlp_json(trace_request(make_spans()))
+    metrics = otlp_json(make_metrics(exported=40, dropped=3))
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(traces) + "\n" + json.dumps(metrics) + "\n")
+    be = chdb_with([traces], tmp_path)
+    for kind, extra in (("gauge", ""), ("sum", OTEL_METRICS_SUM_EXTRA)):
+        be.command(f"DROP TABLE IF EXISTS otel_metrics_{kind}")
+        be.command(OTEL_METRICS_GAUGE_DDL.format(table=f"otel_metrics_{kind}", extra=extra))
+    assert insert_metric_rows(be, "otel_metrics", [metrics], str(tmp_path)) > 0
+    sql = ("SELECT name, time_ns, value, start_ns, temporality FROM metric_points "
+           "WHERE name NOT LIKE '%.sum' AND name NOT LIKE '%.count' ORDER BY name, time_ns")
+    store = load_store([path], cache=False)
+    try:
+        want = store.con.execute(sql).fetchall()
+        duck = analyze([path], PARAMS)
+    finally:
+        store.close()
+    con = connect(URL, backend=be)
+    got = con.execute(sql).fetchall()
+    assert want and got == want
+    ch = analyze_clickhouse(URL, PARAMS, backend=be)
+    assert ch["baseline"]["overall"]["device_utilization_detail"] == \
+        duck["baseline"]["overall"]["device_utilization_detail"] | {
+            "by_resource": ch["baseline"]["overall"]["device_utilization_detail"]["by_resource"]}
+    assert _strip(ch) == _strip(duck)
+    be2 = chdb_with([traces], tmp_path)  # and without the metrics tables: none, no error
+    for kind in ("gauge", "sum"):
+        be2.command(f"DROP TABLE IF EXISTS otel_metrics_{kind}")
+    assert connect(URL, backend=be2).execute("SELECT COUNT(*) FROM metric_points").fetchone() \
+        == (0,)

@@ -2,7 +2,8 @@
 
 URL forms (``parse_url``):
 
-- ``clickhouse://[user[:password]@]host[:port]/db?table=otel_traces[&secure=1]`` — a server
+- ``clickhouse://[user[:password]@]host[:port]/db?table=otel_traces[&secure=1]
+  [&metrics_table=otel_metrics]`` — a server
   over HTTP(S) with ``clickhouse-connect`` (default port 8123, 8443 with ``secure``). The
   password may also come from ``CLICKHOUSE_PASSWORD`` so it stays out of shell history.
 - ``chdb:///path/to/dir?table=otel_traces`` — an on-disk chDB database in-process;
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from inferaudit_analyzer.engines import BadClickHouseURL
 from inferaudit_analyzer.engines.clickhouse_engine import (
     ChdbBackend,
     ClickHouseBackend,
@@ -27,14 +29,10 @@ from inferaudit_analyzer.engines.clickhouse_engine import (
 )
 from inferaudit_analyzer.engines.clickhouse_source import TimeRange, canonical_relations
 
-__all__ = ["ClickHouseTarget", "analyze_clickhouse", "connect", "is_clickhouse_url",
-           "parse_url"]
+__all__ = ["BadClickHouseURL", "ClickHouseTarget", "analyze_clickhouse", "connect",
+           "is_clickhouse_url", "parse_url"]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class BadClickHouseURL(ValueError):
-    """The URL cannot name a ClickHouse table; the message says which part is wrong."""
 
 
 @dataclass(frozen=True)
@@ -50,10 +48,14 @@ class ClickHouseTarget:
     password: str | None = None
     secure: bool = False
     path: str | None = None
+    metrics_table: str = "otel_metrics"  # the exporter's prefix: {prefix}_gauge, {prefix}_sum
+
+    def qualified(self, name: str) -> str:
+        return f"`{self.database}`.`{name}`" if self.database else f"`{name}`"
 
     @property
     def qualified_table(self) -> str:
-        return f"`{self.database}`.`{self.table}`" if self.database else f"`{self.table}`"
+        return self.qualified(self.table)
 
     def redacted(self) -> str:
         """The URL with no password, for the report."""
@@ -75,12 +77,14 @@ def parse_url(url: str) -> ClickHouseTarget:
         raise BadClickHouseURL(f"{url}: scheme must be clickhouse:// or chdb://")
     query = parse_qs(parts.query)
     table = query.get("table", ["otel_traces"])[0]
-    if not _IDENT.match(table):
-        raise BadClickHouseURL(f"{url}: table {table!r} is not a plain identifier")
+    metrics = query.get("metrics_table", ["otel_metrics"])[0]
+    for what, name in (("table", table), ("metrics_table", metrics)):
+        if not _IDENT.match(name):
+            raise BadClickHouseURL(f"{url}: {what} {name!r} is not a plain identifier")
     if parts.scheme == "chdb":
         path = unquote(parts.path) or None
         return ClickHouseTarget("chdb", table, database=query.get("database", [None])[0],
-                                path=path)
+                                path=path, metrics_table=metrics)
     if not parts.hostname:
         raise BadClickHouseURL(f"{url}: no host")
     db = parts.path.strip("/") or query.get("database", ["default"])[0]
@@ -96,7 +100,7 @@ def parse_url(url: str) -> ClickHouseTarget:
         username=unquote(parts.username) if parts.username else None,
         password=(unquote(parts.password) if parts.password
                   else os.environ.get("CLICKHOUSE_PASSWORD")),
-        secure=secure)
+        secure=secure, metrics_table=metrics)
 
 
 def backend_for(target: ClickHouseTarget) -> ClickHouseBackend:
@@ -116,8 +120,19 @@ def connect(target: ClickHouseTarget | str, *, since_ns: int | None = None,
     """
     if isinstance(target, str):
         target = parse_url(target)
-    rel = canonical_relations(target.qualified_table, TimeRange(since_ns, until_ns))
-    con = ClickHouseConnection(backend or backend_for(target), rel)
+    be = backend or backend_for(target)
+    probe = ClickHouseConnection(be, {})
+    wanted = [f"{target.metrics_table}_gauge", f"{target.metrics_table}_sum"]
+    db = f"'{target.database}'" if target.database else "currentDatabase()"
+    found = {r[0] for r in probe.query(
+        f"SELECT name FROM system.tables WHERE database = {db} AND name IN "
+        f"('{wanted[0]}', '{wanted[1]}')").fetchall()}
+    rel = canonical_relations(
+        target.qualified_table, TimeRange(since_ns, until_ns),
+        gauge_table=target.qualified(wanted[0]) if wanted[0] in found else None,
+        sum_table=target.qualified(wanted[1]) if wanted[1] in found else None)
+    con = ClickHouseConnection(be, rel)
+    con.bytes_pulled, con.queries = probe.bytes_pulled, probe.queries
     if materialize:
         con.materialize()
     return con

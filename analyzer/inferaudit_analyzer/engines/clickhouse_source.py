@@ -304,7 +304,8 @@ def metric_points_sql(gauge_table: str | None, sum_table: str | None,
     """``metric_points`` from the exporter's gauge and sum tables (histograms: not yet).
 
     ``TimeUnix`` is ``DateTime64(9)`` in current exporters and ``DateTime`` in some older sum
-    tables; ``toDateTime64(.., 9)`` reads both.
+    tables; ``toDateTime64(.., 9)`` reads both. A point without a start time is stored at the
+    epoch; read back as NULL, as the file ingest has it.
     """
     def part(table: str, temporality: str) -> str:
         t = "toDateTime64(TimeUnix, 9)"
@@ -313,8 +314,9 @@ def metric_points_sql(gauge_table: str | None, sum_table: str | None,
                 "CAST(Value AS Nullable(Float64)) AS value, "
                 f"CAST({resource_id_sql()} AS Nullable(Int64)) AS resource_id, "
                 "CAST(toJSONString(Attributes) AS Nullable(String)) AS attributes, "
-                "CAST(toUnixTimestamp64Nano(toDateTime64(StartTimeUnix, 9)) AS Nullable(Int64)) "
-                f"AS start_ns, CAST({temporality} AS Nullable(Int8)) AS temporality "
+                "CAST(nullIf(toUnixTimestamp64Nano(toDateTime64(StartTimeUnix, 9)), 0) "
+                "AS Nullable(Int64)) AS start_ns, "
+                f"CAST({temporality} AS Nullable(Int8)) AS temporality "
                 f"FROM {table} WHERE {time_range.where(t)}")
 
     parts = []

@@ -15,7 +15,7 @@ from typing import Any
 
 from inferaudit_analyzer.ingest.otlp_json import any_value, hex_id
 
-__all__ = ["as_string", "insert_rows", "otel_rows"]
+__all__ = ["as_string", "insert_metric_rows", "insert_rows", "otel_metric_rows", "otel_rows"]
 
 _KIND = {0: "SPAN_KIND_UNSPECIFIED", 1: "SPAN_KIND_INTERNAL", 2: "SPAN_KIND_SERVER",
          3: "SPAN_KIND_CLIENT", 4: "SPAN_KIND_PRODUCER", 5: "SPAN_KIND_CONSUMER"}
@@ -132,3 +132,66 @@ def insert_rows(backend: Any, table: str, rows: Iterable[dict[str, Any]],
     if os.path.exists(path):
         os.remove(path)
     return total
+
+
+def otel_metric_rows(requests: Iterable[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``("gauge" | "sum", row)`` per number data point, as the exporter's metrics tables hold
+    them (``Value`` a double even for ``asInt``; histograms are not produced here)."""
+    for req in requests:
+        for rm in req.get("resourceMetrics") or ():
+            res = _attrs((rm.get("resource") or {}).get("attributes"))
+            for sm in rm.get("scopeMetrics") or ():
+                scope = sm.get("scope") or {}
+                for m in sm.get("metrics") or ():
+                    for kind in ("gauge", "sum"):
+                        body = m.get(kind)
+                        if body is None:
+                            continue
+                        for dp in body.get("dataPoints") or ():
+                            v = dp.get("asDouble", dp.get("asInt"))
+                            if v is None:
+                                continue
+                            row = {
+                                "ResourceAttributes": res, "ScopeName": scope.get("name") or "",
+                                "ServiceName": res.get("service.name", ""),
+                                "MetricName": m.get("name") or "",
+                                "Attributes": _attrs(dp.get("attributes")),
+                                "start_ns": int(dp.get("startTimeUnixNano") or 0),
+                                "ts_ns": int(dp.get("timeUnixNano") or 0), "Value": float(v),
+                            }
+                            if kind == "sum":
+                                t = body.get("aggregationTemporality", 0)
+                                row["AggregationTemporality"] = t if isinstance(t, int) else {
+                                    "AGGREGATION_TEMPORALITY_DELTA": 1,
+                                    "AGGREGATION_TEMPORALITY_CUMULATIVE": 2}.get(t, 0)
+                                row["IsMonotonic"] = bool(body.get("isMonotonic", False))
+                            yield kind, row
+
+
+def insert_metric_rows(backend: Any, prefix: str, requests: Iterable[dict[str, Any]],
+                       scratch_dir: str) -> int:
+    """Insert gauges into ``{prefix}_gauge`` and sums into ``{prefix}_sum``; rows written."""
+    import os
+
+    by_kind: dict[str, list[str]] = {"gauge": [], "sum": []}
+    for kind, row in otel_metric_rows(requests):
+        by_kind[kind].append(json.dumps(row, separators=(",", ":")))
+    common = ("ResourceAttributes Map(String, String), ScopeName String, ServiceName String, "
+              "MetricName String, Attributes Map(String, String), start_ns Int64, ts_ns Int64, "
+              "Value Float64")
+    for kind, lines in by_kind.items():
+        if not lines:
+            continue
+        path = os.path.join(scratch_dir, f"otel_{kind}.jsonl")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+        extra_cols = ", AggregationTemporality, IsMonotonic" if kind == "sum" else ""
+        extra_struct = ", AggregationTemporality Int32, IsMonotonic Bool" if kind == "sum" else ""
+        backend.command(
+            f"INSERT INTO {prefix}_{kind} (ResourceAttributes, ScopeName, ServiceName, MetricName, "
+            f"Attributes, StartTimeUnix, TimeUnix, Value{extra_cols}) SELECT ResourceAttributes, "
+            "ScopeName, ServiceName, MetricName, Attributes, fromUnixTimestamp64Nano(start_ns), "
+            f"fromUnixTimestamp64Nano(ts_ns), Value{extra_cols} FROM file('{path}', "
+            f"'JSONEachRow', '{common}{extra_struct}')")
+        os.remove(path)
+    return sum(len(v) for v in by_kind.values())
