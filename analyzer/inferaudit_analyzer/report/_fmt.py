@@ -38,6 +38,17 @@ def num(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def decided_rows(bottleneck: dict[str, Any]) -> list[tuple[str, str]]:
+    """(fingerprint, "value op threshold") for each signal that decided the verdict."""
+    rows = []
+    for d in bottleneck.get("decided_by") or []:
+        value, threshold = d.get("value"), d.get("threshold")
+        value = num(value) if isinstance(value, (int, float)) else value
+        threshold = num(threshold) if isinstance(threshold, (int, float)) else threshold
+        rows.append((str(d.get("fingerprint")), f"{value} {d.get('op')} {threshold}"))
+    return rows
+
+
 def interval(iv: dict[str, Any] | None, key: str, fmt=usd) -> str:
     d = (iv or {}).get(key) or {}
     if d.get("low") is None:

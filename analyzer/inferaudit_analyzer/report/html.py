@@ -130,8 +130,7 @@ def render_html(report: dict[str, Any]) -> str:
     """The whole report as one HTML string."""
     plots = all_plots(report)
     bn = report.get("bottleneck") or {}
-    decided = [(str(d.get("fingerprint")), f"{d.get('value')} {d.get('op')} {d.get('threshold')}")
-               for d in bn.get("decided_by") or []]
+    decided = f.decided_rows(bn)
     summary = "".join(f"<li>{escape(s)}</li>" for s in f.executive_summary(report))
     inp = report.get("input") or {}
     errs = inp.get("errors") or []

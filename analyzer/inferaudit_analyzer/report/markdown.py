@@ -32,8 +32,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Bottleneck verdict", "",
               f"**{bn.get('layer')}** layer, case `{bn.get('case')}`, confidence "
               f"{f.num(bn.get('confidence'), 2)}. {bn.get('detail') or ''}", ""]
-    decided = [(str(d.get("fingerprint")), f"{d.get('value')} {d.get('op')} {d.get('threshold')}")
-               for d in bn.get("decided_by") or []]
+    decided = f.decided_rows(bn)
     if decided:
         lines += _table(("signal", "value vs threshold"), decided)
     lines += ["", "## Ranked roadmap", ""]

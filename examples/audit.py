@@ -1,0 +1,239 @@
+"""The audit half of the main job: calibrate, report with a roadmap, apply the top item for
+real, and compare what was projected with what was measured (the issue's 15% target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from examples.loadgen import ReplayPlan
+from examples.scenario import run_scenario_subprocess, summary_lines
+from examples.tiny_gpt2 import TinyGPT2
+
+CALIBRATION_BATCHES = (1, 2, 4, 8)
+CALIBRATION_IN_TOKENS = (16, 128)
+CALIBRATION_OUT_TOKENS = (8, 40)
+TARGET_DIFF_RATIO = 0.15  # the issue's "measured within 15% of projected"
+
+
+def calibrate(model: TinyGPT2, out_path: Path, torch_threads: int, say) -> Path:
+    """Sweep the example model over batch sizes x lengths (the sequential spans only hold batch
+    size 1, so the curve's batch dimension comes from here); writes the calibration JSON."""
+    from inferaudit_analyzer.roi.calibrate import sweep
+
+    t0 = time.perf_counter()
+    doc = sweep("examples.tiny_gpt2:TinyGPT2", batches=CALIBRATION_BATCHES,
+                in_tokens=CALIBRATION_IN_TOKENS, out_tokens=CALIBRATION_OUT_TOKENS, repeats=3,
+                torch_threads=torch_threads, model=model)
+    doc["model"] = "examples.tiny_gpt2:TinyGPT2"
+    out_path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    say(f"calibration: {len(doc['points'])} points in {time.perf_counter() - t0:.1f} s -> "
+        f"{out_path}")
+    return out_path
+
+
+def write_report(trace_dir: str | Path, out: Path, calibration: Path, args: argparse.Namespace
+                 ) -> dict:
+    """``inferaudit report`` on the sequential traces: HTML, Markdown and JSON into ``out``."""
+    from inferaudit_analyzer.cli_report import build_report, build_report_parser, write_outputs
+
+    argv = [str(trace_dir), "--json", str(out / "report.json"), "--calibration",
+            str(calibration), "--max-batch", str(args.max_batch), "--policy", "dynamic",
+            "--max-wait-ms", str(args.batch_timeout_ms), "--bootstrap", str(args.bootstrap)]
+    ns = build_report_parser().parse_args(argv)
+    report = build_report(ns)
+    write_outputs(report, html=str(out / "report.html"), md=str(out / "report.md"),
+                  json_path=str(out / "report.json"))
+    return report
+
+
+def top_applicable(report: dict) -> dict | None:
+    """The best-ranked roadmap item the example server can apply for real (batching)."""
+    for item in report.get("roadmap") or []:
+        if item.get("applicable_in_example"):
+            return item
+    return None
+
+
+def measured_numbers(trace_dir: str | Path) -> dict:
+    """The analyzer's own numbers for a run (same definitions as the projection's baseline)."""
+    from inferaudit_analyzer.analyze import analyze as analyze_traces
+
+    rep = analyze_traces([str(trace_dir)])
+    ov = rep["baseline"]["overall"]
+    (Path(trace_dir).parent / "analysis.json").write_text(json.dumps(rep, indent=1),
+                                                           encoding="utf-8")
+    return {"cost_per_request_usd": ov.get("cost_per_request_usd"),
+            "busy_cost_per_request_usd": ov.get("busy_cost_per_request_usd"),
+            "p95_ms": (ov.get("latency_ms") or {}).get("p95"),
+            "p50_ms": (ov.get("latency_ms") or {}).get("p50"),
+            "batch_size_mean": (ov.get("batch_size") or {}).get("mean"),
+            "device_utilization": ov.get("device_utilization")}
+
+
+def hindsight_replay(seq_trace_dir: str | Path, bat_trace_dir: str | Path, max_batch: int
+                     ) -> dict:
+    """Separate the model's error from the machine's drift: refit the curve on the batched
+    run's OWN calls and replay the sequential run's requests through dynamic batching. If this
+    lands near the measured p95 while the projection does not, the gap is the machine's speed
+    changing between runs, not the replay model."""
+    from inferaudit_analyzer.roi.data import observe
+    from inferaudit_analyzer.roi.fit import fit_curve
+    from inferaudit_analyzer.roi.project import Scenario, replay
+    from inferaudit_analyzer.roi.simulate import ServiceCurve
+    from inferaudit_analyzer.store import load_store
+    from inferaudit_analyzer.views import create_views
+
+    def obs(path: str | Path):
+        store = load_store([str(path)], cache=True)
+        try:
+            create_views(store.con)
+            return observe(store.con)
+        finally:
+            store.close()
+
+    seq, bat = obs(seq_trace_dir), obs(bat_trace_dir)
+    fit = fit_curve(bat.calls, max_batch=max_batch)
+    curve = fit.curve
+    curve = ServiceCurve(curve.fixed_ns + bat.call_gap_ns, curve.prefill_ns_per_token,
+                         curve.step_ns, curve.step_ns_per_seq)
+    rep = replay(seq.workload(), np.zeros(seq.n, dtype=bool), curve,
+                 Scenario("dynamic", max_batch))
+    return {"replayed_p95_ms": rep.p(0.95) / 1e6,
+            "measured_p95_ms": float(np.quantile(bat.latency_ns, 0.95,
+                                                 method="inverted_cdf")) / 1e6,
+            "fit_mape_ratio": fit.goodness.get("mape_ratio"),
+            "note": "curve refit on the batched run's own calls (hindsight), same replay model"}
+
+
+def compare(item: dict, measured: dict, baseline: dict) -> dict:
+    """Projected vs measured, with the relative difference against the 15% target."""
+    p = item["projected"]
+    iv = item.get("interval") or {}
+    rows = []
+    for label, proj, meas, base, ivk in (
+        ("cost per request (bill, USD)", p.get("cost_per_request_usd"),
+         measured["cost_per_request_usd"], baseline["cost_per_request_usd"],
+         "cost_per_request_usd"),
+        ("cost per request (busy floor, USD)", p.get("busy_cost_per_request_usd"),
+         measured["busy_cost_per_request_usd"], baseline["busy_cost_per_request_usd"],
+         "busy_cost_per_request_usd"),
+        ("p95 latency (ms)", (p.get("latency_ms") or {}).get("p95"), measured["p95_ms"],
+         baseline["p95_ms"], "latency_ms_p95"),
+    ):
+        diff = None if not proj or meas is None else (meas - proj) / proj
+        rows.append({"metric": label, "baseline_measured": base, "projected": proj,
+                     "interval": iv.get(ivk), "measured": meas, "diff_ratio": diff,
+                     "within_target": diff is not None and abs(diff) <= TARGET_DIFF_RATIO})
+    return {"intervention": item["intervention"], "params": item.get("params"),
+            "target_diff_ratio": TARGET_DIFF_RATIO, "rows": rows}
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.4g}"
+
+
+def comparison_lines(cmp: dict) -> list[str]:
+    lines = [f"projected vs measured after applying {cmp['intervention']} {cmp['params']}:",
+             f"{'metric':<36}{'baseline':>12}{'projected':>12}{'90% interval':>24}"
+             f"{'measured':>12}{'diff':>9}  within 15%"]
+    for r in cmp["rows"]:
+        iv = r["interval"] or {}
+        ivs = (f"{_fmt(iv.get('low'))}-{_fmt(iv.get('high'))}" if iv.get("low") is not None
+               else "n/a")
+        diff = "n/a" if r["diff_ratio"] is None else f"{r['diff_ratio']:+.1%}"
+        lines.append(f"{r['metric']:<36}{_fmt(r['baseline_measured']):>12}"
+                     f"{_fmt(r['projected']):>12}{ivs:>24}{_fmt(r['measured']):>12}{diff:>9}  "
+                     f"{'yes' if r['within_target'] else 'NO'}")
+    return lines
+
+
+def run_audit(args: argparse.Namespace, model: TinyGPT2, plan: ReplayPlan, plan_path: Path,
+              server_args: list[str], say) -> int:
+    """The README's first command: see the module docstring."""
+    out: Path = args.out
+    # Calibrate first, so the two serving runs are back to back: on a shared host the machine's
+    # speed drifts, and the comparison is fairest when both runs see the same spell.
+    say("[1/5] calibration sweep of the example model...")
+    cal = calibrate(model, out / "calibration.json", args.torch_threads, say)
+    say(f"[2/5] sequential serving ({len(plan.requests)} requests)...")
+    seq = run_scenario_subprocess("sequential", plan_path, out_dir=out / "sequential",
+                                  extra_args=server_args)
+    for line in summary_lines(plan, [seq]):
+        say(line)
+    say("[3/5] audit + roadmap report (from the sequential traces and the sweep only)...")
+    t0 = time.perf_counter()
+    report = write_report(seq.trace_dir, out, cal, args)
+    say(f"report: {out / 'report.html'}, {out / 'report.md'}, {out / 'report.json'} "
+        f"({time.perf_counter() - t0:.1f} s)")
+    for r in report.get("roadmap") or []:
+        p = r["projected"]
+        say(f"  #{r['rank']} {r['intervention']:<20} risk {r['risk']['score']}  p95 "
+            f"{_fmt((p.get('latency_ms') or {}).get('p95'))} ms  cost/req "
+            f"{_fmt(p.get('cost_per_request_usd'))} ({p.get('saving_kind')})")
+    item = top_applicable(report)
+    if item is None:
+        say("no roadmap item the example can apply (batching needs an unbatched_serving or idle "
+            "finding); stopping after the report")
+        return 0 if seq.n_errors == 0 else 1
+    mb = int(item["params"]["max_batch"])
+    wait_ms = float(item["params"].get("max_wait_ms") or 0.0)
+    say(f"[4/5] applying {item['intervention']} for real: batched mode, max batch {mb}...")
+    batched_args = ["--max-batch", str(mb), "--batch-timeout-ms", str(wait_ms),
+                    "--torch-threads", str(args.torch_threads)]
+    bat = run_scenario_subprocess("batched", plan_path, out_dir=out / "batched",
+                                  extra_args=batched_args)
+    for line in summary_lines(plan, [bat])[2:]:
+        say(line)
+    say("[5/5] measuring the batched run with the analyzer...")
+    measured = measured_numbers(bat.trace_dir)
+    ov = report["baseline"]["overall"]
+    baseline = {"cost_per_request_usd": ov.get("cost_per_request_usd"),
+                "busy_cost_per_request_usd": ov.get("busy_cost_per_request_usd"),
+                "p95_ms": (ov.get("latency_ms") or {}).get("p95")}
+    cmp = compare(item, measured, baseline)
+    cmp["measured_batched"] = measured
+    cmp["calibration"] = str(cal)
+    drift = None
+    if seq.warmup_call_ms and bat.warmup_call_ms:
+        drift = bat.warmup_call_ms / seq.warmup_call_ms - 1
+    cmp["clock_jump_s"] = {"sequential": seq.clock_jump_s, "batched": bat.clock_jump_s}
+    try:
+        cmp["hindsight_replay"] = hindsight_replay(seq.trace_dir, bat.trace_dir, mb)
+    except ValueError as exc:  # no usable call in the batched run
+        cmp["hindsight_replay"] = {"error": str(exc)}
+    cmp["machine_speed"] = {
+        "warmup_call_ms": {"sequential": seq.warmup_call_ms, "batched": bat.warmup_call_ms},
+        "drift_ratio": drift,
+        "note": ("median warm-up generate call before each run; a positive drift means the "
+                 "machine was slower during the batched run (shared host), which the "
+                 "projection cannot know"),
+    }
+    (out / "comparison.json").write_text(json.dumps(cmp, indent=1), encoding="utf-8")
+    # the report gains its projection check (same JSON, HTML and Markdown files)
+    from inferaudit_analyzer.cli_report import write_outputs
+
+    report["validation"] = cmp
+    write_outputs(report, html=str(out / "report.html"), md=str(out / "report.md"),
+                  json_path=str(out / "report.json"))
+    for line in comparison_lines(cmp):
+        say(line)
+    if drift is not None:
+        say(f"machine speed: warm-up call {seq.warmup_call_ms:.1f} ms before the sequential run, "
+            f"{bat.warmup_call_ms:.1f} ms before the batched run ({drift:+.0%})")
+    hs = cmp["hindsight_replay"]
+    if "replayed_p95_ms" in hs:
+        say(f"hindsight check (replay model alone): curve refit on the batched run's own calls "
+            f"-> replayed p95 {hs['replayed_p95_ms']:.0f} ms vs measured "
+            f"{hs['measured_p95_ms']:.0f} ms")
+    say(f"comparison: {out / 'comparison.json'}")
+    return 0 if seq.n_errors == 0 and bat.n_errors == 0 else 1
+
+
