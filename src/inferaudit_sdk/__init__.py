@@ -1,7 +1,9 @@
 """InferAudit SDK: find where the cost and latency of AI inference come from.
 
-Importing this package is light (OpenTelemetry API, wrapt, numpy); the SDK wiring
-(``configure``) and the torch instrumentation load on first use.
+Importing this package costs nothing: every public name loads on first use (the decorator
+side needs only the OpenTelemetry API, wrapt and numpy; ``configure`` brings the SDK; the torch
+instrumentation loads with ``instrument_model``). So the analyzer and the collector can import
+``inferaudit_sdk.semconv`` without paying for the rest.
 
     import inferaudit_sdk as ia
 
@@ -13,13 +15,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from inferaudit_sdk._batch import BatchHandle, batch
-from inferaudit_sdk._decorator import audited
-from inferaudit_sdk._record import RequestHandle, current_request, record
 from inferaudit_sdk._version import VERSION as __version__
-from inferaudit_sdk.config import AuditConfig
 
 if TYPE_CHECKING:
+    from inferaudit_sdk._batch import BatchHandle, batch
+    from inferaudit_sdk._decorator import audited
+    from inferaudit_sdk._record import RequestHandle, current_request, record
+    from inferaudit_sdk.config import AuditConfig
     from inferaudit_sdk.instrumentation.torch import instrument_model
     from inferaudit_sdk.sdk.provider import AuditHandle, configure, shutdown
 
@@ -39,6 +41,13 @@ __all__ = [
 ]
 
 _LAZY = {
+    "audited": "inferaudit_sdk._decorator",
+    "batch": "inferaudit_sdk._batch",
+    "BatchHandle": "inferaudit_sdk._batch",
+    "record": "inferaudit_sdk._record",
+    "current_request": "inferaudit_sdk._record",
+    "RequestHandle": "inferaudit_sdk._record",
+    "AuditConfig": "inferaudit_sdk.config",
     "configure": "inferaudit_sdk.sdk.provider",
     "shutdown": "inferaudit_sdk.sdk.provider",
     "AuditHandle": "inferaudit_sdk.sdk.provider",

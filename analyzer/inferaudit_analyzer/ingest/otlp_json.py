@@ -230,7 +230,8 @@ class RowBuilder:
                     scope_name = scope.get("name")
                     for i, s in enumerate(ss.get("spans") or ()):
                         try:
-                            self._span(msgspec.convert(s, T.Span), rid, service, scope_name)
+                            self._span(msgspec.convert(s, T.Span, strict=T.STRICT), rid, service,
+                                       scope_name)
                         except _SPAN_ERRORS as exc:
                             self.error(line, offset, f"span #{i}: {diagnose(s, exc)}")
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
