@@ -23,12 +23,28 @@ setup() {
   fi
 }
 
+# The report test renders the HTML in a real headless browser (Debian's chromium).
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium for the report's browser test..." >&2
+    if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+        >/dev/null 2>&1; then
+      return 0
+    fi
+  fi
+  echo "note: chromium is not installed; the headless-browser report test will be skipped" >&2
+}
+
 case "${1:-}" in
   setup)
     setup ;;
   test)
     shift
     setup
+    ensure_chromium
     "$VENV/bin/python" -m ruff check .
     "$VENV/bin/lint-imports"
     "$VENV/bin/python" -m pytest -q "$@" ;;
