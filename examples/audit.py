@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,6 @@ def hindsight_replay(seq_trace_dir: str | Path, bat_trace_dir: str | Path, max_b
     from inferaudit_analyzer.roi.data import observe
     from inferaudit_analyzer.roi.fit import fit_curve
     from inferaudit_analyzer.roi.project import Scenario, replay
-    from inferaudit_analyzer.roi.simulate import ServiceCurve
     from inferaudit_analyzer.store import load_store
     from inferaudit_analyzer.views import create_views
 
@@ -100,8 +100,7 @@ def hindsight_replay(seq_trace_dir: str | Path, bat_trace_dir: str | Path, max_b
     seq, bat = obs(seq_trace_dir), obs(bat_trace_dir)
     fit = fit_curve(bat.calls, max_batch=max_batch)
     curve = fit.curve
-    curve = ServiceCurve(curve.fixed_ns + bat.call_gap_ns, curve.prefill_ns_per_token,
-                         curve.step_ns, curve.step_ns_per_seq)
+    curve = replace(curve, fixed_ns=curve.fixed_ns + bat.call_gap_ns)
     rep = replay(seq.workload(), np.zeros(seq.n, dtype=bool), curve,
                  Scenario("dynamic", max_batch))
     return {"replayed_p95_ms": rep.p(0.95) / 1e6,

@@ -61,3 +61,18 @@ def test_more_replicas_never_raise_latency() -> None:
 def test_unknown_policy_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown batching policy"):
         simulate(Workload.of([0], [1], [1]), FLAT, policy="magic")
+
+
+def test_service_noise_keeps_the_work_and_widens_the_tail() -> None:
+    rng = np.random.default_rng(1)
+    arr = np.cumsum(rng.exponential(120, 2000))
+    work = Workload.of(arr, np.ones(2000), np.ones(2000))
+    measured = rng.lognormal(0.0, 0.5, 500) * 100.0
+    noisy = FLAT.with_noise(measured, np.full(500, 100.0))
+    assert np.mean(noisy.noise) == pytest.approx(1.0)
+    plain = simulate(work, FLAT, policy="sequential")
+    a = simulate(work, noisy, policy="sequential", seed=3)
+    b = simulate(work, noisy, policy="sequential", seed=3)
+    assert a.latency_ns.tolist() == b.latency_ns.tolist()  # seeded: reproducible
+    assert a.busy_ns == pytest.approx(plain.busy_ns, rel=0.05)  # same work on average
+    assert a.p(0.95) > plain.p(0.95)  # variance is what queueing turns into tail latency

@@ -223,11 +223,14 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
             assumptions.append(
                 f"swept curve anchored to the measured calls by x{scale:.3f} (total measured / "
                 "total swept-predicted time): the sweep's shape, the server's level")
+            curve = curve.with_noise(spans.duration_ns, _predict(curve, spans))
             if keep_residuals:
                 res = _residuals(curve, calibration.__class__(
                     calibration.batch, calibration.in_tokens, calibration.out_tokens,
                     calibration.duration_ns * scale), "calibration")
                 res += _residuals(curve, spans, "spans")
+        if not curve.noise:
+            curve = curve.with_noise(calibration.duration_ns, _predict(curve, calibration))
         return Fit(curve, source, len(calibration), seen, good, scale, span_good,
                    tuple(assumptions), tuple(res))
     if not len(spans):
@@ -259,6 +262,7 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
             f"({bytes_per_param:g} bytes/param; {dev['source'] if dev else 'default 0.1'}), not "
             "a measurement; run `inferaudit calibrate` to pin it")
     good = goodness(_predict(curve, spans), spans.duration_ns)
+    curve = curve.with_noise(spans.duration_ns, _predict(curve, spans))
     res = _residuals(curve, spans, "spans") if keep_residuals else []
     return Fit(curve, source, len(spans), seen, good, None, None, tuple(assumptions), tuple(res))
 

@@ -42,11 +42,12 @@ class Scenario:
     replicas: int = 1
 
     def curve(self, base: ServiceCurve) -> ServiceCurve:
-        return ServiceCurve(
-            base.fixed_ns * self.overhead_factor * self.all_factor,
-            base.prefill_ns_per_token * self.all_factor,
-            base.step_ns * self.decode_factor * self.overhead_factor * self.all_factor,
-            base.step_ns_per_seq * self.decode_factor * self.all_factor,
+        return replace(
+            base,
+            fixed_ns=base.fixed_ns * self.overhead_factor * self.all_factor,
+            prefill_ns_per_token=base.prefill_ns_per_token * self.all_factor,
+            step_ns=base.step_ns * self.decode_factor * self.overhead_factor * self.all_factor,
+            step_ns_per_seq=base.step_ns_per_seq * self.decode_factor * self.all_factor,
         )
 
     def with_(self, **kw: Any) -> Scenario:
@@ -138,7 +139,7 @@ def replay(obs_work: Workload, repeats: np.ndarray, base: ServiceCurve, sc: Scen
            seed: int = 0) -> Replay:
     work, hits = scenario_workload(obs_work, repeats, sc, seed)
     res: SimResult = simulate(work, sc.curve(base), policy=sc.policy, max_batch=sc.max_batch,
-                              max_wait_ns=sc.max_wait_ns, replicas=sc.replicas)
+                              max_wait_ns=sc.max_wait_ns, replicas=sc.replicas, seed=seed)
     lat = np.zeros(len(obs_work))
     lat[~hits] = res.latency_ns
     if len(work):

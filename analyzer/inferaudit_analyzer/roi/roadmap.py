@@ -16,7 +16,7 @@ the swap's engineering effort is reported as avoided.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -56,8 +56,7 @@ class RoiInputs:
 
     def serve_curve(self, c: ServiceCurve) -> ServiceCurve:
         """The fitted model-call curve plus the server's own per-call overhead."""
-        return ServiceCurve(c.fixed_ns + self.overhead_ns, c.prefill_ns_per_token, c.step_ns,
-                            c.step_ns_per_seq)
+        return replace(c, fixed_ns=c.fixed_ns + self.overhead_ns)
 
 
 def _refit(inp: RoiInputs, max_batch: int):

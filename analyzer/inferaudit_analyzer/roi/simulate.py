@@ -15,6 +15,13 @@ Policies:
   batch at decode-step boundaries, at most ``max_batch`` in flight; a joining request's prefill is
   charged to the step it joins in.
 
+Service-time noise: a deterministic curve predicts the mean call, but queueing (and so p95)
+grows with the variance of service times. A curve may carry ``noise``, multiplicative factors
+(measured / predicted, normalised to mean 1) from the calls it was fitted to; the static
+policies then draw one factor per model call (seeded, so a replay is reproducible), keeping the
+total work while restoring the spread. The continuous policy stays deterministic (a call's
+noise averages out over its many steps).
+
 Times are integer-valued float ns internally; all inputs and outputs are ns.
 """
 
@@ -22,7 +29,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -43,6 +50,8 @@ class ServiceCurve:
     prefill_ns_per_token: float
     step_ns: float
     step_ns_per_seq: float
+    # Multiplicative service-time factors (mean 1) drawn per call by the replay; () = none.
+    noise: tuple[float, ...] = ()
 
     def call_ns(self, batch: int, in_tokens: float, out_tokens: float) -> float:
         return (
@@ -56,12 +65,23 @@ class ServiceCurve:
 
     def scaled(self, factor: float) -> ServiceCurve:
         """The same curve running ``factor`` times as long (e.g. 1/speed-up)."""
-        return ServiceCurve(
-            self.fixed_ns * factor,
-            self.prefill_ns_per_token * factor,
-            self.step_ns * factor,
-            self.step_ns_per_seq * factor,
+        return replace(
+            self,
+            fixed_ns=self.fixed_ns * factor,
+            prefill_ns_per_token=self.prefill_ns_per_token * factor,
+            step_ns=self.step_ns * factor,
+            step_ns_per_seq=self.step_ns_per_seq * factor,
         )
+
+    def with_noise(self, measured_ns: np.ndarray, predicted_ns: np.ndarray) -> ServiceCurve:
+        """This curve carrying the spread of ``measured / predicted`` (clipped to 0.2-5x, then
+        normalised to mean 1 so the total work is unchanged)."""
+        ok = (predicted_ns > 0) & np.isfinite(measured_ns)
+        if ok.sum() < 2:
+            return self
+        ratio = np.clip(measured_ns[ok] / predicted_ns[ok], 0.2, 5.0)
+        ratio = ratio / ratio.mean()
+        return replace(self, noise=tuple(float(r) for r in ratio))
 
 
 @dataclass(frozen=True)
@@ -121,6 +141,7 @@ def simulate(
     max_batch: int = 1,
     max_wait_ns: float = 0.0,
     replicas: int = 1,
+    seed: int = 0,
 ) -> SimResult:
     """Replay ``work`` through ``replicas`` servers under ``policy``; see the module docstring."""
     if policy not in POLICIES:
@@ -135,11 +156,12 @@ def simulate(
         return _simulate_continuous(work, curve, max_batch, replicas)
     if policy == "sequential":
         max_batch, max_wait_ns = 1, 0.0
-    return _simulate_static(work, curve, max_batch, max_wait_ns, replicas)
+    return _simulate_static(work, curve, max_batch, max_wait_ns, replicas, seed)
 
 
 def _simulate_static(
-    work: Workload, curve: ServiceCurve, max_batch: int, max_wait_ns: float, replicas: int
+    work: Workload, curve: ServiceCurve, max_batch: int, max_wait_ns: float, replicas: int,
+    seed: int,
 ) -> SimResult:
     n = len(work)
     arr, tin, tout = work.arrival_ns, work.input_tokens, work.output_tokens
@@ -149,6 +171,8 @@ def _simulate_static(
     heapq.heapify(free_at)
     sizes: list[int] = []
     busy = 0.0
+    noise = np.asarray(curve.noise, dtype=np.float64)
+    draws = noise[np.random.default_rng(seed).integers(0, noise.size, n)] if noise.size else None
     i = 0
     while i < n:
         t_free = heapq.heappop(free_at)
@@ -165,6 +189,8 @@ def _simulate_static(
         j = max(j, i + 1)
         b = j - i
         dur = curve.call_ns(b, float(tin[i:j].max()), float(tout[i:j].max()))
+        if draws is not None:
+            dur *= float(draws[len(sizes)])
         start[i:j] = t
         finish[i:j] = t + dur
         busy += dur
