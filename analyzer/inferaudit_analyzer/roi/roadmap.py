@@ -107,13 +107,14 @@ def _intervals(inp: RoiInputs, scenarios: list[Scenario], b: int, seed: int, max
                        _refit(inp, max_batch), nb, seed)
     vals: list[dict[str, list[float]]] = [
         {"cost": [], "busy": [], "p95": []} for _ in scenarios]
-    for r in res:
+    for k, r in enumerate(res):
+        rseed = seed + 1 + k  # each replicate its own draws (service noise, cache hits)
         curve = inp.serve_curve(r.curve_fit.curve)
-        base_rep = replay(r.work, r.repeats, curve, inp.base, seed)
+        base_rep = replay(r.work, r.repeats, curve, inp.base, rseed)
         pr = Prices(inp.prices.usd_per_replica_hour,
                     inp.prices.baseline_busy_cost_per_request_usd, base_rep.busy_ns)
         for i, sc in enumerate(scenarios):
-            s = summarize(replay(r.work, r.repeats, curve, sc, seed), pr)
+            s = summarize(replay(r.work, r.repeats, curve, sc, rseed), pr)
             vals[i]["cost"].append(s["cost_per_request_usd"])
             vals[i]["busy"].append(s["busy_cost_per_request_usd"])
             vals[i]["p95"].append(s["latency_ms"]["p95"])
