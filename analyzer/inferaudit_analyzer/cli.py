@@ -145,17 +145,25 @@ def _analyze_any(args: Any, params: Any, analyze: Any) -> dict[str, Any]:
     return analyze(args.paths, params)
 
 
-def analyze_main(argv: list[str] | None = None) -> int:
-    """Entry of ``inferaudit analyze``; returns the exit code."""
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None
+               ) -> argparse.Namespace | int:
+    """Parse ``argv`` (default ``sys.argv[1:]``); a bad argument prints the reason and usage
+    and gives ``EXIT_UNUSABLE``, ``--help`` gives its exit code: an int means return it."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        return parser.parse_args(argv)
     except _ArgError as exc:
-        print(f"inferaudit analyze: {exc}\n\n{parser.format_usage()}", file=sys.stderr)
+        print(f"{parser.prog}: {exc}\n\n{parser.format_usage()}", file=sys.stderr)
         return EXIT_UNUSABLE
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
+
+
+def analyze_main(argv: list[str] | None = None) -> int:
+    """Entry of ``inferaudit analyze``; returns the exit code."""
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         from inferaudit_analyzer.analyze import AnalyzeParams, UnusableInput, analyze
         from inferaudit_analyzer.cost import PriceFileError

@@ -19,10 +19,10 @@ from inferaudit_analyzer.cli import (
     EXIT_INTERNAL,
     EXIT_OK,
     EXIT_UNUSABLE,
-    _ArgError,
     _nonneg_float,
     _Parser,
     _positive_float,
+    parse_args,
 )
 
 
@@ -33,24 +33,23 @@ def _ratio(text: str) -> float:
     return v
 
 
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return v
+def _int_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
+        return v
+
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return v
+_pos_int = _int_at_least(1)
+_nonneg_int = _int_at_least(0)
 
 
 def build_report_parser() -> argparse.ArgumentParser:
@@ -135,15 +134,9 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
 
 def report_main(argv: list[str] | None = None) -> int:
     """Entry of ``inferaudit report``; returns the exit code."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_report_parser()
-    try:
-        args = parser.parse_args(argv)
-    except _ArgError as exc:
-        print(f"inferaudit report: {exc}\n\n{parser.format_usage()}", file=sys.stderr)
-        return EXIT_UNUSABLE
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
+    args = parse_args(build_report_parser(), argv)
+    if isinstance(args, int):
+        return args
     if not (args.html or args.md or args.json):
         print("inferaudit report: give at least one of --html, --md, --json", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -220,15 +213,9 @@ def build_calibrate_parser() -> argparse.ArgumentParser:
 
 def calibrate_main(argv: list[str] | None = None) -> int:
     """Entry of ``inferaudit calibrate``; returns the exit code."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_calibrate_parser()
-    try:
-        args = parser.parse_args(argv)
-    except _ArgError as exc:
-        print(f"inferaudit calibrate: {exc}\n\n{parser.format_usage()}", file=sys.stderr)
-        return EXIT_UNUSABLE
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_args(build_calibrate_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         from inferaudit_analyzer.roi.calibrate import FactoryError, sweep
 
