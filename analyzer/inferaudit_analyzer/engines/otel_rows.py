@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from inferaudit_analyzer.ingest.otlp_json import any_value, hex_id
+from inferaudit_analyzer.ingest.otlp_values import any_value, hex_id
 
 __all__ = ["as_string", "insert_metric_rows", "insert_rows", "otel_metric_rows", "otel_rows"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from inferaudit_analyzer.ingest.otlp_json import attr_dict, dumps
+from inferaudit_analyzer.ingest.otlp_values import attr_dict, dumps
 
 if TYPE_CHECKING:
     from inferaudit_analyzer.ingest.otlp_json import RowBuilder

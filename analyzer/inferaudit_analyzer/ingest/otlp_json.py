@@ -11,10 +11,8 @@ and what generic protobuf JSON printers emit (base64 ids, enum names, numbers).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +23,13 @@ import orjson
 from inferaudit_analyzer import schema
 from inferaudit_analyzer.ingest import _otlp_types as T
 from inferaudit_analyzer.ingest import foreign
+from inferaudit_analyzer.ingest.otlp_values import (
+    attr_dict,
+    dumps,
+    dumps_bytes,
+    hex_id,
+    typed_value,
+)
 from inferaudit_sdk import semconv as sc
 
 SPAN_COLS = [name for name, _ in schema.SPANS_COLUMNS]
@@ -63,76 +68,6 @@ MAX_ERRORS = 1000  # per work unit; the rest are counted in one summary row
 ErrorSink = Callable[[int | None, int | None, str], None]
 
 
-def any_value(v: Any) -> Any:
-    """Decode an OTLP ``AnyValue`` object into a plain Python value."""
-    if type(v) is not dict:
-        raise TypeError(f"attribute value must be an object, got {type(v).__name__}")
-    for t, x in v.items():
-        if t == "stringValue":
-            return x
-        if t == "intValue":
-            return int(x)
-        if t == "doubleValue":
-            return float(x)
-        if t == "boolValue":
-            return x if type(x) is bool else foreign.to_bool(x)
-        if t == "arrayValue":
-            return [any_value(e) for e in (x or {}).get("values") or ()]
-        if t == "kvlistValue":
-            return {kv["key"]: any_value(kv.get("value") or {})
-                    for kv in (x or {}).get("values") or ()}
-        if t == "bytesValue":
-            return x
-    return None
-
-
-def _typed_value(v: Any) -> Any:
-    """The non-string ``AnyValue`` cases of a typed attribute value."""
-    if v.intValue is not None:
-        return int(v.intValue)
-    if v.doubleValue is not None:
-        return float(v.doubleValue)
-    if v.boolValue is not None:
-        return v.boolValue if type(v.boolValue) is bool else foreign.to_bool(v.boolValue)
-    if v.arrayValue is not None:
-        return [e.stringValue if e.stringValue is not None else _typed_value(e)
-                for e in v.arrayValue.values or ()]
-    if v.kvlistValue is not None:
-        return any_value({"kvlistValue": v.kvlistValue})
-    return v.bytesValue
-
-
-def attr_dict(attrs: Any) -> dict[str, Any]:
-    """A ``KeyValue`` list as a dict (the slow, general path: resources, scopes, links)."""
-    out: dict[str, Any] = {}
-    for kv in attrs or ():
-        out[kv["key"]] = any_value(kv.get("value") or {})
-    return out
-
-
-def hex_id(x: Any) -> str | None:
-    """Span/trace id as lowercase hex; OTLP/JSON writes hex, protobuf printers base64."""
-    if not x:
-        return None
-    n = len(x)
-    if n == 32 or n == 16:
-        return x.lower()
-    try:
-        return base64.b64decode(x, validate=True).hex()
-    except (binascii.Error, ValueError):
-        return x.lower()
-
-
-_orjson_dumps = orjson.dumps
-
-
-def dumps(obj: Any) -> str:
-    try:
-        return orjson.dumps(obj).decode()
-    except TypeError:  # e.g. an int beyond 64 bits: the stdlib copes
-        return json.dumps(obj, default=str)
-
-
 def resource_id_of(attrs: dict[str, Any]) -> int:
     """Stable 63-bit id of a resource: equal in every file and process that saw it."""
     digest = hashlib.blake2b(orjson.dumps(attrs, option=orjson.OPT_SORT_KEYS),
@@ -149,9 +84,9 @@ class RowBuilder:
         self.base_dir = os.path.dirname(file_path)
         self.on_spans = on_spans
         self.chunk_spans = chunk_spans
-        # one buffer per role: a chunk of one role has whole columns of NULLs (batch columns on
-        # requests and vice versa), which become Arrow null arrays at no per-value cost
-        self.role_rows: dict[Any, list[list[Any]]] = {}
+        # one buffer per role: a row group of one role has the other roles' columns all NULL,
+        # which Parquet stores in a few bytes and DuckDB's zone maps skip
+        self.role_rows: dict[Any, list[tuple[Any, ...]]] = {}
         self.buffered = 0
         self.link_rows: list[tuple[Any, ...]] = []
         self.metric_rows: list[tuple[Any, ...]] = []
@@ -165,7 +100,7 @@ class RowBuilder:
         self._line: int | None = None
         self._offset: int | None = None
 
-    def take_span_chunks(self) -> list[list[list[Any]]]:
+    def take_span_chunks(self) -> list[list[tuple[Any, ...]]]:
         """The buffered span rows, one list per role, and empty the buffers."""
         chunks = [rows for rows in self.role_rows.values() if rows]
         self.role_rows = {}
@@ -250,8 +185,9 @@ class RowBuilder:
                         try:
                             self._span(s, rid, service, scope_name)
                         except _SPAN_ERRORS as exc:
+                            plain = msgspec.to_builtins(s)
                             self.error(self._line, self._offset,
-                                       f"span #{i}: {diagnose(msgspec.to_builtins(s), exc)}")
+                                       f"span #{i}: {diagnose(plain, exc)}")
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
                 self.error(self._line, self._offset, f"malformed resourceSpans entry: {exc}")
             if self.buffered >= self.chunk_spans:
@@ -273,6 +209,44 @@ class RowBuilder:
             row[I_ROLE] = sc.ROLE_REQUEST  # a foreign GenAI span with usage: a request
         if row[I_REQ_MODEL] is None and row[I_RESP_MODEL] is not None:
             row[I_REQ_MODEL] = row[I_RESP_MODEL]  # vLLM writes only the response model
+
+    def _typed_attributes(self, row: list[Any], kvs: Any, span_id: str
+                          ) -> tuple[bytes, bool, list[Any] | None]:
+        """Typed ``KeyValue`` structs → promoted columns, leftover JSON, GenAI flag, fallbacks."""
+        attrs: dict[str, Any] = {}
+        fallbacks = None
+        has_genai = False
+        primary = PRIMARY
+        for kv in kvs or ():
+            k = kv.key
+            v = kv.value
+            x = v.stringValue  # plain_value, inlined: this loop runs for every attribute
+            if x is None:
+                x = v.intValue
+                if x is None:
+                    x = typed_value(v)
+                elif type(x) is not int:
+                    x = int(x)
+            p = primary.get(k)
+            if p is not None:  # promoted: its column holds it, `attributes` need not
+                if type(x) is p[1]:
+                    row[p[0]] = x
+                else:
+                    try:
+                        row[p[0]] = p[2](x)
+                    except (TypeError, ValueError) as exc:
+                        self._attr_error(span_id, k, exc)
+                        attrs[k] = x  # keep what could not be promoted
+                continue
+            attrs[k] = x
+            if k.startswith(_GENAI_PREFIXES):
+                has_genai = True
+                f = FALLBACK.get(k)
+                if f is not None:
+                    if fallbacks is None:
+                        fallbacks = []
+                    fallbacks.append((k, x, f))
+        return dumps_bytes(attrs), has_genai, fallbacks
 
     def _span(self, s: dict[str, Any], rid: int, service: str | None,
               scope_name: str | None) -> None:
@@ -305,39 +279,7 @@ class RowBuilder:
         row[I_RES] = rid
         row[I_SCOPE] = scope_name
 
-        attrs: dict[str, Any] = {}
-        fallbacks = None
-        has_genai = False
-        primary = PRIMARY
-        for kv in s.attributes or ():
-            k = kv.key
-            v = kv.value
-            x = v.stringValue
-            if x is None:
-                x = v.intValue
-                if x is None:
-                    x = _typed_value(v)
-                elif type(x) is not int:
-                    x = int(x)
-            p = primary.get(k)
-            if p is not None:  # promoted: its column holds it, `attributes` need not
-                if type(x) is p[1]:
-                    row[p[0]] = x
-                else:
-                    try:
-                        row[p[0]] = p[2](x)
-                    except (TypeError, ValueError) as exc:
-                        self._attr_error(span_id, k, exc)
-                        attrs[k] = x  # keep what could not be promoted
-                continue
-            attrs[k] = x
-            if k.startswith(_GENAI_PREFIXES):
-                has_genai = True
-                f = FALLBACK.get(k)
-                if f is not None:
-                    if fallbacks is None:
-                        fallbacks = []
-                    fallbacks.append((k, x, f))
+        attrs_json, has_genai, fallbacks = self._typed_attributes(row, s.attributes, span_id)
         dialect = None
         if fallbacks is not None:
             for k, x, (idx, conv, src) in fallbacks:
@@ -362,10 +304,7 @@ class RowBuilder:
         prof = row[I_PROFILE]
         if prof is not None and not os.path.isabs(prof):
             row[I_PROFILE] = os.path.normpath(os.path.join(self.base_dir, prof))
-        try:  # bytes: Arrow takes UTF-8 bytes for a string column, no decode needed
-            row[I_ATTRS] = _orjson_dumps(attrs)
-        except TypeError:
-            row[I_ATTRS] = dumps(attrs)
+        row[I_ATTRS] = attrs_json  # bytes: Arrow takes UTF-8 bytes for a string column
 
         links = s.links
         if links:  # all or none: a bad link rejects the span before any row is kept
@@ -378,7 +317,7 @@ class RowBuilder:
         buf = self.role_rows.get(row[I_ROLE])
         if buf is None:
             buf = self.role_rows[row[I_ROLE]] = []
-        buf.append(row)
+        buf.append(tuple(row))
         self.buffered += 1
         self.spans += 1
 

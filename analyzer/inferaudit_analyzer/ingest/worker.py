@@ -21,6 +21,9 @@ from inferaudit_analyzer.ingest.metrics import add_metrics
 from inferaudit_analyzer.ingest.otlp_json import RowBuilder
 
 PART_TABLES = ("spans", "links", "metric_points", "resources")
+# LZ4 rather than zstd: the cache is read once or a few times on this machine, and lz4 writes
+# it in two thirds of zstd-1's CPU (measured 2.5 vs 3.7 µs per span) for 1.9x the bytes.
+PARQUET_COMPRESSION = "lz4"
 
 
 @dataclass(frozen=True)
@@ -70,21 +73,21 @@ class _ParquetSink:
         self.writers: dict[str, Any] = {}
         self.paths: dict[str, list[str]] = {}
 
-    def write(self, table: str, rows: list[Any]) -> None:
+    def write(self, table: str, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         sch = schema.arrow_schema(table)
-        n = len(rows)
-        arrays = [pa.nulls(n, f.type) if c.count(None) == n else pa.array(c, type=f.type)
-                  for c, f in zip(zip(*rows, strict=True), sch, strict=True)]
-        tbl = pa.Table.from_arrays(arrays, schema=sch)
+        # Row tuples → one struct array → columns, all inside Arrow: transposing in Python
+        # first (zip(*rows)) then converting column by column cost twice as much (measured
+        # 14.5 vs 6.4 µs per span row side by side).
+        tbl = pa.Table.from_struct_array(pa.array(rows, type=pa.struct(list(sch))))
         w = self.writers.get(table)
         if w is None:
             path = os.path.join(self.out_dir, f"{table}-{self.part:05d}.parquet")
-            w = pq.ParquetWriter(path, sch, compression="zstd", compression_level=1,
+            w = pq.ParquetWriter(path, sch, compression=PARQUET_COMPRESSION,
                                  use_dictionary=_dictionary_columns(table))
             self.writers[table] = w
             self.paths[table] = [path]

@@ -1,0 +1,92 @@
+"""OTLP/JSON values → plain Python values, and the id and JSON helpers every reader shares.
+
+Accepts both the OTLP/JSON encoding (hex ids, 64-bit integers as strings) and what generic
+protobuf JSON printers emit (base64 ids, numbers).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import orjson
+
+from inferaudit_analyzer.ingest import foreign
+
+
+def any_value(v: Any) -> Any:
+    """Decode an OTLP ``AnyValue`` object (a dict) into a plain Python value."""
+    if type(v) is not dict:
+        raise TypeError(f"attribute value must be an object, got {type(v).__name__}")
+    for t, x in v.items():
+        if t == "stringValue":
+            return x
+        if t == "intValue":
+            return int(x)
+        if t == "doubleValue":
+            return float(x)
+        if t == "boolValue":
+            return x if type(x) is bool else foreign.to_bool(x)
+        if t == "arrayValue":
+            return [any_value(e) for e in (x or {}).get("values") or ()]
+        if t == "kvlistValue":
+            return {kv["key"]: any_value(kv.get("value") or {})
+                    for kv in (x or {}).get("values") or ()}
+        if t == "bytesValue":
+            return x
+    return None
+
+
+def typed_value(v: Any) -> Any:
+    """The non-string, non-int cases of a typed ``AnyValue`` struct."""
+    if v.intValue is not None:
+        return int(v.intValue)
+    if v.doubleValue is not None:
+        return float(v.doubleValue)
+    if v.boolValue is not None:
+        return v.boolValue if type(v.boolValue) is bool else foreign.to_bool(v.boolValue)
+    if v.arrayValue is not None:
+        return [e.stringValue if e.stringValue is not None else typed_value(e)
+                for e in v.arrayValue.values or ()]
+    if v.kvlistValue is not None:
+        return any_value({"kvlistValue": v.kvlistValue})
+    return v.bytesValue
+
+
+def attr_dict(attrs: Any) -> dict[str, Any]:
+    """A ``KeyValue`` list as a dict (the slow, general path: resources, scopes, links)."""
+    out: dict[str, Any] = {}
+    for kv in attrs or ():
+        out[kv["key"]] = any_value(kv.get("value") or {})
+    return out
+
+
+def hex_id(x: Any) -> str | None:
+    """Span/trace id as lowercase hex; OTLP/JSON writes hex, protobuf printers base64."""
+    if not x:
+        return None
+    n = len(x)
+    if n == 32 or n == 16:
+        return x.lower()
+    try:
+        return base64.b64decode(x, validate=True).hex()
+    except (binascii.Error, ValueError):
+        return x.lower()
+
+
+def dumps(obj: Any) -> str:
+    """JSON text of a decoded value; the stdlib copes where orjson refuses (ints over 64 bits)."""
+    try:
+        return orjson.dumps(obj).decode()
+    except TypeError:
+        return json.dumps(obj, default=str)
+
+
+def dumps_bytes(obj: Any) -> bytes:
+    """:func:`dumps` as UTF-8 bytes, orjson's fast path first."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj, default=str).encode()
