@@ -34,3 +34,26 @@ def test_compare_reports_the_relative_difference_against_15_percent() -> None:
     lines = main_job.comparison_lines(cmp)
     assert any("+10.0%" in line and "yes" in line for line in lines)
     assert any("+50.0%" in line and "NO" in line for line in lines)
+
+
+def test_measured_p95_interval_brackets_the_p95_and_widens_with_fewer_requests() -> None:
+    import numpy as np
+
+    from examples.audit import p95_interval_ms
+
+    rng = np.random.default_rng(0)
+    lat = rng.lognormal(np.log(200e6), 0.5, 2000)
+    p95 = np.quantile(lat, 0.95) / 1e6
+    big = p95_interval_ms(lat)
+    small = p95_interval_ms(lat[:200])
+    assert big["low"] <= p95 <= big["high"]
+    assert small["high"] - small["low"] > big["high"] - big["low"]
+    assert p95_interval_ms(lat[:3])["low"] is None
+
+
+def test_comparison_lines_show_the_measured_interval() -> None:
+    measured = {"cost_per_request_usd": 2.0, "busy_cost_per_request_usd": 1.0, "p95_ms": 110.0}
+    cmp = main_job.compare(_item("continuous_batching", True), measured, measured)
+    cmp["rows"][2]["measured_interval"] = {"low": 95.0, "high": 130.0, "replicates": 400}
+    lines = main_job.comparison_lines(cmp)
+    assert any("measured p95 90% interval" in line and "95-130" in line for line in lines)

@@ -95,3 +95,59 @@ def test_no_points_is_a_clear_error() -> None:
         calibration_points({"schema": "x"})
     with pytest.raises(ValueError, match="lacks"):
         calibration_points({"points": [{"batch": 1}]})
+
+
+def _with_idle_flags(pts: CallPoints, factor: float, share: float, seed: int = 5
+                     ) -> CallPoints:
+    """``pts`` where a ``share`` of the calls started idle and ran ``factor`` times as long."""
+    idle = np.random.default_rng(seed).random(len(pts)) < share
+    return CallPoints.of(pts.batch, pts.in_tokens, pts.out_tokens,
+                         pts.duration_ns * np.where(idle, factor, 1.0), idle)
+
+
+def test_idle_start_factor_is_measured_on_the_spans() -> None:
+    spans = _with_idle_flags(_points(TRUE, [1, 2, 4, 8]), 1.25, 0.3)
+    fit = fit_curve(spans, max_batch=8)
+    assert fit.curve.idle_factor == pytest.approx(1.25, rel=0.02)
+    assert fit.idle_start_calls == int(spans.idle.sum())
+    assert any("idle server" in a for a in fit.assumptions)
+    # the replayed busy time of the measured calls is the measured one
+    pred = np.array([fit.curve.call_ns(int(b), i, o) for b, i, o in
+                     zip(spans.batch, spans.in_tokens, spans.out_tokens, strict=True)])
+    pred *= np.where(spans.idle, fit.curve.idle_factor, 1.0)
+    assert pred.sum() == pytest.approx(spans.duration_ns.sum(), rel=1e-9)
+
+
+def test_too_few_idle_starts_leave_the_factor_at_one() -> None:
+    spans = _points(TRUE, [1, 2, 4, 8], n=60)
+    flags = np.zeros(len(spans), dtype=bool)
+    flags[:3] = True
+    fit = fit_curve(CallPoints.of(spans.batch, spans.in_tokens, spans.out_tokens,
+                                  spans.duration_ns * np.where(flags, 2.0, 1.0), flags))
+    assert fit.curve.idle_factor == 1.0
+
+
+def test_a_swept_idle_factor_wins_and_keeps_the_measured_level() -> None:
+    cal = _points(TRUE, [1, 2, 4, 8], n=40)
+    spans = _with_idle_flags(_points(TRUE, [1], n=120, seed=3), 1.4, 0.25)
+    fit = fit_curve(spans, calibration=cal, max_batch=8, idle_factor=1.1)
+    assert fit.curve.idle_factor == pytest.approx(1.1)
+    assert any("calibration sweep" in a for a in fit.assumptions if "idle server" in a)
+    pred = np.array([fit.curve.call_ns(1, i, o) for i, o in
+                     zip(spans.in_tokens, spans.out_tokens, strict=True)])
+    pred *= np.where(spans.idle, 1.1, 1.0)
+    assert pred.sum() == pytest.approx(spans.duration_ns.sum(), rel=1e-9)
+
+
+def test_noise_is_measured_around_the_spans_own_fit_not_the_sweeps_shape() -> None:
+    # the sweep's shape is off (no fixed cost) but the spans follow TRUE exactly: their spread
+    # around the anchored sweep curve is shape error, not noise, and must not become noise
+    wrong = ServiceCurve(fixed_ns=0.0, prefill_ns_per_token=9e3, step_ns=1.3e6,
+                         step_ns_per_seq=2e5)
+    fit = fit_curve(_points(TRUE, [1], n=150, seed=7), calibration=_points(wrong, [1, 4, 8]),
+                    max_batch=8)
+    assert fit.span_goodness["mape_ratio"] > 0.01  # the anchored shape does not fit exactly
+    assert np.std(fit.curve.noise) < 1e-6  # but the calls themselves were noise-free
+    noisy = fit_curve(_points(TRUE, [1], n=150, noise=0.2, seed=7),
+                      calibration=_points(wrong, [1, 4, 8]), max_batch=8)
+    assert 0.1 < np.std(noisy.curve.noise) < 0.3

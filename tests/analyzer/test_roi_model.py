@@ -43,3 +43,24 @@ def test_empty_store_says_why_nothing_is_projected() -> None:
     rep = analyze_connection(db.con)
     roi = roi_section(db.con, rep, Knobs())
     assert "nothing to project" in roi["error"]
+
+
+def test_idle_starts_follow_the_previous_call_on_the_same_device() -> None:
+    from inferaudit_analyzer.roi.data import idle_starts
+
+    def row(start, end, first, dev="d0"):  # CALLS_SQL columns the rule reads
+        return (start, end - start, None, 1, 1, 1, None, None, None, "", first, end, "r", dev)
+
+    rows = [row(0, 100, 0), row(100, 200, 50),  # arrived while busy: back to back
+            row(300, 400, 250),  # arrived after the previous call ended: idle
+            row(0, 50, 0, dev="d1"),  # another device's first call: idle
+            row(410, 500, None)]  # member times unknown: not counted idle
+    assert idle_starts(rows).tolist() == [True, False, True, True, False]
+
+
+def test_the_fit_reports_its_idle_start_factor_and_noise() -> None:
+    db = unbatched_db(n=60, gap_ms=30, service_ms=50, device_ms=45)
+    roi = roi_section(db.con, analyze_connection(db.con), Knobs(max_batch=4), bootstrap=0)
+    fit = roi["fit"]
+    assert fit["idle_start_factor"] == 1.0  # overloaded: one idle start, nothing to estimate
+    assert fit["noise"]["factors"] == fit["n_points"] and fit["noise"]["block_calls"] >= 1

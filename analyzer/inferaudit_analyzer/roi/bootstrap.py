@@ -66,7 +66,8 @@ def resamples(calls: CallPoints, calibration: CallPoints | None, work: Workload,
     rng = np.random.default_rng(seed)
     out: list[Resample] = []
     for _ in range(b):
-        c = calls.take(rng.integers(0, len(calls), len(calls))) if len(calls) else calls
+        # sorted: the calls stay in time order (the fit reads their noise's correlation length)
+        c = calls.take(np.sort(rng.integers(0, len(calls), len(calls)))) if len(calls) else calls
         cal = None
         if calibration is not None and len(calibration):
             cal = calibration.take(rng.integers(0, len(calibration), len(calibration)))

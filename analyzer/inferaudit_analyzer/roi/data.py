@@ -121,6 +121,26 @@ def call_gap(cl: list[tuple]) -> tuple[float, int]:
     return (float(np.median(gaps)) if gaps else 0.0), len(gaps)
 
 
+def idle_starts(cl: list[tuple]) -> np.ndarray:
+    """Per call (rows of CALLS_SQL, in order): True when its first member arrived after the
+    previous call on the same device had ended (the server sat idle; fit.idle_start_factor).
+    A device's first call counts as idle; a call without member times as not idle."""
+    out = np.zeros(len(cl), dtype=bool)
+    by_dev: dict[tuple, list[int]] = {}
+    for k, r in enumerate(cl):
+        by_dev.setdefault((r[12], r[13]), []).append(k)
+    for ks in by_dev.values():
+        ks.sort(key=lambda k: cl[k][0])
+        prev_end = None
+        for k in ks:
+            first, end = cl[k][10], cl[k][11]
+            if first is not None:
+                out[k] = prev_end is None or first >= prev_end
+            if end is not None:
+                prev_end = end if prev_end is None else max(prev_end, end)
+    return out
+
+
 def observe(con: Any) -> Observed:
     """Read requests and calls from a connection where the views exist (views.create_views)."""
     rq = con.execute(REQUESTS_SQL).fetchall()
@@ -137,6 +157,7 @@ def observe(con: Any) -> Observed:
         r[5] if r[5] is not None else
         (r[8] / max(r[3], 1) if r[8] is not None else np.nan) for r in cl], dtype=np.float64)
     gap_ns, gap_n = call_gap(cl)
+    idle: np.ndarray | None = idle_starts(cl) if cl else None
     if not cl and rq:
         # No batch spans (foreign GenAI spans, e.g. vLLM's): each request's own model time is
         # one call of batch size 1, the best the spans say.
@@ -146,7 +167,7 @@ def observe(con: Any) -> Observed:
         in_max, out_max = col(cl, 4), np.maximum(col(cl, 5), 1.0)
     dur = col(cl, 1)
     dev = np.asarray([r[2] if r[2] is not None else r[1] for r in cl], dtype=np.float64)
-    calls = CallPoints.of(batch, in_max, out_max, dur)
+    calls = CallPoints.of(batch, in_max, out_max, dur, idle)
     ok = (np.isfinite(batch) & np.isfinite(in_max) & np.isfinite(out_max) & np.isfinite(dur)
           & (batch >= 1) & (dur > 0)) if cl else np.zeros(0, dtype=bool)
     return Observed(

@@ -24,39 +24,43 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources as importlib_resources
 from typing import Any
 
 import numpy as np
 
-from inferaudit_analyzer.roi.simulate import ServiceCurve
+from inferaudit_analyzer.roi.simulate import ServiceCurve, correlation_block
 
 MAX_RESIDUALS_KEPT = 400  # points carried to the plot; enough to see a trend
 
 
 @dataclass(frozen=True)
 class CallPoints:
-    """Measured model calls: batch size, padded input tokens per row, longest output, wall ns."""
+    """Measured model calls: batch size, padded input tokens per row, longest output, wall ns,
+    and (spans only) whether the call started on an idle server (its first member arrived
+    after the server's previous call had ended); ``idle`` is None where unknown."""
 
     batch: np.ndarray
     in_tokens: np.ndarray
     out_tokens: np.ndarray
     duration_ns: np.ndarray
+    idle: np.ndarray | None = None
 
     @classmethod
-    def of(cls, batch, in_tokens, out_tokens, duration_ns) -> CallPoints:
+    def of(cls, batch, in_tokens, out_tokens, duration_ns, idle=None) -> CallPoints:
         arrs = [np.asarray(x, dtype=np.float64) for x in (batch, in_tokens, out_tokens,
                                                           duration_ns)]
         ok = np.all([np.isfinite(a) for a in arrs], axis=0) & (arrs[0] >= 1) & (arrs[3] > 0)
-        return cls(*(a[ok] for a in arrs))
+        flags = None if idle is None else np.asarray(idle, dtype=bool)[ok]
+        return cls(*(a[ok] for a in arrs), flags)
 
     def __len__(self) -> int:
         return int(self.batch.size)
 
     def take(self, idx: np.ndarray) -> CallPoints:
         return CallPoints(self.batch[idx], self.in_tokens[idx], self.out_tokens[idx],
-                          self.duration_ns[idx])
+                          self.duration_ns[idx], None if self.idle is None else self.idle[idx])
 
 
 def design(batch: np.ndarray, tin: np.ndarray, tout: np.ndarray) -> np.ndarray:
@@ -148,6 +152,7 @@ class Fit:
     span_goodness: dict[str, float | None] | None = None
     assumptions: tuple[str, ...] = ()
     residuals: tuple[dict[str, float], ...] = field(default=(), repr=False)
+    idle_start_calls: int = 0  # measured idle-start calls behind curve.idle_factor
 
     def to_json(self) -> dict[str, Any]:
         c = self.curve
@@ -166,6 +171,15 @@ class Fit:
             "span_r2": None if self.span_goodness is None else self.span_goodness.get("r2"),
             "span_mape_ratio": (None if self.span_goodness is None
                                 else self.span_goodness.get("mape_ratio")),
+            "idle_start_factor": c.idle_factor,
+            "idle_start_calls": self.idle_start_calls,
+            "noise": {"factors": len(c.noise),
+                      "cv": float(np.std(c.noise)) if c.noise else None,
+                      "block_calls": c.noise_block,
+                      # how many consecutive calls the residuals stay correlated over (slow
+                      # spells); reported, not replayed (docs/roi-model.md, service-time noise)
+                      "correlation_calls": (correlation_block(np.log(np.asarray(c.noise)))
+                                            if c.noise else None)},
             "assumptions": list(self.assumptions),
         }
 
@@ -181,6 +195,72 @@ def _residuals(curve: ServiceCurve, pts: CallPoints, kind: str) -> list[dict[str
     return out
 
 
+MIN_IDLE_GROUP_CALLS = 10  # calls needed on each side (idle-start, back-to-back) to estimate
+
+
+def idle_start_factor(pred_ns: np.ndarray, pts: CallPoints) -> tuple[float, int]:
+    """How much slower a call that starts on an idle server runs than one that follows another
+    call (measured / predicted, ratio of sums, idle-start over back-to-back), and how many
+    idle-start calls it rests on. 1.0 when the spans cannot tell (no flags, < 10 calls a side).
+
+    Why: on a shared host a model thread that just woke up runs measurably slower than one
+    that has been running (the example: ~10-20 % on a loaded 2-core VM, the whole call, not a
+    fixed delay). A sequential audit under load is mostly back-to-back calls; a batched server
+    at lower utilisation starts most calls idle, so a curve anchored to the former would
+    under-state the latter. The factor is measured on the audited spans, not assumed.
+    """
+    if pts.idle is None or not len(pts):
+        return 1.0, 0
+    idle = pts.idle
+    n_idle, n_busy = int(idle.sum()), int((~idle).sum())
+    if n_idle < MIN_IDLE_GROUP_CALLS or n_busy < MIN_IDLE_GROUP_CALLS:
+        return 1.0, n_idle
+    y = pts.duration_ns
+    r_idle = y[idle].sum() / max(pred_ns[idle].sum(), 1.0)
+    r_busy = y[~idle].sum() / max(pred_ns[~idle].sum(), 1.0)
+    return float(np.clip(r_idle / r_busy, 0.5, 2.0)), n_idle
+
+
+def _with_idle(curve: ServiceCurve, pts: CallPoints, given: float | None = None
+               ) -> tuple[ServiceCurve, int]:
+    """``curve`` carrying the idle-start factor (``given``, from a calibration sweep that
+    measured it side by side, else estimated on the spans), its level re-set so the spans'
+    total measured time is kept (the factor moves time from back-to-back to idle-start calls).
+    """
+    pred = _predict(curve, pts)
+    if given is not None and given > 0:
+        factor = float(np.clip(given, 0.5, 2.0))
+        n_idle = 0 if pts.idle is None else int(pts.idle.sum())
+    else:
+        factor, n_idle = idle_start_factor(pred, pts)
+    if factor == 1.0:
+        return curve, n_idle
+    if pts.idle is None or not pts.idle.any():
+        return replace(curve, idle_factor=factor), n_idle
+    weight = np.where(pts.idle, factor, 1.0)
+    level = float(pts.duration_ns.sum() / max((pred * weight).sum(), 1.0))
+    return replace(curve.scaled(level), idle_factor=factor), n_idle
+
+
+def _local_pred(curve: ServiceCurve, pts: CallPoints) -> np.ndarray:
+    """The spans' own best fit (same formula, same idle-start factor): what their noise is
+    measured around. Residuals around the anchored sweep curve would also hold its shape error
+    (e.g. short calls under-, long ones over-predicted), which is tied to a call's size, not
+    random: reshuffled over calls as noise it widens the service-time spread and inflates the
+    replayed tail (by ~30 % on the example)."""
+    w = np.ones(len(pts)) if pts.idle is None else np.where(pts.idle, curve.idle_factor, 1.0)
+    a = design(pts.batch, pts.in_tokens, pts.out_tokens)
+    return (a @ nnls(a, pts.duration_ns / w)) * w
+
+
+def _span_pred(curve: ServiceCurve, pts: CallPoints) -> np.ndarray:
+    """Predicted duration of each measured call, idle-start factor included."""
+    pred = _predict(curve, pts)
+    if pts.idle is not None and curve.idle_factor != 1.0:
+        pred = pred * np.where(pts.idle, curve.idle_factor, 1.0)
+    return pred
+
+
 def _curve_of(coef: np.ndarray) -> ServiceCurve:
     return ServiceCurve(*(float(max(0.0, v)) for v in coef))
 
@@ -192,8 +272,11 @@ def _predict(curve: ServiceCurve, pts: CallPoints) -> np.ndarray:
 
 def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
               max_batch: int = 8, device: dict[str, Any] | None = None,
-              bytes_per_param: float = 2.0, keep_residuals: bool = True) -> Fit:
-    """Fit the curve (see the module docstring for which source wins).
+              bytes_per_param: float = 2.0, keep_residuals: bool = True,
+              idle_factor: float | None = None) -> Fit:
+    """Fit the curve (see the module docstring for which source wins). ``idle_factor``: the
+    calibration sweep's measured idle-start factor (preferred to the spans' estimate, which
+    is confounded with the host's drift: a loaded run's idle-start calls all come early).
 
     Raises:
         ValueError: neither spans nor a calibration hold a usable point.
@@ -218,12 +301,14 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
             # what decides queueing (and so p95) in the replay
             scale = float(spans.duration_ns.sum() / max(_predict(curve, spans).sum(), 1.0))
             curve = curve.scaled(scale)
-            span_good = goodness(_predict(curve, spans), spans.duration_ns)
             source = "calibration+spans"
             assumptions.append(
                 f"swept curve anchored to the measured calls by x{scale:.3f} (total measured / "
                 "total swept-predicted time): the sweep's shape, the server's level")
-            curve = curve.with_noise(spans.duration_ns, _predict(curve, spans))
+            curve, n_idle = _with_idle(curve, spans, idle_factor)
+            assumptions += _idle_note(curve, n_idle, idle_factor is not None)
+            span_good = goodness(_span_pred(curve, spans), spans.duration_ns)
+            curve = curve.with_noise(spans.duration_ns, _local_pred(curve, spans))
             if keep_residuals:
                 res = _residuals(curve, calibration.__class__(
                     calibration.batch, calibration.in_tokens, calibration.out_tokens,
@@ -232,7 +317,7 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
         if not curve.noise:
             curve = curve.with_noise(calibration.duration_ns, _predict(curve, calibration))
         return Fit(curve, source, len(calibration), seen, good, scale, span_good,
-                   tuple(assumptions), tuple(res))
+                   tuple(assumptions), tuple(res), n_idle if len(spans) else 0)
     if not len(spans):
         raise ValueError("no model call with a batch size and a duration to fit a curve to")
     seen = tuple(sorted({int(b) for b in spans.batch}))
@@ -261,10 +346,23 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
             f"step ({share:.3g}) is a roofline prior for {dev['device'] if dev else 'unknown'} "
             f"({bytes_per_param:g} bytes/param; {dev['source'] if dev else 'default 0.1'}), not "
             "a measurement; run `inferaudit calibrate` to pin it")
-    good = goodness(_predict(curve, spans), spans.duration_ns)
-    curve = curve.with_noise(spans.duration_ns, _predict(curve, spans))
+    curve, n_idle = _with_idle(curve, spans, idle_factor)
+    assumptions += _idle_note(curve, n_idle, idle_factor is not None)
+    good = goodness(_span_pred(curve, spans), spans.duration_ns)
+    curve = curve.with_noise(spans.duration_ns, _span_pred(curve, spans))
     res = _residuals(curve, spans, "spans") if keep_residuals else []
-    return Fit(curve, source, len(spans), seen, good, None, None, tuple(assumptions), tuple(res))
+    return Fit(curve, source, len(spans), seen, good, None, None, tuple(assumptions), tuple(res),
+               n_idle)
+
+
+def _idle_note(curve: ServiceCurve, n_idle: int, from_sweep: bool) -> list[str]:
+    if curve.idle_factor == 1.0:
+        return []
+    where = ("measured by the calibration sweep, idle-start and back-to-back calls side by side"
+             if from_sweep else f"estimated on {n_idle} idle-start calls of the audited spans")
+    return [f"a call that starts on an idle server runs x{curve.idle_factor:.3f} as long as one "
+            f"that follows another call ({where}); the replay applies it to every call that "
+            "starts on an idle replica"]
 
 
 def calibration_points(doc: dict[str, Any]) -> CallPoints:

@@ -76,9 +76,10 @@ def roi_section(con: Any, report: dict[str, Any], knobs: Knobs, *,
     cal_pts = calibration_points(calibration) if calibration is not None else None
     bs = obs.calls.batch
     max_seen = int(bs.max()) if bs.size else 1
+    idle_factor = None if calibration is None else calibration.get("idle_start_factor")
     try:
         fit = fit_curve(obs.calls, calibration=cal_pts, max_batch=max(knobs.max_batch, max_seen),
-                        device=device)
+                        device=device, idle_factor=idle_factor)
     except ValueError as exc:
         return {"error": str(exc)}
     detail = overall.get("device_utilization_detail") or {}
@@ -98,7 +99,7 @@ def roi_section(con: Any, report: dict[str, Any], knobs: Knobs, *,
            "overhead_samples": obs.call_gap_samples}
     inp = RoiInputs(obs.calls, cal_pts, obs.workload(), observed_repeats(obs),
                     (overall.get("latency_ms") or {}).get("p95"), base, prices, device, ctx,
-                    obs.call_gap_ns)
+                    obs.call_gap_ns, idle_factor)
     out = build_roadmap(inp, report.get("findings", []), knobs, fit, bootstrap=bootstrap,
                         seed=seed)
     out["device_prior"] = device

@@ -31,7 +31,8 @@ class Sizing:
 
 
 def size_for_slo(work: Workload, repeats: np.ndarray, curve: ServiceCurve, sc: Scenario,
-                 slo_p95_ns: float, current_replicas: int, seed: int = 0) -> Sizing:
+                 slo_p95_ns: float, current_replicas: int, seed: int = 0,
+                 draws: int = 1) -> Sizing:
     """Smallest replica count in 1..max(current, 64) whose replayed p95 <= the SLO.
 
     p95 falls monotonically with replicas in practice, so a binary search over the count
@@ -41,7 +42,7 @@ def size_for_slo(work: Workload, repeats: np.ndarray, curve: ServiceCurve, sc: S
 
     def run(r: int) -> Replay:
         if r not in cache:
-            cache[r] = replay(work, repeats, curve, sc.with_(replicas=r), seed)
+            cache[r] = replay(work, repeats, curve, sc.with_(replicas=r), seed, draws)
         return cache[r]
 
     def ok(r: int) -> bool:

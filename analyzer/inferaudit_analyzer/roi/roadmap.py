@@ -37,6 +37,9 @@ from inferaudit_analyzer.roi.simulate import ServiceCurve, Workload
 ROI_RULE = ("roi = impact / (risk x (1 + effort_weeks)); impact = bill_saving_ratio + 0.5 x "
             "capacity_saving_ratio + 0.5 x p95_reduction_ratio (ratios vs the replayed baseline)")
 GAP_CLOSED_FOR_AVOIDED_SWAP = 0.8
+# Noise draws pooled per point projection (project.replay); bootstrap replicates use one each,
+# so the interval also carries the draw-to-draw spread one measured run is subject to.
+POINT_DRAWS = 16
 MODEL_SWAP_EFFORT = "months"
 DEFAULT_USD_PER_ENGINEER_WEEK = 4_000.0
 
@@ -53,6 +56,7 @@ class RoiInputs:
     device: dict[str, Any] | None
     ctx: dict[str, Any]
     overhead_ns: float = 0.0  # worker time per call outside the model call (data.call_gap)
+    idle_factor: float | None = None  # the calibration sweep's measured idle-start factor
 
     def serve_curve(self, c: ServiceCurve) -> ServiceCurve:
         """The fitted model-call curve plus the server's own per-call overhead."""
@@ -62,7 +66,7 @@ class RoiInputs:
 def _refit(inp: RoiInputs, max_batch: int):
     def refit(c: CallPoints, cal: CallPoints | None) -> Fit:
         return fit_curve(c, calibration=cal, max_batch=max_batch, device=inp.device,
-                         keep_residuals=False)
+                         keep_residuals=False, idle_factor=inp.idle_factor)
     return refit
 
 
@@ -74,7 +78,8 @@ def _ratio_drop(base: float | None, new: float | None) -> float:
 
 def _projection(inp: RoiInputs, curve: ServiceCurve, sc: Scenario, slo_ns: float,
                 base_sum: dict[str, Any], prices: Prices) -> tuple[Scenario, dict[str, Any]]:
-    sizing = size_for_slo(inp.work, inp.repeats, curve, sc, slo_ns, inp.base.replicas)
+    sizing = size_for_slo(inp.work, inp.repeats, curve, sc, slo_ns, inp.base.replicas,
+                          draws=POINT_DRAWS)
     sized = sc.with_(replicas=sizing.replicas)
     s = summarize(sizing.replay, prices)
     s["replicas_needed"] = sizing.replicas_needed
@@ -137,7 +142,7 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
                   *, bootstrap: int = 100, seed: int = 0) -> dict[str, Any]:
     """The ``roi`` section of the report: fit, baseline replay, ranked roadmap, cumulative."""
     curve = inp.serve_curve(fit.curve)
-    base_rep = replay(inp.work, inp.repeats, curve, inp.base, seed)
+    base_rep = replay(inp.work, inp.repeats, curve, inp.base, seed, POINT_DRAWS)
     prices = Prices(inp.prices.usd_per_replica_hour,
                     inp.prices.baseline_busy_cost_per_request_usd, base_rep.busy_ns)
     base_sum = summarize(base_rep, prices)

@@ -17,9 +17,13 @@ Policies:
 
 Service-time noise: a deterministic curve predicts the mean call, but queueing (and so p95)
 grows with the variance of service times. A curve may carry ``noise``, multiplicative factors
-(measured / predicted, normalised to mean 1) from the calls it was fitted to; the static
-policies then draw one factor per model call (seeded, so a replay is reproducible), keeping the
-total work while restoring the spread. The continuous policy stays deterministic (a call's
+(measured / predicted, normalised to mean 1, in call order) from the calls it was fitted to; the
+static policies then draw one factor per model call (seeded, so a replay is reproducible),
+keeping the total work while restoring the spread. With ``noise_block`` > 1 the draws come in
+runs of that many consecutive factors (a moving-block bootstrap), for hosts whose slow spells
+last several calls; the fit leaves it at 1 (independent draws) because on the example the
+block draws over-stated the measured batched p95 (see docs/roi-model.md) and reports the
+residuals' correlation length separately. The continuous policy stays deterministic (a call's
 noise averages out over its many steps).
 
 Times are integer-valued float ns internally; all inputs and outputs are ns.
@@ -50,8 +54,12 @@ class ServiceCurve:
     prefill_ns_per_token: float
     step_ns: float
     step_ns_per_seq: float
-    # Multiplicative service-time factors (mean 1) drawn per call by the replay; () = none.
+    # Multiplicative service-time factors (mean 1, in call order) drawn per call by the
+    # replay; () = none. Drawn in runs of noise_block consecutive factors (1: independently).
     noise: tuple[float, ...] = ()
+    noise_block: int = 1
+    # x duration of a call that starts on an idle replica (measured; fit.idle_start_factor)
+    idle_factor: float = 1.0
 
     def call_ns(self, batch: int, in_tokens: float, out_tokens: float) -> float:
         return (
@@ -81,7 +89,40 @@ class ServiceCurve:
             return self
         ratio = np.clip(measured_ns[ok] / predicted_ns[ok], 0.2, 5.0)
         ratio = ratio / ratio.mean()
-        return replace(self, noise=tuple(float(r) for r in ratio))
+        return replace(self, noise=tuple(float(r) for r in ratio), noise_block=1)
+
+    def noise_draws(self, n: int, seed: int) -> np.ndarray | None:
+        """``n`` factors: a moving-block bootstrap of ``noise`` (None without noise)."""
+        noise = np.asarray(self.noise, dtype=np.float64)
+        if not noise.size or n <= 0:
+            return None
+        rng = np.random.default_rng(seed)
+        block = int(min(max(1, self.noise_block), noise.size))
+        starts = rng.integers(0, noise.size - block + 1, size=-(-n // block))
+        idx = (starts[:, None] + np.arange(block)[None, :]).reshape(-1)[:n]
+        return noise[idx]
+
+
+MAX_NOISE_BLOCK = 20
+
+
+def correlation_block(x: np.ndarray, max_lag: int = MAX_NOISE_BLOCK) -> int:
+    """Block length for a moving-block bootstrap of the series ``x``: one more than the number
+    of leading lags whose autocorrelation exceeds the 95 % white-noise band (2 / sqrt(n))."""
+    n = int(x.size)
+    if n < 8:
+        return 1
+    d = x - x.mean()
+    var = float(d @ d)
+    if var <= 0:
+        return 1
+    band = 2.0 / np.sqrt(n)
+    block = 1
+    for lag in range(1, min(max_lag, n // 4) + 1):
+        if float(d[:-lag] @ d[lag:]) / var <= band:
+            break
+        block = lag + 1
+    return block
 
 
 @dataclass(frozen=True)
@@ -171,8 +212,7 @@ def _simulate_static(
     heapq.heapify(free_at)
     sizes: list[int] = []
     busy = 0.0
-    noise = np.asarray(curve.noise, dtype=np.float64)
-    draws = noise[np.random.default_rng(seed).integers(0, noise.size, n)] if noise.size else None
+    draws = curve.noise_draws(n, seed)
     i = 0
     while i < n:
         t_free = heapq.heappop(free_at)
@@ -189,6 +229,8 @@ def _simulate_static(
         j = max(j, i + 1)
         b = j - i
         dur = curve.call_ns(b, float(tin[i:j].max()), float(tout[i:j].max()))
+        if t_free <= arr[i]:  # the replica was idle when this call's first request arrived
+            dur *= curve.idle_factor
         if draws is not None:
             dur *= float(draws[len(sizes)])
         start[i:j] = t
