@@ -206,9 +206,41 @@ def build_calibrate_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=_pos_int, default=2)
     p.add_argument("--torch-threads", type=_nonneg_int, default=1,
                    help="torch intra-op threads during the sweep (match the server; 0: leave)")
+    p.add_argument("--lengths-from", action="append", default=[], metavar="TRACES",
+                   help="exported traces whose requests' (input, output) token counts make the "
+                        "batches (padded, mixed lengths, as served) instead of the "
+                        "--in-tokens x --out-tokens grid; repeatable")
+    p.add_argument("--per-size", type=_pos_int, default=6,
+                   help="with --lengths-from: batches drawn per batch size (default 6)")
+    p.add_argument("--idle-pause-ms", type=float, default=0.0, metavar="MS",
+                   help="also time each point after the thread slept MS, giving the factor by "
+                        "which calls that start on an idle server run slower (0: off)")
+    p.add_argument("--reference", action="store_true",
+                   help="time a one-row call before each batch, to take the host's speed "
+                        "drift out of the points")
+    p.add_argument("--seed", type=int, default=0, help="seed of the batches' draw")
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the JSON")
     p.add_argument("--quiet", action="store_true")
     return p
+
+
+def request_lengths(paths: list[str]) -> list[tuple[int, int]]:
+    """(input, output) tokens of every request in exported traces, for a mixed-length sweep."""
+    from inferaudit_analyzer.store import UnusableInput, load_store
+    from inferaudit_analyzer.views import create_views
+
+    store = load_store(paths, cache=True)
+    try:
+        create_views(store.con)
+        rows = store.con.execute(
+            "SELECT input_tokens, output_tokens FROM requests "
+            "WHERE input_tokens > 0 AND output_tokens > 0").fetchall()
+    finally:
+        store.close()
+    if not rows:
+        raise UnusableInput(", ".join(paths), None,
+                            "no request reports both input and output tokens")
+    return [(int(a), int(b)) for a, b in rows]
 
 
 def calibrate_main(argv: list[str] | None = None) -> int:
@@ -218,12 +250,25 @@ def calibrate_main(argv: list[str] | None = None) -> int:
         return args
     try:
         from inferaudit_analyzer.roi.calibrate import FactoryError, sweep
+        from inferaudit_analyzer.store import UnusableInput
 
         say = None if args.quiet else (lambda m: print(m, file=sys.stderr))
+        mix = None
+        if args.lengths_from:
+            try:
+                mix = request_lengths(args.lengths_from)
+            except UnusableInput as exc:
+                print(f"inferaudit calibrate: --lengths-from: {exc}", file=sys.stderr)
+                return EXIT_UNUSABLE
+        if args.idle_pause_ms < 0:
+            print("inferaudit calibrate: --idle-pause-ms must be >= 0", file=sys.stderr)
+            return EXIT_UNUSABLE
         try:
             doc = sweep(args.model, batches=args.batches, in_tokens=args.in_tokens,
                         out_tokens=args.out_tokens, repeats=args.repeats,
-                        torch_threads=args.torch_threads or None, progress=say)
+                        torch_threads=args.torch_threads or None, progress=say, mix=mix,
+                        per_size=args.per_size, seed=args.seed,
+                        idle_pause_ms=args.idle_pause_ms, reference=args.reference)
         except FactoryError as exc:
             print(f"inferaudit calibrate: unusable model: {exc}", file=sys.stderr)
             return EXIT_UNUSABLE

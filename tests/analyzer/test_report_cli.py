@@ -84,3 +84,30 @@ def test_calibrate_names_a_bad_factory(tmp_path: Path, capsys) -> None:
     assert "no_such_module_xyz" in capsys.readouterr().err
     assert calibrate_main(["--model", "json", "--out", str(tmp_path / "c.json")]) == 2
     assert "module:factory" in capsys.readouterr().err
+
+
+def test_calibrate_draws_batches_from_the_traces_lengths(traces: Path, tmp_path: Path,
+                                                         capsys, monkeypatch) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    monkeypatch.chdir(ROOT)
+    from inferaudit_analyzer.cli_report import request_lengths
+
+    lengths = set(request_lengths([str(traces)]))
+    cal = tmp_path / "cal.json"
+    code = calibrate_main(["--batches", "1,2", "--lengths-from", str(traces), "--per-size", "1",
+                           "--idle-pause-ms", "1", "--reference", "--repeats", "1",
+                           "--out", str(cal), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads(cal.read_text())
+    assert doc["grid"].startswith("workload mix") and doc["reference"]
+    assert doc["idle_pause_ms"] == 1
+    assert sorted(p["batch"] for p in doc["points"]) == [1, 2]
+    assert all(tuple(r) in lengths for p in doc["points"] for r in p["rows"])
+    assert all(p["idle_duration_ns"] > 0 for p in doc["points"])
+
+
+def test_calibrate_lengths_from_traces_without_usage_exits_2(tmp_path: Path, capsys) -> None:
+    empty = write_jsonl(tmp_path / "t.jsonl", [otlp_json(trace_request([]))])
+    assert calibrate_main(["--lengths-from", str(empty), "--out", str(tmp_path / "c.json")]) == 2
+    assert "--lengths-from" in capsys.readouterr().err
