@@ -12,6 +12,11 @@ model goes first; each call is timed with ``perf_counter_ns``. Reported per batc
   server does) and the whole block is timed, so the difference is the device instrumentation
   alone (hot path and the resolvers at span end), not the span itself;
 
+- ``span_floor`` (reference, not a target): the bare forward inside a plain OpenTelemetry SDK
+  span from the same provider, started with the batch span's attributes and ended with the
+  ones a CPU call adds, and no InferAudit code at all: what any per-call span costs here. The
+  standalone case cannot be cheaper than this;
+
 as medians, the median of per-round ratios (robust to drift on a shared machine), the added
 ns per call (p50/p99), and the same for the calling thread's CPU time (with one intra-op
 thread the forward runs on the calling thread, so this ratio is immune to preemption by other
@@ -106,6 +111,35 @@ def _measure(bare, inst, ids, rounds: int, calls: int, in_batch: bool) -> dict:
     }
 
 
+def _span_floor(bare, batch: int, seq: int):
+    """The bare model inside a plain SDK span carrying what a standalone batch span carries."""
+    from inferaudit_sdk import _tracing, semconv
+
+    tracer = _tracing.tracer()
+    start = {
+        semconv.SPAN_ROLE: semconv.ROLE_BATCH,
+        semconv.SCHEMA_VERSION_ATTR: semconv.SCHEMA_VERSION,
+        semconv.GEN_AI_OPERATION_NAME: "text_completion",
+        semconv.GEN_AI_REQUEST_MODEL: "gpt2-tiny",
+        semconv.BATCH_SIZE: batch,
+    }
+    end = {
+        semconv.DEVICE_TYPE: "cpu", semconv.DEVICE_CPU_THREADS: 1, semconv.DEVICE_CALLS: 1,
+        semconv.BATCH_PADDED_TOKENS: batch * seq, semconv.BATCH_INPUT_TOKENS: batch * seq,
+        semconv.BATCH_PADDING_RATIO: 0.0, semconv.DEVICE_TIME_NS: 1,
+        semconv.DEVICE_CPU_TIME_NS: 1, semconv.DEVICE_WALL_TIME_NS: 1,
+    }
+
+    def call(ids):
+        span = tracer.start_span("batch gpt2-tiny", attributes=start)
+        out = bare(ids)
+        span.set_attributes(end)
+        span.end()
+        return out
+
+    return call
+
+
 def _nvml_cost() -> dict:
     from inferaudit_sdk.samplers._fake_nvml import FakeGpu, FakeNvml
     from inferaudit_sdk.samplers.nvml import NvmlSampler
@@ -165,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(10):  # warm-up both
                     bare(ids)
                     inst(ids)
-                for mode, in_batch in (("standalone", False), ("in_batch", True)):
-                    res = _measure(bare, inst, ids, args.rounds, args.calls, in_batch)
+                floor = _span_floor(bare, batch, args.seq)
+                for mode, model, in_batch in (("standalone", inst, False), ("in_batch", inst, True),
+                                              ("span_floor", floor, False)):
+                    res = _measure(bare, model, ids, args.rounds, args.calls, in_batch)
                     results["cases"][f"batch{batch}_{mode}"] = res
                     print(f"batch {batch} {mode:10s}: bare {res['bare_median_ns'] / 1e3:8.1f} µs"
                           f"  instrumented {res['instrumented_median_ns'] / 1e3:8.1f} µs"

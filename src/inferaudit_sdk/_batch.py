@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Link, SpanContext
 
@@ -29,6 +28,11 @@ from inferaudit_sdk._exceptions import record_error
 from inferaudit_sdk._guard import guarded, swallow
 from inferaudit_sdk._record import RequestHandle, apply
 from inferaudit_sdk._request import DEFAULT_OPERATION, UNKNOWN_MODEL
+
+# The runtime context's ContextVar set/reset when it is the default one (see _tracing).
+_attach = _tracing.attach
+_detach = _tracing.detach
+_set_span = trace.set_span_in_context
 
 
 class BatchSpan(ActiveSpan):
@@ -42,18 +46,33 @@ class BatchSpan(ActiveSpan):
         self.explicit: dict[str, Any] = {}  # values given to record(): they beat accumulations
 
     def finish_attributes(self) -> None:
-        """Flush; keep recorded values over accumulated ones; derive the padding ratio."""
+        """Flush; keep recorded values over accumulated ones; derive the padding ratio.
+
+        All of it is written by one ``span.set_attributes`` call (``_finalize`` runs as the
+        last resolver): each call costs the OTel SDK a lock and a validation pass, a few µs
+        that a batch-1 forward of a small model notices (bench/device_overhead.py)."""
+        self._deferred.append(self._finalize)
         self.flush_attributes()
-        fix = {k: v for k, v in self.explicit.items() if self.attributes.get(k) != v}
-        real = self.explicit.get(semconv.BATCH_INPUT_TOKENS,
-                                 self.attributes.get(semconv.BATCH_INPUT_TOKENS))
-        padded = self.explicit.get(semconv.BATCH_PADDED_TOKENS,
-                                   self.attributes.get(semconv.BATCH_PADDED_TOKENS))
+
+    def _value(self, key: str) -> Any:
+        if key in self.explicit:
+            return self.explicit[key]
+        if key in self._totals:
+            return self._totals[key]
+        return self.attributes.get(key)
+
+    def _finalize(self) -> None:
+        """The last resolver: every accumulation is known, nothing is written yet."""
+        totals = self._totals
+        for key, value in self.explicit.items():
+            totals.pop(key, None)  # a value given to record() beats the accumulated one
+            self.attributes[key] = value
+        real = self._value(semconv.BATCH_INPUT_TOKENS)
+        padded = self._value(semconv.BATCH_PADDED_TOKENS)
         if isinstance(real, (int, float)) and isinstance(padded, (int, float)) and padded > 0 \
-                and semconv.BATCH_PADDING_RATIO not in self.attributes:
-            fix[semconv.BATCH_PADDING_RATIO] = max(0.0, min(1.0, 1.0 - real / padded))
-        if fix:
-            self.span.set_attributes(fix)
+                and semconv.BATCH_PADDING_RATIO not in self.attributes \
+                and semconv.BATCH_PADDING_RATIO not in totals:
+            self.attributes[semconv.BATCH_PADDING_RATIO] = max(0.0, min(1.0, 1.0 - real / padded))
 
 
 def _member_context(member: Any) -> SpanContext | None:
@@ -180,7 +199,7 @@ class batch:
         self._state = state
         try:
             if state.span is not INVALID_SPAN:
-                self._token = otel_context.attach(trace.set_span_in_context(state.span))
+                self._token = _attach(_set_span(state.span))
             self._atoken = _active.push(state)
         except Exception as exc:
             swallow("batch.start", exc)
@@ -194,7 +213,10 @@ class batch:
         except Exception as fault:  # exited in another context than entered
             swallow("batch.exit", fault)
         if self._token is not None:
-            otel_context.detach(self._token)
+            try:
+                _detach(self._token)
+            except Exception as fault:  # as for the pop above
+                swallow("batch.exit", fault)
         self._token = self._atoken = None
         if state.span is INVALID_SPAN:
             return False

@@ -104,3 +104,20 @@ def test_uninstrument_restores_tensor_methods():
     inst.uninstrument()
     for name in ("to", "cuda", "cpu", "copy_"):
         assert name not in vars(torch.Tensor)
+
+
+def test_calls_that_copy_nothing_are_not_counted_but_copies_still_are(spans, config,
+                                                                      meta_copies):
+    # The fast paths for what a model's forward does on the host (casts, moves to the device
+    # it is already on, host-to-host copy_) must not hide the real copy among them.
+    x = torch.zeros(16, dtype=torch.float32)  # 64 B
+    with ia.batch(model="m"):
+        x.to(torch.device("cpu"))
+        x.to(torch.float16, non_blocking=True)
+        x.to("cpu", torch.float64)
+        x.cpu()
+        torch.empty(16).copy_(x)
+        x.to(torch.device("meta"))  # the one copy
+    s = batch_span(spans).attributes
+    assert s[semconv.COPY_COUNT] == 1
+    assert s[semconv.COPY_H2D_BYTES] == 64

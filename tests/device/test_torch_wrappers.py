@@ -55,6 +55,24 @@ def test_forward_opens_a_batch_span_with_shape_and_cpu_device_time(spans, config
     assert _span_state.pending_count() == 0
 
 
+def test_cpu_calls_are_accounted_at_once_and_summed_in_an_open_batch(spans, config, gpt2):
+    # Host clocks need no resolver at span end: the state that holds device events for it is
+    # not even created, and two calls in one batch add up.
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.inference_mode(), ia.batch(model="gpt2-tiny", batch_size=1):
+        gpt2.model(ids)
+        gpt2.model(ids)
+        assert _span_state.pending_count() == 0
+    (span,) = role(spans, semconv.ROLE_BATCH)
+    a = span.attributes
+    assert a[semconv.DEVICE_CALLS] == 2
+    assert a[semconv.BATCH_PADDED_TOKENS] == 4  # the first call's inputs only
+    assert a[semconv.BATCH_INPUT_TOKENS] == 4  # no mask: every position is real
+    assert semconv.BATCH_PADDING_RATIO in a and a[semconv.BATCH_PADDING_RATIO] == 0.0
+    assert 0 < a[semconv.DEVICE_TIME_NS] <= a[semconv.DEVICE_WALL_TIME_NS]
+    assert a[semconv.DEVICE_WALL_TIME_NS] <= span.end_time - span.start_time
+
+
 def test_generate_is_measured_once_and_counts_generated_tokens(spans, config, gpt2):
     prompts = [[5, 6, 7], [1, 2, 3, 4]]
     outs = gpt2.generate(prompts, [3, 5])
@@ -117,6 +135,19 @@ def test_calls_inside_a_server_batch_accumulate_into_it(spans, config, gpt2):
     assert a[semconv.BATCH_PADDED_TOKENS] == 4  # shape of the first call only
     assert a[semconv.BATCH_OUTPUT_TOKENS] == 1  # what the server recorded wins
     assert a[semconv.DEVICE_TIME_NS] <= a[semconv.DEVICE_WALL_TIME_NS]
+
+
+def test_recorded_token_count_beats_the_accumulated_one_in_the_single_write(spans, config,
+                                                                            gpt2):
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with ia.batch(model="gpt2-tiny", batch_size=1) as b, torch.inference_mode():
+        b.record(input_tokens=3)  # the server knows one position is padding
+        gpt2.model(ids)  # accumulates 4 input tokens (no mask)
+    (span,) = role(spans, semconv.ROLE_BATCH)
+    a = span.attributes
+    assert a[semconv.BATCH_INPUT_TOKENS] == 3
+    assert a[semconv.BATCH_PADDED_TOKENS] == 4
+    assert a[semconv.BATCH_PADDING_RATIO] == pytest.approx(0.25)
 
 
 def test_mlp_batch_size_from_leading_dimension(spans, config, mlp):

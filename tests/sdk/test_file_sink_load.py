@@ -61,7 +61,9 @@ def test_counting_processor_keeps_all_50000_spans(tmp_path: Path):
     exporter = FileSpanExporter(tmp_path)
     proc = CountingBatchSpanProcessor(
         exporter, exporter_name="file-load", max_queue_size=STOCK_QUEUE,
-        max_export_batch_size=STOCK_BATCH, block_when_full_ms=100,
+        # One batch export must fit in the bound even when a shared CI machine stalls the
+        # export thread (100 ms flaked there); production's is AuditConfig.file_block_ms.
+        max_export_batch_size=STOCK_BATCH, block_when_full_ms=2000,
     )
     tp = TracerProvider(shutdown_on_exit=False)
     tp.add_span_processor(proc)

@@ -6,9 +6,11 @@ count and whether the host side was pageable to that span. Pageable host memory 
 analyzer reports. Copy time comes from the device backend: CUDA events around the copy on the
 current stream (read at span end, like model-call timings), or host wall time otherwise.
 
-Outside an audited span the wrappers cost one context-variable read. Bytes are the source
-tensor's size (exact whenever the dtype is unchanged; a dtype-changing ``.to`` is counted at the
-source dtype).
+Outside an audited span the wrappers cost one context-variable read; inside one, a call that
+is not a host<->device copy (``.to(dtype)``, ``.to("cpu")`` of a host tensor, ``copy_``
+between host tensors: the model's own forward makes such calls) costs a few attribute reads
+before it goes through. Bytes are the source tensor's size (exact whenever the dtype is
+unchanged; a dtype-changing ``.to`` is counted at the source dtype).
 """
 
 from __future__ import annotations
@@ -17,8 +19,21 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from inferaudit_sdk import _active, semconv
-from inferaudit_sdk._guard import guarded
+from inferaudit_sdk._guard import guarded, swallow
 from inferaudit_sdk.instrumentation._span_state import state_for
+
+_current = _active.current
+# torch.device / torch.dtype, looked up once torch is loaded (the wrappers only run then).
+_torch_types: tuple[type, type] | None = None
+
+
+def _types() -> tuple[type, type]:
+    global _torch_types
+    if _torch_types is None:
+        import torch
+
+        _torch_types = (torch.device, torch.dtype)
+    return _torch_types
 
 H2D = "h2d"
 D2H = "d2h"
@@ -37,6 +52,11 @@ def classify(src_type: str, dst_type: str, accelerators: Iterable[str]) -> str |
     if dst_type == "cpu" and src_type in accelerators:
         return D2H
     return None
+
+
+def _is_cpu(t: Any) -> bool | None:
+    """``t.is_cpu`` (a flag read: cheaper than ``t.device.type``); None if not a tensor."""
+    return getattr(t, "is_cpu", None)
 
 
 def _device_type_of(dev: Any) -> str | None:
@@ -63,10 +83,20 @@ class CopyTracker:
 
     # -- target device per method ------------------------------------------------------------
     def _target_of_to(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-        dev = kwargs.get("device")
+        dev = kwargs.get("device") if kwargs else None
         if dev is None and args:
             first = args[0]
-            if isinstance(first, (str, int)) and not isinstance(first, bool):
+            device_cls, dtype_cls = _torch_types or _types()
+            kind = type(first)
+            if kind is device_cls:  # .to(torch.device(...)): what models do in forward
+                return first.type
+            if kind is dtype_cls:  # .to(dtype[, ...]): a cast, unless a device follows
+                if len(args) < 2 and not kwargs:
+                    return None
+                first = args[1] if len(args) > 1 else None
+            if first is None:
+                pass
+            elif isinstance(first, (str, int)) and not isinstance(first, bool):
                 dev = first
             else:
                 dev_attr = getattr(first, "device", None)  # .to(other_tensor)
@@ -74,36 +104,46 @@ class CopyTracker:
                     dev = dev_attr
                 elif type(first).__name__ == "device":  # torch.device
                     dev = first
-        if dev is None:
+        if dev is None and kwargs:
             other = kwargs.get("other")
             dev = getattr(other, "device", None)
         return _device_type_of(dev)
 
     # -- wrappers ----------------------------------------------------------------------------
     def wrap_to(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        active = _active.current()
+        active = _current()
         if active is None or not active.recording:
             return wrapped(*args, **kwargs)
-        dst = guarded("copy.inspect", self._target_of_to, args, kwargs)
+        try:
+            dst = self._target_of_to(args, kwargs)
+            if dst == "cpu" and instance.is_cpu:  # stays on the host
+                dst = None
+        except Exception as exc:
+            swallow("copy.inspect", exc)
+            dst = None
+        if dst is None:  # a cast, or no cross-device move: nothing to record
+            return wrapped(*args, **kwargs)
         return self._copy(wrapped, instance, args, kwargs, active, instance, dst, None)
 
     def wrap_cuda(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        active = _active.current()
-        if active is None or not active.recording:
-            return wrapped(*args, **kwargs)
+        active = _current()
+        if active is None or not active.recording or not _is_cpu(instance):
+            return wrapped(*args, **kwargs)  # from a device: not host<->device
         return self._copy(wrapped, instance, args, kwargs, active, instance, "cuda", None)
 
     def wrap_cpu(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        active = _active.current()
-        if active is None or not active.recording:
-            return wrapped(*args, **kwargs)
+        active = _current()
+        if active is None or not active.recording or _is_cpu(instance) is not False:
+            return wrapped(*args, **kwargs)  # already on the host (or not a tensor)
         return self._copy(wrapped, instance, args, kwargs, active, instance, "cpu", None)
 
     def wrap_copy_(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        active = _active.current()
+        active = _current()
         if active is None or not active.recording:
             return wrapped(*args, **kwargs)
         src = args[0] if args else kwargs.get("src")
+        if _is_cpu(instance) and _is_cpu(src):  # host to host
+            return wrapped(*args, **kwargs)
         dst_type = guarded("copy.inspect", lambda: instance.device.type)
         return self._copy(wrapped, instance, args, kwargs, active, src, dst_type, instance)
 

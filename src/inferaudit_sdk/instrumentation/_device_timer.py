@@ -26,6 +26,7 @@ from inferaudit_sdk import semconv
 
 # Events kept per device for reuse; beyond this a released event is simply dropped.
 _POOL_MAX_PER_DEVICE = 1024
+_perf_ns = time.perf_counter_ns
 
 
 class Interval(Protocol):
@@ -44,6 +45,9 @@ class CallTiming(Protocol):
     device_type: str
     device_index: int | None
     streams: int
+    # True when resolve() reads only host clocks (no device events): the wrappers then take
+    # its numbers at once instead of keeping the timing until the span ends.
+    ready: bool
 
     def stream_enter(self, stream: Any) -> None: ...
 
@@ -115,19 +119,20 @@ class _CpuAccountant:
 
 
 class _CpuTiming:
-    __slots__ = ("_acc", "_backend", "_cpu_ns", "_t0", "_wall_ns", "device_index", "threads")
+    __slots__ = ("_acc", "_accountant", "_cpu_ns", "_t0", "_wall_ns", "device_index", "threads")
 
     device_type = "cpu"
     streams = 0
+    ready = True
 
-    def __init__(self, backend: CpuBackend, threads: int) -> None:
-        self._backend = backend
+    def __init__(self, accountant: _CpuAccountant, threads: int) -> None:
+        self._accountant = accountant
         self.device_index = None
         self.threads = threads
         self._wall_ns = 0
         self._cpu_ns = 0
-        self._acc = backend.accountant.begin()
-        self._t0 = time.perf_counter_ns()
+        self._acc = accountant.begin()
+        self._t0 = _perf_ns()
 
     def stream_enter(self, stream: Any) -> None:
         return None
@@ -136,8 +141,8 @@ class _CpuTiming:
         return None
 
     def stop(self) -> None:
-        self._wall_ns = time.perf_counter_ns() - self._t0
-        self._cpu_ns = self._backend.accountant.end(self._acc)
+        self._wall_ns = _perf_ns() - self._t0
+        self._cpu_ns = self._accountant.end(self._acc)
 
     def resolve(self) -> dict[str, int]:
         wall = self._wall_ns
@@ -182,7 +187,7 @@ class CpuBackend:
         self.accountant = _CpuAccountant(clock)
 
     def begin(self, device_index: int | None = None) -> _CpuTiming:
-        return _CpuTiming(self, self._threads())
+        return _CpuTiming(self.accountant, self._threads())
 
     def interval_begin(self) -> int:
         return time.perf_counter_ns()
@@ -248,6 +253,7 @@ class _CudaTiming:
     )
 
     device_type = "cuda"
+    ready = False
 
     def __init__(self, backend: CudaBackend, device_index: int | None) -> None:
         self._backend = backend
@@ -347,6 +353,7 @@ class _NullTiming:
     __slots__ = ("device_index",)
     device_type = "cuda"
     streams = 0
+    ready = True
 
     def __init__(self, device_index: int | None) -> None:
         self.device_index = device_index

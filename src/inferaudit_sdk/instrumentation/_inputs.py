@@ -12,6 +12,8 @@ from typing import Any
 from inferaudit_sdk import semconv
 
 _tensor_type: Any = None
+# dtype -> "holds token ids" (integer, wider than one byte: not bool / int8), filled lazily.
+_id_dtypes: dict[Any, bool] = {}
 
 
 def _is_tensor(x: Any) -> bool:
@@ -23,22 +25,27 @@ def _is_tensor(x: Any) -> bool:
     return isinstance(x, _tensor_type)
 
 
-def _is_int(t: Any) -> bool:
-    dt = t.dtype
-    return not (dt.is_floating_point or dt.is_complex) and dt.itemsize > 1  # not bool
+def _holds_ids(dt: Any) -> bool:
+    return not (dt.is_floating_point or dt.is_complex) and dt.itemsize > 1  # not bool / int8
 
 
 class CallInputs:
     """What a call's arguments say about the batch. ``ids`` and ``mask`` are kept (not
     copied) until the span ends."""
 
-    __slots__ = ("batch_size", "ids", "input_len", "mask")
+    __slots__ = ("batch_size", "ids", "input_len", "mask", "padded")
 
-    def __init__(self, batch_size: int | None, ids: Any, mask: Any) -> None:
+    def __init__(self, batch_size: int | None, ids: Any, mask: Any,
+                 input_len: int | None = None) -> None:
         self.batch_size = batch_size
         self.ids = ids
         self.mask = mask
-        self.input_len = int(ids.shape[-1]) if ids is not None else None
+        if input_len is None and ids is not None:
+            input_len = int(ids.shape[-1])
+        self.input_len = input_len
+        # Padded tokens = batch × sequence length (ids are 2-D), from the shape alone.
+        self.padded = batch_size * input_len if ids is not None and batch_size is not None \
+            and input_len is not None else None
 
     def shape_attributes(self) -> dict[str, int]:
         """Token counts: padded = batch × sequence length; real = attention-mask sum."""
@@ -69,11 +76,25 @@ def inspect_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallInputs:
                     break
     if lead is None and args:
         lead = args[0]
-    if lead is None or not _is_tensor(lead) or lead.dim() < 1:
+    tensor = _tensor_type
+    if tensor is None:
+        _is_tensor(lead)
+        tensor = _tensor_type
+    if lead is None or not isinstance(lead, tensor):
         return CallInputs(None, None, None)
-    if lead.dim() == 2 and _is_int(lead):
-        return CallInputs(int(lead.shape[0]), lead, kwargs.get("attention_mask"))
-    return CallInputs(int(lead.shape[0]), None, None)
+    shape = lead.shape
+    ndim = len(shape)
+    if ndim < 1:
+        return CallInputs(None, None, None)
+    if ndim == 2:
+        dt = lead.dtype
+        ids = _id_dtypes.get(dt)
+        if ids is None:
+            ids = _id_dtypes[dt] = _holds_ids(dt)
+        if ids:
+            return CallInputs(int(shape[0]), lead,
+                              kwargs.get("attention_mask") if kwargs else None, int(shape[1]))
+    return CallInputs(int(shape[0]), None, None)
 
 
 def generated_tokens(result: Any, inputs: CallInputs, eos: Any, encoder_decoder: bool

@@ -1,10 +1,11 @@
 """What the device wrappers accumulate for one audited span, resolved once when it ends.
 
-Model-call timings, copy intervals still held as device events, and the span's GPU window all
-hang off one :class:`SpanDeviceState` per :class:`~inferaudit_sdk._active.ActiveSpan`, which
-registers a single resolver with ``ActiveSpan.defer``: one pass at span end reads every event
-(waiting only where the device is not done yet), and the NVML aggregates are taken over the
-union window of all calls, so means are computed once instead of being summed.
+Model-call timings and copy intervals still held as device events (host-clock timings, the CPU
+fallback, are added to the span when the call returns and never come here), and the span's GPU
+window all hang off one :class:`SpanDeviceState` per :class:`~inferaudit_sdk._active.ActiveSpan`,
+which registers a single resolver with ``ActiveSpan.defer``: one pass at span end reads every
+event (waiting only where the device is not done yet), and the NVML aggregates are taken over
+the union window of all calls, so means are computed once instead of being summed.
 """
 
 from __future__ import annotations

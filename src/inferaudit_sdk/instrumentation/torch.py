@@ -30,7 +30,7 @@ import threading
 import types
 from typing import Any
 
-from inferaudit_sdk import _active, _settings, semconv
+from inferaudit_sdk import _active, _batch, _settings, semconv
 from inferaudit_sdk._guard import guarded, swallow
 from inferaudit_sdk.instrumentation import _profiler_sampling as _prof
 from inferaudit_sdk.instrumentation._device_timer import default_backend
@@ -46,6 +46,12 @@ from inferaudit_sdk.instrumentation._span_state import state_for
 _MARK = "_inferaudit_instrumented"
 _SPEC = "_inferaudit_spec"
 _CALL = CALL
+
+_current = _active.current
+_get_config = _settings.get_config
+_ROLE_BATCH = semconv.ROLE_BATCH
+# device type -> DeviceBackend, a lock-free copy of _device_timer's process-wide defaults.
+_backends: dict[str, Any] = {}
 
 _instrumentor_lock = threading.Lock()
 _instrumentor: TorchInstrumentor  # set below, once _global_generate exists
@@ -100,15 +106,15 @@ class _Call:
     __slots__ = ("active", "cm", "eos", "gpu", "inputs", "is_generate", "prof", "spec",
                  "timing", "token")
 
-    def __init__(self) -> None:
+    def __init__(self, spec: _Spec, inputs: CallInputs, is_generate: bool) -> None:
         self.active: Any = None
         self.cm: Any = None
         self.eos: Any = None
         self.gpu: Any = None
-        self.inputs: CallInputs | None = None
-        self.is_generate = False
+        self.inputs: CallInputs | None = inputs
+        self.is_generate = is_generate
         self.prof: Any = None
-        self.spec: _Spec | None = None
+        self.spec: _Spec | None = spec
         self.timing: Any = None
         self.token: Any = None
 
@@ -135,6 +141,8 @@ def _device_of(spec: _Spec) -> tuple[str, int | None]:
                 break
         else:
             return "cpu", None
+    if p.is_cpu:  # a C-level flag: reading .device builds a torch.device object
+        return "cpu", None
     dev = p.device
     return dev.type, dev.index
 
@@ -152,10 +160,6 @@ def _sampler_for(every_n: int) -> _prof.ProfileSampler:
             if cur is None or cur[0] != every_n:
                 cur = _profile_sampler = (every_n, _prof.ProfileSampler(every_n))
     return cur[1]
-
-
-def _config() -> Any:
-    return _settings.get_config()
 
 
 def _gpu_sampler(device_type: str, device_index: int | None) -> tuple[Any, int] | None:
@@ -196,46 +200,49 @@ def _nvml_index(sampler: Any, cuda_index: int) -> int:
 def _begin(spec: _Spec, args: Any, kwargs: Any, is_generate: bool) -> _Call | None:
     """Open (or join) the batch span and mark the call as running. Only what cannot fail is
     done between entering the span and setting the call marker, so neither can leak."""
-    cfg = _config()
+    cfg = _get_config()
     if not cfg.enabled:
         return None
-    call = _Call()
-    call.spec = spec
-    call.is_generate = is_generate
     inputs = inspect_call(args, kwargs)
-    call.inputs = inputs
+    call = _Call(spec, inputs, is_generate)
     if is_generate:
         call.eos = eos_of(spec.module, kwargs)
-    active = _active.current()
-    if active is None or active.role != semconv.ROLE_BATCH:
-        import inferaudit_sdk as ia
-
-        cm = ia.batch(model=spec.model, operation=spec.operation, batch_size=inputs.batch_size)
+    active = _current()
+    if active is None or active.role != _ROLE_BATCH:
+        cm = _batch.batch(model=spec.model, operation=spec.operation,
+                          batch_size=inputs.batch_size)
         cm.__enter__()
         call.cm = cm
-        active = _active.current()
+        active = _current()
     call.active = active
     call.token = _CALL.set(call)
     if active is not None and active.recording:
-        guarded("torch.begin", _start_measuring, call, active, cfg)
+        try:
+            _start_measuring(call, active, cfg)
+        except Exception as exc:
+            swallow("torch.begin", exc)
     return call
 
 
 def _start_measuring(call: _Call, active: Any, cfg: Any) -> None:
     spec = call.spec
     assert spec is not None
-    if spec.backend is not None:
-        backend, device_index = spec.backend, None
-        device_type = spec.backend.device_type
+    backend = spec.backend
+    if backend is not None:
+        device_index = None
+        device_type = backend.device_type
     else:
         device_type, device_index = _device_of(spec)
-        backend = default_backend(device_type) if device_type in ("cuda", "cpu") else None
+        backend = _backends.get(device_type)
+        if backend is None and device_type in ("cuda", "cpu"):
+            backend = _backends[device_type] = default_backend(device_type)
     if backend is not None:
         call.timing = backend.begin(device_index)
         device_index = call.timing.device_index
-    gpu = _gpu_sampler(device_type, device_index)
-    if gpu is not None:
-        call.gpu = (gpu[0], gpu[1], gpu[0].clock())
+    if device_type == "cuda":
+        gpu = _gpu_sampler(device_type, device_index)
+        if gpu is not None:
+            call.gpu = (gpu[0], gpu[1], gpu[0].clock())
     if cfg.profile_every_n > 0:
         state = state_for(active)
         sampler = _sampler_for(cfg.profile_every_n)
@@ -263,9 +270,13 @@ def _finish_profile(call: _Call, active: Any) -> None:
 def _end(call: _Call, result: Any, exc: BaseException | None) -> None:
     active = call.active
     try:
-        if call.timing is not None:
+        timing = call.timing
+        if timing is not None:
             # Before the profiler is stopped and its trace exported: those are not the call.
-            guarded("torch.stop", call.timing.stop)
+            try:
+                timing.stop()
+            except Exception as fault:
+                swallow("torch.stop", fault)
         if call.gpu is not None:
             call.gpu = (*call.gpu[:3], call.gpu[0].clock())
         if call.prof is not None:
@@ -283,30 +294,42 @@ def _end(call: _Call, result: Any, exc: BaseException | None) -> None:
 
 
 def _account(call: _Call, active: Any, result: Any, exc: BaseException | None) -> None:
+    """Add this call to the (recording) span. Plain writes to ``active.attributes`` where
+    ``ActiveSpan.set`` would only re-check what the caller checked: a call costs here."""
     timing = call.timing
-    state = state_for(active)
+    add = active.add
+    attrs = active.attributes
     if timing is not None:
-        state.timings.append(timing)
-        active.set(semconv.DEVICE_TYPE, timing.device_type)
+        if getattr(timing, "ready", False):
+            # Host clocks (CPU fallback): the numbers are known now; no resolver needed.
+            for key, value in timing.resolve().items():
+                add(key, value)
+        else:  # device events: read once, when the span ends
+            state_for(active).timings.append(timing)
+        attrs[semconv.DEVICE_TYPE] = timing.device_type
         if timing.device_index is not None:
-            active.set(semconv.DEVICE_ID, timing.device_index)
-        if timing.streams:
-            prev = active.attributes.get(semconv.DEVICE_STREAMS, 0)
-            active.set(semconv.DEVICE_STREAMS, max(prev, timing.streams))
+            attrs[semconv.DEVICE_ID] = timing.device_index
+        streams = timing.streams
+        if streams:
+            attrs[semconv.DEVICE_STREAMS] = max(attrs.get(semconv.DEVICE_STREAMS, 0), streams)
         threads = getattr(timing, "threads", None)
         if threads:
-            active.set(semconv.DEVICE_CPU_THREADS, threads)
-    active.add(semconv.DEVICE_CALLS, 1)
+            attrs[semconv.DEVICE_CPU_THREADS] = threads
+    add(semconv.DEVICE_CALLS, 1)
     if call.gpu is not None:
         sampler, index, start, end = call.gpu
-        state.add_gpu_window(sampler, index, start, end)
+        state_for(active).add_gpu_window(sampler, index, start, end)
     inputs = call.inputs
     if inputs is not None and inputs.ids is not None \
-            and semconv.BATCH_PADDED_TOKENS not in active.attributes:
+            and semconv.BATCH_PADDED_TOKENS not in attrs:
         # First call of the span only: later calls of a manual decode loop feed back
         # generated tokens, which are not input tokens of the batch.
-        active.set(semconv.BATCH_PADDED_TOKENS, int(inputs.ids.numel()))
-        active.defer(lambda: _real_tokens(inputs))
+        padded = inputs.padded
+        attrs[semconv.BATCH_PADDED_TOKENS] = padded
+        if inputs.mask is None:  # no mask: every position is a real token
+            add(semconv.BATCH_INPUT_TOKENS, padded)
+        else:  # the mask's values (maybe on the device) are read at span end
+            active.defer(lambda: _real_tokens(inputs))
     if call.is_generate and exc is None and inputs is not None:
         module = call.spec.module if call.spec else None
         eos = call.eos
@@ -326,17 +349,28 @@ def _out_tokens(result: Any, inputs: CallInputs, eos: Any, enc_dec: bool) -> dic
 
 
 def _run(spec: _Spec, wrapped: Any, args: Any, kwargs: Any, is_generate: bool) -> Any:
+    # guarded() spelled out: one Python frame less each, on every model call.
     if _CALL.get() is not None:  # nested inside an instrumented call: measured there
         return wrapped(*args, **kwargs)
-    call = guarded("torch.begin", _begin, spec, args, kwargs, is_generate)
+    try:
+        call = _begin(spec, args, kwargs, is_generate)
+    except Exception as fault:
+        swallow("torch.begin", fault)
+        call = None
     if call is None:
         return wrapped(*args, **kwargs)
     try:
         result = wrapped(*args, **kwargs)
     except BaseException as exc:
-        guarded("torch.end", _end, call, None, exc)
+        try:
+            _end(call, None, exc)
+        except Exception as fault:
+            swallow("torch.end", fault)
         raise
-    guarded("torch.end", _end, call, result, None)
+    try:
+        _end(call, result, None)
+    except Exception as fault:
+        swallow("torch.end", fault)
     return result
 
 
@@ -357,27 +391,25 @@ def _original(module: Any, spec: _Spec | None, name: str) -> Any:
     return getattr(type(module), name).__get__(module, type(module))
 
 
-def _forward_entry(self: Any, *args: Any, **kwargs: Any) -> Any:
-    """Installed as ``module.forward`` (a method bound to the instance, so ``copy.deepcopy``
-    and pickling of the model keep working)."""
-    spec = self.__dict__.get(_SPEC)
-    target = _original(self, spec, "forward")
-    if spec is None:
-        return target(*args, **kwargs)
-    return _run(spec, target, args, kwargs, False)
+def _make_entry(name: str) -> Any:
+    """The function installed as ``module.<name>`` (a method bound to the instance, so
+    ``copy.deepcopy`` and pickling of the model keep working)."""
+    is_generate = name == "generate"
+
+    def entry(self: Any, *args: Any, **kwargs: Any) -> Any:
+        spec = self.__dict__.get(_SPEC)
+        target = _original(self, spec, name)
+        if spec is None:
+            return target(*args, **kwargs)
+        return _run(spec, target, args, kwargs, is_generate)
+
+    # A bound method pickles as getattr(instance, __name__): named after what it replaces.
+    entry.__name__ = entry.__qualname__ = name
+    return entry
 
 
-def _generate_entry(self: Any, *args: Any, **kwargs: Any) -> Any:
-    spec = self.__dict__.get(_SPEC)
-    target = _original(self, spec, "generate")
-    if spec is None:
-        return target(*args, **kwargs)
-    return _run(spec, target, args, kwargs, True)
-
-
-# A bound method pickles as getattr(instance, __name__): name them after what they replace.
-_forward_entry.__name__ = "forward"
-_generate_entry.__name__ = "generate"
+_forward_entry = _make_entry("forward")
+_generate_entry = _make_entry("generate")
 _ENTRIES = {"forward": _forward_entry, "generate": _generate_entry}
 _entry_cache: dict[tuple[type, str], Any] = {}
 
@@ -391,14 +423,10 @@ def _entry_for(cls: type, name: str) -> Any:
     key = (cls, name)
     entry = _entry_cache.get(key)
     if entry is None:
-        base = _ENTRIES[name]
         original = getattr(cls, name, None)
         if not callable(original):
-            return base
-
-        def entry(self: Any, *args: Any, **kwargs: Any) -> Any:
-            return base(self, *args, **kwargs)
-
+            return _ENTRIES[name]
+        entry = _make_entry(name)  # its own function: one frame on every call, not two
         functools.update_wrapper(entry, original)
         entry.__name__ = name
         entry = _entry_cache.setdefault(key, entry)
