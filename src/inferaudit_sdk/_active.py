@@ -63,7 +63,9 @@ class ActiveSpan:
                         self.attributes[key] = value
         self._deferred.clear()
         for key, total in tuple(self._totals.items()):
-            self.attributes[key] = int(total) if float(total).is_integer() else total
+            if type(total) is not int and total.is_integer():
+                total = int(total)  # a float sum of whole numbers reads as the count it is
+            self.attributes[key] = total
         # One atomic snapshot (a C-level dict copy): a record() from another thread may still
         # touch self.attributes while the span is being written.
         final = dict(self.attributes)
