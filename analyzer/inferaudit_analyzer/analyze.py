@@ -240,9 +240,12 @@ def _analyze(con: Any, params: AnalyzeParams, kineto_paths: Iterable[str],
     )
 
 
-def analyze(paths: Iterable[str | os.PathLike[str]], params: AnalyzeParams | None = None
-            ) -> dict[str, Any]:
+def analyze(paths: Iterable[str | os.PathLike[str]], params: AnalyzeParams | None = None,
+            *, then: Callable[[Any, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Analyse trace files / directories / globs; returns the report dict (docs/report-schema.md).
+
+    ``then(con, report)``, when given and the input has spans, runs on the same open store
+    before it closes (``inferaudit report`` projects the roadmap there: one load, one cache).
 
     Raises:
         UnusableInput: a path matches nothing, or nothing in the input is readable.
@@ -264,6 +267,8 @@ def analyze(paths: Iterable[str | os.PathLike[str]], params: AnalyzeParams | Non
     info["files"] = list(info["files"]) + [{"file": k, "format": "kineto"} for k in kineto]
     try:
         report = analyze_connection(con, params, kineto, info)
+        if then is not None and store is not None:
+            then(con, report)
     finally:
         if store is not None:
             store.close()

@@ -92,35 +92,30 @@ def build_report_parser() -> argparse.ArgumentParser:
 
 def build_report(args: argparse.Namespace) -> dict[str, Any]:
     """Analyse, project, and return the full report dict (analyzer JSON + roadmap + roi)."""
-    from inferaudit_analyzer.analyze import AnalyzeParams, analyze, split_inputs
+    from inferaudit_analyzer.analyze import AnalyzeParams, analyze
     from inferaudit_analyzer.report.data import plot_data
     from inferaudit_analyzer.roi.interventions import Knobs
     from inferaudit_analyzer.roi.model import load_calibration, roi_section
-    from inferaudit_analyzer.store import load_store
-    from inferaudit_analyzer.views import create_views
 
     calibration = load_calibration(args.calibration) if args.calibration else None
     params = AnalyzeParams(price_per_hour=args.price_per_hour, price_file=args.price_file,
                            gpu_model=args.gpu_model, cache=not args.no_cache)
-    report = analyze(args.paths, params)
     knobs = Knobs(policy=args.policy, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                   cache_hit_share=args.cache_hit_share, routing_split=args.routing_split,
                   small_model_speedup=args.small_model_speedup,
                   quantization_speedup=args.quantization_speedup,
                   graph_speedup=args.graph_speedup, slo_p95_ms=args.slo_p95_ms,
                   price_per_hour=args.price_per_hour)
-    otlp, _ = split_inputs(args.paths)
-    roi: dict[str, Any] = {"error": "no OTLP spans: nothing to project"}
-    plots: dict[str, Any] = {}
-    if otlp:
-        store = load_store(otlp, cache=True, require_spans=False)
-        try:
-            create_views(store.con)
-            roi = roi_section(store.con, report, knobs, calibration=calibration,
-                              bootstrap=args.bootstrap, seed=args.seed)
-            plots = plot_data(store.con)
-        finally:
-            store.close()
+    extra: dict[str, Any] = {}
+
+    def project(con: Any, rep: dict[str, Any]) -> None:
+        extra["roi"] = roi_section(con, rep, knobs, calibration=calibration,
+                                   bootstrap=args.bootstrap, seed=args.seed)
+        extra["plots"] = plot_data(con)
+
+    report = analyze(args.paths, params, then=project)
+    roi: dict[str, Any] = extra.get("roi", {"error": "no OTLP spans: nothing to project"})
+    plots: dict[str, Any] = extra.get("plots", {})
     report["roadmap"] = roi.pop("roadmap", [])
     report["roi"] = roi
     report["plots"] = plots
@@ -253,6 +248,9 @@ def calibrate_main(argv: list[str] | None = None) -> int:
         from inferaudit_analyzer.store import UnusableInput
 
         say = None if args.quiet else (lambda m: print(m, file=sys.stderr))
+        if args.idle_pause_ms < 0:
+            print("inferaudit calibrate: --idle-pause-ms must be >= 0", file=sys.stderr)
+            return EXIT_UNUSABLE
         mix = None
         if args.lengths_from:
             try:
@@ -260,9 +258,6 @@ def calibrate_main(argv: list[str] | None = None) -> int:
             except UnusableInput as exc:
                 print(f"inferaudit calibrate: --lengths-from: {exc}", file=sys.stderr)
                 return EXIT_UNUSABLE
-        if args.idle_pause_ms < 0:
-            print("inferaudit calibrate: --idle-pause-ms must be >= 0", file=sys.stderr)
-            return EXIT_UNUSABLE
         try:
             doc = sweep(args.model, batches=args.batches, in_tokens=args.in_tokens,
                         out_tokens=args.out_tokens, repeats=args.repeats,

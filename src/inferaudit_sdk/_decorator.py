@@ -52,9 +52,8 @@ NOOP_REQUEST = ActiveSpan(INVALID_SPAN, semconv.ROLE_REQUEST, False)
 
 _attach = _tracing.attach
 _detach = _tracing.detach
-# The ContextVar behind _active.push/pop, used directly (one Python frame less per call).
-_push = _active._CURRENT.set
-_pop = _active._CURRENT.reset
+_push = _active.push
+_pop = _active.pop
 _set_span = trace.set_span_in_context
 _would_drop = _tracing.would_drop
 
@@ -78,6 +77,8 @@ def _sync_core(spec: Spec) -> Callable[..., Any]:
             state = start(spec, instance, args, kwargs)
         except Exception as fault:
             swallow("audited.start", fault)
+            state = None
+        if state is None:  # outside the except: a user exception must not chain our fault
             return wrapped(*args, **kwargs)
         ctx = _set_span(state.span)
         token = _attach(ctx)
@@ -141,6 +142,8 @@ def _coroutine_core(spec: Spec) -> Callable[..., Any]:
             state = start(spec, instance, args, kwargs)
         except Exception as fault:
             swallow("audited.start", fault)
+            state = None
+        if state is None:  # outside the except: a user exception must not chain our fault
             return await wrapped(*args, **kwargs)
         ctx = _set_span(state.span)
         token = _attach(ctx)
@@ -172,6 +175,8 @@ def _generator_wrapper(spec: Spec, is_async: bool) -> Callable[..., Any]:
             state = start(spec, instance, args, kwargs)
         except Exception as fault:
             swallow("audited.start", fault)
+            state = None
+        if state is None:  # outside the except: a user exception must not chain our fault
             return wrapped(*args, **kwargs)
         try:
             gen = wrapped(*args, **kwargs)  # runs no user code, but may fail binding args

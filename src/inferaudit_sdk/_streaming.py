@@ -30,9 +30,8 @@ from inferaudit_sdk._request import RequestSpan, finish
 
 _attach = _tracing.attach
 _detach = _tracing.detach
-# The ContextVar behind _active.push/pop, used directly (one Python frame less per call).
-_push = _active._CURRENT.set
-_pop = _active._CURRENT.reset
+_push = _active.push
+_pop = _active.pop
 
 
 class AuditedGenerator:

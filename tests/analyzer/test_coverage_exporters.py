@@ -54,3 +54,16 @@ def test_drops_of_the_busiest_exporter_lower_coverage(tmp_path, sdk_spans):
         cov = coverage(store.con)
     assert cov["spans_dropped_reported"] == 4
     assert cov["coverage_ratio"] == pytest.approx(n / (n + 4))
+
+
+def test_the_reports_coverage_reads_the_counters_the_same_way(tmp_path, sdk_spans):
+    from inferaudit_analyzer.analyze import analyze
+
+    n = len(sdk_spans)
+    mreq = _counters({"file": (n, 0), "otlp": (0, n)})
+    path = write_jsonl(tmp_path / "mixed.jsonl", [otlp_json(trace_request(sdk_spans)),
+                                                   otlp_json(mreq)])
+    rep = analyze([str(path)])
+    assert rep["input"]["coverage"]["dropped_spans"] == 0
+    assert rep["input"]["coverage"]["exported_spans"] == n
+    assert "low_coverage" not in {f["id"] for f in rep["findings"]}

@@ -111,3 +111,11 @@ def test_calibrate_lengths_from_traces_without_usage_exits_2(tmp_path: Path, cap
     empty = write_jsonl(tmp_path / "t.jsonl", [otlp_json(trace_request([]))])
     assert calibrate_main(["--lengths-from", str(empty), "--out", str(tmp_path / "c.json")]) == 2
     assert "--lengths-from" in capsys.readouterr().err
+
+
+def test_report_no_cache_reads_the_input_once_and_writes_no_cache(traces: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    js = tmp_path / "r.json"
+    assert report_main([str(traces), "--no-cache", "--json", str(js), "--bootstrap", "0"]) == 0
+    assert not (traces.parent / ".inferaudit-cache").exists()
+    assert isinstance(json.loads(js.read_text())["roadmap"], list)

@@ -291,3 +291,37 @@ def test_disabled_config_makes_no_spans(otel, audit_config):
 
     assert handler() == 5
     assert exporter.get_finished_spans() == ()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async", "generator"])
+def test_an_sdk_fault_at_start_is_not_chained_onto_the_users_exception(otel, monkeypatch, kind):
+    import asyncio
+
+    from inferaudit_sdk import _decorator
+
+    def broken_start(*args, **kwargs):
+        raise RuntimeError("sdk fault")
+
+    monkeypatch.setattr(_decorator, "start", broken_start)
+
+    @ia.audited
+    def sync_fn():
+        raise ValueError("user")
+
+    @ia.audited
+    async def async_fn():
+        raise ValueError("user")
+
+    @ia.audited
+    def gen_fn(x):
+        yield x
+
+    with pytest.raises((ValueError, TypeError)) as info:
+        if kind == "sync":
+            sync_fn()
+        elif kind == "async":
+            asyncio.run(async_fn())
+        else:
+            gen_fn()  # binding fails: a TypeError of the user's call, not ours
+    assert info.value.__context__ is None
+    assert _guard.error_counts().get("audited.start", 0) >= 1

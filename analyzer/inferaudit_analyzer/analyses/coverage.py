@@ -1,9 +1,10 @@
 """Coverage: how much of the traffic the input shows, which scales every verdict's confidence.
 
 Sources: lines the ingest could not read (``ingest_errors``; empty files excluded), spans the SDK
-dropped before export (its ``inferaudit.sdk.spans.dropped`` / ``.exported`` counters, cumulative:
-max per resource and attribute set, then summed), batch links that point to request spans absent
-from the input (sampled out or lost), and requests without token counts.
+dropped before export (its ``inferaudit.sdk.spans.dropped`` / ``.exported`` counters, read as
+``ingest.coverage`` reads them: per exporter, of the exporter that saw most), batch links that
+point to request spans absent from the input (sampled out or lost), and requests without token
+counts.
 """
 
 from __future__ import annotations
@@ -16,14 +17,8 @@ import duckdb
 from inferaudit_analyzer import thresholds as th
 from inferaudit_analyzer.analyses._common import ratio, rounded
 from inferaudit_analyzer.findings import Finding
+from inferaudit_analyzer.ingest.coverage import busiest_exporter, counter_totals
 from inferaudit_sdk import semconv
-
-COUNTER_SQL = """
-SELECT COALESCE(SUM(v), 0) FROM (
-    SELECT MAX(value) AS v FROM metric_points WHERE name = ?
-    GROUP BY resource_id, attributes
-) c
-"""
 
 LINKS_SQL = """
 SELECT COUNT(*) AS links,
@@ -107,16 +102,16 @@ def analyze_coverage(con: Any) -> Coverage:
     spans, reqs, batches, no_tokens, errors = con.execute(COUNTS_SQL).fetchone()
     errors = max(0, int(errors) - _empty_file_errors(con))
 
-    def counter(name: str) -> int:
-        return int(con.execute(COUNTER_SQL, [name]).fetchone()[0] or 0)
-
+    exported_by = counter_totals(con, semconv.METRIC_SDK_SPANS_EXPORTED)
+    dropped_by = counter_totals(con, semconv.METRIC_SDK_SPANS_DROPPED)
+    top = busiest_exporter(exported_by, dropped_by)
     links, missing = con.execute(LINKS_SQL, [semconv.ROLE_BATCH]).fetchone()
     return Coverage(
         spans=int(spans), requests=int(reqs), batches=int(batches),
         requests_without_tokens=int(no_tokens), ingest_errors=int(errors),
-        dropped_spans=counter(semconv.METRIC_SDK_SPANS_DROPPED),
-        exported_spans=counter(semconv.METRIC_SDK_SPANS_EXPORTED),
-        sdk_errors=counter(semconv.METRIC_SDK_ERRORS),
+        dropped_spans=int(dropped_by.get(top or "", 0.0)),
+        exported_spans=int(exported_by.get(top or "", 0.0)),
+        sdk_errors=int(sum(counter_totals(con, semconv.METRIC_SDK_ERRORS).values())),
         links=int(links), missing_links=int(missing),
     )
 

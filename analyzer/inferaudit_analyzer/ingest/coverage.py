@@ -14,7 +14,7 @@ from typing import Any
 from inferaudit_sdk import semconv as sc
 
 
-def _counter_totals(con: Any, name: str) -> dict[str, float]:
+def counter_totals(con: Any, name: str) -> dict[str, float]:
     """Total of a counter per exporter (``inferaudit.exporter`` attribute; "" when absent):
     last value of each cumulative series, sum of delta points."""
     rows = con.execute(
@@ -35,6 +35,13 @@ def _counter_totals(con: Any, name: str) -> dict[str, float]:
     return {str(exp): float(v or 0.0) for exp, v in rows}
 
 
+def busiest_exporter(exported_by: dict[str, float], dropped_by: dict[str, float]) -> str | None:
+    """The exporter that saw the most spans: each exporter sees every span, so its exported +
+    dropped total is the spans produced, where a sum over exporters would count them twice."""
+    return max(sorted(set(exported_by) | set(dropped_by)),
+               key=lambda e: exported_by.get(e, 0.0) + dropped_by.get(e, 0.0), default=None)
+
+
 def coverage(con: Any) -> dict[str, Any]:
     """Spans read vs. spans the SDK reported, ingest errors, and the resulting ratio.
 
@@ -49,16 +56,12 @@ def coverage(con: Any) -> dict[str, Any]:
     spans_read = int(con.execute("SELECT count(*) FROM spans").fetchone()[0])
     errors = int(con.execute("SELECT count(*) FROM ingest_errors").fetchone()[0])
     files = int(con.execute("SELECT count(*) FROM inputs").fetchone()[0])
-    exported_by = _counter_totals(con, sc.METRIC_SDK_SPANS_EXPORTED)
-    dropped_by = _counter_totals(con, sc.METRIC_SDK_SPANS_DROPPED)
-    exporters = set(exported_by) | set(dropped_by)
+    exported_by = counter_totals(con, sc.METRIC_SDK_SPANS_EXPORTED)
+    dropped_by = counter_totals(con, sc.METRIC_SDK_SPANS_DROPPED)
     exported = dropped = None
     ratio = None
-    if exporters:
-        top = max(
-            sorted(exporters),
-            key=lambda e: exported_by.get(e, 0.0) + dropped_by.get(e, 0.0),
-        )
+    top = busiest_exporter(exported_by, dropped_by)
+    if top is not None:
         exported, dropped = exported_by.get(top, 0.0), dropped_by.get(top, 0.0)
         produced = max(float(spans_read), exported + dropped)
         ratio = 1.0 if produced == 0 else spans_read / produced

@@ -185,9 +185,8 @@ class RowBuilder:
                         try:
                             self._span(s, rid, service, scope_name)
                         except _SPAN_ERRORS as exc:
-                            plain = msgspec.to_builtins(s)
                             self.error(self._line, self._offset,
-                                       f"span #{i}: {diagnose(plain, exc)}")
+                                       f"span #{i}: {diagnose(msgspec.to_builtins(s), exc)}")
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
                 self.error(self._line, self._offset, f"malformed resourceSpans entry: {exc}")
             if self.buffered >= self.chunk_spans:
@@ -220,7 +219,7 @@ class RowBuilder:
         for kv in kvs or ():
             k = kv.key
             v = kv.value
-            x = v.stringValue  # plain_value, inlined: this loop runs for every attribute
+            x = v.stringValue  # strings, then ints: the common cases first, inline (hot loop)
             if x is None:
                 x = v.intValue
                 if x is None:

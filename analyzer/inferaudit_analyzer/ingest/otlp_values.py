@@ -76,17 +76,14 @@ def hex_id(x: Any) -> str | None:
         return x.lower()
 
 
-def dumps(obj: Any) -> str:
-    """JSON text of a decoded value; the stdlib copes where orjson refuses (ints over 64 bits)."""
-    try:
-        return orjson.dumps(obj).decode()
-    except TypeError:
-        return json.dumps(obj, default=str)
-
-
 def dumps_bytes(obj: Any) -> bytes:
-    """:func:`dumps` as UTF-8 bytes, orjson's fast path first."""
+    """JSON of a decoded value as UTF-8; the stdlib copes where orjson refuses (big ints)."""
     try:
         return orjson.dumps(obj)
     except TypeError:
         return json.dumps(obj, default=str).encode()
+
+
+def dumps(obj: Any) -> str:
+    """:func:`dumps_bytes` as text."""
+    return dumps_bytes(obj).decode()
