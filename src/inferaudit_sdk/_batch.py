@@ -22,11 +22,11 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Link, SpanContext
 
-from inferaudit_sdk import _active, _settings, _tracing, semconv
+from inferaudit_sdk import _active, _tracing, semconv
 from inferaudit_sdk._active import ActiveSpan
 from inferaudit_sdk._exceptions import record_error
 from inferaudit_sdk._guard import guarded, swallow
-from inferaudit_sdk._record import RequestHandle, apply
+from inferaudit_sdk._record import RequestHandle, apply, request_of
 from inferaudit_sdk._request import DEFAULT_OPERATION, UNKNOWN_MODEL
 
 # The runtime context's ContextVar set/reset when it is the default one (see _tracing).
@@ -149,12 +149,10 @@ class batch:
         self._atoken: Any = None
 
     def _start(self) -> ActiveSpan:
-        parent = _active.current()
-        request = parent
-        while request is not None and request.role != semconv.ROLE_REQUEST:
-            request = getattr(request, "parent", None)
-        if not _settings.get_config().enabled or _tracing.would_drop():
+        if _tracing.would_drop():  # also True when the SDK is disabled
             return ActiveSpan(INVALID_SPAN, semconv.ROLE_BATCH, False)
+        parent = _active.current()
+        request = request_of(parent)
         contexts: list[SpanContext] = []
         for m in self._members or ():
             try:

@@ -265,7 +265,12 @@ class RequestHandle:
 def current_request() -> RequestHandle | None:
     """The innermost audited request of this context (also from inside a batch it opened),
     or ``None`` outside any ``@audited`` call."""
-    active = _active.current()
+    active = request_of(_active.current())
+    return RequestHandle(active) if active is not None else None
+
+
+def request_of(active: ActiveSpan | None) -> ActiveSpan | None:
+    """The innermost request span at or above ``active`` (a batch's parent chain included)."""
     while active is not None and active.role != semconv.ROLE_REQUEST:
         active = getattr(active, "parent", None)
-    return RequestHandle(active) if active is not None else None
+    return active

@@ -313,9 +313,8 @@ def finish(state: RequestSpan, result: Any = None, exc: BaseException | None = N
         metric_attrs = dict(metric_attrs)
         metric_attrs[semconv.ERROR_TYPE] = etype
     try:
-        # A snapshot (one C-level copy): a RequestHandle.record() racing in from a batcher
-        # thread must not change the dict while the span iterates it.
-        state.attributes = dict(state.attributes)
+        # flush_attributes writes one atomic snapshot, so a RequestHandle.record() racing in
+        # from a batcher thread cannot change the dict while the span iterates it.
         state.flush_attributes()
     except Exception as fault:
         swallow("request.flush", fault)

@@ -59,15 +59,16 @@ def to_array(obj: Any) -> np.ndarray | None:
             except (TypeError, ValueError, OverflowError):
                 return None
         if isinstance(first, (list, tuple)):
-            rows = []
             for row in obj:
                 if not isinstance(row, (list, tuple)) or not _int_list(row):
                     return None
-                rows.append(row)
-            flat = [x for row in rows for x in row]
-            if rows and all(len(r) == len(rows[0]) for r in rows):
-                return np.asarray(rows, dtype=np.int64).reshape(len(rows), len(rows[0]))
-            return np.asarray(flat, dtype=np.int64)
+            width = len(first)
+            try:
+                if all(len(row) == width for row in obj):
+                    return np.asarray(obj, dtype=np.int64).reshape(len(obj), width)
+                return np.asarray([x for row in obj for x in row], dtype=np.int64)  # ragged
+            except (TypeError, ValueError, OverflowError):
+                return None
         if isinstance(first, np.ndarray) or is_tensor(first):
             parts = [to_array(row) for row in obj]
             if any(p is None for p in parts):
