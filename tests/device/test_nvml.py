@@ -103,6 +103,14 @@ def test_unsupported_energy_counter_falls_back_to_power_and_is_not_asked_again()
     assert _guard.error_counts() == {}
 
 
+def test_a_sampler_opened_again_after_stop_lists_each_gpu_once():
+    sampler, _, _ = sampled(until_ms=200)
+    sampler.stop()
+    assert sampler.open()
+    assert [g.index for g in sampler.gpus] == [0]
+    assert len(sampler._rings) == len(sampler._disabled) == len(sampler._energy_j) == 1
+
+
 def test_lost_gpu_is_counted_and_sampling_goes_on():
     sampler, fake, clock = sampled(until_ms=1000)
     fake.gpus[0].lost = True

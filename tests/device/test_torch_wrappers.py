@@ -318,6 +318,23 @@ def test_instrumented_model_survives_deepcopy_and_pickling(spans, config, mlp):
     assert len(sizes) >= 2 and set(sizes) == {5}  # the copy is instrumented too
 
 
+def test_uninstrumenting_a_copy_keeps_the_originals_patches(spans, config, mlp):
+    import copy
+
+    from inferaudit_sdk.instrumentation import torch as torch_instr
+
+    instrument_model(mlp, model="mlp")
+    try:
+        twin = copy.deepcopy(mlp)
+        uninstrument_model(twin)
+        assert not is_instrumented(twin)
+        assert is_instrumented(mlp)
+        assert torch_instr._instrumentor.is_instrumented("copies")
+    finally:
+        uninstrument_model(mlp)
+    assert not torch_instr._instrumentor.is_instrumented("copies")
+
+
 def test_an_existing_instance_forward_is_kept(spans, config, mlp):
     calls = []
     original = mlp.forward

@@ -116,7 +116,7 @@ class CopyTracker:
             return wrapped(*args, **kwargs)
         try:
             dst = self._target_of_to(args, kwargs)
-            if dst == "cpu" and instance.is_cpu:  # stays on the host
+            if dst is not None and instance.is_cpu == (dst == "cpu"):  # same side of the bus
                 dst = None
         except Exception as exc:
             swallow("copy.inspect", exc)
@@ -142,9 +142,11 @@ class CopyTracker:
         if active is None or not active.recording:
             return wrapped(*args, **kwargs)
         src = args[0] if args else kwargs.get("src")
-        if _is_cpu(instance) and _is_cpu(src):  # host to host
+        src_cpu = _is_cpu(src)
+        if src_cpu is None or instance.is_cpu == src_cpu:  # not a tensor, or the same side
             return wrapped(*args, **kwargs)
-        dst_type = guarded("copy.inspect", lambda: instance.device.type)
+        dst_type = ("cpu" if instance.is_cpu
+                    else guarded("copy.inspect", lambda: instance.device.type))
         return self._copy(wrapped, instance, args, kwargs, active, src, dst_type, instance)
 
     def _copy(

@@ -28,6 +28,7 @@ import contextlib
 import functools
 import threading
 import types
+import weakref
 from typing import Any
 
 from inferaudit_sdk import _active, _batch, _settings, semconv
@@ -55,7 +56,9 @@ _backends: dict[str, Any] = {}
 
 _instrumentor_lock = threading.Lock()
 _instrumentor: TorchInstrumentor  # set below, once _global_generate exists
-_users = 0  # instrumented models sharing the process-wide patches
+# The models instrument_model installed the process-wide patches for (a deepcopy or unpickled
+# copy is instrumented too but not a member: uninstrumenting it leaves the patches alone).
+_models: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def instrument_generate() -> None:
@@ -162,12 +165,16 @@ def _sampler_for(every_n: int) -> _prof.ProfileSampler:
     return cur[1]
 
 
-def _gpu_sampler(device_type: str, device_index: int | None) -> tuple[Any, int] | None:
-    if device_type != "cuda":
-        return None
-    from inferaudit_sdk.samplers import nvml
+_nvml: Any = None  # inferaudit_sdk.samplers.nvml, imported on the first CUDA call
 
-    sampler = nvml.get_sampler()
+
+def _gpu_sampler(device_index: int | None) -> tuple[Any, int] | None:
+    global _nvml
+    if _nvml is None:  # an import statement here would cost a package lookup per call
+        from inferaudit_sdk.samplers import nvml
+
+        _nvml = nvml
+    sampler = _nvml.get_sampler()
     if sampler is None:
         return None
     return sampler, _nvml_index(sampler, device_index or 0)
@@ -240,7 +247,7 @@ def _start_measuring(call: _Call, active: Any, cfg: Any) -> None:
         call.timing = backend.begin(device_index)
         device_index = call.timing.device_index
     if device_type == "cuda":
-        gpu = _gpu_sampler(device_type, device_index)
+        gpu = _gpu_sampler(device_index)
         if gpu is not None:
             call.gpu = (gpu[0], gpu[1], gpu[0].clock())
     if cfg.profile_every_n > 0:
@@ -460,7 +467,6 @@ def instrument_model(
     ``copy.deepcopy`` of an instrumented model gives an instrumented copy. Undo with
     :func:`uninstrument_model`.
     """
-    global _users
     if getattr(module, _MARK, None) is not None:
         return module
     spec = _Spec(module, model, operation, backend)
@@ -485,7 +491,7 @@ def instrument_model(
         cuda_modules.append(torch.cuda)
     with _instrumentor_lock:
         _instrumentor.instrument(copies=copies, cuda_modules=tuple(cuda_modules))
-        _users += 1
+        _models.add(module)
     if backend is None and cuda_modules:
         from inferaudit_sdk.samplers import nvml
 
@@ -501,7 +507,6 @@ def _cuda_available() -> bool:
 
 def uninstrument_model(module: Any) -> Any:
     """Undo :func:`instrument_model`; the process-wide patches go with the last model."""
-    global _users
     names = getattr(module, _MARK, None)
     if names is None:
         return module
@@ -516,8 +521,10 @@ def uninstrument_model(module: Any) -> Any:
         with contextlib.suppress(AttributeError):
             object.__delattr__(module, attr)
     with _instrumentor_lock:
-        _users = max(_users - 1, 0)
-        if _users == 0:
+        if module not in _models:
+            return module  # a copy: the model it came from still needs the patches
+        _models.discard(module)
+        if not _models:
             for part in ("copies", "streams"):
                 _instrumentor.uninstrument(part)
     return module

@@ -119,6 +119,7 @@ class NvmlSampler:
                 self.unavailable_reason,
             )
             return False
+        self._reset_gpus()  # a sampler opened again after stop() lists its GPUs afresh
         try:
             count = int(nv.nvmlDeviceGetCount())
             for i in range(count):
@@ -136,11 +137,15 @@ class NvmlSampler:
             _logger.info("inferaudit: NVML could not list GPUs (%s); GPU counters are disabled",
                          self.unavailable_reason)
             guarded("nvml.shutdown", nv.nvmlShutdown)
-            self.gpus.clear()
-            self._rings.clear()
+            self._reset_gpus()
             return False
         self._started = True
         return True
+
+    def _reset_gpus(self) -> None:
+        for per_gpu in (self.gpus, self._rings, self._disabled, self._io_bytes, self._energy_j,
+                        self._last_ts):
+            per_gpu.clear()
 
     def start(self) -> bool:
         """:meth:`open`, then start the daemon thread. Idempotent."""
