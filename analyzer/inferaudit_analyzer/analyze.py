@@ -157,8 +157,8 @@ def _analyze(con: Any, params: AnalyzeParams, kineto_paths: Iterable[str],
     prices = resolve_prices(con, util, price_per_hour=params.price_per_hour,
                             price_file=params.price_file, gpu_model=params.gpu_model)
     cost = CostModel(tuple(prices), window.duration_ns, int(total_device_ns), int(total_requests))
-    base = baseline(con, window, util, conc, cost, ap)
     stats = batch_stats(con)
+    base = baseline(con, window, util, conc, cost, ap, stats)
     copies = analyze_copies(con)
     red = analyze_redundancy(con, ap.near_dup_hamming)
     routing = analyze_routing(con)

@@ -145,6 +145,18 @@ def _analyze_any(args: Any, params: Any, analyze: Any) -> dict[str, Any]:
     return analyze(args.paths, params)
 
 
+def internal_error(prog: str, exc: BaseException) -> int:
+    """One line on stderr (the traceback with ``INFERAUDIT_DEBUG=1``); the internal-error code."""
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERNAL
+    if os.environ.get("INFERAUDIT_DEBUG"):
+        traceback.print_exc()
+    print(f"{prog}: internal error: {type(exc).__name__}: {exc} "
+          "(set INFERAUDIT_DEBUG=1 for the traceback)", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None
                ) -> argparse.Namespace | int:
     """Parse ``argv`` (default ``sys.argv[1:]``); a bad argument prints the reason and usage
@@ -199,12 +211,5 @@ def analyze_main(argv: list[str] | None = None) -> int:
                 with open(args.out, "w", encoding="utf-8") as f:
                     render(report, Console(file=f, width=120, force_terminal=False))
         return EXIT_OK
-    except KeyboardInterrupt:
-        print("inferaudit analyze: interrupted", file=sys.stderr)
-        return EXIT_INTERNAL
-    except Exception as exc:
-        if os.environ.get("INFERAUDIT_DEBUG"):
-            traceback.print_exc()
-        print(f"inferaudit analyze: internal error: {type(exc).__name__}: {exc} "
-              "(set INFERAUDIT_DEBUG=1 for the traceback)", file=sys.stderr)
-        return EXIT_INTERNAL
+    except (KeyboardInterrupt, Exception) as exc:
+        return internal_error("inferaudit analyze", exc)

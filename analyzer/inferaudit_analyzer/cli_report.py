@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
 from inferaudit_analyzer.cli import (
-    EXIT_INTERNAL,
     EXIT_OK,
     EXIT_UNUSABLE,
     _nonneg_float,
     _Parser,
     _positive_float,
+    internal_error,
     parse_args,
 )
 
@@ -147,15 +145,8 @@ def report_main(argv: list[str] | None = None) -> int:
             return EXIT_UNUSABLE
         write_outputs(report, html=args.html, md=args.md, json_path=args.json)
         return EXIT_OK
-    except KeyboardInterrupt:
-        print("inferaudit report: interrupted", file=sys.stderr)
-        return EXIT_INTERNAL
-    except Exception as exc:
-        if os.environ.get("INFERAUDIT_DEBUG"):
-            traceback.print_exc()
-        print(f"inferaudit report: internal error: {type(exc).__name__}: {exc} "
-              "(set INFERAUDIT_DEBUG=1 for the traceback)", file=sys.stderr)
-        return EXIT_INTERNAL
+    except (KeyboardInterrupt, Exception) as exc:
+        return internal_error("inferaudit report", exc)
 
 
 def write_outputs(report: dict[str, Any], *, html: str | None = None, md: str | None = None,
@@ -269,9 +260,5 @@ def calibrate_main(argv: list[str] | None = None) -> int:
             return EXIT_UNUSABLE
         Path(args.out).write_text(json.dumps(doc, indent=1), encoding="utf-8")
         return EXIT_OK
-    except Exception as exc:
-        if os.environ.get("INFERAUDIT_DEBUG"):
-            traceback.print_exc()
-        print(f"inferaudit calibrate: internal error: {type(exc).__name__}: {exc} "
-              "(set INFERAUDIT_DEBUG=1 for the traceback)", file=sys.stderr)
-        return EXIT_INTERNAL
+    except (KeyboardInterrupt, Exception) as exc:
+        return internal_error("inferaudit calibrate", exc)

@@ -39,10 +39,6 @@ class BoundedBuffer:
         self._closed = False
         self.sink_error: str = ""  # set by the writer while the disk is failing
 
-    @property
-    def used_bytes(self) -> int:
-        return self._used_bytes
-
     def has_room(self) -> bool:
         """True when a new request may be admitted (one huge request still enters when empty)."""
         return self._used_bytes < self.max_bytes and not self._closed

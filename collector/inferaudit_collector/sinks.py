@@ -66,7 +66,6 @@ class RotatingFileSink:
     _compress_cv: threading.Condition = field(default_factory=threading.Condition)
     _compressor: threading.Thread | None = None
     _closing: bool = False
-    files_written: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -83,7 +82,6 @@ class RotatingFileSink:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         path = self.directory / f"{signal}-{stamp}-{os.getpid()}-{self._seq:06d}.jsonl"
         fh = open(path, "ab", buffering=1024 * 1024)  # noqa: SIM115 (closed on rotate/close)
-        self.files_written.append(path)
         _fsync_dir(self.directory)  # the new name itself survives a power loss
         return _Open(path, fh, time.monotonic())
 

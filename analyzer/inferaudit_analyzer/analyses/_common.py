@@ -72,12 +72,6 @@ def scalar(con: Any, sql: str, params: Sequence[Any] = ()) -> Any:
     return None if row is None else row[0]
 
 
-def rows_as_dicts(con: Any, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    cur = con.execute(sql, list(params))
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-
-
 def ratio(num: float | None, den: float | None) -> float | None:
     """num / den, None when either is missing or den is 0 (a ratio we cannot state)."""
     if num is None or den is None or den == 0:

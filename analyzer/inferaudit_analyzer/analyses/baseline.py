@@ -19,7 +19,7 @@ from inferaudit_analyzer.analyses._common import (
     ratio,
     rounded,
 )
-from inferaudit_analyzer.analyses.batching import batch_stats
+from inferaudit_analyzer.analyses.batching import BatchStats, batch_stats
 from inferaudit_analyzer.analyses.concurrency import Concurrency
 from inferaudit_analyzer.analyses.utilization import Utilization
 from inferaudit_analyzer.cost import CostModel
@@ -169,11 +169,13 @@ def _ms(v: Any) -> float | None:
 
 
 def baseline(con: Any, window: Window, util: Utilization, conc: Concurrency, cost: CostModel,
-             params: AnalysisParams) -> dict[str, Any]:
+             params: AnalysisParams, stats: BatchStats) -> dict[str, Any]:
+    """Overall and per-model/route baselines; ``stats`` are the batch statistics over all
+    batches, computed once by the caller (the findings use them too)."""
     alpha = params.sketch_alpha
     overall = _scope(con, "", (), window, cost, alpha)
     overall["window_s"] = window.duration_s
-    overall["batch_size"] = batch_stats(con).to_json()
+    overall["batch_size"] = stats.to_json()
     overall["concurrency"] = conc.to_json()
     overall["concurrency_mean"] = rounded(conc.mean, 4)
     overall["device_utilization"] = rounded(util.ratio, 4)
@@ -187,9 +189,7 @@ def baseline(con: Any, window: Window, util: Utilization, conc: Concurrency, cos
         where, p = ("WHERE request_model IS NULL", ()) if m is None else (
             "WHERE request_model = ?", (m,))
         scope = _scope(con, where, p, window, cost, alpha)
-        bwhere = ("WHERE request_model IS NULL", ()) if m is None else (
-            "WHERE request_model = ?", (m,))
-        scope["batch_size"] = batch_stats(con, *bwhere).to_json()
+        scope["batch_size"] = batch_stats(con, where, p).to_json()
         dev_ns = con.execute(MODEL_BATCH_DEVICE_SQL, [m]).fetchone()[0]
         scope["device_utilization"] = rounded(min(1.0, dev_ns / capacity), 4) if (
             capacity and scope["batch_size"]["batches"]) else None

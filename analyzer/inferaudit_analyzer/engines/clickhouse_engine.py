@@ -43,11 +43,6 @@ class ClickHouseBackend(Protocol):
     def close(self) -> None: ...
 
 
-def _settings_clause() -> str:
-    return ", ".join(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}"
-                     for k, v in CLICKHOUSE_SETTINGS.items())
-
-
 class ChdbBackend:
     """In-process ClickHouse (chDB). ``path`` None: a temporary, in-memory session."""
 

@@ -9,6 +9,7 @@ line per unit. A worker that dies is reported as an error on its unit, never a h
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -55,11 +56,15 @@ def run_pool(units: list[WorkUnit], workers: int) -> Iterator[UnitResult]:
         if todo:
             u = todo.pop(0)
             current[i] = u
-            p.stdin.write(json.dumps(dataclasses.asdict(u)) + "\n")
-            p.stdin.flush()
+            try:
+                p.stdin.write(json.dumps(dataclasses.asdict(u)) + "\n")
+                p.stdin.flush()
+            except OSError:  # the worker died: its reader's EOF reports the unit lost
+                pass
         else:
             current.pop(i, None)
-            p.stdin.close()
+            with contextlib.suppress(OSError):
+                p.stdin.close()
 
     try:
         for i in range(min(workers, len(units))):

@@ -31,7 +31,6 @@ from .events import (
     LAUNCH_KERNEL,
     LAUNCH_MEMCPY,
     LAUNCH_MEMSET,
-    LAUNCH_NAMES,
     TraceEvents,
     take,
 )
@@ -198,8 +197,3 @@ def graph_launches(ev: TraceEvents, rt_index: np.ndarray) -> GraphLaunches:
         launch_api_time_ns=int(api.sum()),
         first_op_delay_ns=tuple(_dist(first_delay).items()),
     )
-
-
-def launch_kind_name(kind: int) -> str:
-    """Readable name of a ``LAUNCH_*`` constant."""
-    return LAUNCH_NAMES[kind]

@@ -93,11 +93,6 @@ class Observed:
             seen.add(k)
         return out
 
-    def device_per_wall_ratio(self) -> float:
-        """Measured device (or CPU) time per wall second of a model call; scales the busy floor."""
-        wall = float(self.calls.duration_ns.sum())
-        return float(self.call_device_ns.sum()) / wall if wall > 0 else 1.0
-
 
 def call_gap(cl: list[tuple]) -> tuple[float, int]:
     """Median time a device's worker spends between two calls when work was already waiting.
