@@ -151,6 +151,8 @@ def p95_interval_ms(latency_ns: np.ndarray, b: int = 400, seed: int = 0) -> dict
     of ~sqrt(n) keep a burst's queue together): how much the p95 of a run this size moves with
     which requests it happened to contain. A few hundred requests put ~15 above the p95, from
     one or two bursts, so this is wide."""
+    from inferaudit_analyzer.roi.simulate import block_index
+
     lat = np.asarray(latency_ns, dtype=np.float64)
     n = lat.size
     if n < 8:
@@ -159,8 +161,7 @@ def p95_interval_ms(latency_ns: np.ndarray, b: int = 400, seed: int = 0) -> dict
     block = max(2, round(np.sqrt(n)))
     vals = []
     for _ in range(b):
-        starts = rng.integers(0, n - block + 1, size=-(-n // block))
-        idx = (starts[:, None] + np.arange(block)[None, :]).reshape(-1)[:n]
+        idx = block_index(n, n, block, rng)
         vals.append(np.quantile(lat[idx], 0.95, method="inverted_cdf"))
     lo, hi = np.quantile(vals, [0.05, 0.95]) / 1e6
     return {"low": float(lo), "high": float(hi), "replicates": b}

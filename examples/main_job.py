@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             report = Path(r.trace_dir).parent / "analysis.json"
             code = analyze(r.trace_dir, report)
             if code is None:
-                say("analysis skipped: inferaudit_analyzer.cli.analyze_main is not available yet")
+                say("analysis skipped: the analyzer is not installed (the analyzer extra)")
                 break
             say(f"analysis ({r.mode}): exit {code}, {report}")
     return 0 if all(r.n_errors == 0 for r in results) else 1

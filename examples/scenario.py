@@ -212,13 +212,10 @@ def run_scenario_subprocess(
 def analyze(trace_dir: str | Path, out_path: str | Path) -> int | None:
     """Run the offline analyzer on ``trace_dir`` if it is installed; ``None`` if it is not."""
     try:
-        from inferaudit_analyzer import cli as analyzer_cli
-    except ImportError:
+        from inferaudit_analyzer.cli import analyze_main
+    except ImportError:  # the SDK alone is installed (no `analyzer` extra)
         return None
-    entry = getattr(analyzer_cli, "analyze_main", None)
-    if entry is None:
-        return None
-    return int(entry([str(trace_dir), "--format", "json", "--out", str(out_path)]))
+    return int(analyze_main([str(trace_dir), "--format", "json", "--out", str(out_path)]))
 
 
 def auto_requests(probe_service_s: float, target_utilisation: float, budget_s: float) -> int:

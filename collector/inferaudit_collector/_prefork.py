@@ -32,6 +32,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
 def fork_http_workers(config: CollectorConfig, count: int, sock: socket.socket) -> list[int]:
     """Fork ``count`` HTTP-only workers serving ``sock``; returns their pids."""
     pids = []
+    parent = os.getpid()
     for _ in range(count):
         sys.stdout.flush()
         sys.stderr.flush()
@@ -39,7 +40,7 @@ def fork_http_workers(config: CollectorConfig, count: int, sock: socket.socket) 
         if pid == 0:  # the worker: serve until SIGTERM/SIGINT, then flush and leave
             code = 1
             try:
-                code = _worker(replace(config, grpc_port=None), sock)
+                code = _worker(replace(config, grpc_port=None), sock, parent)
             finally:
                 sys.stderr.flush()
                 os._exit(code)
@@ -47,13 +48,14 @@ def fork_http_workers(config: CollectorConfig, count: int, sock: socket.socket) 
     return pids
 
 
-def _worker(config: CollectorConfig, sock: socket.socket) -> int:
+def _worker(config: CollectorConfig, sock: socket.socket, parent: int) -> int:
     stop = threading.Event()
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lambda *_: stop.set())
     col = Collector(config).start(http_sock=sock)
     while not stop.wait(0.5):
-        if os.getppid() == 1:  # the parent died without telling us: stop cleanly anyway
+        # the parent died without telling us (re-parented to init or a subreaper): stop cleanly
+        if os.getppid() != parent:
             break
     return 0 if col.stop() else 1
 

@@ -15,7 +15,7 @@ MAX_POINTS = 400
 def plot_data(con: Any) -> dict[str, Any]:
     """``{"latency_ms_quantiles": [[q, ms], ...], "requests": n}`` from the requests view."""
     rows = con.execute(
-        "SELECT latency_ns FROM requests WHERE latency_ns IS NOT NULL ORDER BY latency_ns"
+        "SELECT latency_ns FROM requests WHERE latency_ns IS NOT NULL"  # np.quantile sorts
     ).fetchall()
     lat = np.asarray([r[0] for r in rows], dtype=np.float64) / 1e6
     if not lat.size:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inferaudit_analyzer.roi.fit import CallPoints, Fit
-from inferaudit_analyzer.roi.simulate import Workload
+from inferaudit_analyzer.roi.simulate import Workload, block_index
 
 LOW_Q, HIGH_Q = 0.05, 0.95
 REPLAY_BUDGET_REQUESTS = 3_000_000  # B x requests x projections kept under this
@@ -43,8 +43,7 @@ def block_resample(work: Workload, repeats: np.ndarray, rng: np.random.Generator
         return work, repeats
     block = max(2, round(np.sqrt(n)))
     gaps = np.diff(work.arrival_ns, prepend=work.arrival_ns[0])
-    starts = rng.integers(0, n - block + 1, size=int(np.ceil(n / block)))
-    idx = np.concatenate([np.arange(s, s + block) for s in starts])[:n]
+    idx = block_index(n, n, block, rng)
     g = gaps[idx].copy()
     g[0] = 0.0
     arr = np.cumsum(g)

@@ -194,7 +194,7 @@ def sweep(factory: str = DEFAULT_FACTORY, *, batches: Sequence[int] = DEFAULT_BA
     points = []
     for k, (rows, ts, its) in enumerate(zip(grid, times, idle_times, strict=True)):
         med = statistics.median(ts)
-        b, n_in, n_out = len(rows), max(r[0] for r in rows), max(r[1] for r in rows)
+        b, (n_in, n_out) = len(rows), _longest(rows)
         point: dict[str, Any] = {"batch": b, "in_tokens": n_in, "out_tokens": n_out,
                                  "duration_ns": int(med), "repeats_ns": ts}
         if speed is not None:

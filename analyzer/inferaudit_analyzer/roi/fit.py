@@ -310,9 +310,8 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
             span_good = goodness(_span_pred(curve, spans), spans.duration_ns)
             curve = curve.with_noise(spans.duration_ns, _local_pred(curve, spans))
             if keep_residuals:
-                res = _residuals(curve, calibration.__class__(
-                    calibration.batch, calibration.in_tokens, calibration.out_tokens,
-                    calibration.duration_ns * scale), "calibration")
+                res = _residuals(curve, replace(calibration, duration_ns=calibration.duration_ns
+                                                * scale), "calibration")
                 res += _residuals(curve, spans, "spans")
         if not curve.noise:
             curve = curve.with_noise(calibration.duration_ns, _predict(curve, calibration))

@@ -96,11 +96,15 @@ class ServiceCurve:
         noise = np.asarray(self.noise, dtype=np.float64)
         if not noise.size or n <= 0:
             return None
-        rng = np.random.default_rng(seed)
         block = int(min(max(1, self.noise_block), noise.size))
-        starts = rng.integers(0, noise.size - block + 1, size=-(-n // block))
-        idx = (starts[:, None] + np.arange(block)[None, :]).reshape(-1)[:n]
-        return noise[idx]
+        return noise[block_index(noise.size, n, block, np.random.default_rng(seed))]
+
+
+def block_index(size: int, n: int, block: int, rng: np.random.Generator) -> np.ndarray:
+    """Moving-block bootstrap: ``n`` positions into a series of ``size``, in runs of ``block``
+    (consecutive positions keep whatever correlation the series has within a block)."""
+    starts = rng.integers(0, size - block + 1, size=-(-n // block))
+    return (starts[:, None] + np.arange(block)[None, :]).reshape(-1)[:n]
 
 
 MAX_NOISE_BLOCK = 20
