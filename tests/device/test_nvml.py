@@ -193,6 +193,27 @@ def test_metrics_use_the_hardware_conventions(metric_reader):
     assert energy.value > 0
 
 
+def test_a_sampler_started_again_on_the_same_meter_keeps_being_exported(metric_reader, config):
+    reader, provider = metric_reader
+    cfg = config(nvml_enabled=True)
+
+    def gpu_limits():
+        return [p for rm in reader.get_metrics_data().resource_metrics
+                for sm in rm.scope_metrics for m in sm.metrics
+                if m.name == semconv.METRIC_HW_GPU_MEMORY_LIMIT for p in m.data.data_points]
+
+    try:
+        assert nvml.start_sampler(cfg, meter_provider=provider, backend=FakeNvml(), force=True)
+        time.sleep(0.3)
+        assert len(gpu_limits()) == 1
+        nvml.stop_sampler()
+        assert nvml.start_sampler(cfg, meter_provider=provider, backend=FakeNvml(), force=True)
+        time.sleep(0.3)
+        assert len(gpu_limits()) == 1  # the new sampler, once: not silent, not doubled
+    finally:
+        nvml.stop_sampler()
+
+
 def test_sampler_thread_cpu_cost_at_10_hz():
     sampler = NvmlSampler(FakeNvml([FakeGpu(load=step_load), FakeGpu(uuid="GPU-1")]), hz=10)
     assert sampler.start()

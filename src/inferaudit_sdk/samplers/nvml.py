@@ -284,8 +284,11 @@ class NvmlSampler:
             return None
         return self._rings[index].latest()
 
-    def io_bytes(self, index: int) -> tuple[float, float]:
-        """Cumulative PCIe (tx, rx) bytes since the sampler started, integrated per tick."""
+    def io_bytes(self, index: int) -> tuple[float, float] | None:
+        """Cumulative PCIe (tx, rx) bytes since the sampler started, integrated per tick; None
+        where PCIe counters are off or unsupported."""
+        if "pcie" in self._disabled[index]:
+            return None
         tx, rx = self._io_bytes[index]
         return tx, rx
 
@@ -351,7 +354,7 @@ def start_sampler(
             return None
         from inferaudit_sdk.samplers import _nvml_metrics
 
-        guarded("nvml.metrics", _nvml_metrics.register, sampler, meter_provider)
+        guarded("nvml.metrics", _nvml_metrics.register, get_sampler, meter_provider)
         _sampler = sampler
         return sampler
 
