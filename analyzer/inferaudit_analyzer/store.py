@@ -213,45 +213,54 @@ def load_store(
     manifests: dict[str, tuple[Path, dict[str, Any], bool]] = {}
     pending: dict[str, tuple[files.InputFile, Path, Path, list[WorkUnit]]] = {}
     empty_errors: list[IngestError] = []
-    for f in found:
-        if f.format == "empty":
-            empty_errors.append(IngestError(f.path, None, 0, "empty file"))
-            files_done += 1
-            continue
-        entry = cache_mod.entry_dir(f, root)
-        m = cache_mod.load_manifest(entry) if cache else None
-        if m is not None:
-            manifests[f.path] = (entry, m, True)
-            done_bytes += f.size_bytes
-            spans_done += m["spans"]
-            files_done += 1
+    try:
+        for f in found:
+            if f.format == "empty":
+                empty_errors.append(IngestError(f.path, None, 0, "empty file"))
+                files_done += 1
+                continue
+            entry = cache_mod.entry_dir(f, root)
+            m = cache_mod.load_manifest(entry) if cache else None
+            if m is not None:
+                manifests[f.path] = (entry, m, True)
+                done_bytes += f.size_bytes
+                spans_done += m["spans"]
+                files_done += 1
+                if progress:
+                    progress(Progress(f.path, done_bytes, total_bytes, spans_done, files_done,
+                                      len(found), True))
+                continue
+            scratch = cache_mod.begin(entry)
+            pending[f.path] = (f, entry, scratch, _units(f, str(scratch), chunk_spans))
+
+        all_units = [u for *_, units in pending.values() for u in units]
+        parse_bytes = sum(pending[p][0].size_bytes for p in pending)
+        n_workers = workers if workers is not None else (os.cpu_count() or 1)
+        if parse_bytes < POOL_MIN_BYTES and workers is None:
+            n_workers = 1
+        t_parse = time.perf_counter()
+        results: dict[str, list[UnitResult]] = {p: [] for p in pending}
+        for r in _run(all_units, n_workers):
+            f, entry, scratch, units = pending[r.unit.path]
+            results[f.path].append(r)
+            span = (r.unit.end if r.unit.end is not None else f.size_bytes) - r.unit.start
+            done_bytes += span
+            spans_done += r.spans
+            if len(results[f.path]) == len(units):
+                files_done += 1
+                manifests[f.path] = (entry, _commit(f, entry, scratch, results[f.path]), False)
             if progress:
                 progress(Progress(f.path, done_bytes, total_bytes, spans_done, files_done,
-                                  len(found), True))
-            continue
-        scratch = cache_mod.begin(entry)
-        pending[f.path] = (f, entry, scratch, _units(f, str(scratch), chunk_spans))
-
-    all_units = [u for *_, units in pending.values() for u in units]
-    parse_bytes = sum(pending[p][0].size_bytes for p in pending)
-    n_workers = workers if workers is not None else (os.cpu_count() or 1)
-    if parse_bytes < POOL_MIN_BYTES and workers is None:
-        n_workers = 1
-    t_parse = time.perf_counter()
-    results: dict[str, list[UnitResult]] = {p: [] for p in pending}
-    for r in _run(all_units, n_workers):
-        f, entry, scratch, units = pending[r.unit.path]
-        results[f.path].append(r)
-        span = (r.unit.end if r.unit.end is not None else f.size_bytes) - r.unit.start
-        done_bytes += span
-        spans_done += r.spans
-        if len(results[f.path]) == len(units):
-            files_done += 1
-            manifests[f.path] = (entry, _commit(f, entry, scratch, results[f.path]), False)
-        if progress:
-            progress(Progress(f.path, done_bytes, total_bytes, spans_done, files_done,
-                              len(found), False))
-    parse_s = time.perf_counter() - t_parse
+                                  len(found), False))
+        parse_s = time.perf_counter() - t_parse
+    except BaseException:
+        # Interrupted or failed mid-parse: leave no scratch directory behind (a committed
+        # entry's scratch has been renamed away already).
+        for pending_file in pending.values():
+            shutil.rmtree(pending_file[2], ignore_errors=True)
+        if tmp_root is not None:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+        raise
 
     con = _connect(memory_limit, threads, tmp_root or root)
     store = Store(con, [], list(empty_errors))

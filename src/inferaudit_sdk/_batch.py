@@ -26,7 +26,7 @@ from inferaudit_sdk import _active, _tracing, semconv
 from inferaudit_sdk._active import ActiveSpan
 from inferaudit_sdk._exceptions import record_error
 from inferaudit_sdk._guard import guarded, swallow
-from inferaudit_sdk._record import RequestHandle, apply, request_of
+from inferaudit_sdk._record import RequestHandle, SpanHandle, request_of
 from inferaudit_sdk._request import DEFAULT_OPERATION, UNKNOWN_MODEL
 
 # The runtime context's ContextVar set/reset when it is the default one (see _tracing).
@@ -90,25 +90,11 @@ def _member_context(member: Any) -> SpanContext | None:
     return ctx if ctx.is_valid else None
 
 
-class BatchHandle:
-    """What ``with ia.batch(...) as b`` gives: ``b.record(...)`` and ``b.span_context``."""
+class BatchHandle(SpanHandle):
+    """What ``with ia.batch(...) as b`` gives: ``b.record(...)`` (the fields of ``ia.record``
+    plus ``padded_tokens``) and ``b.span_context``."""
 
-    __slots__ = ("_active",)
-
-    def __init__(self, active: ActiveSpan) -> None:
-        self._active = active
-
-    @property
-    def span_context(self) -> Any:
-        return self._active.span.get_span_context()
-
-    @property
-    def is_recording(self) -> bool:
-        return self._active.recording
-
-    def record(self, **fields: Any) -> None:
-        """Same fields as ``ia.record`` (plus ``padded_tokens``), applied to this batch."""
-        apply(self._active, fields)
+    __slots__ = ()
 
 
 _NOOP_BATCH = ActiveSpan(INVALID_SPAN, semconv.ROLE_BATCH, False)

@@ -235,9 +235,9 @@ def record(
     apply(active, fields)
 
 
-class RequestHandle:
-    """A reference to one request span, to link batches to it or record into it later
-    (e.g. from a batcher task). Holds no lock; records after the request ended are ignored."""
+class SpanHandle:
+    """A reference to one audited span that user code may hold: its context and ``record``.
+    Holds no lock; records after the span ended are ignored."""
 
     __slots__ = ("_active",)
 
@@ -246,7 +246,7 @@ class RequestHandle:
 
     @property
     def span_context(self) -> Any:
-        """The request span's ``SpanContext`` (invalid for a sampled-out request)."""
+        """The span's ``SpanContext`` (invalid for a sampled-out span)."""
         return self._active.span.get_span_context()
 
     @property
@@ -254,8 +254,15 @@ class RequestHandle:
         return self._active.recording and not getattr(self._active, "done", False)
 
     def record(self, **fields: Any) -> None:
-        """Same fields as :func:`record`, applied to this request wherever it is called."""
+        """Same fields as :func:`record`, applied to this span wherever it is called."""
         apply(self._active, fields)
+
+
+class RequestHandle(SpanHandle):
+    """A reference to one request span, to link batches to it or record into it later
+    (e.g. from a batcher task)."""
+
+    __slots__ = ()
 
     def __repr__(self) -> str:
         ctx = self.span_context

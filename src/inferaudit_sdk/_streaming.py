@@ -48,7 +48,7 @@ class AuditedGenerator:
         return self
 
     def __next__(self) -> Any:
-        # Same as send(None), written out: one Python frame less per chunk.
+        # _resume(self._gen.__next__) written out: one Python frame less per chunk.
         state = self._state
         if state.done:
             return self._gen.__next__()
@@ -75,39 +75,20 @@ class AuditedGenerator:
         return chunk
 
     def send(self, value: Any) -> Any:
-        state = self._state
-        if state.done:
-            return self._gen.send(value)
-        token = _attach(self._ctx)
-        atoken = _push(state)
-        try:
-            chunk = self._gen.send(value)
-        except StopIteration:
-            _pop(atoken)
-            _detach(token)
-            finish(state, has_result=False)
-            raise
-        except BaseException as exc:
-            _pop(atoken)
-            _detach(token)
-            finish(state, exc=exc)
-            raise
-        _pop(atoken)
-        _detach(token)
-        try:
-            state.on_chunk(chunk)
-        except Exception as fault:
-            swallow("stream.chunk", fault)
-        return chunk
+        return self._resume(self._gen.send, value)
 
     def throw(self, *args: Any) -> Any:
+        return self._resume(self._gen.throw, *args)
+
+    def _resume(self, step: Any, *args: Any) -> Any:
+        """Run one step of the wrapped generator inside the request (what ``__next__`` does)."""
         state = self._state
         if state.done:
-            return self._gen.throw(*args)
+            return step(*args)
         token = _attach(self._ctx)
         atoken = _push(state)
         try:
-            chunk = self._gen.throw(*args)
+            chunk = step(*args)
         except StopIteration:
             _pop(atoken)
             _detach(token)
@@ -207,46 +188,25 @@ class AuditedAsyncGenerator:
         return self
 
     def __anext__(self) -> Any:
-        return self.asend(None)
+        return self._resume(self._agen.asend, None)
 
     async def asend(self, value: Any) -> Any:
-        state = self._state
-        if state.done:
-            return await self._agen.asend(value)
-        if self._loop is None:
-            self._loop = _running_loop()
-        token = _attach(self._ctx)
-        atoken = _push(state)
-        try:
-            chunk = await self._agen.asend(value)
-        except StopAsyncIteration:
-            _pop(atoken)
-            _detach(token)
-            finish(state, has_result=False)
-            raise
-        except BaseException as exc:
-            _pop(atoken)
-            _detach(token)
-            finish(state, exc=exc)
-            raise
-        _pop(atoken)
-        _detach(token)
-        try:
-            state.on_chunk(chunk)
-        except Exception as fault:
-            swallow("stream.chunk", fault)
-        return chunk
+        return await self._resume(self._agen.asend, value)
 
     async def athrow(self, *args: Any) -> Any:
+        return await self._resume(self._agen.athrow, *args)
+
+    async def _resume(self, step: Any, *args: Any) -> Any:
+        """Await one step of the wrapped async generator inside the request."""
         state = self._state
         if state.done:
-            return await self._agen.athrow(*args)
+            return await step(*args)
         if self._loop is None:
             self._loop = _running_loop()
         token = _attach(self._ctx)
         atoken = _push(state)
         try:
-            chunk = await self._agen.athrow(*args)
+            chunk = await step(*args)
         except StopAsyncIteration:
             _pop(atoken)
             _detach(token)

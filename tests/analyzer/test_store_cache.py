@@ -103,3 +103,23 @@ def test_worker_pool_gives_the_same_tables(tmp_path, monkeypatch):
         assert two.stats["workers"] == 2
         assert _digest(two) == want
         assert _count(two, "SELECT count(*) FROM links") == want_links
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_interrupted_parse_leaves_no_scratch_directory(tmp_path, monkeypatch, cache):
+    """Ctrl-C mid-parse: neither the cache's scratch entries nor the no-cache temp dir stay."""
+    write_traces(tmp_path / "in", 600, seed=3, spans_per_file=300)
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch_root))
+
+    def interrupted(units, workers):
+        yield from ()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_mod, "_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store_mod.load_store([tmp_path / "in"], cache=cache)
+    assert list(scratch_root.iterdir()) == []
+    cache_dir = tmp_path / "in" / cache_mod.CACHE_DIR_NAME
+    assert not cache_dir.exists() or list(cache_dir.iterdir()) == []

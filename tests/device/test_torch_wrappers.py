@@ -370,3 +370,19 @@ def test_wrapped_forward_keeps_its_signature_so_generate_passes_position_ids(
         assert tiny_gpt2.generate(prompts, lengths) == plain
     finally:
         uninstrument_model(tiny_gpt2.model)
+
+
+def test_device_follows_a_replaced_parameter():
+    """The cached first parameter is checked against its owner: a tensor swapped in
+    (``load_state_dict(assign=True)``, overwriting conversions) gives the new device."""
+    from inferaudit_sdk.instrumentation.torch import _device_of, _Spec
+
+    lin = torch.nn.Linear(2, 2)
+    spec = _Spec(lin, "m", None, None)
+    assert _device_of(spec) == ("cpu", None)
+    lin.weight = torch.nn.Parameter(torch.empty(2, 2, device="meta"))
+    assert _device_of(spec) == ("meta", None)
+    buffers_only = torch.nn.Module()
+    buffers_only.register_buffer("b", torch.zeros(1, device="meta"))
+    assert _device_of(_Spec(buffers_only, "m", None, None)) == ("meta", None)
+    assert _device_of(_Spec(torch.nn.Module(), "m", None, None)) == ("cpu", None)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from inferaudit_sdk import semconv
+from inferaudit_sdk.instrumentation._intervals import interval_union
 
 # Events kept per device for reuse; beyond this a released event is simply dropped.
 _POOL_MAX_PER_DEVICE = 1024
@@ -231,21 +232,6 @@ def _stream_key(stream: Any) -> Any:
     return key if key is not None else id(stream)
 
 
-def _union_ms(intervals: list[tuple[float, float]]) -> float:
-    total = 0.0
-    end = None
-    for lo, hi in sorted(intervals):
-        if hi <= lo:
-            continue
-        if end is None or lo > end:
-            total += hi - lo
-            end = hi
-        elif hi > end:
-            total += hi - end
-            end = hi
-    return total
-
-
 class _CudaTiming:
     __slots__ = (
         "_backend", "_closed", "_end", "_main_key", "_open", "_seen", "_start", "_t0",
@@ -328,7 +314,8 @@ class _CudaTiming:
                 same.append((ref.elapsed_time(start), ref.elapsed_time(end)))
             else:  # events on different devices cannot be compared: add that device's time
                 other_ms += max(start.elapsed_time(end), 0.0)
-        device_ms = _union_ms(same) + other_ms
+        covered = interval_union(same)
+        device_ms = (covered[0] if covered else 0.0) + other_ms
         self._release()
         out = {
             semconv.DEVICE_TIME_NS: round(device_ms * 1e6),

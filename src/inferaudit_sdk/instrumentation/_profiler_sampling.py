@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from inferaudit_sdk import semconv
+from inferaudit_sdk.instrumentation._intervals import interval_union
 
 PROFILES_DIR = "profiles"
 TOP_KERNELS = 5
@@ -129,24 +130,6 @@ def export(prof: Any, trace_dir: str | os.PathLike[str], span_id_hex: str) -> tu
     return rel, summary
 
 
-def _union_ns(intervals: list[tuple[int, int]]) -> tuple[int, int, int]:
-    """(busy ns, first start, last end) of a set of [start, end) intervals."""
-    busy = 0
-    first = last = None
-    end = None
-    for lo, hi in sorted(intervals):
-        if first is None:
-            first = lo
-        if end is None or lo > end:
-            busy += hi - lo
-            end = hi
-        elif hi > end:
-            busy += hi - end
-            end = hi
-        last = end
-    return busy, first or 0, last or 0
-
-
 def _self_times(ops: list[tuple[int, int, str]]) -> tuple[dict[str, int], list[tuple[int, int]]]:
     """Self time per op name, and top-level intervals, for nested ops of one thread."""
     self_ns: dict[str, int] = defaultdict(int)
@@ -211,7 +194,7 @@ def summarize_chrome_trace(trace: dict[str, Any], top_k: int = TOP_KERNELS) -> d
         basis = BASIS_KERNEL
         by_name = kernels
         count = kernel_count
-        busy_ns, first, last = _union_ns(busy)
+        busy_ns, first, last = interval_union(busy) or (0, 0, 0)
         gap_ns = max(last - first - busy_ns, 0)
     else:
         basis = BASIS_CPU_OP
@@ -223,7 +206,7 @@ def summarize_chrome_trace(trace: dict[str, Any], top_k: int = TOP_KERNELS) -> d
             self_ns, top = _self_times(ops)
             for name, ns in self_ns.items():
                 by_name[name] += ns
-            t_busy, first, last = _union_ns(top)
+            t_busy, first, last = interval_union(top) or (0, 0, 0)
             gap_ns += max(last - first - t_busy, 0)
     ranked = sorted(by_name.items(), key=lambda kv: kv[1], reverse=True)[:top_k]
     return {

@@ -128,22 +128,32 @@ def _model_name(module: Any) -> str:
     return str(name) if name else type(module).__name__
 
 
+def _first_tensor(module: Any) -> tuple[dict[str, Any], str, Any] | None:
+    """(owning dict, name, tensor) of the module's first parameter, else its first buffer."""
+    for slot in ("_parameters", "_buffers"):
+        for mod in module.modules():
+            owner = getattr(mod, slot, None) or {}
+            for name, tensor in owner.items():
+                if tensor is not None:
+                    return owner, name, tensor
+    return None
+
+
 def _device_of(spec: _Spec) -> tuple[str, int | None]:
-    """The module's device, from its first parameter (or buffer). The tensor is cached:
-    ``module.to(...)`` moves parameters in place, so its ``.device`` stays current."""
-    p = spec.param
-    if p is None:
-        module = spec.module
-        for params in (module.parameters, module.buffers):
-            try:
-                p = next(params(), None)
-            except Exception:
-                p = None
-            if p is not None:
-                spec.param = p
-                break
-        else:
+    """The module's device, from its first parameter (or buffer). The tensor is cached with
+    the dict that owns it: ``module.to(...)`` moves it in place (its ``.device`` stays
+    current), and a replaced tensor (``load_state_dict(assign=True)``, overwriting
+    conversions) is noticed by one dict lookup and looked up again."""
+    ref = spec.param
+    if ref is None or ref[0].get(ref[1]) is not ref[2]:
+        try:
+            ref = _first_tensor(spec.module)
+        except Exception:
+            ref = None
+        spec.param = ref
+        if ref is None:
             return "cpu", None
+    p = ref[2]
     if p.is_cpu:  # a C-level flag: reading .device builds a torch.device object
         return "cpu", None
     dev = p.device
