@@ -204,8 +204,7 @@ def _analyze(con: Any, params: AnalyzeParams, kineto_paths: Iterable[str],
             findings += list(rep.findings)
             kineto_ids = {f.id for f in rep.findings}
             for e in rep.errors:
-                errors.append({"file": str(e).split(":", 1)[0], "position": None,
-                               "message": str(e)})
+                errors.append({"file": e.path, "position": e.position, "message": str(e)})
     findings = sort_findings(findings)
 
     signals = bn.Signals(

@@ -67,7 +67,8 @@ def test_truncated_gzip_names_file_and_position(tmp_path: Path) -> None:
     msg = str(exc.value)
     assert str(p) in msg
     assert "truncated or corrupt" in msg
-    assert "characters of JSON" in msg
+    assert exc.value.path == str(p) and exc.value.position is not None
+    assert f"at character {exc.value.position}:" in msg
 
 
 def test_truncated_plain_json_names_character(tmp_path: Path) -> None:
@@ -110,7 +111,8 @@ def test_bad_file_does_not_lose_the_good_one(tmp_path: Path) -> None:
     bad.write_bytes(gzip.compress(json.dumps(_doc(500)).encode())[:200])
     report = analyze_kineto([good, bad])
     assert len(report.files) == 1 and report.files[0].gpu_ops == 5
-    assert len(report.errors) == 1 and str(bad) in report.errors[0]
+    assert len(report.errors) == 1 and report.errors[0].path == str(bad)
+    assert str(bad) in str(report.errors[0])
     assert any(f.id == "kineto_trace_unreadable" for f in report.findings)
     with pytest.raises(KinetoTraceError):
         analyze_kineto([good, bad], strict=True)

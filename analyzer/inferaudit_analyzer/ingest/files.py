@@ -52,17 +52,25 @@ class InputNotFound(FileNotFoundError):
     """A path or glob the user gave matched no file."""
 
 
-def _sniff(path: str) -> tuple[str, str]:
+def compression_of(head: bytes) -> str:
+    """``gzip``, ``zstd`` or ``none`` from a file's first four bytes: by content, not name."""
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if head == _ZSTD_MAGIC:
+        return "zstd"
+    return "none"
+
+
+def _head(path: str | os.PathLike[str]) -> bytes:
     with open(path, "rb") as f:
-        head = f.read(4)
+        return f.read(4)
+
+
+def _sniff(path: str) -> tuple[str, str]:
+    head = _head(path)
     if not head:
         return "none", "empty"
-    if head.startswith(_GZIP_MAGIC):
-        compression = "gzip"
-    elif head == _ZSTD_MAGIC:
-        compression = "zstd"
-    else:
-        compression = "none"
+    compression = compression_of(head)
     return compression, _format_of(path, compression, head)
 
 
@@ -146,6 +154,11 @@ def open_stream(path: str, compression: str) -> BinaryIO:
         reader = _zstd.ZstdDecompressor().stream_reader(raw, closefd=True)
         return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
     return raw
+
+
+def open_decompressed(path: str | os.PathLike[str]) -> BinaryIO:
+    """:func:`open_stream` with the codec chosen by the file's magic bytes."""
+    return open_stream(str(path), compression_of(_head(path)))
 
 
 @dataclass

@@ -30,6 +30,9 @@ from .idle import KERNEL_WAIT_THRESHOLD_NS, LONG_HOST_WAIT_NS
 from .kernels import MIN_ELEMENTWISE_CHAIN
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .load import KinetoTraceError
     from .summary import TraceSummary
 
 __all__ = [
@@ -91,7 +94,7 @@ def _r(x: float) -> float:
 
 def kineto_findings(
     s: TraceSummary | None,
-    errors: list[str] | tuple[str, ...] = (),
+    errors: Sequence[KinetoTraceError] = (),
     *,
     phase: str | None = None,
     memory_utilization_ratio: float | None = None,
@@ -105,9 +108,9 @@ def kineto_findings(
                 title="A profiler trace could not be read; its kernels are missing",
                 severity="low",
                 layer="coverage",
-                evidence={"error": err},
+                evidence={"error": str(err)},
                 detail="The file is truncated, corrupt or not a Kineto trace.",
-                scope={"profile": err.split(":", 1)[0]},
+                scope={"profile": err.path},
             )
         )
     if s is None:

@@ -14,18 +14,16 @@ Compression is detected from magic bytes, not the suffix: gzip (``1f 8b``) and z
 from __future__ import annotations
 
 import codecs
-import gzip
 import json
 import re
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from inferaudit_analyzer.ingest import files
+
 __all__ = ["KinetoTraceError", "TraceStream", "open_binary"]
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK_BYTES = 1 << 20  # 1 MiB of compressed input per read
 # No single trace event is this large; past it a value that will not decode is corrupt, and we
 # stop instead of pulling the rest of the file into the buffer.
@@ -37,36 +35,23 @@ _DECODER = json.JSONDecoder()
 class KinetoTraceError(ValueError):
     """A trace file is missing, truncated, corrupt or not a Kineto trace.
 
-    The message names the file and, where known, the character offset in the decoded JSON.
+    The message names the file and, where known, the character offset in the decoded JSON;
+    both are also attributes (``path``, ``position``), so callers need not parse the message.
     """
+
+    def __init__(self, path: str | Path, what: str, position: int | None = None) -> None:
+        where = f"{path}" if position is None else f"{path}: at character {position}"
+        super().__init__(f"{where}: {what}")
+        self.path = str(path)
+        self.position = position
 
 
 def open_binary(path: Path) -> BinaryIO:
     """Open ``path`` as a decompressed binary stream, choosing the codec by magic bytes."""
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, closed by TraceStream
+        return files.open_decompressed(path)
     except OSError as exc:
-        raise KinetoTraceError(f"{path}: cannot open trace: {exc}") from exc
-    head = raw.read(4)
-    raw.seek(0)
-    if head.startswith(_GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    if head == _ZSTD_MAGIC:
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)  # type: ignore[return-value]
-    return raw
-
-
-def _codec_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [EOFError, OSError, zlib.error, gzip.BadGzipFile]
-    try:
-        import zstandard
-
-        errors.append(zstandard.ZstdError)
-    except ImportError:  # pragma: no cover - zstandard is a dependency
-        pass
-    return tuple(errors)
+        raise KinetoTraceError(path, f"cannot open trace: {exc}") from exc
 
 
 class TraceStream:
@@ -88,15 +73,11 @@ class TraceStream:
         self._text: Any = None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._chunk = _CHUNK_BYTES
-        self._codec_errors = _codec_errors()
 
     # ----------------------------------------------------------------------------------------
     # buffer management
-    def _where(self) -> str:
-        return f"{self.path}: at character {self._base + self._pos}"
-
     def _fail(self, what: str) -> KinetoTraceError:
-        return KinetoTraceError(f"{self._where()}: {what}")
+        return KinetoTraceError(self.path, what, self._base + self._pos)
 
     def _refill(self) -> bool:
         """Append more decoded text; False at end of input."""
@@ -105,11 +86,10 @@ class TraceStream:
         assert self._binary is not None
         try:
             data = self._binary.read(self._chunk)
-        except self._codec_errors as exc:
+        except files.DECOMPRESS_ERRORS as exc:
             raise KinetoTraceError(
-                f"{self.path}: truncated or corrupt compressed stream after "
-                f"{self._base + len(self._buf)} characters of JSON: {exc}"
-            ) from exc
+                self.path, f"truncated or corrupt compressed stream: {exc}",
+                self._base + len(self._buf)) from exc
         if self._pos:
             self._base += self._pos
             self._buf = self._buf[self._pos :]
@@ -154,10 +134,8 @@ class TraceStream:
                     if grown > 4:  # one huge value: read in bigger steps, stay O(n)
                         self._chunk *= 2
                     continue
-                raise KinetoTraceError(
-                    f"{self.path}: invalid or truncated JSON at character "
-                    f"{self._base + exc.pos}: {exc.msg}"
-                ) from exc
+                raise KinetoTraceError(self.path, f"invalid or truncated JSON: {exc.msg}",
+                                       self._base + exc.pos) from exc
             # A number (or the value itself) ending exactly at the buffer end may continue
             # in the next chunk: read more and decode again.
             if end >= len(self._buf) and self._refill():
@@ -191,7 +169,7 @@ class TraceStream:
                     if self._expect(",}") == "}":
                         break
             if not saw_events:
-                raise KinetoTraceError(f"{self.path}: not a Kineto trace: no 'traceEvents' key")
+                raise KinetoTraceError(self.path, "not a Kineto trace: no 'traceEvents' key")
         finally:
             self._binary.close()
 

@@ -158,13 +158,13 @@ class KinetoReport:
     files: tuple[TraceSummary, ...]
     aggregate: TraceSummary | None
     findings: tuple[Finding, ...]
-    errors: tuple[str, ...] = field(default_factory=tuple)
+    errors: tuple[KinetoTraceError, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, object]:
         body: dict[str, object] = self.aggregate.to_json() if self.aggregate else {}
         body.pop("source", None)
         body["files"] = [f.to_json() for f in self.files]
-        body["errors"] = list(self.errors)
+        body["errors"] = [str(e) for e in self.errors]
         body["thresholds"] = {
             "kernel_wait_threshold_ns": KERNEL_WAIT_THRESHOLD_NS,
             "launch_delay_cutoff_ns": LAUNCH_DELAY_CUTOFF_NS,
@@ -218,14 +218,14 @@ def analyze_kineto(
         files.extend(find_trace_files(p) if p.is_dir() else [p])
     parts: list[TraceEvents] = []
     summaries: list[TraceSummary] = []
-    errors: list[str] = []
+    errors: list[KinetoTraceError] = []
     for path in files:
         try:
             ev = read_events(path, file_index=len(parts))
         except KinetoTraceError as exc:
             if strict:
                 raise
-            errors.append(str(exc))
+            errors.append(exc)
             continue
         parts.append(ev)
         summaries.append(summarise(ev, str(path)))

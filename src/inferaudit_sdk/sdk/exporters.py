@@ -100,16 +100,25 @@ class RotatingLineWriter:
                 raise
             self._size = start + len(line)
 
-    def flush(self) -> None:
-        """fsync the current file (the data is already in the kernel: writes are unbuffered)."""
+    def flush(self) -> bool:
+        """fsync the current file (the data is already in the kernel: writes are unbuffered);
+        False if that failed, as an exporter's ``force_flush`` reports it."""
         with self._lock:
-            if self._fd is not None:
-                os.fsync(self._fd)
+            try:
+                if self._fd is not None:
+                    os.fsync(self._fd)
+            except OSError:
+                return False
+        return True
 
     def close(self) -> None:
+        """Close for good; a failure is logged, not raised (exporter shutdown must not)."""
         with self._lock:
-            self._close_current()
             self._closed = True
+            try:
+                self._close_current()
+            except OSError:
+                _logger.warning("inferaudit: file sink could not close %s", self._path)
 
     def _open_next(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -157,17 +166,10 @@ class FileSpanExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        try:
-            self.writer.flush()
-        except OSError:
-            return False
-        return True
+        return self.writer.flush()
 
     def shutdown(self) -> None:
-        try:
-            self.writer.close()
-        except OSError:
-            _logger.warning("inferaudit: file sink could not close %s", self.writer.path)
+        self.writer.close()
 
 
 class FileMetricExporter(MetricExporter):
@@ -195,17 +197,10 @@ class FileMetricExporter(MetricExporter):
         return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        try:
-            self.writer.flush()
-        except OSError:
-            return False
-        return True
+        return self.writer.flush()
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        try:
-            self.writer.close()
-        except OSError:
-            _logger.warning("inferaudit: file sink could not close %s", self.writer.path)
+        self.writer.close()
 
 
 # ---------------------------------------------------------------------------------------------
