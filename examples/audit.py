@@ -100,10 +100,9 @@ def hindsight_replay(seq_trace_dir: str | Path, bat_trace_dir: str | Path, max_b
     them (``service_level_ratio``; 1.0: the host ran the work at the audited speed). Both are
     read after the fact, for diagnosis; neither feeds the projection."""
     from inferaudit_analyzer.roi.data import observe
-    from inferaudit_analyzer.roi.fit import fit_curve
+    from inferaudit_analyzer.roi.fit import curve_from_json, fit_curve, predict_calls
     from inferaudit_analyzer.roi.project import Scenario, replay
     from inferaudit_analyzer.roi.roadmap import POINT_DRAWS
-    from inferaudit_analyzer.roi.simulate import ServiceCurve
     from inferaudit_analyzer.store import load_store
     from inferaudit_analyzer.views import create_views
 
@@ -124,15 +123,7 @@ def hindsight_replay(seq_trace_dir: str | Path, bat_trace_dir: str | Path, max_b
     order = np.argsort(bat.arrival_ns, kind="stable")
     level = None
     if projected_fit and projected_fit.get("coefficients_ns") and len(bat.calls):
-        c = projected_fit["coefficients_ns"]
-        proj = ServiceCurve(c["fixed_ns"], c["prefill_ns_per_token"], c["step_ns"],
-                            c["step_ns_per_seq"])
-        k = bat.calls
-        pred = np.array([proj.call_ns(int(b), i, o) for b, i, o in
-                         zip(k.batch, k.in_tokens, k.out_tokens, strict=True)])
-        if bat.calls.idle is not None:
-            pred = pred * np.where(bat.calls.idle, projected_fit.get("idle_start_factor") or 1.0,
-                                   1.0)
+        pred = predict_calls(curve_from_json(projected_fit), bat.calls)
         level = float(bat.calls.duration_ns.sum() / max(pred.sum(), 1.0))
     return {"replayed_p95_ms": rep.p(0.95) / 1e6,
             "service_level_ratio": level,

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from inferaudit_analyzer.report.svg import PALETTE, Chart, empty
+from inferaudit_analyzer.roi.fit import curve_from_json
 
 PLOT_NAMES = ("latency_cdf", "utilization_over_time", "batch_size_histogram", "cost_waterfall",
               "service_curve")
@@ -115,8 +116,7 @@ def service_curve(report: dict[str, Any]) -> str:
     pts = roi.get("fit_points") or []
     fit = roi.get("fit") or {}
     title = "Service time per model call: fitted curve over measured points"
-    coef = fit.get("coefficients_ns")
-    if not pts or not coef:
+    if not pts or not fit.get("coefficients_ns"):
         return empty("service_curve", title, "no model calls to fit")
     outs = [p["out_tokens"] for p in pts]
     ins = [p["in_tokens"] for p in pts]
@@ -126,13 +126,13 @@ def service_curve(report: dict[str, Any]) -> str:
               "call time (ms)", (0.0, x1), (0.0, max(ys) * 1.1))
     batches = sorted({int(p["batch"]) for p in pts})
     med_in = float(np.median(ins))
+    curve = curve_from_json(fit)
     for i, b in enumerate(batches[:6]):
         sel = [j for j, p in enumerate(pts) if int(p["batch"]) == b]
         color = PALETTE[i % len(PALETTE)]
         c.points([outs[j] for j in sel], [ys[j] for j in sel], color, f"measured b={b}")
         xs = np.linspace(0.0, x1, 30)
-        fy = [(coef["fixed_ns"] + coef["prefill_ns_per_token"] * b * med_in
-               + x * (coef["step_ns"] + coef["step_ns_per_seq"] * b)) / 1e6 for x in xs]
+        fy = [curve.call_ns(b, med_in, x) / 1e6 for x in xs]
         c.line(list(xs), fy, color, None, 1.5)
     c.text(0.0, max(ys) * 1.05, f"lines: fit at median input {med_in:.0f} tokens; "
            f"R2 {fit.get('r2') if fit.get('r2') is None else round(fit['r2'], 3)}", "start")

@@ -253,12 +253,25 @@ def _local_pred(curve: ServiceCurve, pts: CallPoints) -> np.ndarray:
     return (a @ nnls(a, pts.duration_ns / w)) * w
 
 
-def _span_pred(curve: ServiceCurve, pts: CallPoints) -> np.ndarray:
+def predict_calls(curve: ServiceCurve, pts: CallPoints) -> np.ndarray:
     """Predicted duration of each measured call, idle-start factor included."""
     pred = _predict(curve, pts)
     if pts.idle is not None and curve.idle_factor != 1.0:
         pred = pred * np.where(pts.idle, curve.idle_factor, 1.0)
     return pred
+
+
+def curve_from_json(fit_json: dict[str, Any]) -> ServiceCurve:
+    """The curve a report's ``roi.fit`` (:meth:`Fit.to_json`) describes: its coefficients and
+    idle-start factor (the noise factors are not in the JSON).
+
+    Raises:
+        KeyError: a coefficient is missing.
+    """
+    c = fit_json["coefficients_ns"]
+    return ServiceCurve(float(c["fixed_ns"]), float(c["prefill_ns_per_token"]),
+                        float(c["step_ns"]), float(c["step_ns_per_seq"]),
+                        idle_factor=float(fit_json.get("idle_start_factor") or 1.0))
 
 
 def _curve_of(coef: np.ndarray) -> ServiceCurve:
@@ -307,7 +320,7 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
                 "total swept-predicted time): the sweep's shape, the server's level")
             curve, n_idle = _with_idle(curve, spans, idle_factor)
             assumptions += _idle_note(curve, n_idle, idle_factor is not None)
-            span_good = goodness(_span_pred(curve, spans), spans.duration_ns)
+            span_good = goodness(predict_calls(curve, spans), spans.duration_ns)
             curve = curve.with_noise(spans.duration_ns, _local_pred(curve, spans))
             if keep_residuals:
                 res = _residuals(curve, replace(calibration, duration_ns=calibration.duration_ns
@@ -347,8 +360,8 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
             "a measurement; run `inferaudit calibrate` to pin it")
     curve, n_idle = _with_idle(curve, spans, idle_factor)
     assumptions += _idle_note(curve, n_idle, idle_factor is not None)
-    good = goodness(_span_pred(curve, spans), spans.duration_ns)
-    curve = curve.with_noise(spans.duration_ns, _span_pred(curve, spans))
+    good = goodness(predict_calls(curve, spans), spans.duration_ns)
+    curve = curve.with_noise(spans.duration_ns, predict_calls(curve, spans))
     res = _residuals(curve, spans, "spans") if keep_residuals else []
     return Fit(curve, source, len(spans), seen, good, None, None, tuple(assumptions), tuple(res),
                n_idle)
