@@ -204,7 +204,8 @@ def _analyze(con: Any, params: AnalyzeParams, kineto_paths: Iterable[str],
             findings += list(rep.findings)
             kineto_ids = {f.id for f in rep.findings}
             for e in rep.errors:
-                errors.append({"file": e.path, "position": e.position, "message": str(e)})
+                errors.append({"file": e.path, "message": str(e), "position": (
+                    None if e.position is None else f"character {e.position}")})
     findings = sort_findings(findings)
 
     signals = bn.Signals(

@@ -386,3 +386,34 @@ def test_device_follows_a_replaced_parameter():
     buffers_only.register_buffer("b", torch.zeros(1, device="meta"))
     assert _device_of(_Spec(buffers_only, "m", None, None)) == ("meta", None)
     assert _device_of(_Spec(torch.nn.Module(), "m", None, None)) == ("cpu", None)
+
+
+@pytest.mark.parametrize("how", ["compile_then_call", "module_compile"])
+def test_torch_compile_keeps_the_batch_span_and_still_compiles_the_forward(spans, config, mlp,
+                                                                           how):
+    """Dynamo must not trace our bookkeeping (it recursed without end): the entry runs eagerly
+    while the model's own forward is handed to the compiler backend."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    instrument_model(mlp, model="mlp")
+    try:
+        x = torch.randn(4, 16)
+        want = type(mlp).forward(mlp, x)
+        if how == "module_compile":
+            mlp.compile(backend=backend)
+            run = mlp
+        else:
+            run = torch.compile(mlp, backend=backend)
+        with torch.no_grad():
+            got = [run(x), run(x)]
+    finally:
+        uninstrument_model(mlp)
+        torch._dynamo.reset()
+    assert all(torch.allclose(g, want) for g in got)
+    assert graphs, "the model's forward was not compiled"
+    batch = role(spans, semconv.ROLE_BATCH)
+    assert len(batch) == 2 and all(s.attributes[semconv.BATCH_SIZE] == 4 for s in batch)

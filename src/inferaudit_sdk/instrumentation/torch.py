@@ -365,12 +365,13 @@ def _out_tokens(result: Any, inputs: CallInputs, eos: Any, enc_dec: bool) -> dic
     return {} if n is None else {semconv.BATCH_OUTPUT_TOKENS: n}
 
 
-def _run(spec: _Spec, wrapped: Any, args: Any, kwargs: Any, is_generate: bool) -> Any:
+def _run(spec: _Spec, wrapped: Any, args: Any, kwargs: Any, is_generate: bool,
+         begin: Any = _begin, end: Any = _end) -> Any:
     # guarded() spelled out: one Python frame less each, on every model call.
     if _CALL.get() is not None:  # nested inside an instrumented call: measured there
         return wrapped(*args, **kwargs)
     try:
-        call = _begin(spec, args, kwargs, is_generate)
+        call = begin(spec, args, kwargs, is_generate)
     except Exception as fault:
         swallow("torch.begin", fault)
         call = None
@@ -380,15 +381,51 @@ def _run(spec: _Spec, wrapped: Any, args: Any, kwargs: Any, is_generate: bool) -
         result = wrapped(*args, **kwargs)
     except BaseException as exc:
         try:
-            _end(call, None, exc)
+            end(call, None, exc)
         except Exception as fault:
             swallow("torch.end", fault)
         raise
     try:
-        _end(call, result, None)
+        end(call, result, None)
     except Exception as fault:
         swallow("torch.end", fault)
     return result
+
+
+# torch.compile traces whatever forward it is given, ours included. Traced, our bookkeeping
+# breaks (ContextVars, clocks and OpenTelemetry are not traceable) and the original method is
+# resolved to the entry itself, which then calls itself without end. So while dynamo traces an
+# entry, the entry's work runs in frames dynamo skips, eagerly; the model's own forward, called
+# from there, is still compiled. Set once torch is loaded (instrument_model).
+_is_compiling: Any = None
+_entry_under_compile: Any = None
+
+
+def _prepare_for_compile() -> None:
+    global _is_compiling, _entry_under_compile
+    if _is_compiling is not None:
+        return
+    import torch
+
+    compiler = getattr(torch, "compiler", None)
+    disable = getattr(compiler, "disable", None)
+    is_compiling = getattr(compiler, "is_compiling", None)
+    if disable is None or is_compiling is None:  # an older torch: nothing traces into us
+        _is_compiling = bool
+        return
+    run = disable(_run, recursive=False)
+    begin, end = disable(_begin), disable(_end)
+
+    def entry_under_compile(self: Any, name: str, is_generate: bool, args: Any,
+                            kwargs: Any) -> Any:
+        spec = self.__dict__.get(_SPEC)
+        target = _original(self, spec, name)
+        if spec is None:
+            return target(*args, **kwargs)
+        return run(spec, target, args, kwargs, is_generate, begin, end)
+
+    _entry_under_compile = disable(entry_under_compile, recursive=False)
+    _is_compiling = is_compiling
 
 
 def _global_generate(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -414,6 +451,8 @@ def _make_entry(name: str) -> Any:
     is_generate = name == "generate"
 
     def entry(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if _is_compiling is not None and _is_compiling():  # torch.compile is tracing this
+            return _entry_under_compile(self, name, is_generate, args, kwargs)
         spec = self.__dict__.get(_SPEC)
         target = _original(self, spec, name)
         if spec is None:
@@ -479,6 +518,7 @@ def instrument_model(
     """
     if getattr(module, _MARK, None) is not None:
         return module
+    guarded("torch.compile_guard", _prepare_for_compile)
     spec = _Spec(module, model, operation, backend)
     names = ["forward"]
     if generate and callable(getattr(module, "generate", None)):
