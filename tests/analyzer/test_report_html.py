@@ -132,3 +132,14 @@ def test_projection_check_section_when_validated(report) -> None:
     assert "id='validation'" in html and "+7.5%" in html
     assert "## Projection check: continuous_batching" in md and "+7.5%" in md
     assert "id='validation'" not in render_html(report)
+
+
+def test_roi_warnings_are_shown_beside_the_roadmap(report) -> None:
+    assert report["roi"]["warnings"] == []  # the fixture's replay reproduces its p95
+    rep = dict(report)
+    rep["roi"] = {**report["roi"], "warnings": ["replay misses <today> by +140%"]}
+    html, md = render_html(rep), render_markdown(rep)
+    assert "class='warn'>replay misses &lt;today&gt; by +140%" in html
+    assert "> **Caution:** replay misses <today> by +140%" in md
+    assert "class='warn'" not in render_html(report)
+    assert f"/{4}" in md and "/5" not in md.split("## Ranked roadmap")[1].split("##")[0]

@@ -38,6 +38,20 @@ def test_requests_without_batch_spans_still_give_a_curve() -> None:
     assert any("L4" in a for a in roi["fit"]["assumptions"])
 
 
+def test_overlapping_requests_without_batch_spans_are_not_projected() -> None:
+    """A continuous-batching server traced by request spans alone (e.g. vLLM's): replaying its
+    requests one at a time would be off by orders of magnitude, so no roadmap, and a reason."""
+    db = FixtureDb()
+    db.resource(1, gpu_model="NVIDIA L4", gpu_count=1, service_name="svc")
+    for i in range(60):
+        start = T0 + i * 20 * MS  # a new request every 20 ms, each served for ~200 ms
+        db.request(start, start + (200 + i % 7) * MS, input_tokens=50 + i,
+                   output_tokens=40 + i % 5, role=None, operation="chat")
+    rep = analyze_connection(db.con)
+    roi = roi_section(db.con, rep, Knobs(), bootstrap=0)
+    assert "overlap" in roi["error"] and "roadmap" not in roi
+
+
 def test_empty_store_says_why_nothing_is_projected() -> None:
     db = FixtureDb()
     rep = analyze_connection(db.con)

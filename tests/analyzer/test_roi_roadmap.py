@@ -82,9 +82,11 @@ def test_replica_sizing_is_the_smallest_count_meeting_the_slo() -> None:
 
 
 def test_bill_saving_only_when_replicas_fall() -> None:
-    assert saving_kind(1.0, 0.5, 1.0, 0.5) == "bill"
-    assert saving_kind(1.0, 1.0, 1.0, 0.5) == "capacity"
-    assert saving_kind(1.0, 1.0, 1.0, 1.0) == "none"
+    assert saving_kind(2, 1, 1.0, 0.5, 1.0, 0.5) == "bill"
+    assert saving_kind(1, 1, 1.0, 1.0, 1.0, 0.5) == "capacity"
+    assert saving_kind(1, 1, 1.0, 1.0, 1.0, 1.0) == "none"
+    # same replicas, shorter replayed window (a backlog cleared sooner): not the invoice
+    assert saving_kind(1, 1, 1.0, 0.9, 1.0, 0.5) == "capacity"
 
 
 def test_batching_on_many_replicas_saves_on_the_bill() -> None:

@@ -38,6 +38,18 @@ def num(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+RISK_SCALE_MAX = 4  # interventions score integration risk 1 (low) .. 4 (high)
+
+
+def risk(item: dict[str, Any]) -> str:
+    return f"{item['risk']['score']}/{RISK_SCALE_MAX}"
+
+
+def roi_warnings(report: dict[str, Any]) -> list[str]:
+    """What makes the report's projections less trustworthy than their intervals say."""
+    return list((report.get("roi") or {}).get("warnings") or [])
+
+
 def decided_rows(bottleneck: dict[str, Any]) -> list[tuple[str, str]]:
     """(fingerprint, "value op threshold") for each signal that decided the verdict."""
     rows = []
@@ -76,7 +88,7 @@ def executive_summary(report: dict[str, Any]) -> list[str]:
         top = road[0]
         p = top.get("projected") or {}
         lines.append(
-            f"Top intervention: {top.get('title')} (risk {top['risk']['score']}/5): projected p95 "
+            f"Top intervention: {top.get('title')} (risk {risk(top)}): projected p95 "
             f"{ms((p.get('latency_ms') or {}).get('p95'))}, cost per request "
             f"{usd(p.get('cost_per_request_usd'))} (bill) / "
             f"{usd(p.get('busy_cost_per_request_usd'))} (busy floor); saving kind: "
@@ -137,7 +149,7 @@ def roadmap_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
         iv = r.get("interval")
         rows.append((
             str(r["rank"]), f"{r['intervention']}: {r.get('title')}",
-            ", ".join(r.get("evidence") or []), f"{r['risk']['score']}/5",
+            ", ".join(r.get("evidence") or []), risk(r),
             r["effort"]["class"], usd(p.get("cost_per_request_usd")),
             interval(iv, "cost_per_request_usd"), usd(p.get("busy_cost_per_request_usd")),
             ms((p.get("latency_ms") or {}).get("p95")), interval(iv, "latency_ms_p95", ms),

@@ -22,7 +22,8 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
 td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
 th{background:#f3f3f3}.sev-high{color:#b00020;font-weight:bold}.sev-medium{color:#b36b00}
 .sev-low{color:#555}.plots{display:flex;flex-wrap:wrap;gap:1em}.plot{border:1px solid #eee}
-.note{color:#555;font-size:.9em}code{background:#f6f6f6;padding:0 .2em}
+.note{color:#555;font-size:.9em}.warn{color:#8a4b00;font-weight:600}
+code{background:#f6f6f6;padding:0 .2em}
 details{margin:.3em 0}summary{cursor:pointer}
 """
 
@@ -58,7 +59,8 @@ def _roadmap(report: dict[str, Any]) -> str:
     roi = report.get("roi") or {}
     if not road:
         return f"<p>{escape(roi.get('error') or 'No intervention has evidence in this input.')}</p>"
-    parts = [_table(f.ROADMAP_HEADER, f.roadmap_rows(report)),
+    warn = "".join(f"<p class='warn'>{escape(w)}</p>" for w in f.roi_warnings(report))
+    parts = [warn, _table(f.ROADMAP_HEADER, f.roadmap_rows(report)),
              f"<p class='note'>Rank rule: {escape(roi.get('rank_rule', ''))}. Bill = window hours "
              "x replicas x $/replica-hour / requests; it only falls when fewer replicas carry the "
              "load within the SLO (saving kind <b>bill</b>); otherwise freed device time is "
@@ -70,7 +72,7 @@ def _roadmap(report: dict[str, Any]) -> str:
         parts.append(
             f"<details><summary>#{r['rank']} <code>{escape(r['intervention'])}</code> "
             f"{escape(r.get('title', ''))}</summary><p>Parameters: <code>{params}</code></p>"
-            f"<p>Risk {r['risk']['score']}/5:</p><ul>{risks}</ul>"
+            f"<p>Risk {f.risk(r)}:</p><ul>{risks}</ul>"
             f"<p>Assumptions:</p><ul>{assumptions}</ul></details>")
     swap = roi.get("avoided_model_swap") or {}
     if swap:

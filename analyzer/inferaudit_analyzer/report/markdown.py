@@ -39,11 +39,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     road = report.get("roadmap") or []
     roi = report.get("roi") or {}
     if road:
+        lines += [f"> **Caution:** {w}" for w in f.roi_warnings(report)]
         lines += _table(f.ROADMAP_HEADER, f.roadmap_rows(report))
         lines += ["", f"Rank rule: {roi.get('rank_rule', '')}.", ""]
         for r in road:
             lines += [f"### #{r['rank']} `{r['intervention']}`: {r.get('title')}", "",
-                      f"Parameters: `{r.get('params')}`", "", f"Risk {r['risk']['score']}/5:"]
+                      f"Parameters: `{r.get('params')}`", "", f"Risk {f.risk(r)}:"]
             lines += [f"- {x}" for x in r["risk"]["reasons"]]
             lines += ["", "Assumptions:"] + [f"- {a}" for a in r.get("assumptions") or []] + [""]
         swap = roi.get("avoided_model_swap") or {}

@@ -71,6 +71,17 @@ class Observed:
     call_model: np.ndarray
     call_gap_ns: float = 0.0  # median worker time between back-to-back calls (see call_gap)
     call_gap_samples: int = 0
+    calls_from_requests: bool = False  # no batch spans: each request stood in as its own call
+
+    def overlap_share(self) -> float:
+        """Share of requests that arrive while an earlier one is still being served."""
+        if self.n < 2:
+            return 0.0
+        order = np.argsort(self.arrival_ns, kind="stable")
+        start = self.arrival_ns[order]
+        end = start + self.latency_ns[order]
+        running_end = np.maximum.accumulate(end)
+        return float(np.mean(start[1:] < running_end[:-1]))
 
     def workload(self, mask: np.ndarray | None = None) -> Workload:
         m = np.ones(self.arrival_ns.size, dtype=bool) if mask is None else mask
@@ -153,7 +164,8 @@ def observe(con: Any) -> Observed:
         (r[8] / max(r[3], 1) if r[8] is not None else np.nan) for r in cl], dtype=np.float64)
     gap_ns, gap_n = call_gap(cl)
     idle: np.ndarray | None = idle_starts(cl) if cl else None
-    if not cl and rq:
+    from_requests = not cl and bool(rq)
+    if from_requests:
         # No batch spans (foreign GenAI spans, e.g. vLLM's): each request's own model time is
         # one call of batch size 1, the best the spans say.
         cl = [(r[0], r[9], r[9], 1, r[1], r[2], None, None, None, r[4]) for r in rq
@@ -172,5 +184,5 @@ def observe(con: Any) -> Observed:
         calls=calls, call_device_ns=dev[ok] if cl else np.zeros(0),
         call_start_ns=col(cl, 0)[ok] if cl else np.zeros(0),
         call_model=col(cl, 9, object)[ok] if cl else np.zeros(0, dtype=object),
-        call_gap_ns=gap_ns, call_gap_samples=gap_n,
+        call_gap_ns=gap_ns, call_gap_samples=gap_n, calls_from_requests=from_requests,
     )

@@ -21,6 +21,11 @@ from inferaudit_analyzer.roi.project import Prices, Scenario, observed_repeats
 from inferaudit_analyzer.roi.roadmap import RoiInputs, build_roadmap
 
 
+# Without batch spans each request is taken as its own model call, which is only right for a
+# server that runs one request at a time. Past this share of overlapping requests it batches.
+MAX_UNTRACED_OVERLAP_SHARE = 0.05
+
+
 class CalibrationError(ValueError):
     """A calibration file cannot be used; the message names the file and the problem."""
 
@@ -71,6 +76,12 @@ def roi_section(con: Any, report: dict[str, Any], knobs: Knobs, *,
     obs: Observed = observe(con)
     if obs.n == 0:
         return {"error": "no request with an arrival and a latency: nothing to project"}
+    if obs.calls_from_requests and obs.overlap_share() > MAX_UNTRACED_OVERLAP_SHARE:
+        return {"error": (
+            f"{obs.overlap_share():.0%} of requests overlap in time but no model-call (batch) "
+            "spans were exported: the server runs them together in a way the spans do not "
+            "show, so its service curve cannot be fitted. Trace the model calls "
+            "(instrument_model or ia.batch) to get projections.")}
     overall = report.get("baseline", {}).get("overall", {})
     device = _device_row(report)
     cal_pts = calibration_points(calibration) if calibration is not None else None

@@ -67,11 +67,17 @@ def size_for_slo(work: Workload, repeats: np.ndarray, curve: ServiceCurve, sc: S
     return Sizing(current_replicas, needed, ok(current_replicas), run(current_replicas))
 
 
-def saving_kind(base_bill: float | None, bill: float | None, base_busy: float | None,
-                busy: float | None, rel_tol: float = 0.01) -> str:
-    """``bill`` when the invoice per request falls, ``capacity`` when only busy time does,
-    ``none`` otherwise."""
-    if base_bill is not None and bill is not None and bill < base_bill * (1 - rel_tol):
+def saving_kind(base_replicas: int, replicas: int, base_bill: float | None,
+                bill: float | None, base_busy: float | None, busy: float | None,
+                rel_tol: float = 0.01) -> str:
+    """``bill`` when fewer replicas carry the load and the cost per request falls,
+    ``capacity`` when only busy time does, ``none`` otherwise.
+
+    At the same replica count the invoice per hour is the same: a lower cost per request there
+    only means the replayed window is shorter (a backlog cleared sooner), which is headroom,
+    not money saved today."""
+    if replicas < base_replicas and base_bill is not None and bill is not None \
+            and bill < base_bill * (1 - rel_tol):
         return "bill"
     if base_busy is not None and busy is not None and busy < base_busy * (1 - rel_tol):
         return "capacity"

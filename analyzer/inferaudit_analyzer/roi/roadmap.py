@@ -34,6 +34,9 @@ from inferaudit_analyzer.roi.project import (
 from inferaudit_analyzer.roi.replicas import saving_kind, size_for_slo
 from inferaudit_analyzer.roi.simulate import ServiceCurve, Workload
 
+# Beyond this the replay of today's serving misses today's measured p95 by more than half:
+# the projections are flagged (roi.warnings) rather than presented as calibrated.
+REPLAY_P95_ERROR_WARN_RATIO = 0.5
 ROI_RULE = ("roi = impact / (risk x (1 + effort_weeks)); impact = bill_saving_ratio + 0.5 x "
             "capacity_saving_ratio + 0.5 x p95_reduction_ratio (ratios vs the replayed baseline)")
 GAP_CLOSED_FOR_AVOIDED_SWAP = 0.8
@@ -84,15 +87,19 @@ def _projection(inp: RoiInputs, curve: ServiceCurve, sc: Scenario, slo_ns: float
     s = summarize(sizing.replay, prices)
     s["replicas_needed"] = sizing.replicas_needed
     s["meets_slo"] = sizing.meets_slo
-    s["saving_kind"] = saving_kind(base_sum["cost_per_request_usd"], s["cost_per_request_usd"],
+    s["saving_kind"] = saving_kind(base_sum["replicas"], s["replicas"],
+                                   base_sum["cost_per_request_usd"], s["cost_per_request_usd"],
                                    base_sum["busy_cost_per_request_usd"],
                                    s["busy_cost_per_request_usd"])
     return sized, s
 
 
 def _impact(base: dict[str, Any], s: dict[str, Any]) -> dict[str, float]:
+    # money saved on the invoice only where fewer replicas carry the load (saving_kind "bill")
+    bill = (_ratio_drop(base["cost_per_request_usd"], s["cost_per_request_usd"])
+            if s.get("saving_kind") == "bill" else 0.0)
     return {
-        "bill_saving_ratio": _ratio_drop(base["cost_per_request_usd"], s["cost_per_request_usd"]),
+        "bill_saving_ratio": bill,
         "capacity_saving_ratio": _ratio_drop(base["busy_device_s"], s["busy_device_s"]),
         "p95_reduction_ratio": _ratio_drop(base["latency_ms"]["p95"], s["latency_ms"]["p95"]),
     }
@@ -178,14 +185,22 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
             "assumptions": list(p.assumptions) + list(fit.assumptions) + _overhead_note(inp),
         })
     swap = _avoided_swap(inp, curve, items, cumulative, base_sum, prices, slo_ns, knobs)
+    replay_error = (None if not measured_p95 else base_sum["latency_ms"]["p95"] / measured_p95 - 1)
+    warnings = []
+    if replay_error is not None and abs(replay_error) > REPLAY_P95_ERROR_WARN_RATIO:
+        warnings.append(
+            f"replayed as deployed, today's serving gives p95 "
+            f"{base_sum['latency_ms']['p95']:.0f} ms against {measured_p95:.0f} ms measured "
+            f"({replay_error:+.0%}): the model of the serving path does not reproduce today, so "
+            "the projections below are indicative only (are all model calls traced?)")
     return {
         "fit": {**fit.to_json(), "server_overhead_ns_per_call": inp.overhead_ns,
                 "server_overhead_samples": inp.ctx.get("overhead_samples", 0)},
         "fit_points": list(fit.residuals),
         "baseline": {"scenario": inp.base.to_json(), "replayed": base_sum,
                      "measured_p95_ms": measured_p95,
-                     "replay_p95_error_ratio": (None if not measured_p95 else
-                                                base_sum["latency_ms"]["p95"] / measured_p95 - 1)},
+                     "replay_p95_error_ratio": replay_error},
+        "warnings": warnings,
         "slo": {"p95_ms": slo_ms, "source": "given" if knobs.slo_p95_ms is not None else
                 "measured baseline p95 (keep today's tail latency)"},
         "price": {"usd_per_replica_hour": inp.prices.usd_per_replica_hour,
