@@ -49,6 +49,33 @@ def _nonneg_float(text: str) -> float:
     return v
 
 
+# Wider buckets than this (about 30 years) say nothing a single bucket would not, and overflow
+# the nanosecond arithmetic of the bucket SQL.
+MAX_BUCKET_S = 1e9
+
+
+def _bucket_s(text: str) -> float:
+    v = _positive_float(text)
+    if v > MAX_BUCKET_S:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BUCKET_S:g} s, got {text!r}")
+    return v
+
+
+def unwritable(path: str | None, flag: str) -> str | None:
+    """Why ``path`` (an output flag's value) cannot be written, or None: checked before a long
+    read or sweep, so a typo in an output path costs nothing."""
+    if path is None:
+        return None
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return f"{flag} {path}: is a directory"
+    if not os.path.isdir(parent):
+        return f"{flag} {path}: directory {parent} does not exist"
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return f"{flag} {path}: not writable"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="inferaudit analyze",
                 description="Audit exported traces: baseline, cost, findings, bottleneck.")
@@ -65,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="JSON price table shaped like the bundled prices.json")
     p.add_argument("--gpu-model", metavar="MODEL",
                    help="GPU model for the price lookup when the traces do not say")
-    p.add_argument("--bucket-s", type=_positive_float, metavar="S",
+    p.add_argument("--bucket-s", type=_bucket_s, metavar="S",
                    help="width of the per-time-bucket baseline in seconds (default: ~20 buckets)")
     p.add_argument("--no-cache", action="store_true", help="re-read inputs, ignore the cache")
     p.add_argument("--since", type=_time_ns, metavar="TIME",
@@ -115,9 +142,13 @@ def _progress(enabled: bool):
 
 def _write(text: str, out: str | None) -> None:
     if out is None:
-        sys.stdout.write(text)
-        if not text.endswith("\n"):
-            sys.stdout.write("\n")
+        try:
+            sys.stdout.write(text)
+            if not text.endswith("\n"):
+                sys.stdout.write("\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the reader has what it wanted
+            _quiet_stdout()
         return
     with open(out, "w", encoding="utf-8") as f:
         f.write(text)
@@ -143,6 +174,26 @@ def _analyze_any(args: Any, params: Any, analyze: Any) -> dict[str, Any]:
     if args.since is not None or args.until is not None:
         raise BadClickHouseURL("--since/--until apply to a clickhouse:// or object-store URL")
     return analyze(args.paths, params)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _pipe_safe_console() -> Any:
+    """A rich Console that, when the reader goes away (``| head``), stops quietly: exit 0,
+    as for the JSON output; rich's own default raises ``SystemExit(1)``."""
+    from rich.console import Console
+
+    class PipeSafeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            _quiet_stdout()
+
+    return PipeSafeConsole()
 
 
 def internal_error(prog: str, exc: BaseException) -> int:
@@ -176,13 +227,17 @@ def analyze_main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
+    problem = unwritable(args.out, "--out")
+    if problem:
+        print(f"inferaudit analyze: {problem}", file=sys.stderr)
+        return EXIT_UNUSABLE
     try:
         from inferaudit_analyzer.analyze import AnalyzeParams, UnusableInput, analyze
         from inferaudit_analyzer.cost import PriceFileError
-        from inferaudit_analyzer.engines import BadClickHouseURL
+        from inferaudit_analyzer.engines import BadClickHouseURL, SourceUnavailable
 
         unusable: tuple[type[BaseException], ...] = (UnusableInput, PriceFileError,
-                                                     BadClickHouseURL)
+                                                     BadClickHouseURL, SourceUnavailable)
         show_progress = sys.stderr.isatty() and (args.format == "text" or args.out is not None)
         try:
             if args.price_file is not None:
@@ -206,7 +261,7 @@ def analyze_main(argv: list[str] | None = None) -> int:
             from inferaudit_analyzer.summary_terminal import render
 
             if args.out is None:
-                render(report)
+                render(report, _pipe_safe_console())
             else:
                 with open(args.out, "w", encoding="utf-8") as f:
                     render(report, Console(file=f, width=120, force_terminal=False))

@@ -21,6 +21,7 @@ from inferaudit_analyzer.cli import (
     _positive_float,
     internal_error,
     parse_args,
+    unwritable,
 )
 
 
@@ -133,14 +134,21 @@ def report_main(argv: list[str] | None = None) -> int:
     if not (args.html or args.md or args.json):
         print("inferaudit report: give at least one of --html, --md, --json", file=sys.stderr)
         return EXIT_UNUSABLE
+    for flag, path in (("--html", args.html), ("--md", args.md), ("--json", args.json)):
+        problem = unwritable(path, flag)
+        if problem:
+            print(f"inferaudit report: {problem}", file=sys.stderr)
+            return EXIT_UNUSABLE
     try:
         from inferaudit_analyzer.cost import PriceFileError
+        from inferaudit_analyzer.engines import BadClickHouseURL, SourceUnavailable
         from inferaudit_analyzer.roi.model import CalibrationError
         from inferaudit_analyzer.store import UnusableInput
 
         try:
             report = build_report(args)
-        except (UnusableInput, PriceFileError, CalibrationError) as exc:
+        except (UnusableInput, PriceFileError, CalibrationError, BadClickHouseURL,
+                SourceUnavailable) as exc:
             print(f"inferaudit report: unusable input: {exc}", file=sys.stderr)
             return EXIT_UNUSABLE
         write_outputs(report, html=args.html, md=args.md, json_path=args.json)
@@ -234,6 +242,10 @@ def calibrate_main(argv: list[str] | None = None) -> int:
     args = parse_args(build_calibrate_parser(), argv)
     if isinstance(args, int):
         return args
+    problem = unwritable(args.out, "--out")
+    if problem:
+        print(f"inferaudit calibrate: {problem}", file=sys.stderr)
+        return EXIT_UNUSABLE
     try:
         from inferaudit_analyzer.roi.calibrate import FactoryError, sweep
         from inferaudit_analyzer.store import UnusableInput

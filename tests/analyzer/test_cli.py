@@ -155,6 +155,33 @@ def test_missing_path_and_bad_flags_exit_2(tmp_path, capsys):
     assert "usd_per_hour" in capsys.readouterr().err
 
 
+def test_output_and_source_problems_exit_2_before_any_work(tmp_path, capsys, monkeypatch):
+    """A typo in an output path, an unreachable server or a missing optional package is the
+    user's to fix: exit 2 with one line, not an internal error after a long read."""
+    from inferaudit_analyzer.cli_report import calibrate_main, report_main
+
+    _write_otlp(tmp_path / "t.jsonl", n=3)
+    t = str(tmp_path / "t.jsonl")
+    import inferaudit_analyzer.analyze as facade
+
+    def must_not_run(*a, **k):
+        raise AssertionError("analysed although the output cannot be written")
+
+    with monkeypatch.context() as m:
+        m.setattr(facade, "analyze", must_not_run)
+        assert analyze_main([t, "--out", str(tmp_path / "no" / "x.json")]) == 2
+        assert "does not exist" in capsys.readouterr().err
+        assert analyze_main([t, "--out", str(tmp_path)]) == 2
+        assert "is a directory" in capsys.readouterr().err
+        assert report_main([t, "--md", str(tmp_path / "no" / "r.md")]) == 2
+        assert "--md" in capsys.readouterr().err
+    assert calibrate_main(["--out", str(tmp_path / "no" / "c.json")]) == 2
+    assert analyze_main([t, "--bucket-s", "1e300"]) == 2
+    assert analyze_main(["clickhouse://127.0.0.1:1/db?table=otel_traces"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot query the server" in err and "internal error" not in err
+
+
 def test_internal_error_exits_1_without_traceback(tmp_path, capsys, monkeypatch):
     _write_otlp(tmp_path / "t.jsonl", n=3)
     import inferaudit_analyzer.analyze as facade

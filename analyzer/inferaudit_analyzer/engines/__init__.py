@@ -7,8 +7,13 @@ clickhouse-connect load only when a URL source is analysed).
 
 from __future__ import annotations
 
-__all__ = ["BadClickHouseURL"]
+__all__ = ["BadClickHouseURL", "SourceUnavailable"]
 
 
 class BadClickHouseURL(ValueError):
     """A URL source cannot be used as given; the message says which part is wrong."""
+
+
+class SourceUnavailable(RuntimeError):
+    """A URL source is well formed but cannot be read: the server does not answer, or the
+    optional package its scheme needs is not installed. The message says which and how to fix."""

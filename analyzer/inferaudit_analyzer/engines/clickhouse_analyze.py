@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from inferaudit_analyzer.engines import BadClickHouseURL
+from inferaudit_analyzer.engines import BadClickHouseURL, SourceUnavailable
 from inferaudit_analyzer.engines.clickhouse_engine import (
     ChdbBackend,
     ClickHouseBackend,
@@ -120,13 +120,21 @@ def connect(target: ClickHouseTarget | str, *, since_ns: int | None = None,
     """
     if isinstance(target, str):
         target = parse_url(target)
-    be = backend or backend_for(target)
-    probe = ClickHouseConnection(be, {})
     wanted = [f"{target.metrics_table}_gauge", f"{target.metrics_table}_sum"]
     db = f"'{target.database}'" if target.database else "currentDatabase()"
-    found = {r[0] for r in probe.query(
-        f"SELECT name FROM system.tables WHERE database = {db} AND name IN "
-        f"('{wanted[0]}', '{wanted[1]}')").fetchall()}
+    try:  # the first contact: a server that does not answer is unusable input, not a bug
+        be = backend or backend_for(target)
+        probe = ClickHouseConnection(be, {})
+        found = {r[0] for r in probe.query(
+            f"SELECT name FROM system.tables WHERE database = {db} AND name IN "
+            f"('{wanted[0]}', '{wanted[1]}')").fetchall()}
+    except ImportError as exc:
+        raise SourceUnavailable(f"{target.redacted()}: {exc}") from exc
+    except Exception as exc:
+        if backend is not None:
+            raise
+        raise SourceUnavailable(f"{target.redacted()}: cannot query the server: "
+                                f"{type(exc).__name__}: {exc}") from exc
     rel = canonical_relations(
         target.qualified_table, TimeRange(since_ns, until_ns),
         gauge_table=target.qualified(wanted[0]) if wanted[0] in found else None,

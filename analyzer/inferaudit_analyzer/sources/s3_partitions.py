@@ -77,9 +77,14 @@ class PartitionedSource:
     listed_dirs: int = 0
 
     def _fs(self) -> tuple[Any, str]:
-        from fsspec.core import url_to_fs
+        from inferaudit_analyzer.engines import SourceUnavailable
 
-        return url_to_fs(self.url, **self.storage_options)
+        try:
+            from fsspec.core import url_to_fs
+
+            return url_to_fs(self.url, **self.storage_options)
+        except ImportError as exc:  # e.g. s3:// without s3fs: the message names the package
+            raise SourceUnavailable(f"{self.url}: {exc}") from exc
 
     def _wanted(self, parts: dict[str, int]) -> bool:
         if "year" not in parts:
