@@ -14,6 +14,7 @@ rest is analysed.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,16 +62,20 @@ class AnalyzeParams:
                 "sketch_alpha": self.sketch_alpha, "near_dup_hamming_bits": self.near_dup_hamming}
 
 
-def is_kineto(path: str, compression: str = "none") -> bool:
-    """A Kineto trace is one JSON object with ``traceEvents``; OTLP lines start with resource*."""
+def _head_text(path: str, compression: str) -> str:
     from inferaudit_analyzer.ingest.files import DECOMPRESS_ERRORS, open_stream
 
     try:
         with open_stream(path, compression) as s:
             head = s.read(KINETO_SNIFF_BYTES)
     except (*DECOMPRESS_ERRORS, OSError):
-        return False
-    text = head.decode("utf-8", errors="ignore").lstrip()
+        return ""
+    return head.decode("utf-8", errors="ignore").lstrip()
+
+
+def is_kineto(path: str, compression: str = "none", head: str | None = None) -> bool:
+    """A Kineto trace is one JSON object with ``traceEvents``; OTLP lines start with resource*."""
+    text = _head_text(path, compression) if head is None else head
     if not text.startswith("{"):
         return False
     first_line = text.split("\n", 1)[0]
@@ -79,8 +84,20 @@ def is_kineto(path: str, compression: str = "none") -> bool:
     return '"traceEvents"' in text
 
 
-def split_inputs(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[str]]:
-    """(OTLP files, Kineto files) among the expanded inputs; raises UnusableInput if none match."""
+# What this project writes itself (a report, a calibration) starts with its schema name; such a
+# file beside the traces is skipped, not read as broken OTLP lines (one error per line).
+_OWN_OUTPUT = re.compile(r'\{\s*"schema"\s*:\s*"(inferaudit\.(?:report|calibration)/[^"]*)"')
+
+
+def own_output_schema(head: str) -> str | None:
+    m = _OWN_OUTPUT.match(head)
+    return m.group(1) if m else None
+
+
+def split_inputs(paths: Iterable[str | os.PathLike[str]]
+                 ) -> tuple[list[str], list[str], list[dict[str, str]]]:
+    """(OTLP files, Kineto files, skipped files with the reason) among the expanded inputs;
+    raises UnusableInput if no file matches."""
     from inferaudit_analyzer.ingest.files import InputNotFound, discover
 
     try:
@@ -88,13 +105,17 @@ def split_inputs(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], li
     except InputNotFound as exc:
         raise UnusableInput(str(exc).removeprefix("no trace files at "), None,
                             "no trace files found") from exc
-    otlp, kineto = [], []
+    otlp, kineto, skipped = [], [], []
     for f in files:
-        if f.format == "json" and is_kineto(f.path, f.compression):
+        head = _head_text(f.path, f.compression) if f.format == "json" else ""
+        schema_name = own_output_schema(head)
+        if schema_name is not None:
+            skipped.append({"file": f.path, "reason": f"written by InferAudit ({schema_name})"})
+        elif f.format == "json" and is_kineto(f.path, f.compression, head):
             kineto.append(f.path)
         else:
             otlp.append(f.path)
-    return otlp, kineto
+    return otlp, kineto, skipped
 
 
 def _empty_connection() -> Any:
@@ -252,8 +273,11 @@ def analyze(paths: Iterable[str | os.PathLike[str]], params: AnalyzeParams | Non
     """
     params = params or AnalyzeParams()
     paths = [os.fspath(p) for p in paths]
-    otlp, kineto = split_inputs(paths)
-    info: dict[str, Any] = {"paths": paths, "files": [], "errors": []}
+    otlp, kineto, skipped = split_inputs(paths)
+    if not otlp and not kineto:
+        raise UnusableInput(skipped[0]["file"], None,
+                            "only InferAudit's own outputs here, no traces")
+    info: dict[str, Any] = {"paths": paths, "files": [], "errors": [], "skipped": skipped}
     store = None
     if otlp:
         # no span at all is fine when Kineto traces came along: they are analysed alone

@@ -52,6 +52,7 @@ def build_report(*, input_info: dict[str, Any], coverage: Coverage, window: Wind
         "paths": input_info.get("paths", []),
         "files": input_info.get("files", []),
         "kineto_files": input_info.get("kineto_files", []),
+        "skipped": input_info.get("skipped", []),
         "spans": coverage.spans,
         "requests": coverage.requests,
         "batches": coverage.batches,

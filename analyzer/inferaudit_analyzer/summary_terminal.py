@@ -36,6 +36,8 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
         f"{inp['batches']:,} model calls, coverage {_pct(cov['ratio'])}, "
         f"window {_fmt(report['window']['duration_s'], ' s')}",
         title="input"))
+    for sk in inp.get("skipped") or []:
+        console.print(f"[dim]not read[/dim] {sk.get('file')}: {sk.get('reason')}")
     for err in inp["errors"][:10]:
         pos = f":{err['position']}" if err.get("position") not in (None, "") else ""
         console.print(f"[yellow]skipped[/yellow] {err.get('file')}{pos}: {err.get('message')}")

@@ -251,3 +251,21 @@ def test_progress_callback_takes_the_store_progress_and_never_raises():
         cb(object())  # anything else is ignored, not raised
     with _progress(False) as cb:
         assert cb is None
+
+
+def test_own_report_beside_the_traces_is_skipped_not_counted_as_errors(tmp_path, capsys):
+    _write_otlp(tmp_path / "t.jsonl", n=5)
+    first = tmp_path / "first.json"
+    assert analyze_main([str(tmp_path), "--format", "json", "--out", str(first), "--no-cache"]) == 0
+    rep1 = json.loads(first.read_text())
+    assert analyze_main([str(tmp_path), "--format", "json", "--no-cache"]) == 0
+    rep2 = json.loads(capsys.readouterr().out)
+    assert rep2["input"]["errors_total"] == rep1["input"]["errors_total"] == 0
+    assert rep2["input"]["coverage"] == rep1["input"]["coverage"]
+    (sk,) = rep2["input"]["skipped"]
+    assert sk["file"].endswith("first.json") and "inferaudit.report/" in sk["reason"]
+    only = tmp_path / "only"
+    only.mkdir()
+    first.rename(only / "first.json")
+    assert analyze_main([str(only)]) == 2
+    assert "own outputs" in capsys.readouterr().err
