@@ -17,8 +17,9 @@ GPU model (``--gpu-model`` or the resource's) in prices.json x its GPU count > u
 from __future__ import annotations
 
 import json
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class PriceTable:
     origin: str
     note: str = ""
     cpu_fallback: dict[str, Any] | None = None
+    gpu_patterns: tuple[re.Pattern[str], ...] = ()  # compiled ``gpus`` patterns, same order
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,15 @@ class ResourcePrice:
     @property
     def usd_per_device_hour(self) -> float | None:
         return None if self.usd_per_hour is None else self.usd_per_hour / max(self.devices, 1)
+
+
+def valid_price(x: Any) -> bool:
+    """A usable $/h: a finite number >= 0 (a bool is not a price, NaN and -5 are not either)."""
+    return type(x) in (int, float) and math.isfinite(x) and x >= 0
+
+
+def _gpu_pattern(row: dict[str, Any]) -> str:
+    return row.get("pattern") or rf"\b{re.escape(row['gpu'])}\b"
 
 
 def load_price_table(path: str | Path | None = None) -> PriceTable:
@@ -82,26 +93,39 @@ def load_price_table(path: str | Path | None = None) -> PriceTable:
         if not isinstance(rows, list):
             raise PriceFileError(f"{origin}: '{key}' must be a list")
         for i, row in enumerate(rows):
-            if not isinstance(row, dict) or not isinstance(row.get("usd_per_hour"), int | float):
-                raise PriceFileError(f"{origin}: {key}[{i}] needs a numeric 'usd_per_hour'")
-            if key == "gpus" and not isinstance(row.get("pattern", row.get("gpu")), str):
+            if not isinstance(row, dict) or not valid_price(row.get("usd_per_hour")):
+                got = row.get("usd_per_hour") if isinstance(row, dict) else row
+                raise PriceFileError(f"{origin}: {key}[{i}] needs a 'usd_per_hour' that is a "
+                                     f"finite number >= 0, got {got!r}")
+            pattern = row.get("pattern")
+            if key == "gpus" and (not isinstance(pattern, str | None)
+                                  or not (pattern or isinstance(row.get("gpu"), str))):
                 raise PriceFileError(f"{origin}: gpus[{i}] needs a 'pattern' or 'gpu' string")
             if key == "instances" and not isinstance(row.get("host_type"), str):
                 raise PriceFileError(f"{origin}: instances[{i}] needs a 'host_type' string")
+    patterns = []
+    for i, row in enumerate(gpus):  # compiled now: a bad one fails before a long read
+        try:
+            patterns.append(re.compile(_gpu_pattern(row), flags=re.IGNORECASE))
+        except re.error as exc:
+            raise PriceFileError(f"{origin}: gpus[{i}]: bad pattern {_gpu_pattern(row)!r}: "
+                                 f"{exc}") from exc
     fallback = data.get("cpu_fallback")
-    if fallback is not None and not (isinstance(fallback, dict) and isinstance(
-            fallback.get("usd_per_vcpu_hour"), int | float)):
-        raise PriceFileError(f"{origin}: 'cpu_fallback' needs a numeric 'usd_per_vcpu_hour'")
+    if fallback is not None and not (isinstance(fallback, dict) and valid_price(
+            fallback.get("usd_per_vcpu_hour"))):
+        raise PriceFileError(f"{origin}: 'cpu_fallback' needs a 'usd_per_vcpu_hour' that is a "
+                             "finite number >= 0")
     return PriceTable(tuple(gpus), tuple(instances), origin, str(data.get("note", "")),
-                      fallback)
+                      fallback, tuple(patterns))
 
 
 def _match_gpu(table: PriceTable, gpu_model: str | None) -> dict[str, Any] | None:
     if not gpu_model:
         return None
-    for row in table.gpus:
-        pattern = row.get("pattern") or rf"\b{re.escape(row['gpu'])}\b"
-        if re.search(pattern, gpu_model, flags=re.IGNORECASE):
+    patterns = table.gpu_patterns or tuple(
+        re.compile(_gpu_pattern(row), flags=re.IGNORECASE) for row in table.gpus)
+    for row, pattern in zip(table.gpus, patterns, strict=True):
+        if pattern.search(gpu_model):
             return row
     return None
 
@@ -132,6 +156,13 @@ def resolve_prices(con: Any, util: Utilization, *, price_per_hour: float | None 
     for u in units:
         attrs = res_attrs.get(u.resource_id)
         own_price = attrs[1] if attrs else None
+        ignored = ""
+        if own_price is not None and not valid_price(own_price):
+            # a negative or NaN price would make every cost negative or NaN: treat as absent,
+            # and say so beside the price used instead
+            ignored = (f"; ignored resource attribute {_PRICE_ATTR} = {own_price!r} "
+                       "(not a finite number >= 0)")
+            own_price = None
         model = gpu_model or u.gpu_model or (attrs[2] if attrs else None)
         host_type = u.host_type or (attrs[3] if attrs else None)
         n = u.devices
@@ -177,6 +208,8 @@ def resolve_prices(con: Any, util: Utilization, *, price_per_hour: float | None 
         if not priced:
             out.append(ResourcePrice(u.resource_id, u.device_type, n, None, u.busy_ns, "unpriced",
                                      "no price known: pass --price-per-hour or --price-file"))
+        if ignored:
+            out[-1] = replace(out[-1], basis=out[-1].basis + ignored)
     return out
 
 

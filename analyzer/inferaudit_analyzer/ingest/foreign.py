@@ -28,16 +28,28 @@ def to_str(x: Any) -> str:
     return x if type(x) is str else str(x)
 
 
+# Every integer column is a signed 64-bit integer in Arrow/Parquet/DuckDB: a value outside this
+# range must become an error here, not an OverflowError when the chunk is written.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+def _in_int64(v: int, x: Any) -> int:
+    if INT64_MIN <= v <= INT64_MAX:
+        return v
+    raise ValueError(f"integer {x!r} is outside the signed 64-bit range")
+
+
 def to_int(x: Any) -> int:
     t = type(x)
     if t is int:
-        return x
+        return _in_int64(x, x)
     if t is str:
-        return int(x)
+        return _in_int64(int(x), x)
     if t is float:
         if not math.isfinite(x):
             raise ValueError(f"not a finite number: {x!r}")
-        return round(x)
+        return _in_int64(round(x), x)
     if t is bool:
         return int(x)
     raise TypeError(f"expected an integer, got {t.__name__}")
@@ -45,10 +57,13 @@ def to_int(x: Any) -> int:
 
 def to_float(x: Any) -> float:
     t = type(x)
-    if t is float or t is int:
-        return float(x)
-    if t is str:
-        return float(x)
+    if t is float:
+        return x
+    if t is int or t is str:
+        try:
+            return float(x)
+        except OverflowError:  # an int beyond 1e308
+            raise ValueError(f"number {x!r} is too large for a float") from None
     raise TypeError(f"expected a number, got {t.__name__}")
 
 
@@ -67,7 +82,10 @@ def seconds_to_ns(x: Any) -> int:
     v = to_float(x)
     if not math.isfinite(v):
         raise ValueError(f"not a finite number: {x!r}")
-    return round(v * 1e9)
+    ns = v * 1e9
+    if not math.isfinite(ns):  # 1e300 s: finite, but infinite in ns
+        raise ValueError(f"{x!r} s is outside the signed 64-bit range in ns")
+    return _in_int64(round(ns), x)
 
 
 def operation_of_request_type(x: Any) -> str:

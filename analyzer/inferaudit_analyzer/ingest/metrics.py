@@ -8,8 +8,10 @@ summaries become two points, ``<name>.sum`` and ``<name>.count``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from inferaudit_analyzer.ingest.foreign import INT64_MAX, INT64_MIN
 from inferaudit_analyzer.ingest.otlp_values import attr_dict, dumps
 
 if TYPE_CHECKING:
@@ -28,8 +30,16 @@ def _temporality(x: Any) -> int | None:
     return x if type(x) is int else _TEMPORALITY_NAMES.get(x)
 
 
-def _int_or_none(x: Any) -> int | None:
-    return None if x is None else int(x)
+def _time_ns(x: Any, field: str) -> int:
+    """A data point's time; one beyond int64 (fixed64 in protobuf) fails here, not in Arrow."""
+    v = int(x)
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise ValueError(f"{field} {v} is outside the signed 64-bit range")
+    return v
+
+
+def _int_or_none(x: Any, field: str) -> int | None:
+    return None if x is None else _time_ns(x, field)
 
 
 def _number(dp: dict[str, Any]) -> float | None:
@@ -61,10 +71,13 @@ def add_metrics(b: RowBuilder, obj: dict[str, Any], line: int | None,
                     if not isinstance(name, str) or not name:
                         b.error(line, offset, "metric without a name")
                         continue
-                    try:
-                        _metric(rows, m, name, rid)
-                    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                    def bad(exc: BaseException, name: str = name) -> None:
                         b.error(line, offset, f"metric {name}: {type(exc).__name__}: {exc}")
+
+                    try:
+                        _metric(rows, m, name, rid, bad)
+                    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                        bad(exc)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             b.error(line, offset, f"malformed resourceMetrics entry: {exc}")
     b.metric_points += len(rows) - before
@@ -72,19 +85,28 @@ def add_metrics(b: RowBuilder, obj: dict[str, Any], line: int | None,
         b.on_spans(b)
 
 
-def _metric(rows: list[tuple[Any, ...]], m: dict[str, Any], name: str, rid: int) -> None:
+_POINT_ERRORS = (TypeError, ValueError, KeyError, AttributeError, OverflowError)
+
+
+def _metric(rows: list[tuple[Any, ...]], m: dict[str, Any], name: str, rid: int,
+            bad: Callable[[BaseException], None]) -> None:
+    """Rows of one metric; a bad data point is reported through ``bad`` and loses only itself."""
     for kind in ("gauge", "sum"):
         body = m.get(kind)
         if body is None:
             continue
         temporality = _temporality(body.get("aggregationTemporality")) if kind == "sum" else None
         for dp in body.get("dataPoints") or ():
-            value = _number(dp)
-            if value is None:
-                continue
-            rows.append((name, int(dp.get("timeUnixNano") or 0), value, rid,
-                         dumps(attr_dict(dp.get("attributes"))),
-                         _int_or_none(dp.get("startTimeUnixNano")), temporality))
+            try:
+                value = _number(dp)
+                if value is None:
+                    continue
+                rows.append((name, _time_ns(dp.get("timeUnixNano") or 0, "timeUnixNano"),
+                             value, rid, dumps(attr_dict(dp.get("attributes"))),
+                             _int_or_none(dp.get("startTimeUnixNano"), "startTimeUnixNano"),
+                             temporality))
+            except _POINT_ERRORS as exc:
+                bad(exc)
         return
     for kind in ("histogram", "exponentialHistogram", "summary"):
         body = m.get(kind)
@@ -92,11 +114,15 @@ def _metric(rows: list[tuple[Any, ...]], m: dict[str, Any], name: str, rid: int)
             continue
         temporality = _temporality(body.get("aggregationTemporality"))
         for dp in body.get("dataPoints") or ():
-            t = int(dp.get("timeUnixNano") or 0)
-            attrs = dumps(attr_dict(dp.get("attributes")))
-            start = _int_or_none(dp.get("startTimeUnixNano"))
-            total = dp.get("sum")
-            rows.append((f"{name}.sum", t, float(total or 0.0), rid, attrs, start, temporality))
-            rows.append((f"{name}.count", t, float(int(dp.get("count") or 0)), rid, attrs,
-                         start, temporality))
+            try:
+                t = _time_ns(dp.get("timeUnixNano") or 0, "timeUnixNano")
+                attrs = dumps(attr_dict(dp.get("attributes")))
+                start = _int_or_none(dp.get("startTimeUnixNano"), "startTimeUnixNano")
+                total = float(dp.get("sum") or 0.0)
+                count = float(int(dp.get("count") or 0))
+            except _POINT_ERRORS as exc:
+                bad(exc)
+                continue
+            rows.append((f"{name}.sum", t, total, rid, attrs, start, temporality))
+            rows.append((f"{name}.count", t, count, rid, attrs, start, temporality))
         return

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -64,14 +65,18 @@ _GENAI_PREFIXES = ("gen_ai.", "llm.")
 _SPAN_ERRORS = (TypeError, ValueError, KeyError, AttributeError, binascii.Error,
                 msgspec.ValidationError)
 MAX_ERRORS = 1000  # per work unit; the rest are counted in one summary row
+I64_MIN, I64_MAX = foreign.INT64_MIN, foreign.INT64_MAX
 
 ErrorSink = Callable[[int | None, int | None, str], None]
 
 
 def resource_id_of(attrs: dict[str, Any]) -> int:
     """Stable 63-bit id of a resource: equal in every file and process that saw it."""
-    digest = hashlib.blake2b(orjson.dumps(attrs, option=orjson.OPT_SORT_KEYS),
-                             digest_size=8).digest()
+    try:
+        raw = orjson.dumps(attrs, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits: orjson refuses, the stdlib copes
+        raw = json.dumps(attrs, sort_keys=True, default=str, separators=(",", ":")).encode()
+    digest = hashlib.blake2b(raw, digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
 
 
@@ -118,7 +123,7 @@ class RowBuilder:
     def resource(self, res: Any) -> tuple[int, str | None]:
         """(resource_id, service.name) of a ``resource`` object, memoised per raw content."""
         raw_attrs = (res or {}).get("attributes") or []
-        key = orjson.dumps(raw_attrs)
+        key = dumps_bytes(raw_attrs)
         hit = self._res_cache.get(key)
         if hit is not None:
             return hit
@@ -228,7 +233,10 @@ class RowBuilder:
                     x = int(x)
             p = primary.get(k)
             if p is not None:  # promoted: its column holds it, `attributes` need not
-                if type(x) is p[1]:
+                t = p[1]
+                # an int beyond int64 takes the converter, which rejects it: Arrow would not
+                if type(x) is t and (t is not int  # int64 bounds as literals: no lookups
+                                     or -0x8000000000000000 <= x <= 0x7FFFFFFFFFFFFFFF):
                     row[p[0]] = x
                 else:
                     try:
@@ -268,6 +276,8 @@ class RowBuilder:
         row[I_KIND] = kind if type(kind) is int else _KIND_NAMES[kind]
         start = int(s.startTimeUnixNano)
         end = int(s.endTimeUnixNano)
+        if not 0 < start <= end <= 0x7FFFFFFFFFFFFFFF:  # int64; 0 is OTLP's unset
+            raise ValueError("start/end time unset, reversed or beyond int64")  # diagnose()
         row[I_START] = start
         row[I_END] = end
         row[I_DUR] = end - start
@@ -299,7 +309,12 @@ class RowBuilder:
                 row[I_TPOT] = row[I_DECODE] // (out - 1)
         h2d, d2h = row[I_H2D_T], row[I_D2H_T]
         if h2d is not None or d2h is not None:
-            row[I_COPY] = (h2d or 0) + (d2h or 0)
+            copy_ns = (h2d or 0) + (d2h or 0)
+            if copy_ns <= I64_MAX:
+                row[I_COPY] = copy_ns
+            else:
+                self._attr_error(span_id, "copy_time_ns", ValueError(
+                    f"h2d + d2h time {copy_ns} is outside the signed 64-bit range"))
         prof = row[I_PROFILE]
         if prof is not None and not os.path.isabs(prof):
             row[I_PROFILE] = os.path.normpath(os.path.join(self.base_dir, prof))
@@ -340,9 +355,16 @@ def diagnose(s: Any, exc: BaseException) -> str:
         if isinstance(v, bool) or not isinstance(v, (str, int)):
             return f"{where}: {field} must be an integer (string), got {type(v).__name__}"
         try:
-            int(v)
+            t = int(v)
         except ValueError:
             return f"{where}: {field} is not an integer: {v!r}"
+        if not I64_MIN <= t <= I64_MAX:
+            return f"{where}: {field} {t} is outside the signed 64-bit range"
+    start, end = int(s["startTimeUnixNano"]), int(s["endTimeUnixNano"])
+    if start <= 0:
+        return f"{where}: startTimeUnixNano is {start} (0 is OTLP's unset; need a time after 1970)"
+    if end < start:
+        return f"{where}: endTimeUnixNano before startTimeUnixNano ({end} < {start})"
     attrs = s.get("attributes")
     if attrs is not None and not isinstance(attrs, list):
         return f"{where}: attributes must be a list, got {type(attrs).__name__}"
