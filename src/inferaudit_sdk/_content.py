@@ -5,6 +5,8 @@ Off by default: text is only put on spans when ``AuditConfig.capture_content`` i
 message list serialised as JSON, e.g. ``[{"role": "user", "parts": [{"type": "text",
 "content": "..."}]}]``. Text is cut to ``content_max_chars`` per attribute (counted over the
 text parts), and ``inferaudit.content.truncated`` is set when anything was cut.
+:func:`is_content_name` tells ``record()`` which extra attribute names carry text, so those too
+stay off spans while capture is off.
 """
 
 from __future__ import annotations
@@ -17,6 +19,27 @@ from inferaudit_sdk import semconv
 
 ROLE_USER = "user"
 ROLE_ASSISTANT = "assistant"
+
+# Attribute names that carry prompt/completion text: the GenAI content attributes, the older
+# gen_ai.prompt / gen_ai.completion spellings (and their children, gen_ai.prompt.0.content),
+# and the argument and record() field names the SDK itself reads text from.
+_CONTENT_ATTRIBUTES = (
+    semconv.GEN_AI_INPUT_MESSAGES,
+    semconv.GEN_AI_OUTPUT_MESSAGES,
+    semconv.GEN_AI_SYSTEM_INSTRUCTIONS,
+    semconv.LEGACY_GEN_AI_PROMPT,
+    semconv.LEGACY_GEN_AI_COMPLETION,
+)
+_CONTENT_NAMES = frozenset(
+    (*_CONTENT_ATTRIBUTES, "prompt", "completion", "messages", "prompt_text", "completion_text")
+)
+_CONTENT_PREFIXES = tuple(f"{name}." for name in _CONTENT_ATTRIBUTES)
+
+
+def is_content_name(name: str) -> bool:
+    """True when an attribute named ``name`` would carry message text (case-insensitive)."""
+    low = name.lower()
+    return low in _CONTENT_NAMES or low.startswith(_CONTENT_PREFIXES)
 
 
 def _messages_from(value: Any, default_role: str) -> list[dict[str, Any]] | None:

@@ -13,6 +13,7 @@ fingerprints, queue time) are ignored. ``record()`` sets values; the torch wrapp
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,12 +28,24 @@ class RecordError(ValueError):
 
 
 def _count(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
-        if isinstance(value, float) and value.is_integer() and 0 <= value <= INT64_MAX:
-            return int(value)
+    """A plain int from an int, an integral float, or anything ``operator.index`` accepts
+    (numpy integer scalars, as usage inference takes them); never from a bool."""
+    n: Any = None
+    if type(value) is int:
+        n = value
+    elif not isinstance(value, bool):
+        if isinstance(value, float):
+            if value.is_integer():
+                n = int(value)
+        else:
+            try:
+                n = operator.index(value)
+            except TypeError:
+                n = None
+    if n is None or not 0 <= n <= INT64_MAX:
         raise RecordError(f"record({field}=...) must be a non-negative int (int64), got "
                           f"{value!r:.60}")
-    return value
+    return n
 
 
 def _ids(field: str, value: Any, need_values: bool = True) -> tuple[int, Any]:
@@ -131,6 +144,11 @@ def _set_common(active: ActiveSpan, field: str, value: Any) -> None:
         if not isinstance(value, bool):
             raise RecordError(f"record(cache_hit=...) must be a bool, got {type(value).__name__}")
         s(semconv.CACHE_HIT, value)
+    elif _content.is_content_name(field) and not _settings.get_config().capture_content:
+        # Text under a content attribute's name: kept off spans unless capture is on. The
+        # message names the field, never the value.
+        raise RecordError(f"record({field}=...) dropped: message content is captured only with "
+                          f"{semconv.ENV_CAPTURE_MESSAGE_CONTENT}=true")
     else:
         s(field, value)  # an extra attribute, under the caller's own name
 
@@ -206,7 +224,10 @@ def record(
     Token counts are exact integers; ``prompt_token_ids`` gives the exact input count and the
     prompt fingerprints; ``prompt_text`` gives text fingerprints (and content, only when
     content capture is on) but never a token count. Values recorded here win over inferred
-    ones. Extra keyword arguments become span attributes under their own names. Thread-safe
+    ones. Extra keyword arguments become span attributes under their own names, except names
+    that carry message text (``gen_ai.input.messages``, ``prompt``, ...: see
+    :func:`._content.is_content_name`), which are dropped and counted while content capture is
+    off. Token counts accept numpy integer scalars (stored as plain ints). Thread-safe
     for one span per logical task; never raises.
     """
     active = _active.current()

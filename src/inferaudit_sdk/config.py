@@ -23,9 +23,10 @@ _logger = logging.getLogger("inferaudit_sdk")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-# Newer GenAI conventions accept a mode instead of a boolean.
-_CONTENT_MODES_ON = {"span_only", "event_only", "span_and_event"}
-_CONTENT_MODES_OFF = {"no_content"}
+# Newer GenAI conventions accept a mode instead of a boolean. ``capture_content`` is about span
+# attributes, and the SDK emits no GenAI events: "event_only" therefore puts no text on spans.
+_CONTENT_MODES_ON = {"span_only", "span_and_event"}
+_CONTENT_MODES_OFF = {"no_content", "event_only"}
 
 
 def _env(name: str, default: Any) -> dict[str, Any]:

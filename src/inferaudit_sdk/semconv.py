@@ -32,6 +32,11 @@ GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
 GEN_AI_TOKEN_TYPE = "gen_ai.token.type"  # metric attribute: "input" | "output"
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"  # opt-in content only
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"  # opt-in content only
+GEN_AI_SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"  # opt-in content only (never written)
+# Older content spellings (OpenLLMetry's gen_ai.prompt.N.content, ...): record() drops extras
+# under these (and their ".*" children) while content capture is off.
+LEGACY_GEN_AI_PROMPT = "gen_ai.prompt"
+LEGACY_GEN_AI_COMPLETION = "gen_ai.completion"
 ERROR_TYPE = "error.type"
 # The standard `exception` span event (message/stacktrace text only with content capture on)
 EXCEPTION_EVENT = "exception"

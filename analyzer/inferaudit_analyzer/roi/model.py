@@ -20,7 +20,6 @@ from inferaudit_analyzer.roi.interventions import Knobs
 from inferaudit_analyzer.roi.project import Prices, Scenario, observed_repeats
 from inferaudit_analyzer.roi.roadmap import RoiInputs, build_roadmap
 
-
 # Without batch spans each request is taken as its own model call, which is only right for a
 # server that runs one request at a time. Past this share of overlapping requests it batches.
 MAX_UNTRACED_OVERLAP_SHARE = 0.05

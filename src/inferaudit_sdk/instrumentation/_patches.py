@@ -88,8 +88,22 @@ def _stream_exit(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     return wrapped(*args, **kwargs)
 
 
+_cuda_usable: bool | None = None  # torch.cuda.is_available(), asked once
+
+
 def _copy_backend(device_type: str) -> Any:
-    return default_backend("cuda" if device_type == "cuda" else "cpu")
+    """CUDA events only where CUDA can run: on a CPU-only build a ``.cuda()`` call fails in
+    torch itself (the user's error, passed through), and asking the CUDA backend for events
+    first would be a fault of ours. Everywhere else copies are timed on the host clock."""
+    global _cuda_usable
+    if device_type == "cuda":
+        if _cuda_usable is None:
+            import torch
+
+            _cuda_usable = bool(torch.cuda.is_available())
+        if _cuda_usable:
+            return default_backend("cuda")
+    return default_backend("cpu")
 
 
 class TorchInstrumentor:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import threading
 import types
 import weakref
@@ -44,6 +45,7 @@ from inferaudit_sdk.instrumentation._inputs import (
 from inferaudit_sdk.instrumentation._patches import CALL, TorchInstrumentor
 from inferaudit_sdk.instrumentation._span_state import state_for
 
+_logger = logging.getLogger("inferaudit_sdk")
 _MARK = "_inferaudit_instrumented"
 _SPEC = "_inferaudit_spec"
 _CALL = CALL
@@ -514,8 +516,15 @@ def instrument_model(
 
     Idempotent. Thread-safe with respect to other calls; not while the model is running.
     ``copy.deepcopy`` of an instrumented model gives an instrumented copy. Undo with
-    :func:`uninstrument_model`.
+    :func:`uninstrument_model`. A TorchScript module (``torch.jit.trace`` / ``script``) runs
+    its compiled forward, which cannot be wrapped: it is returned unchanged, with a warning.
+
+    Raises:
+        TypeError: ``module`` is not a ``torch.nn.Module`` instance (a set-up mistake, raised
+            before anything is changed).
     """
+    if not _check_module(module):
+        return module
     if getattr(module, _MARK, None) is not None:
         return module
     guarded("torch.compile_guard", _prepare_for_compile)
@@ -547,6 +556,33 @@ def instrument_model(
 
         guarded("nvml.start", nvml.start_sampler)
     return module
+
+
+def _check_module(module: Any) -> bool:
+    """True when ``module`` can be instrumented; False (after one warning) for a TorchScript
+    module, whose calls go to its compiled forward, not a Python attribute we could replace.
+    Anything but a ``torch.nn.Module`` instance is a TypeError naming what was given."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        if module is None:
+            given = "None"
+        elif isinstance(module, type):
+            given = (f"the class {module.__module__}.{module.__qualname__} (pass an instance: "
+                     f"{module.__qualname__}(...))")
+        else:
+            given = f"a {type(module).__qualname__} ({module!r:.60})"
+        raise TypeError(f"instrument_model(module=...) needs a torch.nn.Module instance, got "
+                        f"{given}")
+    script_module = getattr(getattr(torch, "jit", None), "ScriptModule", None)
+    if script_module is not None and isinstance(module, script_module):
+        _logger.warning(
+            "inferaudit: instrument_model() got a TorchScript module (%s); its compiled "
+            "forward cannot be wrapped, so it is left uninstrumented (instrument the eager "
+            "module, or wrap calls in ia.batch(...))", type(module).__name__,
+        )
+        return False
+    return True
 
 
 def _cuda_available() -> bool:

@@ -107,6 +107,10 @@ class AuditHandle:
         self.disabled = disabled
         self._shut = False
         self._lock = threading.Lock()
+        # The SDK tracer/meter configure() pointed at this handle's (non-global) providers;
+        # shutdown() points them back at the global proxies if they are still these.
+        self._bound_tracer: Any = None
+        self._bound_meter: Any = None
 
     @property
     def is_shutdown(self) -> bool:
@@ -153,6 +157,7 @@ class AuditHandle:
             return max(0, int((spans_deadline - time.monotonic()) * 1000))
 
         _detach_processors(self.tracer_provider, self.processors)
+        self._unbind_sdk_instruments()
         # The local file first: it finishes in milliseconds, and must not wait behind OTLP.
         for proc in sorted(self.processors, key=lambda p: p.exporter_name != EXPORTER_FILE):
             try:
@@ -168,6 +173,20 @@ class AuditHandle:
         with _lock:
             if _current is self:
                 _current = None
+
+    def _unbind_sdk_instruments(self) -> None:
+        """Undo :func:`_bind_sdk_instruments`: after shutdown the decorators must not keep
+        sending spans to this handle's provider, nor to a later configure()'s."""
+        from inferaudit_sdk import _tracing
+
+        try:
+            if self._bound_tracer is not None and _tracing.tracer() is self._bound_tracer:
+                _tracing.use_tracer_provider(None)
+            if self._bound_meter is not None and _tracing.meter() is self._bound_meter:
+                _tracing.use_meter_provider(None)
+        except Exception:
+            _logger.debug("inferaudit: could not unbind the SDK's tracer/meter", exc_info=True)
+        self._bound_tracer = self._bound_meter = None
 
     def _shutdown_metrics(self, deadline: float) -> None:
         """MeterProvider.shutdown with a real deadline: an OTLP metric exporter retrying
@@ -270,7 +289,8 @@ def configure(
     Args:
         config: settings (default ``AuditConfig.from_env()``).
         tracer_provider / meter_provider: the application's providers, to use instead of the
-            global ones; never replaced, never shut down by us.
+            global ones; never replaced, never shut down by us. The decorators use them until
+            :func:`shutdown`, which points them back at the global providers.
         **overrides: AuditConfig fields to override, e.g. ``trace_dir="/var/audit"``.
 
     Returns:
@@ -332,8 +352,10 @@ def _bind_sdk_instruments(handle: AuditHandle) -> None:
     tp, mp = handle.tracer_provider, handle.meter_provider
     if tp is not None and tp is not trace_api.get_tracer_provider():
         _tracing.use_tracer_provider(tp)
+        handle._bound_tracer = _tracing.tracer()
     if mp is not None and mp is not metrics_api.get_meter_provider():
         _tracing.use_meter_provider(mp)
+        handle._bound_meter = _tracing.meter()
 
 
 def _set_config(cfg: AuditConfig) -> None:
