@@ -417,3 +417,26 @@ def test_torch_compile_keeps_the_batch_span_and_still_compiles_the_forward(spans
     assert graphs, "the model's forward was not compiled"
     batch = role(spans, semconv.ROLE_BATCH)
     assert len(batch) == 2 and all(s.attributes[semconv.BATCH_SIZE] == 4 for s in batch)
+
+
+def test_a_data_parallel_replica_runs_its_own_weights_and_is_instrumented(spans, config, mlp):
+    """DataParallel replicates by copying the module's __dict__: the replica's entries must be
+    bound to the replica (its weights, its device), not to the module it came from."""
+    instrument_model(mlp, model="mlp")
+    try:
+        replica = mlp._replicate_for_data_parallel()
+        replica.net = torch.nn.Sequential(torch.nn.Linear(16, 4))  # the replica's own layers
+        torch.nn.init.zeros_(replica.net[0].weight)
+        torch.nn.init.ones_(replica.net[0].bias)
+        assert replica.forward.__self__ is replica
+        x = torch.randn(2, 16)
+        with torch.no_grad():
+            got = replica(x)
+        assert torch.equal(got, torch.ones(2, 4))  # not the original's output
+        assert is_instrumented(replica)
+        twice = replica._replicate_for_data_parallel()
+        assert twice.forward.__self__ is twice
+    finally:
+        uninstrument_model(mlp)
+    assert "_replicate_for_data_parallel" not in vars(mlp)
+    assert len(role(spans, semconv.ROLE_BATCH)) == 1

@@ -538,6 +538,9 @@ def instrument_model(
             spec.prev[name] = own
         entry = _ENTRIES[name] if own is not None else _entry_for(type(module), name)
         object.__setattr__(module, name, types.MethodType(entry, module))
+    if callable(getattr(type(module), _REPLICATE, None)) and _REPLICATE not in module.__dict__:
+        object.__setattr__(module, _REPLICATE, types.MethodType(_replicate_entry, module))
+        names.append(_REPLICATE)
     object.__setattr__(module, _MARK, tuple(names))
     object.__setattr__(module, _SPEC, spec)
     cuda_modules: list[Any] = []
@@ -556,6 +559,34 @@ def instrument_model(
 
         guarded("nvml.start", nvml.start_sampler)
     return module
+
+
+# DataParallel builds each replica as a shallow copy of the module's __dict__, which would keep
+# our entries bound to the original module: the replica would run the original's weights (on
+# the original's device). The replica's entries are rebound to it here.
+_REPLICATE = "_replicate_for_data_parallel"
+
+
+def _replicate_entry(self: Any) -> Any:
+    replica = getattr(type(self), _REPLICATE)(self)
+    guarded("torch.replicate", _rebind, replica, self)
+    return replica
+
+
+_replicate_entry.__name__ = _replicate_entry.__qualname__ = _REPLICATE  # pickles by this name
+
+
+def _rebind(replica: Any, source: Any) -> None:
+    """Bind ``source``'s installed methods to ``replica``, with a spec of its own."""
+    spec = source.__dict__.get(_SPEC)
+    for name in source.__dict__.get(_MARK) or ():
+        bound = source.__dict__.get(name)
+        if isinstance(bound, types.MethodType) and bound.__self__ is source:
+            object.__setattr__(replica, name, types.MethodType(bound.__func__, replica))
+    if spec is not None:
+        twin = _Spec(replica, spec.model, spec.operation, spec.backend)
+        twin.prev = dict(spec.prev)
+        object.__setattr__(replica, _SPEC, twin)
 
 
 def _check_module(module: Any) -> bool:
