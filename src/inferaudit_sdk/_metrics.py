@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 from inferaudit_sdk import _tracing, semconv
+from inferaudit_sdk._guard import guarded
 
 _lock = threading.Lock()
 _instruments: _Instruments | None = None
@@ -61,7 +62,14 @@ def _create() -> _Instruments:
     with _lock:
         if _instruments is None:
             _instruments = _Instruments(_tracing.meter())
-        return _instruments
+            created = True
+        else:
+            created = False
+    if created:
+        from inferaudit_sdk.sdk import self_metrics
+
+        guarded("metrics.self", self_metrics.install_without_configure, _tracing.meter())
+    return _instruments
 
 
 def reset() -> None:

@@ -235,3 +235,34 @@ def test_configure_after_shutdown_sends_spans_to_its_own_exporter_not_the_old_on
             for rs in json.loads(line)["resourceSpans"]:
                 names += [s["name"] for ss in rs["scopeSpans"] for s in ss["spans"]]
     assert len(names) == 1, names
+
+
+def test_faults_are_exported_without_configure(tmp_path):
+    """An application that wires OpenTelemetry itself and never calls configure() still gets
+    inferaudit.sdk.errors on its own MeterProvider (the SDK's log line says it would)."""
+    out = _run('''
+        import inferaudit_sdk as ia
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        trace.set_tracer_provider(TracerProvider())
+
+        @ia.audited(model="m")
+        def f():
+            ia.record(input_tokens="bad")
+            return [1, 2]
+
+        f()
+        f()
+        data = reader.get_metrics_data()
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    if m.name == "inferaudit.sdk.errors":
+                        for p in m.data.data_points:
+                            print(dict(p.attributes), p.value)
+    ''', tmp_path)
+    assert "{'inferaudit.component': 'record'} 2" in out

@@ -116,17 +116,38 @@ def install(meter_provider: MeterProvider, version: str | None = None) -> bool:
 
     Returns True when it registered them now, False when they already were there.
     """
-    key = id(meter_provider)
+    if not _first_time(meter_provider):
+        return False
+    _register(meter_provider.get_meter(semconv.INSTRUMENTATION_NAME, version))
+    return True
+
+
+def install_without_configure(meter: Any) -> None:
+    """Without ``configure()`` (the application wired OpenTelemetry itself), register the
+    counters on the meter the SDK records with, once: the faults it counts are exported too."""
+    with _lock:
+        if _installed_on or _installed_ids:
+            return  # configure() registered them on its provider
+    if _first_time(meter):
+        install_guard_listener()
+        _register(meter)
+
+
+def _first_time(owner: Any) -> bool:
+    key = id(owner)
     with _lock:
         try:
-            if meter_provider in _installed_on:
+            if owner in _installed_on:
                 return False
-            _installed_on.add(meter_provider)
+            _installed_on.add(owner)
         except TypeError:  # not weak-referenceable: fall back to the id
             if key in _installed_ids:
                 return False
             _installed_ids.add(key)
-    meter = meter_provider.get_meter(semconv.INSTRUMENTATION_NAME, version)
+    return True
+
+
+def _register(meter: Any) -> None:
     meter.create_observable_counter(
         semconv.METRIC_SDK_SPANS_EXPORTED, [_observe_exported], unit="{span}",
         description="Spans handed successfully to an exporter",
@@ -139,4 +160,3 @@ def install(meter_provider: MeterProvider, version: str | None = None) -> bool:
         semconv.METRIC_SDK_ERRORS, [_observe_errors], unit="{fault}",
         description="Instrumentation faults swallowed by the SDK",
     )
-    return True
