@@ -269,3 +269,19 @@ def test_own_report_beside_the_traces_is_skipped_not_counted_as_errors(tmp_path,
     first.rename(only / "first.json")
     assert analyze_main([str(only)]) == 2
     assert "own outputs" in capsys.readouterr().err
+
+
+def test_a_copy_of_the_same_export_is_flagged(tmp_path, capsys):
+    _write_otlp(tmp_path / "a.jsonl", n=6)
+    assert analyze_main([str(tmp_path), "--format", "json", "--no-cache"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["input"]["coverage"]["duplicate_requests"] == 0
+    assert "duplicate_spans" not in {f["id"] for f in one["findings"]}
+    (tmp_path / "b.jsonl").write_bytes((tmp_path / "a.jsonl").read_bytes())
+    assert analyze_main([str(tmp_path), "--format", "json", "--no-cache"]) == 0
+    two = json.loads(capsys.readouterr().out)
+    dup = next(f for f in two["findings"] if f["id"] == "duplicate_spans")
+    # every request is there twice or more (the joins multiply copies): all of the extra rows
+    extra = dup["evidence"]["duplicate_requests"]
+    assert extra == two["input"]["requests"] - one["input"]["requests"]
+    assert extra >= one["input"]["requests"]

@@ -33,7 +33,10 @@ SELECT (SELECT COUNT(*) FROM spans),
        (SELECT COUNT(*) FROM requests),
        (SELECT COUNT(*) FROM batches),
        (SELECT COUNT(*) FROM requests WHERE input_tokens IS NULL AND output_tokens IS NULL),
-       (SELECT COUNT(*) FROM ingest_errors)
+       (SELECT COUNT(*) FROM ingest_errors),
+       -- the same request span read twice (a file and its compressed copy, a re-export):
+       -- span ids are random 64-bit, so equal ids are copies
+       (SELECT COUNT(*) - COUNT(DISTINCT span_id) FROM requests)
 """
 
 
@@ -49,6 +52,7 @@ class Coverage:
     sdk_errors: int
     links: int
     missing_links: int
+    duplicate_requests: int = 0
 
     @property
     def drop_ratio(self) -> float | None:
@@ -81,6 +85,7 @@ class Coverage:
             "sdk_errors": self.sdk_errors,
             "batch_links": self.links,
             "missing_link_ratio": rounded(self.missing_link_ratio, 4),
+            "duplicate_requests": self.duplicate_requests,
         }
 
 
@@ -99,7 +104,7 @@ def _empty_file_errors(con: Any) -> int:
 
 
 def analyze_coverage(con: Any) -> Coverage:
-    spans, reqs, batches, no_tokens, errors = con.execute(COUNTS_SQL).fetchone()
+    spans, reqs, batches, no_tokens, errors, dups = con.execute(COUNTS_SQL).fetchone()
     errors = max(0, int(errors) - _empty_file_errors(con))
 
     exported_by = counter_totals(con, semconv.METRIC_SDK_SPANS_EXPORTED)
@@ -112,7 +117,7 @@ def analyze_coverage(con: Any) -> Coverage:
         dropped_spans=int(dropped_by.get(top or "", 0.0)),
         exported_spans=int(exported_by.get(top or "", 0.0)),
         sdk_errors=int(sum(counter_totals(con, semconv.METRIC_SDK_ERRORS).values())),
-        links=int(links), missing_links=int(missing),
+        links=int(links), missing_links=int(missing), duplicate_requests=int(dups or 0),
     )
 
 
@@ -134,6 +139,17 @@ def coverage_findings(c: Coverage) -> list[Finding]:
             detail=("Spans dropped by the SDK, request spans sampled out (batch links to spans "
                     "not in the input) or unreadable lines. Raise the export queue, keep sampling "
                     "parent-based at 100 % for audited services, or add the missing files."),
+        ))
+    if c.duplicate_requests:
+        out.append(Finding(
+            id="duplicate_spans",
+            title="The same request spans appear more than once in the input",
+            severity="medium",
+            layer="coverage",
+            evidence={"duplicate_requests": c.duplicate_requests, "requests": c.requests},
+            detail=("Copies of one export were read together (e.g. a .jsonl and its .gz, or a "
+                    "collector writing to two places): request counts, throughput, cost per "
+                    "request and duplicate-prompt shares are distorted. Analyse one copy."),
         ))
     if c.requests and c.requests_without_tokens / c.requests >= 1 - th.LOW_COVERAGE_RATIO:
         out.append(Finding(
