@@ -63,7 +63,10 @@ def load_factory(path: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise FactoryError(f"cannot import {module_name!r} ({exc})") from exc
+        hint = (" — the default is the example's tiny GPT-2, importable from the project's "
+                "source checkout only; pass --model module:factory for your model"
+                if path == DEFAULT_FACTORY else "")
+        raise FactoryError(f"cannot import {module_name!r} ({exc}){hint}") from exc
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
         raise FactoryError(f"{module_name!r} has no callable {attr!r}")
