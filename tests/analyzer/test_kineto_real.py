@@ -128,3 +128,11 @@ def test_aggregate_and_json(report: KinetoReport) -> None:
                 "copy_bandwidth", "graph_launches"):  # fmt: skip
         assert key in body
     json.dumps([f.to_json() for f in report.findings])
+
+
+def test_a_top_kernel_never_outweighs_its_type(report: KinetoReport) -> None:
+    """Both shares are of all GPU-op time (copies included), so they compare."""
+    for s in report.files:
+        share = {t["type"]: float(t["time_pct"]) for t in s.kernel_types}  # type: ignore[arg-type]
+        for top in s.top_kernels:
+            assert float(top["time_pct"]) <= share[top["type"]] + 1e-9  # type: ignore[arg-type]

@@ -169,13 +169,15 @@ def kernel_type_breakdown(ev: TraceEvents, types: np.ndarray) -> list[dict[str, 
 def top_kernels(
     ev: TraceEvents, types: np.ndarray, n: int = TOP_KERNELS
 ) -> list[dict[str, object]]:
-    """The ``n`` kernels (memcpy/memset excluded) with the largest summed GPU time."""
+    """The ``n`` kernels (memcpy/memset excluded) with the largest summed GPU time; ``time_pct``
+    is of all GPU-op time, as in :func:`kernel_type_breakdown`, so a kernel's share never
+    exceeds its type's."""
     mask = ev.gpu_kind == KIND_KERNEL
     if not mask.any():
         return []
     names = ev.gpu_name[mask]
     dur = ev.gpu_dur_ns[mask]
-    total = int(dur.sum())
+    total = int(ev.gpu_dur_ns.sum())
     uniq, first, inv = np.unique(names, return_index=True, return_inverse=True)
     sums = np.bincount(inv, weights=dur).astype(np.int64)
     counts = np.bincount(inv)
