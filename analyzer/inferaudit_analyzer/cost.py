@@ -56,6 +56,7 @@ class ResourcePrice:
     source: str
     basis: str
     as_of: str | None = None
+    busy_known: bool = True  # False: no model-call timing (requests only): no busy floor
 
     @property
     def usd_per_device_hour(self) -> float | None:
@@ -186,7 +187,9 @@ def resolve_prices(con: Any, util: Utilization, *, price_per_hour: float | None 
                                          inst.get("source", ""), inst.get("as_of")))
                 priced = True
                 break
-            gpu = _match_gpu(table, model) if u.device_type != "cpu" else None
+            # an explicit --gpu-model wins over a device type inferred as CPU (foreign spans
+            # often say nothing of the device)
+            gpu = _match_gpu(table, model) if u.device_type != "cpu" or gpu_model else None
             if gpu is not None:
                 out.append(ResourcePrice(u.resource_id, u.device_type, n,
                                          float(gpu["usd_per_hour"]) * n, u.busy_ns,
@@ -210,6 +213,8 @@ def resolve_prices(con: Any, util: Utilization, *, price_per_hour: float | None 
                                      "no price known: pass --price-per-hour or --price-file"))
         if ignored:
             out[-1] = replace(out[-1], basis=out[-1].basis + ignored)
+        if not u.busy_known:
+            out[-1] = replace(out[-1], busy_known=False)
     return out
 
 
@@ -234,8 +239,8 @@ class CostModel:
 
     @property
     def busy_cost_usd(self) -> float | None:
-        if not self.priced:
-            return None
+        if not self.priced or not all(p.busy_known for p in self.prices):
+            return None  # unknown, not 0: nothing timed the model calls
         return sum(p.busy_ns / NS_PER_HOUR * p.usd_per_device_hour for p in self.prices)
 
     def scope_cost(self, requests: int, device_ns: int, input_tokens: int,

@@ -137,3 +137,21 @@ def test_price_file_errors_name_the_problem(tmp_path):
     bad.write_text('{"instances": [{"usd_per_hour": 1}]}')
     with pytest.raises(PriceFileError, match="host_type"):
         load_price_table(bad)
+
+
+def test_gpu_model_flag_prices_foreign_spans_and_an_untimed_busy_floor_is_unknown():
+    """Request spans alone (a foreign GenAI server): the device is not in the spans, so the
+    user's --gpu-model sets the price; nothing timed the model calls, so the busy-only floor
+    is unknown (None), not $0."""
+    db = FixtureDb()
+    db.resource(1, service_name="svc")
+    for i in range(20):
+        start = T0 + i * 100 * MS
+        db.request(start, start + 30 * MS, input_tokens=40, output_tokens=8, role=None,
+                   operation="chat")
+    rep = analyze_connection(db.con, AnalyzeParams(gpu_model="NVIDIA H100 80GB HBM3"))
+    assert "H100" in rep["price"]["source"] or any(
+        "H100" in str(r.get("source")) for r in rep["price"].get("by_resource") or [])
+    overall = rep["baseline"]["overall"]
+    assert overall["cost_per_request_usd"] > 0
+    assert overall["busy_cost_per_request_usd"] is None
