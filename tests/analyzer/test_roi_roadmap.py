@@ -171,3 +171,16 @@ def test_pooled_noise_draws_steady_the_projected_tail() -> None:
     assert np.std(pools) < np.std(single)  # one draw's p95 wanders; the pooled one less
     # without noise there is nothing to pool: one replay
     assert replay(work, no_hits, CURVE, sc, draws=8).latency_ns.size == len(work)
+
+
+def test_interval_is_the_replicates_spread_around_the_point() -> None:
+    from inferaudit_analyzer.roi.bootstrap import interval
+
+    biased_low = [80.0 + i * 0.2 for i in range(101)]  # median 90; the point is 100
+    iv = interval(biased_low, 100.0)
+    assert iv["low"] <= 100.0 <= iv["high"]
+    assert iv["low"] == pytest.approx(100.0 * (81.0 / 90.0))
+    assert iv["high"] == pytest.approx(100.0 * (99.0 / 90.0))
+    plain = interval(biased_low)
+    assert plain["low"] == pytest.approx(81.0) and plain["high"] == pytest.approx(99.0)
+    assert interval([], 1.0) == {"low": None, "high": None, "replicates": 0}

@@ -111,9 +111,10 @@ def _score(imp: dict[str, float], risk: int, effort_weeks: float) -> float:
     return impact / (risk * (1.0 + effort_weeks))
 
 
-def _intervals(inp: RoiInputs, scenarios: list[Scenario], b: int, seed: int, max_batch: int
-               ) -> list[dict[str, Any]]:
-    """Per scenario: 90 % intervals of cost per request, busy floor and p95 (ms)."""
+def _intervals(inp: RoiInputs, scenarios: list[Scenario], points: list[dict[str, Any]], b: int,
+               seed: int, max_batch: int) -> list[dict[str, Any]]:
+    """Per scenario: 90 % intervals of cost per request, busy floor and p95 (ms), around the
+    scenario's point projection (``points``, same order)."""
     nb = bs.replicates(b, len(inp.work), len(scenarios) + 1)
     res = bs.resamples(inp.calls, inp.calibration, inp.work, inp.repeats,
                        _refit(inp, max_batch), nb, seed)
@@ -130,11 +131,13 @@ def _intervals(inp: RoiInputs, scenarios: list[Scenario], b: int, seed: int, max
             vals[i]["cost"].append(s["cost_per_request_usd"])
             vals[i]["busy"].append(s["busy_cost_per_request_usd"])
             vals[i]["p95"].append(s["latency_ms"]["p95"])
-    return [{"cost_per_request_usd": bs.interval(v["cost"]),
-             "busy_cost_per_request_usd": bs.interval(v["busy"]),
-             "latency_ms_p95": bs.interval(v["p95"]),
-             "level": 0.9, "method": "percentile bootstrap: calls refit + block-resampled "
-             "requests"} for v in vals]
+    return [{"cost_per_request_usd": bs.interval(v["cost"], pt["cost_per_request_usd"]),
+             "busy_cost_per_request_usd": bs.interval(v["busy"],
+                                                      pt["busy_cost_per_request_usd"]),
+             "latency_ms_p95": bs.interval(v["p95"], pt["latency_ms"]["p95"]),
+             "level": 0.9, "method": "bootstrap (calls refit + block-resampled requests): the "
+             "replicates' 5-95 % spread relative to their median, around the point"}
+            for v, pt in zip(vals, points, strict=True)]
 
 
 def _plan_json(p: Plan) -> dict[str, Any]:
@@ -172,7 +175,8 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
                                 slo_ns, base_sum, prices)
         cumulative.append((cum_sc, s))
     scen = [t[1] for t in items] + [c[0] for c in cumulative]
-    ivals = _intervals(inp, scen, bootstrap, seed, knobs.max_batch) if scen else []
+    points = [t[2] for t in items] + [c[1] for c in cumulative]
+    ivals = _intervals(inp, scen, points, bootstrap, seed, knobs.max_batch) if scen else []
     roadmap = []
     for rank, (p, sized, s, imp, score) in enumerate(items, start=1):
         cum = cumulative[rank - 1][1]
