@@ -21,7 +21,11 @@ from inferaudit_analyzer.analyses._common import (
 )
 from inferaudit_analyzer.analyses.batching import BatchStats, batch_stats
 from inferaudit_analyzer.analyses.concurrency import Concurrency
-from inferaudit_analyzer.analyses.utilization import Utilization
+from inferaudit_analyzer.analyses.utilization import (
+    Utilization,
+    busy_by_bucket,
+    busy_by_model,
+)
 from inferaudit_analyzer.cost import CostModel
 
 SCOPE_SQL = """
@@ -33,11 +37,6 @@ SELECT COUNT(*) AS n,
        COALESCE(SUM(device_ns), 0) AS device_ns,
        COALESCE(SUM(latency_ns), 0) AS latency_ns
 FROM requests {where}
-"""
-
-# Batches of one model and the device capacity (devices x window) of the resources they ran on.
-MODEL_BATCH_DEVICE_SQL = """
-SELECT COALESCE(SUM(device_ns), 0) FROM batches WHERE request_model IS NOT DISTINCT FROM ?
 """
 
 METRICS: tuple[tuple[str, str], ...] = (
@@ -93,8 +92,12 @@ def _auto_bucket_s(window: Window) -> float:
     return float(10 * exp)
 
 
+# A request falls in the bucket of its arrival; one arriving at the very end of the window (a
+# zero-length bucket of its own) in the last bucket.
+BUCKET_EXPR = "LEAST(CAST(FLOOR((arrival_ns - {t0}) / {w}) AS BIGINT), {last})"
+
 BUCKET_SQL = """
-SELECT CAST(FLOOR((arrival_ns - ?) / ?) AS BIGINT) AS bucket,
+SELECT {bucket} AS bucket,
        COUNT(*) AS n,
        COALESCE(SUM(input_tokens), 0) + COALESCE(SUM(output_tokens), 0) AS tokens,
        quantile_disc(latency_ns, 0.5) AS p50,
@@ -106,8 +109,8 @@ FROM requests WHERE arrival_ns IS NOT NULL
 GROUP BY bucket ORDER BY bucket
 """
 
-BUCKET_DEVICE_SQL = """
-SELECT CAST(FLOOR((start_ns - ?) / ?) AS BIGINT) AS bucket, SUM(device_ns), COUNT(*)
+BUCKET_BATCHES_SQL = """
+SELECT LEAST(CAST(FLOOR((start_ns - {t0}) / {w}) AS BIGINT), {last}) AS bucket, COUNT(*)
 FROM batches WHERE start_ns IS NOT NULL GROUP BY bucket
 """
 
@@ -116,9 +119,14 @@ def time_buckets(con: Any, window: Window, util: Utilization, bucket_s: float | 
                  alpha: float) -> dict[str, Any]:
     """Per-bucket requests, throughput, latency percentiles and device busy share.
 
-    Requests and batches fall in the bucket where they start. The latency sketch of each bucket is
-    computed too and merged; the merged sketch equals the whole-window one (the mergeability the
-    sketch exists for), reported as a self-check.
+    A row per bucket in which a request arrived or a model call ran. Requests count in the
+    bucket of their arrival, batches (``batches``) in that of their start; rates divide by the
+    bucket's overlap with the window (the last bucket is usually partial). ``device_busy_ratio``
+    is on the overall utilisation's basis (analyses/utilization.py): the bucket's share of the
+    busy time, each call spread over its wall interval, over the paid devices x the overlap; so
+    the overlap-weighted mean of the rows is the overall figure. The latency sketch of each
+    bucket is computed too and merged; the merged sketch equals the whole-window one (the
+    mergeability the sketch exists for), reported as a self-check.
     """
     if window.start_ns is None or window.duration_ns == 0:
         return {"bucket_s": bucket_s, "rows": []}
@@ -127,29 +135,42 @@ def time_buckets(con: Any, window: Window, util: Utilization, bucket_s: float | 
     if widened:  # a 1 ms bucket over a day would be a report of millions of rows
         width_s = window.duration_s / MAX_BUCKETS
     width_ns = width_s * NS_PER_S
+    last = max(math.ceil(window.duration_ns / width_ns) - 1, 0)
+    if last and window.duration_ns - last * width_ns < width_ns * 1e-6:
+        last -= 1  # a float sliver past the last whole bucket (widened widths): fold it back
+    fmt = {"t0": int(window.start_ns), "w": f"CAST({width_ns!r} AS DOUBLE)", "last": last}
+    bucket_expr = BUCKET_EXPR.format(**fmt)
     devices = max(util.devices, 1)
-    dev = {int(b): (int(d or 0), int(c)) for b, d, c in
-           con.execute(BUCKET_DEVICE_SQL, [window.start_ns, width_ns]).fetchall()}
+    batches = {int(b): int(c) for b, c in
+               con.execute(BUCKET_BATCHES_SQL.format(**fmt)).fetchall()}
+    busy = busy_by_bucket(con, util, window.start_ns, width_ns)
+    reqs = {int(r[0]): r[1:] for r in
+            con.execute(BUCKET_SQL.format(bucket=bucket_expr)).fetchall()}
+    keys = set(reqs) | set(batches) | {b for b, v in (busy or {}).items() if v > 0}
     rows = []
-    for b, n, tokens, p50, p95, p99, ttft50, lat_ns in con.execute(
-            BUCKET_SQL, [window.start_ns, width_ns]).fetchall():
-        dns, nb = dev.get(int(b), (0, 0))
+    for b in sorted(k for k in keys if 0 <= k <= last):
+        n, tokens, p50, p95, p99, ttft50, lat_ns = reqs.get(b, (0, 0, None, None, None, None,
+                                                              0))
+        # overlap with the window; the last bucket runs to the window's end
+        span_ns = width_ns if b < last else window.duration_ns - b * width_ns
+        span_s = span_ns / NS_PER_S
         rows.append({
-            "bucket": int(b),
-            "start_s": int(b) * width_s,
+            "bucket": b,
+            "start_s": b * width_s,
             "requests": int(n),
-            "throughput_rps": rounded(n / width_s, 4),
-            "tokens_per_s": rounded(int(tokens) / width_s, 3),
+            "throughput_rps": rounded(int(n) / span_s, 4),
+            "tokens_per_s": rounded(int(tokens or 0) / span_s, 3),
             "latency_ms": {"p50": rounded(_ms(p50), 4), "p95": rounded(_ms(p95), 4),
                            "p99": rounded(_ms(p99), 4)},
             "ttft_ms_p50": rounded(_ms(ttft50), 4),
-            "concurrency_mean": rounded(int(lat_ns or 0) / width_ns, 4),
-            "batches": nb,
-            "device_busy_ratio": rounded(min(1.0, dns / (width_ns * devices)), 4) if nb else None,
+            "concurrency_mean": rounded(int(lat_ns or 0) / span_ns, 4),
+            "batches": batches.get(b, 0),
+            "device_busy_ratio": None if busy is None else rounded(
+                min(1.0, busy.get(b, 0.0) / (span_ns * devices)), 4),
         })
     per_bucket = pct.sketch_from_sql(
-        con, f"SELECT CAST(FLOOR((arrival_ns - {int(window.start_ns)}) / {width_ns!r}) AS BIGINT)"
-             " AS bucket, latency_ns FROM requests WHERE arrival_ns IS NOT NULL",
+        con, f"SELECT {bucket_expr} AS bucket, latency_ns FROM requests"
+             " WHERE arrival_ns IS NOT NULL",
         "latency_ns", alpha=alpha, group_cols=("bucket",))
     merged = pct.merge_all(per_bucket.values(), alpha)
     whole = pct.sketch_from_sql(con, "SELECT latency_ns FROM requests", "latency_ns",
@@ -184,15 +205,19 @@ def baseline(con: Any, window: Window, util: Utilization, conc: Concurrency, cos
     models = [r[0] for r in con.execute(
         "SELECT DISTINCT request_model FROM requests ORDER BY request_model NULLS LAST").fetchall()]
     by_model: dict[str, Any] = {}
+    # A model's share of the overall busy time over the same paid capacity: the models of one
+    # device add up to the overall utilisation (analyses/utilization.py).
     capacity = window.duration_ns * max(util.devices, 1)
+    model_busy = busy_by_model(con, util)
     for m in models:
         where, p = ("WHERE request_model IS NULL", ()) if m is None else (
             "WHERE request_model = ?", (m,))
         scope = _scope(con, where, p, window, cost, alpha)
         scope["batch_size"] = batch_stats(con, where, p).to_json()
-        dev_ns = con.execute(MODEL_BATCH_DEVICE_SQL, [m]).fetchone()[0]
-        scope["device_utilization"] = rounded(min(1.0, dev_ns / capacity), 4) if (
-            capacity and scope["batch_size"]["batches"]) else None
+        busy = None if model_busy is None else model_busy.get(m, 0.0)
+        ran = scope["batch_size"]["batches"] or not util.busy_from_batches
+        scope["device_utilization"] = rounded(min(1.0, busy / capacity), 4) if (
+            busy is not None and capacity and ran) else None
         by_model[m if m is not None else "(unknown)"] = scope
     routes = [r[0] for r in con.execute(
         "SELECT DISTINCT route FROM requests WHERE route IS NOT NULL ORDER BY route").fetchall()]

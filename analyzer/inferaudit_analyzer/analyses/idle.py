@@ -6,7 +6,10 @@ tokenising, Python pre/post-processing, I/O or a sequential pipeline with the de
 serving stack's (runtime layer).
 ``device_underused``: busy / paid device time below DCGM's 0.5 guidance with nobody waiting:
 capacity exceeds demand (the bill's idle share; the fix is fewer or smaller devices, or more load
-per device).
+per device). Nobody waiting means both: the device is not idle while requests are in flight, and
+requests do not queue for it (p95 queue time below one median model call). A server that runs one
+request at a time on one of several cores queues requests at low utilisation: that is
+serialisation (``unbatched_serving``), and consolidating replicas would make it worse.
 """
 
 from __future__ import annotations
@@ -15,6 +18,17 @@ from inferaudit_analyzer import thresholds as th
 from inferaudit_analyzer.analyses.concurrency import Concurrency
 from inferaudit_analyzer.analyses.utilization import Utilization
 from inferaudit_analyzer.findings import Finding
+
+# House rule: requests queue for the device when the p95 queue time is at least one median model
+# call: the slowest 5 % wait longer than a whole call takes, so demand is not below capacity.
+QUEUED_P95_OVER_SERVICE_RATIO = 1.0
+
+
+def queue_pressure_ratio(util: Utilization) -> float | None:
+    """p95 queue time / p50 model-call time; None when either was not measured."""
+    if util.queue_p95_ns is None or not util.service_p50_ns:
+        return None
+    return util.queue_p95_ns / util.service_p50_ns
 
 
 def idle_findings(conc: Concurrency, util: Utilization) -> list[Finding]:
@@ -41,8 +55,10 @@ def idle_findings(conc: Concurrency, util: Utilization) -> list[Finding]:
                     "I/O, a sequential pipeline); overlap it with device work or batch it."),
         ))
     ratio = util.ratio
+    queued = queue_pressure_ratio(util)
+    queueing = queued is not None and queued >= QUEUED_P95_OVER_SERVICE_RATIO
     if ratio is not None and ratio < th.UNDERUSED_UTILIZATION_RATIO and not waiting \
-            and util.resources:
+            and not queueing and util.resources:
         out.append(Finding(
             id="device_underused",
             title="Paid device time is mostly unused",
@@ -54,9 +70,13 @@ def idle_findings(conc: Concurrency, util: Utilization) -> list[Finding]:
                 "busy_device_s": util.busy_ns / 1e9,
                 "paid_device_s": util.window_ns * util.devices / 1e9,
                 "threshold_ratio": th.UNDERUSED_UTILIZATION_RATIO,
+                "queue_p95_over_service_p50_ratio": (None if queued is None
+                                                     else round(queued, 4)),
+                "threshold_queue_ratio": QUEUED_P95_OVER_SERVICE_RATIO,
             },
             detail=("Busy / paid device time below DCGM's 0.5 'ineffective use' guidance while "
-                    "requests are not waiting on the device: capacity exceeds demand. "
+                    "requests neither queue for the device nor wait with it idle: capacity "
+                    "exceeds demand. "
                     "Consolidate replicas or right-size the device."),
         ))
     return out

@@ -7,11 +7,17 @@ measured it. On a CPU device the device is the host's
 cores: busy = process CPU time / cores. Utilisation = busy / (window x devices), the devices being
 ``gpu_count`` of the machine (or the device ids seen, whichever is larger), or one CPU instance.
 NVML's ``hw.gpu.utilization`` (when sampled) is reported beside it, not mixed in.
+
+Every narrower scope (a model, a time bucket) is measured on the same basis: a batch's share of
+its device's busy time is its share of the quantity that busy time was computed from (CPU time on
+a CPU host with a core count, else its device time), spread evenly over the batch's wall interval
+for time buckets; the paid capacity is the same devices over that scope's time. So the models of
+one device add up to the overall figure, and so do the buckets weighted by their length.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from inferaudit_analyzer import thresholds as th
@@ -135,6 +141,17 @@ class Utilization:
     nvml_samples: int
     span_gpu_util_ratio: float | None
     memory_util_ratio: float | None
+    # (resource key, device id) -> (busy per device-ns, busy per CPU-ns) of that device's batches
+    batch_scales: dict[tuple[Any, Any], tuple[float, float]] = field(default_factory=dict)
+    # Demand beside the supply: a low utilisation while requests queue is serialisation, not
+    # spare capacity (see analyses/idle.py). p95 queue time of requests; p50 model-call time.
+    queue_p95_ns: int | None = None
+    service_p50_ns: int | None = None
+
+    @property
+    def busy_from_batches(self) -> bool:
+        """Whether busy time is known per model call (so it can be split by model and time)."""
+        return self.source == "spans" and bool(self.batch_scales)
 
     @property
     def devices(self) -> int:
@@ -178,11 +195,18 @@ class Utilization:
         }
 
 
-def _resource_usage(rows: list[tuple[Any, ...]], window_ns: int) -> list[ResourceUsage]:
+Scales = dict[tuple[Any, Any], tuple[float, float]]
+
+
+def _resource_usage(rows: list[tuple[Any, ...]],
+                    window_ns: int) -> tuple[list[ResourceUsage], Scales]:
+    """Busy time per resource, and per (resource, device) the factors that turn a batch's device
+    and CPU time into its share of that busy time (what models and time buckets are split by)."""
     by_res: dict[Any, list[tuple[Any, ...]]] = {}
     for row in rows:
         by_res.setdefault(row[0], []).append(row)
     out = []
+    scales: Scales = {}
     for res_id, devs in by_res.items():
         gpu_count, cpu_cores, gpu_model, host_type = devs[0][8:12]
         types = {d[2] for d in devs}
@@ -192,8 +216,12 @@ def _resource_usage(rows: list[tuple[Any, ...]], window_ns: int) -> list[Resourc
         if is_cpu:
             cpu_ns = sum(int(d[5] or 0) for d in devs)
             union_ns = sum(int(d[7]) for d in devs)
-            busy = cpu_ns / cpu_cores if (cpu_ns and cpu_cores) else union_ns
-            busy = min(int(busy), window_ns)
+            by_cpu = bool(cpu_ns and cpu_cores)
+            busy = min(int(cpu_ns / cpu_cores if by_cpu else union_ns), window_ns)
+            basis_ns = cpu_ns if by_cpu else sum(int(d[4] or 0) for d in devs)
+            k = busy / basis_ns if basis_ns else 0.0
+            for d in devs:
+                scales[(res_id, d[1])] = (0.0, k) if by_cpu else (k, 0.0)
             out.append(ResourceUsage(res_id, "cpu", 1, busy, n_batches, None, host_type,
                                      cpu_cores))
             continue
@@ -201,12 +229,14 @@ def _resource_usage(rows: list[tuple[Any, ...]], window_ns: int) -> list[Resourc
         for d in devs:
             union_ns = int(d[7])
             measured, device_ns = bool(d[6]), int(d[4] or 0)
-            busy += min(union_ns, device_ns) if measured else union_ns
+            dev_busy = min(union_ns, device_ns) if measured else union_ns
+            busy += dev_busy
+            scales[(res_id, d[1])] = (dev_busy / device_ns if device_ns else 0.0, 0.0)
         devices = max(int(gpu_count or 0), len(devs), 1)
         dtype = next(iter(types)) if len(types) == 1 else "mixed"
         out.append(ResourceUsage(res_id, dtype, devices, busy, n_batches, gpu_model, host_type,
                                  cpu_cores))
-    return out
+    return out, scales
 
 
 def _request_resources(con: Any, window_ns: int) -> list[ResourceUsage]:
@@ -223,8 +253,11 @@ def _request_resources(con: Any, window_ns: int) -> list[ResourceUsage]:
 
 def analyze_utilization(con: Any, window_ns: int) -> Utilization:
     rows = con.execute(PER_DEVICE_SQL).fetchall()
-    resources = _resource_usage(rows, int(window_ns)) if rows else _request_resources(
-        con, int(window_ns))
+    if rows:
+        resources, scales = _resource_usage(rows, int(window_ns))
+    else:
+        resources, scales = _request_resources(con, int(window_ns)), {}
+    queue_p95, service_p50 = con.execute(DEMAND_SQL).fetchone()
     nvml = con.execute(NVML_SQL).fetchone()
     nvml_mem = con.execute(NVML_MEM_SQL).fetchone()
     span_mem = con.execute(SPAN_MEM_UTIL_SQL).fetchone()[0]
@@ -237,7 +270,111 @@ def analyze_utilization(con: Any, window_ns: int) -> Utilization:
         nvml_samples=int(nvml[1]),
         span_gpu_util_ratio=None if span_gpu is None else float(span_gpu),
         memory_util_ratio=None if mem is None else float(mem),
+        batch_scales=scales,
+        queue_p95_ns=None if queue_p95 is None else int(queue_p95),
+        service_p50_ns=None if service_p50 is None else int(service_p50),
     )
+
+
+# Each batch with the resource key PER_DEVICE_SQL reports it under (the host's first resource).
+ATTRIBUTED_BATCHES_SQL = f"""
+SELECT COALESCE(h.resource_id, bh.resource_id) AS res_key, bh.device_id, bh.request_model,
+       bh.start_ns, bh.end_ns, CAST(COALESCE(bh.device_ns, 0) AS DOUBLE) AS w_dev,
+       CAST(COALESCE(bh.cpu_time_ns, 0) AS DOUBLE) AS w_cpu
+FROM ({BATCHES_BY_HOST_SQL}) bh LEFT JOIN ({HOSTS_SQL}) h ON h.host_key = bh.host_key
+"""
+
+MODEL_WEIGHTS_SQL = f"""
+SELECT res_key, device_id, request_model, SUM(w_dev), SUM(w_cpu)
+FROM ({ATTRIBUTED_BATCHES_SQL}) ab GROUP BY res_key, device_id, request_model
+"""
+
+# No batch spans: the busy time came from the requests' own device time (_request_resources).
+MODEL_REQUEST_DEVICE_SQL = """
+SELECT request_model, COALESCE(SUM(device_ns), 0) FROM requests GROUP BY request_model
+"""
+
+
+def busy_by_model(con: Any, util: Utilization) -> dict[Any, float] | None:
+    """Busy device-ns per model (``request_model``, None for unknown), on the overall basis: the
+    values add up to ``util.busy_ns``. None when the busy time itself is not known."""
+    if util.source != "spans":
+        return None
+    out: dict[Any, float] = {}
+    if util.busy_from_batches:
+        for res, dev, model, w_dev, w_cpu in con.execute(MODEL_WEIGHTS_SQL).fetchall():
+            k_dev, k_cpu = util.batch_scales.get((res, dev), (0.0, 0.0))
+            out[model] = out.get(model, 0.0) + k_dev * float(w_dev or 0) + k_cpu * float(
+                w_cpu or 0)
+        return out
+    rows = con.execute(MODEL_REQUEST_DEVICE_SQL).fetchall()
+    total = sum(int(d or 0) for _, d in rows)
+    return {m: util.busy_ns * int(d or 0) / total if total else 0.0 for m, d in rows}
+
+
+# A batch's weight spread evenly over its wall interval, cut at bucket edges: the first and last
+# bucket it touches get their overlap's share (kind 0); the buckets it covers whole get
+# width/duration each, sent as +rate at the first covered bucket and -rate after the last
+# (kind 1, a difference array summed up in Python). Plain arithmetic, portable to ClickHouse.
+SPREAD_SQL = """
+WITH x AS (
+    SELECT res_key, device_id, w_dev, w_cpu,
+           CAST(start_ns - {t0} AS DOUBLE) AS s, CAST(end_ns - {t0} AS DOUBLE) AS e
+    FROM ({src}) ab WHERE start_ns IS NOT NULL AND end_ns IS NOT NULL AND end_ns >= start_ns
+),
+y AS (
+    SELECT res_key, device_id, w_dev, w_cpu, s, e, e - s AS dur,
+           CAST(FLOOR(s / {w}) AS BIGINT) AS sb, CAST(FLOOR(e / {w}) AS BIGINT) AS eb
+    FROM x
+)
+SELECT res_key, device_id, sb AS bucket, 0 AS kind,
+       SUM(CASE WHEN eb = sb OR dur = 0 THEN w_dev ELSE w_dev * ((sb + 1) * {w} - s) / dur END),
+       SUM(CASE WHEN eb = sb OR dur = 0 THEN w_cpu ELSE w_cpu * ((sb + 1) * {w} - s) / dur END)
+FROM y GROUP BY res_key, device_id, sb
+UNION ALL
+SELECT res_key, device_id, eb AS bucket, 0 AS kind,
+       SUM(w_dev * (e - eb * {w}) / dur), SUM(w_cpu * (e - eb * {w}) / dur)
+FROM y WHERE eb > sb GROUP BY res_key, device_id, eb
+UNION ALL
+SELECT res_key, device_id, sb + 1 AS bucket, 1 AS kind,
+       SUM(w_dev * {w} / dur), SUM(w_cpu * {w} / dur)
+FROM y WHERE eb > sb + 1 GROUP BY res_key, device_id, sb + 1
+UNION ALL
+SELECT res_key, device_id, eb AS bucket, 1 AS kind,
+       -SUM(w_dev * {w} / dur), -SUM(w_cpu * {w} / dur)
+FROM y WHERE eb > sb + 1 GROUP BY res_key, device_id, eb
+"""
+
+
+def busy_by_bucket(con: Any, util: Utilization, start_ns: int,
+                   width_ns: float) -> dict[int, float] | None:
+    """Busy device-ns per time bucket (index from ``start_ns``), on the overall basis, each
+    batch's share spread over its wall interval: the values add up to ``util.busy_ns``. None
+    when busy time is not known per model call (NVML only, or no batch spans)."""
+    if not util.busy_from_batches:
+        return None
+    sql = SPREAD_SQL.format(src=ATTRIBUTED_BATCHES_SQL, t0=int(start_ns),
+                           w=f"CAST({float(width_ns)!r} AS DOUBLE)")
+    direct: dict[int, float] = {}
+    delta: dict[int, float] = {}
+    for res, dev, bucket, kind, w_dev, w_cpu in con.execute(sql).fetchall():
+        k_dev, k_cpu = util.batch_scales.get((res, dev), (0.0, 0.0))
+        v = k_dev * float(w_dev or 0) + k_cpu * float(w_cpu or 0)
+        target = delta if int(kind) else direct
+        target[int(bucket)] = target.get(int(bucket), 0.0) + v
+    run = 0.0
+    for b in range(min(delta, default=0), max(delta, default=0)):  # past the last: rate is 0
+        run += delta.get(b, 0.0)
+        direct[b] = direct.get(b, 0.0) + run
+    return direct
+
+
+DEMAND_SQL = """
+SELECT (SELECT quantile_disc(queue_ns, 0.95) FROM requests WHERE queue_ns IS NOT NULL),
+       COALESCE((SELECT quantile_disc(end_ns - start_ns, 0.5) FROM batches
+                  WHERE end_ns IS NOT NULL AND start_ns IS NOT NULL),
+                (SELECT quantile_disc(model_ns, 0.5) FROM requests))
+"""
 
 
 def dram_bound_decode(util: Utilization, output_share: float | None,
