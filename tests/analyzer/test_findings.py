@@ -153,6 +153,7 @@ def test_low_coverage_from_dropped_spans_and_missing_links():
     db2.batch(T0, T0 + MS, [("f" * 32, "e" * 16)] * 3)  # links to spans not in the input
     f2 = _findings(db2)
     assert f2["low_coverage"]["evidence"]["missing_link_ratio"] == pytest.approx(3 / 13, abs=1e-4)
+    assert f2["low_coverage"]["evidence"]["missing_requests"] == 1  # three links, one request
 
 
 def test_padding_waste():

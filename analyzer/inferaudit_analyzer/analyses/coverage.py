@@ -22,7 +22,8 @@ from inferaudit_sdk import semconv
 
 LINKS_SQL = """
 SELECT COUNT(*) AS links,
-       COUNT(*) FILTER (WHERE r.span_id IS NULL) AS missing
+       COUNT(*) FILTER (WHERE r.span_id IS NULL) AS missing,
+       COUNT(DISTINCT CASE WHEN r.span_id IS NULL THEN l.linked_span_id END) AS missing_requests
 FROM links l
 JOIN spans b ON b.trace_id = l.trace_id AND b.span_id = l.span_id AND b.role = ?
 LEFT JOIN spans r ON r.trace_id = l.linked_trace_id AND r.span_id = l.linked_span_id
@@ -53,6 +54,7 @@ class Coverage:
     links: int
     missing_links: int
     duplicate_requests: int = 0
+    missing_requests: int = 0  # distinct requests a batch served whose span is not in the input
 
     @property
     def drop_ratio(self) -> float | None:
@@ -86,6 +88,7 @@ class Coverage:
             "batch_links": self.links,
             "missing_link_ratio": rounded(self.missing_link_ratio, 4),
             "duplicate_requests": self.duplicate_requests,
+            "missing_requests": self.missing_requests,
         }
 
 
@@ -110,7 +113,7 @@ def analyze_coverage(con: Any) -> Coverage:
     exported_by = counter_totals(con, semconv.METRIC_SDK_SPANS_EXPORTED)
     dropped_by = counter_totals(con, semconv.METRIC_SDK_SPANS_DROPPED)
     top = busiest_exporter(exported_by, dropped_by)
-    links, missing = con.execute(LINKS_SQL, [semconv.ROLE_BATCH]).fetchone()
+    links, missing, missing_reqs = con.execute(LINKS_SQL, [semconv.ROLE_BATCH]).fetchone()
     return Coverage(
         spans=int(spans), requests=int(reqs), batches=int(batches),
         requests_without_tokens=int(no_tokens), ingest_errors=int(errors),
@@ -118,6 +121,7 @@ def analyze_coverage(con: Any) -> Coverage:
         exported_spans=int(exported_by.get(top or "", 0.0)),
         sdk_errors=int(sum(counter_totals(con, semconv.METRIC_SDK_ERRORS).values())),
         links=int(links), missing_links=int(missing), duplicate_requests=int(dups or 0),
+        missing_requests=int(missing_reqs or 0),
     )
 
 
@@ -134,11 +138,14 @@ def coverage_findings(c: Coverage) -> list[Finding]:
                 "drop_ratio": rounded(c.drop_ratio, 4),
                 "missing_link_ratio": rounded(c.missing_link_ratio, 4),
                 "ingest_errors": c.ingest_errors,
+                "missing_requests": c.missing_requests,
                 "threshold_ratio": th.LOW_COVERAGE_RATIO,
             },
             detail=("Spans dropped by the SDK, request spans sampled out (batch links to spans "
                     "not in the input) or unreadable lines. Raise the export queue, keep sampling "
-                    "parent-based at 100 % for audited services, or add the missing files."),
+                    "parent-based at 100 % for audited services, or add the missing files. Cost "
+                    "per request divides the paid window by the requests in the input: with "
+                    "missing_requests served but not seen, it is overstated by that share."),
         ))
     if c.duplicate_requests:
         out.append(Finding(
