@@ -92,6 +92,17 @@ class FixtureDb:
                     resource_id=resource_id, attributes=json.dumps(attrs))
 
 
+def fifo_schedule(n: int, gap_ms: int, service_ms: int):
+    """(i, arrival, start, end) of ``n`` requests arriving every ``gap_ms`` at a server that
+    takes one at a time, ``service_ms`` each, first come first served."""
+    free_at = T0
+    for i in range(n):
+        arrival = T0 + i * gap_ms * MS
+        start = max(arrival, free_at)
+        free_at = end = start + service_ms * MS
+        yield i, arrival, start, end
+
+
 def unbatched_db(n: int = 40, gap_ms: int = 10, service_ms: int = 50,
                  device_ms: int = 40) -> FixtureDb:
     """A server taking one request at a time while arrivals come faster: requests queue.
@@ -100,12 +111,7 @@ def unbatched_db(n: int = 40, gap_ms: int = 10, service_ms: int = 50,
     """
     db = FixtureDb()
     db.resource(1, gpu_model="NVIDIA A10G", gpu_count=1, service_name="svc")
-    free_at = T0
-    for i in range(n):
-        arrival = T0 + i * gap_ms * MS
-        start = max(arrival, free_at)
-        end = start + service_ms * MS
-        free_at = end
+    for _, arrival, start, end in fifo_schedule(n, gap_ms, service_ms):
         req = db.request(arrival, end, input_tokens=100, output_tokens=20,
                          queue_ns=start - arrival)
         db.batch(start, start + device_ms * MS, [req], parent=req,

@@ -9,7 +9,7 @@ consolidation while requests queued.
 from __future__ import annotations
 
 import pytest
-from _analysis_fixtures import MS, T0, FixtureDb, batched_db
+from _analysis_fixtures import MS, T0, FixtureDb, batched_db, fifo_schedule
 
 from inferaudit_analyzer.analyses.idle import QUEUED_P95_OVER_SERVICE_RATIO
 from inferaudit_analyzer.analyze import AnalyzeParams, analyze_connection
@@ -32,12 +32,7 @@ def _sequential_cpu_server(n: int, gap_ms: int, service_ms: int, models: tuple[s
     ``service_ms`` of CPU over ``service_ms`` of wall time (one core busy); model i % len."""
     db = FixtureDb()
     db.resource(1, cpu_cores=cores, host_name="box", service_name="svc")
-    free_at = T0
-    for i in range(n):
-        arrival = T0 + i * gap_ms * MS
-        start = max(arrival, free_at)
-        end = start + service_ms * MS
-        free_at = end
+    for i, arrival, start, end in fifo_schedule(n, gap_ms, service_ms):
         model = models[i % len(models)]
         req = db.request(arrival, end, input_tokens=20, output_tokens=10, request_model=model,
                          queue_ns=start - arrival)
