@@ -201,6 +201,12 @@ def internal_error(prog: str, exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERNAL
+    if isinstance(exc, ImportError) and not (exc.name or "").startswith("inferaudit"):
+        # a light install (the SDK core alone) meeting the analyzer's libraries: the user's
+        # install to complete, not a bug of ours
+        print(f"{prog}: needs an optional part that is not installed ({exc}); from a clone: "
+              "pip install -e '.[analyzer]'", file=sys.stderr)
+        return EXIT_INTERNAL
     if os.environ.get("INFERAUDIT_DEBUG"):
         traceback.print_exc()
     print(f"{prog}: internal error: {type(exc).__name__}: {exc} "

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(
             f"inferaudit {args[0]}: this command needs an optional part that is not installed "
-            f"({exc}). Install it with: pip install 'inferaudit[analyzer,collector]'",
+            f"({exc}). From a clone: pip install -e '.[analyzer,collector]'",
             file=sys.stderr,
         )
         return 1

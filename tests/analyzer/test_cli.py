@@ -285,3 +285,17 @@ def test_a_copy_of_the_same_export_is_flagged(tmp_path, capsys):
     extra = dup["evidence"]["duplicate_requests"]
     assert extra == two["input"]["requests"] - one["input"]["requests"]
     assert extra >= one["input"]["requests"]
+
+
+def test_a_missing_optional_library_is_named_with_the_install_hint(tmp_path, capsys, monkeypatch):
+    _write_otlp(tmp_path / "t.jsonl", n=3)
+    import inferaudit_analyzer.analyze as facade
+
+    def no_duckdb(*a, **k):
+        raise ModuleNotFoundError("No module named 'duckdb'", name="duckdb")
+
+    monkeypatch.setattr(facade, "analyze", no_duckdb)
+    assert analyze_main([str(tmp_path / "t.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert "optional part" in err and "duckdb" in err and ".[analyzer]" in err
+    assert "internal error" not in err

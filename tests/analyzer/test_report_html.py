@@ -143,3 +143,13 @@ def test_roi_warnings_are_shown_beside_the_roadmap(report) -> None:
     assert "> **Caution:** replay misses <today> by +140%" in md
     assert "class='warn'" not in render_html(report)
     assert f"/{4}" in md and "/5" not in md.split("## Ranked roadmap")[1].split("##")[0]
+
+
+def test_markdown_states_the_price_and_what_was_not_proposed(report) -> None:
+    md = render_markdown(report)
+    head = md.split("## Executive summary")[0]
+    assert f"price {report['price']['source']}" not in head  # the sentence reads naturally
+    assert "price " in head and str(report["price"]["source"]) in head
+    if report["roi"].get("not_proposed"):
+        assert "Not proposed (no evidence): " in md
+    assert "Replay check: today's serving replayed gives p95" in md

@@ -266,3 +266,21 @@ def test_faults_are_exported_without_configure(tmp_path):
                             print(dict(p.attributes), p.value)
     ''', tmp_path)
     assert "{'inferaudit.component': 'record'} 2" in out
+
+
+def test_an_otlp_endpoint_without_an_exporter_choice_selects_otlp(monkeypatch):
+    """`OTEL_EXPORTER_OTLP_ENDPOINT=... python serve.py` beside `inferaudit collect`: the spans
+    must go to the endpoint, not silently to local files."""
+    from inferaudit_sdk.config import AuditConfig
+    from inferaudit_sdk.sdk.exporters import resolve_exporters
+
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "INFERAUDIT_EXPORTERS",
+                 "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = AuditConfig.from_env({})
+    assert resolve_exporters(cfg, "traces")[0] == ("file",)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    assert resolve_exporters(cfg, "traces")[0] == ("otlp",)
+    assert resolve_exporters(cfg, "metrics")[0] == ("otlp",)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")  # an explicit choice still wins
+    assert resolve_exporters(cfg, "traces")[0] == ("console",)

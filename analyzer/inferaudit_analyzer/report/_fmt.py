@@ -45,6 +45,31 @@ def risk(item: dict[str, Any]) -> str:
     return f"{item['risk']['score']}/{RISK_SCALE_MAX}"
 
 
+def price_line(report: dict[str, Any]) -> str:
+    """Which price every dollar figure rests on, in words."""
+    price = report.get("price") or {}
+    return f"price {usd(price.get('usd_per_hour'))}/h from {price.get('source')}"
+
+
+def swap_line(swap: dict[str, Any]) -> str:
+    """The model-swap check in words; says why there is no avoided cost when there is none."""
+    closed = pct(swap.get("gap_closed_ratio"))
+    if swap.get("applies"):
+        return (f"Model swap check: non-model interventions close {closed} of the gap a model "
+                f"swap would close ({swap.get('model_swap_assumption', '')}); avoided cost "
+                f"{usd(swap.get('avoided_cost_usd'))} ({swap.get('cost_rule', '')}).")
+    return (f"Model swap check: non-model interventions close {closed} of the gap a model swap "
+            f"would close ({swap.get('model_swap_assumption', '')}), short of the share that "
+            "would make the swap avoidable, so no avoided cost is claimed.")
+
+
+def not_proposed_line(roi: dict[str, Any]) -> str | None:
+    items = roi.get("not_proposed") or []
+    if not items:
+        return None
+    return "Not proposed (no evidence): " + ", ".join(x["intervention"] for x in items)
+
+
 def roi_warnings(report: dict[str, Any]) -> list[str]:
     """What makes the report's projections less trustworthy than their intervals say."""
     return list((report.get("roi") or {}).get("warnings") or [])

@@ -76,16 +76,10 @@ def _roadmap(report: dict[str, Any]) -> str:
             f"<p>Assumptions:</p><ul>{assumptions}</ul></details>")
     swap = roi.get("avoided_model_swap") or {}
     if swap:
-        parts.append(
-            f"<p>Model swap check: non-model interventions close "
-            f"{escape(f.pct(swap.get('gap_closed_ratio')))} of the gap a model swap would "
-            f"close ({escape(swap.get('model_swap_assumption', ''))}); avoided cost "
-            f"{escape(f.usd(swap.get('avoided_cost_usd')))} ({escape(swap.get('cost_rule', ''))})."
-            "</p>")
-    np_ = roi.get("not_proposed") or []
-    if np_:
-        parts.append("<p class='note'>Not proposed (no evidence): " +
-                     escape(", ".join(x["intervention"] for x in np_)) + "</p>")
+        parts.append(f"<p>{escape(f.swap_line(swap))}</p>")
+    not_proposed = f.not_proposed_line(roi)
+    if not_proposed:
+        parts.append(f"<p class='note'>{escape(not_proposed)}</p>")
     return "".join(parts)
 
 
@@ -138,7 +132,6 @@ def render_html(report: dict[str, Any]) -> str:
     errs = inp.get("errors") or []
     err_html = "".join(f"<li>{escape(str(e.get('file')))} {escape(str(e.get('position')))}: "
                        f"{escape(str(e.get('message')))}</li>" for e in errs[:50])
-    price = report.get("price") or {}
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -146,8 +139,7 @@ def render_html(report: dict[str, Any]) -> str:
 <body>
 <h1>InferAudit: where the cost and latency of this inference come from</h1>
 <p class="note">Generated {escape(str(report.get('generated_at')))}; schema
-{escape(str(report.get('schema')))}; price {escape(f.usd(price.get('usd_per_hour')))}/h from
-{escape(str(price.get('source')))}.</p>
+{escape(str(report.get('schema')))}; {escape(f.price_line(report))}.</p>
 <h2 id="summary">Executive summary</h2><ul>{summary}</ul>
 <h2 id="baseline">Baseline (measured)</h2>{_kv(f.baseline_rows(report))}
 <h2 id="bottleneck">Bottleneck verdict</h2>

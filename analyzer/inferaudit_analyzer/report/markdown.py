@@ -23,7 +23,8 @@ def _table(header: tuple[str, ...] | list[str], rows: list[tuple[str, ...]]) -> 
 
 def render_markdown(report: dict[str, Any]) -> str:
     lines = ["# InferAudit report", "",
-             f"Generated {report.get('generated_at')}; schema `{report.get('schema')}`.", "",
+             f"Generated {report.get('generated_at')}; schema `{report.get('schema')}`; "
+             f"{f.price_line(report)}.", "",
              "## Executive summary", ""]
     lines += [f"- {s}" for s in f.executive_summary(report)]
     lines += ["", "## Baseline (measured)", ""]
@@ -49,9 +50,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += ["", "Assumptions:"] + [f"- {a}" for a in r.get("assumptions") or []] + [""]
         swap = roi.get("avoided_model_swap") or {}
         if swap:
-            lines += [f"Model swap check: non-model interventions close "
-                      f"{f.pct(swap.get('gap_closed_ratio'))} of a swap's gap; avoided cost "
-                      f"{f.usd(swap.get('avoided_cost_usd'))} ({swap.get('cost_rule')}).", ""]
+            lines += [f.swap_line(swap), ""]
+        not_proposed = f.not_proposed_line(roi)
+        if not_proposed:
+            lines += [not_proposed + ".", ""]
     else:
         lines += [roi.get("error") or "No intervention has evidence in this input.", ""]
     v = report.get("validation")
@@ -74,6 +76,13 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"{f.pct(fit.get('mape_ratio'))}; batch sizes seen "
                   f"{fit.get('batch_sizes_seen')}.", ""]
         lines += [f"- {a}" for a in fit.get("assumptions") or []]
+        base = roi.get("baseline") or {}
+        slo = roi.get("slo") or {}
+        lines += ["", f"Replay check: today's serving replayed gives p95 "
+                  f"{f.ms((base.get('replayed') or {}).get('latency_ms', {}).get('p95'))} against "
+                  f"{f.ms(base.get('measured_p95_ms'))} measured "
+                  f"({f.pct(base.get('replay_p95_error_ratio'))} off); SLO p95 "
+                  f"{f.ms(slo.get('p95_ms'))} ({slo.get('source')})."]
         lines.append("")
     lines += ["## Plots", ""]
     for name, svg in all_plots(report).items():

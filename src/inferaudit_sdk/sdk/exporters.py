@@ -240,7 +240,8 @@ def _parse_exporter_list(raw: Sequence[str] | str, source: str) -> tuple[str, ..
 def resolve_exporters(config: AuditConfig, signal: str) -> tuple[tuple[str, ...], str]:
     """(exporter names for ``signal`` "traces"/"metrics", where they came from: "config",
     "env" or "default"). Precedence: ``AuditConfig.exporters`` (``INFERAUDIT_EXPORTERS``), then
-    ``OTEL_<SIGNAL>_EXPORTER``, then (metrics only) the traces choice, then ``file``."""
+    ``OTEL_<SIGNAL>_EXPORTER``, then (metrics only) the traces choice, then ``otlp`` when an
+    ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` is set, then ``file``."""
     if config.exporters:
         names = _parse_exporter_list(config.exporters, "INFERAUDIT_EXPORTERS")
         if names is not None:
@@ -253,6 +254,11 @@ def resolve_exporters(config: AuditConfig, signal: str) -> tuple[tuple[str, ...]
             return names, "env"
     if signal == "metrics":
         return resolve_exporters(config, "traces")[0], "default"
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        # an OTLP endpoint given without an exporter choice: OpenTelemetry's own default
+        # (otlp) is clearly meant; files would silently miss the collector
+        return (EXPORTER_OTLP,), "env"
     return (EXPORTER_FILE,), "default"
 
 
