@@ -94,6 +94,21 @@ def own_output_schema(head: str) -> str | None:
     return m.group(1) if m else None
 
 
+_OTLP_OR_KINETO_KEYS = ('"resourceSpans"', '"resourceMetrics"', '"traceEvents"')
+
+
+def _json_document_not_otlp(head: str, path: str) -> bool:
+    """A JSON document beside the traces (a manifest, a summary), not OTLP lines: pretty-printed
+    (its first line a lone ``{``) with no OTLP or Kineto key near the top, or a ``.json`` file
+    whose first line has none (OTLP lines hold one whole export request each)."""
+    first = head.split("\n", 1)[0].strip()
+    if first == "{":
+        return not any(k in head[:65536] for k in _OTLP_OR_KINETO_KEYS)
+    name = path.lower().removesuffix(".gz").removesuffix(".zst")
+    return (name.endswith(".json") and first.startswith("{")
+            and not any(k in first for k in _OTLP_OR_KINETO_KEYS))
+
+
 def split_inputs(paths: Iterable[str | os.PathLike[str]]
                  ) -> tuple[list[str], list[str], list[dict[str, str]]]:
     """(OTLP files, Kineto files, skipped files with the reason) among the expanded inputs;
@@ -113,6 +128,8 @@ def split_inputs(paths: Iterable[str | os.PathLike[str]]
             skipped.append({"file": f.path, "reason": f"written by InferAudit ({schema_name})"})
         elif f.format == "json" and is_kineto(f.path, f.compression, head):
             kineto.append(f.path)
+        elif f.format == "json" and _json_document_not_otlp(head, f.path):
+            skipped.append({"file": f.path, "reason": "a JSON document, not OTLP lines"})
         else:
             otlp.append(f.path)
     return otlp, kineto, skipped
@@ -276,7 +293,8 @@ def analyze(paths: Iterable[str | os.PathLike[str]], params: AnalyzeParams | Non
     otlp, kineto, skipped = split_inputs(paths)
     if not otlp and not kineto:
         raise UnusableInput(skipped[0]["file"], None,
-                            "only InferAudit's own outputs here, no traces")
+                            "no traces here: only JSON documents that are not OTLP "
+                            "(InferAudit's own outputs, manifests)")
     info: dict[str, Any] = {"paths": paths, "files": [], "errors": [], "skipped": skipped}
     store = None
     if otlp:

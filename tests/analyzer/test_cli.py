@@ -268,7 +268,7 @@ def test_own_report_beside_the_traces_is_skipped_not_counted_as_errors(tmp_path,
     only.mkdir()
     first.rename(only / "first.json")
     assert analyze_main([str(only)]) == 2
-    assert "own outputs" in capsys.readouterr().err
+    assert "no traces here" in capsys.readouterr().err
 
 
 def test_a_copy_of_the_same_export_is_flagged(tmp_path, capsys):
