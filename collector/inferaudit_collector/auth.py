@@ -23,7 +23,7 @@ class TokenAuth:
     """Checks ``Authorization: Bearer <token>`` in constant time. ``None`` token: no auth."""
 
     def __init__(self, token: str | None) -> None:
-        self._expected = f"Bearer {token}".encode() if token else None
+        self._expected = token.encode() if token else None
 
     @property
     def enabled(self) -> bool:
@@ -35,7 +35,10 @@ class TokenAuth:
         if authorization is None:
             return False
         got = authorization.encode() if isinstance(authorization, str) else authorization
-        return hmac.compare_digest(got.strip(), self._expected)
+        scheme, _, credentials = got.strip().partition(b" ")
+        # RFC 7235 2.1: the scheme is case-insensitive; only the token is secret.
+        ok_scheme = scheme.lower() == b"bearer"
+        return hmac.compare_digest(credentials.strip(), self._expected) and ok_scheme
 
 
 def is_loopback(host: str) -> bool:

@@ -18,13 +18,64 @@ import os
 import signal
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
 
 from ._prefork import fork_http_workers, listen_socket, stop_workers
 from .auth import TOKEN_ENV, BindRefused
-from .service import Collector, CollectorConfig, MiB
+from .service import Collector, CollectorConfig, MiB, StartupError
 
 __all__ = ["build_parser", "config_from_args", "main"]
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {port}")
+    return port
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _http_url(text: str) -> str:
+    url = urllib.parse.urlsplit(text)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise argparse.ArgumentTypeError(f"wants http(s)://host[:port], got {text!r}")
+    try:
+        url.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    return text
+
+
+def _log_level(text: str) -> str:
+    if text.upper() not in _LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(_LOG_LEVELS)}, got {text!r}")
+    return text.upper()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,34 +87,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, default=Path("inferaudit-traces"),
                    help="output directory (default ./inferaudit-traces)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--http-port", type=int, default=4318, help="OTLP/HTTP port, 0 = any free")
-    p.add_argument("--grpc-port", type=int, default=4317, help="OTLP/gRPC port, 0 = any free")
+    p.add_argument("--http-port", type=_port, default=4318, help="OTLP/HTTP port, 0 = any free")
+    p.add_argument("--grpc-port", type=_port, default=4317, help="OTLP/gRPC port, 0 = any free")
     p.add_argument("--no-http", action="store_true", help="do not start the OTLP/HTTP receiver")
     p.add_argument("--no-grpc", action="store_true", help="do not start the OTLP/gRPC receiver")
     p.add_argument("--token", default=None,
                    help=f"require 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV})")
     p.add_argument("--allow-insecure-bind", action="store_true",
                    help="allow a non-loopback bind without a token")
-    p.add_argument("--max-body-bytes", type=int, default=16 * MiB,
+    p.add_argument("--max-body-bytes", type=_positive_int, default=16 * MiB,
                    help="largest request body, before and after decompression (413 above)")
-    p.add_argument("--buffer-bytes", type=int, default=64 * MiB,
+    p.add_argument("--buffer-bytes", type=_positive_int, default=64 * MiB,
                    help="bound on queued, not yet written data (429 + Retry-After above)")
     p.add_argument("--retry-after-s", type=int, default=1, help="Retry-After sent when full")
-    p.add_argument("--flush-interval-s", type=float, default=1.0,
+    p.add_argument("--flush-interval-s", type=_positive_float, default=1.0,
                    help="fsync period: the most an OS crash or power loss can lose (default 1)")
-    p.add_argument("--max-file-bytes", type=int, default=64 * MiB, help="rotate at this size")
-    p.add_argument("--max-file-age-s", type=float, default=3600.0, help="rotate at this age")
+    p.add_argument("--max-file-bytes", type=_positive_int, default=64 * MiB,
+                   help="rotate at this size")
+    p.add_argument("--max-file-age-s", type=_positive_float, default=3600.0,
+                   help="rotate at this age")
     p.add_argument("--compress", choices=("none", "zstd"), default="none",
                    help="compress rotated files (.jsonl.zst)")
-    p.add_argument("--forward", default=None, metavar="URL",
+    p.add_argument("--forward", type=_http_url, default=None, metavar="URL",
                    help="also send everything to this OTLP/HTTP endpoint, e.g. http://tempo:4318")
     p.add_argument("--forward-header", action="append", default=[], metavar="KEY=VALUE",
                    help="header for the upstream endpoint (repeatable)")
     p.add_argument("--ready-file", type=Path, default=None,
                    help="write {'http': port, 'grpc': port, 'pid': pid} here once listening")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=_positive_int, default=1,
                    help="processes serving OTLP/HTTP on one port (one core each; default 1)")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", type=_log_level, default="INFO",
+                   help="DEBUG, INFO (default), WARNING, ERROR or CRITICAL")
     return p
 
 
@@ -93,17 +147,26 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
     )
 
 
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors argparse cannot see on one option alone (exit 2, one line)."""
+    if args.no_http and args.no_grpc:
+        parser.error("--no-http and --no-grpc together leave nothing to receive")
+    if args.ready_file is not None and not args.ready_file.parent.is_dir():
+        parser.error(f"--ready-file: directory {str(args.ready_file.parent)!r} does not exist")
+    if args.retry_after_s < 0:
+        parser.error(f"--retry-after-s must be 0 or more, got {args.retry_after_s}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``inferaudit collect``; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(message)s")
+    _check_args(parser, args)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(message)s")
     try:
         config = config_from_args(args)
         collector = Collector(config)
-        if args.workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {args.workers}")
-    except (BindRefused, ValueError, ImportError) as exc:
+    except (BindRefused, ValueError, ImportError, OSError) as exc:
         print(f"inferaudit collect: {exc}", file=sys.stderr)
         return 2
     sock = None
@@ -112,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             sock = listen_socket(config.host, config.http_port)
         except OSError as exc:
-            print(f"inferaudit collect: could not listen: {exc}", file=sys.stderr)
+            print(f"inferaudit collect: cannot bind OTLP/HTTP to {config.host}:"
+                  f"{config.http_port}: {exc.strerror or exc}", file=sys.stderr)
             return 2
         workers = fork_http_workers(config, args.workers - 1, sock)
 
@@ -122,38 +186,70 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    failed_start = ""
     try:
         try:
             collector.start(http_sock=sock)
-        except OSError as exc:
-            print(f"inferaudit collect: could not listen: {exc}", file=sys.stderr)
-            return 2
-        print(
-            f"inferaudit collect: writing {config.directory}; OTLP/HTTP "
-            f"{config.host}:{collector.http_port} OTLP/gRPC {config.host}:{collector.grpc_port}"
-            f"{' (token required)' if collector.auth.enabled else ''}",
-            file=sys.stderr, flush=True,
-        )
-        if args.ready_file is not None:
-            info = {"http": collector.http_port, "grpc": collector.grpc_port, "pid": os.getpid()}
-            tmp = args.ready_file.with_name(args.ready_file.name + ".tmp")
-            tmp.write_text(json.dumps(info))
-            os.replace(tmp, args.ready_file)
-        while not stop.wait(0.5):
-            pass
+        except StartupError as exc:
+            failed_start = str(exc)
+        except (OSError, RuntimeError, ValueError) as exc:
+            failed_start = f"could not start: {exc}"
+        if not failed_start:
+            print(
+                f"inferaudit collect: writing {config.directory}; OTLP/HTTP "
+                f"{config.host}:{collector.http_port} OTLP/gRPC "
+                f"{config.host}:{collector.grpc_port}"
+                f"{' (token required)' if collector.auth.enabled else ''}",
+                file=sys.stderr, flush=True,
+            )
+            if args.ready_file is not None:
+                failed_start = _write_ready_file(args.ready_file, collector)
+        if not failed_start:
+            while not stop.wait(0.5):
+                pass
     finally:
         ok = stop_workers(workers) if workers else True
         ok = collector.stop() and ok
         for s, handler in previous.items():
             signal.signal(s, handler)
-    st = collector.stats
-    print(
-        f"inferaudit collect: stopped; {st.spans_accepted} spans, {st.points_accepted} points "
-        f"written to {config.directory}"
-        f"{f' (plus {len(workers)} HTTP worker processes)' if workers else ''}",
-        file=sys.stderr, flush=True,
-    )
+    if failed_start:
+        print(f"inferaudit collect: {failed_start}", file=sys.stderr, flush=True)
+        return 2
+    print(_summary(collector, len(workers)), file=sys.stderr, flush=True)
     return 0 if ok else 1
+
+
+def _write_ready_file(path: Path, collector: Collector) -> str:
+    """Write the ready file atomically; returns an error line, or "" when written."""
+    info = {"http": collector.http_port, "grpc": collector.grpc_port, "pid": os.getpid()}
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, path)
+    except OSError as exc:
+        return f"cannot write --ready-file {path}: {exc.strerror or exc}"
+    return ""
+
+
+def _summary(collector: Collector, n_workers: int) -> str:
+    """The stop line: what was accepted, what the writer really put on disk, what was not."""
+    st = collector.stats
+    w = collector.writer
+    written = w.lines_written if w is not None else 0
+    text = (
+        f"inferaudit collect: stopped; accepted {st.spans_accepted} spans, "
+        f"{st.points_accepted} points; wrote {written} requests "
+        f"({w.bytes_written if w is not None else 0} bytes) to {collector.config.directory}"
+    )
+    if n_workers:
+        text += f" (plus {n_workers} HTTP worker processes)"
+    if w is not None and (w.lines_lost or w.failed):
+        text += (f"; {w.lines_lost} accepted requests could NOT be written "
+                 "(disk failing, see errors above)")
+    fwd = collector.forwarder
+    if fwd is not None:
+        text += f"; forwarded {fwd.sent} requests to {fwd.endpoint}, dropped {fwd.dropped}"
+    return text
 
 
 if __name__ == "__main__":

@@ -55,18 +55,30 @@ class _BadRequest(Exception):
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """gzip/deflate with a cap on the inflated size (a small body may inflate to gigabytes)."""
+    """gzip/deflate with a cap on the inflated size (a small body may inflate to gigabytes).
+
+    A gzip body may hold several members (RFC 1952 2.2, what ``cat a.gz b.gz`` makes): all are
+    inflated, together under ``limit``; bytes after the last member that are not gzip -> 400.
+    """
     wbits = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-    d = zlib.decompressobj(wbits[encoding])
-    try:
-        out = d.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise _BadRequest(f"invalid {encoding} body: {exc}") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise _BodyTooLarge(f"decompressed body exceeds the {limit}-byte limit")
-    if not d.eof:
-        raise _BadRequest(f"truncated {encoding} body")
-    return out
+    out = bytearray()
+    rest = body
+    while True:
+        d = zlib.decompressobj(wbits[encoding])
+        try:
+            out += d.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            what = "data after the last" if out else "invalid"
+            raise _BadRequest(f"{what} {encoding} body: {exc}") from None
+        if len(out) > limit or d.unconsumed_tail:
+            raise _BodyTooLarge(f"decompressed body exceeds the {limit}-byte limit")
+        if not d.eof:
+            raise _BadRequest(f"truncated {encoding} body")
+        rest = d.unused_data
+        if not rest:
+            return bytes(out)
+        if wbits[encoding] == zlib.MAX_WBITS:  # deflate has no members: trailing bytes are junk
+            raise _BadRequest(f"{len(rest)} bytes after the end of the {encoding} body")
 
 
 class _Conn(asyncio.Protocol):

@@ -20,10 +20,18 @@ from .decode import DecodeError, encode_metrics, encode_traces, parse_metrics, p
 from .sinks import RotatingFileSink, UpstreamForwarder
 from .writer import Writer
 
-__all__ = ["Collector", "CollectorConfig", "IngestResult", "Outcome"]
+__all__ = ["Collector", "CollectorConfig", "IngestResult", "Outcome", "StartupError"]
 
 _log = logging.getLogger(__name__)
 MiB = 1024 * 1024
+
+
+class StartupError(OSError):
+    """The collector cannot start (directory not writable, port taken); one line for users."""
+
+
+def _target(host: str, port: int | None) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -97,12 +105,20 @@ class Collector:
                    allow_insecure=config.allow_insecure_bind)
         self.stats = Stats()
         self.buffer = BoundedBuffer(config.buffer_bytes)
-        self.sink = RotatingFileSink(
-            Path(config.directory),
-            max_file_bytes=config.max_file_bytes,
-            max_file_age_s=config.max_file_age_s,
-            compression=config.compression,
-        )
+        directory = Path(config.directory)
+        if directory.exists() and not directory.is_dir():
+            raise StartupError(f"cannot write to {directory}: it exists and is not a directory")
+        try:
+            self.sink = RotatingFileSink(
+                directory,
+                max_file_bytes=config.max_file_bytes,
+                max_file_age_s=config.max_file_age_s,
+                compression=config.compression,
+            )
+            # Fail now, not by acknowledging the first request and then losing it.
+            self.sink.probe()
+        except OSError as exc:
+            raise StartupError(f"cannot write to {directory}: {exc.strerror or exc}") from exc
         self.forwarder: UpstreamForwarder | None = None
         self.writer: Writer | None = None
         self.http_port: int | None = None
@@ -189,7 +205,14 @@ class Collector:
             ready.wait()
             if errors:
                 self.stop()
-                raise errors[0]
+                exc = errors[0]
+                if isinstance(exc, OSError):
+                    where = "the given socket" if http_sock is not None else _target(
+                        cfg.host, cfg.http_port)
+                    raise StartupError(
+                        f"cannot bind OTLP/HTTP to {where}: {exc.strerror or exc}"
+                    ) from exc
+                raise exc
         if cfg.grpc_port is not None:
             from .receiver_grpc import GrpcReceiver
 
@@ -197,6 +220,12 @@ class Collector:
                                       workers=cfg.grpc_workers)
             try:
                 self.grpc_port = self._grpc.start(cfg.host, cfg.grpc_port)
+            except (OSError, RuntimeError) as exc:  # grpcio raises RuntimeError on a taken port
+                self.stop()
+                raise StartupError(
+                    f"cannot bind OTLP/gRPC to {_target(cfg.host, cfg.grpc_port)}: address in use "
+                    "or not available"
+                ) from exc
             except BaseException:
                 self.stop()
                 raise

@@ -20,7 +20,7 @@ import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 __all__ = ["RotatingFileSink", "Sink", "UpstreamForwarder"]
 
@@ -38,15 +38,31 @@ class Sink(Protocol):
 
 @dataclass
 class _Open:
+    """One output file. ``pending`` holds accepted bytes not yet handed to the OS: they leave
+    it only once ``os.write`` took them, so a failing disk loses nothing and a retry resumes
+    at the exact byte where the last attempt stopped (no line is ever written twice)."""
+
     path: Path
-    fh: BinaryIO
+    fd: int
     opened_at_s: float
-    size_bytes: int = 0
+    size_bytes: int = 0  # accepted for this file, on disk or pending
+    pending: bytearray = field(default_factory=bytearray)
+    partial_on_disk_bytes: int = 0  # bytes of an unfinished line already on disk
+
+
+_OS_WRITE_BYTES = 1024 * 1024  # hand pending bytes to the OS once this much has accumulated
+# The two calls that meet a full or failing disk (module names so tests can inject faults).
+_write_fd = os.write
+_fsync_fd = os.fsync
 
 
 @dataclass
 class RotatingFileSink:
     """One open file per signal, rotated by size and age. Not thread-safe (one writer thread).
+
+    ``write`` either takes a whole line (returns) or takes none of it (raises ``OSError``), so
+    the writer can retry a failed line without duplicating it. A file leaves ``_open`` only
+    after its bytes are written and fsynced; while that fails it stays, with its bytes.
 
     Args:
         directory: created if missing.
@@ -77,13 +93,25 @@ class RotatingFileSink:
         # The compressor thread starts at the first rotation, not here: `--workers` forks after
         # building the parent's sink, and a process must not fork while it runs threads.
 
+    def probe(self) -> None:
+        """Create and remove a file in the directory: an unwritable directory fails at start
+        (``OSError``), not at the first acknowledged request."""
+        probe = self.directory / f".inferaudit-probe-{os.getpid()}"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"\n")
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                probe.unlink()
+
     def _new_file(self, signal: str) -> _Open:
         self._seq += 1
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         path = self.directory / f"{signal}-{stamp}-{os.getpid()}-{self._seq:06d}.jsonl"
-        fh = open(path, "ab", buffering=1024 * 1024)  # noqa: SIM115 (closed on rotate/close)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         _fsync_dir(self.directory)  # the new name itself survives a power loss
-        return _Open(path, fh, time.monotonic())
+        return _Open(path, fd, time.monotonic())
 
     def write(self, signal: str, line: bytes) -> None:
         cur = self._open.get(signal)
@@ -91,29 +119,43 @@ class RotatingFileSink:
             cur.size_bytes + len(line) > self.max_file_bytes
             or time.monotonic() - cur.opened_at_s >= self.max_file_age_s
         ):
-            self._rotate(signal)
+            self._rotate(signal)  # raises with the file kept: this line is not taken
             cur = None
         if cur is None:
             cur = self._open[signal] = self._new_file(signal)
-        cur.fh.write(line)
+        if cur.pending and len(cur.pending) + len(line) > _OS_WRITE_BYTES:
+            _drain(cur)  # raises before the line is taken
+        cur.pending += line
         cur.size_bytes += len(line)
 
     def flush(self, *, fsync: bool) -> None:
-        """Push buffered lines to the OS; with ``fsync`` also to the disk. Rotates old files."""
+        """Push pending lines to the OS; with ``fsync`` also to the disk. Rotates old files.
+
+        Tries every file; raises the first ``OSError`` (the failed files keep their bytes)."""
         now = time.monotonic()
+        first: OSError | None = None
         for signal, cur in list(self._open.items()):
-            if cur.size_bytes and now - cur.opened_at_s >= self.max_file_age_s:
-                self._rotate(signal)
-                continue
-            cur.fh.flush()
-            if fsync:
-                os.fsync(cur.fh.fileno())
+            try:
+                if cur.size_bytes and now - cur.opened_at_s >= self.max_file_age_s:
+                    self._rotate(signal)
+                    continue
+                _drain(cur)
+                if fsync:
+                    _fsync_fd(cur.fd)
+            except OSError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
 
     def _rotate(self, signal: str) -> None:
-        cur = self._open.pop(signal)
-        cur.fh.flush()
-        os.fsync(cur.fh.fileno())
-        cur.fh.close()
+        cur = self._open[signal]
+        _drain(cur)
+        _fsync_fd(cur.fd)
+        del self._open[signal]  # only now: every byte of it is on disk
+        try:
+            os.close(cur.fd)
+        except OSError:
+            _log.warning("inferaudit collect: closing %s failed (already fsynced)", cur.path)
         if self.compression == "zstd":
             if self._compressor is None:
                 self._compressor = threading.Thread(
@@ -125,9 +167,18 @@ class RotatingFileSink:
                 self._compress_cv.notify()
 
     def close(self) -> None:
-        """Flush, fsync and close every file; finish pending compressions."""
+        """Flush, fsync and close every file; finish pending compressions.
+
+        Raises the first ``OSError``; the files that failed stay open with their bytes, so
+        calling ``close`` again retries them."""
+        first: OSError | None = None
         for signal in list(self._open):
-            self._rotate(signal)
+            try:
+                self._rotate(signal)
+            except OSError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
         if self._compressor is not None:
             with self._compress_cv:
                 self._closing = True
@@ -135,6 +186,21 @@ class RotatingFileSink:
             self._compressor.join()
             self._compressor = None
         _fsync_dir(self.directory)
+
+    def abandon(self) -> int:
+        """Give up on files that cannot be written: cut each back to its last whole line and
+        close it. Returns the number of accepted lines that did not reach the disk."""
+        lost = 0
+        for cur in self._open.values():
+            lost += cur.pending.count(b"\n")
+            with contextlib.suppress(OSError):
+                if cur.partial_on_disk_bytes:  # never leave half a line for the analyzer
+                    end = os.lseek(cur.fd, 0, os.SEEK_END)
+                    os.ftruncate(cur.fd, end - cur.partial_on_disk_bytes)
+            with contextlib.suppress(OSError):
+                os.close(cur.fd)
+        self._open.clear()
+        return lost
 
     def _compress_loop(self) -> None:
         while True:
@@ -149,6 +215,18 @@ class RotatingFileSink:
             except OSError:
                 # The plain file stays: readable by the analyzer, only larger.
                 _log.exception("inferaudit collect: could not compress %s", path)
+
+
+def _drain(cur: _Open) -> None:
+    """Hand ``cur.pending`` to the OS; what ``os.write`` took leaves it, the rest stays."""
+    while cur.pending:
+        n = _write_fd(cur.fd, cur.pending)
+        chunk_nl = cur.pending.rfind(b"\n", 0, n)
+        if chunk_nl >= 0:
+            cur.partial_on_disk_bytes = n - chunk_nl - 1
+        else:
+            cur.partial_on_disk_bytes += n
+        del cur.pending[:n]
 
 
 def compress_file_zstd(path: Path, *, level: int = 3) -> Path:
@@ -185,6 +263,7 @@ def _fsync_dir(directory: Path) -> None:
 # Upstream forwarding (best effort: the disk copy is the durable one)
 # ------------------------------------------------------------------------------------------
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+_WARN_EVERY_S = 30.0
 
 
 class UpstreamForwarder:
@@ -212,6 +291,7 @@ class UpstreamForwarder:
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"forward endpoint must be http(s)://host[:port], got {endpoint!r}")
         self._url = url
+        self.endpoint = endpoint
         self._base_path = url.path.rstrip("/")
         self._headers = {"Content-Type": "application/x-protobuf", **(headers or {})}
         self._timeout_s = timeout_s
@@ -224,14 +304,31 @@ class UpstreamForwarder:
         self._conn: http.client.HTTPConnection | None = None
         self.sent = 0
         self.dropped = 0
+        self._last_warning_s = -float("inf")
+        self._unwarned_drops = 0
         self._thread = threading.Thread(target=self._loop, name="inferaudit-forward", daemon=True)
         self._thread.start()
+
+    def _drop(self, why: str) -> None:
+        """Count a dropped request; warn at most every ``_WARN_EVERY_S`` (a dead upstream
+        would otherwise log once per request), saying how many were dropped meanwhile."""
+        self.dropped += 1
+        self._unwarned_drops += 1
+        now = time.monotonic()
+        if now - self._last_warning_s >= _WARN_EVERY_S:
+            _log.warning(
+                "inferaudit collect: forwarding to %s failed (%s); dropped %d request(s) from "
+                "forwarding since the last warning, %d in all (still written to disk)",
+                self.endpoint, why, self._unwarned_drops, self.dropped,
+            )
+            self._last_warning_s = now
+            self._unwarned_drops = 0
 
     def offer(self, signal: str, body: bytes) -> None:
         """Queue a serialized ``Export*ServiceRequest``; never blocks."""
         with self._cv:
             if self._stopping or self._q_bytes + len(body) > self._max_queue_bytes:
-                self.dropped += 1
+                self._drop("stopping" if self._stopping else "forward queue full")
                 return
             self._q.append((signal, body))
             self._q_bytes += len(body)
@@ -246,10 +343,12 @@ class UpstreamForwarder:
                     return
                 signal, body = self._q.popleft()
                 self._q_bytes -= len(body)
-            if self._send(signal, body):
+            why = self._send(signal, body)
+            if not why:
                 self.sent += 1
             else:
-                self.dropped += 1
+                with self._cv:
+                    self._drop(why)
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._conn is None:
@@ -259,8 +358,10 @@ class UpstreamForwarder:
             self._conn = cls(self._url.hostname or "", self._url.port, timeout=self._timeout_s)
         return self._conn
 
-    def _send(self, signal: str, body: bytes) -> bool:
+    def _send(self, signal: str, body: bytes) -> str:
+        """POST with retries; "" when delivered, else why not."""
         delay_s = 0.5
+        why = "not attempted"
         for attempt in range(self._max_attempts):
             retry_after_s = delay_s
             try:
@@ -269,18 +370,19 @@ class UpstreamForwarder:
                 resp = conn.getresponse()
                 resp.read()
                 if 200 <= resp.status < 300:
-                    return True
+                    return ""
+                why = f"upstream answered HTTP {resp.status}"
                 if resp.status not in _RETRYABLE_STATUS:
-                    _log.warning("inferaudit collect: upstream answered %s; dropped", resp.status)
-                    return False
+                    return why
                 with contextlib.suppress(TypeError, ValueError):
                     retry_after_s = float(resp.getheader("Retry-After") or delay_s)
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as exc:
+                why = f"{type(exc).__name__}: {exc}"
                 self._reset()
             if attempt + 1 < self._max_attempts and not self._sleep(min(retry_after_s, 30.0)):
-                return False
+                return why
             delay_s *= 2
-        return False
+        return why
 
     def _sleep(self, seconds: float) -> bool:
         """Wait between retries; False when asked to stop (no retries during shutdown)."""
