@@ -177,7 +177,8 @@ def compare(item: dict, measured: dict, baseline: dict) -> dict:
         rows.append({"metric": label, "baseline_measured": base, "projected": proj,
                      "interval": iv.get(ivk), "measured": meas, "diff_ratio": diff,
                      "within_target": diff is not None and abs(diff) <= TARGET_DIFF_RATIO})
-    return {"intervention": item["intervention"], "params": item.get("params"),
+    return {"intervention": item["intervention"], "title": item.get("title"),
+            "params": item.get("params"),
             "target_diff_ratio": TARGET_DIFF_RATIO, "rows": rows}
 
 
@@ -188,7 +189,8 @@ def _fmt(v) -> str:
 
 
 def comparison_lines(cmp: dict) -> list[str]:
-    lines = [f"projected vs measured after applying {cmp['intervention']} {cmp['params']}:",
+    lines = [f"projected vs measured after applying {cmp.get('title') or cmp['intervention']} "
+             f"({cmp['intervention']}) {cmp['params']}:",
              f"{'metric':<36}{'baseline':>12}{'projected':>12}{'90% interval':>24}"
              f"{'measured':>12}{'diff':>9}  within 15%"]
     for r in cmp["rows"]:
@@ -236,7 +238,8 @@ def run_audit(args: argparse.Namespace, model: TinyGPT2, plan: ReplayPlan, plan_
         return 0 if seq.n_errors == 0 else 1
     mb = int(item["params"]["max_batch"])
     wait_ms = float(item["params"].get("max_wait_ms") or 0.0)
-    say(f"[4/5] applying {item['intervention']} for real: batched mode, max batch {mb}...")
+    say(f"[4/5] applying {item.get('title') or item['intervention']} ({item['intervention']}) "
+        f"for real: batched mode, max batch {mb}...")
     batched_args = ["--max-batch", str(mb), "--batch-timeout-ms", str(wait_ms),
                     "--torch-threads", str(args.torch_threads)]
     bat = run_scenario_subprocess("batched", plan_path, out_dir=out / "batched",

@@ -161,9 +161,12 @@ def _model_saturated(s: Signals):
         fps.append(_fp("batch_size_p50", s.batch_size_p50, None, "reported"))
     fps += [_fp(f"finding:{f.id}", f.severity, None, "present")
             for f in s.findings if f.layer == "model"]
+    batched = s.batch_size_p50 is not None and s.batch_size_p50 > 1
     return ("model", 0.75, fps,
-            "The device is saturated with work the serving stack batches well; what remains is "
-            "the model's own per-token compute and memory traffic.")
+            ("The device is saturated with work the serving stack batches well; what remains "
+             "is the model's own per-token compute and memory traffic." if batched else
+             "The device is saturated and no runtime or data-movement fingerprint fired; what "
+             "remains is the model's own per-token compute and memory traffic."))
 
 
 def _runtime_underused(s: Signals):
@@ -189,6 +192,11 @@ def _model_default(s: Signals):
     if s.device_utilization is not None:
         fps.append(_fp("device_utilization", round(s.device_utilization, 4),
                        th.UNDERUSED_UTILIZATION_RATIO, ">="))
+    if s.device_utilization is None:
+        return ("model", 0.4, fps,
+                "No runtime or hardware fingerprint fired, but the device's utilisation is "
+                "unknown (no model-call timing in the input): trace the model calls "
+                "(instrument_model or ia.batch) to tell the layers apart.")
     return ("model", 0.4, fps,
             "No runtime or hardware fingerprint fired; the device is moderately busy doing "
             "the model's work.")

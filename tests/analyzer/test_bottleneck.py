@@ -100,3 +100,18 @@ def test_high_span_runtime_finding_is_wasted_work_not_kernel_gaps():
     v = decide(Signals(device_utilization=0.95, requests=500, batches=100, findings=(gap,),
                        kineto_finding_ids=frozenset({"device_idle_host_bound"})))
     assert v.case == "runtime_kernel_inefficiency"
+
+
+def test_unknown_utilisation_is_said_not_called_moderately_busy():
+    v = decide(Signals(device_utilization=None, requests=50, batches=0))
+    assert v.case == "model_default"
+    assert "unknown" in v.detail and "moderately busy" not in v.detail
+    known = decide(Signals(device_utilization=0.6, requests=50, batches=50))
+    assert known.case == "model_default" and "moderately busy" in known.detail
+
+
+def test_saturation_at_batch_one_does_not_claim_healthy_batching():
+    v = decide(Signals(device_utilization=0.95, requests=200, batches=200, batch_size_p50=1))
+    assert v.layer == "model" and "batches well" not in v.detail
+    w = decide(Signals(device_utilization=0.95, requests=200, batches=50, batch_size_p50=4))
+    assert "batches well" in w.detail

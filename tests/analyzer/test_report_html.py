@@ -151,5 +151,5 @@ def test_markdown_states_the_price_and_what_was_not_proposed(report) -> None:
     assert f"price {report['price']['source']}" not in head  # the sentence reads naturally
     assert "price " in head and str(report["price"]["source"]) in head
     if report["roi"].get("not_proposed"):
-        assert "Not proposed (no evidence): " in md
+        assert "Not proposed: " in md
     assert "Replay check: today's serving replayed gives p95" in md

@@ -184,3 +184,14 @@ def test_interval_is_the_replicates_spread_around_the_point() -> None:
     plain = interval(biased_low)
     assert plain["low"] == pytest.approx(81.0) and plain["high"] == pytest.approx(99.0)
     assert interval([], 1.0) == {"low": None, "high": None, "replicates": 0}
+
+
+def test_an_intervention_that_gains_nothing_is_not_on_the_roadmap() -> None:
+    """Requests far apart never queue: batching would change neither the bill nor the tail,
+    so it is listed as not proposed (with why), not ranked as a recommendation."""
+    inp = _inputs(_work(60, mean_gap_ms=5000.0))
+    out = build_roadmap(inp, [_finding("unbatched_serving")], Knobs(max_batch=8),
+                        fit_curve(inp.calls), bootstrap=0)
+    assert [r["intervention"] for r in out["roadmap"]] == []
+    reasons = {x["intervention"]: x["reason"] for x in out["not_proposed"]}
+    assert "no saving" in reasons["continuous_batching"]

@@ -67,7 +67,11 @@ def not_proposed_line(roi: dict[str, Any]) -> str | None:
     items = roi.get("not_proposed") or []
     if not items:
         return None
-    return "Not proposed (no evidence): " + ", ".join(x["intervention"] for x in items)
+    by_reason: dict[str, list[str]] = {}
+    for x in items:
+        by_reason.setdefault(str(x.get("reason")), []).append(str(x["intervention"]))
+    return "Not proposed: " + "; ".join(f"{', '.join(ids)} ({why})"
+                                        for why, ids in by_reason.items())
 
 
 def roi_warnings(report: dict[str, Any]) -> list[str]:
@@ -82,7 +86,10 @@ def decided_rows(bottleneck: dict[str, Any]) -> list[tuple[str, str]]:
         value, threshold = d.get("value"), d.get("threshold")
         value = num(value) if isinstance(value, (int, float)) else value
         threshold = num(threshold) if isinstance(threshold, (int, float)) else threshold
-        rows.append((str(d.get("fingerprint")), f"{value} {d.get('op')} {threshold}"))
+        if threshold is None:  # a signal reported as it is, not compared
+            rows.append((str(d.get("fingerprint")), f"{value} ({d.get('op')})"))
+        else:
+            rows.append((str(d.get("fingerprint")), f"{value} {d.get('op')} {threshold}"))
     return rows
 
 

@@ -114,7 +114,9 @@ def _validation(report: dict[str, Any]) -> str:
              f.num(r.get("measured")),
              "n/a" if r.get("diff_ratio") is None else f"{r['diff_ratio']:+.1%}",
              "yes" if r.get("within_target") else "no") for r in v.get("rows") or []]
-    return (f"<h2 id='validation'>Projection check: {escape(str(v.get('intervention')))} "
+    return (f"<h2 id='validation'>Projection check: "
+            f"{escape(str(v.get('title') or v.get('intervention')))} "
+            f"(<code>{escape(str(v.get('intervention')))}</code>) "
             "applied for real</h2>"
             f"<p>Parameters <code>{escape(json.dumps(v.get('params'), default=str))}</code>; "
             f"target: measured within {f.pct(v.get('target_diff_ratio'))} of projected.</p>"

@@ -58,7 +58,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [roi.get("error") or "No intervention has evidence in this input.", ""]
     v = report.get("validation")
     if v:
-        lines += [f"## Projection check: {v.get('intervention')} applied for real", "",
+        lines += [f"## Projection check: {v.get('title') or v.get('intervention')} "
+                  f"(`{v.get('intervention')}`) applied for real", "",
                   f"Parameters `{v.get('params')}`; target: measured within "
                   f"{f.pct(v.get('target_diff_ratio'))} of projected.", ""]
         lines += _table(("metric", "baseline (measured)", "projected", "measured after", "diff",

@@ -162,9 +162,16 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
     slo_ns = slo_ms * NS_PER_MS
     plans = applicable(findings, knobs, inp.ctx)
     items = []
+    no_gain: list[dict[str, str]] = []
     for p in plans:
         sized, s = _projection(inp, curve, p.apply(inp.base), slo_ns, base_sum, prices)
         imp = _impact(base_sum, s)
+        if not any(v > 0 for v in imp.values()):
+            # evidence, but the replay shows nothing gained (no saving, no faster tail): a
+            # roadmap item that changes nothing would only read as a recommendation
+            no_gain.append({"intervention": p.id,
+                            "reason": "projected no saving and no lower p95 in this input"})
+            continue
         items.append((p, sized, s, imp, _score(imp, p.risk, p.effort_weeks)))
     items.sort(key=lambda t: (-t[4], t[0].risk, t[0].id))
     # cumulative, in rank order
@@ -219,7 +226,7 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
         "rank_rule": ROI_RULE,
         "roadmap": roadmap,
         "avoided_model_swap": swap,
-        "not_proposed": _not_proposed(plans),
+        "not_proposed": _not_proposed(plans) + no_gain,
     }
 
 
