@@ -104,8 +104,9 @@ def _json_document_not_otlp(head: str, path: str) -> bool:
     first = head.split("\n", 1)[0].strip()
     if first == "{":
         return not any(k in head[:65536] for k in _OTLP_OR_KINETO_KEYS)
-    name = path.lower().removesuffix(".gz").removesuffix(".zst")
-    return (name.endswith(".json") and first.startswith("{")
+    from inferaudit_analyzer.ingest.files import stem
+
+    return (stem(path).endswith(".json") and first.startswith("{")
             and not any(k in first for k in _OTLP_OR_KINETO_KEYS))
 
 

@@ -74,11 +74,17 @@ def _sniff(path: str) -> tuple[str, str]:
     return compression, _format_of(path, compression, head)
 
 
-def _format_of(path: str, compression: str, head: bytes) -> str:
+def stem(path: str) -> str:
+    """The lower-cased name without a compression suffix: ``a.JSONL.gz`` -> ``a.jsonl``."""
     name = path.lower()
     for suffix in _COMPRESSION_SUFFIXES:
         if name.endswith(suffix):
             name = name[: -len(suffix)]
+    return name
+
+
+def _format_of(path: str, compression: str, head: bytes) -> str:
+    name = stem(path)
     if name.endswith(_JSON_SUFFIXES):
         return "json"
     if name.endswith(_PROTO_SUFFIXES):
@@ -102,12 +108,7 @@ def _expand(item: str | os.PathLike[str]) -> list[str]:
             for name in sorted(names):
                 if name.startswith("."):
                     continue
-                low = name.lower()
-                stem = low
-                for suffix in _COMPRESSION_SUFFIXES:
-                    if stem.endswith(suffix):
-                        stem = stem[: -len(suffix)]
-                if stem.endswith(_JSON_SUFFIXES + _PROTO_SUFFIXES):
+                if stem(name).endswith(_JSON_SUFFIXES + _PROTO_SUFFIXES):
                     found.append(os.path.join(root, name))
         return found
     if os.path.isfile(text):
