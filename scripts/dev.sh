@@ -15,7 +15,7 @@ setup() {
   fi
   local stamp="$VENV/.inferaudit-setup"
   local want
-  want=$(cat pyproject.toml constraints/ci.txt | sha256sum | cut -c1-16)
+  want=$(cat pyproject.toml constraints/ci.txt analyzer/inferaudit_analyzer/ingest/*.c | sha256sum | cut -c1-16)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
     "$VENV/bin/python" -m pip install -q -c constraints/ci.txt -e ".[all]"

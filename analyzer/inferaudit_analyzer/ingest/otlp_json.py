@@ -102,6 +102,7 @@ class RowBuilder:
         self.links = 0
         self.metric_points = 0
         self._res_cache: dict[bytes, tuple[int, str | None]] = {}
+        self._res_json_cache: dict[bytes | None, tuple[int, str | None]] = {}
         self._line: int | None = None
         self._offset: int | None = None
 
@@ -248,11 +249,10 @@ class RowBuilder:
             attrs[k] = x
             if k.startswith(_GENAI_PREFIXES):
                 has_genai = True
-                f = FALLBACK.get(k)
-                if f is not None:
+                if k in FALLBACK:
                     if fallbacks is None:
                         fallbacks = []
-                    fallbacks.append((k, x, f))
+                    fallbacks.append((k, x))
         return dumps_bytes(attrs), has_genai, fallbacks
 
     def _span(self, s: dict[str, Any], rid: int, service: str | None,
@@ -284,14 +284,51 @@ class RowBuilder:
         st = s.status
         code = st.get("code", 0) if st else 0
         row[I_STATUS] = code if type(code) is int else _STATUS_NAMES[code]
+        attrs_json, has_genai, fallbacks = self._typed_attributes(row, s.attributes, span_id)
+        links = s.links
+        self._finish(row, rid, service, scope_name, attrs_json, has_genai, fallbacks,
+                     [(ln.traceId, ln.spanId) for ln in links] if links else None)
+
+    def add_fast(self, groups: list[Any], line: int | None, offset: int | None) -> None:
+        """Add the spans of a line the compiled fast path converted (``fastjson.convert``)."""
+        self._line, self._offset = line, offset
+        for res_json, scopes in groups:
+            try:
+                rid, service = self._resource_json(res_json)
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                self.error(line, offset, f"malformed resourceSpans entry: {exc}")
+                continue
+            for scope_name, spans in scopes:
+                for i, (row, attrs_json, has_genai, fallbacks, links) in enumerate(spans):
+                    try:
+                        self._finish(row, rid, service, scope_name, attrs_json, has_genai,
+                                     fallbacks, links)
+                    except _SPAN_ERRORS as exc:
+                        self.error(line, offset, f"span #{i}: {type(exc).__name__}: {exc}")
+            if self.buffered >= self.chunk_spans:
+                self.on_spans(self)
+
+    def _resource_json(self, raw: bytes | None) -> tuple[int, str | None]:
+        """:meth:`resource` of a resource's ``attributes`` given as JSON text."""
+        hit = self._res_json_cache.get(raw)
+        if hit is None:
+            hit = self.resource(None if raw is None else {"attributes": orjson.loads(raw)})
+            self._res_json_cache[raw] = hit
+        return hit
+
+    def _finish(self, row: list[Any], rid: int, service: str | None, scope_name: str | None,
+                attrs_json: bytes, has_genai: bool, fallbacks: list[Any] | None,
+                links: list[tuple[Any, Any]] | None) -> None:
+        """Everything after the span's own fields and attributes: shared by both paths."""
+        span_id = row[I_SPAN]
+        trace_id = row[I_TRACE]
         row[I_SERVICE] = service
         row[I_RES] = rid
         row[I_SCOPE] = scope_name
-
-        attrs_json, has_genai, fallbacks = self._typed_attributes(row, s.attributes, span_id)
         dialect = None
         if fallbacks is not None:
-            for k, x, (idx, conv, src) in fallbacks:
+            for k, x in fallbacks:
+                idx, conv, src = FALLBACK[k]
                 if src is not None:
                     dialect = src
                 if idx >= 0 and row[idx] is None:
@@ -320,12 +357,11 @@ class RowBuilder:
             row[I_PROFILE] = os.path.normpath(os.path.join(self.base_dir, prof))
         row[I_ATTRS] = attrs_json  # bytes: Arrow takes UTF-8 bytes for a string column
 
-        links = s.links
         if links:  # all or none: a bad link rejects the span before any row is kept
             self.link_rows.extend([
                 (span_id, trace_id, lt if len(lt) == 32 else hex_id(lt),
                  ls if len(ls) == 16 else hex_id(ls))
-                for ln in links for lt, ls in ((ln.traceId, ln.spanId),)])
+                for lt, ls in links])
             self.links += len(links)
         del row[N_SPAN:]
         buf = self.role_rows.get(row[I_ROLE])
