@@ -9,6 +9,7 @@ a truncated gzip keeps the lines before the tear, a bad line loses only itself.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +142,33 @@ def run_unit(unit: WorkUnit) -> UnitResult:
     return res
 
 
+def ingest_line(b: RowBuilder, data: bytes, line_no: int, offset: int,
+                fast: Callable[[bytes], Any] | None,
+                decode: Callable[[bytes], Any] = _otlp_types.decoder.decode) -> None:
+    """One JSON line into ``b``: compiled, else typed, else the general path that names faults."""
+    if fast is not None:  # compiled: the common shape, without Python objects
+        groups = fast(data)
+        if groups is not None:
+            b.add_fast(groups, line_no, offset)
+            return
+    try:  # the typed path: straight into typed structs
+        req = decode(data)
+        if req.resourceSpans is not None:
+            b.add_traces(req, line_no, offset)
+            return
+    except msgspec.DecodeError:
+        pass  # wrong shape or not JSON: the general path below says which
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if not data.strip():
+            return
+        tail = "" if data.endswith(b"\n") else " (truncated last line?)"
+        b.error(line_no, offset, f"invalid JSON{tail}: {exc}")
+        return
+    _dispatch(b, obj, line_no, offset)
+
+
 def _read_json(b: RowBuilder, stream: Any, unit: WorkUnit) -> int:
     decode = _otlp_types.decoder.decode
     fast = fastjson.convert if fastjson.enabled() else None
@@ -154,28 +182,7 @@ def _read_json(b: RowBuilder, stream: Any, unit: WorkUnit) -> int:
                 b.error(ln.line_no, ln.offset, f"line longer than {files.MAX_LINE_BYTES} bytes; "
                                                "skipped")
                 continue
-            data = ln.data
-            if fast is not None:  # compiled: the common shape, without Python objects
-                groups = fast(data)
-                if groups is not None:
-                    b.add_fast(groups, ln.line_no, ln.offset)
-                    continue
-            try:  # the typed path: straight into typed structs
-                req = decode(data)
-                if req.resourceSpans is not None:
-                    b.add_traces(req, ln.line_no, ln.offset)
-                    continue
-            except msgspec.DecodeError:
-                pass  # wrong shape or not JSON: the general path below says which
-            try:
-                obj = orjson.loads(data)
-            except orjson.JSONDecodeError as exc:
-                if not data.strip():
-                    continue
-                tail = "" if data.endswith(b"\n") else " (truncated last line?)"
-                b.error(ln.line_no, ln.offset, f"invalid JSON{tail}: {exc}")
-                continue
-            _dispatch(b, obj, ln.line_no, ln.offset)
+            ingest_line(b, ln.data, ln.line_no, ln.offset, fast, decode)
     except files.DECOMPRESS_ERRORS as exc:
         b.error(line_no + 1, None, f"{unit.compression} stream broken after line {line_no} "
                                    f"(byte {pos} of the decompressed data): "
