@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from inferaudit_analyzer.ingest import foreign
-from inferaudit_analyzer.ingest.otlp_json import _GENAI_PREFIXES, _IDX, N_ROW
+from inferaudit_analyzer.ingest.otlp_json import GENAI_PREFIXES, N_ROW, ROW_INDEX
 from inferaudit_analyzer.schema import UNIQUE_PER_SPAN
 
 try:
@@ -48,12 +48,12 @@ def enabled() -> bool:
 def _configure() -> None:
     global _configured
     # a converter without a native type (none today) is kind -1: the extension declines it
-    primary = {k: (_IDX[col], _KIND_CODES.get(conv, -1))
+    primary = {k: (ROW_INDEX[col], _KIND_CODES.get(conv, -1))
                for k, (col, conv) in foreign.PRIMARY.items()}
     _fastotlp.configure(
-        primary=primary, fallback=frozenset(foreign.FALLBACK), genai_prefixes=_GENAI_PREFIXES,
-        n_row=N_ROW, fixed={name: _IDX[name] for name in _FIXED},
-        shared_columns=frozenset(i for name, i in _IDX.items() if name not in UNIQUE_PER_SPAN),
+        primary=primary, fallback=frozenset(foreign.FALLBACK), genai_prefixes=GENAI_PREFIXES,
+        n_row=N_ROW, fixed={name: ROW_INDEX[name] for name in _FIXED},
+        shared_columns=frozenset(i for name, i in ROW_INDEX.items() if name not in UNIQUE_PER_SPAN),
         loads=orjson.loads, dumps=orjson.dumps)
     _configured = True
 

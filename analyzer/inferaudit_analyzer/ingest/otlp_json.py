@@ -35,6 +35,7 @@ from inferaudit_sdk import semconv as sc
 
 SPAN_COLS = [name for name, _ in schema.SPANS_COLUMNS]
 _IDX = {name: i for i, name in enumerate(SPAN_COLS + list(foreign.SCRATCH))}
+ROW_INDEX = _IDX  # column name -> position in a row; shared with the compiled path
 N_SPAN = len(SPAN_COLS)
 N_ROW = len(_IDX)
 
@@ -61,7 +62,7 @@ _KIND_NAMES = {
     "SPAN_KIND_CLIENT": 3, "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5,
 }
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
-_GENAI_PREFIXES = ("gen_ai.", "llm.")
+GENAI_PREFIXES = ("gen_ai.", "llm.")
 _SPAN_ERRORS = (TypeError, ValueError, KeyError, AttributeError, binascii.Error,
                 msgspec.ValidationError)
 MAX_ERRORS = 1000  # per work unit; the rest are counted in one summary row
@@ -247,7 +248,7 @@ class RowBuilder:
                         attrs[k] = x  # keep what could not be promoted
                 continue
             attrs[k] = x
-            if k.startswith(_GENAI_PREFIXES):
+            if k.startswith(GENAI_PREFIXES):
                 has_genai = True
                 if k in FALLBACK:
                     if fallbacks is None:
