@@ -1492,7 +1492,76 @@ static PyObject *configure(PyObject *self, PyObject *args, PyObject *kw) {
     Py_RETURN_NONE;
 }
 
+/* transpose(rows, n) -> n lists: column j holds rows[i][j]. Rows are tuples or lists of at
+ * least n items. Walking rows in memory order and writing n columns is what makes it cheap: the
+ * same transposition in Python (zip(*rows)) walks every row once per column. */
+static PyObject *transpose(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *rows;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &rows, &n)) return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "n must be >= 0");
+        return NULL;
+    }
+    Py_ssize_t m = PyList_GET_SIZE(rows);
+    PyObject *cols = PyList_New(n);
+    if (!cols) return NULL;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *col = PyList_New(m);
+        if (!col) {
+            Py_DECREF(cols);
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < m; i++) {
+            Py_INCREF(Py_None);
+            PyList_SET_ITEM(col, i, Py_None);
+        }
+        PyList_SET_ITEM(cols, j, col);
+    }
+    PyObject **colv = PyMem_Malloc(sizeof(PyObject *) * (size_t)(n ? n : 1));
+    if (!colv) {
+        Py_DECREF(cols);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t j = 0; j < n; j++) colv[j] = PyList_GET_ITEM(cols, j);
+    for (Py_ssize_t i = 0; i < m; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        PyObject **items;
+        Py_ssize_t len;
+        if (PyTuple_Check(row)) {
+            items = &PyTuple_GET_ITEM(row, 0);
+            len = PyTuple_GET_SIZE(row);
+        } else if (PyList_Check(row)) {
+            items = ((PyListObject *)row)->ob_item;
+            len = PyList_GET_SIZE(row);
+        } else {
+            len = -1;
+            items = NULL;
+        }
+        if (len < n) {
+            PyMem_Free(colv);
+            Py_DECREF(cols);
+            PyErr_Format(PyExc_ValueError, "row %zd is not a tuple or list of %zd items", i, n);
+            return NULL;
+        }
+        for (Py_ssize_t j = 0; j < n; j++) {
+            PyObject *v = items[j];
+            if (v != Py_None) {
+                PyObject **slot = &((PyListObject *)colv[j])->ob_item[i];
+                Py_INCREF(v);
+                Py_DECREF(*slot);
+                *slot = v;
+            }
+        }
+    }
+    PyMem_Free(colv);
+    return cols;
+}
+
 static PyMethodDef methods[] = {
+    {"transpose", transpose, METH_VARARGS,
+     "transpose(rows, n) -> n column lists of the first n items of each row"},
     {"convert", convert, METH_O,
      "convert(line) -> rows of one OTLP/JSON traces request, or None for the Python path"},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,

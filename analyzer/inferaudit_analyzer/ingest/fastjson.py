@@ -71,6 +71,11 @@ def convert(data: bytes) -> list[Any] | None:
     return groups
 
 
+def transpose(rows: list[Any], n: int) -> list[list[Any]]:
+    """The first ``n`` items of each row as ``n`` column lists (only when :func:`available`)."""
+    return _fastotlp.transpose(rows, n)
+
+
 def stats() -> dict[str, int]:
     """Lines this process took fast and handed back, so tests can tell it really runs."""
     return dict(_stats)

