@@ -127,3 +127,63 @@ def test_missing_path_raises_unusable_input(tmp_path):
     with pytest.raises(UnusableInput) as ei:
         load_store([tmp_path / "nope" / "*.jsonl"], cache=False)
     assert "nope" in ei.value.file
+
+
+def _read(tmp_path, lines: list[bytes]):
+    p = tmp_path / "traces.jsonl"
+    p.write_bytes(b"\n".join(lines) + b"\n")
+    with load_store([p], cache=False, require_spans=False) as store:
+        names = [r[0] for r in store.con.execute(
+            "SELECT name FROM spans ORDER BY name").fetchall()]
+        scopes = [r[0] for r in store.con.execute(
+            "SELECT DISTINCT scope_name FROM spans").fetchall()]
+        points = store.con.execute("SELECT count(*) FROM metric_points").fetchone()[0]
+        return names, scopes, points, [m for *_, m in _errors(store)]
+
+
+def test_out_of_range_kind_status_and_a_non_string_name_lose_only_their_span(tmp_path):
+    # each once ended the whole work unit: TINYINT columns and a VARCHAR name refused them
+    names, _, _, errs = _read(tmp_path, [_line(
+        _span(0), _span(1, kind=300), _span(2, kind=2**70), _span(3, status={"code": 300}),
+        _span(4, name=5), _span(5, name=["x"]))])
+    assert names == ["s0"]
+    assert sum("not an OTLP span kind" in m for m in errs) == 2
+    assert sum("not an OTLP status code" in m for m in errs) == 1
+    assert sum("name must be a string" in m for m in errs) == 2
+
+
+def test_a_non_string_scope_name_is_an_error_and_its_spans_are_kept(tmp_path):
+    line = json.dumps({"resourceSpans": [{"scopeSpans": [
+        {"scope": {"name": 5}, "spans": [_span(0)]}]}]}).encode()
+    names, scopes, _, errs = _read(tmp_path, [line])
+    assert names == ["s0"] and scopes == [None]
+    assert any("scope name must be a string" in m for m in errs)
+
+
+def test_deep_nesting_is_a_line_error_not_a_lost_unit(tmp_path):
+    deep = json.dumps(_span(1, x="HOLE")).replace('"HOLE"', "[" * 2000 + "]" * 2000)
+    line = b'{"resourceSpans": [{"scopeSpans": [{"spans": [' + deep.encode() + b"]}]}]}"
+    names, _, _, errs = _read(tmp_path, [_line(_span(0)), line])
+    assert names == ["s0"] and len(errs) == 1 and "invalid JSON" in errs[0]
+
+
+def test_an_empty_scope_spans_beside_the_old_name_reads_the_old_name_on_every_path(tmp_path):
+    # a bad value sends the line to the general path, which must read what the typed path reads
+    good = {"resourceSpans": [{"scopeSpans": [], "instrumentationLibrarySpans": [
+        {"spans": [_span(0), _span(1)]}]}]}
+    bad = json.loads(json.dumps(good))
+    bad["resourceSpans"][0]["instrumentationLibrarySpans"][0]["spans"][1]["attributes"] = [
+        {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "+5"}}]
+    names, _, _, _ = _read(tmp_path, [json.dumps(good).encode()])
+    assert names == ["s0", "s1"]
+    names, _, _, errs = _read(tmp_path, [json.dumps(bad).encode()])
+    assert names == ["s0"] and len(errs) == 1
+
+
+def test_one_request_carrying_spans_and_metrics_keeps_both(tmp_path):
+    from _ingest_fixtures import make_metrics, otlp_json
+
+    both = otlp_json(make_metrics())
+    both["resourceSpans"] = [{"scopeSpans": [{"spans": [_span(0)]}]}]
+    names, _, points, errs = _read(tmp_path, [json.dumps(both).encode()])
+    assert names == ["s0"] and points > 0 and errs == []

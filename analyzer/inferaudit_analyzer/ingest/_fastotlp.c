@@ -1421,6 +1421,9 @@ static PyObject *convert(PyObject *self, PyObject *arg) {
                         }
                         if (r != OK) break;
                     }
+                } else if (key_is(&k, "resourceMetrics")) {
+                    r = GIVE_UP; /* both signals in one request: Python reads both */
+                    break;
                 } else if ((r = skip_value(&c, 1)) != OK) {
                     break;
                 }

@@ -164,12 +164,12 @@ class RowBuilder:
         for rs in rss:
             try:
                 rid, service = self.resource(rs.get("resource"))
-                scope_spans = rs.get("scopeSpans")
-                if scope_spans is None:  # pre-1.0 OTLP/JSON name
-                    scope_spans = rs.get("instrumentationLibrarySpans") or ()
+                # `or`, as the typed path: an empty scopeSpans beside the pre-1.0 name
+                scope_spans = (rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans")
+                               or ())
                 for ss in scope_spans:
                     scope = ss.get("scope") or ss.get("instrumentationLibrary") or {}
-                    scope_name = scope.get("name")
+                    scope_name = self._scope_name(scope)
                     for i, s in enumerate(ss.get("spans") or ()):
                         try:
                             self._span(msgspec.convert(s, T.Span, strict=T.STRICT), rid, service,
@@ -187,7 +187,7 @@ class RowBuilder:
                 rid, service = self.resource(rs.resource)
                 for ss in rs.scopeSpans or rs.instrumentationLibrarySpans or ():
                     scope = ss.scope or ss.instrumentationLibrary or {}
-                    scope_name = scope.get("name")
+                    scope_name = self._scope_name(scope)
                     for i, s in enumerate(ss.spans or ()):
                         try:
                             self._span(s, rid, service, scope_name)
@@ -198,6 +198,15 @@ class RowBuilder:
                 self.error(self._line, self._offset, f"malformed resourceSpans entry: {exc}")
             if self.buffered >= self.chunk_spans:
                 self.on_spans(self)
+
+    def _scope_name(self, scope: dict[str, Any]) -> str | None:
+        """The scope's name; one that is not a string is an error, and its spans are kept."""
+        name = scope.get("name")
+        if name is None or type(name) is str:
+            return name
+        self.error(self._line, self._offset,
+                   f"scope name must be a string, got {type(name).__name__}; read as unnamed")
+        return None
 
     def _attr_error(self, span_id: str, key: str, exc: BaseException) -> None:
         self.error(self._line, self._offset, f"span {span_id}: attribute {key}: {exc}")
@@ -272,9 +281,15 @@ class RowBuilder:
         parent = s.parentSpanId
         if parent:
             row[I_PARENT] = parent if len(parent) == 16 else hex_id(parent)
-        row[I_NAME] = s.name or ""
+        name = s.name or ""
+        if type(name) is not str:
+            raise TypeError(f"name must be a string, got {type(name).__name__}")
+        row[I_NAME] = name
         kind = s.kind
-        row[I_KIND] = kind if type(kind) is int else _KIND_NAMES[kind]
+        kind = kind if type(kind) is int else _KIND_NAMES[kind]
+        if not 0 <= kind <= 5:  # OTLP's SpanKind values
+            raise ValueError(f"kind {kind} is not an OTLP span kind (0-5)")
+        row[I_KIND] = kind
         start = int(s.startTimeUnixNano)
         end = int(s.endTimeUnixNano)
         if not 0 < start <= end <= 0x7FFFFFFFFFFFFFFF:  # int64; 0 is OTLP's unset
@@ -284,7 +299,10 @@ class RowBuilder:
         row[I_DUR] = end - start
         st = s.status
         code = st.get("code", 0) if st else 0
-        row[I_STATUS] = code if type(code) is int else _STATUS_NAMES[code]
+        code = code if type(code) is int else _STATUS_NAMES[code]
+        if not 0 <= code <= 2:  # OTLP's StatusCode values
+            raise ValueError(f"status code {code} is not an OTLP status code (0-2)")
+        row[I_STATUS] = code
         attrs_json, has_genai, fallbacks = self._typed_attributes(row, s.attributes, span_id)
         links = s.links
         self._finish(row, rid, service, scope_name, attrs_json, has_genai, fallbacks,

@@ -115,10 +115,11 @@ def _flush(sink: _ParquetSink, b: RowBuilder) -> None:
 def _dispatch(b: RowBuilder, obj: Any, line: int | None, offset: int | None) -> None:
     if type(obj) is not dict:
         b.error(line, offset, f"not an OTLP export request: a JSON {type(obj).__name__}")
-    elif "resourceSpans" in obj:
-        b.add_traces(obj, line, offset)
-    elif "resourceMetrics" in obj:
-        add_metrics(b, obj, line, offset)
+    elif "resourceSpans" in obj or "resourceMetrics" in obj:
+        if "resourceSpans" in obj:
+            b.add_traces(obj, line, offset)
+        if "resourceMetrics" in obj:
+            add_metrics(b, obj, line, offset)
     elif "resourceLogs" in obj or "resourceProfiles" in obj:
         pass  # other signals share the Collector's files; not ours to read
     else:
@@ -164,9 +165,11 @@ def ingest_line(b: RowBuilder, data: bytes, line_no: int, offset: int,
         req = decode(data)
         if req.resourceSpans is not None:
             b.add_traces(req, line_no, offset)
+            if req.resourceMetrics is not None:  # one request carrying both signals
+                add_metrics(b, {"resourceMetrics": req.resourceMetrics}, line_no, offset)
             return
-    except msgspec.DecodeError:
-        pass  # wrong shape or not JSON: the general path below says which
+    except (msgspec.DecodeError, RecursionError):
+        pass  # wrong shape, not JSON or nested too deep: the general path below says which
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
