@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synthetic_spans import write_traces
 
+from inferaudit_analyzer.ingest import fastjson
+
 SPANS_PER_FILE = 250_000
 
 QUERIES = {
@@ -157,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_largest_child_mb": round(_rss_mb(resource.RUSAGE_CHILDREN)),
         "python": platform.python_version(), "cpus": os.cpu_count(),
         "loadavg_1m": os.getloadavg()[0],
+        # which OTLP/JSON reader parsed (ingest/fastjson.py): "compiled" or "python"
+        "json_reader": "compiled" if fastjson.enabled() else "python",
     }
     width = max(len(k) for k in res)
     for k, v in res.items():
