@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from inferaudit_analyzer.report._fmt import num, usd
+
 _SEV_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 
 
@@ -16,7 +18,7 @@ def _fmt(x: Any, unit: str = "", digits: int = 2) -> str:
         return "—"
     if isinstance(x, float):
         if unit == "$":
-            return f"${x:.6g}"
+            return usd(x)
         return f"{x:,.{digits}f}{unit}"
     return f"{x}{unit}"
 
@@ -92,7 +94,7 @@ def _print_baseline(console: Console, report: dict[str, Any], t: Table) -> None:
 
 def _print_verdict(console: Console, report: dict[str, Any]) -> None:
     b = report["bottleneck"]
-    fps = ", ".join(f"{d['fingerprint']}={d['value']}" for d in b["decided_by"])
+    fps = ", ".join(f"{d['fingerprint']}={num(d['value'])}" for d in b["decided_by"])
     console.print(Panel.fit(
         f"[bold]{b['layer']}[/bold] (confidence {b['confidence']:.2f}, case {b['case']})\n"
         f"{b['detail']}\n[dim]decided by: {fps or '—'}[/dim]", title="bottleneck"))

@@ -153,3 +153,19 @@ def test_markdown_states_the_price_and_what_was_not_proposed(report) -> None:
     if report["roi"].get("not_proposed"):
         assert "Not proposed: " in md
     assert "Replay check: today's serving replayed gives p95" in md
+
+
+def test_money_is_never_in_scientific_notation() -> None:
+    import re
+
+    from inferaudit_analyzer.report import plots
+    from inferaudit_analyzer.report._fmt import usd
+
+    assert usd(6.379e-06) == "$0.00000638" and usd(0.0123) == "$0.012" and usd(1234.5) == "$1,234"
+    tiny = {"roi": {"baseline": {"replayed": {"cost_per_request_usd": 6.4e-06,
+                                              "busy_cost_per_request_usd": 2.3e-06}}},
+            "roadmap": [{"intervention": "continuous_batching", "cumulative": {"projected": {
+                "cost_per_request_usd": 4.7e-06, "busy_cost_per_request_usd": 1.3e-06}}}]}
+    svg = plots.cost_waterfall(tiny)
+    assert "USD per 1M requests" in svg and "$6.4" in svg and "$0.00000470" in svg
+    assert not re.search(r"\de-0\d", svg)

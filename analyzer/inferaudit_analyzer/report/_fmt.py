@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
 def usd(v: Any) -> str:
+    """Dollars without scientific notation: a cost per request is often a few millionths."""
     if v is None:
         return "n/a"
     v = float(v)
@@ -15,7 +17,15 @@ def usd(v: Any) -> str:
         return f"${v:,.0f}"
     if abs(v) >= 0.01:
         return f"${v:.3f}"
-    return f"${v:.3g}"
+    return "$" + fixed_sig(v)
+
+
+def fixed_sig(v: float, sig: int = 3) -> str:
+    """``v`` in fixed-point notation with ``sig`` significant digits (0.00000638, not 6.38e-06)."""
+    if v == 0 or not math.isfinite(v):
+        return f"{v:g}"
+    decimals = max(0, sig - 1 - math.floor(math.log10(abs(v))))
+    return f"{v:.{decimals}f}"
 
 
 def ms(v: Any) -> str:

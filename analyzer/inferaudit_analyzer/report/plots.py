@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from inferaudit_analyzer.report._fmt import fixed_sig, usd
 from inferaudit_analyzer.report.svg import PALETTE, Chart, empty
 from inferaudit_analyzer.roi.fit import curve_from_json
 
@@ -88,21 +89,28 @@ def cost_waterfall(report: dict[str, Any]) -> str:
         cum = (r.get("cumulative") or {}).get("projected") or {}
         steps.append((f"+{r['intervention']}", cum.get(key), cum.get("busy_cost_per_request_usd")))
     vals = [s[1] for s in steps if s[1] is not None] + [s[2] for s in steps if s[2] is not None]
-    top = max(vals) * 1.15 if vals else 1.0
+    # a few millionths of a dollar per request reads as dollars per million requests
+    scale, unit = (1e6, "USD per 1M requests") if vals and max(vals) < 0.01 else (
+        1.0, "USD per request")
+    steps = [(label, None if b is None else b * scale, None if f is None else f * scale)
+             for label, b, f in steps]
+    top = max(vals) * scale * 1.15 if vals else 1.0
     n = len(steps)
-    c = Chart("cost_waterfall", title, "", "USD per request", (0.0, float(n)), (0.0, top),
+    c = Chart("cost_waterfall", title, "", unit, (0.0, float(n)), (0.0, top),
               x_ticks=[i + 0.5 for i in range(n)], x_tick_labels=[s[0][:18] for s in steps])
     prev = None
     for i, (label, bill, _busy) in enumerate(steps):
         if bill is None:
             continue
         if prev is None:
-            c.bar(i + 0.15, i + 0.85, 0.0, bill, PALETTE[0], f"{label}: ${bill:.3g}")
+            c.bar(i + 0.15, i + 0.85, 0.0, bill, PALETTE[0], f"{label}: {usd(bill / scale)}")
         else:
             color = PALETTE[2] if bill <= prev else PALETTE[1]
+            delta = usd(abs(bill - prev) / scale)
             c.bar(i + 0.15, i + 0.85, min(prev, bill), max(prev, bill) if abs(prev - bill) > 0
-                  else bill * 1.002, color, f"{label}: ${bill:.3g} ({bill - prev:+.3g})")
-        c.text(i + 0.5, bill, f"${bill:.2g}")
+                  else bill * 1.002, color,
+                  f"{label}: {usd(bill / scale)} ({'-' if bill < prev else '+'}{delta})")
+        c.text(i + 0.5, bill, "$" + fixed_sig(bill))
         prev = bill
     busy = [(i + 0.5, s[2]) for i, s in enumerate(steps) if s[2] is not None]
     if busy:
