@@ -195,3 +195,20 @@ def test_an_intervention_that_gains_nothing_is_not_on_the_roadmap() -> None:
     assert [r["intervention"] for r in out["roadmap"]] == []
     reasons = {x["intervention"]: x["reason"] for x in out["not_proposed"]}
     assert "no saving" in reasons["continuous_batching"]
+
+
+def test_a_poor_fit_is_a_warning_and_a_low_r2_alone_is_not():
+    from types import SimpleNamespace
+
+    from inferaudit_analyzer.roi.roadmap import _fit_warnings
+
+    poor = SimpleNamespace(goodness={"r2": 0.05, "mape_ratio": 0.4}, span_goodness=None)
+    (w,) = _fit_warnings(poor)
+    assert "R² 0.05" in w and "40%" in w and "fitted to" in w
+    # calls that are all alike: R² near 0, predictions accurate -> nothing to warn about
+    alike = SimpleNamespace(goodness={"r2": 0.02, "mape_ratio": 0.03},
+                            span_goodness={"r2": 0.1, "mape_ratio": 0.5})
+    (w,) = _fit_warnings(alike)
+    assert "measured model calls" in w
+    assert _fit_warnings(SimpleNamespace(goodness={"r2": None, "mape_ratio": None},
+                                         span_goodness=None)) == []

@@ -37,6 +37,11 @@ from inferaudit_analyzer.roi.simulate import ServiceCurve, Workload
 # Beyond this the replay of today's serving misses today's measured p95 by more than half:
 # the projections are flagged (roi.warnings) rather than presented as calibrated.
 REPLAY_P95_ERROR_WARN_RATIO = 0.5
+# A service-time curve that explains under this share of the calls' variance AND misses them by
+# more than FIT_MAPE_WARN_RATIO on average is flagged: the projections rest on a poor fit. Both,
+# because calls that are all alike give a low R² with accurate predictions.
+FIT_R2_WARN = 0.3
+FIT_MAPE_WARN_RATIO = 0.25
 ROI_RULE = ("roi = impact / (risk x (1 + effort_weeks)); impact = bill_saving_ratio + 0.5 x "
             "capacity_saving_ratio + 0.5 x p95_reduction_ratio (ratios vs the replayed baseline)")
 GAP_CLOSED_FOR_AVOIDED_SWAP = 0.8
@@ -204,6 +209,7 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
             f"{base_sum['latency_ms']['p95']:.0f} ms against {measured_p95:.0f} ms measured "
             f"({replay_error:+.0%}): the model of the serving path does not reproduce today, so "
             "the projections below are indicative only (are all model calls traced?)")
+    warnings += _fit_warnings(fit)
     return {
         "fit": {**fit.to_json(), "server_overhead_ns_per_call": inp.overhead_ns,
                 "server_overhead_samples": inp.ctx.get("overhead_samples", 0)},
@@ -236,6 +242,19 @@ def _overhead_note(inp: RoiInputs) -> list[str]:
     return [f"the server's own time between back-to-back calls ({inp.overhead_ns / 1e6:.2f} ms, "
             f"median of {inp.ctx.get('overhead_samples', 0)} measured gaps) is added to every "
             "call and stays the same after the intervention"]
+
+
+def _fit_warnings(fit: Any) -> list[str]:
+    """A poor fit, on the points fitted or on the measured calls, said in words."""
+    out = []
+    for label, good in (("the points it was fitted to", fit.goodness),
+                        ("today's measured model calls", fit.span_goodness)):
+        r2, mape = (good or {}).get("r2"), (good or {}).get("mape_ratio")
+        if r2 is not None and mape is not None and r2 < FIT_R2_WARN and mape > FIT_MAPE_WARN_RATIO:
+            out.append(f"the service-time curve explains little of {label} (R² {r2:.2f}, mean "
+                       f"error {mape:.0%}): the projections rest on a poor fit; a calibration "
+                       "sweep (`inferaudit calibrate`) pins it")
+    return out
 
 
 def _not_proposed(plans: list[Plan]) -> list[dict[str, str]]:
