@@ -70,6 +70,10 @@ SPANS_COLUMNS: tuple[tuple[str, str], ...] = (
 UNIQUE_PER_SPAN = frozenset({"trace_id", "span_id", "parent_span_id", "start_ns", "end_ns",
                              "duration_ns", "prompt_fp", "prompt_simhash", "attributes"})
 
+# One-row table (column ``dropped``) the DuckDB store writes when it dropped copies of spans
+# read from more than one file; absent otherwise (store._drop_copies, analyses/coverage.py).
+SPAN_COPIES_TABLE = "ingest_span_copies"
+
 LINKS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("span_id", "VARCHAR"),
     ("trace_id", "VARCHAR"),

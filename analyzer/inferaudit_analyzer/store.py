@@ -318,6 +318,31 @@ def _parquet_list(paths: list[str]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
+# Span ids are random 64-bit: two spans with one (trace_id, span_id) are copies of one export
+# read together (a .jsonl and its .gz, a collector writing to two places). Counted once, so
+# request counts, cost per request and duplicate-prompt shares stand; coverage reports how
+# many were dropped, from the one-row table schema.SPAN_COPIES_TABLE.
+_HAS_COPIES_SQL = "SELECT COUNT(*) > COUNT(DISTINCT span_id) FROM spans"
+
+
+def _drop_copies(con: Any, parts: dict[str, list[str]]) -> None:
+    """Replace the spans and links views by de-duplicated tables when copies were read."""
+    if not con.execute(_HAS_COPIES_SQL).fetchone()[0]:
+        return  # the common case costs one COUNT(DISTINCT) over the span ids
+    read = con.execute("SELECT COUNT(*) FROM spans").fetchone()[0]
+    for table, select in (
+            ("spans", "SELECT * FROM read_parquet({}) QUALIFY row_number() OVER "
+                      "(PARTITION BY trace_id, span_id ORDER BY start_ns, end_ns) = 1"),
+            ("links", "SELECT DISTINCT * FROM read_parquet({})")):
+        if not parts[table]:
+            continue
+        con.execute(f"DROP VIEW {table}")
+        con.execute(f"CREATE TABLE {table} AS " + select.format(_parquet_list(parts[table])))
+    kept = con.execute("SELECT COUNT(*) FROM spans").fetchone()[0]
+    con.execute(f"CREATE TABLE {schema.SPAN_COPIES_TABLE} AS "
+                f"SELECT {int(read - kept)}::BIGINT AS dropped")
+
+
 def _fill(store: Store, found: list[files.InputFile],
           manifests: dict[str, tuple[Path, dict[str, Any], bool]]) -> None:
     con = store.con
@@ -341,6 +366,8 @@ def _fill(store: Store, found: list[files.InputFile],
                         f"{_parquet_list(parts[table])})")
         else:
             con.execute(schema.create_table_sql(table))
+    if parts["spans"]:
+        _drop_copies(con, parts)
     for table in ("resources", "metric_points", "ingest_errors", "inputs"):
         con.execute(schema.create_table_sql(table))
     if parts["resources"]:

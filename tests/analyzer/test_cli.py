@@ -271,20 +271,23 @@ def test_own_report_beside_the_traces_is_skipped_not_counted_as_errors(tmp_path,
     assert "no traces here" in capsys.readouterr().err
 
 
-def test_a_copy_of_the_same_export_is_flagged(tmp_path, capsys):
+def test_a_copy_of_the_same_export_is_counted_once_and_flagged(tmp_path, capsys):
     _write_otlp(tmp_path / "a.jsonl", n=6)
     assert analyze_main([str(tmp_path), "--format", "json", "--no-cache"]) == 0
     one = json.loads(capsys.readouterr().out)
     assert one["input"]["coverage"]["duplicate_requests"] == 0
+    assert one["input"]["coverage"]["duplicate_spans_dropped"] == 0
     assert "duplicate_spans" not in {f["id"] for f in one["findings"]}
     (tmp_path / "b.jsonl").write_bytes((tmp_path / "a.jsonl").read_bytes())
     assert analyze_main([str(tmp_path), "--format", "json", "--no-cache"]) == 0
     two = json.loads(capsys.readouterr().out)
     dup = next(f for f in two["findings"] if f["id"] == "duplicate_spans")
-    # every request is there twice or more (the joins multiply copies): all of the extra rows
-    extra = dup["evidence"]["duplicate_requests"]
-    assert extra == two["input"]["requests"] - one["input"]["requests"]
-    assert extra >= one["input"]["requests"]
+    assert dup["severity"] == "low"
+    assert dup["evidence"]["duplicate_spans_dropped"] == one["input"]["coverage"]["spans"]
+    # the copy changes none of the numbers
+    assert two["input"]["coverage"]["duplicate_requests"] == 0
+    assert two["input"]["requests"] == one["input"]["requests"]
+    assert two["baseline"]["overall"] == one["baseline"]["overall"]
 
 
 def test_a_missing_optional_library_is_named_with_the_install_hint(tmp_path, capsys, monkeypatch):

@@ -14,8 +14,10 @@ from typing import Any
 
 import duckdb
 
+from inferaudit_analyzer import schema
 from inferaudit_analyzer import thresholds as th
 from inferaudit_analyzer.analyses._common import ratio, rounded
+from inferaudit_analyzer.engines.base import engine_name
 from inferaudit_analyzer.findings import Finding
 from inferaudit_analyzer.ingest.coverage import busiest_exporter, counter_totals
 from inferaudit_sdk import semconv
@@ -55,6 +57,7 @@ class Coverage:
     missing_links: int
     duplicate_requests: int = 0
     missing_requests: int = 0  # distinct requests a batch served whose span is not in the input
+    duplicate_spans_dropped: int = 0  # copies of spans read twice, counted once (DuckDB store)
 
     @property
     def drop_ratio(self) -> float | None:
@@ -88,6 +91,7 @@ class Coverage:
             "batch_links": self.links,
             "missing_link_ratio": rounded(self.missing_link_ratio, 4),
             "duplicate_requests": self.duplicate_requests,
+            "duplicate_spans_dropped": self.duplicate_spans_dropped,
             "missing_requests": self.missing_requests,
         }
 
@@ -97,6 +101,19 @@ class Coverage:
 EMPTY_FILE_ERRORS_SQL = """
 SELECT COUNT(*) FROM ingest_errors e JOIN inputs i ON i.file = e.file WHERE i.size_bytes = 0
 """
+
+
+# Copies of spans the DuckDB store dropped (store._drop_copies); the table exists only then
+COPIES_DROPPED_SQL = f"SELECT dropped FROM {schema.SPAN_COPIES_TABLE}"
+
+
+def _copies_dropped(con: Any) -> int:
+    if engine_name(con) != "duckdb":
+        return 0  # only the DuckDB store drops copies; elsewhere they stay (duplicate_requests)
+    try:
+        return int(con.execute(COPIES_DROPPED_SQL).fetchone()[0])
+    except duckdb.CatalogException:  # no copies were read: the table is absent
+        return 0
 
 
 def _empty_file_errors(con: Any) -> int:
@@ -121,7 +138,7 @@ def analyze_coverage(con: Any) -> Coverage:
         exported_spans=int(exported_by.get(top or "", 0.0)),
         sdk_errors=int(sum(counter_totals(con, semconv.METRIC_SDK_ERRORS).values())),
         links=int(links), missing_links=int(missing), duplicate_requests=int(dups or 0),
-        missing_requests=int(missing_reqs or 0),
+        missing_requests=int(missing_reqs or 0), duplicate_spans_dropped=_copies_dropped(con),
     )
 
 
@@ -153,10 +170,24 @@ def coverage_findings(c: Coverage) -> list[Finding]:
             title="The same request spans appear more than once in the input",
             severity="medium",
             layer="coverage",
-            evidence={"duplicate_requests": c.duplicate_requests, "requests": c.requests},
+            evidence={"duplicate_requests": c.duplicate_requests, "requests": c.requests,
+                      "duplicate_spans_dropped": c.duplicate_spans_dropped},
             detail=("Copies of one export were read together (e.g. a .jsonl and its .gz, or a "
                     "collector writing to two places): request counts, throughput, cost per "
                     "request and duplicate-prompt shares are distorted. Analyse one copy."),
+        ))
+    elif c.duplicate_spans_dropped:
+        out.append(Finding(
+            id="duplicate_spans",
+            title="Copies of the same spans were read; each was counted once",
+            severity="low",
+            layer="coverage",
+            evidence={"duplicate_spans_dropped": c.duplicate_spans_dropped,
+                      "spans": c.spans, "requests": c.requests},
+            detail=("Spans with the same trace and span id came from more than one file (e.g. "
+                    "a .jsonl and its .gz, or a collector writing to two places). Span ids are "
+                    "random 64-bit, so these are copies: every span was counted once and the "
+                    "numbers stand. Check the inputs are the ones meant."),
         ))
     if c.requests and c.requests_without_tokens / c.requests >= 1 - th.LOW_COVERAGE_RATIO:
         out.append(Finding(

@@ -154,7 +154,10 @@ def restrict_spans(con: Any, since_ns: int | None, until_ns: int | None) -> None
         conds.append(f"start_ns >= {int(since_ns)}")
     if until_ns is not None:
         conds.append(f"start_ns < {int(until_ns)}")
-    con.execute("ALTER VIEW spans RENAME TO spans_all_partitions")
+    # a view over the Parquet parts, or a table where the store dropped copies of spans
+    is_view = con.execute("SELECT COUNT(*) FROM duckdb_views() WHERE view_name = 'spans' "
+                          "AND NOT internal").fetchone()[0]
+    con.execute(f"ALTER {'VIEW' if is_view else 'TABLE'} spans RENAME TO spans_all_partitions")
     con.execute(f"CREATE VIEW spans AS SELECT * FROM spans_all_partitions WHERE "
                 f"{' AND '.join(conds)}")
 
