@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from inferaudit_analyzer.report._fmt import num, usd
+from inferaudit_analyzer.report._fmt import num, usd, utilisation
 
 _SEV_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 
@@ -74,7 +74,7 @@ def _print_baseline(console: Console, report: dict[str, Any], t: Table) -> None:
         f"{_fmt(o['tokens_per_s']['total'], ' tok/s', 1)}; "
         f"concurrency {_fmt(o['concurrency_mean'])} (max {o['concurrency']['max']}); "
         f"batch size p50 {_fmt(bs['p50'])} (mean {_fmt(bs['mean'])}); "
-        f"device utilisation {_pct(o['device_utilization'])}")
+        f"device utilisation {utilisation(o)}")
     price = report["price"]
     console.print(
         f"cost/request {_fmt(o['cost_per_request_usd'], '$')} (busy-only floor "

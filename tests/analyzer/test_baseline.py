@@ -77,6 +77,34 @@ def test_cpu_utilisation_is_cpu_time_over_wall_times_cores():
     assert rep["price"]["usd_per_hour"] == pytest.approx(0.1785)
 
 
+def test_cpu_utilisation_states_the_ceiling_the_model_threads_allow():
+    from inferaudit_analyzer.report._fmt import baseline_rows
+    from inferaudit_sdk import semconv
+
+    db = FixtureDb()
+    db.resource(1, cpu_cores=4, host_type="c7i.xlarge")
+    for i in range(10):
+        start = T0 + i * 100 * MS
+        r = db.request(start, start + 100 * MS, input_tokens=10, output_tokens=10)
+        db.batch(start, start + 100 * MS, [r], device_type="cpu", cpu_time_ns=80 * MS,
+                 attributes={semconv.DEVICE_CPU_THREADS: 1})
+    rep = _report(db)
+    o = rep["baseline"]["overall"]
+    # one thread on four cores: 10 x 80 ms CPU over 1 s x 4 cores, out of at most a quarter
+    assert o["device_utilization"] == pytest.approx(0.2)
+    assert o["device_utilization_ceiling"] == pytest.approx(0.25)
+    (res,) = o["device_utilization_detail"]["by_resource"]
+    assert (res["cpu_threads"], res["cpu_cores"]) == (1, 4)
+    row = dict(baseline_rows(rep))["device utilisation"]
+    assert row == "20.0% of at most 25.0%: 1 of 4 cores"
+    # no thread count (or a GPU): no ceiling claimed
+    db2 = FixtureDb()
+    db2.resource(1, cpu_cores=4)
+    r = db2.request(T0, T0 + 100 * MS, input_tokens=1, output_tokens=1)
+    db2.batch(T0, T0 + 100 * MS, [r], device_type="cpu", cpu_time_ns=80 * MS)
+    assert _report(db2)["baseline"]["overall"]["device_utilization_ceiling"] is None
+
+
 def test_empty_database_gives_empty_baseline_not_an_error():
     rep = _report(FixtureDb())
     o = rep["baseline"]["overall"]

@@ -201,6 +201,8 @@ def baseline(con: Any, window: Window, util: Utilization, conc: Concurrency, cos
     overall["concurrency_mean"] = rounded(conc.mean, 4)
     overall["device_utilization"] = rounded(util.ratio, 4)
     overall["device_utilization_source"] = util.source
+    # what the devices could reach as the model ran them (CPU: threads / cores), or None
+    overall["device_utilization_ceiling"] = rounded(util.ceiling_ratio, 4)
     overall["device_utilization_detail"] = util.to_json()
     models = [r[0] for r in con.execute(
         "SELECT DISTINCT request_model FROM requests ORDER BY request_model NULLS LAST").fetchall()]

@@ -73,13 +73,15 @@ b AS (
            COUNT(*) AS n_batches,
            SUM(device_ns) AS device_ns,
            SUM(cpu_time_ns) AS cpu_time_ns,
-           BOOL_AND(device_time_measured) AS measured
+           BOOL_AND(device_time_measured) AS measured,
+           MAX(TRY_CAST(json_extract_string(attributes, '$."{semconv.DEVICE_CPU_THREADS}"')
+                        AS BIGINT)) AS cpu_threads
     FROM ({BATCHES_BY_HOST_SQL}) bh GROUP BY host_key, device_id
 ),
 h AS ({HOSTS_SQL})
 SELECT COALESCE(h.resource_id, b.resource_id), b.device_id, b.device_type, b.n_batches,
        b.device_ns, b.cpu_time_ns, b.measured, COALESCE(u.busy_union_ns, 0) AS busy_union_ns,
-       h.gpu_count, h.cpu_cores, h.gpu_model, h.host_type
+       h.gpu_count, h.cpu_cores, h.gpu_model, h.host_type, b.cpu_threads
 FROM b
 LEFT JOIN u ON u.host_key IS NOT DISTINCT FROM b.host_key
            AND u.device_id IS NOT DISTINCT FROM b.device_id
@@ -121,6 +123,15 @@ class ResourceUsage:
     host_type: str | None
     cpu_cores: int | None
     busy_known: bool = True  # False: no model-call timing at all (requests only)
+    cpu_threads: int | None = None  # CPU device: the most intra-op threads a model call used
+
+    @property
+    def ceiling_ratio(self) -> float | None:
+        """The utilisation a CPU device can reach with the threads the model used: busy time
+        is CPU time over all the host's cores, so 1 thread on 2 cores tops out at 0.5."""
+        if self.device_type != "cpu" or not self.cpu_threads or not self.cpu_cores:
+            return None
+        return min(1.0, self.cpu_threads / self.cpu_cores)
 
 
 # Fallback when no batch span exists: the paid units are the resources that served requests.
@@ -175,9 +186,22 @@ class Utilization:
             return "spans"
         return "nvml" if self.nvml_ratio is not None else None
 
+    @property
+    def ceiling_ratio(self) -> float | None:
+        """The highest :attr:`ratio` the devices could reach as the model ran them (CPU: its
+        threads over the cores); None unless every resource has one."""
+        if not self.resources or self.source != "spans":
+            return None
+        ceilings = [r.ceiling_ratio for r in self.resources]
+        if any(c is None for c in ceilings):
+            return None
+        return ratio(sum(c * r.devices for c, r in zip(ceilings, self.resources, strict=True)),
+                     self.devices)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "ratio": rounded(self.ratio, 4),
+            "ceiling_ratio": rounded(self.ceiling_ratio, 4),
             "source": self.source,
             "devices": self.devices,
             "busy_device_s": self.busy_ns / 1e9,
@@ -189,7 +213,9 @@ class Utilization:
                 {"resource_id": r.resource_id, "device_type": r.device_type,
                  "devices": r.devices, "busy_device_s": r.busy_ns / 1e9,
                  "ratio": rounded(ratio(r.busy_ns, self.window_ns * r.devices), 4),
-                 "gpu_model": r.gpu_model, "host_type": r.host_type}
+                 "gpu_model": r.gpu_model, "host_type": r.host_type,
+                 "cpu_cores": r.cpu_cores, "cpu_threads": r.cpu_threads,
+                 "ceiling_ratio": rounded(r.ceiling_ratio, 4)}
                 for r in self.resources
             ],
         }
@@ -222,8 +248,9 @@ def _resource_usage(rows: list[tuple[Any, ...]],
             k = busy / basis_ns if basis_ns else 0.0
             for d in devs:
                 scales[(res_id, d[1])] = (0.0, k) if by_cpu else (k, 0.0)
+            threads = max((int(d[12]) for d in devs if d[12] is not None), default=None)
             out.append(ResourceUsage(res_id, "cpu", 1, busy, n_batches, None, host_type,
-                                     cpu_cores))
+                                     cpu_cores, cpu_threads=threads))
             continue
         busy = 0
         for d in devs:

@@ -110,6 +110,17 @@ def interval(iv: dict[str, Any] | None, key: str, fmt=usd) -> str:
     return f"{fmt(d['low'])} - {fmt(d['high'])}"
 
 
+def utilisation(overall: dict[str, Any]) -> str:
+    """The utilisation, with the ceiling the model's threads allowed when it is below 100%."""
+    u, ceiling = overall.get("device_utilization"), overall.get("device_utilization_ceiling")
+    if u is None or ceiling is None or ceiling >= 1:
+        return pct(u)
+    res = ((overall.get("device_utilization_detail") or {}).get("by_resource") or [{}])[0]
+    how = (f": {res['cpu_threads']} of {res['cpu_cores']} cores"
+           if res.get("cpu_threads") and res.get("cpu_cores") else "")
+    return f"{pct(u)} of at most {pct(ceiling)}{how}"
+
+
 def executive_summary(report: dict[str, Any]) -> list[str]:
     """Three to six plain sentences a buyer reads first."""
     ov = (report.get("baseline") or {}).get("overall") or {}
@@ -120,7 +131,7 @@ def executive_summary(report: dict[str, Any]) -> list[str]:
         f"{ms(lat.get('p50'))}, p95 {ms(lat.get('p95'))}; cost per request "
         f"{usd(ov.get('cost_per_request_usd'))} on the bill (busy-only floor "
         f"{usd(ov.get('busy_cost_per_request_usd'))}); device utilisation "
-        f"{pct(ov.get('device_utilization'))}.")
+        f"{utilisation(ov)}.")
     bn = report.get("bottleneck") or {}
     if bn:
         lines.append(f"Bottleneck: {bn.get('layer')} layer ({bn.get('case')}, confidence "
@@ -160,7 +171,7 @@ BASELINE_ROWS = (
     ("latency p50", ("latency_ms", "p50"), ms), ("latency p95", ("latency_ms", "p95"), ms),
     ("latency p99", ("latency_ms", "p99"), ms), ("queue p95", ("queue_ms", "p95"), ms),
     ("batch size mean", ("batch_size", "mean"), num),
-    ("device utilisation", "device_utilization", pct),
+    ("device utilisation", (), utilisation),
     ("cost per request (bill)", "cost_per_request_usd", usd),
     ("cost per request (busy-only floor)", "busy_cost_per_request_usd", usd),
     ("cost per 1k output tokens", "cost_per_1k_output_tokens_usd", usd),
