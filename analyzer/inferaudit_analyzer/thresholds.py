@@ -21,6 +21,9 @@ UNDERUSED_UTILIZATION_RATIO = 0.5
 # of every request's wait with the device doing nothing; above 0.5 it is most of it.
 IDLE_WHILE_WAITING_RATIO = 0.2
 IDLE_WHILE_WAITING_HIGH_RATIO = 0.5
+# House rule: requests queue for the device when the p95 queue time is at least one median model
+# call: the slowest 5 % wait longer than a whole call takes, so demand is not below capacity.
+QUEUED_P95_OVER_SERVICE_RATIO = 1.0
 
 # --- Batching -------------------------------------------------------------------------------
 # Unbatched serving: batch size stays 1 (share of size-1 batches at or above this) while, during

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from _analysis_fixtures import MS, T0, FixtureDb, batched_db, fifo_schedule
 
-from inferaudit_analyzer.analyses.idle import QUEUED_P95_OVER_SERVICE_RATIO
 from inferaudit_analyzer.analyze import AnalyzeParams, analyze_connection
+from inferaudit_analyzer.thresholds import QUEUED_P95_OVER_SERVICE_RATIO
 
 S = 1000 * MS
 

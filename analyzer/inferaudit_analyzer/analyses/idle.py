@@ -19,10 +19,6 @@ from inferaudit_analyzer.analyses.concurrency import Concurrency
 from inferaudit_analyzer.analyses.utilization import Utilization
 from inferaudit_analyzer.findings import Finding
 
-# House rule: requests queue for the device when the p95 queue time is at least one median model
-# call: the slowest 5 % wait longer than a whole call takes, so demand is not below capacity.
-QUEUED_P95_OVER_SERVICE_RATIO = 1.0
-
 
 def queue_pressure_ratio(util: Utilization) -> float | None:
     """p95 queue time / p50 model-call time; None when either was not measured."""
@@ -56,7 +52,7 @@ def idle_findings(conc: Concurrency, util: Utilization) -> list[Finding]:
         ))
     ratio = util.ratio
     queued = queue_pressure_ratio(util)
-    queueing = queued is not None and queued >= QUEUED_P95_OVER_SERVICE_RATIO
+    queueing = queued is not None and queued >= th.QUEUED_P95_OVER_SERVICE_RATIO
     if ratio is not None and ratio < th.UNDERUSED_UTILIZATION_RATIO and not waiting \
             and not queueing and util.resources:
         out.append(Finding(
@@ -72,7 +68,7 @@ def idle_findings(conc: Concurrency, util: Utilization) -> list[Finding]:
                 "threshold_ratio": th.UNDERUSED_UTILIZATION_RATIO,
                 "queue_p95_over_service_p50_ratio": (None if queued is None
                                                      else round(queued, 4)),
-                "threshold_queue_ratio": QUEUED_P95_OVER_SERVICE_RATIO,
+                "threshold_queue_ratio": th.QUEUED_P95_OVER_SERVICE_RATIO,
             },
             detail=("Busy / paid device time below DCGM's 0.5 'ineffective use' guidance while "
                     "requests neither queue for the device nor wait with it idle: capacity "

@@ -18,7 +18,7 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
 max-width:1200px;color:#222;line-height:1.4;padding:0 1em}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}.scroll{overflow-x:auto}
 td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
 th{background:#f3f3f3}.sev-high{color:#b00020;font-weight:bold}.sev-medium{color:#b36b00}
 .sev-low{color:#555}.plots{display:flex;flex-wrap:wrap;gap:1em}.plot{border:1px solid #eee}
@@ -32,7 +32,9 @@ def _table(header: tuple[str, ...] | list[str], rows: list[tuple[str, ...]]) -> 
     h = "".join(f"<th>{escape(c)}</th>" for c in header)
     body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>"
                    for r in rows)
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+    # wide tables (the roadmap) scroll inside their own box instead of overflowing the page
+    return (f"<div class=\"scroll\"><table><thead><tr>{h}</tr></thead><tbody>{body}</tbody>"
+            "</table></div>")
 
 
 def _kv(rows: list[tuple[str, str]]) -> str:

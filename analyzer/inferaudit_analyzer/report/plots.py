@@ -97,7 +97,7 @@ def cost_waterfall(report: dict[str, Any]) -> str:
     top = max(vals) * scale * 1.15 if vals else 1.0
     n = len(steps)
     c = Chart("cost_waterfall", title, "", unit, (0.0, float(n)), (0.0, top),
-              x_ticks=[i + 0.5 for i in range(n)], x_tick_labels=[s[0][:18] for s in steps])
+              x_ticks=[i + 0.5 for i in range(n)], x_tick_labels=[s[0][:26] for s in steps])
     prev = None
     for i, (label, bill, _busy) in enumerate(steps):
         if bill is None:
