@@ -153,6 +153,19 @@ def test_launch_delay_runtime_and_short_kernels(tmp_path: Path) -> None:
     }  # fmt: skip
 
 
+def test_a_gpu_op_long_before_its_launch_returned_is_flagged_as_clock_skew(tmp_path: Path) -> None:
+    events = [
+        rt("cudaLaunchKernel", 0.0, 5.0, 1), gpu("k1", 3.0, 2.0, 1),  # 2 us early: the return
+        rt("cudaLaunchKernel", 1000.0, 5.0, 2), gpu("k2", 500.0, 2.0, 2),  # 505 us early: skew
+    ]  # fmt: skip
+    ls = analyze_kineto(write(tmp_path, events)).files[0].launches
+    assert (ls.negative_launch_delays, ls.skewed_launch_delays) == (2, 1)
+    assert ls.to_json()["clock_skew_suspected"] is True
+    fine = [rt("cudaLaunchKernel", 0.0, 5.0, 1), gpu("k1", 7.0, 2.0, 1)]
+    ok = analyze_kineto(write(tmp_path, fine)).files[0].launches
+    assert ok.to_json()["clock_skew_suspected"] is False and ok.negative_launch_delays == 0
+
+
 @pytest.mark.parametrize(
     ("name", "kind"),
     [

@@ -46,6 +46,10 @@ __all__ = [
 
 RUNTIME_CUTOFF_NS = 50_000  # HTA get_cuda_kernel_launch_stats(runtime_cutoff=50), in us
 LAUNCH_DELAY_CUTOFF_NS = 100_000  # HTA launch_delay_cutoff=100, in us
+# A GPU op cannot start long before the host call that enqueued it returned: a few us early is
+# the call's own return path, but beyond this the CPU and GPU clocks of the trace disagree (house
+# rule, the same magnitude as HTA's outlier cutoff), and launch delays read wrong by that much.
+CLOCK_SKEW_SUSPECT_NS = 100_000
 _DIRECT = (LAUNCH_KERNEL, LAUNCH_MEMCPY, LAUNCH_MEMSET)
 
 
@@ -73,6 +77,8 @@ class LaunchStats:
     short_kernel_time_ns: int
     launch_delay_outliers: int
     runtime_outliers: int
+    negative_launch_delays: int  # GPU start before the host call ended (any amount)
+    skewed_launch_delays: int  # ... by more than CLOCK_SKEW_SUSPECT_NS: clocks disagree
     unmatched_ops: int
     launch_api_time_ns: int
     api_counts: tuple[tuple[str, int], ...]
@@ -94,6 +100,10 @@ class LaunchStats:
             "launch_delay": dict(self.launch_delay_ns),
             "launch_delay_outliers": self.launch_delay_outliers,
             "launch_delay_cutoff_ns": LAUNCH_DELAY_CUTOFF_NS,
+            "negative_launch_delays": self.negative_launch_delays,
+            "skewed_launch_delays": self.skewed_launch_delays,
+            "clock_skew_suspect_ns": CLOCK_SKEW_SUSPECT_NS,
+            "clock_skew_suspected": self.skewed_launch_delays > 0,
             "runtime": dict(self.runtime_ns),
             "runtime_outliers": self.runtime_outliers,
             "runtime_cutoff_ns": RUNTIME_CUTOFF_NS,
@@ -132,6 +142,8 @@ def launch_stats(ev: TraceEvents, rt_index: np.ndarray) -> LaunchStats:
         short_kernel_time_ns=int(gpu_dur[short].sum()),
         launch_delay_outliers=int((delay > LAUNCH_DELAY_CUTOFF_NS).sum()),
         runtime_outliers=int((rt_dur > RUNTIME_CUTOFF_NS).sum()),
+        negative_launch_delays=int((delay < 0).sum()),
+        skewed_launch_delays=int((delay < -CLOCK_SKEW_SUSPECT_NS).sum()),
         unmatched_ops=int((~has).sum()),
         launch_api_time_ns=int((ev.rt_end_ns[launch_rows] - ev.rt_start_ns[launch_rows]).sum()),
         api_counts=_api_counts(ev),
