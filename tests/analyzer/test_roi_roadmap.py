@@ -212,3 +212,15 @@ def test_a_poor_fit_is_a_warning_and_a_low_r2_alone_is_not():
     assert "measured model calls" in w
     assert _fit_warnings(SimpleNamespace(goodness={"r2": None, "mape_ratio": None},
                                          span_goodness=None)) == []
+
+
+def test_the_default_slo_is_the_tail_todays_replay_can_keep():
+    from inferaudit_analyzer.roi.roadmap import _default_slo
+
+    assert _default_slo(250.0, 600.0, 800.0) == (250.0, "given")
+    ms, why = _default_slo(None, 600.0, 800.0)  # the replay of today is slower than measured
+    assert ms == 800.0 and "replayed" in why and "600 ms" in why
+    ms, why = _default_slo(None, 600.0, 500.0)
+    assert ms == 600.0 and why.startswith("measured")
+    ms, why = _default_slo(None, None, 500.0)
+    assert ms == 500.0 and "none measured" in why

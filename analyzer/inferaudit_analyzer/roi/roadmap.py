@@ -162,8 +162,8 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
                     inp.prices.baseline_busy_cost_per_request_usd, base_rep.busy_ns)
     base_sum = summarize(base_rep, prices)
     measured_p95 = inp.measured_p95_ms
-    slo_ms = knobs.slo_p95_ms if knobs.slo_p95_ms is not None else (
-        measured_p95 if measured_p95 is not None else base_sum["latency_ms"]["p95"])
+    slo_ms, slo_source = _default_slo(knobs.slo_p95_ms, measured_p95,
+                                      base_sum["latency_ms"]["p95"])
     slo_ns = slo_ms * NS_PER_MS
     plans = applicable(findings, knobs, inp.ctx)
     items = []
@@ -218,8 +218,7 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
                      "measured_p95_ms": measured_p95,
                      "replay_p95_error_ratio": replay_error},
         "warnings": warnings,
-        "slo": {"p95_ms": slo_ms, "source": "given" if knobs.slo_p95_ms is not None else
-                "measured baseline p95 (keep today's tail latency)"},
+        "slo": {"p95_ms": slo_ms, "source": slo_source},
         "price": {"usd_per_replica_hour": inp.prices.usd_per_replica_hour,
                   "replicas": inp.base.replicas},
         "params": {"policy": knobs.policy, "max_batch": knobs.max_batch,
@@ -242,6 +241,22 @@ def _overhead_note(inp: RoiInputs) -> list[str]:
     return [f"the server's own time between back-to-back calls ({inp.overhead_ns / 1e6:.2f} ms, "
             f"median of {inp.ctx.get('overhead_samples', 0)} measured gaps) is added to every "
             "call and stays the same after the intervention"]
+
+
+def _default_slo(given_ms: float | None, measured_ms: float | None,
+                 replayed_ms: float | None) -> tuple[float, str]:
+    """The p95 SLO replica sizing aims at, and where it came from. Without one given: keep
+    today's tail, as measured, or as replayed where the replay of today is slower. Sized against
+    a tail that today's own replay misses, today's deployment would need more replicas than it
+    has, and every saving would be measured from that inflated count."""
+    if given_ms is not None:
+        return given_ms, "given"
+    if measured_ms is None:
+        return replayed_ms, "replayed baseline p95 (keep today's tail latency; none measured)"
+    if replayed_ms is not None and replayed_ms > measured_ms:
+        return replayed_ms, ("replayed baseline p95, above the measured "
+                             f"{measured_ms:.0f} ms (keep today's tail as the model replays it)")
+    return measured_ms, "measured baseline p95 (keep today's tail latency)"
 
 
 def _fit_warnings(fit: Any) -> list[str]:
