@@ -233,7 +233,8 @@ def summary_lines(plan: ReplayPlan, results: list[ScenarioResult]) -> list[str]:
         f"time x{s.time_scale:.4g}; probe service {s.probe_service_s * 1e3:.1f} ms, "
         f"offered {s.offered_rps:.2f} req/s (target utilisation {s.target_utilisation:.0%})",
         f"{'mode':<11}{'served':>8}{'errors':>8}{'p50 ms':>9}{'p95 ms':>9}{'mean bs':>9}"
-        f"{'max bs':>8}{'spans':>8}{'wall s':>8}",
+        f"{'max bs':>8}{'spans':>8}{'wall s':>8}   (latency as the load generator timed it; "
+        "the audit's p95 is the server spans')",
     ]
     for r in results:
         bs = r.batch_sizes or [0]
