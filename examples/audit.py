@@ -195,15 +195,15 @@ def _fmt(v) -> str:
 def comparison_lines(cmp: dict) -> list[str]:
     lines = [f"projected vs measured after applying {cmp.get('title') or cmp['intervention']} "
              f"({cmp['intervention']}) {cmp['params']}:",
-             f"{'metric':<36}{'baseline':>12}{'projected':>12}{'90% interval':>24}"
-             f"{'measured':>12}{'diff':>9}  within 15%"]
+             f"{'metric':<36}{'baseline':>14}{'projected':>14}{'90% interval':>28}"
+             f"{'measured':>14}{'diff':>9}  within 15%"]
     for r in cmp["rows"]:
         iv = r["interval"] or {}
         ivs = (f"{_fmt(iv.get('low'))}-{_fmt(iv.get('high'))}" if iv.get("low") is not None
                else "n/a")
         diff = "n/a" if r["diff_ratio"] is None else f"{r['diff_ratio']:+.1%}"
-        lines.append(f"{r['metric']:<36}{_fmt(r['baseline_measured']):>12}"
-                     f"{_fmt(r['projected']):>12}{ivs:>24}{_fmt(r['measured']):>12}{diff:>9}  "
+        lines.append(f"{r['metric']:<36}{_fmt(r['baseline_measured']):>14}"
+                     f"{_fmt(r['projected']):>14}{ivs:>28}{_fmt(r['measured']):>14}{diff:>9}  "
                      f"{'yes' if r['within_target'] else 'NO'}")
         miv = r.get("measured_interval") or {}
         if miv.get("low") is not None:
