@@ -123,7 +123,7 @@ static int classify(PyObject *key, KeyInfo *info) {
     if (r) info->cls = C_FALLBACK;
     Py_ssize_t n = PyTuple_GET_SIZE(g_prefixes);
     for (Py_ssize_t i = 0; i < n; i++) {
-        int m = PyUnicode_Tailmatch(key, PyTuple_GET_ITEM(g_prefixes, i), 0, PY_SSIZE_T_MAX, -1);
+        Py_ssize_t m = PyUnicode_Tailmatch(key, PyTuple_GET_ITEM(g_prefixes, i), 0, PY_SSIZE_T_MAX, -1);
         if (m < 0) return -1;
         if (m) {
             info->genai = 1;
@@ -1382,7 +1382,15 @@ done:
     return r;
 }
 
-static SpanBufs g_sb;
+/* Scratch buffers live per call, not in a global: a collection triggered by an allocation can
+ * run finalizers (Python code) that may release the GIL, and another thread's convert() would
+ * then write into the same buffers. One allocation or two a line is nothing beside its spans. */
+static void span_bufs_free(SpanBufs *sb) {
+    PyMem_Free(sb->attrs.data);
+    PyMem_Free(sb->scratch.data);
+    PyMem_Free(sb->keys_at);
+    PyMem_Free(sb->keys_len);
+}
 
 static PyObject *convert(PyObject *self, PyObject *arg) {
     (void)self;
@@ -1393,6 +1401,8 @@ static PyObject *convert(PyObject *self, PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
     Cur c = {(const unsigned char *)view.buf, (const unsigned char *)view.buf + view.len};
+    SpanBufs sb;
+    memset(&sb, 0, sizeof sb);
     PyObject *out = PyList_New(0);
     int r = out ? OK : ERR, seen = 0;
     Str k;
@@ -1413,7 +1423,7 @@ static PyObject *convert(PyObject *self, PyObject *arg) {
                     }
                     if (!eat(&c, ']')) {
                         for (;;) {
-                            if ((r = scan_resource_spans(&c, &g_sb, out)) != OK) break;
+                            if ((r = scan_resource_spans(&c, &sb, out)) != OK) break;
                             if (eat(&c, ',')) continue;
                             if (eat(&c, ']')) break;
                             r = GIVE_UP;
@@ -1435,6 +1445,7 @@ static PyObject *convert(PyObject *self, PyObject *arg) {
         }
     }
     if (r == OK && (!seen || peek(&c) != -1)) r = GIVE_UP; /* no spans, or trailing bytes */
+    span_bufs_free(&sb);
     PyBuffer_Release(&view);
     if (r == OK) return out;
     Py_XDECREF(out);
