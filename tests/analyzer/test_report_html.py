@@ -169,3 +169,16 @@ def test_money_is_never_in_scientific_notation() -> None:
     svg = plots.cost_waterfall(tiny)
     assert "USD per 1M requests" in svg and "$6.4" in svg and "$0.00000470" in svg
     assert not re.search(r"\de-0\d", svg)
+
+
+def test_the_partial_last_bucket_is_drawn_at_its_own_width() -> None:
+    import re
+
+    from inferaudit_analyzer.report import plots
+
+    rep = {"baseline": {"overall": {"device_utilization": 0.5}, "time_buckets": {
+        "bucket_s": 10.0, "rows": [{"start_s": 0.0, "span_s": 10.0, "device_busy_ratio": 0.5},
+                                   {"start_s": 10.0, "span_s": 2.0, "device_busy_ratio": 0.5}]}}}
+    svg = plots.utilization_over_time(rep)
+    widths = [float(w) for w in re.findall(r'<rect class="mark"[^>]* width="([0-9.]+)"', svg)]
+    assert len(widths) == 2 and widths[1] == pytest.approx(widths[0] * 0.2, rel=0.02)

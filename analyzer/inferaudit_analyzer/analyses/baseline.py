@@ -157,6 +157,7 @@ def time_buckets(con: Any, window: Window, util: Utilization, bucket_s: float | 
         rows.append({
             "bucket": b,
             "start_s": b * width_s,
+            "span_s": rounded(span_s, 6),  # its overlap with the window (the last is partial)
             "requests": int(n),
             "throughput_rps": rounded(int(n) / span_s, 4),
             "tokens_per_s": rounded(int(tokens or 0) / span_s, 3),

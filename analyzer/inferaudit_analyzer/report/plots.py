@@ -45,7 +45,11 @@ def utilization_over_time(report: dict[str, Any]) -> str:
     if not rows:
         return empty("utilization_over_time", title, "no time buckets")
     width = float(tb.get("bucket_s") or 1.0)
-    end = max(float(r["start_s"]) for r in rows) + width
+
+    def span(r: dict[str, Any]) -> float:  # the last bucket covers only the window's tail
+        return float(r.get("span_s") or width)
+
+    end = max(float(r["start_s"]) + span(r) for r in rows)
     c = Chart("utilization_over_time", title, "time from window start (s)",
               "device busy share", (0.0, end), (0.0, 1.0))
     for r in rows:
@@ -53,7 +57,7 @@ def utilization_over_time(report: dict[str, Any]) -> str:
         if v is None:
             continue
         s = float(r["start_s"])
-        c.bar(s, s + width * 0.95, 0.0, float(v), PALETTE[0], f"{s:.0f}s: {v:.2f}")
+        c.bar(s, s + span(r) * 0.95, 0.0, float(v), PALETTE[0], f"{s:.0f}s: {v:.2f}")
     overall = ((report.get("baseline") or {}).get("overall") or {}).get("device_utilization")
     if overall is not None:
         c.line([0.0, end], [overall, overall], PALETTE[1], f"mean {overall:.2f}", 1.5, "4 3")
