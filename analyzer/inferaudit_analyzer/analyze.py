@@ -30,6 +30,7 @@ from inferaudit_analyzer.analyses.coverage import analyze_coverage, coverage_fin
 from inferaudit_analyzer.analyses.idle import idle_findings
 from inferaudit_analyzer.analyses.redundancy import analyze_redundancy, redundancy_findings
 from inferaudit_analyzer.analyses.routing import analyze_routing, routing_findings
+from inferaudit_analyzer.analyses.runs import analyze_runs, runs_findings
 from inferaudit_analyzer.analyses.utilization import analyze_utilization, dram_bound_decode
 from inferaudit_analyzer.cost import CostModel, resolve_prices
 from inferaudit_analyzer.findings import Finding, sort_findings
@@ -213,6 +214,7 @@ def _analyze(con: Any, params: AnalyzeParams, kineto_paths: Iterable[str],
     findings += routing_findings(routing)
     findings += copy_findings(copies)
     findings += coverage_findings(cov)
+    findings += runs_findings(analyze_runs(con))
     findings += dram_bound_decode(util, output_share, stats.mean)
 
     errors: list[dict[str, Any]] = list((input_info or {}).get("errors", []))

@@ -80,3 +80,8 @@ KINETO_NON_COMPUTE_PCT_HARDWARE = 30.0  # memcpy/memset take a third of the busy
 LOW_COVERAGE_RATIO = 0.9  # below 90 % of spans seen, verdicts lose confidence
 VERY_LOW_COVERAGE_RATIO = 0.5
 MIN_REQUESTS_FOR_CONFIDENCE = 100  # below this the verdict's confidence scales down linearly
+# House rules for separate runs read together (analyses/runs.py): processes whose spans are
+# at least a second apart are separate runs; the finding is medium when the time between runs
+# is a tenth of the window or more (that much idle time is billed in cost per request).
+MIN_RUN_GAP_S = 1.0
+SEPARATE_RUNS_GAP_SHARE = 0.1
