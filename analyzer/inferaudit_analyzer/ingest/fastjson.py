@@ -1,9 +1,10 @@
 """The compiled fast path of OTLP/JSON ingest, when it was built, and the switch that turns it off.
 
 ``_fastotlp`` (a C extension built at install, optional) turns a line of the common OTLP shape
-into the same row values the Python path builds, without a Python object per attribute: about
-three times less CPU a span. It declines any line it does not handle exactly as the Python path
-would, and that line takes the Python path, so the two give the same tables and errors
+into the same row values the Python path builds, without a Python object per attribute: 7
+instead of 27 µs of CPU a span for decoding and row building. It declines any line it does not
+handle exactly as the Python path would, and that line takes the Python path, so the two give
+the same tables and errors
 (``tests/analyzer/test_fast_json_equivalence.py`` checks this case by case).
 
 ``INFERAUDIT_FAST_JSON=0`` turns it off, read at each work unit: for a comparison, or if a
