@@ -428,6 +428,23 @@ static int scan_literal(Cur *c, const char *lit) {
     return OK;
 }
 
+/* A number msgspec decodes without complaint: an integer of at most 18 digits, or a finite
+ * double. Beyond that it says "number out of range" in the fields it decodes generically
+ * (resource, scope, status), or makes a big int; either way the Python path decides. */
+static int number_in_range(const char *s, Py_ssize_t n, int is_int) {
+    if (is_int) return n <= 19 ? OK : GIVE_UP; /* 18 digits and a sign */
+    char tmp[64];
+    if (n >= (Py_ssize_t)sizeof tmp) return GIVE_UP;
+    memcpy(tmp, s, (size_t)n);
+    tmp[n] = 0;
+    double d = PyOS_string_to_double(tmp, NULL, NULL);
+    if (d == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return GIVE_UP;
+    }
+    return isfinite(d) ? OK : GIVE_UP;
+}
+
 /* Skip any JSON value, validating it. */
 static int skip_value(Cur *c, int depth) {
     if (depth > MAX_DEPTH) return GIVE_UP;
@@ -466,7 +483,8 @@ static int skip_value(Cur *c, int depth) {
     case 'n':
         return scan_literal(c, "null");
     default:
-        return scan_number(c, &ns, &nn, &is_int);
+        if ((r = scan_number(c, &ns, &nn, &is_int)) != OK) return r;
+        return number_in_range(ns, nn, is_int);
     }
 }
 
@@ -480,23 +498,56 @@ static inline int key_is(const Str *k, const char *name) {
     return !k->esc && (size_t)k->n == n && memcmp(k->s, name, n) == 0;
 }
 
-/* Iterate an object: call on_field for each key. Keys with escapes are not OTLP field names;
- * they are skipped like unknown fields. Repeated known fields are caught by the callers. */
+/* Object iteration, the one place that reads field names and separators.
+ * obj_open expects '{'; obj_key then reads the next field name and its ':' (after a ',' past the
+ * first), returning MORE with the name, END at '}', or GIVE_UP. A field name written with
+ * escapes ("n\u0061me") is a name msgspec decodes and reads: the Python path takes the line. */
+enum { MORE = 2, END = 3 };
+
+typedef struct {
+    int first;
+} ObjIt;
+
+static int obj_open(Cur *c, ObjIt *it) {
+    if (peek(c) != '{') return GIVE_UP;
+    c->p++;
+    it->first = 1;
+    return OK;
+}
+
+static int obj_key(Cur *c, ObjIt *it, Str *k) {
+    if (eat(c, '}')) return END;
+    if (!it->first && !eat(c, ',')) return GIVE_UP;
+    it->first = 0;
+    int r = scan_string(c, k);
+    if (r != OK) return r;
+    if (k->esc || !eat(c, ':')) return GIVE_UP;
+    return MORE;
+}
+
+/* Run the statements after it for each field of an object, the name in k; a failure returns
+ * from the enclosing function (for functions that own nothing to release). */
 #define FOR_FIELDS(c, k, ...)                                                                 \
     do {                                                                                      \
-        if (peek(c) != '{') return GIVE_UP;                                                   \
-        (c)->p++;                                                                             \
-        if (!eat(c, '}')) {                                                                   \
-            for (;;) {                                                                        \
-                int _r = scan_string(c, &(k));                                                \
-                if (_r != OK) return _r;                                                      \
-                if (!eat(c, ':')) return GIVE_UP;                                             \
-                __VA_ARGS__                                                                   \
-                if (eat(c, ',')) continue;                                                    \
-                if (eat(c, '}')) break;                                                       \
-                return GIVE_UP;                                                               \
-            }                                                                                 \
+        ObjIt _it;                                                                            \
+        int _r = obj_open(c, &_it);                                                           \
+        if (_r != OK) return _r;                                                              \
+        while ((_r = obj_key(c, &_it, &(k))) == MORE) {                                       \
+            __VA_ARGS__                                                                       \
         }                                                                                     \
+        if (_r != END) return _r;                                                             \
+    } while (0)
+
+/* The same loop for functions that release what they built: the statements leave the loop with
+ * ``break`` after setting r to GIVE_UP or ERR; afterwards r is OK, GIVE_UP or ERR. */
+#define EACH_FIELD(c, k, r, ...)                                                              \
+    do {                                                                                      \
+        ObjIt _it;                                                                            \
+        if (((r) = obj_open(c, &_it)) != OK) break;                                           \
+        while (((r) = obj_key(c, &_it, &(k))) == MORE) {                                      \
+            __VA_ARGS__                                                                       \
+        }                                                                                     \
+        if ((r) == END) (r) = OK;                                                             \
     } while (0)
 
 /* A canonical decimal integer within int64: "0" or -?[1-9][0-9]*, nothing else. */
@@ -602,6 +653,10 @@ typedef struct {
 
 static int scan_any_value(Cur *c, Val *v, Buf *scratch, int depth);
 
+static const char *const ANY_FIELDS[] = {"stringValue", "intValue",   "doubleValue", "boolValue",
+                                         "arrayValue",  "bytesValue", "kvlistValue"};
+#define N_ANY_FIELDS 7
+
 /* {"values": [AnyValue, ...]} -> JSON array text appended to scratch. */
 static int scan_array_value(Cur *c, Buf *scratch, int depth) {
     if (depth > 32) return GIVE_UP;
@@ -673,8 +728,19 @@ static int scan_any_value(Cur *c, Val *v, Buf *scratch, int depth) {
     v->type = V_NONE;
     if (peek(c) != '{') return GIVE_UP; /* null is not an AnyValue to the typed decoder */
     Str k;
-    int r, set = 0;
+    int r, set = 0, seen = 0;
     FOR_FIELDS(c, k, {
+        int f = -1;
+        for (int i = 0; i < N_ANY_FIELDS; i++) {
+            if (key_is(&k, ANY_FIELDS[i])) {
+                f = i;
+                break;
+            }
+        }
+        if (f >= 0) {
+            if (seen & (1 << f)) return GIVE_UP; /* repeated: msgspec keeps the last, even null */
+            seen |= 1 << f;
+        }
         if (is_null(c)) {
             /* a null field is unset, as in the typed decoder */
         } else if (key_is(&k, "stringValue")) {
@@ -692,6 +758,13 @@ static int scan_any_value(Cur *c, Val *v, Buf *scratch, int depth) {
             int is_int;
             if (peek(c) == '"') return GIVE_UP;
             if ((r = scan_number(c, &ns, &nn, &is_int)) != OK) return r;
+            if (is_int) { /* an integer literal: msgspec's int, then float() (-0 is 0.0) */
+                long long iv;
+                if ((r = parse_i64(ns, nn, &iv)) != OK) return r;
+                v->d = (double)iv;
+                v->type = V_DBL;
+                continue;
+            }
             char tmp[64];
             if (nn >= (Py_ssize_t)sizeof tmp) return GIVE_UP;
             memcpy(tmp, ns, (size_t)nn);
@@ -738,18 +811,42 @@ static int scan_any_value(Cur *c, Val *v, Buf *scratch, int depth) {
 typedef struct {
     Buf attrs;     /* leftover attributes as a JSON object */
     Buf scratch;   /* array values */
-    /* leftover keys seen in this span: offsets into attrs, to refuse duplicates */
+    /* leftover keys of this span (offsets into attrs), and a hash set over them to refuse a
+     * repeated one in constant time; its slots carry the span's generation, so a new span
+     * starts with an empty set without clearing it */
     Py_ssize_t *keys_at;
     Py_ssize_t *keys_len;
     Py_ssize_t n_keys, cap_keys;
+    struct KeySlot {
+        uint32_t gen, idx;
+    } *slots;
+    size_t n_slots; /* a power of two, or 0 */
+    uint32_t gen;
 } SpanBufs;
 
-static int note_key(SpanBufs *sb, Py_ssize_t at, Py_ssize_t len) {
-    for (Py_ssize_t i = 0; i < sb->n_keys; i++) {
-        if (sb->keys_len[i] == len &&
-            memcmp(sb->attrs.data + sb->keys_at[i], sb->attrs.data + at, (size_t)len) == 0)
-            return GIVE_UP; /* a repeated key: the Python dict keeps one, in first place */
+static void new_span_keys(SpanBufs *sb) {
+    sb->n_keys = 0;
+    if (++sb->gen == 0) { /* wrapped: old stamps could match again */
+        if (sb->slots) memset(sb->slots, 0, sizeof *sb->slots * sb->n_slots);
+        sb->gen = 1;
     }
+}
+
+/* Slot of the key at (at, len) in the set: the one holding an equal key, else an empty one. */
+static struct KeySlot *key_slot(SpanBufs *sb, Py_ssize_t at, Py_ssize_t len) {
+    size_t mask = sb->n_slots - 1, i = (size_t)key_hash(sb->attrs.data + at, len) & mask;
+    for (;;) {
+        struct KeySlot *k = &sb->slots[i];
+        if (k->gen != sb->gen) return k;
+        Py_ssize_t j = (Py_ssize_t)k->idx;
+        if (sb->keys_len[j] == len &&
+            memcmp(sb->attrs.data + sb->keys_at[j], sb->attrs.data + at, (size_t)len) == 0)
+            return k;
+        i = (i + 1) & mask;
+    }
+}
+
+static int note_key(SpanBufs *sb, Py_ssize_t at, Py_ssize_t len) {
     if (sb->n_keys == sb->cap_keys) {
         Py_ssize_t cap = sb->cap_keys ? sb->cap_keys * 2 : 32;
         Py_ssize_t *a = PyMem_Realloc(sb->keys_at, sizeof(Py_ssize_t) * (size_t)cap);
@@ -760,8 +857,26 @@ static int note_key(SpanBufs *sb, Py_ssize_t at, Py_ssize_t len) {
         sb->keys_len = l;
         sb->cap_keys = cap;
     }
+    if ((size_t)(sb->n_keys + 1) * 2 > sb->n_slots) { /* grow, and re-add this span's keys */
+        size_t n = sb->n_slots ? sb->n_slots * 2 : 64;
+        struct KeySlot *slots = PyMem_Calloc(n, sizeof *slots);
+        if (!slots) return (PyErr_NoMemory(), ERR);
+        PyMem_Free(sb->slots);
+        sb->slots = slots;
+        sb->n_slots = n;
+        if (sb->gen == 0) sb->gen = 1;
+        for (Py_ssize_t j = 0; j < sb->n_keys; j++) {
+            struct KeySlot *k = key_slot(sb, sb->keys_at[j], sb->keys_len[j]);
+            k->gen = sb->gen;
+            k->idx = (uint32_t)j;
+        }
+    }
+    struct KeySlot *k = key_slot(sb, at, len);
+    if (k->gen == sb->gen) return GIVE_UP; /* a repeated key: the Python dict keeps one */
     sb->keys_at[sb->n_keys] = at;
     sb->keys_len[sb->n_keys] = len;
+    k->gen = sb->gen;
+    k->idx = (uint32_t)sb->n_keys;
     sb->n_keys++;
     return OK;
 }
@@ -928,12 +1043,18 @@ static int scan_attributes(Cur *c, SpanBufs *sb, PyObject *row, PyObject **fallb
     }
 }
 
+static int is_ascii(const Str *s) {
+    for (Py_ssize_t i = 0; i < s->n; i++)
+        if ((unsigned char)s->s[i] >= 0x80) return 0;
+    return 1;
+}
+
 /* An id kept as written: a string of exactly n characters, no escapes (else Python's). */
 static int scan_id(Cur *c, Py_ssize_t n, PyObject **out) {
     Str s;
     int r = scan_string(c, &s);
     if (r != OK) return r;
-    if (s.esc || s.n != n) return GIVE_UP;
+    if (s.esc || s.n != n || !is_ascii(&s)) return GIVE_UP; /* Python measures characters */
     *out = PyUnicode_DecodeUTF8(s.s, s.n, NULL);
     return *out ? OK : ERR;
 }
@@ -946,38 +1067,24 @@ static int scan_links(Cur *c, PyObject **links) {
     for (;;) {
         PyObject *tid = NULL, *sid = NULL;
         Str k;
-        int r = OK;
-        /* FOR_FIELDS returns on failure: keep the ids in a tuple as soon as both exist */
-        if (peek(c) != '{') return GIVE_UP;
-        c->p++;
-        if (!eat(c, '}')) {
-            for (;;) {
-                if ((r = scan_string(c, &k)) != OK) break;
-                if (!eat(c, ':')) {
+        int r;
+        EACH_FIELD(c, k, r, {
+            if (key_is(&k, "traceId")) {
+                if (tid) {
                     r = GIVE_UP;
                     break;
                 }
-                if (key_is(&k, "traceId")) {
-                    if (tid) {
-                        r = GIVE_UP;
-                        break;
-                    }
-                    if ((r = scan_id(c, 32, &tid)) != OK) break;
-                } else if (key_is(&k, "spanId")) {
-                    if (sid) {
-                        r = GIVE_UP;
-                        break;
-                    }
-                    if ((r = scan_id(c, 16, &sid)) != OK) break;
-                } else if ((r = skip_value(c, 4)) != OK) {
+                if ((r = scan_id(c, 32, &tid)) != OK) break;
+            } else if (key_is(&k, "spanId")) {
+                if (sid) {
+                    r = GIVE_UP;
                     break;
                 }
-                if (eat(c, ',')) continue;
-                if (eat(c, '}')) break;
-                r = GIVE_UP;
+                if ((r = scan_id(c, 16, &sid)) != OK) break;
+            } else if ((r = skip_value(c, 4)) != OK) {
                 break;
             }
-        }
+        });
         if (r == OK && (!tid || !sid)) r = GIVE_UP;
         if (r == OK) {
             PyObject *t = PyTuple_Pack(2, tid, sid);
@@ -1034,7 +1141,7 @@ static int scan_span(Cur *c, SpanBufs *sb, PyObject *out) {
     int has_genai = 0, seen = 0, r = OK;
     long long start = 0, end = 0, kind = 0, code = 0;
     sb->attrs.len = 0;
-    sb->n_keys = 0;
+    new_span_keys(sb);
     Str k;
 
 #define FIELD(flag)            \
@@ -1044,87 +1151,71 @@ static int scan_span(Cur *c, SpanBufs *sb, PyObject *out) {
     }                          \
     seen |= (flag);
 
-    if (peek(c) != '{') {
-        r = GIVE_UP;
-        goto done;
-    }
-    c->p++;
-    if (!eat(c, '}')) {
-        for (;;) {
-            if ((r = scan_string(c, &k)) != OK) break;
-            if (!eat(c, ':')) {
+    EACH_FIELD(c, k, r, {
+        if (key_is(&k, "traceId")) {
+            FIELD(F_TRACE)
+            PyObject *v = NULL;
+            if ((r = scan_id(c, 32, &v)) != OK) break;
+            PyList_SetItem(row, I_TRACE, v);
+        } else if (key_is(&k, "spanId")) {
+            FIELD(F_SPAN)
+            PyObject *v = NULL;
+            if ((r = scan_id(c, 16, &v)) != OK) break;
+            PyList_SetItem(row, I_SPAN, v);
+        } else if (key_is(&k, "parentSpanId")) {
+            FIELD(F_PARENT)
+            if (is_null(c)) {
+            } else {
+                Str s;
+                if ((r = scan_string(c, &s)) != OK) break;
+                if (s.n == 0 && !s.esc) {
+                } else if (s.esc || s.n != 16 || !is_ascii(&s)) {
+                    r = GIVE_UP;
+                    break;
+                } else if ((r = set_item(row, I_PARENT,
+                                         PyUnicode_DecodeUTF8(s.s, s.n, NULL))) != OK) {
+                    break;
+                }
+            }
+        } else if (key_is(&k, "name")) {
+            FIELD(F_NAME)
+            if (!is_null(c)) {
+                Str s;
+                if ((r = scan_string(c, &s)) != OK) break;
+                if ((r = set_item(row, I_NAME, s.esc ? str_of(&s) : shared_str(s.s, s.n)))
+                    != OK)
+                    break;
+            }
+        } else if (key_is(&k, "kind")) {
+            FIELD(F_KIND)
+            if (peek(c) == '"') {
                 r = GIVE_UP;
                 break;
             }
-            if (key_is(&k, "traceId")) {
-                FIELD(F_TRACE)
-                PyObject *v = NULL;
-                if ((r = scan_id(c, 32, &v)) != OK) break;
-                PyList_SetItem(row, I_TRACE, v);
-            } else if (key_is(&k, "spanId")) {
-                FIELD(F_SPAN)
-                PyObject *v = NULL;
-                if ((r = scan_id(c, 16, &v)) != OK) break;
-                PyList_SetItem(row, I_SPAN, v);
-            } else if (key_is(&k, "parentSpanId")) {
-                FIELD(F_PARENT)
-                if (is_null(c)) {
-                } else {
-                    Str s;
-                    if ((r = scan_string(c, &s)) != OK) break;
-                    if (s.n == 0 && !s.esc) {
-                    } else if (s.esc || s.n != 16) {
-                        r = GIVE_UP;
-                        break;
-                    } else if ((r = set_item(row, I_PARENT,
-                                             PyUnicode_DecodeUTF8(s.s, s.n, NULL))) != OK) {
-                        break;
-                    }
-                }
-            } else if (key_is(&k, "name")) {
-                FIELD(F_NAME)
-                if (!is_null(c)) {
-                    Str s;
-                    if ((r = scan_string(c, &s)) != OK) break;
-                    if ((r = set_item(row, I_NAME, s.esc ? str_of(&s) : shared_str(s.s, s.n)))
-                        != OK)
-                        break;
-                }
-            } else if (key_is(&k, "kind")) {
-                FIELD(F_KIND)
-                if (peek(c) == '"') {
-                    r = GIVE_UP;
-                    break;
-                }
-                if ((r = scan_int(c, &kind)) != OK) break;
-                if (kind < 0 || kind > 5) {
-                    r = GIVE_UP;
-                    break;
-                }
-            } else if (key_is(&k, "startTimeUnixNano")) {
-                FIELD(F_START)
-                if ((r = scan_int(c, &start)) != OK) break;
-            } else if (key_is(&k, "endTimeUnixNano")) {
-                FIELD(F_END)
-                if ((r = scan_int(c, &end)) != OK) break;
-            } else if (key_is(&k, "attributes")) {
-                FIELD(F_ATTRS)
-                if ((r = scan_attributes(c, sb, row, &fallbacks, &has_genai)) != OK) break;
-            } else if (key_is(&k, "links")) {
-                FIELD(F_LINKS)
-                if ((r = scan_links(c, &links)) != OK) break;
-            } else if (key_is(&k, "status")) {
-                FIELD(F_STATUS)
-                if ((r = scan_status(c, &code)) != OK) break;
-            } else if ((r = skip_value(c, 3)) != OK) {
+            if ((r = scan_int(c, &kind)) != OK) break;
+            if (kind < 0 || kind > 5) {
+                r = GIVE_UP;
                 break;
             }
-            if (eat(c, ',')) continue;
-            if (eat(c, '}')) break;
-            r = GIVE_UP;
+        } else if (key_is(&k, "startTimeUnixNano")) {
+            FIELD(F_START)
+            if ((r = scan_int(c, &start)) != OK) break;
+        } else if (key_is(&k, "endTimeUnixNano")) {
+            FIELD(F_END)
+            if ((r = scan_int(c, &end)) != OK) break;
+        } else if (key_is(&k, "attributes")) {
+            FIELD(F_ATTRS)
+            if ((r = scan_attributes(c, sb, row, &fallbacks, &has_genai)) != OK) break;
+        } else if (key_is(&k, "links")) {
+            FIELD(F_LINKS)
+            if ((r = scan_links(c, &links)) != OK) break;
+        } else if (key_is(&k, "status")) {
+            FIELD(F_STATUS)
+            if ((r = scan_status(c, &code)) != OK) break;
+        } else if ((r = skip_value(c, 3)) != OK) {
             break;
         }
-    }
+    });
 #undef FIELD
     if (r != OK) goto done;
     if (!(seen & F_TRACE) || !(seen & F_SPAN) || !(seen & F_START) || !(seen & F_END) ||
@@ -1170,12 +1261,15 @@ done:
     return r;
 }
 
-static int scan_spans(Cur *c, SpanBufs *sb, PyObject *out) {
+/* A JSON array of items read by one function each: [] and null read as nothing. */
+typedef int (*ItemFn)(Cur *c, SpanBufs *sb, PyObject *out);
+
+static int scan_array_of(Cur *c, SpanBufs *sb, PyObject *out, ItemFn item) {
     if (is_null(c)) return OK;
     if (!eat(c, '[')) return GIVE_UP;
     if (eat(c, ']')) return OK;
     for (;;) {
-        int r = scan_span(c, sb, out);
+        int r = item(c, sb, out);
         if (r != OK) return r;
         if (eat(c, ',')) continue;
         if (eat(c, ']')) return OK;
@@ -1183,96 +1277,92 @@ static int scan_spans(Cur *c, SpanBufs *sb, PyObject *out) {
     }
 }
 
+/* {"name": ...} of a scope (an Any-typed dict to the Python path): its name or None. */
+static int scan_scope(Cur *c, PyObject **name) {
+    if (is_null(c)) return OK;
+    Str k;
+    int r, seen = 0;
+    EACH_FIELD(c, k, r, {
+        if (key_is(&k, "name")) {
+            if (seen++) {
+                r = GIVE_UP;
+                break;
+            }
+            if (!is_null(c)) {
+                Str s;
+                if ((r = scan_string(c, &s)) != OK) break;
+                if (!(*name = str_of(&s))) {
+                    r = ERR;
+                    break;
+                }
+            }
+        } else if ((r = skip_value(c, 4)) != OK) {
+            break;
+        }
+    });
+    return r;
+}
+
 /* {"scope": {...}, "spans": [...]} -> (scope_name, spans) appended to out. */
 static int scan_scope_spans(Cur *c, SpanBufs *sb, PyObject *out) {
     PyObject *spans = PyList_New(0), *name = NULL;
     if (!spans) return ERR;
     Str k;
-    int r = OK, seen_scope = 0, seen_spans = 0;
-    if (peek(c) != '{') {
-        r = GIVE_UP;
-        goto done;
-    }
-    c->p++;
-    if (!eat(c, '}')) {
-        for (;;) {
-            if ((r = scan_string(c, &k)) != OK) break;
-            if (!eat(c, ':')) {
+    int r, seen_scope = 0, seen_spans = 0;
+    EACH_FIELD(c, k, r, {
+        if (key_is(&k, "scope")) {
+            if (seen_scope++) {
                 r = GIVE_UP;
                 break;
             }
-            if (key_is(&k, "scope")) {
-                if (seen_scope++) {
-                    r = GIVE_UP;
-                    break;
-                }
-                if (!is_null(c)) {
-                    if (peek(c) != '{') {
-                        r = GIVE_UP;
-                        break;
-                    }
-                    c->p++;
-                    int seen_name = 0;
-                    if (!eat(c, '}')) {
-                        for (;;) {
-                            Str f;
-                            if ((r = scan_string(c, &f)) != OK) break;
-                            if (!eat(c, ':')) {
-                                r = GIVE_UP;
-                                break;
-                            }
-                            if (key_is(&f, "name")) {
-                                if (seen_name++) {
-                                    r = GIVE_UP;
-                                    break;
-                                }
-                                if (!is_null(c)) {
-                                    Str s;
-                                    if ((r = scan_string(c, &s)) != OK) break;
-                                    if (!(name = str_of(&s))) {
-                                        r = ERR;
-                                        break;
-                                    }
-                                }
-                            } else if ((r = skip_value(c, 4)) != OK) {
-                                break;
-                            }
-                            if (eat(c, ',')) continue;
-                            if (eat(c, '}')) break;
-                            r = GIVE_UP;
-                            break;
-                        }
-                        if (r != OK) break;
-                    }
-                }
-            } else if (key_is(&k, "spans")) {
-                if (seen_spans++) {
-                    r = GIVE_UP;
-                    break;
-                }
-                if ((r = scan_spans(c, sb, spans)) != OK) break;
-            } else if (key_is(&k, "instrumentationLibrary")) {
-                if (!is_null(c)) {
-                    r = GIVE_UP; /* the pre-1.0 name: Python's */
-                    break;
-                }
-            } else if ((r = skip_value(c, 3)) != OK) {
+            if ((r = scan_scope(c, &name)) != OK) break;
+        } else if (key_is(&k, "spans")) {
+            if (seen_spans++) {
+                r = GIVE_UP;
                 break;
             }
-            if (eat(c, ',')) continue;
-            if (eat(c, '}')) break;
-            r = GIVE_UP;
+            if ((r = scan_array_of(c, sb, spans, scan_span)) != OK) break;
+        } else if (key_is(&k, "instrumentationLibrary")) {
+            if (!is_null(c)) {
+                r = GIVE_UP; /* the pre-1.0 name: Python's */
+                break;
+            }
+        } else if ((r = skip_value(c, 3)) != OK) {
             break;
         }
-    }
+    });
     if (r == OK) {
         PyObject *t = PyTuple_Pack(2, name ? name : Py_None, spans);
         if (!t || PyList_Append(out, t) < 0) r = ERR;
         Py_XDECREF(t);
     }
-done:
     Py_DECREF(spans);
     Py_XDECREF(name);
+    return r;
+}
+
+/* {"attributes": [...]} of a resource (Any-typed): the attributes' JSON text, or none. */
+static int scan_resource(Cur *c, PyObject **attrs) {
+    if (is_null(c)) return OK;
+    Str k;
+    int r, seen = 0;
+    EACH_FIELD(c, k, r, {
+        if (key_is(&k, "attributes")) {
+            if (seen++) {
+                r = GIVE_UP;
+                break;
+            }
+            ws(c);
+            const unsigned char *a = c->p;
+            if ((r = skip_value(c, 3)) != OK) break;
+            if (!(*attrs = PyBytes_FromStringAndSize((const char *)a, c->p - a))) {
+                r = ERR;
+                break;
+            }
+        } else if ((r = skip_value(c, 3)) != OK) {
+            break;
+        }
+    });
     return r;
 }
 
@@ -1281,102 +1371,34 @@ static int scan_resource_spans(Cur *c, SpanBufs *sb, PyObject *out) {
     PyObject *scopes = PyList_New(0), *res = NULL;
     if (!scopes) return ERR;
     Str k;
-    int r = OK, seen_res = 0, seen_ss = 0;
-    if (peek(c) != '{') {
-        r = GIVE_UP;
-        goto done;
-    }
-    c->p++;
-    if (!eat(c, '}')) {
-        for (;;) {
-            if ((r = scan_string(c, &k)) != OK) break;
-            if (!eat(c, ':')) {
+    int r, seen_res = 0, seen_ss = 0;
+    EACH_FIELD(c, k, r, {
+        if (key_is(&k, "resource")) {
+            if (seen_res++) {
                 r = GIVE_UP;
                 break;
             }
-            if (key_is(&k, "resource")) {
-                if (seen_res++) {
-                    r = GIVE_UP;
-                    break;
-                }
-                if (!is_null(c)) {
-                    if (peek(c) != '{') {
-                        r = GIVE_UP;
-                        break;
-                    }
-                    c->p++;
-                    int seen_attrs = 0;
-                    if (!eat(c, '}')) {
-                        for (;;) {
-                            Str f;
-                            if ((r = scan_string(c, &f)) != OK) break;
-                            if (!eat(c, ':')) {
-                                r = GIVE_UP;
-                                break;
-                            }
-                            if (key_is(&f, "attributes")) {
-                                if (seen_attrs++) {
-                                    r = GIVE_UP;
-                                    break;
-                                }
-                                ws(c);
-                                const unsigned char *a = c->p;
-                                if ((r = skip_value(c, 3)) != OK) break;
-                                res = PyBytes_FromStringAndSize((const char *)a, c->p - a);
-                                if (!res) {
-                                    r = ERR;
-                                    break;
-                                }
-                            } else if ((r = skip_value(c, 3)) != OK) {
-                                break;
-                            }
-                            if (eat(c, ',')) continue;
-                            if (eat(c, '}')) break;
-                            r = GIVE_UP;
-                            break;
-                        }
-                        if (r != OK) break;
-                    }
-                }
-            } else if (key_is(&k, "scopeSpans")) {
-                if (seen_ss++) {
-                    r = GIVE_UP;
-                    break;
-                }
-                if (is_null(c)) {
-                } else if (!eat(c, '[')) {
-                    r = GIVE_UP;
-                    break;
-                } else if (!eat(c, ']')) {
-                    for (;;) {
-                        if ((r = scan_scope_spans(c, sb, scopes)) != OK) break;
-                        if (eat(c, ',')) continue;
-                        if (eat(c, ']')) break;
-                        r = GIVE_UP;
-                        break;
-                    }
-                    if (r != OK) break;
-                }
-            } else if (key_is(&k, "instrumentationLibrarySpans")) {
-                if (!is_null(c)) {
-                    r = GIVE_UP;
-                    break;
-                }
-            } else if ((r = skip_value(c, 2)) != OK) {
+            if ((r = scan_resource(c, &res)) != OK) break;
+        } else if (key_is(&k, "scopeSpans")) {
+            if (seen_ss++) {
+                r = GIVE_UP;
                 break;
             }
-            if (eat(c, ',')) continue;
-            if (eat(c, '}')) break;
-            r = GIVE_UP;
+            if ((r = scan_array_of(c, sb, scopes, scan_scope_spans)) != OK) break;
+        } else if (key_is(&k, "instrumentationLibrarySpans")) {
+            if (!is_null(c)) {
+                r = GIVE_UP;
+                break;
+            }
+        } else if ((r = skip_value(c, 2)) != OK) {
             break;
         }
-    }
+    });
     if (r == OK) {
         PyObject *t = PyTuple_Pack(2, res ? res : Py_None, scopes);
         if (!t || PyList_Append(out, t) < 0) r = ERR;
         Py_XDECREF(t);
     }
-done:
     Py_DECREF(scopes);
     Py_XDECREF(res);
     return r;
@@ -1390,6 +1412,7 @@ static void span_bufs_free(SpanBufs *sb) {
     PyMem_Free(sb->scratch.data);
     PyMem_Free(sb->keys_at);
     PyMem_Free(sb->keys_len);
+    PyMem_Free(sb->slots);
 }
 
 static PyObject *convert(PyObject *self, PyObject *arg) {
@@ -1404,45 +1427,24 @@ static PyObject *convert(PyObject *self, PyObject *arg) {
     SpanBufs sb;
     memset(&sb, 0, sizeof sb);
     PyObject *out = PyList_New(0);
-    int r = out ? OK : ERR, seen = 0;
+    int r = ERR, seen = 0;
     Str k;
-    if (r == OK && peek(&c) != '{') r = GIVE_UP;
-    if (r == OK) {
-        c.p++;
-        if (!eat(&c, '}')) {
-            for (;;) {
-                if ((r = scan_string(&c, &k)) != OK) break;
-                if (!eat(&c, ':')) {
+    if (out) {
+        EACH_FIELD(&c, k, r, {
+            if (key_is(&k, "resourceSpans")) {
+                /* null: the typed path's "no spans" too; then Python says what the line is */
+                if (seen++ || is_null(&c)) {
                     r = GIVE_UP;
                     break;
                 }
-                if (key_is(&k, "resourceSpans")) {
-                    if (seen++ || !eat(&c, '[')) {
-                        r = GIVE_UP;
-                        break;
-                    }
-                    if (!eat(&c, ']')) {
-                        for (;;) {
-                            if ((r = scan_resource_spans(&c, &sb, out)) != OK) break;
-                            if (eat(&c, ',')) continue;
-                            if (eat(&c, ']')) break;
-                            r = GIVE_UP;
-                            break;
-                        }
-                        if (r != OK) break;
-                    }
-                } else if (key_is(&k, "resourceMetrics")) {
-                    r = GIVE_UP; /* both signals in one request: Python reads both */
-                    break;
-                } else if ((r = skip_value(&c, 1)) != OK) {
-                    break;
-                }
-                if (eat(&c, ',')) continue;
-                if (eat(&c, '}')) break;
-                r = GIVE_UP;
+                if ((r = scan_array_of(&c, &sb, out, scan_resource_spans)) != OK) break;
+            } else if (key_is(&k, "resourceMetrics")) {
+                r = GIVE_UP; /* both signals in one request: Python reads both */
+                break;
+            } else if ((r = skip_value(&c, 1)) != OK) {
                 break;
             }
-        }
+        });
     }
     if (r == OK && (!seen || peek(&c) != -1)) r = GIVE_UP; /* no spans, or trailing bytes */
     span_bufs_free(&sb);

@@ -331,7 +331,9 @@ class RowBuilder:
         """:meth:`resource` of a resource's ``attributes`` given as JSON text."""
         hit = self._res_json_cache.get(raw)
         if hit is None:
-            hit = self.resource(None if raw is None else {"attributes": orjson.loads(raw)})
+            # msgspec, as the typed path decodes a resource: integers beyond 64 bits stay ints
+            hit = self.resource(None if raw is None
+                                else {"attributes": msgspec.json.decode(raw)})
             self._res_json_cache[raw] = hit
         return hit
 

@@ -26,7 +26,7 @@ def any_value(v: Any) -> Any:
         if t == "intValue":
             return int(x)
         if t == "doubleValue":
-            return float(x)
+            return foreign.to_float(x)  # a ValueError, not an OverflowError, past 1e308
         if t == "boolValue":
             return x if type(x) is bool else foreign.to_bool(x)
         if t == "arrayValue":
@@ -44,7 +44,7 @@ def typed_value(v: Any) -> Any:
     if v.intValue is not None:
         return int(v.intValue)
     if v.doubleValue is not None:
-        return float(v.doubleValue)
+        return foreign.to_float(v.doubleValue)
     if v.boolValue is not None:
         return v.boolValue if type(v.boolValue) is bool else foreign.to_bool(v.boolValue)
     if v.arrayValue is not None:
