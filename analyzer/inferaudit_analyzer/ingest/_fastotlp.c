@@ -493,10 +493,10 @@ static inline int is_null(Cur *c) {
     return 0;
 }
 
-static inline int key_is(const Str *k, const char *name) {
-    size_t n = strlen(name);
-    return !k->esc && (size_t)k->n == n && memcmp(k->s, name, n) == 0;
-}
+/* Whether a field name is the literal ``name`` (a string literal: its length is known). Names
+ * with escapes never get here (obj_key declines them). */
+#define key_is(k, name) \
+    ((k)->n == (Py_ssize_t)sizeof(name) - 1 && memcmp((k)->s, name, sizeof(name) - 1) == 0)
 
 /* Object iteration, the one place that reads field names and separators.
  * obj_open expects '{'; obj_key then reads the next field name and its ':' (after a ',' past the
@@ -653,9 +653,55 @@ typedef struct {
 
 static int scan_any_value(Cur *c, Val *v, Buf *scratch, int depth);
 
-static const char *const ANY_FIELDS[] = {"stringValue", "intValue",   "doubleValue", "boolValue",
-                                         "arrayValue",  "bytesValue", "kvlistValue"};
-#define N_ANY_FIELDS 7
+enum { F_STRING, F_INT, F_DOUBLE, F_BOOL, F_ARRAY, F_BYTES, F_KVLIST };
+
+/* Which AnyValue field a name is, or -1 (first letters first: this runs for every value). */
+static int any_field(const Str *k) {
+    switch (k->n ? k->s[0] : 0) {
+    case 's':
+        return key_is(k, "stringValue") ? F_STRING : -1;
+    case 'i':
+        return key_is(k, "intValue") ? F_INT : -1;
+    case 'd':
+        return key_is(k, "doubleValue") ? F_DOUBLE : -1;
+    case 'b':
+        return key_is(k, "boolValue") ? F_BOOL : key_is(k, "bytesValue") ? F_BYTES : -1;
+    case 'a':
+        return key_is(k, "arrayValue") ? F_ARRAY : -1;
+    case 'k':
+        return key_is(k, "kvlistValue") ? F_KVLIST : -1;
+    default:
+        return -1;
+    }
+}
+
+/* A doubleValue: a JSON number as msgspec reads it into a float field (an integer literal is
+ * an int first, so -0 is 0.0; huge integers and non-finite values are Python's to judge). */
+static int scan_double(Cur *c, double *out) {
+    const char *ns;
+    Py_ssize_t nn;
+    int is_int, r;
+    if (peek(c) == '"') return GIVE_UP;
+    if ((r = scan_number(c, &ns, &nn, &is_int)) != OK) return r;
+    if (is_int) {
+        long long iv;
+        if ((r = parse_i64(ns, nn, &iv)) != OK) return r;
+        *out = (double)iv;
+        return OK;
+    }
+    char tmp[64];
+    if (nn >= (Py_ssize_t)sizeof tmp) return GIVE_UP;
+    memcpy(tmp, ns, (size_t)nn);
+    tmp[nn] = 0;
+    double d = PyOS_string_to_double(tmp, NULL, NULL);
+    if (d == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return GIVE_UP;
+    }
+    if (!isfinite(d)) return GIVE_UP;
+    *out = d;
+    return OK;
+}
 
 /* {"values": [AnyValue, ...]} -> JSON array text appended to scratch. */
 static int scan_array_value(Cur *c, Buf *scratch, int depth) {
@@ -730,54 +776,26 @@ static int scan_any_value(Cur *c, Val *v, Buf *scratch, int depth) {
     Str k;
     int r, set = 0, seen = 0;
     FOR_FIELDS(c, k, {
-        int f = -1;
-        for (int i = 0; i < N_ANY_FIELDS; i++) {
-            if (key_is(&k, ANY_FIELDS[i])) {
-                f = i;
-                break;
-            }
-        }
+        int f = any_field(&k);
         if (f >= 0) {
             if (seen & (1 << f)) return GIVE_UP; /* repeated: msgspec keeps the last, even null */
             seen |= 1 << f;
         }
         if (is_null(c)) {
             /* a null field is unset, as in the typed decoder */
-        } else if (key_is(&k, "stringValue")) {
+        } else if (f == F_STRING) {
             if (set++) return GIVE_UP;
             if ((r = scan_string(c, &v->s)) != OK) return r;
             v->type = V_STR;
-        } else if (key_is(&k, "intValue")) {
+        } else if (f == F_INT) {
             if (set++) return GIVE_UP;
             if ((r = scan_int(c, &v->i)) != OK) return r;
             v->type = V_INT;
-        } else if (key_is(&k, "doubleValue")) {
+        } else if (f == F_DOUBLE) {
             if (set++) return GIVE_UP;
-            const char *ns;
-            Py_ssize_t nn;
-            int is_int;
-            if (peek(c) == '"') return GIVE_UP;
-            if ((r = scan_number(c, &ns, &nn, &is_int)) != OK) return r;
-            if (is_int) { /* an integer literal: msgspec's int, then float() (-0 is 0.0) */
-                long long iv;
-                if ((r = parse_i64(ns, nn, &iv)) != OK) return r;
-                v->d = (double)iv;
-                v->type = V_DBL;
-                continue;
-            }
-            char tmp[64];
-            if (nn >= (Py_ssize_t)sizeof tmp) return GIVE_UP;
-            memcpy(tmp, ns, (size_t)nn);
-            tmp[nn] = 0;
-            double d = PyOS_string_to_double(tmp, NULL, NULL);
-            if (d == -1.0 && PyErr_Occurred()) {
-                PyErr_Clear();
-                return GIVE_UP;
-            }
-            if (!isfinite(d)) return GIVE_UP;
-            v->d = d;
+            if ((r = scan_double(c, &v->d)) != OK) return r;
             v->type = V_DBL;
-        } else if (key_is(&k, "boolValue")) {
+        } else if (f == F_BOOL) {
             if (set++) return GIVE_UP;
             if (peek(c) == 't') {
                 if ((r = scan_literal(c, "true")) != OK) return r;
@@ -787,17 +805,17 @@ static int scan_any_value(Cur *c, Val *v, Buf *scratch, int depth) {
                 v->b = 0;
             }
             v->type = V_BOOL;
-        } else if (key_is(&k, "arrayValue")) {
+        } else if (f == F_ARRAY) {
             if (set++) return GIVE_UP;
             v->arr_start = scratch->len;
             if ((r = scan_array_value(c, scratch, depth)) != OK) return r;
             v->arr_len = scratch->len - v->arr_start;
             v->type = V_ARR;
-        } else if (key_is(&k, "bytesValue")) {
+        } else if (f == F_BYTES) {
             if (set++) return GIVE_UP;
             if ((r = scan_string(c, &v->s)) != OK) return r;
             v->type = V_BYTES;
-        } else if (key_is(&k, "kvlistValue")) {
+        } else if (f == F_KVLIST) {
             return GIVE_UP;
         } else if ((r = skip_value(c, depth + 1)) != OK) {
             return r;
