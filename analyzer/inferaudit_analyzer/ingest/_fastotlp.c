@@ -596,6 +596,14 @@ static int scan_int(Cur *c, long long *out) {
     return parse_i64(ns, nn, out);
 }
 
+/* In an EACH_FIELD body: a field that may appear once. A repeat declines the line (msgspec
+ * keeps the last, the Python dict too). */
+#define ONCE(seen)     \
+    if ((seen)++) {    \
+        r = GIVE_UP;   \
+        break;         \
+    }
+
 /* Python str of a scanned string; escapes go through the JSON library. */
 static PyObject *str_of(const Str *s) {
     if (!s->esc) return PyUnicode_DecodeUTF8(s->s, s->n, NULL);
@@ -1302,10 +1310,7 @@ static int scan_scope(Cur *c, PyObject **name) {
     int r, seen = 0;
     EACH_FIELD(c, k, r, {
         if (key_is(&k, "name")) {
-            if (seen++) {
-                r = GIVE_UP;
-                break;
-            }
+            ONCE(seen)
             if (!is_null(c)) {
                 Str s;
                 if ((r = scan_string(c, &s)) != OK) break;
@@ -1329,16 +1334,10 @@ static int scan_scope_spans(Cur *c, SpanBufs *sb, PyObject *out) {
     int r, seen_scope = 0, seen_spans = 0;
     EACH_FIELD(c, k, r, {
         if (key_is(&k, "scope")) {
-            if (seen_scope++) {
-                r = GIVE_UP;
-                break;
-            }
+            ONCE(seen_scope)
             if ((r = scan_scope(c, &name)) != OK) break;
         } else if (key_is(&k, "spans")) {
-            if (seen_spans++) {
-                r = GIVE_UP;
-                break;
-            }
+            ONCE(seen_spans)
             if ((r = scan_array_of(c, sb, spans, scan_span)) != OK) break;
         } else if (key_is(&k, "instrumentationLibrary")) {
             if (!is_null(c)) {
@@ -1366,10 +1365,7 @@ static int scan_resource(Cur *c, PyObject **attrs) {
     int r, seen = 0;
     EACH_FIELD(c, k, r, {
         if (key_is(&k, "attributes")) {
-            if (seen++) {
-                r = GIVE_UP;
-                break;
-            }
+            ONCE(seen)
             ws(c);
             const unsigned char *a = c->p;
             if ((r = skip_value(c, 3)) != OK) break;
@@ -1392,16 +1388,10 @@ static int scan_resource_spans(Cur *c, SpanBufs *sb, PyObject *out) {
     int r, seen_res = 0, seen_ss = 0;
     EACH_FIELD(c, k, r, {
         if (key_is(&k, "resource")) {
-            if (seen_res++) {
-                r = GIVE_UP;
-                break;
-            }
+            ONCE(seen_res)
             if ((r = scan_resource(c, &res)) != OK) break;
         } else if (key_is(&k, "scopeSpans")) {
-            if (seen_ss++) {
-                r = GIVE_UP;
-                break;
-            }
+            ONCE(seen_ss)
             if ((r = scan_array_of(c, sb, scopes, scan_scope_spans)) != OK) break;
         } else if (key_is(&k, "instrumentationLibrarySpans")) {
             if (!is_null(c)) {
