@@ -204,6 +204,14 @@ def _analyze(con: Any, params: AnalyzeParams, kineto_paths: Iterable[str],
     routing = analyze_routing(con)
     cov = analyze_coverage(con)
     overall = base["overall"]
+    # Requests that batches served but whose spans are not in the input (sampled out, dropped)
+    # were served all the same: the bill's cost per request over them too. A lower bound on the
+    # requests served, so still an upper bound on the true figure, tighter than the one above.
+    served = overall["requests"] + cov.missing_requests
+    overall["requests_served_at_least"] = served
+    overall["cost_per_request_served_usd"] = (
+        overall["cost_usd"] / served if cov.missing_requests and overall.get("cost_usd")
+        is not None else overall.get("cost_per_request_usd"))
     tokens = overall["input_tokens"] + overall["output_tokens"]
     output_share = overall["output_tokens"] / tokens if tokens else None
 

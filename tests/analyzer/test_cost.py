@@ -155,3 +155,29 @@ def test_gpu_model_flag_prices_foreign_spans_and_an_untimed_busy_floor_is_unknow
     overall = rep["baseline"]["overall"]
     assert overall["cost_per_request_usd"] > 0
     assert overall["busy_cost_per_request_usd"] is None
+
+
+def test_requests_batches_served_but_missing_from_the_input_count_in_the_served_cost():
+    from inferaudit_analyzer.report._fmt import baseline_rows
+
+    db = FixtureDb()
+    db.resource(1, gpu_model="NVIDIA L4", gpu_count=1)
+    for i in range(10):
+        t = T0 + i * 100 * MS
+        r = db.request(t, t + 60 * MS, input_tokens=5, output_tokens=5)
+        # each batch also served a request whose span was sampled out (not in the input)
+        db.batch(t, t + 50 * MS, [r, (f"{10_000 + i:032x}", f"{10_000 + i:016x}")],
+                 device_time_ns=50 * MS)
+    rep = _rep(db, price_per_hour=3.6)
+    o = rep["baseline"]["overall"]
+    assert rep["input"]["coverage"]["missing_requests"] == 10
+    assert o["requests_served_at_least"] == 20
+    assert o["cost_per_request_served_usd"] == pytest.approx(o["cost_usd"] / 20)
+    assert o["cost_per_request_usd"] == pytest.approx(o["cost_usd"] / 10)
+    rows = dict(baseline_rows(rep))
+    assert any("not in the input" in label for label in rows)
+    # nothing missing: the same figure, and no extra row
+    full = _rep(unbatched_db(n=10, gap_ms=100, service_ms=50, device_ms=20), price_per_hour=3.6)
+    fo = full["baseline"]["overall"]
+    assert fo["cost_per_request_served_usd"] == fo["cost_per_request_usd"]
+    assert not any("not in the input" in label for label in dict(baseline_rows(full)))

@@ -162,7 +162,8 @@ def coverage_findings(c: Coverage) -> list[Finding]:
                     "not in the input) or unreadable lines. Raise the export queue, keep sampling "
                     "parent-based at 100 % for audited services, or add the missing files. Cost "
                     "per request divides the paid window by the requests in the input: with "
-                    "missing_requests served but not seen, it is overstated by that share."),
+                    "missing_requests served but not seen, it is overstated by that share; "
+                    "cost_per_request_served_usd counts them."),
         ))
     if c.duplicate_requests:
         out.append(Finding(

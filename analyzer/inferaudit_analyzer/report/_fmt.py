@@ -173,15 +173,24 @@ BASELINE_ROWS = (
     ("batch size mean", ("batch_size", "mean"), num),
     ("device utilisation", (), utilisation),
     ("cost per request (bill)", "cost_per_request_usd", usd),
+    ("cost per request (bill, with requests batches served but not in the input)",
+     "cost_per_request_served_usd", usd),
     ("cost per request (busy-only floor)", "busy_cost_per_request_usd", usd),
     ("cost per 1k output tokens", "cost_per_1k_output_tokens_usd", usd),
 )
+
+
+# rows shown only where they differ from another (the corrected cost, when requests are missing)
+SHOWN_WHEN_DIFFERENT = {"cost_per_request_served_usd": "cost_per_request_usd"}
 
 
 def baseline_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     ov = (report.get("baseline") or {}).get("overall") or {}
     out = []
     for label, key, fmt in BASELINE_ROWS:
+        other = SHOWN_WHEN_DIFFERENT.get(key) if isinstance(key, str) else None
+        if other is not None and ov.get(key) == ov.get(other):
+            continue
         v: Any = ov
         for k in (key if isinstance(key, tuple) else (key,)):
             v = v.get(k) if isinstance(v, dict) else None
