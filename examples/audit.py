@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -185,10 +184,12 @@ def compare(item: dict, measured: dict, baseline: dict) -> dict:
 
 def _fmt(v) -> str:
     """4 significant digits, fixed-point below 0.01 (a cost per request: 0.000004702)."""
+    from inferaudit_analyzer.report._fmt import fixed_sig
+
     if v is None:
         return "n/a"
     if v != 0 and abs(v) < 0.01:
-        return f"{v:.{3 - math.floor(math.log10(abs(v)))}f}"
+        return fixed_sig(v, 4)
     return f"{v:.4g}"
 
 

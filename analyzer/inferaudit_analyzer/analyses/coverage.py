@@ -165,31 +165,9 @@ def coverage_findings(c: Coverage) -> list[Finding]:
                     "missing_requests served but not seen, it is overstated by that share; "
                     "cost_per_request_served_usd counts them."),
         ))
-    if c.duplicate_requests:
-        out.append(Finding(
-            id="duplicate_spans",
-            title="The same request spans appear more than once in the input",
-            severity="medium",
-            layer="coverage",
-            evidence={"duplicate_requests": c.duplicate_requests, "requests": c.requests,
-                      "duplicate_spans_dropped": c.duplicate_spans_dropped},
-            detail=("Copies of one export were read together (e.g. a .jsonl and its .gz, or a "
-                    "collector writing to two places): request counts, throughput, cost per "
-                    "request and duplicate-prompt shares are distorted. Analyse one copy."),
-        ))
-    elif c.duplicate_spans_dropped:
-        out.append(Finding(
-            id="duplicate_spans",
-            title="Copies of the same spans were read; each was counted once",
-            severity="low",
-            layer="coverage",
-            evidence={"duplicate_spans_dropped": c.duplicate_spans_dropped,
-                      "spans": c.spans, "requests": c.requests},
-            detail=("Spans with the same trace and span id came from more than one file (e.g. "
-                    "a .jsonl and its .gz, or a collector writing to two places). Span ids are "
-                    "random 64-bit, so these are copies: every span was counted once and the "
-                    "numbers stand. Check the inputs are the ones meant."),
-        ))
+    dup = _duplicate_finding(c)
+    if dup is not None:
+        out.append(dup)
     if c.requests and c.requests_without_tokens / c.requests >= 1 - th.LOW_COVERAGE_RATIO:
         out.append(Finding(
             id="missing_token_counts",
@@ -203,3 +181,28 @@ def coverage_findings(c: Coverage) -> list[Finding]:
                     "inferaudit_sdk.record(prompt_token_ids=..., output_token_ids=...)."),
         ))
     return out
+
+
+def _duplicate_finding(c: Coverage) -> Finding | None:
+    """Copies of one export read together: medium while copies remain in the data (they distort
+    every count), low where the store counted each span once."""
+    if c.duplicate_requests:
+        title, severity = "The same request spans appear more than once in the input", "medium"
+        evidence = {"duplicate_requests": c.duplicate_requests, "requests": c.requests,
+                    "duplicate_spans_dropped": c.duplicate_spans_dropped}
+        effect = ("request counts, throughput, cost per request and duplicate-prompt shares are "
+                  "distorted. Analyse one copy.")
+    elif c.duplicate_spans_dropped:
+        title, severity = "Copies of the same spans were read; each was counted once", "low"
+        evidence = {"duplicate_spans_dropped": c.duplicate_spans_dropped, "spans": c.spans,
+                    "requests": c.requests}
+        effect = ("span ids are random 64-bit, so these are copies: every span was counted once "
+                  "and the numbers stand. Check the inputs are the ones meant.")
+    else:
+        return None
+    return Finding(
+        id="duplicate_spans", title=title, severity=severity, layer="coverage",
+        evidence=evidence,
+        detail=("Spans with the same trace and span id came from more than one file (e.g. a "
+                ".jsonl and its .gz, or a collector writing to two places): " + effect),
+    )

@@ -1326,38 +1326,6 @@ static int scan_scope(Cur *c, PyObject **name) {
     return r;
 }
 
-/* {"scope": {...}, "spans": [...]} -> (scope_name, spans) appended to out. */
-static int scan_scope_spans(Cur *c, SpanBufs *sb, PyObject *out) {
-    PyObject *spans = PyList_New(0), *name = NULL;
-    if (!spans) return ERR;
-    Str k;
-    int r, seen_scope = 0, seen_spans = 0;
-    EACH_FIELD(c, k, r, {
-        if (key_is(&k, "scope")) {
-            ONCE(seen_scope)
-            if ((r = scan_scope(c, &name)) != OK) break;
-        } else if (key_is(&k, "spans")) {
-            ONCE(seen_spans)
-            if ((r = scan_array_of(c, sb, spans, scan_span)) != OK) break;
-        } else if (key_is(&k, "instrumentationLibrary")) {
-            if (!is_null(c)) {
-                r = GIVE_UP; /* the pre-1.0 name: Python's */
-                break;
-            }
-        } else if ((r = skip_value(c, 3)) != OK) {
-            break;
-        }
-    });
-    if (r == OK) {
-        PyObject *t = PyTuple_Pack(2, name ? name : Py_None, spans);
-        if (!t || PyList_Append(out, t) < 0) r = ERR;
-        Py_XDECREF(t);
-    }
-    Py_DECREF(spans);
-    Py_XDECREF(name);
-    return r;
-}
-
 /* {"attributes": [...]} of a resource (Any-typed): the attributes' JSON text, or none. */
 static int scan_resource(Cur *c, PyObject **attrs) {
     if (is_null(c)) return OK;
@@ -1380,36 +1348,68 @@ static int scan_resource(Cur *c, PyObject **attrs) {
     return r;
 }
 
-/* {"resource": {"attributes": [...]}, "scopeSpans": [...]} -> (attrs_json, scopes). */
-static int scan_resource_spans(Cur *c, SpanBufs *sb, PyObject *out) {
-    PyObject *scopes = PyList_New(0), *res = NULL;
-    if (!scopes) return ERR;
+/* One level of the OTLP nesting: an object with a head (a scope, a resource: read by head_fn
+ * into a str, bytes or None), a list of items (spans, scopeSpans: each read by item_fn), and a
+ * pre-1.0 field name that declines the line when set. -> (head, [items]) appended to out. */
+typedef int (*HeadFn)(Cur *c, PyObject **head);
+
+typedef struct {
+    const char *head, *items, *old_name;
+    HeadFn head_fn;
+    ItemFn item_fn;
+    int depth; /* nesting of the level's own fields, for skip_value's limit */
+} Level;
+
+static int name_is(const Str *k, const char *name) {
+    size_t n = strlen(name);
+    return (size_t)k->n == n && memcmp(k->s, name, n) == 0;
+}
+
+static int scan_level(Cur *c, SpanBufs *sb, PyObject *out, const Level *lv) {
+    PyObject *items = PyList_New(0), *head = NULL;
+    if (!items) return ERR;
     Str k;
-    int r, seen_res = 0, seen_ss = 0;
+    int r, seen_head = 0, seen_items = 0;
     EACH_FIELD(c, k, r, {
-        if (key_is(&k, "resource")) {
-            ONCE(seen_res)
-            if ((r = scan_resource(c, &res)) != OK) break;
-        } else if (key_is(&k, "scopeSpans")) {
-            ONCE(seen_ss)
-            if ((r = scan_array_of(c, sb, scopes, scan_scope_spans)) != OK) break;
-        } else if (key_is(&k, "instrumentationLibrarySpans")) {
+        if (name_is(&k, lv->head)) {
+            ONCE(seen_head)
+            if ((r = lv->head_fn(c, &head)) != OK) break;
+        } else if (name_is(&k, lv->items)) {
+            ONCE(seen_items)
+            if ((r = scan_array_of(c, sb, items, lv->item_fn)) != OK) break;
+        } else if (name_is(&k, lv->old_name)) {
             if (!is_null(c)) {
-                r = GIVE_UP;
+                r = GIVE_UP; /* the pre-1.0 name: the Python path reads it */
                 break;
             }
-        } else if ((r = skip_value(c, 2)) != OK) {
+        } else if ((r = skip_value(c, lv->depth)) != OK) {
             break;
         }
     });
     if (r == OK) {
-        PyObject *t = PyTuple_Pack(2, res ? res : Py_None, scopes);
+        PyObject *t = PyTuple_Pack(2, head ? head : Py_None, items);
         if (!t || PyList_Append(out, t) < 0) r = ERR;
         Py_XDECREF(t);
     }
-    Py_DECREF(scopes);
-    Py_XDECREF(res);
+    Py_DECREF(items);
+    Py_XDECREF(head);
     return r;
+}
+
+/* {"scope": {...}, "spans": [...]} -> (scope_name, spans) */
+static const Level SCOPE_SPANS = {"scope", "spans", "instrumentationLibrary", scan_scope,
+                                  scan_span, 3};
+
+static int scan_scope_spans(Cur *c, SpanBufs *sb, PyObject *out) {
+    return scan_level(c, sb, out, &SCOPE_SPANS);
+}
+
+/* {"resource": {"attributes": [...]}, "scopeSpans": [...]} -> (attrs_json, scopes) */
+static const Level RESOURCE_SPANS = {"resource", "scopeSpans", "instrumentationLibrarySpans",
+                                     scan_resource, scan_scope_spans, 2};
+
+static int scan_resource_spans(Cur *c, SpanBufs *sb, PyObject *out) {
+    return scan_level(c, sb, out, &RESOURCE_SPANS);
 }
 
 /* Scratch buffers live per call, not in a global: a collection triggered by an allocation can

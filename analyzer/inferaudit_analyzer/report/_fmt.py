@@ -115,7 +115,8 @@ def utilisation(overall: dict[str, Any]) -> str:
     u, ceiling = overall.get("device_utilization"), overall.get("device_utilization_ceiling")
     if u is None or ceiling is None or ceiling >= 1:
         return pct(u)
-    res = ((overall.get("device_utilization_detail") or {}).get("by_resource") or [{}])[0]
+    resources = (overall.get("device_utilization_detail") or {}).get("by_resource") or []
+    res = resources[0] if len(resources) == 1 else {}  # several hosts: the ceiling alone
     how = (f": {res['cpu_threads']} of {res['cpu_cores']} cores"
            if res.get("cpu_threads") and res.get("cpu_cores") else "")
     return f"{pct(u)} of at most {pct(ceiling)}{how}"
