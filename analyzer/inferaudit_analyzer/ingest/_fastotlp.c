@@ -46,18 +46,25 @@ typedef struct {
 
 static PyObject *g_shared_columns; /* frozenset of row indices with few distinct values */
 
-/* Key bytes -> KeyInfo and the key as a str, so a hot key costs a hash, not a str and a dict
- * lookup. Open addressing; once 3/4 full, new keys are looked up each time instead. */
+/* Byte strings -> their str (and, for attribute names, their KeyInfo): a hot name or value
+ * costs a hash instead of a new str and a dict lookup. Open addressing; once 3/4 full, new
+ * strings are made each time instead. Two tables: attribute names, and the values of the
+ * few-distinct-value columns (role, model, route, span name, ...). */
 #define CACHE_SLOTS 4096
 typedef struct {
     char *bytes;
     Py_ssize_t len;
     uint64_t hash;
-    PyObject *key;
+    PyObject *str;
     KeyInfo info;
 } CacheSlot;
-static CacheSlot g_cache[CACHE_SLOTS];
-static Py_ssize_t g_cache_used;
+
+typedef struct {
+    CacheSlot slots[CACHE_SLOTS];
+    Py_ssize_t used;
+} StrTable;
+
+static StrTable g_keys, g_vals;
 
 /* Hash of short byte strings from their length and three 8-byte windows (first, middle, last):
  * attribute names share prefixes, so a byte-at-a-time hash would cost more than the lookup. */
@@ -80,15 +87,44 @@ static uint64_t key_hash(const char *s, Py_ssize_t n) {
     return h;
 }
 
-static void cache_clear(void) {
+static void table_clear(StrTable *t) {
     for (int i = 0; i < CACHE_SLOTS; i++) {
-        if (g_cache[i].bytes) {
-            PyMem_Free(g_cache[i].bytes);
-            Py_DECREF(g_cache[i].key);
-            g_cache[i].bytes = NULL;
+        if (t->slots[i].bytes) {
+            PyMem_Free(t->slots[i].bytes);
+            Py_DECREF(t->slots[i].str);
+            t->slots[i].bytes = NULL;
         }
     }
-    g_cache_used = 0;
+    t->used = 0;
+}
+
+/* The slot holding these bytes, or the empty slot where they would go (*found says which). */
+static inline CacheSlot *table_find(StrTable *t, const char *s, Py_ssize_t n, uint64_t h, int *found) {
+    size_t i = (size_t)(h & (CACHE_SLOTS - 1));
+    for (;;) {
+        CacheSlot *c = &t->slots[i];
+        if (!c->bytes || (c->hash == h && c->len == n && memcmp(c->bytes, s, (size_t)n) == 0)) {
+            *found = c->bytes != NULL;
+            return c;
+        }
+        i = (i + 1) & (CACHE_SLOTS - 1);
+    }
+}
+
+/* Keep str (and info) in the empty slot c while the table has room; nothing if not. */
+static void table_add(StrTable *t, CacheSlot *c, const char *s, Py_ssize_t n, uint64_t h,
+                      PyObject *str, const KeyInfo *info) {
+    if (t->used >= CACHE_SLOTS * 3 / 4) return;
+    char *copy = PyMem_Malloc((size_t)n + 1);
+    if (!copy) return;
+    memcpy(copy, s, (size_t)n);
+    c->bytes = copy;
+    c->len = n;
+    c->hash = h;
+    c->str = str;
+    Py_INCREF(str);
+    if (info) c->info = *info;
+    t->used++;
 }
 
 /* Classify a key given as a str. Returns 0 on success, -1 with a Python error set. */
@@ -136,16 +172,12 @@ static int classify(PyObject *key, KeyInfo *info) {
 /* The key str (new reference) and its class for raw, unescaped key bytes. */
 static PyObject *key_lookup(const char *s, Py_ssize_t n, KeyInfo *info) {
     uint64_t h = key_hash(s, n);
-    size_t i = (size_t)(h & (CACHE_SLOTS - 1));
-    for (;;) {
-        CacheSlot *c = &g_cache[i];
-        if (!c->bytes) break;
-        if (c->hash == h && c->len == n && memcmp(c->bytes, s, (size_t)n) == 0) {
-            *info = c->info;
-            Py_INCREF(c->key);
-            return c->key;
-        }
-        i = (i + 1) & (CACHE_SLOTS - 1);
+    int found;
+    CacheSlot *c = table_find(&g_keys, s, n, h, &found);
+    if (found) {
+        *info = c->info;
+        Py_INCREF(c->str);
+        return c->str;
     }
     PyObject *key = PyUnicode_DecodeUTF8(s, n, NULL);
     if (!key) return NULL;
@@ -153,72 +185,22 @@ static PyObject *key_lookup(const char *s, Py_ssize_t n, KeyInfo *info) {
         Py_DECREF(key);
         return NULL;
     }
-    if (g_cache_used < CACHE_SLOTS * 3 / 4) {
-        char *copy = PyMem_Malloc((size_t)n + 1);
-        if (copy) {
-            memcpy(copy, s, (size_t)n);
-            CacheSlot *c = &g_cache[i];
-            c->bytes = copy;
-            c->len = n;
-            c->hash = h;
-            c->key = key;
-            Py_INCREF(key);
-            c->info = *info;
-            g_cache_used++;
-        }
-    }
+    table_add(&g_keys, c, s, n, h, key, info);
     return key;
-}
-
-/* Values of the few-distinct-values columns (role, model, route, span name, ...): one str per
- * distinct value instead of one per span. Same table shape as the key cache. */
-typedef struct {
-    char *bytes;
-    Py_ssize_t len;
-    uint64_t hash;
-    PyObject *str;
-} ValSlot;
-static ValSlot g_vals[CACHE_SLOTS];
-static Py_ssize_t g_vals_used;
-
-static void vals_clear(void) {
-    for (int i = 0; i < CACHE_SLOTS; i++) {
-        if (g_vals[i].bytes) {
-            PyMem_Free(g_vals[i].bytes);
-            Py_DECREF(g_vals[i].str);
-            g_vals[i].bytes = NULL;
-        }
-    }
-    g_vals_used = 0;
 }
 
 /* The str of unescaped UTF-8 bytes (new reference), shared while the table has room. */
 static PyObject *shared_str(const char *s, Py_ssize_t n) {
     if (n > 64) return PyUnicode_DecodeUTF8(s, n, NULL);
     uint64_t h = key_hash(s, n);
-    size_t i = (size_t)(h & (CACHE_SLOTS - 1));
-    for (;;) {
-        ValSlot *v = &g_vals[i];
-        if (!v->bytes) break;
-        if (v->hash == h && v->len == n && memcmp(v->bytes, s, (size_t)n) == 0) {
-            Py_INCREF(v->str);
-            return v->str;
-        }
-        i = (i + 1) & (CACHE_SLOTS - 1);
+    int found;
+    CacheSlot *c = table_find(&g_vals, s, n, h, &found);
+    if (found) {
+        Py_INCREF(c->str);
+        return c->str;
     }
     PyObject *str = PyUnicode_DecodeUTF8(s, n, NULL);
-    if (!str || g_vals_used >= CACHE_SLOTS * 3 / 4) return str;
-    char *copy = PyMem_Malloc((size_t)n + 1);
-    if (copy) {
-        memcpy(copy, s, (size_t)n);
-        ValSlot *v = &g_vals[i];
-        v->bytes = copy;
-        v->len = n;
-        v->hash = h;
-        v->str = str;
-        Py_INCREF(str);
-        g_vals_used++;
-    }
+    if (str) table_add(&g_vals, c, s, n, h, str, NULL);
     return str;
 }
 
@@ -1498,8 +1480,8 @@ static PyObject *configure(PyObject *self, PyObject *args, PyObject *kw) {
         }
     }
     for (int i = 0; i < 9; i++) *slots[i] = got[i];
-    cache_clear();
-    vals_clear();
+    table_clear(&g_keys);
+    table_clear(&g_vals);
     Py_INCREF(shared);
     Py_XSETREF(g_shared_columns, shared);
     Py_INCREF(primary);
