@@ -11,6 +11,7 @@ import gzip
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -126,6 +127,10 @@ def run_scenario(
         raise ValueError(f"run_scenario: mode must be one of {MODES}, got {mode!r}")
     out = Path(out_dir)
     trace_dir = out / "traces"
+    # A run replaces the previous run's traces in the same place: the file sink only adds
+    # files, and the audit reads the whole directory, so a re-run would otherwise audit both.
+    if trace_dir.is_dir():
+        shutil.rmtree(trace_dir)
     trace_dir.mkdir(parents=True, exist_ok=True)
     model = model or TinyGPT2()
     # Warm the model up before serving, as a production server is: the first generate calls

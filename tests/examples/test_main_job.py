@@ -162,9 +162,13 @@ def test_plan_from_the_workload_probes_the_model() -> None:
 @pytest.mark.slow
 def test_scenario_in_a_child_process(tmp_path: Path) -> None:
     """The default isolation of ``--mode both``: ``python -m examples.main_job`` per scenario
-    (here streaming, so the client also measures time to first token)."""
+    (here streaming, so the client also measures time to first token). A previous run's
+    traces in the same place are replaced, not audited along with this run's."""
     plan = _burst_plan(6)
     plan_path = plan.save(tmp_path / "plan.json")
+    stale = tmp_path / "batched" / "traces" / "traces-previous-run.jsonl"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}\n", encoding="utf-8")
     result = run_scenario_subprocess(
         "batched", plan_path, out_dir=tmp_path / "batched", extra_args=["--stream"]
     )
@@ -174,8 +178,10 @@ def test_scenario_in_a_child_process(tmp_path: Path) -> None:
     assert Path(result.trace_dir) == tmp_path / "batched" / "traces"
     assert len(result.ttfts_s) == 6
     assert all(0 < t <= lat for t, lat in zip(result.ttfts_s, result.latencies_s, strict=True))
+    assert not stale.exists()
     spans = _read_spans(Path(result.trace_dir))
     requests = [s for s in spans if _attr(s, semconv.SPAN_ROLE) == semconv.ROLE_REQUEST]
+    assert len(requests) == 6
     assert all(_attr(s, semconv.REQUEST_TIME_TO_FIRST_TOKEN_NS) > 0 for s in requests)
 
 
