@@ -8,9 +8,11 @@ import pytest
 from inferaudit_analyzer.roi.fit import (
     CallPoints,
     calibration_points,
+    curve_from_json,
     fit_curve,
     match_device,
     nnls,
+    predict_calls,
     roofline_per_seq_share,
 )
 from inferaudit_analyzer.roi.simulate import ServiceCurve
@@ -151,3 +153,63 @@ def test_noise_is_measured_around_the_spans_own_fit_not_the_sweeps_shape() -> No
     noisy = fit_curve(_points(TRUE, [1], n=150, noise=0.2, seed=7),
                       calibration=_points(wrong, [1, 4, 8]), max_batch=8)
     assert 0.1 < np.std(noisy.curve.noise) < 0.3
+
+
+PADDED = ServiceCurve(fixed_ns=2e6, prefill_ns_per_token=5e3, step_ns=1e6, step_ns_per_seq=2e5,
+                      ragged_step_ns=1.5e5)
+
+
+def _ragged_points(curve: ServiceCurve, batches, n: int = 200, seed: int = 0) -> CallPoints:
+    """Calls where about 2 in 3 multi-row batches had unequal prompt lengths."""
+    rng = np.random.default_rng(seed)
+    b = rng.choice(batches, n)
+    tin = rng.integers(8, 200, n)
+    tout = rng.integers(2, 60, n)
+    ragged = (b > 1) & (rng.random(n) < 0.67)
+    y = np.array([curve.call_ns(int(bb), float(i), float(o), bool(r))
+                  for bb, i, o, r in zip(b, tin, tout, ragged, strict=True)])
+    return CallPoints.of(b, tin, tout, y, ragged=ragged)
+
+
+def test_the_padded_step_cost_is_fitted_from_ragged_calls() -> None:
+    fit = fit_curve(_ragged_points(PADDED, [1, 2, 4, 8]), max_batch=8)
+    assert fit.curve.ragged_step_ns == pytest.approx(PADDED.ragged_step_ns, rel=1e-6)
+    assert fit.curve.step_ns_per_seq == pytest.approx(PADDED.step_ns_per_seq, rel=1e-6)
+    assert fit.to_json()["coefficients_ns"]["ragged_step_ns"] == pytest.approx(1.5e5)
+    assert curve_from_json(fit.to_json()).ragged_step_ns == pytest.approx(1.5e5)
+    assert not any("unequal lengths" in a for a in fit.assumptions)
+
+
+def test_anchoring_unbatched_spans_keeps_padded_calls_right() -> None:
+    # The sweep holds padded batches, the audited server ran one request at a time 20 % slower
+    # than the sweep: padded calls of the batched server are predicted at that level.
+    cal = _ragged_points(PADDED, [1, 2, 4, 8], n=60, seed=1)
+    slow = PADDED.scaled(1.2)
+    spans = _ragged_points(slow, [1], n=150, seed=2)
+    fit = fit_curve(spans, calibration=cal, max_batch=8)
+    batched = _ragged_points(slow, [2, 4, 8], n=100, seed=3)
+    pred = predict_calls(fit.curve, batched)
+    assert pred.sum() / batched.duration_ns.sum() == pytest.approx(1.0, rel=1e-6)
+    # without the ragged column the same anchoring under-states them
+    flat = CallPoints.of(cal.batch, cal.in_tokens, cal.out_tokens, cal.duration_ns)
+    unpadded = fit_curve(spans, calibration=flat, max_batch=8)
+    assert predict_calls(unpadded.curve, batched).sum() < 0.99 * batched.duration_ns.sum()
+
+
+def test_unmeasured_padding_cost_is_an_assumption() -> None:
+    spans = _ragged_points(PADDED, [1], n=80)  # one request at a time: never padded
+    fit = fit_curve(spans, max_batch=8)
+    assert fit.curve.ragged_step_ns == 0.0
+    assert any("unequal lengths" in a for a in fit.assumptions)
+
+
+def test_calibration_points_read_raggedness_from_the_flag_or_the_rows() -> None:
+    pts = calibration_points({"points": [
+        {"batch": 2, "in_tokens": 9, "out_tokens": 4, "duration_ns": 10, "ragged": True},
+        {"batch": 2, "in_tokens": 9, "out_tokens": 4, "duration_ns": 10,
+         "rows": [[9, 4], [5, 2]]},  # a file written before the flag existed
+        {"batch": 2, "in_tokens": 9, "out_tokens": 4, "duration_ns": 10,
+         "rows": [[9, 4], [9, 2]]},
+        {"batch": 1, "in_tokens": 9, "out_tokens": 4, "duration_ns": 10},
+    ]})
+    assert pts.ragged.tolist() == [True, True, False, False]

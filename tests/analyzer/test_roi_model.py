@@ -72,6 +72,18 @@ def test_idle_starts_follow_the_previous_call_on_the_same_device() -> None:
     assert idle_starts(rows).tolist() == [True, False, True, True, False]
 
 
+def test_a_call_is_ragged_when_its_rows_lengths_differ() -> None:
+    from inferaudit_analyzer.roi.data import ragged_calls
+
+    def row(bs, in_max, in_min, padded=None, real=None):  # CALLS_SQL columns the rule reads
+        return (0, 1, None, bs, in_max, 1, padded, real, None, "", 0, 1, "r", "d", in_min)
+
+    rows = [row(1, 9, 9), row(3, 9, 4), row(3, 9, 9),  # from the members' prompt lengths
+            row(2, None, None, padded=18, real=13), row(2, None, None, padded=18, real=18),
+            row(4, None, None)]  # nothing recorded: a batch of several is taken as padded
+    assert ragged_calls(rows).tolist() == [False, True, False, True, False, True]
+
+
 def test_the_fit_reports_its_idle_start_factor_and_noise() -> None:
     db = unbatched_db(n=60, gap_ms=30, service_ms=50, device_ms=45)
     roi = roi_section(db.con, analyze_connection(db.con), Knobs(max_batch=4), bootstrap=0)

@@ -125,3 +125,19 @@ def test_slow_spells_make_a_longer_tail_than_scattered_slow_calls() -> None:
     p_spell = np.mean([simulate(work, noisy, seed=s).p(0.95) for s in range(6)])
     p_scat = np.mean([simulate(work, scattered, seed=s).p(0.95) for s in range(6)])
     assert p_spell > p_scat
+
+
+def test_only_a_batch_of_unequal_prompts_pays_the_padded_step() -> None:
+    curve = ServiceCurve(fixed_ns=0, prefill_ns_per_token=0, step_ns=10.0, step_ns_per_seq=0.0,
+                         ragged_step_ns=3.0)
+    unequal = simulate(Workload.of([0, 0], [5, 3], [4, 4]), curve, policy="dynamic",
+                       max_batch=2)
+    equal = simulate(Workload.of([0, 0], [5, 5], [4, 4]), curve, policy="dynamic", max_batch=2)
+    single = simulate(Workload.of([0], [5], [4]), curve, policy="dynamic", max_batch=2)
+    assert unequal.finish_ns.tolist() == [4 * 13] * 2
+    assert equal.finish_ns.tolist() == [4 * 10] * 2
+    assert single.finish_ns.tolist() == [4 * 10]
+    # rows in flight under continuous batching sit at different positions: padded steps
+    cont = simulate(Workload.of([0, 0], [5, 5], [1, 2]), curve, policy="continuous",
+                    max_batch=2)
+    assert cont.finish_ns.tolist() == [13, 23]

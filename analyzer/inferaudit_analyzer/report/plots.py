@@ -144,9 +144,9 @@ def service_curve(report: dict[str, Any]) -> str:
         color = PALETTE[i % len(PALETTE)]
         c.points([outs[j] for j in sel], [ys[j] for j in sel], color, f"measured b={b}")
         xs = np.linspace(0.0, x1, 30)
-        fy = [curve.call_ns(b, med_in, x) / 1e6 for x in xs]
+        fy = [curve.call_ns(b, med_in, x, ragged=b > 1) / 1e6 for x in xs]
         c.line(list(xs), fy, color, None, 1.5)
-    c.text(0.0, max(ys) * 1.05, f"lines: fit at median input {med_in:.0f} tokens; "
+    c.text(0.0, max(ys) * 1.05, f"lines: fit at median input {med_in:.0f} tokens (b>1: padded); "
            f"R2 {fit.get('r2') if fit.get('r2') is None else round(fit['r2'], 3)}", "start")
     return c.svg()
 

@@ -199,7 +199,8 @@ def sweep(factory: str = DEFAULT_FACTORY, *, batches: Sequence[int] = DEFAULT_BA
         med = statistics.median(ts)
         b, (n_in, n_out) = len(rows), _longest(rows)
         point: dict[str, Any] = {"batch": b, "in_tokens": n_in, "out_tokens": n_out,
-                                 "duration_ns": int(med), "repeats_ns": ts}
+                                 "ragged": is_ragged(rows), "duration_ns": int(med),
+                                 "repeats_ns": ts}
         if speed is not None:
             point["raw_duration_ns"] = int(med)
             point["reference_ns"] = int(statistics.median(ref_times[k]))
@@ -245,6 +246,11 @@ def _timed(run: Runner, rows: Sequence[tuple[int, int]]) -> int:
     run(rows)
     _sync()
     return time.perf_counter_ns() - t0
+
+
+def is_ragged(rows: Sequence[Sequence[int]]) -> bool:
+    """The rows' prompts differ in length, so the batch runs left-padded, with a mask."""
+    return len({int(r[0]) for r in rows}) > 1
 
 
 def _longest(rows: Sequence[tuple[int, int]]) -> tuple[int, int]:

@@ -41,7 +41,8 @@ SELECT b.start_ns, b.duration_ns, b.device_ns,
        COALESCE(b.batch_size, NULLIF(b.members, 0), 1) AS bs,
        MAX(r.input_tokens) AS in_max, MAX(r.output_tokens) AS out_max,
        b.padded_tokens, b.input_tokens, b.output_tokens, COALESCE(b.request_model, ''),
-       MIN(r.start_ns) AS first_member_ns, b.end_ns, b.resource_id, b.device_id
+       MIN(r.start_ns) AS first_member_ns, b.end_ns, b.resource_id, b.device_id,
+       MIN(r.input_tokens) AS in_min
 FROM batches b
 LEFT JOIN mem ON mem.bt = b.trace_id AND mem.bs = b.span_id
 LEFT JOIN spans r ON r.trace_id = mem.rt AND r.span_id = mem.rs
@@ -147,6 +148,23 @@ def idle_starts(cl: list[tuple]) -> np.ndarray:
     return out
 
 
+def ragged_calls(cl: list[tuple]) -> np.ndarray:
+    """Per call (rows of CALLS_SQL): True when its rows had unequal lengths, so it ran padded:
+    from its members' prompt lengths, else from the padded vs real input tokens the batch span
+    recorded, else (a batch of several, lengths unknown) assumed padded."""
+    out = np.zeros(len(cl), dtype=bool)
+    for k, r in enumerate(cl):
+        if r[3] is None or r[3] < 2:
+            continue
+        if r[4] is not None and r[14] is not None:
+            out[k] = r[14] < r[4]
+        elif r[6] is not None and r[7] is not None:
+            out[k] = r[6] > r[7]
+        else:
+            out[k] = True
+    return out
+
+
 def observe(con: Any) -> Observed:
     """Read requests and calls from a connection where the views exist (views.create_views)."""
     rq = con.execute(REQUESTS_SQL).fetchall()
@@ -164,6 +182,7 @@ def observe(con: Any) -> Observed:
         (r[8] / max(r[3], 1) if r[8] is not None else np.nan) for r in cl], dtype=np.float64)
     gap_ns, gap_n = call_gap(cl)
     idle: np.ndarray | None = idle_starts(cl) if cl else None
+    ragged: np.ndarray | None = ragged_calls(cl) if cl else None
     from_requests = not cl and bool(rq)
     if from_requests:
         # No batch spans (foreign GenAI spans, e.g. vLLM's): each request's own model time is
@@ -172,9 +191,10 @@ def observe(con: Any) -> Observed:
               if r[9] is not None and r[9] > 0]
         batch = col(cl, 3)
         in_max, out_max = col(cl, 4), np.maximum(col(cl, 5), 1.0)
+        ragged = None
     dur = col(cl, 1)
     dev = np.asarray([r[2] if r[2] is not None else r[1] for r in cl], dtype=np.float64)
-    calls = CallPoints.of(batch, in_max, out_max, dur, idle)
+    calls = CallPoints.of(batch, in_max, out_max, dur, idle, ragged)
     ok = (np.isfinite(batch) & np.isfinite(in_max) & np.isfinite(out_max) & np.isfinite(dur)
           & (batch >= 1) & (dur > 0)) if cl else np.zeros(0, dtype=bool)
     return Observed(

@@ -36,8 +36,8 @@ class Scenario:
     cache_hit_share: float = 0.0  # of all requests, 0-1
     routing_split: float = 0.0  # of computed requests sent to the smaller model, 0-1
     small_model_speedup: float = 1.0
-    decode_factor: float = 1.0  # x step_ns and step_ns_per_seq (quantisation)
-    overhead_factor: float = 1.0  # x fixed_ns and step_ns (graphs / compile)
+    decode_factor: float = 1.0  # x the decode-step coefficients (quantisation)
+    overhead_factor: float = 1.0  # x fixed_ns, step_ns, ragged_step_ns (graphs / compile)
     all_factor: float = 1.0  # x every coefficient (copies overlapped)
     replicas: int = 1
 
@@ -48,6 +48,8 @@ class Scenario:
             prefill_ns_per_token=base.prefill_ns_per_token * self.all_factor,
             step_ns=base.step_ns * self.decode_factor * self.overhead_factor * self.all_factor,
             step_ns_per_seq=base.step_ns_per_seq * self.decode_factor * self.all_factor,
+            ragged_step_ns=(base.ragged_step_ns * self.decode_factor * self.overhead_factor
+                            * self.all_factor),
         )
 
     def with_(self, **kw: Any) -> Scenario:

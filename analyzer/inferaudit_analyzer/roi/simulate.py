@@ -10,7 +10,7 @@ Policies:
 - ``dynamic``: when a replica frees up it takes up to ``max_batch`` waiting requests (after
   waiting at most ``max_wait_ns`` for the batch to fill) and runs them as one padded call: the
   call lasts as long as its longest prompt and its longest output (static batching, as
-  Hugging Face ``generate`` does).
+  Hugging Face ``generate`` does), and pays the ragged-step cost when its prompts differ.
 - ``continuous``: iteration-level scheduling (Orca/vLLM style): requests join and leave the running
   batch at decode-step boundaries, at most ``max_batch`` in flight; a joining request's prefill is
   charged to the step it joins in.
@@ -44,16 +44,21 @@ POLICIES = ("sequential", "dynamic", "continuous")
 class ServiceCurve:
     """Device time of one model call, fitted to measurements.
 
-    ``call_ns(b, in_tokens, out_tokens) = fixed_ns + prefill_ns_per_token * b * in_tokens
-    + out_tokens * (step_ns + step_ns_per_seq * b)``, with ``in_tokens``/``out_tokens`` the padded
-    (longest) lengths of the batch. One decode step of a batch of ``b`` costs
-    ``step_ns + step_ns_per_seq * b``. All coefficients are ns and non-negative.
+    ``call_ns(b, in_tokens, out_tokens, ragged) = fixed_ns + prefill_ns_per_token * b *
+    in_tokens + out_tokens * (step_ns + step_ns_per_seq * b + ragged_step_ns * ragged)``, with
+    ``in_tokens``/``out_tokens`` the padded (longest) lengths of the batch. One decode step of a
+    batch of ``b`` costs ``step_ns + step_ns_per_seq * b``, plus ``ragged_step_ns`` when its rows
+    have unequal lengths: a padded batch runs its attention with a mask, a path a single row or
+    equal-length rows skip (on the example's GPT-2, ~10 % of a step; a fit without this term
+    bends the batch dimension, under-stating every padded call). All coefficients are ns and
+    non-negative.
     """
 
     fixed_ns: float
     prefill_ns_per_token: float
     step_ns: float
     step_ns_per_seq: float
+    ragged_step_ns: float = 0.0
     # Multiplicative service-time factors (mean 1, in call order) drawn per call by the
     # replay; () = none. Drawn in runs of noise_block consecutive factors (1: independently).
     noise: tuple[float, ...] = ()
@@ -61,15 +66,17 @@ class ServiceCurve:
     # x duration of a call that starts on an idle replica (measured; fit.idle_start_factor)
     idle_factor: float = 1.0
 
-    def call_ns(self, batch: int, in_tokens: float, out_tokens: float) -> float:
+    def call_ns(self, batch: int, in_tokens: float, out_tokens: float,
+                ragged: bool = False) -> float:
         return (
             self.fixed_ns
             + self.prefill_ns_per_token * batch * in_tokens
-            + out_tokens * (self.step_ns + self.step_ns_per_seq * batch)
+            + out_tokens * self.step_time_ns(batch, ragged)
         )
 
-    def step_time_ns(self, batch: int) -> float:
-        return self.step_ns + self.step_ns_per_seq * batch
+    def step_time_ns(self, batch: int, ragged: bool = False) -> float:
+        return self.step_ns + self.step_ns_per_seq * batch + (self.ragged_step_ns if ragged
+                                                               else 0.0)
 
     def scaled(self, factor: float) -> ServiceCurve:
         """The same curve running ``factor`` times as long (e.g. 1/speed-up)."""
@@ -79,6 +86,7 @@ class ServiceCurve:
             prefill_ns_per_token=self.prefill_ns_per_token * factor,
             step_ns=self.step_ns * factor,
             step_ns_per_seq=self.step_ns_per_seq * factor,
+            ragged_step_ns=self.ragged_step_ns * factor,
         )
 
     def with_noise(self, measured_ns: np.ndarray, predicted_ns: np.ndarray) -> ServiceCurve:
@@ -232,7 +240,9 @@ def _simulate_static(
             j += 1
         j = max(j, i + 1)
         b = j - i
-        dur = curve.call_ns(b, float(tin[i:j].max()), float(tout[i:j].max()))
+        rows = tin[i:j]
+        dur = curve.call_ns(b, float(rows.max()), float(tout[i:j].max()),
+                            ragged=b > 1 and bool(rows.min() < rows.max()))
         if t_free <= arr[i]:  # the replica was idle when this call's first request arrived
             dur *= curve.idle_factor
         if draws is not None:
@@ -284,7 +294,8 @@ def _simulate_continuous(
         if not running[r]:
             continue
         b = len(running[r])
-        step = curve.step_time_ns(b)
+        # rows in flight sit at different positions: a multi-row step is a padded one
+        step = curve.step_time_ns(b, ragged=b > 1)
         if joining:
             step += curve.fixed_ns + curve.prefill_ns_per_token * float(tin[joining].sum())
         clock[r] += step
