@@ -51,19 +51,78 @@ def calibrate(model: TinyGPT2, plan: ReplayPlan, out_path: Path, torch_threads: 
     return out_path
 
 
+def _report(trace_dir: str | Path, calibration: Path, args: argparse.Namespace,
+            *extra: str) -> dict:
+    """``inferaudit report`` on the sequential traces, as the main job runs it."""
+    from inferaudit_analyzer.cli_report import build_report, build_report_parser
+
+    argv = [str(trace_dir), "--calibration", str(calibration), "--max-batch",
+            str(args.max_batch), "--policy", "dynamic", "--max-wait-ms",
+            str(args.batch_timeout_ms), "--bootstrap", str(args.bootstrap), *extra]
+    return build_report(build_report_parser().parse_args(argv))
+
+
 def write_report(trace_dir: str | Path, out: Path, calibration: Path, args: argparse.Namespace
                  ) -> dict:
-    """``inferaudit report`` on the sequential traces: HTML, Markdown and JSON into ``out``."""
-    from inferaudit_analyzer.cli_report import build_report, build_report_parser, write_outputs
+    """The report on the sequential traces: HTML, Markdown and JSON into ``out``."""
+    from inferaudit_analyzer.cli_report import write_outputs
 
-    argv = [str(trace_dir), "--json", str(out / "report.json"), "--calibration",
-            str(calibration), "--max-batch", str(args.max_batch), "--policy", "dynamic",
-            "--max-wait-ms", str(args.batch_timeout_ms), "--bootstrap", str(args.bootstrap)]
-    ns = build_report_parser().parse_args(argv)
-    report = build_report(ns)
+    report = _report(trace_dir, calibration, args)
     write_outputs(report, html=str(out / "report.html"), md=str(out / "report.md"),
                   json_path=str(out / "report.json"))
     return report
+
+
+MIN_SPEED_CALLS = 20  # one-request calls needed in each run to compare the host's speed
+
+
+def host_speed_ratio(seq_calls, bat_calls, projected_fit: dict) -> dict | None:
+    """How long the batched run's one-request calls took against the audited run's, both
+    measured over the projection's curve (ratio of sums; 1.0: the host ran at the audited
+    speed). Like for like: the same call type, the same curve, each run's own spans, so the
+    host's drift between the runs is told apart from the curve's batch dimension. None when
+    either run has fewer than ``MIN_SPEED_CALLS`` such calls."""
+    from inferaudit_analyzer.roi.fit import curve_from_json, predict_calls
+
+    curve = curve_from_json(projected_fit)
+    levels = []
+    for calls in (seq_calls, bat_calls):
+        one = calls.batch == 1
+        if int(one.sum()) < MIN_SPEED_CALLS:
+            return None
+        pred = predict_calls(curve, calls)
+        levels.append(float(calls.duration_ns[one].sum() / max(pred[one].sum(), 1.0)))
+    return {"ratio": levels[1] / levels[0], "audited_level": levels[0],
+            "batched_level": levels[1], "audited_calls": int((seq_calls.batch == 1).sum()),
+            "batched_calls": int((bat_calls.batch == 1).sum())}
+
+
+def speed_matched_rows(item: dict, speed: dict, trace_dir: str | Path, calibration: Path,
+                       args: argparse.Namespace, measured: dict) -> list[dict]:
+    """The same projection re-made with every audited call scaled by the host's measured
+    speed during the batched run (``--call-time-scale``): what the model's batch dimension
+    and replay predict, with the host's drift between the runs taken out. A diagnostic beside
+    the projection, not a replacement for it."""
+    again = _report(trace_dir, calibration, args, "--call-time-scale", f"{speed['ratio']:.6g}")
+    same = next((r for r in again.get("roadmap") or []
+                 if r["intervention"] == item["intervention"]), None)
+    if same is None:
+        return []
+    p = same["projected"]
+    at = f"@ host speed x{speed['ratio']:.3f}"
+    rows = []
+    for metric, unit, proj, meas in (
+        (f"busy floor {at}", "usd", p.get("busy_cost_per_request_usd"),
+         measured["busy_cost_per_request_usd"]),
+        (f"p95 (ms) {at}", "ms", (p.get("latency_ms") or {}).get("p95"), measured["p95_ms"]),
+    ):
+        diff = None if not proj or meas is None else (meas - proj) / proj
+        rows.append({"metric": metric, "unit": unit, "baseline_measured": None,
+                     "projected": proj,
+                     "interval": None, "measured": meas, "diff_ratio": diff,
+                     "within_target": diff is not None and abs(diff) <= TARGET_DIFF_RATIO,
+                     "speed_matched": True})
+    return rows
 
 
 def top_applicable(report: dict) -> dict | None:
@@ -115,6 +174,8 @@ def hindsight_replay(seq_trace_dir: str | Path, bat_trace_dir: str | Path, max_b
             store.close()
 
     seq, bat = obs(seq_trace_dir), obs(bat_trace_dir)
+    speed = (host_speed_ratio(seq.calls, bat.calls, projected_fit)
+             if projected_fit and projected_fit.get("coefficients_ns") else None)
     fit = fit_curve(bat.calls, max_batch=max_batch)
     curve = fit.curve
     curve = replace(curve, fixed_ns=curve.fixed_ns + bat.call_gap_ns)
@@ -127,6 +188,7 @@ def hindsight_replay(seq_trace_dir: str | Path, bat_trace_dir: str | Path, max_b
         level = float(bat.calls.duration_ns.sum() / max(pred.sum(), 1.0))
     return {"replayed_p95_ms": rep.p(0.95) / 1e6,
             "service_level_ratio": level,
+            "host_speed": speed,
             "idle_start_share": (None if bat.calls.idle is None or not len(bat.calls)
                                  else float(bat.calls.idle.mean())),
             "measured_p95_ms": float(np.quantile(bat.latency_ns, 0.95,
@@ -163,18 +225,18 @@ def compare(item: dict, measured: dict, baseline: dict) -> dict:
     p = item["projected"]
     iv = item.get("interval") or {}
     rows = []
-    for label, proj, meas, base, ivk in (
-        ("cost per request (bill, USD)", p.get("cost_per_request_usd"),
+    for label, unit, proj, meas, base, ivk in (
+        ("cost per request (bill, USD)", "usd", p.get("cost_per_request_usd"),
          measured["cost_per_request_usd"], baseline["cost_per_request_usd"],
          "cost_per_request_usd"),
-        ("cost per request (busy floor, USD)", p.get("busy_cost_per_request_usd"),
+        ("cost per request (busy floor, USD)", "usd", p.get("busy_cost_per_request_usd"),
          measured["busy_cost_per_request_usd"], baseline["busy_cost_per_request_usd"],
          "busy_cost_per_request_usd"),
-        ("p95 latency (ms)", (p.get("latency_ms") or {}).get("p95"), measured["p95_ms"],
+        ("p95 latency (ms)", "ms", (p.get("latency_ms") or {}).get("p95"), measured["p95_ms"],
          baseline["p95_ms"], "latency_ms_p95"),
     ):
         diff = None if not proj or meas is None else (meas - proj) / proj
-        rows.append({"metric": label, "baseline_measured": base, "projected": proj,
+        rows.append({"metric": label, "unit": unit, "baseline_measured": base, "projected": proj,
                      "interval": iv.get(ivk), "measured": meas, "diff_ratio": diff,
                      "within_target": diff is not None and abs(diff) <= TARGET_DIFF_RATIO})
     return {"intervention": item["intervention"], "title": item.get("title"),
@@ -272,6 +334,9 @@ def run_audit(args: argparse.Namespace, model: TinyGPT2, plan: ReplayPlan, plan_
     for row in cmp["rows"]:
         if row["metric"].startswith("p95"):
             row["measured_interval"] = cmp["hindsight_replay"].get("measured_p95_interval_ms")
+    speed = cmp["hindsight_replay"].get("host_speed")
+    if speed:
+        cmp["rows"] += speed_matched_rows(item, speed, seq.trace_dir, cal, args, measured)
     cmp["machine_speed"] = {
         "warmup_call_ms": {"sequential": seq.warmup_call_ms, "batched": bat.warmup_call_ms},
         "drift_ratio": drift,
@@ -299,6 +364,11 @@ def run_audit(args: argparse.Namespace, model: TinyGPT2, plan: ReplayPlan, plan_
     if hs.get("service_level_ratio"):
         say(f"the batched run's calls took x{hs['service_level_ratio']:.3f} the time the "
             "projection's curve gives them (1.0: the host ran at the audited speed)")
+    if hs.get("host_speed"):
+        sp = hs["host_speed"]
+        say(f"host speed: the batched run's {sp['batched_calls']} one-request calls took "
+            f"x{sp['ratio']:.3f} what the audited run's {sp['audited_calls']} took over the same "
+            "curve; the rows '@ host speed' re-make the projection at that speed")
     say(f"comparison: {out / 'comparison.json'}")
     return 0 if seq.n_errors == 0 and bat.n_errors == 0 else 1
 

@@ -76,6 +76,9 @@ def build_report_parser() -> argparse.ArgumentParser:
                    help="overhead speed-up from CUDA graphs / compile (assumption)")
     p.add_argument("--slo-p95-ms", type=_positive_float, metavar="MS",
                    help="latency SLO for replica sizing (default: the measured p95)")
+    p.add_argument("--call-time-scale", type=_positive_float, default=1.0, metavar="X",
+                   help="every model call (and the server's per-call overhead) takes X times "
+                        "as long as audited: a slower or faster host, or one that drifted")
     p.add_argument("--price-per-hour", type=_nonneg_float, metavar="USD",
                    help="price per device-hour (per GPU; per instance on CPU)")
     p.add_argument("--price-file", metavar="FILE", help="JSON price table like prices.json")
@@ -104,7 +107,7 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
                   small_model_speedup=args.small_model_speedup,
                   quantization_speedup=args.quantization_speedup,
                   graph_speedup=args.graph_speedup, slo_p95_ms=args.slo_p95_ms,
-                  price_per_hour=args.price_per_hour)
+                  price_per_hour=args.price_per_hour, call_time_scale=args.call_time_scale)
     extra: dict[str, Any] = {}
 
     def project(con: Any, rep: dict[str, Any]) -> None:

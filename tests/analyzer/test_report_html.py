@@ -125,12 +125,19 @@ def test_projection_check_section_when_validated(report) -> None:
     rep = dict(report)
     rep["validation"] = {"intervention": "continuous_batching", "params": {"max_batch": 8},
                          "target_diff_ratio": 0.15,
-                         "rows": [{"metric": "p95 latency (ms)", "baseline_measured": 900.0,
-                                   "projected": 400.0, "measured": 430.0, "diff_ratio": 0.075,
+                         "rows": [{"metric": "p95 latency (ms)", "unit": "ms",
+                                   "baseline_measured": 900.0, "projected": 400.0,
+                                   "measured": 430.0, "diff_ratio": 0.075,
+                                   "within_target": True},
+                                  {"metric": "cost per request (bill, USD)", "unit": "usd",
+                                   "baseline_measured": 3.93e-06, "projected": 3.727e-06,
+                                   "measured": 3.728e-06, "diff_ratio": 0.0003,
                                    "within_target": True}]}
     html, md = render_html(rep), render_markdown(rep)
     assert "id='validation'" in html and "+7.5%" in html
     assert "## Projection check: continuous_batching" in md and "+7.5%" in md
+    for text in (html, md):  # money in fixed point, latency in ms, never 3.93e-06
+        assert "$0.00000393" in text and "430.0 ms" in text and "e-06" not in text
     assert "id='validation'" not in render_html(report)
 
 

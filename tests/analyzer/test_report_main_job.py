@@ -57,3 +57,34 @@ def test_comparison_lines_show_the_measured_interval() -> None:
     cmp["rows"][2]["measured_interval"] = {"low": 95.0, "high": 130.0, "replicates": 400}
     lines = main_job.comparison_lines(cmp)
     assert any("measured p95 90% interval" in line and "95-130" in line for line in lines)
+
+
+def test_host_speed_compares_one_request_calls_over_the_same_curve() -> None:
+    import numpy as np
+
+    from examples.audit import MIN_SPEED_CALLS, host_speed_ratio
+    from inferaudit_analyzer.roi.fit import CallPoints
+
+    fit = {"coefficients_ns": {"fixed_ns": 1e6, "prefill_ns_per_token": 1e4, "step_ns": 2e6,
+                               "step_ns_per_seq": 1e5, "ragged_step_ns": 3e5}}
+
+    def calls(batches, level):
+        rng = np.random.default_rng(len(batches))
+        b = np.asarray(batches, dtype=float)
+        tin, tout = rng.integers(5, 90, b.size), rng.integers(2, 40, b.size)
+        ragged = b > 1
+        y = [level * (1e6 + 1e4 * bb * i + o * (2e6 + 1e5 * bb + 3e5 * r))
+             for bb, i, o, r in zip(b, tin, tout, ragged, strict=True)]
+        return CallPoints.of(b, tin, tout, y, ragged=ragged)
+
+    seq = calls([1] * 50, 1.1)  # the audited run: 10 % over the curve
+    # the batched run's single calls ran 20 % slower than the audited ones; its batches of
+    # several were off the curve by another factor, which must not leak into the speed
+    bat = calls([1] * 30 + [2, 3, 4] * 10, 1.32)
+    bat = CallPoints.of(bat.batch, bat.in_tokens, bat.out_tokens,
+                        bat.duration_ns * np.where(bat.batch > 1, 1.5, 1.0), ragged=bat.ragged)
+    speed = host_speed_ratio(seq, bat, fit)
+    assert speed["ratio"] == pytest.approx(1.2)
+    assert speed["audited_calls"] == 50 and speed["batched_calls"] == 30
+    few = calls([1] * (MIN_SPEED_CALLS - 1) + [2] * 40, 1.0)
+    assert host_speed_ratio(seq, few, fit) is None

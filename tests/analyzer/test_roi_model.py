@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from _analysis_fixtures import MS, T0, FixtureDb, unbatched_db
 
 from inferaudit_analyzer.analyze import analyze_connection
@@ -90,3 +91,24 @@ def test_the_fit_reports_its_idle_start_factor_and_noise() -> None:
     fit = roi["fit"]
     assert fit["idle_start_factor"] == 1.0  # overloaded: one idle start, nothing to estimate
     assert fit["noise"]["factors"] == fit["n_points"] and fit["noise"]["block_calls"] >= 1
+
+
+def test_a_call_time_scale_projects_the_same_server_on_a_slower_host() -> None:
+    db = unbatched_db(n=60, gap_ms=30, service_ms=50, device_ms=45)
+    rep = analyze_connection(db.con)
+    same = roi_section(db.con, rep, Knobs(max_batch=4), bootstrap=0)
+    slow = roi_section(db.con, rep, Knobs(max_batch=4, call_time_scale=1.5), bootstrap=0)
+    c0, c1 = same["fit"]["coefficients_ns"], slow["fit"]["coefficients_ns"]
+    for key, value in c0.items():
+        assert c1[key] == pytest.approx(1.5 * value)
+    assert any("x1.5 the audited time" in a for a in slow["fit"]["assumptions"])
+    assert slow["params"]["call_time_scale"] == 1.5
+    base0, base1 = same["baseline"]["replayed"], slow["baseline"]["replayed"]
+    assert base1["latency_ms"]["p95"] > base0["latency_ms"]["p95"]
+    assert base1["busy_cost_per_request_usd"] == pytest.approx(
+        1.5 * base0["busy_cost_per_request_usd"], rel=1e-6)
+
+    def batching(roi):
+        return next(r for r in roi["roadmap"] if r["intervention"] == "continuous_batching")
+    assert (batching(slow)["projected"]["latency_ms"]["p95"]
+            > batching(same)["projected"]["latency_ms"]["p95"])

@@ -48,6 +48,17 @@ def num(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def check_value(row: dict[str, Any], key: str) -> str:
+    """A projection-check row's number in its unit (``unit``: ``usd`` or ``ms``)."""
+    v = row.get(key)
+    unit = row.get("unit")
+    if unit == "usd":
+        return usd(v)
+    if unit == "ms":
+        return ms(v)
+    return num(v)
+
+
 RISK_SCALE_MAX = 4  # interventions score integration risk 1 (low) .. 4 (high)
 
 

@@ -112,8 +112,8 @@ def _validation(report: dict[str, Any]) -> str:
     v = report.get("validation")
     if not v:
         return ""
-    rows = [(r["metric"], f.num(r.get("baseline_measured")), f.num(r.get("projected")),
-             f.num(r.get("measured")),
+    rows = [(r["metric"], f.check_value(r, "baseline_measured"), f.check_value(r, "projected"),
+             f.check_value(r, "measured"),
              "n/a" if r.get("diff_ratio") is None else f"{r['diff_ratio']:+.1%}",
              "yes" if r.get("within_target") else "no") for r in v.get("rows") or []]
     return (f"<h2 id='validation'>Projection check: "

@@ -64,8 +64,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"{f.pct(v.get('target_diff_ratio'))} of projected.", ""]
         lines += _table(("metric", "baseline (measured)", "projected", "measured after", "diff",
                          "within target"),
-                        [(r["metric"], f.num(r.get("baseline_measured")), f.num(r.get("projected")),
-                          f.num(r.get("measured")),
+                        [(r["metric"], f.check_value(r, "baseline_measured"),
+                          f.check_value(r, "projected"), f.check_value(r, "measured"),
                           "n/a" if r.get("diff_ratio") is None else f"{r['diff_ratio']:+.1%}",
                           "yes" if r.get("within_target") else "no") for r in v.get("rows") or []])
         lines.append("")

@@ -67,6 +67,10 @@ class CallPoints:
         rag = None if ragged is None else np.asarray(ragged, dtype=bool)[ok]
         return cls(*(a[ok] for a in arrs), flags, rag)
 
+    def time_scaled(self, factor: float) -> CallPoints:
+        """The same calls, each taking ``factor`` times as long."""
+        return self if factor == 1.0 else replace(self, duration_ns=self.duration_ns * factor)
+
     def ragged_flags(self) -> np.ndarray:
         """Per call, 1.0 where its rows had unequal lengths (0.0 where unknown)."""
         if self.ragged is None:

@@ -33,6 +33,7 @@ class Knobs:
     copy_overlap_ratio: float = 0.7
     slo_p95_ms: float | None = None
     price_per_hour: float | None = None
+    call_time_scale: float = 1.0  # x every call and the per-call overhead (host speed what-if)
 
 
 @dataclass(frozen=True)

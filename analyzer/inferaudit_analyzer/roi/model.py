@@ -9,6 +9,7 @@ then hands over to :func:`~inferaudit_analyzer.roi.roadmap.build_roadmap`.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +85,23 @@ def roi_section(con: Any, report: dict[str, Any], knobs: Knobs, *,
     overall = report.get("baseline", {}).get("overall", {})
     device = _device_row(report)
     cal_pts = calibration_points(calibration) if calibration is not None else None
+    # A host-speed what-if scales what was measured, so the fit, its anchor and every
+    # bootstrap refit see calls that took that much longer (shapes and ratios unchanged).
+    scale = float(knobs.call_time_scale)
+    calls = obs.calls.time_scaled(scale)
+    cal_pts = None if cal_pts is None else cal_pts.time_scaled(scale)
     bs = obs.calls.batch
     max_seen = int(bs.max()) if bs.size else 1
     idle_factor = None if calibration is None else calibration.get("idle_start_factor")
     try:
-        fit = fit_curve(obs.calls, calibration=cal_pts, max_batch=max(knobs.max_batch, max_seen),
+        fit = fit_curve(calls, calibration=cal_pts, max_batch=max(knobs.max_batch, max_seen),
                         device=device, idle_factor=idle_factor)
     except ValueError as exc:
         return {"error": str(exc)}
+    if scale != 1.0:
+        fit = replace(fit, assumptions=(
+            *fit.assumptions, f"every model call and the server's per-call overhead take "
+            f"x{scale:g} the audited time (--call-time-scale)"))
     detail = overall.get("device_utilization_detail") or {}
     replicas = int(detail.get("devices") or 1)
     base = (Scenario("sequential", 1, replicas=replicas) if max_seen <= 1 else
@@ -101,15 +111,16 @@ def roi_section(con: Any, report: dict[str, Any], knobs: Knobs, *,
         per_replica = knobs.price_per_hour
     else:
         per_replica = None if per_hour is None else float(per_hour) / max(replicas, 1)
-    prices = Prices(per_replica, overall.get("busy_cost_per_request_usd"), 0.0)
+    busy = overall.get("busy_cost_per_request_usd")
+    prices = Prices(per_replica, None if busy is None else busy * scale, 0.0)
     computed = 1.0 - float(np.mean(obs.cache_hit)) if obs.n else 1.0
     ctx = {"computed_ratio": computed, "current_replicas": replicas,
            "small_model_speedup": _small_model_speedup(report),
            "copy_time_ratio": (report.get("copies") or {}).get("copy_time_ratio"),
            "overhead_samples": obs.call_gap_samples}
-    inp = RoiInputs(obs.calls, cal_pts, obs.workload(), observed_repeats(obs),
+    inp = RoiInputs(calls, cal_pts, obs.workload(), observed_repeats(obs),
                     (overall.get("latency_ms") or {}).get("p95"), base, prices, device, ctx,
-                    obs.call_gap_ns, idle_factor)
+                    obs.call_gap_ns * scale, idle_factor)
     out = build_roadmap(inp, report.get("findings", []), knobs, fit, bootstrap=bootstrap,
                         seed=seed)
     out["device_prior"] = device
