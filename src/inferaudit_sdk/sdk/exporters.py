@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from inferaudit_sdk.config import AuditConfig
-from inferaudit_sdk.sdk import otlp_json
+from inferaudit_sdk.sdk import otlp_json, otlp_json_text
 
 _logger = logging.getLogger("inferaudit_sdk")
 
@@ -158,7 +158,7 @@ class FileSpanExporter(SpanExporter):
         if not spans:
             return SpanExportResult.SUCCESS
         try:
-            line = otlp_json.dumps_line(otlp_json.encode_spans_request(spans))
+            line = otlp_json_text.encode_spans_line(spans)
             self.writer.write_line(line)
         except Exception:
             _logger.exception("inferaudit: file sink could not write %d spans", len(spans))
