@@ -16,8 +16,8 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -38,6 +38,7 @@ _FLAGS_HAS_IS_REMOTE = 0x100
 _FLAGS_IS_REMOTE = 0x200
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
+_T = TypeVar("_T")
 
 
 def _double(value: float) -> float | str:
@@ -189,19 +190,36 @@ def _encode_link(link: Any) -> dict[str, Any]:
     return d
 
 
-def encode_spans_request(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
-    """An ``ExportTraceServiceRequest`` dict: spans grouped by resource, then by scope, in first-
-    seen order (the grouping the SDK's encoder uses)."""
-    grouped: dict[Resource, dict[InstrumentationScope | None, list[dict[str, Any]]]] = {}
+Grouped = dict[Resource, dict[InstrumentationScope | None, list[_T]]]
+
+
+def group_spans(spans: Sequence[ReadableSpan], encode: Callable[[ReadableSpan], _T]
+                ) -> Grouped[_T]:
+    """Each span's ``encode`` result, grouped by resource, then by scope, in first-seen order
+    (the grouping the SDK's encoder uses). Resources group by value, but each Resource object
+    is hashed once: its hash JSON-encodes all its attributes (~18 µs), and the spans of a
+    batch share one."""
+    grouped: Grouped[_T] = {}
+    by_id: dict[int, dict[InstrumentationScope | None, list[_T]]] = {}
     for span in spans:
-        scopes = grouped.get(span.resource)
+        resource = span.resource
+        scopes = by_id.get(id(resource))
         if scopes is None:
-            scopes = grouped[span.resource] = {}
+            scopes = grouped.get(resource)
+            if scopes is None:
+                scopes = grouped[resource] = {}
+            by_id[id(resource)] = scopes
         scope = span.instrumentation_scope or None
         bucket = scopes.get(scope)
         if bucket is None:
             bucket = scopes[scope] = []
-        bucket.append(encode_span(span))
+        bucket.append(encode(span))
+    return grouped
+
+
+def encode_spans_request(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
+    """An ``ExportTraceServiceRequest`` dict (spans grouped as :func:`group_spans` says)."""
+    grouped = group_spans(spans, encode_span)
     resource_spans = []
     for resource, scopes in grouped.items():
         scope_spans = []
