@@ -22,7 +22,9 @@ ROLE_ASSISTANT = "assistant"
 
 # Attribute names that carry prompt/completion text: the GenAI content attributes, the older
 # gen_ai.prompt / gen_ai.completion spellings (and their children, gen_ai.prompt.0.content),
-# and the argument and record() field names the SDK itself reads text from.
+# and the argument and record() field names the SDK itself reads text from. An exception's
+# message and stack trace are in: they quote the input that failed (the SDK's own exception
+# events gate them the same way, _exceptions.py).
 _CONTENT_ATTRIBUTES = (
     semconv.GEN_AI_INPUT_MESSAGES,
     semconv.GEN_AI_OUTPUT_MESSAGES,
@@ -31,7 +33,8 @@ _CONTENT_ATTRIBUTES = (
     semconv.LEGACY_GEN_AI_COMPLETION,
 )
 _CONTENT_NAMES = frozenset(
-    (*_CONTENT_ATTRIBUTES, "prompt", "completion", "messages", "prompt_text", "completion_text")
+    (*_CONTENT_ATTRIBUTES, "prompt", "completion", "messages", "prompt_text", "completion_text",
+     semconv.EXCEPTION_MESSAGE, semconv.EXCEPTION_STACKTRACE)
 )
 _CONTENT_PREFIXES = tuple(f"{name}." for name in _CONTENT_ATTRIBUTES)
 

@@ -26,6 +26,8 @@ _CONTENT_EXTRAS = {
     semconv.LEGACY_GEN_AI_COMPLETION: SECRET,
     "prompt": SECRET,
     "Messages": SECRET,
+    semconv.EXCEPTION_MESSAGE: SECRET,
+    semconv.EXCEPTION_STACKTRACE: SECRET,
 }
 
 
