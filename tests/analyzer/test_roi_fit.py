@@ -213,3 +213,22 @@ def test_calibration_points_read_raggedness_from_the_flag_or_the_rows() -> None:
         {"batch": 1, "in_tokens": 9, "out_tokens": 4, "duration_ns": 10},
     ]})
     assert pts.ragged.tolist() == [True, True, False, False]
+
+
+@pytest.mark.parametrize("batches", [[4], [2, 4]])
+def test_an_inseparable_padded_cost_stays_in_the_step(batches) -> None:
+    # Every call padded and none of one row: the ragged column copies the step's; the solver
+    # must not split the step between them (that under-stated one-row calls by ~30 %).
+    rng = np.random.default_rng(4)
+    b = rng.choice(batches, 200)
+    tin, tout = rng.integers(8, 200, 200), rng.integers(2, 60, 200)
+    y = np.array([PADDED.call_ns(int(bb), float(i), float(o), True)
+                  for bb, i, o in zip(b, tin, tout, strict=True)])
+    padded = fit_curve(CallPoints.of(b, tin, tout, y, ragged=np.ones(200, bool)), max_batch=8)
+    unflagged = fit_curve(CallPoints.of(b, tin, tout, y), max_batch=8)
+    assert padded.curve.ragged_step_ns == 0.0
+    assert padded.curve.call_ns(1, 50, 30) == pytest.approx(unflagged.curve.call_ns(1, 50, 30))
+    assert any("cannot be separated" in a for a in padded.assumptions)
+    # the same shape with some one-row calls does separate it
+    mixed = _ragged_points(PADDED, [1, *batches])
+    assert fit_curve(mixed, max_batch=8).curve.ragged_step_ns == pytest.approx(1.5e5, rel=1e-6)

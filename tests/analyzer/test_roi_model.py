@@ -112,3 +112,10 @@ def test_a_call_time_scale_projects_the_same_server_on_a_slower_host() -> None:
         return next(r for r in roi["roadmap"] if r["intervention"] == "continuous_batching")
     assert (batching(slow)["projected"]["latency_ms"]["p95"]
             > batching(same)["projected"]["latency_ms"]["p95"])
+    # the measured p95 is the audited host's: not the SLO, not a check of the replay, elsewhere
+    fast = roi_section(db.con, rep, Knobs(max_batch=4, call_time_scale=0.5), bootstrap=0)
+    assert fast["baseline"]["measured_p95_ms"] is None
+    assert fast["baseline"]["replay_p95_error_ratio"] is None
+    assert fast["slo"]["p95_ms"] == pytest.approx(fast["baseline"]["replayed"]["latency_ms"]["p95"])
+    assert "at this host speed" in fast["slo"]["source"]
+    assert not any("replayed as deployed" in w for w in fast.get("warnings") or [])

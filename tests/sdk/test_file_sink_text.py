@@ -146,3 +146,12 @@ def test_the_file_sink_writes_the_text_encoders_line(tmp_path) -> None:
     exporter.shutdown()
     [path] = exporter.writer.files
     assert path.read_bytes() == _reference(spans)
+
+
+def test_keys_and_names_that_are_not_plain_strings_are_not_cached_under_equal_values() -> None:
+    # 1 == True: a value-keyed cache would write the first one's spelling for the second
+    res = Resource({"service.name": "a"})
+    spans = [_span(1, res, None, attributes={1: "x"}), _span(2, res, None, attributes={True: "x"}),
+             _span(3, res, None, name=5), _span(4, res, None, name=_Name("sub"))]
+    for span in spans:
+        assert otlp_json_text.encode_spans_line([span]) == _reference([span])

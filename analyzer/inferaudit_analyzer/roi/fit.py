@@ -325,6 +325,7 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
     """
     assumptions: list[str] = []
     if calibration is not None and len(calibration):
+        calibration = _separable(calibration, _ALL_COLUMNS, assumptions)
         coef = nnls(design(calibration), calibration.duration_ns)
         curve = _curve_of(coef)
         good = goodness(_predict(curve, calibration), calibration.duration_ns)
@@ -362,6 +363,8 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
     if not len(spans):
         raise ValueError("no model call with a batch size and a duration to fit a curve to")
     seen = tuple(sorted({int(b) for b in spans.batch}))
+    spans = _separable(spans, _ALL_COLUMNS if len(seen) >= 2 else _ONE_BATCH_COLUMNS,
+                       assumptions)
     a = design(spans)
     if len(seen) >= 2:
         curve = _curve_of(nnls(a, spans.duration_ns))
@@ -374,7 +377,7 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
         # b is constant: fit 1, b*in, out*(1+b) as one step column (and the ragged one), then
         # split the step.
         b0 = float(seen[0])
-        coef4 = nnls(a[:, [0, 1, 2, 4]], spans.duration_ns)
+        coef4 = nnls(a[:, _ONE_BATCH_COLUMNS], spans.duration_ns)
         step_total = coef4[2]  # ns per output token at batch b0
         dev = device or match_device("cpu")
         share = roofline_per_seq_share(dev, bytes_per_param) if dev else 0.1
@@ -396,6 +399,33 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
     res = _residuals(curve, spans, "spans") if keep_residuals else []
     return Fit(curve, source, len(spans), seen, good, None, None, tuple(assumptions), tuple(res),
                n_idle)
+
+
+_ALL_COLUMNS = [0, 1, 2, 3, 4]  # of design(): 1, b*in, out, out*b, out*ragged
+_ONE_BATCH_COLUMNS = [0, 1, 2, 4]  # one batch size: out*b is out times a constant
+
+
+def _rank(a: np.ndarray) -> int:
+    norms = np.linalg.norm(a, axis=0)
+    norms[norms == 0] = 1.0
+    return int(np.linalg.matrix_rank(a / norms))
+
+
+def _separable(pts: CallPoints, columns: list[int], assumptions: list[str]) -> CallPoints:
+    """``pts``, without its ragged flags where the ragged column is a mix of the others (every
+    multi-row call padded and no one-row call, or one batch size, all padded): the solver would
+    split the step between the two at random. The padded extra then stays in ``step_ns``, and
+    the assumptions say so."""
+    if pts.ragged is None or not pts.ragged.any():
+        return pts
+    a = design(pts)
+    if _rank(a[:, columns]) > _rank(a[:, [c for c in columns if c != 4]]):
+        return pts
+    assumptions.append(
+        "every measured multi-row call was padded and no one-row or equal-length call sets it "
+        "apart, so the extra cost of a padded decode step cannot be separated from the step "
+        "itself: it is kept in step_ns (one-row calls may be over-stated)")
+    return replace(pts, ragged=None)
 
 
 def _ragged_note(pts: CallPoints, max_batch: int) -> list[str]:

@@ -118,9 +118,11 @@ def roi_section(con: Any, report: dict[str, Any], knobs: Knobs, *,
            "small_model_speedup": _small_model_speedup(report),
            "copy_time_ratio": (report.get("copies") or {}).get("copy_time_ratio"),
            "overhead_samples": obs.call_gap_samples}
-    inp = RoiInputs(calls, cal_pts, obs.workload(), observed_repeats(obs),
-                    (overall.get("latency_ms") or {}).get("p95"), base, prices, device, ctx,
-                    obs.call_gap_ns * scale, idle_factor)
+    # The measured p95 is the audited host's: at another speed there is none to keep or to
+    # check the replay against, so the SLO falls back to the replayed baseline.
+    measured_p95 = (overall.get("latency_ms") or {}).get("p95") if scale == 1.0 else None
+    inp = RoiInputs(calls, cal_pts, obs.workload(), observed_repeats(obs), measured_p95, base,
+                    prices, device, ctx, obs.call_gap_ns * scale, idle_factor)
     out = build_roadmap(inp, report.get("findings", []), knobs, fit, bootstrap=bootstrap,
                         seed=seed)
     out["device_prior"] = device

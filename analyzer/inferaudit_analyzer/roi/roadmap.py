@@ -254,7 +254,8 @@ def _default_slo(given_ms: float | None, measured_ms: float | None,
     if given_ms is not None:
         return given_ms, "given"
     if measured_ms is None:
-        return replayed_ms, "replayed baseline p95 (keep today's tail latency; none measured)"
+        return replayed_ms, ("replayed baseline p95 (keep today's tail latency; none measured "
+                             "at this host speed)")
     if replayed_ms is not None and replayed_ms > measured_ms:
         return replayed_ms, ("replayed baseline p95, above the measured "
                              f"{measured_ms:.0f} ms (keep today's tail as the model replays it)")

@@ -42,7 +42,10 @@ _INT64_MAX = 2**63 - 1
 
 
 def _esc(s: str) -> str:
-    """``s`` as a JSON string literal, cached when short."""
+    """``s`` as a JSON string literal, cached when short (and exactly a str: the caches are keyed
+    by value, and ``1 == True``)."""
+    if type(s) is not str:
+        return _dumps(s)  # what the reference writes for it (a str subclass, a number)
     out = _escaped.get(s)
     if out is None:
         out = _dumps(s)
@@ -93,6 +96,12 @@ def _attributes(attributes: Mapping[str, Any] | None) -> str:
         return ""
     kvs = []
     for key, value in attributes.items():
+        if type(key) is not str:  # never from the SDK (it drops such keys); not cached
+            v = _value(value)
+            if v is not None:
+                kvs.append(('{"key":' + _dumps(key) + ',"value":' if key else '{"value":')
+                           + v + "}")
+            continue
         t = type(value)  # exact types first: what nearly every attribute is
         if t is int and _INT64_MIN <= value <= _INT64_MAX:
             kvs.append(_key_prefix(key) + '{"intValue":"' + int.__repr__(value) + '"}}')
