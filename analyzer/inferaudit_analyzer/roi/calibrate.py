@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from inferaudit_analyzer.roi.fit import is_ragged
+
 DEFAULT_FACTORY = "examples.tiny_gpt2:TinyGPT2"
 DEFAULT_BATCHES = (1, 2, 4, 8)
 DEFAULT_IN_TOKENS = (16, 96)
@@ -246,11 +248,6 @@ def _timed(run: Runner, rows: Sequence[tuple[int, int]]) -> int:
     run(rows)
     _sync()
     return time.perf_counter_ns() - t0
-
-
-def is_ragged(rows: Sequence[Sequence[int]]) -> bool:
-    """The rows' prompts differ in length, so the batch runs left-padded, with a mask."""
-    return len({int(r[0]) for r in rows}) > 1
 
 
 def _longest(rows: Sequence[tuple[int, int]]) -> tuple[int, int]:

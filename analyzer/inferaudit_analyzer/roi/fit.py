@@ -448,12 +448,18 @@ def _idle_note(curve: ServiceCurve, n_idle: int, from_sweep: bool) -> list[str]:
             "starts on an idle replica"]
 
 
+def is_ragged(rows: Any) -> bool:
+    """Rows of (prompt tokens, ...) whose prompts differ in length: the batch runs left-padded,
+    with a mask."""
+    return len({r[0] for r in rows if isinstance(r, (list, tuple)) and r}) > 1
+
+
 def _point_ragged(point: dict[str, Any]) -> bool:
     """A sweep point's ``ragged`` flag; older files without it: from its drawn ``rows``."""
     if "ragged" in point:
         return bool(point["ragged"])
     rows = point.get("rows")
-    return isinstance(rows, list) and len({r[0] for r in rows if isinstance(r, list) and r}) > 1
+    return isinstance(rows, list) and is_ragged(rows)
 
 
 def calibration_points(doc: dict[str, Any]) -> CallPoints:

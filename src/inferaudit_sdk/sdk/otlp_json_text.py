@@ -37,8 +37,8 @@ _string_kvs: dict[tuple[str, str], str] = {}  # (key, short value) -> the whole 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _float_repr = float.__repr__
 _isfinite = math.isfinite
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
+_INT64_MIN = otlp_json._INT64_MIN
+_INT64_MAX = otlp_json._INT64_MAX
 
 
 def _esc(s: str) -> str:
@@ -61,11 +61,15 @@ def _remember(cache: dict[Any, str], key: Any, text: str) -> str:
     return text
 
 
+def _prefix_text(key: Any) -> str:
+    """A ``KeyValue`` up to its value (no ``key`` for an empty one, as the reference)."""
+    return '{"key":' + _dumps(key) + ',"value":' if key else '{"value":'
+
+
 def _key_prefix(key: str) -> str:
     prefix = _key_prefixes.get(key)
     if prefix is None:
-        prefix = _remember(_key_prefixes, key,
-                           '{"key":' + _dumps(key) + ',"value":' if key else '{"value":')
+        prefix = _remember(_key_prefixes, key, _prefix_text(key))
     return prefix
 
 
@@ -99,8 +103,7 @@ def _attributes(attributes: Mapping[str, Any] | None) -> str:
         if type(key) is not str:  # never from the SDK (it drops such keys); not cached
             v = _value(value)
             if v is not None:
-                kvs.append(('{"key":' + _dumps(key) + ',"value":' if key else '{"value":')
-                           + v + "}")
+                kvs.append(_prefix_text(key) + v + "}")
             continue
         t = type(value)  # exact types first: what nearly every attribute is
         if t is int and _INT64_MIN <= value <= _INT64_MAX:
