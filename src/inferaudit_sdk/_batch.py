@@ -171,9 +171,7 @@ class batch:
         }
         if provider:
             attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
-        span = _tracing.tracer().start_span(
-            f"batch {model}", attributes=attrs, links=[Link(c) for c in contexts]
-        )
+        span = _tracing.start_span(f"batch {model}", attrs, [Link(c) for c in contexts])
         return BatchSpan(span, span.is_recording(), parent)
 
     def __enter__(self) -> BatchHandle:

@@ -205,7 +205,7 @@ def start(spec: Spec, instance: Any, args: tuple[Any, ...], kwargs: dict[str, An
         if semconv.GEN_AI_REQUEST_MODEL not in attrs:
             attrs = dict(attrs)
             attrs[semconv.GEN_AI_REQUEST_MODEL] = UNKNOWN_MODEL
-    span = _tracing.tracer().start_span(name, attributes=attrs)
+    span = _tracing.start_span(name, attrs)
     state = RequestSpan(span, span.is_recording(), spec, found)
     state.metric_attrs = metric_attrs
     return state

@@ -10,6 +10,10 @@ ALWAYS_OFF, or a ``ParentBased`` sampler whose delegate for the current parent i
 decision is known without calling it; :func:`would_drop` answers that from the sampler's
 configuration and the current span's sampled flag, and the decorator then skips the span
 entirely. Any other sampler (ratio, custom) is asked through ``start_span`` as usual.
+
+Every audited span is started by :func:`start_span`: a :mod:`~inferaudit_sdk._lean_span` span
+where the provider is the SDK's and nothing in its pipeline reads spans as they start, else the
+tracer's own ``start_span``.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import NoOpTracer, ProxyTracer
 
-from inferaudit_sdk import _settings, semconv
+from inferaudit_sdk import _lean_span, _settings, semconv
 from inferaudit_sdk._version import VERSION
 
 # Modes of a sampler as far as the fast path is concerned.
 _ASK = 0  # must call start_span
 _DROP = 1  # always drops
 _PARENT = 2  # ParentBased: depends on the parent's sampled flag
+_KEEP = 3  # always records and samples (ALWAYS_ON): the decision is known without asking
 
 _tracer: Any = trace.get_tracer(semconv.INSTRUMENTATION_NAME, VERSION)
 _meter: Any = metrics.get_meter(semconv.INSTRUMENTATION_NAME, VERSION)
@@ -83,7 +88,11 @@ def _mode(sampler: Any) -> int:
         return _ASK
     if cls.__name__ == "StaticSampler":
         decision = getattr(sampler, "_decision", None)
-        return _DROP if decision is not None and not decision.is_sampled() else _ASK
+        if decision is None:
+            return _ASK
+        if not decision.is_recording():
+            return _DROP
+        return _KEEP if decision.is_sampled() else _ASK  # RECORD_ONLY: the SDK decides
     if cls.__name__ == "ParentBased":
         return _PARENT
     return _ASK
@@ -92,15 +101,18 @@ def _mode(sampler: Any) -> int:
 class _Plan:
     """What the fast path needs to know, computed once per (tracer, config)."""
 
-    __slots__ = ("config", "mode", "parents", "unbound_proxy")
+    __slots__ = ("config", "mode", "parents", "real", "sampler", "unbound_proxy")
 
-    def __init__(self, config: Any, mode: int, parents: tuple[int, ...], unbound_proxy: Any
-                 ) -> None:
+    def __init__(self, config: Any, mode: int, parents: tuple[int, ...], unbound_proxy: Any,
+                 real: Any = None) -> None:
         self.config = config
         self.mode = mode
         self.parents = parents
         # A proxy tracer not yet bound to a real provider: re-plan once it binds.
         self.unbound_proxy = unbound_proxy
+        # The tracer and the sampler it had: re-plan if someone swaps the sampler.
+        self.real = real
+        self.sampler = getattr(real, "sampler", None)
 
 
 _PARENT_FIELDS = (
@@ -136,33 +148,65 @@ def _replan() -> _Plan:
             parents = tuple(_mode(getattr(sampler, name, None)) for name in _PARENT_FIELDS)
             if _PARENT in parents:
                 mode = _ASK  # nested ParentBased: let the SDK decide
-    plan = _plan = _Plan(config, mode, parents, unbound)
+    plan = _plan = _Plan(config, mode, parents, unbound, real)
     return plan
 
 
-def would_drop() -> bool:
-    """True only when a span started now is certain to be dropped (or the SDK is disabled)."""
+def _current_plan() -> _Plan:
     plan = _plan
     if (
         plan is None
         or plan.config is not _settings._config
         or (plan.unbound_proxy is not None
             and not isinstance(plan.unbound_proxy._tracer, NoOpTracer))
+        or getattr(plan.real, "sampler", None) is not plan.sampler
     ):
         plan = _replan()
+    return plan
+
+
+def _decision(plan: _Plan, ctx: Any) -> int:
+    """``_DROP``, ``_KEEP`` or ``_ASK`` for a span whose parent span context is ``ctx``."""
     mode = plan.mode
-    if mode == _ASK:
+    if mode != _PARENT:
+        return mode
+    parents = plan.parents
+    if not ctx.is_valid:
+        return parents[0]
+    sampled = ctx.trace_flags.sampled
+    if ctx.is_remote:
+        return parents[1] if sampled else parents[2]
+    return parents[3] if sampled else parents[4]
+
+
+def would_drop() -> bool:
+    """True only when a span started now is certain to be dropped (or the SDK is disabled)."""
+    plan = _current_plan()
+    mode = plan.mode
+    if mode in (_ASK, _KEEP):
         return False
     if mode == _DROP:
         return True
-    ctx = _get_current_span().get_span_context()
-    parents = plan.parents
-    if not ctx.is_valid:
-        return parents[0] == _DROP
-    sampled = ctx.trace_flags.sampled
-    if ctx.is_remote:
-        return (parents[1] if sampled else parents[2]) == _DROP
-    return (parents[3] if sampled else parents[4]) == _DROP
+    return _decision(plan, _get_current_span().get_span_context()) == _DROP
+
+
+def start_span(name: str, attributes: Any = None, links: Any = ()) -> Any:
+    """Start an audited span (not made current): what ``tracer().start_span(name,
+    attributes=attributes, links=links)`` returns, built the lean way where that is exact.
+    Where the sampler's answer is known from its configuration (ALWAYS_ON, or ParentBased
+    choosing ALWAYS_ON for this parent) it is not asked."""
+    t = _tracer
+    real = t._tracer if type(t) is ProxyTracer else t
+    lean = _plan_lean(real)
+    if lean is None:
+        return t.start_span(name, attributes=attributes, links=links)
+    parent = _get_current_span().get_span_context()
+    keep = _decision(_current_plan(), parent) == _KEEP
+    return _start_lean(lean, name, attributes, links, parent, keep)
+
+
+_plan_lean = _lean_span.plan_for
+_start_lean = _lean_span.start_span
 
 
 def _context_ops() -> tuple[Any, Any]:

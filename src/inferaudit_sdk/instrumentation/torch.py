@@ -316,13 +316,14 @@ def _account(call: _Call, active: Any, result: Any, exc: BaseException | None) -
     """Add this call to the (recording) span. Plain writes to ``active.attributes`` where
     ``ActiveSpan.set`` would only re-check what the caller checked: a call costs here."""
     timing = call.timing
-    add = active.add
+    totals = active._totals  # ActiveSpan.add, inlined: the span is known to be recording
+    get = totals.get
     attrs = active.attributes
     if timing is not None:
         if getattr(timing, "ready", False):
             # Host clocks (CPU fallback): the numbers are known now; no resolver needed.
             for key, value in timing.resolve().items():
-                add(key, value)
+                totals[key] = get(key, 0) + value
         else:  # device events: read once, when the span ends
             state_for(active).timings.append(timing)
         attrs[semconv.DEVICE_TYPE] = timing.device_type
@@ -334,7 +335,7 @@ def _account(call: _Call, active: Any, result: Any, exc: BaseException | None) -
         threads = getattr(timing, "threads", None)
         if threads:
             attrs[semconv.DEVICE_CPU_THREADS] = threads
-    add(semconv.DEVICE_CALLS, 1)
+    totals[semconv.DEVICE_CALLS] = get(semconv.DEVICE_CALLS, 0) + 1
     if call.gpu is not None:
         sampler, index, start, end = call.gpu
         state_for(active).add_gpu_window(sampler, index, start, end)
@@ -346,7 +347,7 @@ def _account(call: _Call, active: Any, result: Any, exc: BaseException | None) -
         padded = inputs.padded
         attrs[semconv.BATCH_PADDED_TOKENS] = padded
         if inputs.mask is None:  # no mask: every position is a real token
-            add(semconv.BATCH_INPUT_TOKENS, padded)
+            totals[semconv.BATCH_INPUT_TOKENS] = get(semconv.BATCH_INPUT_TOKENS, 0) + padded
         else:  # the mask's values (maybe on the device) are read at span end
             active.defer(lambda: _real_tokens(inputs))
     if call.is_generate and exc is None and inputs is not None:

@@ -126,9 +126,13 @@ def _attributes(attributes: Mapping[str, Any] | None) -> str:
 def _plain(owner: Any) -> Mapping[str, Any] | None:
     """``owner``'s attributes as the plain dict the SDK keeps inside ``BoundedAttributes``,
     where it is one (an ended span's, an event's, a link's). The public read-only view costs a
-    Python-level call per key, as much as the rest of the encoding together. Falls back to the
-    public attribute on any other shape."""
-    inner = getattr(getattr(owner, "_attributes", None), "_dict", None)
+    Python-level call per key, as much as the rest of the encoding together. A lean span's
+    (``_lean_span``) is a plain dict already. Falls back to the public attribute on any other
+    shape."""
+    held = getattr(owner, "_attributes", None)
+    if type(held) is dict:
+        return held
+    inner = getattr(held, "_dict", None)
     return inner if isinstance(inner, dict) else owner.attributes
 
 

@@ -1,0 +1,501 @@
+"""Spans handed straight to the provider's span processors, without the SDK's per-span machinery.
+
+Why: a batch-1 forward of a small model lasts a few ms, and the OpenTelemetry SDK's own ``Span``
+costs it several percent on its own (bench/device_overhead.py, ``span_floor``): a lock and a
+validation pass for every attribute, twice (at start and at ``set_attributes``), an attribute
+container with its own lock, a bounded list per span for events and links, and a copy into a
+``ReadableSpan`` at the end. A :class:`LeanSpan` keeps its attributes in a plain dict, checks a
+value's type in one step (anything but ``str``/``int``/``float``/``bool`` goes through the SDK's
+own cleaner), and builds the ``ReadableSpan`` once, at ``end()``.
+
+Nothing the application configured is bypassed: the span comes from the provider's sampler, id
+generator, resource and span limits, carries the tracer's instrumentation scope, counts in the
+SDK's internal span metrics when those are on, and ends in the provider's processors, so every
+exporter sees what the SDK's span would have produced (tests/sdk/test_lean_span.py compares the
+two field by field). It is used only where that holds (:func:`plan_for`): the tracer is the
+SDK's own ``Tracer``, enabled, and every span processor does nothing when a span starts or is
+ending (the SDK's batch and simple processors, ours, and any that inherit the base class's
+no-ops). Anywhere else — another SDK, a processor that reads spans at start — the tracer's own
+``start_span`` runs, unchanged.
+"""
+
+from __future__ import annotations
+
+import dis
+import logging
+import os
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from types import FunctionType, MappingProxyType, MethodType
+from typing import Any
+
+from opentelemetry import trace as trace_api
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from inferaudit_sdk import semconv
+
+_logger = logging.getLogger("inferaudit_sdk")
+_time_ns = time.time_ns
+_get_current_span = trace_api.get_current_span
+_INTERNAL = SpanKind.INTERNAL
+_UNSET = Status(StatusCode.UNSET)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+# Values stored as given (the SDK's cleaner returns these unchanged too).
+_PLAIN = frozenset((str, int, float, bool))
+_STR = frozenset((str,))
+_MISSING = object()
+# Held only to decide which of two racing end() calls exports the span, as the SDK's lock does.
+_end_lock = threading.Lock()
+
+
+def _new_end_lock() -> None:
+    global _end_lock
+    _end_lock = threading.Lock()  # a fork while another thread held it would leave it held
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_end_lock)
+
+# SDK classes, bound by _load() the first time an SDK tracer is planned.
+_ReadableSpan: Any = None
+_Event: Any = None
+_BoundedAttributes: Any = None
+_BoundedList: Any = None
+_clean_value: Any = None
+_RECORD_AND_SAMPLE: Any = None
+_MULTI: tuple[type, ...] = ()
+
+
+def _load() -> bool:
+    global _ReadableSpan, _Event, _BoundedAttributes, _BoundedList, _clean_value, _MULTI
+    global _RECORD_AND_SAMPLE
+    if _ReadableSpan is not None:
+        return True
+    try:
+        from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
+        from opentelemetry.sdk.trace import (
+            ConcurrentMultiSpanProcessor,
+            Event,
+            ReadableSpan,
+            SynchronousMultiSpanProcessor,
+        )
+        from opentelemetry.sdk.trace.sampling import Decision
+        from opentelemetry.sdk.util import BoundedList
+    except ImportError:  # an SDK without these: its own start_span it is
+        return False
+    _Event, _BoundedAttributes, _BoundedList = Event, BoundedAttributes, BoundedList
+    _clean_value = _clean_attribute_value
+    _MULTI = (SynchronousMultiSpanProcessor, ConcurrentMultiSpanProcessor)
+    _RECORD_AND_SAMPLE = Decision.RECORD_AND_SAMPLE
+    _ReadableSpan = ReadableSpan
+    return True
+
+
+_INERT_OPS = frozenset(("RESUME", "NOP", "LOAD_CONST", "RETURN_VALUE", "RETURN_CONST", "CACHE"))
+
+
+def _plain_function(fn: Any) -> FunctionType | None:
+    """The function behind ``fn`` (a function or bound method), or ``None`` for anything else:
+    a wrapper (wrapt's proxies pass ``__code__`` through; ``functools.wraps`` leaves
+    ``__wrapped__``), a partial, C code."""
+    if type(fn) is MethodType:
+        fn = fn.__func__
+    if type(fn) is not FunctionType or hasattr(fn, "__wrapped__"):
+        return None
+    return fn
+
+
+def _does_nothing(fn: Any) -> bool:
+    """True when ``fn`` is a plain function or bound method whose body is only ``pass`` / a
+    docstring / ``return None``. Anything else counts as doing something."""
+    plain = _plain_function(fn)
+    if plain is None:
+        return False
+    try:
+        for ins in dis.get_instructions(plain.__code__):
+            if ins.opname not in _INERT_OPS:
+                return False
+            if ins.opname in ("LOAD_CONST", "RETURN_CONST") and ins.argval is not None:
+                return False
+    except Exception:
+        return False
+    return True
+
+
+class LeanPlan:
+    """What a lean span needs from one SDK tracer, checked against it on every span."""
+
+    __slots__ = (
+        "attrs_max",
+        "event_attrs_max",
+        "events_max",
+        "info",
+        "link_attrs_max",
+        "links_max",
+        "no_link_attrs",
+        "other_value_len",
+        "processor",
+        "processors",
+        "scope",
+        "tracer",
+        "value_len",
+    )
+
+    def __init__(self, tracer: Any, processor: Any, limits: Any, scope: Any) -> None:
+        self.tracer = tracer
+        self.processor = processor
+        self.processors = processor._span_processors
+        self.scope = scope
+        self.info = getattr(tracer, "instrumentation_info", None)  # deprecated, still exported
+        self.attrs_max = limits.max_span_attributes
+        self.value_len = limits.max_span_attribute_length
+        self.other_value_len = limits.max_attribute_length  # events' and links' values
+        self.events_max = limits.max_events
+        self.links_max = limits.max_links
+        self.event_attrs_max = limits.max_event_attributes
+        self.link_attrs_max = limits.max_link_attributes
+        # What the SDK gives a link without attributes; immutable, so one serves them all.
+        self.no_link_attrs = _BoundedAttributes(self.link_attrs_max, None,
+                                                max_value_len=self.other_value_len)
+
+
+_PLAN_ATTR = "_inferaudit_lean_plan"
+
+
+def plan_for(tracer: Any) -> LeanPlan | None:
+    """The lean plan for an SDK tracer, or ``None`` where its own ``start_span`` must run.
+
+    Kept on the tracer itself (so it lives as long as the tracer), with the processors tuple
+    it was made for: the SDK replaces that tuple whenever a processor is added."""
+    procs = getattr(getattr(tracer, "span_processor", None), "_span_processors", None)
+    entry = getattr(tracer, _PLAN_ATTR, None)
+    if entry is not None and entry[0] is procs:
+        return entry[1]
+    plan = _make_plan(tracer)
+    try:
+        setattr(tracer, _PLAN_ATTR, (procs, plan))
+    except Exception:  # a tracer that takes no attributes is not the SDK's
+        return None
+    return plan
+
+
+def _make_plan(tracer: Any) -> LeanPlan | None:
+    cls = type(tracer)
+    if cls.__module__ != "opentelemetry.sdk.trace" or cls.__name__ != "Tracer" or not _load():
+        return None
+    # The SDK's own start_span, not one an agent wrapped to see every span start.
+    own = _plain_function(getattr(tracer, "start_span", None))
+    if own is None or own.__module__ != "opentelemetry.sdk.trace":
+        return None
+    processor = getattr(tracer, "span_processor", None)
+    limits = getattr(tracer, "_span_limits", None)
+    scope = getattr(tracer, "_instrumentation_scope", None)
+    if not isinstance(processor, _MULTI) or limits is None or scope is None:
+        return None
+    members = getattr(processor, "_span_processors", None)
+    if not isinstance(members, tuple):
+        return None
+    for member in members:  # the instance's methods: what the SDK will call
+        if not (_does_nothing(getattr(member, "on_start", None))
+                and _does_nothing(getattr(member, "_on_ending", None))):
+            return None
+    # What start_span reads; an SDK older than the one this was checked against lacks some,
+    # and then keeps its own start_span.
+    for name in ("sampler", "id_generator", "resource", "_is_enabled", "_tracer_metrics"):
+        if not hasattr(tracer, name):
+            return None
+    if not (hasattr(TraceFlags, "RANDOM_TRACE_ID")
+            and hasattr(tracer.id_generator, "is_trace_id_random")):
+        return None
+    return LeanPlan(tracer, processor, limits, scope)
+
+
+def start_span(plan: LeanPlan, name: str, attributes: Mapping[str, Any] | None,
+               links: Sequence[Link], parent: SpanContext | None, keep: bool) -> Any:
+    """What ``plan.tracer.start_span(name, attributes=..., links=...)`` would return under the
+    current span context ``parent``: a recording :class:`LeanSpan`, or a ``NonRecordingSpan``
+    where the sampler drops it. ``keep``: the caller knows the sampler is ALWAYS_ON for this
+    parent (its answer: record and sample, the given attributes, the parent's trace state)."""
+    tracer = plan.tracer
+    links = links or ()
+    if not tracer._is_enabled():
+        return trace_api.NonRecordingSpan(context=parent)
+    ids = tracer.id_generator
+    if parent is None or not parent.is_valid:
+        parent = None
+        trace_id = ids.generate_trace_id()
+        random_id = ids.is_trace_id_random()
+    else:
+        trace_id = parent.trace_id
+        random_id = parent.trace_flags.random_trace_id
+    if keep:
+        decision = _RECORD_AND_SAMPLE
+        trace_state = parent.trace_state if parent is not None else None
+    else:
+        result = tracer.sampler.should_sample(None, trace_id, name, _INTERNAL, attributes, links)
+        decision = result.decision
+        attributes = result.attributes
+        trace_state = result.trace_state
+    flags = _SAMPLED if decision.is_sampled() else _NOT_SAMPLED
+    if random_id:
+        flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
+    context = SpanContext(trace_id, ids.generate_span_id(), False, flags, trace_state)
+    on_end = tracer._tracer_metrics.start_span(parent, decision)
+    if not decision.is_recording():
+        return trace_api.NonRecordingSpan(context=context)
+    return LeanSpan(plan, name, context, parent, attributes, links, on_end)
+
+
+class LeanSpan(trace_api.Span):
+    """A recording span whose data is plain Python until ``end()`` builds its ReadableSpan.
+    Attribute limits, cleaning, ordering and dropped counts follow the SDK's
+    ``BoundedAttributes`` step for step; writes after ``end()`` are ignored, as there."""
+
+    __slots__ = ("_attrs", "_context", "_dropped", "_end_ns", "_events", "_links", "_metrics_end",
+                 "_name", "_parent", "_plan", "_resource", "_start_ns", "_status")
+
+    def __init__(self, plan: LeanPlan, name: str, context: SpanContext,
+                 parent: SpanContext | None, attributes: Mapping[str, Any] | None,
+                 links: Sequence[Link], metrics_end: Any) -> None:
+        self._plan = plan
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._resource = plan.tracer.resource  # the SDK's span keeps the one it started with
+        self._attrs: dict[str, Any] = {}
+        self._dropped = 0
+        self._events: list[Any] | None = None
+        self._links: list[Any] | None = None
+        self._status = _UNSET
+        self._metrics_end = metrics_end
+        self._end_ns: int | None = None
+        if attributes:
+            self.set_attributes(attributes)
+        if links:
+            for link in links:
+                self._add_link(link)
+        self._start_ns = _time_ns()
+
+    # -- attributes ----------------------------------------------------------------------
+    def _put(self, key: str, value: Any) -> None:
+        """``BoundedAttributes._setitem_locked``: a rewritten key moves to the end; when full,
+        the oldest key makes room and counts as dropped."""
+        attrs = self._attrs
+        if attrs.pop(key, _MISSING) is _MISSING:
+            limit = self._plan.attrs_max
+            if limit is not None and len(attrs) >= limit:
+                del attrs[next(iter(attrs))]
+                self._dropped += 1
+        attrs[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if self._end_ns is not None or not attributes:
+            return
+        attrs = self._attrs
+        plan = self._plan
+        limit = plan.attrs_max
+        # The usual write: new keys with plain values, within the limit, each check one C pass.
+        if (plan.value_len is None and _PLAIN.issuperset(map(type, attributes.values()))
+                and _STR.issuperset(map(type, attributes)) and "" not in attributes
+                and (limit is None or len(attrs) + len(attributes) <= limit)
+                and (not attrs or attrs.keys().isdisjoint(attributes))):
+            attrs.update(attributes)
+            return
+        if limit == 0:
+            self._dropped += len(attributes)
+            return
+        # As BoundedAttributes._set_items: the mapping cleaned at once (bad keys dropped,
+        # non-str keys made str), then each key put in order.
+        cleaned = _clean_value(attributes, plan.value_len)
+        self._dropped += len(attributes) - len(cleaned)
+        for key, value in cleaned.items():
+            self._put(key, value)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._end_ns is not None:
+            return
+        plan = self._plan
+        # As BoundedAttributes.__setitem__: a lone bad key is dropped, not converted.
+        if plan.attrs_max == 0 or not key or not isinstance(key, str):
+            self._dropped += 1
+            return
+        if type(value) not in _PLAIN or plan.value_len is not None:
+            value = _clean_value(value, plan.value_len)
+        self._put(key, value)
+
+    # -- events, links, status, name -----------------------------------------------------
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None,
+                  timestamp: int | None = None) -> None:
+        if self._end_ns is not None:
+            return
+        plan = self._plan
+        attrs = _BoundedAttributes(plan.event_attrs_max, attributes,
+                                   max_value_len=plan.other_value_len, immutable=True)
+        if self._events is None:
+            self._events = []
+        self._events.append(_Event(name=name, attributes=attrs, timestamp=timestamp))
+
+    def _add_link(self, link: Link) -> None:
+        ctx = link.context if link else None
+        attributes = link.attributes if link else None
+        if not (ctx and (ctx.is_valid or attributes or ctx.trace_state)):
+            return
+        # As the SDK: the link's attributes bounded and frozen (a new Link, where the SDK
+        # rewrites the caller's).
+        plan = self._plan
+        bounded = _BoundedAttributes(plan.link_attrs_max, attributes,
+                                     max_value_len=plan.other_value_len, immutable=True) \
+            if attributes else plan.no_link_attrs
+        if self._links is None:
+            self._links = []
+        self._links.append(Link(ctx, bounded))
+
+    def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None
+                 ) -> None:
+        if self._end_ns is None:
+            self._add_link(Link(context, attributes))
+
+    def update_name(self, name: str) -> None:
+        if self._end_ns is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end_ns is not None:
+            return
+        # The SDK's rules: OK is final, UNSET is ignored.
+        if self._status.status_code is StatusCode.OK:
+            return
+        if isinstance(status, Status):
+            if status.status_code is not StatusCode.UNSET:
+                self._status = status
+        elif isinstance(status, StatusCode) and status is not StatusCode.UNSET:
+            self._status = Status(status, description)
+
+    def record_exception(self, exception: BaseException, attributes: Mapping[str, Any] | None
+                         = None, timestamp: int | None = None, escaped: bool = False) -> None:
+        # The SDK's event, field for field (the application asked for it, message included).
+        module = type(exception).__module__
+        qualname = type(exception).__qualname__
+        attrs: dict[str, Any] = {
+            semconv.EXCEPTION_TYPE: f"{module}.{qualname}" if module and module != "builtins"
+            else qualname,
+            semconv.EXCEPTION_MESSAGE: str(exception),
+            semconv.EXCEPTION_STACKTRACE: "".join(traceback.format_exception(exception)),
+            semconv.EXCEPTION_ESCAPED: str(escaped),
+        }
+        if attributes:
+            attrs.update(attributes)
+        self.add_event(semconv.EXCEPTION_EVENT, attrs, timestamp)
+
+    def __exit__(self, exc_type: Any, exc_val: BaseException | None, exc_tb: Any) -> None:
+        """``with span:`` as the SDK's: an escaping exception is recorded and sets ERROR."""
+        if exc_val is not None and self._end_ns is None:
+            self.record_exception(exc_val, escaped=True)
+            self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
+        self.end()
+
+    # -- the rest of the Span API, and the read side of the SDK's live span -----------------
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._end_ns is None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def context(self) -> SpanContext:
+        return self._context
+
+    @property
+    def parent(self) -> SpanContext | None:
+        return self._parent
+
+    @property
+    def kind(self) -> SpanKind:
+        return _INTERNAL
+
+    @property
+    def start_time(self) -> int:
+        return self._start_ns
+
+    @property
+    def end_time(self) -> int | None:
+        return self._end_ns
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        return MappingProxyType(self._attrs)
+
+    @property
+    def events(self) -> tuple[Any, ...]:
+        return tuple(self._events or ())
+
+    @property
+    def links(self) -> tuple[Any, ...]:
+        return tuple(self._links or ())
+
+    @property
+    def resource(self) -> Any:
+        return self._resource
+
+    @property
+    def instrumentation_scope(self) -> Any:
+        return self._plan.scope
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped
+
+    @property
+    def dropped_events(self) -> int:
+        limit = self._plan.events_max
+        return max(0, len(self._events or ()) - limit) if limit is not None else 0
+
+    @property
+    def dropped_links(self) -> int:
+        limit = self._plan.links_max
+        return max(0, len(self._links or ()) - limit) if limit is not None else 0
+
+    def end(self, end_time: int | None = None) -> None:
+        end_ns = end_time if end_time is not None else _time_ns()
+        with _end_lock:  # nothing else runs under it
+            ended = self._end_ns is not None
+            if not ended:
+                self._end_ns = end_ns
+                # Copies: a write that passed its is-ended check on another thread just before
+                # must not change what the exporter already holds.
+                attrs: Any = self._attrs.copy()
+                events: Any = tuple(self._events) if self._events else ()
+                links: Any = tuple(self._links) if self._links else ()
+        if ended:
+            _logger.debug("inferaudit: end() on an ended span")
+            return
+        plan = self._plan
+        if self._dropped:  # the SDK's container, for its dropped count
+            attrs = _BoundedAttributes(plan.attrs_max, attrs, immutable=True)
+            attrs.dropped = self._dropped
+        if plan.events_max is not None and len(events) > plan.events_max:
+            events = _BoundedList.from_seq(plan.events_max, events)  # the oldest dropped
+        if plan.links_max is not None and len(links) > plan.links_max:
+            links = _BoundedList.from_seq(plan.links_max, links)
+        if self._metrics_end is not None:
+            self._metrics_end()
+        plan.processor.on_end(_ReadableSpan(
+            name=self._name, context=self._context, parent=self._parent,
+            resource=self._resource, attributes=attrs, events=events, links=links,
+            kind=_INTERNAL, status=self._status, start_time=self._start_ns, end_time=end_ns,
+            instrumentation_info=plan.info, instrumentation_scope=plan.scope,
+        ))
+
+    def __repr__(self) -> str:
+        return f"LeanSpan(name={self._name!r}, context={self._context!r})"
