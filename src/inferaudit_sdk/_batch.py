@@ -100,6 +100,88 @@ class BatchHandle(SpanHandle):
 _NOOP_BATCH = ActiveSpan(INVALID_SPAN, semconv.ROLE_BATCH, False)
 
 
+def _start(members: Iterable[Any], model: str | None, operation: str | None,
+           batch_size: int | None) -> ActiveSpan:
+    if _tracing.would_drop():  # also True when the SDK is disabled
+        return ActiveSpan(INVALID_SPAN, semconv.ROLE_BATCH, False)
+    parent = _active.current()
+    request = request_of(parent)
+    contexts: list[SpanContext] = []
+    for m in members or ():
+        try:
+            ctx = _member_context(m)
+        except TypeError as exc:
+            swallow("batch.members", exc)
+            continue
+        if ctx is not None:
+            contexts.append(ctx)
+    implicit = not contexts and request is not None and request.recording
+    if implicit:
+        contexts.append(request.span.get_span_context())  # type: ignore[union-attr]
+    req_attrs = getattr(request, "spec", None)
+    provider = None
+    if req_attrs is not None:
+        metric_attrs = getattr(request, "metric_attrs", {})
+        model = model or metric_attrs.get(semconv.GEN_AI_REQUEST_MODEL)
+        operation = operation or req_attrs.operation
+        provider = req_attrs.provider
+    model = model or UNKNOWN_MODEL
+    size = batch_size if batch_size is not None else len(contexts)
+    attrs: dict[str, Any] = {
+        semconv.SPAN_ROLE: semconv.ROLE_BATCH,
+        semconv.SCHEMA_VERSION_ATTR: semconv.SCHEMA_VERSION,
+        semconv.GEN_AI_OPERATION_NAME: operation or DEFAULT_OPERATION,
+        semconv.GEN_AI_REQUEST_MODEL: model,
+        semconv.BATCH_SIZE: size,
+    }
+    if provider:
+        attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
+    span = _tracing.start_span(f"batch {model}", attrs, [Link(c) for c in contexts])
+    return BatchSpan(span, span.is_recording(), parent)
+
+
+def open_batch(members: Iterable[Any] = (), model: str | None = None,
+               operation: str | None = None, batch_size: int | None = None
+               ) -> tuple[ActiveSpan, Any, Any]:
+    """Start a batch span and make it current: ``(state, context token, active token)`` for
+    :func:`close_batch`. What ``batch.__enter__`` does, for callers that open one per model
+    call (the torch wrappers) without a context-manager object. Never raises."""
+    state = guarded("batch.start", _start, members, model, operation, batch_size)
+    if state is None:
+        state = _NOOP_BATCH
+    token = atoken = None
+    try:
+        if state.span is not INVALID_SPAN:
+            token = _attach(_set_span(state.span))
+        atoken = _active.push(state)
+    except Exception as exc:
+        swallow("batch.start", exc)
+    return state, token, atoken
+
+
+def close_batch(state: ActiveSpan, token: Any, atoken: Any, exc: BaseException | None) -> None:
+    """Undo :func:`open_batch` and end the span, recording ``exc`` (re-raised by the caller).
+    Never raises."""
+    try:
+        if atoken is not None:
+            _active.pop(atoken)
+    except Exception as fault:  # exited in another context than entered
+        swallow("batch.exit", fault)
+    if token is not None:
+        try:
+            _detach(token)
+        except Exception as fault:  # as for the pop above
+            swallow("batch.exit", fault)
+    if state.span is INVALID_SPAN:
+        return
+    if state.recording:
+        if exc is not None and not isinstance(exc, GeneratorExit):  # a closed stream
+            state.attributes[semconv.ERROR_TYPE] = record_error(state.span, exc, "batch.error")
+        if isinstance(state, BatchSpan):
+            guarded("batch.flush", state.finish_attributes)
+    guarded("batch.end", state.span.end)
+
+
 class batch:
     """Open a batch span for one model call (see the module docstring). Also ``async with``.
 
@@ -134,80 +216,15 @@ class batch:
         self._token: Any = None
         self._atoken: Any = None
 
-    def _start(self) -> ActiveSpan:
-        if _tracing.would_drop():  # also True when the SDK is disabled
-            return ActiveSpan(INVALID_SPAN, semconv.ROLE_BATCH, False)
-        parent = _active.current()
-        request = request_of(parent)
-        contexts: list[SpanContext] = []
-        for m in self._members or ():
-            try:
-                ctx = _member_context(m)
-            except TypeError as exc:
-                swallow("batch.members", exc)
-                continue
-            if ctx is not None:
-                contexts.append(ctx)
-        implicit = not contexts and request is not None and request.recording
-        if implicit:
-            contexts.append(request.span.get_span_context())  # type: ignore[union-attr]
-        req_attrs = getattr(request, "spec", None)
-        model = self._model
-        operation = self._operation
-        provider = None
-        if req_attrs is not None:
-            metric_attrs = getattr(request, "metric_attrs", {})
-            model = model or metric_attrs.get(semconv.GEN_AI_REQUEST_MODEL)
-            operation = operation or req_attrs.operation
-            provider = req_attrs.provider
-        model = model or UNKNOWN_MODEL
-        size = self._batch_size if self._batch_size is not None else len(contexts)
-        attrs: dict[str, Any] = {
-            semconv.SPAN_ROLE: semconv.ROLE_BATCH,
-            semconv.SCHEMA_VERSION_ATTR: semconv.SCHEMA_VERSION,
-            semconv.GEN_AI_OPERATION_NAME: operation or DEFAULT_OPERATION,
-            semconv.GEN_AI_REQUEST_MODEL: model,
-            semconv.BATCH_SIZE: size,
-        }
-        if provider:
-            attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
-        span = _tracing.start_span(f"batch {model}", attrs, [Link(c) for c in contexts])
-        return BatchSpan(span, span.is_recording(), parent)
-
     def __enter__(self) -> BatchHandle:
-        state = guarded("batch.start", self._start)
-        if state is None:
-            state = _NOOP_BATCH
-        self._state = state
-        try:
-            if state.span is not INVALID_SPAN:
-                self._token = _attach(_set_span(state.span))
-            self._atoken = _active.push(state)
-        except Exception as exc:
-            swallow("batch.start", exc)
-        return BatchHandle(state)
+        self._state, self._token, self._atoken = open_batch(
+            self._members, self._model, self._operation, self._batch_size)
+        return BatchHandle(self._state)
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        state = self._state
-        try:
-            if self._atoken is not None:
-                _active.pop(self._atoken)
-        except Exception as fault:  # exited in another context than entered
-            swallow("batch.exit", fault)
-        if self._token is not None:
-            try:
-                _detach(self._token)
-            except Exception as fault:  # as for the pop above
-                swallow("batch.exit", fault)
+        state, token, atoken = self._state, self._token, self._atoken
         self._token = self._atoken = None
-        if state.span is INVALID_SPAN:
-            return False
-        if state.recording:
-            if exc is not None and not isinstance(exc, GeneratorExit):  # a closed stream
-                state.attributes[semconv.ERROR_TYPE] = record_error(state.span, exc, "batch.error")
-            if isinstance(state, BatchSpan):
-                guarded("batch.flush", state.finish_attributes)
-        guarded("batch.end", state.span.end)
+        close_batch(state, token, atoken, exc)
         return False
 
     async def __aenter__(self) -> BatchHandle:

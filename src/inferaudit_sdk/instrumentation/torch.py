@@ -51,6 +51,8 @@ _SPEC = "_inferaudit_spec"
 _CALL = CALL
 
 _current = _active.current
+_open_batch = _batch.open_batch
+_close_batch = _batch.close_batch
 _get_config = _settings.get_config
 _ROLE_BATCH = semconv.ROLE_BATCH
 # device type -> DeviceBackend, a lock-free copy of _device_timer's process-wide defaults.
@@ -108,12 +110,12 @@ class _Spec:
 
 
 class _Call:
-    __slots__ = ("active", "cm", "eos", "gpu", "inputs", "is_generate", "prof", "spec",
+    __slots__ = ("active", "eos", "gpu", "inputs", "is_generate", "opened", "prof", "spec",
                  "timing", "token")
 
     def __init__(self, spec: _Spec, inputs: CallInputs, is_generate: bool) -> None:
         self.active: Any = None
-        self.cm: Any = None
+        self.opened: Any = None  # open_batch()'s result when this call opened the batch span
         self.eos: Any = None
         self.gpu: Any = None
         self.inputs: CallInputs | None = inputs
@@ -228,11 +230,8 @@ def _begin(spec: _Spec, args: Any, kwargs: Any, is_generate: bool) -> _Call | No
         call.eos = eos_of(spec.module, kwargs)
     active = _current()
     if active is None or active.role != _ROLE_BATCH:
-        cm = _batch.batch(model=spec.model, operation=spec.operation,
-                          batch_size=inputs.batch_size)
-        cm.__enter__()
-        call.cm = cm
-        active = _current()
+        opened = call.opened = _open_batch((), spec.model, spec.operation, inputs.batch_size)
+        active = opened[0]
     call.active = active
     call.token = _CALL.set(call)
     if active is not None and active.recording:
@@ -307,9 +306,8 @@ def _end(call: _Call, result: Any, exc: BaseException | None) -> None:
             if call.token is not None:
                 _CALL.reset(call.token)
         finally:
-            if call.cm is not None:
-                tb = exc.__traceback__ if exc is not None else None
-                call.cm.__exit__(type(exc) if exc is not None else None, exc, tb)
+            if call.opened is not None:
+                _close_batch(*call.opened, exc)
 
 
 def _account(call: _Call, active: Any, result: Any, exc: BaseException | None) -> None:
