@@ -458,13 +458,11 @@ class LeanSpan(trace_api.Span):
 
     @property
     def dropped_events(self) -> int:
-        limit = self._plan.events_max
-        return max(0, len(self._events or ()) - limit) if limit is not None else 0
+        return _excess(self._events, self._plan.events_max)
 
     @property
     def dropped_links(self) -> int:
-        limit = self._plan.links_max
-        return max(0, len(self._links or ()) - limit) if limit is not None else 0
+        return _excess(self._links, self._plan.links_max)
 
     def end(self, end_time: int | None = None) -> None:
         end_ns = end_time if end_time is not None else _time_ns()
@@ -499,3 +497,8 @@ class LeanSpan(trace_api.Span):
 
     def __repr__(self) -> str:
         return f"LeanSpan(name={self._name!r}, context={self._context!r})"
+
+
+def _excess(items: list[Any] | None, limit: int | None) -> int:
+    """How many of ``items`` the SDK's bounded list would have dropped by now."""
+    return max(0, len(items or ()) - limit) if limit is not None else 0

@@ -337,6 +337,22 @@ def test_end_racing_end_exports_once(make_pair: PairFactory, monkeypatch: pytest
     assert len(lean.finished()) == 1
 
 
+def test_live_span_reads_like_the_sdk_span(make_pair: PairFactory) -> None:
+    """What application code may read off ``trace.get_current_span()`` before it ends."""
+    lean, sdk = make_pair(lambda: {"span_limits": SpanLimits(**LIMITS)})
+    views = []
+    for arm in (lean, sdk):
+        span = arm.start("live", {"a": 1, "b": 2}, [Link(_LINKED)] * 3)
+        span.set_attributes({"c": 3, "d": 4})
+        for n in range(3):
+            span.add_event(f"e{n}")
+        views.append((span.name, dict(span.attributes), span.dropped_attributes,
+                      span.dropped_events, span.dropped_links, span.status.status_code,
+                      span.kind, span.parent, span.resource, span.instrumentation_scope))
+        span.end()
+    assert views[0] == views[1]
+
+
 def test_write_racing_end_cannot_change_the_exported_span(make_pair: PairFactory) -> None:
     """A write that passed its is-ended check when end() ran (forced here: the value's
     ``__str__`` ends the span while the SDK's cleaner reads it) lands after the export; the
