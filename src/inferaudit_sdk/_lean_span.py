@@ -21,6 +21,7 @@ no-ops). Anywhere else â€” another SDK, a processor that reads spans at start â€
 
 from __future__ import annotations
 
+import contextlib
 import dis
 import logging
 import os
@@ -287,7 +288,10 @@ class LeanSpan(trace_api.Span):
         if attrs.pop(key, _MISSING) is _MISSING:
             limit = self._plan.attrs_max
             if limit is not None and len(attrs) >= limit:
-                del attrs[next(iter(attrs))]
+                # No lock (the SDK's has one): another thread writing this full span at the
+                # same moment can only make the eviction miss, never raise here.
+                with contextlib.suppress(RuntimeError, KeyError, StopIteration):
+                    attrs.pop(next(iter(attrs)))
                 self._dropped += 1
         attrs[key] = value
 
