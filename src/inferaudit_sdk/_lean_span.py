@@ -296,7 +296,10 @@ class LeanSpan(trace_api.Span):
         attrs[key] = value
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        if self._end_ns is not None or not attributes:
+        if self._end_ns is not None:
+            _ended("set_attributes")
+            return
+        if not attributes:
             return
         attrs = self._attrs
         plan = self._plan
@@ -320,6 +323,7 @@ class LeanSpan(trace_api.Span):
 
     def set_attribute(self, key: str, value: Any) -> None:
         if self._end_ns is not None:
+            _ended("set_attribute")
             return
         plan = self._plan
         # As BoundedAttributes.__setitem__: a lone bad key is dropped, not converted.
@@ -334,6 +338,7 @@ class LeanSpan(trace_api.Span):
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None,
                   timestamp: int | None = None) -> None:
         if self._end_ns is not None:
+            _ended("add_event")
             return
         plan = self._plan
         attrs = _BoundedAttributes(plan.event_attrs_max, attributes,
@@ -361,13 +366,18 @@ class LeanSpan(trace_api.Span):
                  ) -> None:
         if self._end_ns is None:
             self._add_link(Link(context, attributes))
+        else:
+            _ended("add_link")
 
     def update_name(self, name: str) -> None:
         if self._end_ns is None:
             self._name = name
+        else:
+            _ended("update_name")
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         if self._end_ns is not None:
+            _ended("set_status")
             return
         # The SDK's rules: OK is final, UNSET is ignored.
         if self._status.status_code is StatusCode.OK:
@@ -506,3 +516,8 @@ class LeanSpan(trace_api.Span):
 def _excess(items: list[Any] | None, limit: int | None) -> int:
     """How many of ``items`` the SDK's bounded list would have dropped by now."""
     return max(0, len(items or ()) - limit) if limit is not None else 0
+
+
+def _ended(method: str) -> None:
+    """The SDK's warning for a write to an ended span (the write is ignored, as there)."""
+    _logger.warning("Tried calling %s on an ended span.", method)

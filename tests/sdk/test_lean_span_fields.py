@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import os
 import re
 import signal
@@ -301,6 +302,19 @@ def _after_end(span: Any) -> None:
     span.record_exception(_EXC)
     span.update_name("late name")
     assert not span.is_recording()
+
+
+def test_writes_after_end_warn_like_the_sdk(make_pair: PairFactory,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    lean, sdk = make_pair()
+    warned = []
+    for arm in (lean, sdk):
+        span = arm.start("ended")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            _after_end(span)
+        warned.append(sum(r.levelno == logging.WARNING for r in caplog.records))
+    assert warned[0] == warned[1] > 0, warned
 
 
 def test_update_name_and_writes_after_end(make_pair: PairFactory) -> None:
