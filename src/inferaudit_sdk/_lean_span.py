@@ -11,12 +11,13 @@ own cleaner), and builds the ``ReadableSpan`` once, at ``end()``.
 Nothing the application configured is bypassed: the span comes from the provider's sampler, id
 generator, resource and span limits, carries the tracer's instrumentation scope, counts in the
 SDK's internal span metrics when those are on, and ends in the provider's processors, so every
-exporter sees what the SDK's span would have produced (tests/sdk/test_lean_span.py compares the
-two field by field). It is used only where that holds (:func:`plan_for`): the tracer is the
-SDK's own ``Tracer``, enabled, and every span processor does nothing when a span starts or is
-ending (the SDK's batch and simple processors, ours, and any that inherit the base class's
-no-ops). Anywhere else — another SDK, a processor that reads spans at start — the tracer's own
-``start_span`` runs, unchanged.
+exporter sees what the SDK's span would have produced (tests/sdk/test_lean_span_fields.py and
+test_lean_span_paths.py compare the two field by field). It is used only where that holds
+(:func:`plan_for`): the tracer is the SDK's own ``Tracer`` with its own ``start_span``, and every
+span processor does nothing when a span starts or is ending (the SDK's batch and simple
+processors, ours, and any that inherit the base class's no-ops; a wrapped method counts as doing
+something). Anywhere else — another SDK, an agent's wrapper, a processor that reads spans at
+start — the tracer's own ``start_span`` runs, unchanged.
 """
 
 from __future__ import annotations
