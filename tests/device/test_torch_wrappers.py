@@ -375,7 +375,8 @@ def test_wrapped_forward_keeps_its_signature_so_generate_passes_position_ids(
 def test_device_follows_a_replaced_parameter():
     """The cached first parameter is checked against its owner: a tensor swapped in
     (``load_state_dict(assign=True)``, overwriting conversions) gives the new device."""
-    from inferaudit_sdk.instrumentation.torch import _device_of, _Spec
+    from inferaudit_sdk.instrumentation._model_call import device_of as _device_of
+    from inferaudit_sdk.instrumentation.torch import _Spec
 
     lin = torch.nn.Linear(2, 2)
     spec = _Spec(lin, "m", None, None)
