@@ -19,9 +19,10 @@ import signal
 import sys
 import threading
 import urllib.parse
+from collections.abc import Sequence
 from pathlib import Path
 
-from ._prefork import fork_http_workers, listen_socket, stop_workers
+from ._prefork import Worker, fork_http_workers, listen_socket, stop_workers
 from .auth import TOKEN_ENV, BindRefused
 from .service import Collector, CollectorConfig, MiB, StartupError
 
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"inferaudit collect: {exc}", file=sys.stderr)
         return 2
     sock = None
-    workers: list[int] = []
+    workers: list[Worker] = []
     if args.workers > 1 and config.http_port is not None:
         try:
             sock = listen_socket(config.host, config.http_port)
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if failed_start:
         print(f"inferaudit collect: {failed_start}", file=sys.stderr, flush=True)
         return 2
-    print(_summary(collector, len(workers)), file=sys.stderr, flush=True)
+    print(_summary(collector, workers), file=sys.stderr, flush=True)
     return 0 if ok else 1
 
 
@@ -230,24 +231,31 @@ def _write_ready_file(path: Path, collector: Collector) -> str:
     return ""
 
 
-def _summary(collector: Collector, n_workers: int) -> str:
-    """The stop line: what was accepted, what the writer really put on disk, what was not."""
-    st = collector.stats
-    w = collector.writer
-    written = w.lines_written if w is not None else 0
+def _summary(collector: Collector, workers: Sequence[Worker] = ()) -> str:
+    """The stop line: what was accepted, what the writer really put on disk, what was not,
+    over this process and every ``--workers`` child that reported."""
+    total = collector.counts()
+    reported = [w.report for w in workers if w.report is not None]
+    for report in reported:
+        for key in total:
+            value = report.get(key, 0)
+            total[key] += value if isinstance(value, int) else 0
     text = (
-        f"inferaudit collect: stopped; accepted {st.spans_accepted} spans, "
-        f"{st.points_accepted} points; wrote {written} requests "
-        f"({w.bytes_written if w is not None else 0} bytes) to {collector.config.directory}"
+        f"inferaudit collect: stopped; accepted {total['spans']} spans, "
+        f"{total['points']} points; wrote {total['written']} requests "
+        f"({total['bytes']} bytes) to {collector.config.directory}"
     )
-    if n_workers:
-        text += f" (plus {n_workers} HTTP worker processes)"
-    if w is not None and (w.lines_lost or w.failed):
-        text += (f"; {w.lines_lost} accepted requests could NOT be written "
+    if workers:
+        text += f" (this process and {len(reported)} of {len(workers)} HTTP worker processes"
+        missing = [str(w.pid) for w in workers if w.report is None]
+        text += f"; no report from pid {', '.join(missing)})" if missing else ")"
+    if total["lost"] or total["failed"]:
+        text += (f"; {total['lost']} accepted requests could NOT be written "
                  "(disk failing, see errors above)")
     fwd = collector.forwarder
     if fwd is not None:
-        text += f"; forwarded {fwd.sent} requests to {fwd.endpoint}, dropped {fwd.dropped}"
+        text += (f"; forwarded {total['forwarded']} requests to {fwd.endpoint}, dropped "
+                 f"{total['forward_dropped']}")
     return text
 
 

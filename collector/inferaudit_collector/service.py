@@ -252,6 +252,21 @@ class Collector:
             self.forwarder.close()
         return ok
 
+    def counts(self) -> dict[str, int]:
+        """What this process accepted, wrote, lost and forwarded: the stop line's numbers, in
+        a form a ``--workers`` child hands to its parent."""
+        st, w, fwd = self.stats, self.writer, self.forwarder
+        return {
+            "spans": st.spans_accepted,
+            "points": st.points_accepted,
+            "written": w.lines_written if w is not None else 0,
+            "bytes": w.bytes_written if w is not None else 0,
+            "lost": w.lines_lost if w is not None else 0,
+            "failed": int(bool(w is not None and w.failed)),
+            "forwarded": fwd.sent if fwd is not None else 0,
+            "forward_dropped": fwd.dropped if fwd is not None else 0,
+        }
+
     def __enter__(self) -> Collector:
         return self.start()
 

@@ -294,7 +294,7 @@ def test_summary_reports_what_was_written_not_accepted(tmp_path: Path, flaky) ->
     body = encode_spans(make_spans(4, seed=3)).SerializeToString()
     assert col.ingest("traces", body, json_body=False).accepted == 4
     assert col.stop(timeout_s=2.0) is False  # the CLI turns this into exit code 1
-    text = _summary(col, 0)
+    text = _summary(col)
     assert "accepted 4 spans" in text and "wrote 0 requests" in text
     assert "1 accepted requests could NOT be written" in text
 
@@ -313,7 +313,7 @@ def test_summary_counts_written_and_forwarding(tmp_path: Path) -> None:
         body = encode_spans(make_spans(3, seed=seed)).SerializeToString()
         assert col.ingest("traces", body, json_body=False).accepted == 3
     assert col.stop(timeout_s=10.0) is True
-    text = _summary(col, 0)
+    text = _summary(col)
     assert "accepted 6 spans" in text and "wrote 2 requests" in text
     assert "could NOT" not in text
     assert f"forwarded 0 requests to {endpoint}, dropped 2" in text

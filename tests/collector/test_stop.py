@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -128,6 +129,11 @@ def test_signal_under_load_keeps_every_acknowledged_span(
     assert len(on_disk) == len(set(on_disk))  # and none written twice
     assert "stopped;" in err
     assert len(children) == workers - 1
+    # The stop line counts every process's spans: each accepted span is on disk once.
+    accepted = re.search(r"stopped; accepted (\d+) spans", err)
+    assert accepted and int(accepted.group(1)) == len(on_disk), err[-600:]
+    if workers > 1:
+        assert f"this process and {workers - 1} of {workers - 1} HTTP worker processes)" in err
 
 
 def test_stop_drains_what_the_writer_has_not_written_yet(tmp_path: Path) -> None:
