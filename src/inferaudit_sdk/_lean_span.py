@@ -12,31 +12,30 @@ Nothing the application configured is bypassed: the span comes from the provider
 generator, resource and span limits, carries the tracer's instrumentation scope, counts in the
 SDK's internal span metrics when those are on, and ends in the provider's processors, so every
 exporter sees what the SDK's span would have produced (tests/sdk/test_lean_span_fields.py and
-test_lean_span_paths.py compare the two field by field). It is used only where that holds
-(:func:`plan_for`): the tracer is the SDK's own ``Tracer`` with its own ``start_span``, and every
-span processor does nothing when a span starts or is ending (the SDK's batch and simple
-processors, ours, and any that inherit the base class's no-ops; a wrapped method counts as doing
-something). Anywhere else — another SDK, an agent's wrapper, a processor that reads spans at
-start — the tracer's own ``start_span`` runs, unchanged.
+test_lean_span_paths.py compare the two field by field). :mod:`._lean_plan` decides where that
+holds: the SDK's own ``Tracer`` and ``start_span``, and span processors that do nothing when a
+span starts or is ending. Anywhere else the tracer's own ``start_span`` runs, unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dis
 import logging
 import os
 import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from types import FunctionType, MappingProxyType, MethodType
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace as trace_api
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from inferaudit_sdk import semconv
+
+if TYPE_CHECKING:
+    from inferaudit_sdk._lean_plan import LeanPlan
 
 _logger = logging.getLogger("inferaudit_sdk")
 _time_ns = time.time_ns
@@ -94,125 +93,6 @@ def _load() -> bool:
     _RECORD_AND_SAMPLE = Decision.RECORD_AND_SAMPLE
     _ReadableSpan = ReadableSpan
     return True
-
-
-_INERT_OPS = frozenset(("RESUME", "NOP", "LOAD_CONST", "RETURN_VALUE", "RETURN_CONST", "CACHE"))
-
-
-def _plain_function(fn: Any) -> FunctionType | None:
-    """The function behind ``fn`` (a function or bound method), or ``None`` for anything else:
-    a wrapper (wrapt's proxies pass ``__code__`` through; ``functools.wraps`` leaves
-    ``__wrapped__``), a partial, C code."""
-    if type(fn) is MethodType:
-        fn = fn.__func__
-    if type(fn) is not FunctionType or hasattr(fn, "__wrapped__"):
-        return None
-    return fn
-
-
-def _does_nothing(fn: Any) -> bool:
-    """True when ``fn`` is a plain function or bound method whose body is only ``pass`` / a
-    docstring / ``return None``. Anything else counts as doing something."""
-    plain = _plain_function(fn)
-    if plain is None:
-        return False
-    try:
-        for ins in dis.get_instructions(plain.__code__):
-            if ins.opname not in _INERT_OPS:
-                return False
-            if ins.opname in ("LOAD_CONST", "RETURN_CONST") and ins.argval is not None:
-                return False
-    except Exception:
-        return False
-    return True
-
-
-class LeanPlan:
-    """What a lean span needs from one SDK tracer, checked against it on every span."""
-
-    __slots__ = (
-        "attrs_max",
-        "event_attrs_max",
-        "events_max",
-        "info",
-        "link_attrs_max",
-        "links_max",
-        "no_link_attrs",
-        "other_value_len",
-        "processor",
-        "processors",
-        "scope",
-        "tracer",
-        "value_len",
-    )
-
-    def __init__(self, tracer: Any, processor: Any, limits: Any, scope: Any) -> None:
-        self.tracer = tracer
-        self.processor = processor
-        self.processors = processor._span_processors
-        self.scope = scope
-        self.info = getattr(tracer, "instrumentation_info", None)  # deprecated, still exported
-        self.attrs_max = limits.max_span_attributes
-        self.value_len = limits.max_span_attribute_length
-        self.other_value_len = limits.max_attribute_length  # events' and links' values
-        self.events_max = limits.max_events
-        self.links_max = limits.max_links
-        self.event_attrs_max = limits.max_event_attributes
-        self.link_attrs_max = limits.max_link_attributes
-        # What the SDK gives a link without attributes; immutable, so one serves them all.
-        self.no_link_attrs = _BoundedAttributes(self.link_attrs_max, None,
-                                                max_value_len=self.other_value_len)
-
-
-_PLAN_ATTR = "_inferaudit_lean_plan"
-
-
-def plan_for(tracer: Any) -> LeanPlan | None:
-    """The lean plan for an SDK tracer, or ``None`` where its own ``start_span`` must run.
-
-    Kept on the tracer itself (so it lives as long as the tracer), with the processors tuple
-    it was made for: the SDK replaces that tuple whenever a processor is added."""
-    procs = getattr(getattr(tracer, "span_processor", None), "_span_processors", None)
-    entry = getattr(tracer, _PLAN_ATTR, None)
-    if entry is not None and entry[0] is procs:
-        return entry[1]
-    plan = _make_plan(tracer)
-    try:
-        setattr(tracer, _PLAN_ATTR, (procs, plan))
-    except Exception:  # a tracer that takes no attributes is not the SDK's
-        return None
-    return plan
-
-
-def _make_plan(tracer: Any) -> LeanPlan | None:
-    cls = type(tracer)
-    if cls.__module__ != "opentelemetry.sdk.trace" or cls.__name__ != "Tracer" or not _load():
-        return None
-    # The SDK's own start_span, not one an agent wrapped to see every span start.
-    own = _plain_function(getattr(tracer, "start_span", None))
-    if own is None or own.__module__ != "opentelemetry.sdk.trace":
-        return None
-    processor = getattr(tracer, "span_processor", None)
-    limits = getattr(tracer, "_span_limits", None)
-    scope = getattr(tracer, "_instrumentation_scope", None)
-    if not isinstance(processor, _MULTI) or limits is None or scope is None:
-        return None
-    members = getattr(processor, "_span_processors", None)
-    if not isinstance(members, tuple):
-        return None
-    for member in members:  # the instance's methods: what the SDK will call
-        if not (_does_nothing(getattr(member, "on_start", None))
-                and _does_nothing(getattr(member, "_on_ending", None))):
-            return None
-    # What start_span reads; an SDK older than the one this was checked against lacks some,
-    # and then keeps its own start_span.
-    for name in ("sampler", "id_generator", "resource", "_is_enabled", "_tracer_metrics"):
-        if not hasattr(tracer, name):
-            return None
-    if not (hasattr(TraceFlags, "RANDOM_TRACE_ID")
-            and hasattr(tracer.id_generator, "is_trace_id_random")):
-        return None
-    return LeanPlan(tracer, processor, limits, scope)
 
 
 def start_span(plan: LeanPlan, name: str, attributes: Mapping[str, Any] | None,

@@ -12,8 +12,8 @@ configuration and the current span's sampled flag, and the decorator then skips 
 entirely. Any other sampler (ratio, custom) is asked through ``start_span`` as usual.
 
 Every audited span is started by :func:`start_span`: a :mod:`~inferaudit_sdk._lean_span` span
-where the provider is the SDK's and nothing in its pipeline reads spans as they start, else the
-tracer's own ``start_span``.
+where :mod:`~inferaudit_sdk._lean_plan` finds it exact (the provider is the SDK's and nothing
+in its pipeline reads spans as they start), else the tracer's own ``start_span``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import NoOpTracer, ProxyTracer
 
-from inferaudit_sdk import _lean_span, _settings, semconv
+from inferaudit_sdk import _lean_plan, _lean_span, _settings, semconv
 from inferaudit_sdk._version import VERSION
 
 # Modes of a sampler as far as the fast path is concerned.
@@ -205,7 +205,7 @@ def start_span(name: str, attributes: Any = None, links: Any = ()) -> Any:
     return _start_lean(lean, name, attributes, links, parent, keep)
 
 
-_plan_lean = _lean_span.plan_for
+_plan_lean = _lean_plan.plan_for
 _start_lean = _lean_span.start_span
 
 

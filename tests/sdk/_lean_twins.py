@@ -26,7 +26,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 
-from inferaudit_sdk import _lean_span, _tracing, semconv
+from inferaudit_sdk import _lean_plan, _lean_span, _tracing, semconv
 from inferaudit_sdk._version import VERSION
 
 # Event timestamps below this were given explicitly (and compare exactly); above it they are
@@ -73,7 +73,7 @@ class Arm:
     def start(self, name: str, attributes: Any = None, links: Any = ()) -> Any:
         if self.lean:
             _tracing.use_tracer_provider(self.provider)
-            assert _lean_span.plan_for(_tracing.tracer()) is not None, "lean path not planned"
+            assert _lean_plan.plan_for(_tracing.tracer()) is not None, "lean path not planned"
             span = _tracing.start_span(name, attributes, links)
         else:
             tracer = self.provider.get_tracer(semconv.INSTRUMENTATION_NAME, VERSION)

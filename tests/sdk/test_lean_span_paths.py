@@ -50,7 +50,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 
-from inferaudit_sdk import _lean_span, _tracing, semconv
+from inferaudit_sdk import _lean_plan, _lean_span, _tracing, semconv
 from inferaudit_sdk._version import VERSION
 from inferaudit_sdk.sdk.processors import CountingBatchSpanProcessor
 
@@ -322,7 +322,7 @@ Bind = Callable[..., InMemorySpanExporter]
 
 def test_on_start_processor_falls_back_to_sdk(bind: Bind) -> None:
     exporter = bind(_TagOnStart())
-    assert _lean_span.plan_for(_tracing.tracer()) is None
+    assert _lean_plan.plan_for(_tracing.tracer()) is None
     span = _tracing.start_span("op", {"a": 1})
     assert isinstance(span, SdkSpan) and not isinstance(span, _lean_span.LeanSpan)
     span.end()
@@ -333,7 +333,7 @@ def test_on_start_processor_falls_back_to_sdk(bind: Bind) -> None:
 def test_on_ending_processor_falls_back_to_sdk(bind: Bind) -> None:
     seer = _SeeOnEnding()
     exporter = bind(seer)
-    assert _lean_span.plan_for(_tracing.tracer()) is None
+    assert _lean_plan.plan_for(_tracing.tracer()) is None
     span = _tracing.start_span("op", {"a": 1})
     assert isinstance(span, SdkSpan)
     span.end()
@@ -375,7 +375,7 @@ def test_wrapt_wrapped_on_start_falls_back_to_sdk(bind: Bind) -> None:
 
     wrapt.wrap_function_wrapper(Wrapped, "on_start", hook)
     exporter = bind(Wrapped())
-    assert _lean_span.plan_for(_tracing.tracer()) is None
+    assert _lean_plan.plan_for(_tracing.tracer()) is None
     _tracing.start_span("op").end()
     (done,) = exporter.get_finished_spans()
     assert seen == ["on_start"] and done.attributes["hooked"] is True
@@ -462,7 +462,7 @@ def test_counting_batch_processor_is_inert(make_pair: PairFactory) -> None:
 
 def test_noop_provider_gives_nonrecording(bind: Bind) -> None:
     _tracing.use_tracer_provider(trace.NoOpTracerProvider())
-    assert _lean_span.plan_for(_tracing.tracer()) is None
+    assert _lean_plan.plan_for(_tracing.tracer()) is None
     span = _tracing.start_span("op", {"a": 1}, [Link(_LINKED)])
     assert not span.is_recording() and not span.get_span_context().is_valid
     span.set_attribute("b", 2)
