@@ -50,7 +50,7 @@ def _does_nothing(fn: Any) -> bool:
 
 
 class LeanPlan:
-    """What a lean span needs from one SDK tracer, checked against it on every span."""
+    """What a lean span needs from one SDK tracer (and its pipeline when planned)."""
 
     __slots__ = (
         "attrs_max",
@@ -62,7 +62,6 @@ class LeanPlan:
         "no_link_attrs",
         "other_value_len",
         "processor",
-        "processors",
         "scope",
         "tracer",
         "value_len",
@@ -71,7 +70,6 @@ class LeanPlan:
     def __init__(self, tracer: Any, processor: Any, limits: Any, scope: Any) -> None:
         self.tracer = tracer
         self.processor = processor
-        self.processors = processor._span_processors
         self.scope = scope
         self.info = getattr(tracer, "instrumentation_info", None)  # deprecated, still exported
         self.attrs_max = limits.max_span_attributes
@@ -82,8 +80,8 @@ class LeanPlan:
         self.event_attrs_max = limits.max_event_attributes
         self.link_attrs_max = limits.max_link_attributes
         # What the SDK gives a link without attributes; immutable, so one serves them all.
-        self.no_link_attrs = _lean_span._BoundedAttributes(self.link_attrs_max, None,
-                                                max_value_len=self.other_value_len)
+        self.no_link_attrs = _lean_span._BoundedAttributes(
+            self.link_attrs_max, None, max_value_len=self.other_value_len)
 
 
 _PLAN_ATTR = "_inferaudit_lean_plan"

@@ -104,13 +104,14 @@ class _Plan:
     __slots__ = ("config", "mode", "parents", "real", "sampler", "unbound_proxy")
 
     def __init__(self, config: Any, mode: int, parents: tuple[int, ...], unbound_proxy: Any,
-                 real: Any = None) -> None:
+                 real: Any) -> None:
         self.config = config
         self.mode = mode
         self.parents = parents
         # A proxy tracer not yet bound to a real provider: re-plan once it binds.
         self.unbound_proxy = unbound_proxy
-        # The tracer and the sampler it had: re-plan if someone swaps the sampler.
+        # The tracer spans come from (the proxy's, resolved) and the sampler it had: re-plan
+        # if someone swaps the sampler.
         self.real = real
         self.sampler = getattr(real, "sampler", None)
 
@@ -195,14 +196,12 @@ def start_span(name: str, attributes: Any = None, links: Any = ()) -> Any:
     attributes=attributes, links=links)`` returns, built the lean way where that is exact.
     Where the sampler's answer is known from its configuration (ALWAYS_ON, or ParentBased
     choosing ALWAYS_ON for this parent) it is not asked."""
-    t = _tracer
-    real = t._tracer if type(t) is ProxyTracer else t
-    lean = _plan_lean(real)
+    plan = _current_plan()
+    lean = _plan_lean(plan.real)
     if lean is None:
-        return t.start_span(name, attributes=attributes, links=links)
+        return _tracer.start_span(name, attributes=attributes, links=links)
     parent = _get_current_span().get_span_context()
-    keep = _decision(_current_plan(), parent) == _KEEP
-    return _start_lean(lean, name, attributes, links, parent, keep)
+    return _start_lean(lean, name, attributes, links, parent, _decision(plan, parent) == _KEEP)
 
 
 _plan_lean = _lean_plan.plan_for

@@ -7,14 +7,14 @@ working (a ``wrapt`` proxy in the instance ``__dict__`` refuses both); the proce
 use ``wrapt``. For each outermost call:
 
 - inside an ``ia.batch(...)`` block the call adds to that batch span; otherwise it opens one
-  with ``ia.batch(...)`` (a child of, and linked to, the active request span if any);
+  as ``ia.batch`` does (a child of, and linked to, the active request span if any);
 - batch size and padded / real tokens come from the input ids and attention mask; ``generate``
   also counts the tokens it produced (exact, from the ids);
 - device time comes from a :class:`~._device_timer.DeviceBackend` (CUDA events on the streams
   that ran, resolved at span end; CPU time on a host without CUDA), copies from the
   ``Tensor.to``/``.cuda()``/``.cpu()``/``copy_`` wrappers, GPU counters from the NVML sampler
-  over the call's window, and 1 in N calls runs under ``torch.profiler`` (all of that per call:
-:mod:`._model_call`; this module installs and removes the entries).
+  over the call's window, and 1 in N calls runs under ``torch.profiler`` (all of that per
+  call: :mod:`._model_call`; this module installs and removes the entries).
 
 Nested instrumented calls (``generate`` → ``forward``) are measured once, at the outermost.
 Process-wide patches (tensor copies, CUDA stream contexts, and the opt-in Hugging Face
