@@ -53,34 +53,48 @@ class ActiveSpan:
         """Write everything accumulated to the span. Call once, just before ``span.end()``."""
         if not self.recording:
             return
-        for resolver in self._deferred:
-            extra = guarded("active.defer", resolver)
-            if extra:
-                for key, value in extra.items():
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        self._totals[key] = self._totals.get(key, 0) + value
-                    else:
-                        self.attributes[key] = value
-        self._deferred.clear()
-        for key, total in tuple(self._totals.items()):
+        self.resolve_attributes()
+        self.write_attributes()
+
+    def resolve_attributes(self) -> None:
+        """Run the resolvers and fold the totals into ``attributes`` (nothing written yet)."""
+        deferred = self._deferred
+        totals = self._totals
+        attrs = self.attributes
+        if deferred:
+            for resolver in deferred:
+                extra = guarded("active.defer", resolver)
+                if extra:
+                    for key, value in extra.items():
+                        if isinstance(value, (int, float)) and not isinstance(value, bool):
+                            totals[key] = totals.get(key, 0) + value
+                        else:
+                            attrs[key] = value
+            deferred.clear()
+        if not totals:
+            return
+        if _INT.issuperset(map(type, totals.values())):  # the usual case: counts and ns
+            attrs.update(totals)
+            return
+        for key, total in tuple(totals.items()):
             if type(total) is not int and total.is_integer():
                 total = int(total)  # a float sum of whole numbers reads as the count it is
-            self.attributes[key] = total
-        # One atomic snapshot (a C-level dict copy): a record() from another thread may still
-        # touch self.attributes while the span is being written.
+            attrs[key] = total
+
+    def write_attributes(self) -> None:
+        """One atomic snapshot (a C-level dict copy) in one ``set_attributes`` call: a
+        ``record()`` from another thread may still touch ``attributes`` meanwhile."""
         final = dict(self.attributes)
         if final:
             self.span.set_attributes(final)
 
 
+_INT = frozenset((int,))
 _CURRENT: ContextVar[ActiveSpan | None] = ContextVar("inferaudit_active_span", default=None)
 
 
-def current() -> ActiveSpan | None:
-    """The innermost audited span of this context, or ``None``."""
-    return _CURRENT.get()
-
-
 # Bound methods, not wrappers: these run on every call and every streamed chunk.
+# current(): the innermost audited span of this context, or None.
+current = _CURRENT.get
 push = _CURRENT.set
 pop = _CURRENT.reset

@@ -19,20 +19,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Link, SpanContext
 
 from inferaudit_sdk import _active, _tracing, semconv
 from inferaudit_sdk._active import ActiveSpan
 from inferaudit_sdk._exceptions import record_error
-from inferaudit_sdk._guard import guarded, swallow
+from inferaudit_sdk._guard import swallow
 from inferaudit_sdk._record import RequestHandle, SpanHandle, request_of
 from inferaudit_sdk._request import DEFAULT_OPERATION, UNKNOWN_MODEL
 
 # The runtime context's ContextVar set/reset when it is the default one (see _tracing).
 _attach = _tracing.attach
 _detach = _tracing.detach
-_set_span = trace.set_span_in_context
+_context_with_span = _tracing.context_with_span
+_decide = _tracing.decide
+_DROP = _tracing.DROP
 
 
 class BatchSpan(ActiveSpan):
@@ -41,38 +42,42 @@ class BatchSpan(ActiveSpan):
     __slots__ = ("explicit", "parent")
 
     def __init__(self, span: Any, recording: bool, parent: ActiveSpan | None) -> None:
-        super().__init__(span, semconv.ROLE_BATCH, recording)
+        # ActiveSpan.__init__ spelled out: one frame less, once per model call.
+        self.span = span
+        self.role = semconv.ROLE_BATCH
+        self.recording = recording
+        self.attributes: dict[str, Any] = {}
+        self._totals: dict[str, float] = {}
+        self._deferred: list[Any] = []
         self.parent = parent
         self.explicit: dict[str, Any] = {}  # values given to record(): they beat accumulations
 
     def finish_attributes(self) -> None:
-        """Flush; keep recorded values over accumulated ones; derive the padding ratio.
+        """Resolve; keep recorded values over accumulated ones; derive the padding ratio.
 
-        All of it is written by one ``span.set_attributes`` call (``_finalize`` runs as the
-        last resolver): each call costs the OTel SDK a lock and a validation pass, a few µs
-        that a batch-1 forward of a small model notices (bench/device_overhead.py)."""
-        self._deferred.append(self._finalize)
-        self.flush_attributes()
-
-    def _value(self, key: str) -> Any:
-        if key in self.explicit:
-            return self.explicit[key]
-        if key in self._totals:
-            return self._totals[key]
-        return self.attributes.get(key)
+        All of it is written by one ``span.set_attributes`` call: each call costs the OTel
+        SDK a lock and a validation pass, a few µs that a batch-1 forward of a small model
+        notices (bench/device_overhead.py)."""
+        if not self.recording:
+            return
+        self.resolve_attributes()
+        try:
+            self._finalize()
+        except Exception as fault:
+            swallow("active.defer", fault)
+        self.write_attributes()
 
     def _finalize(self) -> None:
-        """The last resolver: every accumulation is known, nothing is written yet."""
-        totals = self._totals
-        for key, value in self.explicit.items():
-            totals.pop(key, None)  # a value given to record() beats the accumulated one
-            self.attributes[key] = value
-        real = self._value(semconv.BATCH_INPUT_TOKENS)
-        padded = self._value(semconv.BATCH_PADDED_TOKENS)
+        """After every accumulation is resolved into ``attributes``, before the write."""
+        attrs = self.attributes
+        explicit = self.explicit
+        if explicit:
+            attrs.update(explicit)  # a value given to record() beats the accumulated one
+        real = attrs.get(semconv.BATCH_INPUT_TOKENS)
+        padded = attrs.get(semconv.BATCH_PADDED_TOKENS)
         if isinstance(real, (int, float)) and isinstance(padded, (int, float)) and padded > 0 \
-                and semconv.BATCH_PADDING_RATIO not in self.attributes \
-                and semconv.BATCH_PADDING_RATIO not in totals:
-            self.attributes[semconv.BATCH_PADDING_RATIO] = max(0.0, min(1.0, 1.0 - real / padded))
+                and semconv.BATCH_PADDING_RATIO not in attrs:
+            attrs[semconv.BATCH_PADDING_RATIO] = max(0.0, min(1.0, 1.0 - real / padded))
 
 
 def _member_context(member: Any) -> SpanContext | None:
@@ -102,10 +107,11 @@ _NOOP_BATCH = ActiveSpan(INVALID_SPAN, semconv.ROLE_BATCH, False)
 
 def _start(members: Iterable[Any], model: str | None, operation: str | None,
            batch_size: int | None) -> ActiveSpan:
-    if _tracing.would_drop():  # also True when the SDK is disabled
+    plan, parent_ctx, decision = _decide()
+    if decision == _DROP:  # also when the SDK is disabled
         return ActiveSpan(INVALID_SPAN, semconv.ROLE_BATCH, False)
     parent = _active.current()
-    request = request_of(parent)
+    request = request_of(parent) if parent is not None else None
     contexts: list[SpanContext] = []
     for m in members or ():
         try:
@@ -136,7 +142,8 @@ def _start(members: Iterable[Any], model: str | None, operation: str | None,
     }
     if provider:
         attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
-    span = _tracing.start_span(f"batch {model}", attrs, [Link(c) for c in contexts])
+    span = _tracing.start_decided(plan, parent_ctx, decision, f"batch {model}", attrs,
+                                  [Link(c) for c in contexts] if contexts else ())
     return BatchSpan(span, span.is_recording(), parent)
 
 
@@ -146,13 +153,15 @@ def open_batch(members: Iterable[Any] = (), model: str | None = None,
     """Start a batch span and make it current: ``(state, context token, active token)`` for
     :func:`close_batch`. What ``batch.__enter__`` does, for callers that open one per model
     call (the torch wrappers) without a context-manager object. Never raises."""
-    state = guarded("batch.start", _start, members, model, operation, batch_size)
-    if state is None:
+    try:  # guarded() spelled out: a frame less, once per model call
+        state = _start(members, model, operation, batch_size)
+    except Exception as exc:
+        swallow("batch.start", exc)
         state = _NOOP_BATCH
     token = atoken = None
     try:
         if state.span is not INVALID_SPAN:
-            token = _attach(_set_span(state.span))
+            token = _attach(_context_with_span(state.span))
         atoken = _active.push(state)
     except Exception as exc:
         swallow("batch.start", exc)
@@ -178,8 +187,14 @@ def close_batch(state: ActiveSpan, token: Any, atoken: Any, exc: BaseException |
         if exc is not None and not isinstance(exc, GeneratorExit):  # a closed stream
             state.attributes[semconv.ERROR_TYPE] = record_error(state.span, exc, "batch.error")
         if isinstance(state, BatchSpan):
-            guarded("batch.flush", state.finish_attributes)
-    guarded("batch.end", state.span.end)
+            try:
+                state.finish_attributes()
+            except Exception as fault:
+                swallow("batch.flush", fault)
+    try:
+        state.span.end()
+    except Exception as fault:
+        swallow("batch.end", fault)
 
 
 class batch:

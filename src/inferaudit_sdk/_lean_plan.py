@@ -49,11 +49,23 @@ def _does_nothing(fn: Any) -> bool:
     return True
 
 
+def _sdk_loop(processor: Any) -> bool:
+    """True for the SDK's ``SynchronousMultiSpanProcessor`` with the SDK's own ``on_end``
+    (nothing patched on the class or the instance), which only loops over its members."""
+    if type(processor) is not _lean_span._SyncMulti \
+            or "on_end" in getattr(processor, "__dict__", {}):
+        return False
+    fn = _plain_function(type(processor).on_end)
+    return fn is not None and fn.__module__ == "opentelemetry.sdk.trace" \
+        and fn.__qualname__ == "SynchronousMultiSpanProcessor.on_end"
+
+
 class LeanPlan:
     """What a lean span needs from one SDK tracer (and its pipeline when planned)."""
 
     __slots__ = (
         "attrs_max",
+        "direct",
         "event_attrs_max",
         "events_max",
         "info",
@@ -70,6 +82,9 @@ class LeanPlan:
     def __init__(self, tracer: Any, processor: Any, limits: Any, scope: Any) -> None:
         self.tracer = tracer
         self.processor = processor
+        # The SDK's synchronous multi-processor with its own on_end (a loop over its members),
+        # which the lean span then runs itself.
+        self.direct = _sdk_loop(processor)
         self.scope = scope
         self.info = getattr(tracer, "instrumentation_info", None)  # deprecated, still exported
         self.attrs_max = limits.max_span_attributes

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import threading
 import time
 import traceback
@@ -39,11 +40,11 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger("inferaudit_sdk")
 _time_ns = time.time_ns
-_get_current_span = trace_api.get_current_span
 _INTERNAL = SpanKind.INTERNAL
 _UNSET = Status(StatusCode.UNSET)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_SAMPLED_RANDOM: Any = None  # TraceFlags(SAMPLED | RANDOM_TRACE_ID), bound by _load()
 # Values stored as given (the SDK's cleaner returns these unchanged too).
 _PLAIN = frozenset((str, int, float, bool))
 _STR = frozenset((str,))
@@ -67,12 +68,19 @@ _BoundedAttributes: Any = None
 _BoundedList: Any = None
 _clean_value: Any = None
 _RECORD_AND_SAMPLE: Any = None
+_RandomIdGenerator: Any = None
+_NoOpTracerMetrics: Any = None
+_SyncMulti: Any = None
+_TUPLE_LAYOUT = False  # SpanContext is the tuple its __new__ builds (checked by _load)
+_tuple_new = tuple.__new__
+_DEFAULT_STATE = trace_api.DEFAULT_TRACE_STATE
 _MULTI: tuple[type, ...] = ()
 
 
 def _load() -> bool:
     global _ReadableSpan, _Event, _BoundedAttributes, _BoundedList, _clean_value, _MULTI
-    global _RECORD_AND_SAMPLE
+    global _RECORD_AND_SAMPLE, _SAMPLED_RANDOM, _RandomIdGenerator, _NoOpTracerMetrics, _SyncMulti
+    global _TUPLE_LAYOUT
     if _ReadableSpan is not None:
         return True
     try:
@@ -83,6 +91,7 @@ def _load() -> bool:
             ReadableSpan,
             SynchronousMultiSpanProcessor,
         )
+        from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
         from opentelemetry.sdk.trace.sampling import Decision
         from opentelemetry.sdk.util import BoundedList
     except ImportError:  # an SDK without these: its own start_span it is
@@ -91,8 +100,31 @@ def _load() -> bool:
     _clean_value = _clean_attribute_value
     _MULTI = (SynchronousMultiSpanProcessor, ConcurrentMultiSpanProcessor)
     _RECORD_AND_SAMPLE = Decision.RECORD_AND_SAMPLE
+    # An API without RANDOM_TRACE_ID gets no lean plan (_lean_plan), so this is never used there.
+    _SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
     _ReadableSpan = ReadableSpan
+    _RandomIdGenerator = RandomIdGenerator
+    _SyncMulti = SynchronousMultiSpanProcessor
+    _TUPLE_LAYOUT = _tuple_layout()
+    try:
+        from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+    except ImportError:  # an SDK without span metrics: its no-op is not known here
+        NoOpTracerMetrics = type("_Never", (), {})
+    _NoOpTracerMetrics = NoOpTracerMetrics
     return True
+
+
+def _tuple_layout() -> bool:
+    """True where a SpanContext is the plain tuple ``(trace_id, span_id, is_remote, flags,
+    trace_state, is_valid)``, as the API's ``__new__`` builds it."""
+    try:
+        built = SpanContext(1, 2, False, _SAMPLED, None)
+        made = _tuple_new(SpanContext, (1, 2, False, _SAMPLED, _DEFAULT_STATE, True))
+        return (tuple(built) == tuple(made) and made.is_valid and made.trace_id == 1
+                and made.span_id == 2 and made.trace_state is _DEFAULT_STATE
+                and made.trace_flags is _SAMPLED and not made.is_remote)
+    except Exception:
+        return False
 
 
 def start_span(plan: LeanPlan, name: str, attributes: Mapping[str, Any] | None,
@@ -106,29 +138,56 @@ def start_span(plan: LeanPlan, name: str, attributes: Mapping[str, Any] | None,
     if not tracer._is_enabled():
         return trace_api.NonRecordingSpan(context=parent)
     ids = tracer.id_generator
+    # The SDK's default generator is random.getrandbits, never 0, trace id first: called
+    # straight, in that order (ids stay what the SDK would draw from the same seed).
+    default_ids = type(ids) is _RandomIdGenerator
+    if default_ids:
+        getrandbits = random.getrandbits
     if parent is None or not parent.is_valid:
         parent = None
-        trace_id = ids.generate_trace_id()
-        random_id = ids.is_trace_id_random()
+        if default_ids:
+            trace_id = getrandbits(128)
+            while not trace_id:
+                trace_id = getrandbits(128)
+            random_id = True
+        else:
+            trace_id = ids.generate_trace_id()
+            random_id = ids.is_trace_id_random()
     else:
         trace_id = parent.trace_id
         random_id = parent.trace_flags.random_trace_id
-    if keep:
-        decision = _RECORD_AND_SAMPLE
+    if keep:  # ALWAYS_ON's answer: record and sample, the given attributes
         trace_state = parent.trace_state if parent is not None else None
-    else:
-        result = tracer.sampler.should_sample(None, trace_id, name, _INTERNAL, attributes, links)
-        decision = result.decision
-        attributes = result.attributes
-        trace_state = result.trace_state
+        flags = _SAMPLED_RANDOM if random_id else _SAMPLED
+        if default_ids:
+            span_id = getrandbits(64)
+            while not span_id:
+                span_id = getrandbits(64)
+        else:
+            span_id = ids.generate_span_id()
+        if default_ids and _TUPLE_LAYOUT:
+            # SpanContext(...) without its Python __new__: the tuple that builds, for ids that
+            # are valid by construction (non-zero draws of 128 and 64 bits).
+            context = _tuple_new(SpanContext, (
+                trace_id, span_id, False, flags,
+                _DEFAULT_STATE if trace_state is None else trace_state, True))
+        else:
+            context = SpanContext(trace_id, span_id, False, flags, trace_state)
+        metrics = tracer._tracer_metrics
+        # The SDK's no-op metrics answer with a function that does nothing: not called at all.
+        on_end = None if type(metrics) is _NoOpTracerMetrics \
+            else metrics.start_span(parent, _RECORD_AND_SAMPLE)
+        return LeanSpan(plan, name, context, parent, attributes, links, on_end)
+    result = tracer.sampler.should_sample(None, trace_id, name, _INTERNAL, attributes, links)
+    decision = result.decision
     flags = _SAMPLED if decision.is_sampled() else _NOT_SAMPLED
     if random_id:
         flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
-    context = SpanContext(trace_id, ids.generate_span_id(), False, flags, trace_state)
+    context = SpanContext(trace_id, ids.generate_span_id(), False, flags, result.trace_state)
     on_end = tracer._tracer_metrics.start_span(parent, decision)
     if not decision.is_recording():
         return trace_api.NonRecordingSpan(context=context)
-    return LeanSpan(plan, name, context, parent, attributes, links, on_end)
+    return LeanSpan(plan, name, context, parent, result.attributes, links, on_end)
 
 
 class LeanSpan(trace_api.Span):
@@ -149,13 +208,21 @@ class LeanSpan(trace_api.Span):
         self._resource = plan.tracer.resource  # the SDK's span keeps the one it started with
         self._attrs: dict[str, Any] = {}
         self._dropped = 0
-        self._events: list[Any] | None = None
+        self._events: Any = None  # the SDK's BoundedList, from the first event
         self._links: list[Any] | None = None
         self._status = _UNSET
         self._metrics_end = metrics_end
         self._end_ns: int | None = None
         if attributes:
-            self.set_attributes(attributes)
+            # set_attributes' usual case, inlined for the first write: plain values and keys
+            # within the limit are taken as they are.
+            limit = plan.attrs_max
+            if (plan.value_len is None and _PLAIN.issuperset(map(type, attributes.values()))
+                    and _STR.issuperset(map(type, attributes)) and "" not in attributes
+                    and (limit is None or len(attributes) <= limit)):
+                self._attrs = dict(attributes)
+            else:
+                self.set_attributes(attributes)
         if links:
             for link in links:
                 self._add_link(link)
@@ -224,9 +291,10 @@ class LeanSpan(trace_api.Span):
         plan = self._plan
         attrs = _BoundedAttributes(plan.event_attrs_max, attributes,
                                    max_value_len=plan.other_value_len, immutable=True)
-        if self._events is None:
-            self._events = []
-        self._events.append(_Event(name=name, attributes=attrs, timestamp=timestamp))
+        events = self._events
+        if events is None:  # as the SDK's span: the oldest event goes as a new one arrives
+            events = self._events = _BoundedList(plan.events_max)
+        events.append(_Event(name=name, attributes=attrs, timestamp=timestamp))
 
     def _add_link(self, link: Link) -> None:
         ctx = link.context if link else None
@@ -353,7 +421,7 @@ class LeanSpan(trace_api.Span):
 
     @property
     def dropped_events(self) -> int:
-        return _excess(self._events, self._plan.events_max)
+        return self._events.dropped if self._events is not None else 0
 
     @property
     def dropped_links(self) -> int:
@@ -368,7 +436,9 @@ class LeanSpan(trace_api.Span):
                 # Copies: a write that passed its is-ended check on another thread just before
                 # must not change what the exporter already holds.
                 attrs: Any = self._attrs.copy()
-                events: Any = tuple(self._events) if self._events else ()
+                held = self._events
+                events: Any = tuple(held) if held else ()
+                events_dropped = held.dropped if held is not None else 0
                 links: Any = tuple(self._links) if self._links else ()
         if ended:
             _logger.debug("inferaudit: end() on an ended span")
@@ -377,18 +447,25 @@ class LeanSpan(trace_api.Span):
         if self._dropped:  # the SDK's container, for its dropped count
             attrs = _BoundedAttributes(plan.attrs_max, attrs, immutable=True)
             attrs.dropped = self._dropped
-        if plan.events_max is not None and len(events) > plan.events_max:
-            events = _BoundedList.from_seq(plan.events_max, events)  # the oldest dropped
+        if events_dropped:  # the SDK's container, for its dropped count
+            events = _BoundedList.from_seq(plan.events_max, events)
+            events.dropped = events_dropped
         if plan.links_max is not None and len(links) > plan.links_max:
             links = _BoundedList.from_seq(plan.links_max, links)
         if self._metrics_end is not None:
             self._metrics_end()
-        plan.processor.on_end(_ReadableSpan(
+        span = _ReadableSpan(
             name=self._name, context=self._context, parent=self._parent,
             resource=self._resource, attributes=attrs, events=events, links=links,
             kind=_INTERNAL, status=self._status, start_time=self._start_ns, end_time=end_ns,
             instrumentation_info=plan.info, instrumentation_scope=plan.scope,
-        ))
+        )
+        processor = plan.processor
+        if plan.direct:  # SynchronousMultiSpanProcessor.on_end's loop, a frame less
+            for member in processor._span_processors:
+                member.on_end(span)
+        else:
+            processor.on_end(span)
 
     def __repr__(self) -> str:
         return f"LeanSpan(name={self._name!r}, context={self._context!r})"

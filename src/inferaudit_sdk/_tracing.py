@@ -38,7 +38,6 @@ _tracer: Any = trace.get_tracer(semconv.INSTRUMENTATION_NAME, VERSION)
 _meter: Any = metrics.get_meter(semconv.INSTRUMENTATION_NAME, VERSION)
 # Cached classification of the tracer's sampler (None: compute on next use).
 _plan: _Plan | None = None
-_get_current_span = trace.get_current_span
 
 
 def tracer() -> Any:
@@ -188,7 +187,28 @@ def would_drop() -> bool:
         return False
     if mode == _DROP:
         return True
-    return _decision(plan, _get_current_span().get_span_context()) == _DROP
+    return _decision(plan, current_span().get_span_context()) == _DROP
+
+
+def decide() -> tuple[_Plan, Any, int]:
+    """``(plan, parent span context, decision)`` for a span started now, for a caller that
+    skips its own work where ``decision == DROP`` and then starts the span with
+    :func:`start_decided` (one read of the plan and the current span for both)."""
+    plan = _current_plan()
+    span = current_span()
+    if span is _INVALID_SPAN:  # no span is current: a root, whose decision is fixed by plan
+        return plan, _INVALID_CONTEXT, plan.parents[0] if plan.mode == _PARENT else plan.mode
+    parent = span.get_span_context()
+    return plan, parent, _decision(plan, parent)
+
+
+def start_decided(plan: _Plan, parent: Any, decision: int, name: str, attributes: Any = None,
+                  links: Any = ()) -> Any:
+    """:func:`start_span` with what :func:`decide` returned just before, in the same context."""
+    lean = _plan_lean(plan.real)
+    if lean is None:
+        return _tracer.start_span(name, attributes=attributes, links=links)
+    return _start_lean(lean, name, attributes, links, parent, decision == _KEEP)
 
 
 def start_span(name: str, attributes: Any = None, links: Any = ()) -> Any:
@@ -196,14 +216,13 @@ def start_span(name: str, attributes: Any = None, links: Any = ()) -> Any:
     attributes=attributes, links=links)`` returns, built the lean way where that is exact.
     Where the sampler's answer is known from its configuration (ALWAYS_ON, or ParentBased
     choosing ALWAYS_ON for this parent) it is not asked."""
-    plan = _current_plan()
-    lean = _plan_lean(plan.real)
-    if lean is None:
-        return _tracer.start_span(name, attributes=attributes, links=links)
-    parent = _get_current_span().get_span_context()
-    return _start_lean(lean, name, attributes, links, parent, _decision(plan, parent) == _KEEP)
+    plan, parent, decision = decide()
+    return start_decided(plan, parent, decision, name, attributes, links)
 
 
+DROP = _DROP
+_INVALID_SPAN = trace.INVALID_SPAN
+_INVALID_CONTEXT = trace.INVALID_SPAN_CONTEXT
 _plan_lean = _lean_plan.plan_for
 _start_lean = _lean_span.start_span
 
@@ -224,3 +243,34 @@ def _context_ops() -> tuple[Any, Any]:
 
 
 attach, detach = _context_ops()
+
+
+def _span_ops() -> tuple[Any, Any]:
+    """``(current_span, context_with_span)``: ``trace.get_current_span()`` and
+    ``trace.set_span_in_context(span)``, read and built straight from the default runtime
+    context's ContextVar as those do (four Python frames less each, on every model call);
+    any other runtime context goes through the public API."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    key = getattr(trace.propagation, "_SPAN_KEY", None)
+    if not (type(runtime).__name__ == "ContextVarsRuntimeContext" and isinstance(var, ContextVar)
+            and isinstance(key, str)):
+        return trace.get_current_span, trace.set_span_in_context
+    get = var.get
+    span_type = trace.Span
+    invalid = trace.INVALID_SPAN
+    context_type = otel_context.Context
+
+    def current_span() -> Any:
+        span = get().get(key)
+        return span if span is not None and isinstance(span, span_type) else invalid
+
+    def context_with_span(span: Any) -> Any:
+        values = get().copy()
+        values[key] = span
+        return context_type(values)
+
+    return current_span, context_with_span
+
+
+current_span, context_with_span = _span_ops()

@@ -144,7 +144,7 @@ def _nvml_index(sampler: Any, cuda_index: int) -> int:
 def begin(spec: Any, args: Any, kwargs: Any, is_generate: bool) -> _Call | None:
     """Open (or join) the batch span and mark the call as running. Only what cannot fail is
     done between entering the span and setting the call marker, so neither can leak."""
-    cfg = _get_config()
+    cfg = _settings._config or _get_config()  # the attribute: a frame less per call
     if not cfg.enabled:
         return None
     inputs = inspect_call(args, kwargs)
@@ -243,8 +243,11 @@ def _account(call: _Call, active: Any, result: Any, exc: BaseException | None) -
     if timing is not None:
         if getattr(timing, "ready", False):
             # Host clocks (CPU fallback): the numbers are known now; no resolver needed.
-            for key, value in timing.resolve().items():
-                totals[key] = get(key, 0) + value
+            if totals:
+                for key, value in timing.resolve().items():
+                    totals[key] = get(key, 0) + value
+            else:  # the span's first call: nothing to add to
+                totals.update(timing.resolve())
         else:  # device events: read once, when the span ends
             state_for(active).timings.append(timing)
         attrs[semconv.DEVICE_TYPE] = timing.device_type
