@@ -141,8 +141,7 @@ def start_span(plan: LeanPlan, name: str, attributes: Mapping[str, Any] | None,
     # The SDK's default generator is random.getrandbits, never 0, trace id first: called
     # straight, in that order (ids stay what the SDK would draw from the same seed).
     default_ids = type(ids) is _RandomIdGenerator
-    if default_ids:
-        getrandbits = random.getrandbits
+    getrandbits = random.getrandbits  # looked up per call, as the SDK's generator does
     if parent is None or not parent.is_valid:
         parent = None
         if default_ids:
