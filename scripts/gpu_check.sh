@@ -1,7 +1,31 @@
 #!/usr/bin/env bash
 # Real-GPU check of the device instrumentation (see scripts/gpu_check.py). Never run in CI.
-# Writes gpu_check-<host>-<utc>.{json,log} into ${1:-.}; exit 77 = no CUDA device (skipped).
+#   bash scripts/gpu_check.sh [OUTDIR]
+# Writes gpu_check-<host>-<utc>.{json,log} and gpu_check-console.log into OUTDIR (default .);
+# exit 77 = no CUDA device (skipped), 3 = OpenTelemetry missing and no wheels carried.
+# Python: $PYTHON, else .venv/bin/python, else python3 (on the GPU machines this workplace
+# lends, python3 is the one with CUDA torch and nvidia-ml-py but no OpenTelemetry: carry the
+# wheels that scripts/gpu_wheels.sh fetches into .whl/, and they are installed into a private
+# folder here, never into that Python).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-exec timeout 300 "$PY" scripts/gpu_check.py --out "${1:-.}"
+OUT=${1:-.}
+mkdir -p "$OUT"
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+if ! "$PY" -c "import opentelemetry.sdk.trace" 2>/dev/null; then
+  if compgen -G ".whl/*.whl" >/dev/null; then
+    SITE=$(mktemp -d /tmp/inferaudit-site.XXXXXX)
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "$SITE" .whl/*.whl || exit 3
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+  else
+    echo "gpu_check: $PY has no OpenTelemetry SDK; run scripts/gpu_wheels.sh here and carry .whl" >&2
+    exit 3
+  fi
+fi
+PYTHONUNBUFFERED=1 timeout 300 "$PY" scripts/gpu_check.py --out "$OUT" 2>&1 \
+  | tee "$OUT/gpu_check-console.log"
+exit "${PIPESTATUS[0]}"

@@ -57,6 +57,26 @@ def test_fake_event_refuses_another_devices_stream():
 
 
 # --- CUDA backend -------------------------------------------------------------------------------
+def test_another_devices_default_stream_is_a_stream_of_its_own():
+    """Default streams all have handle 0 (real and fake): work a call sends to device 1's
+    default stream is a second stream, not the call's own device-0 stream."""
+    backend = FakeCudaBackend(device_count=2)
+    cuda = backend.cuda
+    assert cuda.default_stream(0).cuda_stream == cuda.default_stream(1).cuda_stream == 0
+    t = backend.begin(0)
+    cuda.launch(2 * MS)
+    other = cuda.default_stream(1)
+    with cuda.stream(other):
+        t.stream_enter(other)
+        cuda.launch(3 * MS, other)
+        t.stream_exit(other)
+    t.stop()
+    cuda.advance(10 * MS)
+    assert t.streams == 2
+    # Events on two devices cannot be compared: each device's own time is added.
+    assert t.resolve()[semconv.DEVICE_TIME_NS] == 5 * MS
+
+
 def test_completed_call_is_resolved_without_waiting():
     backend = FakeCudaBackend()
     cuda = backend.cuda

@@ -124,6 +124,32 @@ def test_lost_gpu_is_counted_and_sampling_goes_on():
     assert semconv.GPU_UTILIZATION_RATIO not in a
 
 
+def test_a_gpu_failing_tick_after_tick_is_asked_less_often_until_it_recovers():
+    sampler, fake, clock = sampled(until_ms=1000)  # 11 good ticks
+    fake.gpus[0].lost = True
+    t = 1100
+    while sampler.ticks < 60:
+        clock.t = t * MS
+        t += 100
+        sampler.sample_once()
+    groups = 7  # util, memory, clock, power, energy, pcie, throttle
+    assert fake.raised["NVMLError_GpuIsLost"] == groups * nvml._FAULTS_BEFORE_BACKOFF
+    assert _guard.error_counts()["nvml.read"] == fake.raised["NVMLError_GpuIsLost"]
+    fake.gpus[0].lost = False
+    while sampler.ticks <= nvml._RETRY_EVERY:  # the retry tick finds it back
+        clock.t = t * MS
+        t += 100
+        sampler.sample_once()
+    assert fake.raised["NVMLError_GpuIsLost"] == groups * nvml._FAULTS_BEFORE_BACKOFF
+    assert sampler._faults[0] == {g: 0 for g in sampler._faults[0]}
+    before = fake.calls
+    clock.t = t * MS
+    sampler.sample_once()  # asked every tick again
+    assert fake.calls - before == groups + 1  # pcie asks twice (tx and rx)
+    a = sampler.aggregate(0, clock.t - 50 * MS, clock.t)
+    assert a[semconv.GPU_UTILIZATION_RATIO] == 1.0
+
+
 def test_fake_raises_uninitialized_like_the_real_library():
     fake = FakeNvml()
     with pytest.raises(pynvml.NVMLError_Uninitialized):

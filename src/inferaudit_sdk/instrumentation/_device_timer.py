@@ -228,8 +228,12 @@ class _EventPool:
 
 
 def _stream_key(stream: Any) -> Any:
-    key = getattr(stream, "cuda_stream", None)
-    return key if key is not None else id(stream)
+    """The stream's identity: its device and CUDA handle. The handle alone is not enough, as
+    every device's default stream has handle 0."""
+    handle = getattr(stream, "cuda_stream", None)
+    if handle is None:
+        return id(stream)
+    return (getattr(stream, "device_index", None), handle)
 
 
 class _CudaTiming:

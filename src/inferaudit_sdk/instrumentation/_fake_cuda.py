@@ -22,10 +22,11 @@ _handles = itertools.count(0x7F00_0000_1000, 0x10)
 class FakeStream:
     """One queue of work on a fake device. ``tail_ns`` is when its queued work completes."""
 
-    def __init__(self, cuda: FakeCuda, device_index: int) -> None:
+    def __init__(self, cuda: FakeCuda, device_index: int, default: bool = False) -> None:
         self._cuda = cuda
         self.device_index = device_index
-        self.cuda_stream = next(_handles)
+        # As CUDA: every device's default (legacy) stream has handle 0; others are pointers.
+        self.cuda_stream = 0 if default else next(_handles)
         self.tail_ns = 0
 
     def query(self) -> bool:
@@ -119,7 +120,7 @@ class FakeCuda:
         self.host_waits = 0
         self.capturing = False  # set by tests: "the current stream is capturing a graph"
         self._lock = threading.Lock()
-        self._default = [FakeStream(self, d) for d in range(device_count)]
+        self._default = [FakeStream(self, d, default=True) for d in range(device_count)]
         self._current = threading.local()
 
     # --- the torch.cuda surface ---------------------------------------------------------

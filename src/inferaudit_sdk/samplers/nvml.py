@@ -41,6 +41,12 @@ DEFAULT_HZ = 10.0
 DEFAULT_CAPACITY = 6000
 # Errors after which a counter is not asked again on that GPU.
 _UNSUPPORTED = ("NVMLError_NotSupported", "NVMLError_FunctionNotFound", "NVMLError_NoPermission")
+# Any other fault this many ticks in a row (a lost GPU, a call a virtualised driver does not
+# pass through) and the counter is asked only once every _RETRY_EVERY ticks (10 s at the
+# default rate): a failing call each tick costs the sampler's CPU and fills the fault counts,
+# but the GPU may come back.
+_FAULTS_BEFORE_BACKOFF = 10
+_RETRY_EVERY = 100
 
 
 @dataclass
@@ -77,6 +83,7 @@ class NvmlSampler:
         self.gpus: list[GpuInfo] = []
         self._rings: list[Ring] = []
         self._disabled: list[set[str]] = []
+        self._faults: list[dict[str, int]] = []  # consecutive faults per counter group
         self._io_bytes: list[list[float]] = []  # cumulative [tx, rx] bytes per GPU
         self._energy_j: list[float] = []  # cumulative, for GPUs without the energy counter
         self._last_ts: list[int | None] = []
@@ -129,6 +136,7 @@ class NvmlSampler:
                 self.gpus.append(GpuInfo(i, name, uuid, handle))
                 self._rings.append(Ring(self.capacity))
                 self._disabled.append(set() if self.pcie else {"pcie"})
+                self._faults.append({})
                 self._io_bytes.append([0.0, 0.0])
                 self._energy_j.append(0.0)
                 self._last_ts.append(None)
@@ -143,8 +151,8 @@ class NvmlSampler:
         return True
 
     def _reset_gpus(self) -> None:
-        for per_gpu in (self.gpus, self._rings, self._disabled, self._io_bytes, self._energy_j,
-                        self._last_ts):
+        for per_gpu in (self.gpus, self._rings, self._disabled, self._faults, self._io_bytes,
+                        self._energy_j, self._last_ts):
             per_gpu.clear()
 
     def start(self) -> bool:
@@ -220,9 +228,14 @@ class NvmlSampler:
         h = gpu.handle
         row = np.full(len(FIELDS), np.nan)
         off = self._disabled[gpu.index]
+        faults = self._faults[gpu.index]
+        retry_tick = self.ticks % _RETRY_EVERY == 0
 
         def ask(group: str, fn: Callable[[], None]) -> None:
             if group in off:
+                return
+            failed = faults.get(group, 0)
+            if failed >= _FAULTS_BEFORE_BACKOFF and not retry_tick:
                 return
             try:
                 fn()
@@ -232,7 +245,15 @@ class NvmlSampler:
                     _logger.debug("inferaudit: GPU %d: %s unsupported (%s)", gpu.index, group,
                                   type(exc).__name__)
                 else:
+                    faults[group] = failed + 1
                     swallow("nvml.read", exc)
+                    if failed + 1 == _FAULTS_BEFORE_BACKOFF:
+                        _logger.info("inferaudit: GPU %d: %s failed %d times in a row (%s); "
+                                     "asked every %d ticks from now on", gpu.index, group,
+                                     failed + 1, type(exc).__name__, _RETRY_EVERY)
+            else:
+                if failed:
+                    faults[group] = 0
 
         def util() -> None:
             u = nv.nvmlDeviceGetUtilizationRates(h)
