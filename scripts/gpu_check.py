@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import gzip
 import json
 import logging
+import os
 import platform
 import re
 import signal
@@ -72,7 +74,10 @@ class Record:
         self._log.flush()
 
     def save(self) -> None:
-        self.json_path.write_text(json.dumps(RESULTS, indent=2, default=str))
+        """Whole or not at all: a kill during the write leaves the previous record."""
+        tmp = self.json_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(RESULTS, indent=2, default=str))
+        os.replace(tmp, self.json_path)
 
 
 REC: Record | None = None
@@ -98,6 +103,9 @@ class _ToRecord(logging.Handler):
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    # Once: timeout signals the child and then its process group, and a second SystemExit
+    # inside main's finally would skip the save.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(124)  # unwinds through main's finally: the record is saved
 
 
@@ -109,10 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     REC = Record(args.out)
     signal.signal(signal.SIGTERM, _on_sigterm)
     handler = _ToRecord()
-    for name in ("inferaudit_sdk", "py.warnings"):
+    for name in ("inferaudit_sdk", "opentelemetry", "py.warnings"):
         logging.getLogger(name).addHandler(handler)
         logging.getLogger(name).setLevel(logging.INFO)
     logging.captureWarnings(True)
+    # Stuck in a CUDA or NVML call, Python's handlers never run: every thread's stack goes
+    # to the log from a C watchdog shortly before gpu_check.sh's timeout.
+    faulthandler.dump_traceback_later(280, file=REC._log)
     RESULTS.update({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "host": socket.gethostname(), "python": platform.python_version(),
                     "argv": sys.argv})
@@ -126,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     finally:
+        faulthandler.cancel_dump_traceback_later()
         REC.save()
         say(f"record: {REC.json_path}")
 
@@ -166,12 +178,16 @@ def _run(out: Path) -> int:
     sampler = nvml.start_sampler(cfg)
     say(f"nvml sampler: {'running' if sampler else 'UNAVAILABLE (its reason is logged above)'}")
 
-    def last_batch() -> Any:
-        spans = [s for s in exporter.get_finished_spans()
+    def last_batch(after: int = 0) -> Any:
+        """The newest batch span among those exported after the first ``after``."""
+        spans = [s for s in exporter.get_finished_spans()[after:]
                  if s.attributes.get(semconv.SPAN_ROLE) == semconv.ROLE_BATCH]
         if not spans:
-            raise AssertionError("no batch span was exported")
+            raise AssertionError("no batch span was exported by the measured call")
         return spans[-1]
+
+    def exported() -> int:
+        return len(exporter.get_finished_spans())
 
     def event_ms(fn: Callable[[], Any], stream: Any = None) -> float:
         s = stream or torch.cuda.current_stream()
@@ -185,6 +201,7 @@ def _run(out: Path) -> int:
     def guard(name: str, fn: Callable[[], None]) -> None:
         """One check: a fault in it is its own FAIL; the config is restored after it."""
         t0 = time.perf_counter()
+        say(f"RUN {name}")
         try:
             fn()
         except Exception:
@@ -226,8 +243,9 @@ def _run(out: Path) -> int:
             torch.cuda.synchronize()
             main_ms = [event_ms(lambda: [torch.mm(x, y) for _ in range(8)])]
             side_ms = [event_ms(lambda: [torch.mm(x, y) for _ in range(4)])]
+            n0 = exported()
             m(x)
-            span = last_batch()
+            span = last_batch(n0)
             main_ms.append(event_ms(lambda: [torch.mm(x, y) for _ in range(8)]))
             side_ms.append(event_ms(lambda: [torch.mm(x, y) for _ in range(4)]))
             t_main, t_side = max(main_ms), max(side_ms)
@@ -249,13 +267,15 @@ def _run(out: Path) -> int:
         try:
             m(x)
             torch.cuda.synchronize()
+            n0 = exported()
             with ia.batch(model="resolve"):
                 m(x)
                 torch.cuda.synchronize()  # the server read the result back
-            a_sync = last_batch().attributes
+            a_sync = last_batch(n0).attributes
+            n0 = exported()
             with ia.batch(model="resolve"):
                 m(x)  # still queued when the span ends
-            a_wait = last_batch().attributes
+            a_wait = last_batch(n0).attributes
             ok = (semconv.DEVICE_RESOLVE_WAIT_NS not in a_sync
                   and a_wait.get(semconv.DEVICE_RESOLVE_WAIT_NS, 0) > 0)
             check("resolve", ok,
@@ -273,13 +293,14 @@ def _run(out: Path) -> int:
             pageable = torch.empty(elems, dtype=torch.float32)
             gpu = torch.empty(elems, dtype=torch.float32, device=dev)
             pinned_dst = torch.empty(elems, dtype=torch.float32).pin_memory()
+            n0 = exported()
             with ia.batch(model="copies"):
                 pinned.to(dev, non_blocking=True)  # pinned H2D
                 pageable.cuda()  # pageable H2D
                 gpu.cpu()  # D2H into pageable memory
                 pinned_dst.copy_(gpu, non_blocking=True)  # D2H into pinned memory
                 torch.cuda.synchronize()
-            a = last_batch().attributes
+            a = last_batch(n0).attributes
             ok = (a.get(semconv.COPY_H2D_BYTES) == 2 * nbytes
                   and a.get(semconv.COPY_D2H_BYTES) == 2 * nbytes
                   and a.get(semconv.COPY_COUNT) == 4
@@ -320,13 +341,14 @@ def _run(out: Path) -> int:
         _settings.set_config(AuditConfig.from_env({}, trace_dir=str(trace_dir),
                                                   nvml_enabled=True, profile_every_n=1))
         rm = instrument_model(Replay(), model="profiled")
+        n0 = exported()
         try:
             rm(static_in)
             torch.cuda.synchronize()
         finally:
             _settings.set_config(cfg)
             uninstrument_model(rm)
-        span = last_batch()
+        span = last_batch(n0)
         rel = span.attributes.get(semconv.PROFILE_TRACE_PATH)
         path = trace_dir / rel if rel else None
         trace_ok = path is not None and path.exists()
@@ -385,11 +407,12 @@ def _run(out: Path) -> int:
                 return a
 
         bm = instrument_model(Busy(), model="busy")
+        n0 = exported()
         try:
             bm(x)
         finally:
             uninstrument_model(bm)
-        span = last_batch()
+        span = last_batch(n0)
         a = span.attributes
         dur_s = (span.end_time - span.start_time) / 1e9
         energy = a.get(semconv.GPU_ENERGY_J, 0)

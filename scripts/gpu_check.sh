@@ -15,17 +15,25 @@ PY=${PYTHON:-}
 if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
+export PYTHONDONTWRITEBYTECODE=1
 if ! "$PY" -c "import opentelemetry.sdk.trace" 2>/dev/null; then
   if compgen -G ".whl/*.whl" >/dev/null; then
     SITE=$(mktemp -d /tmp/inferaudit-site.XXXXXX)
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target "$SITE" .whl/*.whl || exit 3
+    trap 'rm -rf "$SITE"' EXIT
+    if ! "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$SITE" .whl/*.whl > "$OUT/gpu_check-console.log" 2>&1; then
+      echo "gpu_check: installing the carried wheels failed (see $OUT/gpu_check-console.log)" \
+        | tee -a "$OUT/gpu_check-console.log" >&2
+      exit 3
+    fi
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
   else
-    echo "gpu_check: $PY has no OpenTelemetry SDK; run scripts/gpu_wheels.sh here and carry .whl" >&2
+    echo "gpu_check: $PY has no OpenTelemetry SDK; run scripts/gpu_wheels.sh here and carry .whl" \
+      | tee "$OUT/gpu_check-console.log" >&2
     exit 3
   fi
 fi
-PYTHONUNBUFFERED=1 timeout 300 "$PY" scripts/gpu_check.py --out "$OUT" 2>&1 \
-  | tee "$OUT/gpu_check-console.log"
+# -k: a check stuck inside a CUDA or NVML call never reaches Python's SIGTERM handler.
+PYTHONUNBUFFERED=1 timeout -k 15 300 "$PY" scripts/gpu_check.py --out "$OUT" 2>&1 \
+  | tee -a "$OUT/gpu_check-console.log"
 exit "${PIPESTATUS[0]}"
