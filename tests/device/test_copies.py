@@ -9,7 +9,13 @@ import torch
 import inferaudit_sdk as ia
 from inferaudit_sdk import semconv
 from inferaudit_sdk.instrumentation import TorchInstrumentor
-from inferaudit_sdk.instrumentation._copies import D2H, H2D, CopyTracker, classify
+from inferaudit_sdk.instrumentation._copies import (
+    D2H,
+    H2D,
+    CopyTracker,
+    _device_index_of,
+    classify,
+)
 from inferaudit_sdk.instrumentation._device_timer import CpuBackend
 from inferaudit_sdk.instrumentation._fake_cuda import FakeCudaBackend
 
@@ -95,6 +101,59 @@ def test_cuda_timed_copy_is_resolved_at_span_end(spans, config):
     assert s[semconv.COPY_H2D_BYTES] == 1024
     # The copy's end event was recorded before the launch: the copy itself took no fake time.
     assert s[semconv.COPY_H2D_TIME_NS] == 0
+
+
+class _IndexRecorder(CpuBackend):
+    """A host-clock backend that notes which device each copy was timed on."""
+
+    def __init__(self) -> None:
+        super().__init__(threads=lambda: 1)
+        self.indexes: list[int | None] = []
+
+    def interval_begin(self, device_index: int | None = None) -> int:
+        self.indexes.append(device_index)
+        return super().interval_begin(device_index)
+
+
+def test_a_copy_is_timed_on_the_device_it_reaches(spans, config):
+    backend = _IndexRecorder()
+    inst = TorchInstrumentor(CopyTracker(lambda _t: backend, ("meta",)))
+    inst.instrument(copies=True)
+    try:
+        with ia.batch(model="m"):
+            torch.zeros(4).to("meta:1")
+            torch.zeros(4).to(torch.device("meta", 2))
+            torch.zeros(4).to(device="meta:3", non_blocking=True)
+            torch.zeros(4).to("meta")  # the current device
+            torch.zeros(4).to(torch.empty(1, device="meta"))  # that tensor's (no index)
+    finally:
+        inst.uninstrument()
+    assert backend.indexes == [1, 2, 3, None, None]
+    assert batch_span(spans).attributes[semconv.COPY_COUNT] == 5
+
+
+def test_device_index_of_every_spelling():
+    assert _device_index_of("cuda:1") == 1
+    assert _device_index_of("cuda") is None
+    assert _device_index_of(torch.device("cuda", 2)) == 2
+    assert _device_index_of(torch.device("cuda")) is None
+    assert _device_index_of(3) == 3
+    assert _device_index_of(True) is None
+    assert _device_index_of(None) is None
+
+
+def test_cuda_interval_on_another_device_uses_that_devices_stream():
+    """The fake, like CUDA, refuses an event recorded on another device's stream: the end
+    event must come from the device the start event was recorded on."""
+    backend = FakeCudaBackend(device_count=2)
+    cuda = backend.cuda
+    handle = backend.interval_begin(1)
+    assert handle is not None and handle[0] == 1
+    cuda.launch(3_000, cuda.current_stream(1))
+    cuda.launch(5_000, cuda.current_stream(0))  # other work on device 0: not the copy's
+    interval = backend.interval_end(handle)
+    cuda.advance(10_000)
+    assert interval.ns() == 3_000
 
 
 def test_uninstrument_restores_tensor_methods():

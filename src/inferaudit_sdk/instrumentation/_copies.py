@@ -4,7 +4,8 @@ Each cross-device copy inside an audited span (request or batch) adds its bytes,
 count and whether the host side was pageable to that span. Pageable host memory matters: a
 "non_blocking" copy from or to pageable memory is staged and synchronous, a hidden stall the
 analyzer reports. Copy time comes from the device backend: CUDA events around the copy on the
-current stream (read at span end, like model-call timings), or host wall time otherwise.
+current stream of the GPU it reaches or leaves (read at span end, like model-call timings), or
+host wall time otherwise.
 
 Outside an audited span the wrappers cost one context-variable read; inside one, a call that
 is not a host<->device copy (``.to(dtype)``, ``.to("cpu")`` of a host tensor, ``copy_``
@@ -59,6 +60,20 @@ def _is_cpu(t: Any) -> bool | None:
     return getattr(t, "is_cpu", None)
 
 
+def _device_index_of(dev: Any) -> int | None:
+    """The ordinal in a device spec (``"cuda:1"``, ``torch.device("cuda", 1)``, ``1``), or
+    ``None`` for the current device."""
+    if dev is None:
+        return None
+    if isinstance(dev, str):
+        _, sep, index = dev.partition(":")
+        return int(index) if sep and index.isdigit() else None
+    if isinstance(dev, int) and not isinstance(dev, bool):
+        return dev
+    index = getattr(dev, "index", None)
+    return index if isinstance(index, int) else None
+
+
 def _device_type_of(dev: Any) -> str | None:
     if dev is None:
         return None
@@ -82,14 +97,16 @@ class CopyTracker:
         self.accelerators = frozenset(accelerators)
 
     # -- target device per method ------------------------------------------------------------
-    def _target_of_to(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    def _target_of_to(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The device spec a ``.to(...)`` call moves to (a torch.device, str or ordinal), or
+        ``None`` for a cast."""
         dev = kwargs.get("device") if kwargs else None
         if dev is None and args:
             first = args[0]
             device_cls, dtype_cls = _torch_types or _types()
             kind = type(first)
             if kind is device_cls:  # .to(torch.device(...)): what models do in forward
-                return first.type
+                return first
             if kind is dtype_cls:  # .to(dtype[, ...]): a cast, unless a device follows
                 if len(args) < 2 and not kwargs:
                     return None
@@ -107,7 +124,7 @@ class CopyTracker:
         if dev is None and kwargs:
             other = kwargs.get("other")
             dev = getattr(other, "device", None)
-        return _device_type_of(dev)
+        return dev
 
     # -- wrappers ----------------------------------------------------------------------------
     def wrap_to(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -115,7 +132,8 @@ class CopyTracker:
         if active is None or not active.recording:
             return wrapped(*args, **kwargs)
         try:
-            dst = self._target_of_to(args, kwargs)
+            target = self._target_of_to(args, kwargs)
+            dst = _device_type_of(target)
             if dst is not None and instance.is_cpu == (dst == "cpu"):  # same side of the bus
                 dst = None
         except Exception as exc:
@@ -123,13 +141,16 @@ class CopyTracker:
             dst = None
         if dst is None:  # a cast, or no cross-device move: nothing to record
             return wrapped(*args, **kwargs)
-        return self._copy(wrapped, instance, args, kwargs, active, instance, dst, None)
+        return self._copy(wrapped, instance, args, kwargs, active, instance, dst, None,
+                          target)
 
     def wrap_cuda(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         active = _current()
         if active is None or not active.recording or not _is_cpu(instance):
             return wrapped(*args, **kwargs)  # from a device: not host<->device
-        return self._copy(wrapped, instance, args, kwargs, active, instance, "cuda", None)
+        target = args[0] if args else kwargs.get("device")  # .cuda(device=None, ...)
+        return self._copy(wrapped, instance, args, kwargs, active, instance, "cuda", None,
+                          target)
 
     def wrap_cpu(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         active = _current()
@@ -151,8 +172,9 @@ class CopyTracker:
 
     def _copy(
         self, wrapped: Any, instance: Any, args: Any, kwargs: Any, active: Any,
-        src: Any, dst_type: str | None, dst: Any,
+        src: Any, dst_type: str | None, dst: Any, target: Any = None,
     ) -> Any:
+        """``target``: the destination's device spec where ``dst`` is not a tensor yet."""
         direction = None
         if dst_type is not None and src is not None:
             src_type = guarded("copy.inspect", lambda: src.device.type)
@@ -162,7 +184,14 @@ class CopyTracker:
             return wrapped(*args, **kwargs)
         accel = dst_type if direction == H2D else src_type
         backend = guarded("copy.backend", self._backend_for, accel)
-        handle = guarded("copy.time", backend.interval_begin) if backend is not None else None
+        handle = None
+        if backend is not None:
+            # Timed on the accelerator's own stream: the copy runs on the current stream of
+            # the device it reaches or leaves, which need not be the current device.
+            on = dst if direction == H2D else src
+            index = guarded("copy.inspect", _device_index_of,
+                            target if on is None else on.device)
+            handle = guarded("copy.time", backend.interval_begin, index)
         result = wrapped(*args, **kwargs)
         interval = None
         if handle is not None:

@@ -69,7 +69,10 @@ class DeviceBackend(Protocol):
 
     def begin(self, device_index: int | None) -> CallTiming: ...
 
-    def interval_begin(self) -> Any: ...
+    def interval_begin(self, device_index: int | None = None) -> Any:
+        """Start timing a copy on ``device_index``'s current stream (``None``: the current
+        device)."""
+        ...
 
     def interval_end(self, handle: Any) -> Interval: ...
 
@@ -190,7 +193,7 @@ class CpuBackend:
     def begin(self, device_index: int | None = None) -> _CpuTiming:
         return _CpuTiming(self.accountant, self._threads())
 
-    def interval_begin(self) -> int:
+    def interval_begin(self, device_index: int | None = None) -> int:
         return time.perf_counter_ns()
 
     def interval_end(self, handle: int) -> _HostInterval:
@@ -407,10 +410,10 @@ class CudaBackend:
             return _NullTiming(device_index)
         return _CudaTiming(self, device_index)
 
-    def interval_begin(self) -> tuple[int, Any] | None:
+    def interval_begin(self, device_index: int | None = None) -> tuple[int, Any] | None:
         if self.capturing():
             return None
-        stream = self.cuda.current_stream()
+        stream = self.cuda.current_stream(device_index)
         device = int(stream.device_index)
         ev = self.pool.get(device)
         ev.record(stream)
