@@ -69,6 +69,11 @@ def _pct(values: list[int], q: float) -> float:
     return float(s[min(len(s) - 1, int(q * len(s)))])
 
 
+def _order(r: int, bare, inst) -> tuple:
+    """Round ``r``'s order: who goes first alternates, so drift does not favour either."""
+    return (("bare", bare), ("inst", inst)) if r % 2 == 0 else (("inst", inst), ("bare", bare))
+
+
 def _measure(bare, inst, ids, rounds: int, calls: int, in_batch: bool) -> dict:
     """Wall time and calling-thread CPU time per call (with one intra-op thread the model runs
     on the calling thread, so CPU time is a preemption-proof view of the same cost)."""
@@ -77,8 +82,7 @@ def _measure(bare, inst, ids, rounds: int, calls: int, in_batch: bool) -> dict:
     ratios = []
     cpu_ratios = []
     for r in range(rounds):
-        order = (("bare", bare), ("inst", inst)) if r % 2 == 0 else (("inst", inst),
-                                                                     ("bare", bare))
+        order = _order(r, bare, inst)
         round_med = {}
         round_cpu = {}
         for name, model in order:
@@ -178,9 +182,7 @@ def _outside(ids, rounds: int, calls: int) -> dict:
             bare(ids)
             inst(ids)
         for r in range(rounds):
-            order = (("bare", bare), ("inst", inst)) if r % 2 == 0 else (("inst", inst),
-                                                                         ("bare", bare))
-            for name, model in order:
+            for name, model in _order(r, bare, inst):
                 for _ in range(calls):
                     t0 = time.perf_counter_ns()
                     model(ids)

@@ -42,13 +42,7 @@ class BatchSpan(ActiveSpan):
     __slots__ = ("explicit", "parent")
 
     def __init__(self, span: Any, recording: bool, parent: ActiveSpan | None) -> None:
-        # ActiveSpan.__init__ spelled out: one frame less, once per model call.
-        self.span = span
-        self.role = semconv.ROLE_BATCH
-        self.recording = recording
-        self.attributes: dict[str, Any] = {}
-        self._totals: dict[str, float] = {}
-        self._deferred: list[Any] = []
+        super().__init__(span, semconv.ROLE_BATCH, recording)
         self.parent = parent
         self.explicit: dict[str, Any] = {}  # values given to record(): they beat accumulations
 

@@ -156,37 +156,39 @@ def start_span(plan: LeanPlan, name: str, attributes: Mapping[str, Any] | None,
         trace_id = parent.trace_id
         random_id = parent.trace_flags.random_trace_id
     if keep:  # ALWAYS_ON's answer: record and sample, the given attributes
+        decision = _RECORD_AND_SAMPLE
         trace_state = parent.trace_state if parent is not None else None
         flags = _SAMPLED_RANDOM if random_id else _SAMPLED
-        if default_ids:
+    else:
+        result = tracer.sampler.should_sample(None, trace_id, name, _INTERNAL, attributes,
+                                              links)
+        decision = result.decision
+        attributes = result.attributes
+        trace_state = result.trace_state
+        flags = _SAMPLED if decision.is_sampled() else _NOT_SAMPLED
+        if random_id:
+            flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
+    if default_ids:  # drawn after the sampler, as the SDK does
+        span_id = getrandbits(64)
+        while not span_id:
             span_id = getrandbits(64)
-            while not span_id:
-                span_id = getrandbits(64)
-        else:
-            span_id = ids.generate_span_id()
-        if default_ids and _TUPLE_LAYOUT:
-            # SpanContext(...) without its Python __new__: the tuple that builds, for ids that
-            # are valid by construction (non-zero draws of 128 and 64 bits).
-            context = _tuple_new(SpanContext, (
-                trace_id, span_id, False, flags,
-                _DEFAULT_STATE if trace_state is None else trace_state, True))
-        else:
-            context = SpanContext(trace_id, span_id, False, flags, trace_state)
-        metrics = tracer._tracer_metrics
-        # The SDK's no-op metrics answer with a function that does nothing: not called at all.
-        on_end = None if type(metrics) is _NoOpTracerMetrics \
-            else metrics.start_span(parent, _RECORD_AND_SAMPLE)
-        return LeanSpan(plan, name, context, parent, attributes, links, on_end)
-    result = tracer.sampler.should_sample(None, trace_id, name, _INTERNAL, attributes, links)
-    decision = result.decision
-    flags = _SAMPLED if decision.is_sampled() else _NOT_SAMPLED
-    if random_id:
-        flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
-    context = SpanContext(trace_id, ids.generate_span_id(), False, flags, result.trace_state)
-    on_end = tracer._tracer_metrics.start_span(parent, decision)
-    if not decision.is_recording():
+    else:
+        span_id = ids.generate_span_id()
+    if default_ids and _TUPLE_LAYOUT:
+        # SpanContext(...) without its Python __new__: the tuple that builds, for ids that are
+        # valid by construction (non-zero draws of 128 and 64 bits).
+        context = _tuple_new(SpanContext, (
+            trace_id, span_id, False, flags,
+            _DEFAULT_STATE if trace_state is None else trace_state, True))
+    else:
+        context = SpanContext(trace_id, span_id, False, flags, trace_state)
+    metrics = tracer._tracer_metrics
+    # The SDK's no-op metrics answer with a function that does nothing: not called at all.
+    on_end = None if type(metrics) is _NoOpTracerMetrics \
+        else metrics.start_span(parent, decision)
+    if not keep and not decision.is_recording():
         return trace_api.NonRecordingSpan(context=context)
-    return LeanSpan(plan, name, context, parent, result.attributes, links, on_end)
+    return LeanSpan(plan, name, context, parent, attributes, links, on_end)
 
 
 class LeanSpan(trace_api.Span):

@@ -235,11 +235,20 @@ def _context_ops() -> tuple[Any, Any]:
     frames each, which matters once per streamed chunk. Any other runtime context (chosen
     with ``OTEL_PYTHON_CONTEXT``) goes through the public API.
     """
+    var = _runtime_var()
+    if var is not None:
+        return var.set, var.reset
+    return otel_context.attach, otel_context.detach
+
+
+def _runtime_var() -> ContextVar[Any] | None:
+    """The ContextVar behind the default ``ContextVarsRuntimeContext``; ``None`` for any other
+    runtime context (chosen with ``OTEL_PYTHON_CONTEXT``)."""
     runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
     var = getattr(runtime, "_current_context", None)
     if type(runtime).__name__ == "ContextVarsRuntimeContext" and isinstance(var, ContextVar):
-        return var.set, var.reset
-    return otel_context.attach, otel_context.detach
+        return var
+    return None
 
 
 attach, detach = _context_ops()
@@ -250,11 +259,9 @@ def _span_ops() -> tuple[Any, Any]:
     ``trace.set_span_in_context(span)``, read and built straight from the default runtime
     context's ContextVar as those do (four Python frames less each, on every model call);
     any other runtime context goes through the public API."""
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    var = getattr(runtime, "_current_context", None)
+    var = _runtime_var()
     key = getattr(trace.propagation, "_SPAN_KEY", None)
-    if not (type(runtime).__name__ == "ContextVarsRuntimeContext" and isinstance(var, ContextVar)
-            and isinstance(key, str)):
+    if var is None or not isinstance(key, str):
         return trace.get_current_span, trace.set_span_in_context
     get = var.get
     span_type = trace.Span

@@ -189,8 +189,8 @@ class CopyTracker:
             # Timed on the accelerator's own stream: the copy runs on the current stream of
             # the device it reaches or leaves, which need not be the current device.
             on = dst if direction == H2D else src
-            index = guarded("copy.inspect", _device_index_of,
-                            target if on is None else on.device)
+            index = guarded("copy.inspect",
+                            lambda: _device_index_of(target if on is None else on.device))
             handle = guarded("copy.time", backend.interval_begin, index)
         result = wrapped(*args, **kwargs)
         interval = None
