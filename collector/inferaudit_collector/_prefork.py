@@ -96,8 +96,7 @@ def _read_report(fd: int) -> dict[str, int] | None:
     except OSError:
         return None
     finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+        _close(fd)
     try:
         report = json.loads(b"".join(chunks))
     except ValueError:
@@ -107,7 +106,9 @@ def _read_report(fd: int) -> dict[str, int] | None:
 
 def stop_workers(workers: list[Worker], timeout_s: float = 60.0) -> bool:
     """SIGTERM every worker and wait; True when all stopped cleanly (exit 0) in time. Each
-    worker that exited leaves its report on ``Worker.report``."""
+    worker that exited leaves its report on ``Worker.report``. A worker still running at the
+    deadline is left to finish its flush (killing it would lose what it holds), but its pipe
+    is closed here: nothing it writes later can be read, and the descriptor must not leak."""
     for w in workers:
         with contextlib.suppress(ProcessLookupError):
             os.kill(w.pid, signal.SIGTERM)
@@ -117,14 +118,21 @@ def stop_workers(workers: list[Worker], timeout_s: float = 60.0) -> bool:
         while True:
             try:
                 done, status = os.waitpid(w.pid, os.WNOHANG)
-            except ChildProcessError:
+            except ChildProcessError:  # reaped elsewhere: its exit status is not ours to read
+                _close(w.report_fd)
                 break
             if done:
                 ok = ok and os.waitstatus_to_exitcode(status) == 0
-                w.report = _read_report(w.report_fd)
+                w.report = _read_report(w.report_fd)  # closes the pipe
                 break
             if time.monotonic() > deadline:
                 ok = False
+                _close(w.report_fd)
                 break
             time.sleep(0.05)
     return ok
+
+
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
