@@ -444,29 +444,47 @@ class LeanSpan(trace_api.Span):
         if ended:
             _logger.debug("inferaudit: end() on an ended span")
             return
-        plan = self._plan
-        if self._dropped:  # the SDK's container, for its dropped count
-            attrs = _BoundedAttributes(plan.attrs_max, attrs, immutable=True)
-            attrs.dropped = self._dropped
-        if events_dropped:  # the SDK's container, for its dropped count
-            events = _BoundedList.from_seq(plan.events_max, events)
-            events.dropped = events_dropped
-        if plan.links_max is not None and len(links) > plan.links_max:
-            links = _BoundedList.from_seq(plan.links_max, links)
         if self._metrics_end is not None:
             self._metrics_end()
-        span = _ReadableSpan(
-            name=self._name, context=self._context, parent=self._parent,
-            resource=self._resource, attributes=attrs, events=events, links=links,
-            kind=_INTERNAL, status=self._status, start_time=self._start_ns, end_time=end_ns,
-            instrumentation_info=plan.info, instrumentation_scope=plan.scope,
-        )
+        span = self._readable(attrs, events, events_dropped, links, end_ns)
+        plan = self._plan
         processor = plan.processor
         if plan.direct:  # SynchronousMultiSpanProcessor.on_end's loop, a frame less
             for member in processor._span_processors:
                 member.on_end(span)
         else:
             processor.on_end(span)
+
+    def _readable(self, attrs: Any, events: Any, events_dropped: int, links: Any,
+                  end_ns: int | None) -> Any:
+        """The SDK's ``ReadableSpan`` of these fields, dropped counts kept in its containers."""
+        plan = self._plan
+        if self._dropped:
+            attrs = _BoundedAttributes(plan.attrs_max, attrs, immutable=True)
+            attrs.dropped = self._dropped
+        if events_dropped:
+            events = _BoundedList.from_seq(plan.events_max, events)
+            events.dropped = events_dropped
+        if plan.links_max is not None and len(links) > plan.links_max:
+            links = _BoundedList.from_seq(plan.links_max, links)
+        return _ReadableSpan(
+            name=self._name, context=self._context, parent=self._parent,
+            resource=self._resource, attributes=attrs, events=events, links=links,
+            kind=_INTERNAL, status=self._status, start_time=self._start_ns, end_time=end_ns,
+            instrumentation_info=plan.info, instrumentation_scope=plan.scope,
+        )
+
+    def to_json(self, indent: int | None = 4) -> str:
+        """The SDK span's ``to_json``, of the span as it stands now (live or ended)."""
+        held = self._events
+        return self._readable(
+            dict(self._attrs), tuple(held) if held else (), held.dropped if held is not None else 0,
+            tuple(self._links or ()), self._end_ns,
+        ).to_json(indent)
+
+    def start(self, start_time: int | None = None, parent_context: Any = None) -> None:
+        """A lean span starts as it is made; as the SDK's span, a second start only warns."""
+        _logger.warning("Calling start() on a started span.")
 
     def __repr__(self) -> str:
         return f"LeanSpan(name={self._name!r}, context={self._context!r})"

@@ -491,3 +491,33 @@ def test_console_json_same(make_pair: PairFactory) -> None:
         d.pop("start_time")
         out.append(d)
     assert out[0] == out[1]
+
+
+def test_live_span_to_json_and_start_as_the_sdk_span(make_pair: PairFactory, caplog) -> None:
+    """The live span's own ``to_json`` (before and after ``end``) and a second ``start()``,
+    as on the SDK's span: limits and dropped counts included."""
+    end_ns = time.time_ns() + 10**9
+    lean, sdk = make_pair(lambda: {"span_limits": SpanLimits(**LIMITS)})
+    views: list[list[dict[str, Any]]] = []
+    for arm in (lean, sdk):
+        span = arm.start("live", {"a": 1, "b": "x"}, [Link(_LINKED, {"role": "member"})])
+        for k in range(5):  # past max_span_attributes and max_events
+            span.set_attribute(f"k{k}", k)
+            span.add_event(f"e{k}", {"n": k, "m": k}, timestamp=1_000 + k)
+        span.set_status(StatusCode.ERROR, "mid")
+        with caplog.at_level(logging.WARNING, logger="opentelemetry.sdk.trace"), \
+                caplog.at_level(logging.WARNING, logger="inferaudit_sdk"):
+            caplog.clear()
+            span.start()
+            warned = [r.getMessage() for r in caplog.records]
+        assert warned == ["Calling start() on a started span."]
+        seen = [json.loads(span.to_json()), json.loads(span.to_json(indent=None))]
+        span.end(end_time=end_ns)
+        seen.append(json.loads(span.to_json()))
+        for d in seen:
+            d.pop("start_time")
+        views.append(seen)
+    assert type(lean.started[0]) is _lean_span.LeanSpan
+    assert views[0] == views[1]
+    assert views[0][0]["end_time"] is None and views[0][2]["end_time"] is not None
+    assert len(views[0][0]["events"]) == LIMITS["max_events"]
