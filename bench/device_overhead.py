@@ -210,7 +210,8 @@ def _nvml_cost() -> dict:
     from inferaudit_sdk.samplers._fake_nvml import FakeGpu, FakeNvml
     from inferaudit_sdk.samplers.nvml import NvmlSampler
 
-    sampler = NvmlSampler(FakeNvml([FakeGpu()]), hz=10)
+    # visible=None: the fake's one GPU, whatever CUDA_VISIBLE_DEVICES the host sets
+    sampler = NvmlSampler(FakeNvml([FakeGpu()]), hz=10, visible=None)
     sampler.start()
     time.sleep(2.0)
     sampler.stop()

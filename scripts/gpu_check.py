@@ -416,12 +416,14 @@ def _run(out: Path) -> int:
         a = span.attributes
         dur_s = (span.end_time - span.start_time) / 1e9
         energy = a.get(semconv.GPU_ENERGY_J, 0)
-        power = a.get(semconv.GPU_POWER_W, 0)
+        power = a.get(semconv.GPU_POWER_W, 0)  # energy / window where the counter exists
+        limit_w = _power_limit_w(sampler)
         ok = (a.get(semconv.GPU_UTILIZATION_RATIO, 0) > 0.3 and energy > 0 and power > 0
               and a.get(semconv.GPU_SAMPLES, 0) >= 10
-              and 0.5 <= energy / (power * dur_s) <= 1.5)
+              and (limit_w is None or power <= 1.2 * limit_w))
         check("nvml", ok, util=a.get(semconv.GPU_UTILIZATION_RATIO), energy_j=energy,
-              power_w=power, span_s=round(dur_s, 3), samples=a.get(semconv.GPU_SAMPLES),
+              power_w=power, power_limit_w=limit_w, span_s=round(dur_s, 3),
+              samples=a.get(semconv.GPU_SAMPLES),
               sm_clock_mhz=a.get(semconv.GPU_SM_CLOCK_MHZ),
               throttle=a.get(semconv.GPU_THROTTLE_REASONS),
               pcie_tx=a.get(semconv.GPU_PCIE_TX_BYTES), pcie_rx=a.get(semconv.GPU_PCIE_RX_BYTES))
@@ -452,6 +454,21 @@ def _run(out: Path) -> int:
     return 0 if failures == 0 else 1
 
 
+def _power_limit_w(sampler: Any) -> float | None:
+    """The enforced power limit of CUDA device 0's GPU, in W; None where NVML will not say."""
+    try:
+        import pynvml
+        import torch
+
+        found = sampler.index_for_uuid(str(torch.cuda.get_device_properties(0).uuid))
+        if found is None:
+            return None
+        return pynvml.nvmlDeviceGetEnforcedPowerLimit(sampler.gpus[found].handle) / 1000.0
+    except Exception as exc:  # NVMLError_NotSupported on some virtualised GPUs
+        say(f"power limit not read: {type(exc).__name__}: {exc}")
+        return None
+
+
 def _nvml_call_costs(sampler: Any) -> None:
     """What each NVML call costs here (informational: explains the sampler's cost), on the
     GPU NVML numbers as CUDA device 0; also the driver version and MIG mode."""
@@ -464,7 +481,7 @@ def _nvml_call_costs(sampler: Any) -> None:
             index = 0
             if sampler is not None:
                 found = sampler.index_for_uuid(str(torch.cuda.get_device_properties(0).uuid))
-                index = found if found is not None else 0
+                index = sampler.gpus[found].nvml_index if found is not None else 0
             h = pynvml.nvmlDeviceGetHandleByIndex(index)
             RESULTS["nvml_index"] = index
             RESULTS["driver"] = pynvml.nvmlSystemGetDriverVersion()

@@ -59,7 +59,11 @@ def config(tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _clean_state():
+def _clean_state(monkeypatch):
+    """Fresh fault counts and sampler per test; the fake NVML's GPUs all visible whatever the
+    host's CUDA_VISIBLE_DEVICES / CUDA_DEVICE_ORDER say (a test that needs them sets them)."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
     _guard.reset_for_tests()
     yield
     nvml.reset_for_tests()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
 import pynvml
 import pytest
 import torch
@@ -13,7 +14,7 @@ import torch
 from inferaudit_sdk import _guard, semconv
 from inferaudit_sdk.instrumentation import instrument_model, uninstrument_model
 from inferaudit_sdk.instrumentation._fake_cuda import FakeCudaBackend
-from inferaudit_sdk.samplers import _nvml_metrics, nvml
+from inferaudit_sdk.samplers import _nvml_metrics, _ring, nvml
 from inferaudit_sdk.samplers._fake_nvml import FakeGpu, FakeLoad, FakeNvml
 from inferaudit_sdk.samplers.nvml import NvmlSampler
 
@@ -270,6 +271,79 @@ def test_model_span_gets_gpu_aggregates(spans, config):
     (span,) = spans.get_finished_spans()
     a = span.attributes
     assert a[semconv.GPU_UTILIZATION_RATIO] == pytest.approx(0.37)
-    assert a[semconv.GPU_POWER_W] == pytest.approx(250.0)
+    # Energy over the window: the counter is read a moment before its row is stamped, on a
+    # real clock, so not to the last digit.
+    assert a[semconv.GPU_POWER_W] == pytest.approx(250.0, rel=0.05)
     assert a[semconv.GPU_ENERGY_J] > 0
     assert a[semconv.GPU_PCIE_TX_BYTES] >= 0
+
+
+# --------------------------------------------------------------------------------------------
+# A span's power: its energy over its window where the counter exists
+# --------------------------------------------------------------------------------------------
+def rows(power_w, energy_w, until_ms=1000):
+    """Ring rows every 100 ms: power readings ``power_w``, the energy counter climbing at
+    ``energy_w`` (None: no counter)."""
+    ts = np.arange(0, until_ms + 1, 100, dtype=np.int64) * MS
+    data = np.full((len(ts), len(_ring.FIELDS)), np.nan)
+    data[:, _ring.F["power_w"]] = power_w
+    if energy_w is not None:
+        data[:, _ring.F["energy_mj"]] = 5e6 + energy_w * ts / 1e6
+    return ts, data
+
+
+def window(ts, data, start, end):
+    inside = int(((ts > start) & (ts < end)).sum())
+    return _ring.aggregate(ts, data, inside, start, end)
+
+
+def test_span_power_is_energy_over_the_window_when_readings_lag():
+    ts, data = rows(power_w=100.0, energy_w=300.0)
+    a = window(ts, data, 250 * MS, 650 * MS)
+    assert a[semconv.GPU_POWER_W] == pytest.approx(300.0)
+    assert a[semconv.GPU_ENERGY_J] == pytest.approx(120.0)  # 0.4 s at 300 W
+    between = window(ts, data, 420 * MS, 440 * MS)  # inside one sample period
+    assert between[semconv.GPU_POWER_W] == pytest.approx(300.0)
+    # A span that ends before the next sample: the counter's slope carries on past the newest.
+    past = window(ts, data, 1020 * MS, 1050 * MS)
+    assert past[semconv.GPU_POWER_W] == pytest.approx(300.0)
+    assert past[semconv.GPU_ENERGY_J] == pytest.approx(9.0)
+
+
+def test_one_counter_reading_extrapolates_with_the_power_reading():
+    ts, data = rows(power_w=100.0, energy_w=300.0, until_ms=0)  # one sample so far
+    a = window(ts, data, 10 * MS, 30 * MS)
+    assert a[semconv.GPU_POWER_W] == pytest.approx(100.0)
+    assert a[semconv.GPU_ENERGY_J] == pytest.approx(2.0)
+
+
+def test_span_power_without_the_counter_is_the_mean_of_readings():
+    ts, data = rows(power_w=100.0, energy_w=None)
+    data[ts > 500 * MS, _ring.F["power_w"]] = 200.0
+    a = window(ts, data, 300 * MS, 700 * MS)  # half the window at each reading
+    assert a[semconv.GPU_POWER_W] == pytest.approx(150.0)
+    assert a[semconv.GPU_ENERGY_J] == pytest.approx(60.0)
+
+
+def test_zero_length_window_takes_the_covering_reading():
+    ts, data = rows(power_w=100.0, energy_w=300.0)
+    a = window(ts, data, 450 * MS, 450 * MS)
+    assert a[semconv.GPU_POWER_W] == pytest.approx(100.0)
+    assert semconv.GPU_ENERGY_J not in a
+
+
+def test_sampler_span_power_follows_the_counter_not_the_moving_average():
+    """Power readings averaged over 1 s (Ampere and newer): 300 ms after a 100 -> 300 W step the
+    readings are still near 100 W; the counter has the step."""
+    gpu = FakeGpu(load=step_load, power_avg_ns=1000 * MS)
+    sampler, _, _ = sampled(gpu, until_ms=1500)
+    _ts, data, _ = sampler._rings[0].window(1000 * MS, 1300 * MS)
+    assert np.nanmax(data[:, _ring.F["power_w"]]) < 200.0
+    a = sampler.aggregate(0, 1000 * MS, 1300 * MS)
+    assert a[semconv.GPU_POWER_W] == pytest.approx(300.0, rel=1e-3)
+    assert a[semconv.GPU_ENERGY_J] == pytest.approx(90.0, rel=1e-3)
+    # Short spans the next sample has not reached yet: the counter's last slope, not 160 W.
+    sampler, _, _ = sampled(FakeGpu(load=step_load, power_avg_ns=1000 * MS), until_ms=1300)
+    assert sampler.latest(0)[1][_ring.F["power_w"]] == pytest.approx(160.0, rel=1e-2)
+    short = sampler.aggregate(0, 1320 * MS, 1350 * MS)
+    assert short[semconv.GPU_POWER_W] == pytest.approx(300.0, rel=1e-3)

@@ -12,6 +12,7 @@ go straight through. Every step is guarded: a fault is counted, never raised int
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -28,6 +29,7 @@ from inferaudit_sdk.instrumentation._inputs import (
 from inferaudit_sdk.instrumentation._patches import CALL
 from inferaudit_sdk.instrumentation._span_state import state_for
 
+_logger = logging.getLogger("inferaudit_sdk")
 _CALL = CALL
 _current = _active.current
 _open_batch = _batch.open_batch
@@ -117,27 +119,26 @@ def _gpu_sampler(device_index: int | None) -> tuple[Any, int] | None:
     return sampler, _nvml_index(sampler, device_index or 0)
 
 
-_uuid_index: dict[int, int] = {}
-
-
 def _nvml_index(sampler: Any, cuda_index: int) -> int:
-    """CUDA and NVML number GPUs differently (CUDA_VISIBLE_DEVICES, ordering): map by UUID."""
-    idx = _uuid_index.get(cuda_index)
+    """CUDA and NVML number GPUs differently (CUDA_VISIBLE_DEVICES, ordering): map by UUID.
+    A GPU the sampler does not sample gets -1 (no counters), never another GPU's."""
+    idx = sampler.cuda_indices.get(cuda_index)
     if idx is None:
         idx = cuda_index
         try:
             import torch
 
-            if not torch.cuda.is_available():  # a fake device in tests: same numbering
-                _uuid_index[cuda_index] = idx
-                return idx
-            uuid = str(torch.cuda.get_device_properties(cuda_index).uuid)
-            found = sampler.index_for_uuid(uuid)
-            if found is not None:
-                idx = found
+            if torch.cuda.is_available():  # else a fake device in tests: same numbering
+                uuid = str(torch.cuda.get_device_properties(cuda_index).uuid)
+                found = sampler.index_for_uuid(uuid)
+                if found is None:
+                    _logger.debug("inferaudit: CUDA device %d (%s) is not among the GPUs "
+                                  "NVML samples here; its spans get no GPU counters",
+                                  cuda_index, uuid)
+                idx = -1 if found is None else found
         except Exception as exc:
             swallow("torch.gpu_uuid", exc)
-        _uuid_index[cuda_index] = idx
+        sampler.cuda_indices[cuda_index] = idx
     return idx
 
 

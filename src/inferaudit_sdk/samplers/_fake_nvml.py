@@ -5,8 +5,11 @@ For tests and GPU-less development. It raises the genuine ``pynvml`` exception c
 when the library is "missing", ``NVMLError_Uninitialized`` from any device call before
 ``nvmlInit`` or after the last ``nvmlShutdown``, ``NVMLError_InvalidArgument`` for a bad index,
 ``NVMLError_NotSupported`` for a counter a GPU lacks, ``NVMLError_GpuIsLost`` once a GPU has
-fallen off the bus. Return shapes match pynvml's (structs with ``.gpu``/``.memory``,
-``.used``/``.total``; power in mW, energy in mJ, PCIe in KB/s).
+fallen off the bus, ``NVMLError_NotFound`` from ``nvmlDeviceGetHandleByUUID`` for a UUID no
+GPU or MIG device has (NVML matches the whole UUID, no prefixes), ``NVMLError_InvalidArgument``
+from ``nvmlDeviceGetDeviceHandleFromMigDeviceHandle`` for a handle that is not a MIG device's
+(nvml.h: "if migDevice or device is invalid"). Return shapes match pynvml's (structs with
+``.gpu``/``.memory``, ``.used``/``.total``; power in mW, energy in mJ, PCIe in KB/s).
 
 The energy counter integrates the programmed power over the fake's clock, so energy and power
 stay consistent the way the real counters are.
@@ -48,12 +51,24 @@ class FakeGpu:
     load: FakeLoad | Callable[[int], FakeLoad] = field(default_factory=FakeLoad)
     unsupported: frozenset[str] = frozenset()
     lost: bool = False
+    mig_uuids: tuple[str, ...] = ()  # MIG devices (slices) of this GPU, ``MIG-<uuid>``
+    # nvmlDeviceGetPowerUsage as a moving average over this long before the reading (about
+    # 1 s on Ampere and newer); 0: the power at the moment of the reading.
+    power_avg_ns: int = 0
     # energy state
     _energy_mj: float = 123_456_789.0
     _last_ns: int | None = None
 
     def at(self, now_ns: int) -> FakeLoad:
         return self.load(now_ns) if callable(self.load) else self.load
+
+
+@dataclass(frozen=True)
+class FakeMigDevice:
+    """A MIG device handle: NVML hands these out from ``nvmlDeviceGetHandleByUUID``."""
+
+    uuid: str
+    parent: FakeGpu
 
 
 class _Struct:
@@ -78,6 +93,7 @@ class FakeNvml:
         self._refs = 0
         self._lock = threading.Lock()
         self.calls = 0
+        self.calls_by_uuid: Counter[str] = Counter()  # GPU UUID -> device calls on its handle
         self.raised: Counter[str] = Counter()  # error class name -> times raised
         self.NVML_CLOCK_SM = self._pynvml.NVML_CLOCK_SM
         self.NVML_PCIE_UTIL_TX_BYTES = self._pynvml.NVML_PCIE_UTIL_TX_BYTES
@@ -110,6 +126,7 @@ class FakeNvml:
         self._check()
         if not isinstance(handle, FakeGpu):
             raise self._err("NVMLError_InvalidArgument")
+        self.calls_by_uuid[handle.uuid] += 1
         if handle.lost:
             raise self._err("NVMLError_GpuIsLost")
         if fn in handle.unsupported:
@@ -126,6 +143,25 @@ class FakeNvml:
         if not 0 <= index < len(self.gpus):
             raise self._err("NVMLError_InvalidArgument")
         return self.gpus[index]
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str | bytes) -> FakeGpu | FakeMigDevice:
+        self._check()
+        if isinstance(uuid, bytes):  # pynvml's convertStrBytes takes either
+            uuid = uuid.decode()
+        if not isinstance(uuid, str) or not uuid:
+            raise self._err("NVMLError_InvalidArgument")
+        for g in self.gpus:
+            if g.uuid == uuid:
+                return g
+            if uuid in g.mig_uuids:
+                return FakeMigDevice(uuid, g)
+        raise self._err("NVMLError_NotFound")
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle: Any) -> FakeGpu:
+        self._check()
+        if not isinstance(handle, FakeMigDevice):
+            raise self._err("NVMLError_InvalidArgument")
+        return handle.parent
 
     def nvmlDeviceGetName(self, handle: Any) -> str:
         return self._gpu(handle, "nvmlDeviceGetName").name
@@ -151,7 +187,14 @@ class FakeNvml:
 
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
         g = self._gpu(handle, "nvmlDeviceGetPowerUsage")
-        return round(g.at(self.clock()).power_w * 1000)
+        now = self.clock()
+        if g.power_avg_ns <= 0:
+            return round(g.at(now).power_w * 1000)
+        n = 100  # midpoint rule over the averaging window
+        step = g.power_avg_ns / n
+        mean_w = sum(g.at(round(now - g.power_avg_ns + (k + 0.5) * step)).power_w
+                     for k in range(n)) / n
+        return round(mean_w * 1000)
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
         g = self._gpu(handle, "nvmlDeviceGetTotalEnergyConsumption")

@@ -11,8 +11,14 @@ period just before the reading, so a sample stamped ``t`` is taken to hold over
 to the first one at or after ``end``; where no sample covers the tail yet (the span ends before
 the next reading), the newest sample's values are held. Means are weighted by the time each
 sample covers inside the window. Energy is the total-energy counter interpolated linearly at
-``start`` and ``end`` (extrapolated with the newest power reading past the last sample); without
-that counter, power × time.
+``start`` and ``end``, and past the newest sample (where a span that ends before the next
+reading lies) extrapolated with the counter's slope over the last sample period (the newest
+power reading where only one counter reading is at hand); without that counter, power × time.
+Power is that energy over the window's length where the counter exists: on Ampere and newer
+``nvmlDeviceGetPowerUsage`` is a moving average over about a second, so the readings inside a
+span shorter than that still carry the load before it, while the counter accumulates what was
+drawn. Without the counter, and for a zero-length window, power is the time-weighted mean of
+the readings.
 """
 
 from __future__ import annotations
@@ -81,7 +87,7 @@ class Ring:
             return int(self._ts[i]), self._data[i].copy()
 
     def window(self, start_ns: int, end_ns: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Copies of the rows relevant to ``[start_ns, end_ns]`` (one before, through the
+        """Copies of the rows relevant to ``[start_ns, end_ns]`` (two before, through the
         first at/after the end) and how many lie strictly inside."""
         with self._lock:
             ts, data = self._view()
@@ -91,10 +97,10 @@ class Ring:
             i0 = int(np.searchsorted(ts, start_ns, side="right"))
             i1 = int(np.searchsorted(ts, end_ns, side="left"))
             inside = max(i1 - i0, 0)
-            lo = max(i0 - 1, 0)
+            lo = max(i0 - 2, 0)  # two before: the energy counter's slope into the window
             hi = min(i1 + 1, n)
-            if lo >= hi:  # every sample is before the window: keep the newest
-                lo, hi = n - 1, n
+            if lo >= hi:  # every sample is before the window: keep the newest two
+                lo, hi = max(n - 2, 0), n
             return ts[lo:hi].copy(), data[lo:hi].copy(), inside
 
 
@@ -112,25 +118,40 @@ def _weighted_mean(rows: list[list[float]], col: int, weights: list[float]) -> f
     return num / den if den > 0 else None
 
 
-def _energy_j(ts: list[int], rows: list[list[float]], start: int, end: int,
-              weights_ns: list[float]) -> float | None:
+def _counter_energy_j(ts: list[int], rows: list[list[float]], start: int, end: int
+                      ) -> float | None:
+    """Energy over ``[start, end]`` from the total-energy counter; None without it."""
     e_col, p_col = F["energy_mj"], F["power_w"]
     pts = [(t, r[e_col], r[p_col]) for t, r in zip(ts, rows, strict=True) if not _nan(r[e_col])]
-    if pts:
+    if not pts:
+        return None
 
-        def at(t: int) -> float:  # counter in mJ at time t (W x ns / 1e6 = mJ)
-            t0, e0, p0 = pts[0]
-            if t <= t0:
-                return e0 - (0.0 if _nan(p0) else p0) * (t0 - t) / 1e6
-            t1, e1, p1 = pts[-1]
-            if t >= t1:
-                return e1 + (0.0 if _nan(p1) else p1) * (t - t1) / 1e6
-            for (ta, ea, _), (tb, eb, _) in itertools.pairwise(pts):
-                if ta <= t <= tb:
-                    return ea + (eb - ea) * (t - ta) / (tb - ta) if tb > ta else eb
-            return e1
+    def rate(a: tuple[int, float, float], b: tuple[int, float, float], p_w: float) -> float:
+        """mJ per ns beyond the counter's readings: its slope over the nearest interval (a
+        moving-average power reading would carry the load of the second before); the power
+        reading ``p_w`` where there is one reading only or the counter went back."""
+        if b[0] > a[0] and b[1] >= a[1]:
+            return (b[1] - a[1]) / (b[0] - a[0])
+        return (0.0 if _nan(p_w) else p_w) / 1e6  # W x ns / 1e6 = mJ
 
-        return max(at(end) - at(start), 0.0) / 1000.0
+    def at(t: int) -> float:  # counter in mJ at time t
+        t0, e0, p0 = pts[0]
+        if t <= t0:
+            return e0 - rate(pts[0], pts[1] if len(pts) > 1 else pts[0], p0) * (t0 - t)
+        t1, e1, p1 = pts[-1]
+        if t >= t1:
+            return e1 + rate(pts[-2] if len(pts) > 1 else pts[-1], pts[-1], p1) * (t - t1)
+        for (ta, ea, _), (tb, eb, _) in itertools.pairwise(pts):
+            if ta <= t <= tb:
+                return ea + (eb - ea) * (t - ta) / (tb - ta) if tb > ta else eb
+        return e1
+
+    return max(at(end) - at(start), 0.0) / 1000.0
+
+
+def _power_energy_j(rows: list[list[float]], weights_ns: list[float]) -> float | None:
+    """Energy as the power readings × the time each covers; None without readings."""
+    p_col = F["power_w"]
     total = None
     for row, w in zip(rows, weights_ns, strict=True):
         p = row[p_col]
@@ -166,7 +187,7 @@ def aggregate(ts_arr: np.ndarray, data_arr: np.ndarray, inside: int, start: int,
     for key, field in (
         (semconv.GPU_UTILIZATION_RATIO, "sm_util_ratio"),
         (semconv.GPU_MEMORY_UTILIZATION_RATIO, "mem_util_ratio"),
-        (semconv.GPU_POWER_W, "power_w"),
+        (semconv.GPU_POWER_W, "power_w"),  # replaced below where the energy counter exists
         (semconv.GPU_SM_CLOCK_MHZ, "sm_clock_mhz"),
     ):
         mean = _weighted_mean(rows, F[field], weights)
@@ -192,7 +213,10 @@ def aggregate(ts_arr: np.ndarray, data_arr: np.ndarray, inside: int, start: int,
                     if w > 0 and not _nan(r[col])]
             if vals:
                 out[key] = round(sum(v * _KB * w / 1e9 for v, w in vals))
-        energy = _energy_j(ts, rows, start, end, weights)
+        counted = _counter_energy_j(ts, rows, start, end)
+        energy = counted if counted is not None else _power_energy_j(rows, weights)
         if energy is not None:
             out[semconv.GPU_ENERGY_J] = round(energy, 6)
+        if counted is not None:
+            out[semconv.GPU_POWER_W] = round(counted / ((end - start) / 1e9), 6)
     return out

@@ -13,6 +13,11 @@ logs one line and returns False; nothing else changes. A counter a GPU does not 
 dropped for that GPU after its first ``NVMLError_NotSupported``; any other NVML fault on a
 tick is counted (``inferaudit.sdk.errors``) and the tick goes on.
 
+Which GPUs: the ones this process can see, read from ``CUDA_VISIBLE_DEVICES`` the way CUDA
+reads it and kept in CUDA's order (:mod:`._cuda_visible`), so a sampler index is the CUDA
+device index wherever that mapping is certain; :meth:`NvmlSampler.index_for_uuid` maps the
+UUID CUDA reports where it is not. Nothing visible: as without NVML (one log line, no thread).
+
 Cost: the thread measures its own CPU time (:attr:`NvmlSampler.cpu_time_ns`); at 10 Hz it is a
 few NVML calls per GPU per tick. ``nvmlDeviceGetPcieThroughput`` blocks in the driver for about
 20 ms while it measures (sleeping, off the GIL); with many GPUs pass ``pcie=False`` or a lower
@@ -21,8 +26,10 @@ rate. The request path only ever takes the ring's lock for an array copy.
 
 from __future__ import annotations
 
+import enum
 import importlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from inferaudit_sdk._guard import guarded, swallow
+from inferaudit_sdk.samplers import _cuda_visible
 from inferaudit_sdk.samplers._ring import FIELDS, F, Ring, aggregate
 
 _logger = logging.getLogger("inferaudit_sdk")
@@ -49,16 +57,33 @@ _FAULTS_BEFORE_BACKOFF = 10
 _RETRY_EVERY = 100
 
 
+class _Env(enum.Enum):
+    FROM_ENV = "from the environment"
+
+
+FROM_ENV = _Env.FROM_ENV
+
+
 @dataclass
 class GpuInfo:
+    """One sampled GPU. ``index`` is its position in the sampler (what :meth:`aggregate`,
+    :meth:`latest`, :meth:`energy_j` take; the CUDA device index where the mapping is
+    certain), ``nvml_index`` NVML's number for it. ``mig_uuids``: the MIG devices visible to
+    this process that are slices of it (CUDA reports their UUIDs; the counters are the GPU's)."""
+
     index: int
+    nvml_index: int
     name: str
     uuid: str
     handle: Any
+    mig_uuids: tuple[str, ...] = ()
 
 
 class NvmlSampler:
-    """Samples every visible GPU at ``hz`` into a ring of ``capacity`` rows per GPU.
+    """Samples every GPU visible to this process at ``hz`` into a ring of ``capacity`` rows
+    per GPU. ``visible`` is a ``CUDA_VISIBLE_DEVICES`` value (None: as if unset, every GPU)
+    and ``device_order`` a ``CUDA_DEVICE_ORDER`` one; both default to the environment, read
+    at :meth:`open`.
 
     Thread-safety: :meth:`aggregate`, :meth:`latest` and the metric callbacks may be called
     from any thread; :meth:`start`/:meth:`stop` from one controlling thread.
@@ -72,6 +97,8 @@ class NvmlSampler:
         capacity: int = DEFAULT_CAPACITY,
         pcie: bool = True,
         clock: Callable[[], int] = time.monotonic_ns,
+        visible: str | _Env | None = FROM_ENV,
+        device_order: str | _Env | None = FROM_ENV,
     ) -> None:
         if hz <= 0:
             raise ValueError(f"NvmlSampler: hz must be > 0, got {hz}")
@@ -80,7 +107,12 @@ class NvmlSampler:
         self.capacity = int(capacity)
         self.pcie = pcie
         self.clock = clock
+        self.visible = visible
+        self.device_order = device_order
         self.gpus: list[GpuInfo] = []
+        # CUDA device index -> index here (-1: not sampled), filled by the torch wrappers from
+        # the UUID CUDA reports, once per device; kept on the sampler, so a new one asks again.
+        self.cuda_indices: dict[int, int] = {}
         self._rings: list[Ring] = []
         self._disabled: list[set[str]] = []
         self._faults: list[dict[str, int]] = []  # consecutive faults per counter group
@@ -128,18 +160,7 @@ class NvmlSampler:
             return False
         self._reset_gpus()  # a sampler opened again after stop() lists its GPUs afresh
         try:
-            count = int(nv.nvmlDeviceGetCount())
-            for i in range(count):
-                handle = nv.nvmlDeviceGetHandleByIndex(i)
-                name = _text(guarded("nvml.name", nv.nvmlDeviceGetName, handle)) or "unknown"
-                uuid = _text(guarded("nvml.uuid", nv.nvmlDeviceGetUUID, handle)) or f"gpu-{i}"
-                self.gpus.append(GpuInfo(i, name, uuid, handle))
-                self._rings.append(Ring(self.capacity))
-                self._disabled.append(set() if self.pcie else {"pcie"})
-                self._faults.append({})
-                self._io_bytes.append([0.0, 0.0])
-                self._energy_j.append(0.0)
-                self._last_ts.append(None)
+            selection = self._list_gpus(nv)
         except Exception as exc:
             self.unavailable_reason = f"{type(exc).__name__}: {exc}"
             _logger.info("inferaudit: NVML could not list GPUs (%s); GPU counters are disabled",
@@ -147,8 +168,44 @@ class NvmlSampler:
             guarded("nvml.shutdown", nv.nvmlShutdown)
             self._reset_gpus()
             return False
+        if not self.gpus:
+            self.unavailable_reason = selection.note or "NVML lists no GPU"
+            _logger.info("inferaudit: no GPU visible to this process (%s); GPU counters are "
+                         "disabled", self.unavailable_reason)
+            guarded("nvml.shutdown", nv.nvmlShutdown)
+            return False
+        if selection.note:
+            _logger.info("inferaudit: %s", selection.note)
         self._started = True
         return True
+
+    def _list_gpus(self, nv: Any) -> _cuda_visible.Selection:
+        """Every GPU NVML lists (name and UUID: two calls each, once), then the visible ones,
+        in CUDA's order, get a ring each."""
+        handles: list[Any] = []
+        names: list[str] = []
+        uuids: list[str] = []
+        for i in range(int(nv.nvmlDeviceGetCount())):
+            handle = nv.nvmlDeviceGetHandleByIndex(i)
+            handles.append(handle)
+            names.append(_text(guarded("nvml.name", nv.nvmlDeviceGetName, handle)) or "unknown")
+            uuids.append(_text(guarded("nvml.uuid", nv.nvmlDeviceGetUUID, handle)) or f"gpu-{i}")
+        spec = os.environ.get("CUDA_VISIBLE_DEVICES") if self.visible is FROM_ENV else self.visible
+        order = (os.environ.get("CUDA_DEVICE_ORDER") if self.device_order is FROM_ENV
+                 else self.device_order)
+        selection = _cuda_visible.select(
+            spec, names, uuids, device_order=order,
+            mig_parent=lambda mig_uuid: _mig_parent(nv, mig_uuid, uuids))
+        for pos, i in enumerate(selection.nvml_indices):
+            self.gpus.append(GpuInfo(pos, i, names[i], uuids[i], handles[i],
+                                     selection.aliases.get(i, ())))
+            self._rings.append(Ring(self.capacity))
+            self._disabled.append(set() if self.pcie else {"pcie"})
+            self._faults.append({})
+            self._io_bytes.append([0.0, 0.0])
+            self._energy_j.append(0.0)
+            self._last_ts.append(None)
+        return selection
 
     def _reset_gpus(self) -> None:
         for per_gpu in (self.gpus, self._rings, self._disabled, self._faults, self._io_bytes,
@@ -242,14 +299,14 @@ class NvmlSampler:
             except Exception as exc:
                 if type(exc).__name__ in _UNSUPPORTED or isinstance(exc, AttributeError):
                     off.add(group)
-                    _logger.debug("inferaudit: GPU %d: %s unsupported (%s)", gpu.index, group,
-                                  type(exc).__name__)
+                    _logger.debug("inferaudit: NVML GPU %d: %s unsupported (%s)",
+                                  gpu.nvml_index, group, type(exc).__name__)
                 else:
                     faults[group] = failed + 1
                     swallow("nvml.read", exc)
                     if failed + 1 == _FAULTS_BEFORE_BACKOFF:
-                        _logger.info("inferaudit: GPU %d: %s failed %d times in a row (%s); "
-                                     "asked every %d ticks from now on", gpu.index, group,
+                        _logger.info("inferaudit: NVML GPU %d: %s failed %d times in a row (%s); "
+                                     "asked every %d ticks from now on", gpu.nvml_index, group,
                                      failed + 1, type(exc).__name__, _RETRY_EVERY)
             else:
                 if failed:
@@ -284,9 +341,11 @@ class NvmlSampler:
                 fn = nv.nvmlDeviceGetCurrentClocksThrottleReasons
             row[F["throttle_reasons"]] = fn(h)
 
-        for group, fn in (("util", util), ("memory", memory), ("clock", clock),
-                          ("power", power), ("energy", energy), ("pcie", pcie),
-                          ("throttle", throttle)):
+        # PCIe first (it blocks ~20 ms per direction) and the energy counter last, just before
+        # the row is stamped: a span's power is its energy over its window, so the counter's
+        # reading must carry the time it was taken.
+        for group, fn in (("pcie", pcie), ("util", util), ("memory", memory), ("clock", clock),
+                          ("power", power), ("throttle", throttle), ("energy", energy)):
             ask(group, fn)
         return row
 
@@ -323,12 +382,33 @@ class NvmlSampler:
         return self._energy_j[index]
 
     def index_for_uuid(self, uuid: str) -> int | None:
-        """NVML index of the GPU with this UUID (CUDA and NVML orders can differ)."""
-        want = uuid.lower().removeprefix("gpu-")
+        """The sampler index (what :meth:`aggregate` takes) of the GPU with this UUID, or of
+        the GPU a MIG device with this UUID is a slice of; ``GPU-``/``MIG-`` prefixes
+        optional (CUDA's and torch's spellings differ). None: not sampled here."""
+        want = _bare_uuid(uuid)
         for gpu in self.gpus:
-            if gpu.uuid.lower().removeprefix("gpu-") == want:
+            if _bare_uuid(gpu.uuid) == want or any(_bare_uuid(m) == want for m in gpu.mig_uuids):
                 return gpu.index
         return None
+
+
+def _bare_uuid(uuid: str) -> str:
+    u = uuid.strip().lower()
+    return u[4:] if u.startswith(("gpu-", "mig-")) else u
+
+
+def _mig_parent(nv: Any, mig_uuid: str, uuids: list[str]) -> int | None:
+    """NVML index of the GPU the MIG device ``mig_uuid`` is a slice of; None where NVML
+    does not know the UUID (``NVMLError_NotFound``) or lacks the MIG calls."""
+    try:
+        mig = nv.nvmlDeviceGetHandleByUUID(mig_uuid)
+        parent = _text(nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig)))
+    except Exception as exc:  # NVMLError_NotFound, _InvalidArgument, _NotSupported; no MIG API
+        _logger.debug("inferaudit: MIG device %s not resolved (%s)", mig_uuid, type(exc).__name__)
+        return None
+    want = _bare_uuid(parent or "")
+    hits = [i for i, u in enumerate(uuids) if _bare_uuid(u) == want]
+    return hits[0] if hits else None
 
 
 def _text(value: Any) -> str | None:
