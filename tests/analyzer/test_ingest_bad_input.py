@@ -177,7 +177,8 @@ def test_an_empty_scope_spans_beside_the_old_name_reads_the_old_name_on_every_pa
     names, _, _, _ = _read(tmp_path, [json.dumps(good).encode()])
     assert names == ["s0", "s1"]
     names, _, _, errs = _read(tmp_path, [json.dumps(bad).encode()])
-    assert names == ["s0"] and len(errs) == 1
+    assert names == ["s0", "s1"] and len(errs) == 1  # the bad attribute goes, not its span
+    assert "attribute gen_ai.usage.input_tokens" in str(errs[0]) and "'+5'" in str(errs[0])
 
 
 def test_one_request_carrying_spans_and_metrics_keeps_both(tmp_path):
@@ -187,3 +188,31 @@ def test_one_request_carrying_spans_and_metrics_keeps_both(tmp_path):
     both["resourceSpans"] = [{"scopeSpans": [{"spans": [_span(0)]}]}]
     names, _, points, errs = _read(tmp_path, [json.dumps(both).encode()])
     assert names == ["s0"] and points > 0 and errs == []
+
+
+@pytest.mark.parametrize("fast", ["1", "0"], ids=["fast-path-on", "fast-path-off"])
+def test_a_malformed_attribute_is_dropped_and_its_span_kept(tmp_path, monkeypatch, fast):
+    monkeypatch.setenv("INFERAUDIT_FAST_JSON", fast)
+    attrs = [
+        {"key": "inferaudit.span.role", "value": {"stringValue": "batch"}},
+        {"key": "inferaudit.batch.size", "value": {"intValue": "many"}},
+        {"key": "inferaudit.batch.input_tokens", "value": {"intValue": "7"}},
+        {"key": "x", "value": {"arrayValue": {"values": [{"intValue": 5.5}]}}},
+        {"value": {"intValue": "3"}},  # no key
+        {"key": "kept", "value": {"stringValue": "yes"}},
+    ]
+    p = tmp_path / "traces.jsonl"
+    p.write_bytes(_line(_span(0), _span(1, attributes=attrs)) + b"\n")
+    with load_store([p], cache=False) as store:
+        rows = store.con.execute(
+            "SELECT name, role, batch_size, batch_input_tokens, attributes FROM spans "
+            "ORDER BY name").fetchall()
+        errs = [m for *_, m in _errors(store)]
+    assert [r[:4] for r in rows] == [("s0", "request", None, None), ("s1", "batch", None, 7)]
+    assert json.loads(rows[1][4]) == {"kept": "yes"}
+    assert len(errs) == 3, errs
+    assert all(m.startswith("span 0000000000000002 ('s1'): attribute ") and
+               m.endswith("the attribute is dropped, the span kept") for m in errs)
+    assert "inferaudit.batch.size: value.intValue 'many'" in errs[0]
+    assert "x: value.arrayValue.values[0].intValue 5.5" in errs[1]
+    assert "#4: " in errs[2] and "key" in errs[2]  # its place in the span's list

@@ -78,6 +78,6 @@ class ExportRequest(msgspec.Struct, gc=False):
 # Non-strict decoding turns the decimal strings of ``intValue`` into ints inside msgspec (8% of
 # a worker's CPU, measured side by side), rather than in Python per attribute. It applies only
 # to fields typed int here; a string that is not an integer fails the line's fast path, and the
-# general path then rejects just that span, naming the field.
+# general path then drops just that attribute, naming it (``RowBuilder._convert``).
 STRICT = False
 decoder = msgspec.json.Decoder(ExportRequest, strict=STRICT)

@@ -12,9 +12,11 @@ and what generic protobuf JSON printers emit (base64 ids, enum names, numbers).
 from __future__ import annotations
 
 import binascii
+import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -172,8 +174,7 @@ class RowBuilder:
                     scope_name = self._scope_name(scope)
                     for i, s in enumerate(ss.get("spans") or ()):
                         try:
-                            self._span(msgspec.convert(s, T.Span, strict=T.STRICT), rid, service,
-                                       scope_name)
+                            self._span(self._convert(s), rid, service, scope_name)
                         except _SPAN_ERRORS as exc:
                             self.error(line, offset, f"span #{i}: {diagnose(s, exc)}")
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -198,6 +199,41 @@ class RowBuilder:
                 self.error(self._line, self._offset, f"malformed resourceSpans entry: {exc}")
             if self.buffered >= self.chunk_spans:
                 self.on_spans(self)
+
+    def _convert(self, s: Any) -> T.Span:
+        """A span object as the typed struct. An attribute of the wrong shape (an ``intValue``
+        that is not an integer, a missing key, ...) is dropped with an error naming it, and
+        the span is kept: one bad value must not cost the span's other fields."""
+        try:
+            return msgspec.convert(s, T.Span, strict=T.STRICT)
+        except msgspec.ValidationError as exc:
+            first = exc
+        attrs = s.get("attributes") if type(s) is dict else None
+        if type(attrs) is not list:
+            raise first
+        kept = list(attrs)
+        positions = list(range(len(attrs)))  # each kept entry's place in the span's list
+        exc = first
+        for _ in range(len(attrs)):
+            text = str(exc)
+            m = _BAD_ATTRIBUTE.search(text)
+            if m is None:
+                raise first
+            k = int(m.group(1))
+            bad, where = kept.pop(k), positions.pop(k)
+            key = bad.get("key") if type(bad) is dict else None
+            path = m.group(2).lstrip(".")
+            self.error(self._line, self._offset,
+                       f"span {_span_label(s)}: attribute "
+                       f"{key if type(key) is str else f'#{where}'}: "
+                       + (f"{path} {_at_path(bad, path)!r}: " if path else "")
+                       + f"{text[:m.start()].rstrip(' -')}; the attribute is dropped, the span "
+                       "kept")
+            try:
+                return msgspec.convert({**s, "attributes": kept}, T.Span, strict=T.STRICT)
+            except msgspec.ValidationError as again:
+                exc = again
+        raise first
 
     def _scope_name(self, scope: dict[str, Any]) -> str | None:
         """The scope's name; one that is not a string is an error, and its spans are kept."""
@@ -391,6 +427,29 @@ class RowBuilder:
         buf.append(tuple(row))
         self.buffered += 1
         self.spans += 1
+
+
+# Where msgspec places a value of the wrong shape inside a span's attribute list.
+_BAD_ATTRIBUTE = re.compile(r"at `\$\.attributes\[(\d+)\]((?:\.\w+|\[\d+\])*)`")
+
+
+def _at_path(obj: Any, path: str) -> Any:
+    """The value at a msgspec path such as ``value.arrayValue.values[0].intValue``."""
+    for name, index in re.findall(r"(\w+)|\[(\d+)\]", path):
+        try:
+            obj = obj[int(index)] if index else obj[name]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return obj
+
+
+def _span_label(s: dict[str, Any]) -> str:
+    """The span's id (hex where it can be read) and name, for an error about one attribute."""
+    sid = s.get("spanId")
+    with contextlib.suppress(TypeError, ValueError, binascii.Error):
+        sid = sid if type(sid) is str and len(sid) == 16 else hex_id(sid)
+    name = s.get("name")
+    return f"{sid}" + (f" ({name!r})" if type(name) is str else "")
 
 
 def diagnose(s: Any, exc: BaseException) -> str:
