@@ -9,6 +9,25 @@ ROOT=$(pwd)
 VENV=${INFERAUDIT_VENV:-$ROOT/.venv}
 PY=${PYTHON:-python3}
 
+# PyPI's Linux torch wheels carry CUDA (gigabytes). On a machine without an NVIDIA driver,
+# PyTorch's CPU index is added when it can be reached, so pip takes the CPU build of the pinned
+# version there (2.13.0+cpu satisfies ==2.13.0). INFERAUDIT_TORCH_INDEX overrides the choice
+# (an index URL, or empty for none). Where the index cannot be resolved (an offline mirror, as
+# in CI), nothing is added: the pin is found where pip already looks.
+torch_index() {
+  if [ -n "${INFERAUDIT_TORCH_INDEX+set}" ]; then
+    printf '%s' "$INFERAUDIT_TORCH_INDEX"
+    return
+  fi
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    return
+  fi
+  if timeout 5 "$PY" -c 'import socket; socket.getaddrinfo("download.pytorch.org", 443)' \
+      >/dev/null 2>&1; then
+    printf '%s' "https://download.pytorch.org/whl/cpu"
+  fi
+}
+
 setup() {
   if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
@@ -18,7 +37,13 @@ setup() {
   want=$(cat pyproject.toml constraints/ci.txt analyzer/inferaudit_analyzer/ingest/*.c | sha256sum | cut -c1-16)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-    "$VENV/bin/python" -m pip install -q -c constraints/ci.txt -e ".[all]"
+    local index extra=()
+    index=$(torch_index)
+    if [ -n "$index" ]; then
+      echo "torch: also looking in $index (no NVIDIA driver here: the CPU build)" >&2
+      extra=(--extra-index-url "$index")
+    fi
+    "$VENV/bin/python" -m pip install -q ${extra[@]+"${extra[@]}"} -c constraints/ci.txt -e ".[all]"
     echo "$want" > "$stamp"
   fi
 }
