@@ -119,3 +119,15 @@ def test_a_call_time_scale_projects_the_same_server_on_a_slower_host() -> None:
     assert fast["slo"]["p95_ms"] == pytest.approx(fast["baseline"]["replayed"]["latency_ms"]["p95"])
     assert "at this host speed" in fast["slo"]["source"]
     assert not any("replayed as deployed" in w for w in fast.get("warnings") or [])
+
+
+@pytest.mark.parametrize("policy", ["dynamic", "continuous"])
+def test_the_batching_plan_states_how_a_step_is_charged(policy) -> None:
+    """Continuous batching is charged the padded step this server measured: the report says
+    so, and that a ragged-attention engine would do better (dynamic batching pads anyway)."""
+    db = unbatched_db(n=40, gap_ms=30, service_ms=50, device_ms=45)
+    roi = roi_section(db.con, analyze_connection(db.con), Knobs(max_batch=4, policy=policy),
+                      bootstrap=0)
+    item = next(r for r in roi["roadmap"] if r["intervention"] == "continuous_batching")
+    padded = [a for a in item["assumptions"] if "padded step" in a]
+    assert len(padded) == (1 if policy == "continuous" else 0), item["assumptions"]

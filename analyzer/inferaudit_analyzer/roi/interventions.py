@@ -85,6 +85,11 @@ def _batching(f: Findings, k: Knobs, ctx: dict[str, Any]) -> Plan | None:
         reasons.append("padded static batches make short requests wait for the longest one")
     assumptions = [f"policy {k.policy}, max batch {mb}, max wait {k.max_wait_ms:g} ms",
                    "the batched call follows the fitted service-time curve at its batch size"]
+    if cont:
+        assumptions.append(
+            "a decode step with several requests in flight costs what a padded step of that "
+            "size costs on this server (rows sit at different positions); an engine whose "
+            "attention takes ragged rows without padding would run faster, so this errs low")
     return Plan(
         "continuous_batching",
         ("Continuous (iteration-level) batching" if cont else "Dynamic batching") +
