@@ -10,10 +10,11 @@ VENV=${INFERAUDIT_VENV:-$ROOT/.venv}
 PY=${PYTHON:-python3}
 
 # PyPI's Linux torch wheels carry CUDA (gigabytes). On a machine without an NVIDIA driver,
-# PyTorch's CPU index is added when it can be reached, so pip takes the CPU build of the pinned
-# version there (2.13.0+cpu satisfies ==2.13.0). INFERAUDIT_TORCH_INDEX overrides the choice
-# (an index URL, or empty for none). Where the index cannot be resolved (an offline mirror, as
-# in CI), nothing is added: the pin is found where pip already looks.
+# torch alone is first installed with PyTorch's CPU index beside the usual ones, when that index
+# answers (2.13.0+cpu satisfies ==2.13.0), so the main install finds it in place. If that step
+# fails, the main install takes torch as before. INFERAUDIT_TORCH_INDEX overrides the choice (an
+# index URL, or empty for none). Where the index does not answer (an offline mirror, as in CI),
+# nothing changes.
 torch_index() {
   if [ -n "${INFERAUDIT_TORCH_INDEX+set}" ]; then
     printf '%s' "$INFERAUDIT_TORCH_INDEX"
@@ -22,9 +23,11 @@ torch_index() {
   if command -v nvidia-smi >/dev/null 2>&1; then
     return
   fi
-  if timeout 5 "$PY" -c 'import socket; socket.getaddrinfo("download.pytorch.org", 443)' \
+  local url="https://download.pytorch.org/whl/cpu"
+  if timeout 10 "$PY" -c 'import sys, urllib.request as u
+u.urlopen(u.Request(sys.argv[1] + "/torch/", method="HEAD"), timeout=5)' "$url" \
       >/dev/null 2>&1; then
-    printf '%s' "https://download.pytorch.org/whl/cpu"
+    printf '%s' "$url"
   fi
 }
 
@@ -37,13 +40,15 @@ setup() {
   want=$(cat pyproject.toml constraints/ci.txt analyzer/inferaudit_analyzer/ingest/*.c | sha256sum | cut -c1-16)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-    local index extra=()
+    local index
     index=$(torch_index)
     if [ -n "$index" ]; then
-      echo "torch: also looking in $index (no NVIDIA driver here: the CPU build)" >&2
-      extra=(--extra-index-url "$index")
+      echo "torch: trying the CPU build from $index (no NVIDIA driver here)" >&2
+      "$VENV/bin/python" -m pip install -q --retries 1 --timeout 15 --extra-index-url "$index" \
+          -c constraints/ci.txt torch \
+        || echo "torch: that index failed; the usual index provides torch" >&2
     fi
-    "$VENV/bin/python" -m pip install -q ${extra[@]+"${extra[@]}"} -c constraints/ci.txt -e ".[all]"
+    "$VENV/bin/python" -m pip install -q -c constraints/ci.txt -e ".[all]"
     echo "$want" > "$stamp"
   fi
 }

@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import faulthandler
 import gzip
+import itertools
 import json
 import logging
 import os
@@ -397,9 +398,10 @@ def _run(out: Path) -> int:
             def __init__(self) -> None:
                 super().__init__()
                 self.w = torch.nn.Parameter(torch.zeros(1, device=dev))
+                self.seconds = 2.0
 
             def forward(self, a: Any) -> Any:
-                deadline = time.perf_counter() + 2.0
+                deadline = time.perf_counter() + self.seconds
                 while time.perf_counter() < deadline:
                     for _ in range(20):
                         torch.mm(a, y)
@@ -407,12 +409,16 @@ def _run(out: Path) -> int:
                 return a
 
         bm = instrument_model(Busy(), model="busy")
-        n0 = exported()
         try:
+            n0 = exported()
             bm(x)
+            span = last_batch(n0)
+            bm.seconds = 0.05  # shorter than a sample period: the slope or the readings
+            n0 = exported()
+            bm(x)
+            short = last_batch(n0).attributes
         finally:
             uninstrument_model(bm)
-        span = last_batch(n0)
         a = span.attributes
         dur_s = (span.end_time - span.start_time) / 1e9
         energy = a.get(semconv.GPU_ENERGY_J, 0)
@@ -420,9 +426,12 @@ def _run(out: Path) -> int:
         limit_w = _power_limit_w(sampler)
         ok = (a.get(semconv.GPU_UTILIZATION_RATIO, 0) > 0.3 and energy > 0 and power > 0
               and a.get(semconv.GPU_SAMPLES, 0) >= 10
-              and (limit_w is None or power <= 1.2 * limit_w))
+              and (limit_w is None or power <= 1.2 * limit_w)
+              and short.get(semconv.GPU_POWER_W, 0) > 0 and short.get(semconv.GPU_ENERGY_J, 0) > 0)
         check("nvml", ok, util=a.get(semconv.GPU_UTILIZATION_RATIO), energy_j=energy,
               power_w=power, power_limit_w=limit_w, span_s=round(dur_s, 3),
+              short_span_power_w=short.get(semconv.GPU_POWER_W),
+              short_span_energy_j=short.get(semconv.GPU_ENERGY_J),
               samples=a.get(semconv.GPU_SAMPLES),
               sm_clock_mhz=a.get(semconv.GPU_SM_CLOCK_MHZ),
               throttle=a.get(semconv.GPU_THROTTLE_REASONS),
@@ -511,12 +520,37 @@ def _nvml_call_costs(sampler: Any) -> None:
                     costs[name] = {"wall_us": (time.perf_counter_ns() - w0) // 5000,
                                    "cpu_us": (time.thread_time_ns() - c0) // 5000}
             RESULTS["nvml_call_costs"] = costs
+            RESULTS["energy_counter_refresh_ms"] = _energy_refresh_ms(pynvml, h)
             say(f"INFO nvml call costs (per call): {costs}; driver {RESULTS['driver']}, "
-                f"MIG {RESULTS['mig_mode']}")
+                f"MIG {RESULTS['mig_mode']}; energy counter refreshed every "
+                f"{RESULTS['energy_counter_refresh_ms']} ms")
         finally:
             pynvml.nvmlShutdown()  # reference-counted: the sampler's own init stays
     except Exception as exc:
         say(f"INFO nvml call costs unavailable: {type(exc).__name__}: {exc}")
+
+
+def _energy_refresh_ms(pynvml: Any, handle: Any, seconds: float = 1.0) -> dict | str:
+    """How often the driver moves the total-energy counter (the span power's source): the
+    median and largest gap between changes over ``seconds`` of polling. Slower than the
+    sampler's 100 ms tick, short spans fall back to the power readings (_ring)."""
+    try:
+        changes: list[int] = []
+        last = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        deadline = time.perf_counter_ns() + int(seconds * 1e9)
+        while time.perf_counter_ns() < deadline:
+            now = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+            if now != last:
+                changes.append(time.perf_counter_ns())
+                last = now
+            time.sleep(0.001)
+    except Exception as exc:
+        return f"unavailable ({type(exc).__name__})"
+    gaps = sorted(b - a for a, b in itertools.pairwise(changes))
+    if not gaps:
+        return {"changes": len(changes)}
+    return {"changes": len(changes), "median": round(gaps[len(gaps) // 2] / 1e6, 1),
+            "max": round(gaps[-1] / 1e6, 1)}
 
 
 if __name__ == "__main__":

@@ -86,6 +86,8 @@ def _worker(config: CollectorConfig, sock: socket.socket, parent: int, report_fd
 
 def _read_report(fd: int) -> dict[str, int] | None:
     """The worker's counts (it has exited, so the pipe holds all it wrote), or None."""
+    if fd < 0:  # already closed by an earlier stop
+        return None
     chunks = []
     try:
         while True:
@@ -120,19 +122,23 @@ def stop_workers(workers: list[Worker], timeout_s: float = 60.0) -> bool:
                 done, status = os.waitpid(w.pid, os.WNOHANG)
             except ChildProcessError:  # reaped elsewhere: its exit status is not ours to read
                 _close(w.report_fd)
+                w.report_fd = -1
                 break
             if done:
                 ok = ok and os.waitstatus_to_exitcode(status) == 0
                 w.report = _read_report(w.report_fd)  # closes the pipe
+                w.report_fd = -1
                 break
             if time.monotonic() > deadline:
                 ok = False
                 _close(w.report_fd)
+                w.report_fd = -1
                 break
             time.sleep(0.05)
     return ok
 
 
 def _close(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from inferaudit_sdk._lean_plan import LeanPlan
 
 _logger = logging.getLogger("inferaudit_sdk")
+# The SDK span's own warnings come from this logger: the same ones, for the same filters.
+_sdk_logger = logging.getLogger("opentelemetry.sdk.trace")
 _time_ns = time.time_ns
 _INTERNAL = SpanKind.INTERNAL
 _UNSET = Status(StatusCode.UNSET)
@@ -246,7 +248,7 @@ class LeanSpan(trace_api.Span):
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         if self._end_ns is not None:
-            _ended("set_attributes")
+            _ended(None)
             return
         if not attributes:
             return
@@ -272,7 +274,7 @@ class LeanSpan(trace_api.Span):
 
     def set_attribute(self, key: str, value: Any) -> None:
         if self._end_ns is not None:
-            _ended("set_attribute")
+            _ended(None)
             return
         plan = self._plan
         # As BoundedAttributes.__setitem__: a lone bad key is dropped, not converted.
@@ -287,7 +289,7 @@ class LeanSpan(trace_api.Span):
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None,
                   timestamp: int | None = None) -> None:
         if self._end_ns is not None:
-            _ended("add_event")
+            _ended("_add_event")
             return
         plan = self._plan
         attrs = _BoundedAttributes(plan.event_attrs_max, attributes,
@@ -317,7 +319,7 @@ class LeanSpan(trace_api.Span):
         if self._end_ns is None:
             self._add_link(Link(context, attributes))
         else:
-            _ended("add_link")
+            _ended("_add_link")
 
     def update_name(self, name: str) -> None:
         if self._end_ns is None:
@@ -484,7 +486,7 @@ class LeanSpan(trace_api.Span):
 
     def start(self, start_time: int | None = None, parent_context: Any = None) -> None:
         """A lean span starts as it is made; as the SDK's span, a second start only warns."""
-        _logger.warning("Calling start() on a started span.")
+        _sdk_logger.warning("Calling start() on a started span.")
 
     def __repr__(self) -> str:
         return f"LeanSpan(name={self._name!r}, context={self._context!r})"
@@ -495,6 +497,10 @@ def _excess(items: list[Any] | None, limit: int | None) -> int:
     return max(0, len(items or ()) - limit) if limit is not None else 0
 
 
-def _ended(method: str) -> None:
-    """The SDK's warning for a write to an ended span (the write is ignored, as there)."""
-    _logger.warning("Tried calling %s on an ended span.", method)
+def _ended(method: str | None) -> None:
+    """The SDK's warning for a write to an ended span (the write is ignored, as there): its
+    attribute setters' own line, else its decorator's, naming the method it wraps."""
+    if method is None:
+        _sdk_logger.warning("Setting attribute on ended span.")
+    else:
+        _sdk_logger.warning("Tried calling %s on an ended span.", method)

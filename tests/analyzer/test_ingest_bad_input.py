@@ -216,3 +216,47 @@ def test_a_malformed_attribute_is_dropped_and_its_span_kept(tmp_path, monkeypatc
     assert "inferaudit.batch.size: value.intValue 'many'" in errs[0]
     assert "x: value.arrayValue.values[0].intValue 5.5" in errs[1]
     assert "#4: " in errs[2] and "key" in errs[2]  # its place in the span's list
+
+
+def test_a_span_rejected_for_its_times_does_not_also_report_a_dropped_attribute(tmp_path):
+    bad_attr = [{"key": "inferaudit.batch.size", "value": {"intValue": "many"}}]
+    rejected = _span(1, attributes=bad_attr, startTimeUnixNano="3000", endTimeUnixNano="2000")
+    names, _, _, errs = _read(tmp_path, [_line(_span(0), rejected)])
+    assert names == ["s0"]
+    assert len(errs) == 1 and "endTimeUnixNano before startTimeUnixNano" in errs[0], errs
+    assert "the span kept" not in errs[0]
+
+
+@pytest.mark.parametrize("fast", ["1", "0"], ids=["fast-path-on", "fast-path-off"])
+def test_a_bad_value_inside_a_kvlist_drops_that_attribute_only(tmp_path, monkeypatch, fast):
+    monkeypatch.setenv("INFERAUDIT_FAST_JSON", fast)
+    nested = {"kvlistValue": {"values": [{"key": "a", "value": {"intValue": "q"}}]}}
+    attrs = [{"key": "inferaudit.span.role", "value": {"stringValue": "request"}},
+             {"key": "nested", "value": nested},
+             {"key": "kept", "value": {"intValue": "4"}}]
+    p = tmp_path / "traces.jsonl"
+    p.write_bytes(_line(_span(0), _span(1, attributes=attrs)) + b"\n")
+    with load_store([p], cache=False) as store:
+        rows = store.con.execute("SELECT name, attributes FROM spans ORDER BY name").fetchall()
+        errs = [m for *_, m in _errors(store)]
+    assert [r[0] for r in rows] == ["s0", "s1"]
+    assert json.loads(rows[1][1]) == {"kept": 4}
+    assert len(errs) == 1 and "attribute nested" in errs[0] and "span kept" in errs[0], errs
+
+
+def test_a_bad_resource_attribute_keeps_the_resources_spans(tmp_path):
+    res = {"attributes": [{"key": "service.name", "value": {"stringValue": "svc"}},
+                          {"key": "bad", "value": {"kvlistValue": {"values": [
+                              {"key": "a", "value": {"intValue": "q"}}]}}},
+                          {"value": {"stringValue": "no key"}}]}
+    line = json.dumps({"resourceSpans": [{"resource": res, "scopeSpans": [
+        {"spans": [_span(0), _span(1)]}]}]}).encode()
+    p = tmp_path / "traces.jsonl"
+    p.write_bytes(line + b"\n")
+    with load_store([p], cache=False) as store:
+        rows = store.con.execute(
+            "SELECT name, service_name FROM spans ORDER BY name").fetchall()
+        errs = [m for *_, m in _errors(store)]
+    assert rows == [("s0", "svc"), ("s1", "svc")]
+    assert len(errs) == 2, errs
+    assert "resource attribute bad" in errs[0] and "resource attribute #2" in errs[1]

@@ -35,10 +35,12 @@ def test_a_worker_past_the_deadline_has_its_pipe_closed() -> None:
     child, worker, _ = _worker(_STUCK)
     try:
         assert child.stdout is not None and child.stdout.readline() == b"ready\n"
-        assert _is_open(worker.report_fd)
+        fd = worker.report_fd
+        assert _is_open(fd)
         assert stop_workers([worker], timeout_s=0.3) is False
         assert worker.report is None
-        assert not _is_open(worker.report_fd)
+        assert not _is_open(fd) and worker.report_fd == -1
+        assert stop_workers([worker], timeout_s=0.1) is False  # again: nothing to close twice
         assert child.poll() is None  # left to finish, not killed
     finally:
         child.kill()
@@ -50,9 +52,10 @@ def test_a_worker_past_the_deadline_has_its_pipe_closed() -> None:
 def test_a_worker_reaped_elsewhere_has_its_pipe_closed() -> None:
     child, worker, _ = _worker("pass")
     child.wait()  # reaped here, so stop_workers' waitpid finds no such child
+    fd = worker.report_fd
     try:
         assert stop_workers([worker], timeout_s=1.0) is True
-        assert not _is_open(worker.report_fd)
+        assert not _is_open(fd) and worker.report_fd == -1
     finally:
         if child.stdout is not None:
             child.stdout.close()

@@ -317,6 +317,34 @@ def test_one_counter_reading_extrapolates_with_the_power_reading():
     assert a[semconv.GPU_ENERGY_J] == pytest.approx(2.0)
 
 
+@pytest.mark.parametrize(("what", "start_ms", "end_ms"), [
+    ("a flat interval inside the window", 110, 190),
+    ("a flat last interval, the span past the newest sample", 1010, 1040),
+    ("a reset inside the window", 450, 650),
+])
+def test_a_counter_that_did_not_advance_gives_way_to_the_readings(what, start_ms, end_ms):
+    """A counter the driver refreshes more slowly than the sampler ticks (or one reset) must
+    not give 0 J for a span drawing 300 W: where an interval the window uses did not advance,
+    the power readings are used."""
+    ts, data = rows(power_w=300.0, energy_w=300.0)
+    e = _ring.F["energy_mj"]
+    if what.startswith("a flat interval"):
+        data[2, e] = data[1, e]  # 100 -> 200 ms: the counter did not move
+    elif what.startswith("a flat last"):
+        data[-1, e] = data[-2, e]
+    else:
+        data[ts >= 500 * MS, e] -= 5e6  # the counter went back to near zero at 500 ms
+    a = window(ts, data, start_ms * MS, end_ms * MS)
+    assert a[semconv.GPU_POWER_W] == pytest.approx(300.0), what
+    assert a[semconv.GPU_ENERGY_J] == pytest.approx(300.0 * (end_ms - start_ms) / 1000), what
+
+
+def test_no_power_is_reported_where_neither_the_counter_nor_a_reading_says():
+    ts, data = rows(power_w=np.nan, energy_w=300.0, until_ms=0)  # one counter reading
+    a = window(ts, data, 10 * MS, 30 * MS)
+    assert semconv.GPU_POWER_W not in a and semconv.GPU_ENERGY_J not in a
+
+
 def test_span_power_without_the_counter_is_the_mean_of_readings():
     ts, data = rows(power_w=100.0, energy_w=None)
     data[ts > 500 * MS, _ring.F["power_w"]] = 200.0

@@ -63,6 +63,46 @@ def test_visible_list_is_read_the_way_cuda_reads_it(spec, want):
         assert got.note  # the one log line says why nothing is visible
 
 
+def _torch_reading(spec: str, uuids: list[str]) -> tuple[int, ...]:
+    """What torch makes of ``spec`` before CUDA starts (its NVML-based device count)."""
+    parsed = torch.cuda._parse_visible_devices()
+    if not parsed:
+        return ()
+    if isinstance(parsed[0], str):
+        return tuple(torch.cuda._transform_uuid_to_ordinals(parsed, uuids))
+    out: list[int] = []
+    for idx in parsed:  # _device_count_nvml's trim at the first index past the last GPU
+        if idx >= len(uuids):
+            break
+        out.append(idx)
+    return tuple(out)
+
+
+def test_the_reading_is_torchs_over_a_grid_of_inputs(monkeypatch):
+    """Every list of one to three entries drawn from these reads as torch reads it."""
+    import itertools
+
+    if not hasattr(torch.cuda, "_parse_visible_devices") \
+            or not hasattr(torch.cuda, "_transform_uuid_to_ordinals"):
+        pytest.skip("this torch has no NVML-based parser to compare with")
+    uuids = ["GPU-aaaa1111-0000", "GPU-aaab2222-0000", "GPU-bbbb3333-0000"]
+    atoms = ["0", "1", "2", "5", "-1", "+1", "-0", "1gpu", "", " 1", "x", "GPU-aaaa",
+             "GPU-aaa", "GPU-bbbb", "GPU-zzz", " GPU-bbbb", "GPU-bbbb ", "GPU-aaab2222-0000",
+             "gpu-bbbb", "MIG-GPU-bbbb3333-0000/1/0"]
+    differ = []
+    for n in (1, 2, 3):
+        for combo in itertools.product(atoms, repeat=n):
+            spec = ",".join(combo)
+            if spec.startswith("MIG-"):
+                continue  # torch does not map MIG devices
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", spec)
+            want = _torch_reading(spec, uuids)
+            got = select(spec, ["H100"] * 3, uuids, device_order="PCI_BUS_ID").nvml_indices
+            if got != want:
+                differ.append((spec, want, got))
+    assert not differ, differ[:10]
+
+
 def test_unset_means_every_gpu():
     got = select(None, SAME, U)
     assert got.nvml_indices == (0, 1, 2, 3) and got.every_gpu and got.note is None
@@ -183,6 +223,22 @@ def test_a_mig_device_is_sampled_as_its_gpu(monkeypatch):
     assert [(g.nvml_index, g.mig_uuids) for g in sampler.gpus] == [(1, (MIG_B,))]
     assert sampler.index_for_uuid(MIG_B) == 0  # what CUDA reports for the slice
     assert sampler.index_for_uuid(MIG_B.removeprefix("MIG-")) == 0
+    sampler.stop()
+
+
+@pytest.mark.parametrize("spec", [None, f"MIG-GPU-{U[1].removeprefix('GPU-')}/1/0"],
+                         ids=["unset", "older-mig-form"])
+def test_a_mig_device_not_named_by_its_uuid_is_found_through_nvml(monkeypatch, spec):
+    """A container runtime exposes the slice and leaves CUDA_VISIBLE_DEVICES unset, or the
+    older form names the parent: CUDA reports the slice's UUID, and NVML knows its parent."""
+    if spec is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", spec)
+    sampler = NvmlSampler(two_gpus(mig_uuids=(MIG_B,)))
+    assert sampler.open()
+    want = [g.uuid for g in sampler.gpus].index(U[1])
+    assert sampler.index_for_uuid(MIG_B.removeprefix("MIG-")) == want  # torch's spelling
+    assert MIG_B in sampler.gpus[want].mig_uuids  # asked once, then known
+    assert sampler.index_for_uuid("MIG-0badc0de-0000-0000-0000-000000000000") is None
     sampler.stop()
 
 

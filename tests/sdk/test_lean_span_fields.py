@@ -494,30 +494,50 @@ def test_console_json_same(make_pair: PairFactory) -> None:
 
 
 def test_live_span_to_json_and_start_as_the_sdk_span(make_pair: PairFactory, caplog) -> None:
-    """The live span's own ``to_json`` (before and after ``end``) and a second ``start()``,
-    as on the SDK's span: limits and dropped counts included."""
+    """The live span's own ``to_json`` (before and after ``end``), a second ``start()`` and a
+    write after ``end`` as on the SDK's span: limits and dropped counts included, and the
+    warnings on the SDK's logger, for the filters users set there."""
     end_ns = time.time_ns() + 10**9
     lean, sdk = make_pair(lambda: {"span_limits": SpanLimits(**LIMITS)})
     views: list[list[dict[str, Any]]] = []
+    messages: list[list[str]] = []
     for arm in (lean, sdk):
         span = arm.start("live", {"a": 1, "b": "x"}, [Link(_LINKED, {"role": "member"})])
         for k in range(5):  # past max_span_attributes and max_events
             span.set_attribute(f"k{k}", k)
             span.add_event(f"e{k}", {"n": k, "m": k}, timestamp=1_000 + k)
         span.set_status(StatusCode.ERROR, "mid")
-        with caplog.at_level(logging.WARNING, logger="opentelemetry.sdk.trace"), \
-                caplog.at_level(logging.WARNING, logger="inferaudit_sdk"):
+        with caplog.at_level(logging.WARNING, logger="opentelemetry.sdk.trace"):
             caplog.clear()
             span.start()
-            warned = [r.getMessage() for r in caplog.records]
-        assert warned == ["Calling start() on a started span."]
-        seen = [json.loads(span.to_json()), json.loads(span.to_json(indent=None))]
-        span.end(end_time=end_ns)
-        seen.append(json.loads(span.to_json()))
+            seen = [json.loads(span.to_json()), json.loads(span.to_json(indent=None))]
+            span.end(end_time=end_ns)
+            seen.append(json.loads(span.to_json()))
+            for late in _LATE_WRITES:  # each ignored, with the SDK's own warning
+                late(span)
+            seen.append(json.loads(span.to_json()))
+            warned = [(r.name, r.getMessage()) for r in caplog.records
+                      if r.levelno >= logging.WARNING]
+        assert {name for name, _ in warned} == {"opentelemetry.sdk.trace"}
+        messages.append([m for _, m in warned])
         for d in seen:
             d.pop("start_time")
         views.append(seen)
     assert type(lean.started[0]) is _lean_span.LeanSpan
     assert views[0] == views[1]
     assert views[0][0]["end_time"] is None and views[0][2]["end_time"] is not None
+    assert views[0][2] == views[0][3]
     assert len(views[0][0]["events"]) == LIMITS["max_events"]
+    assert messages[0] == messages[1]
+    assert messages[0][0] == "Calling start() on a started span."
+    assert len(messages[0]) == 1 + len(_LATE_WRITES)
+
+
+_LATE_WRITES = (
+    lambda s: s.set_attribute("late", 1),
+    lambda s: s.set_attributes({"late": 1}),
+    lambda s: s.add_event("late"),
+    lambda s: s.add_link(_LINKED),
+    lambda s: s.update_name("late"),
+    lambda s: s.set_status(StatusCode.OK),
+)

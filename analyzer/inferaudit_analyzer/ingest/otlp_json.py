@@ -131,7 +131,9 @@ class RowBuilder:
         hit = self._res_cache.get(key)
         if hit is not None:
             return hit
-        attrs = attr_dict(raw_attrs)
+        attrs = attr_dict(raw_attrs, bad=lambda key, exc: self.error(
+            self._line, self._offset, f"resource attribute {key}: {type(exc).__name__}: {exc}; "
+            "the attribute is dropped, the resource's spans kept"))
         rid = resource_id_of(attrs)
 
         def num(k: str, conv: Callable[[Any], Any]) -> Any:
@@ -174,9 +176,13 @@ class RowBuilder:
                     scope_name = self._scope_name(scope)
                     for i, s in enumerate(ss.get("spans") or ()):
                         try:
-                            self._span(self._convert(s), rid, service, scope_name)
+                            typed, notes = self._convert(s)
+                            self._span(typed, rid, service, scope_name)
                         except _SPAN_ERRORS as exc:
                             self.error(line, offset, f"span #{i}: {diagnose(s, exc)}")
+                        else:
+                            for note in notes:
+                                self.error(line, offset, note)
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
                 self.error(line, offset, f"malformed resourceSpans entry: {exc}")
             if self.buffered >= self.chunk_spans:
@@ -200,40 +206,40 @@ class RowBuilder:
             if self.buffered >= self.chunk_spans:
                 self.on_spans(self)
 
-    def _convert(self, s: Any) -> T.Span:
-        """A span object as the typed struct. An attribute of the wrong shape (an ``intValue``
-        that is not an integer, a missing key, ...) is dropped with an error naming it, and
-        the span is kept: one bad value must not cost the span's other fields."""
+    def _convert(self, s: Any) -> tuple[T.Span, list[str]]:
+        """A span object as the typed struct, and what was dropped to make it one. An
+        attribute of the wrong shape (an ``intValue`` that is not an integer, a missing key,
+        ...) is left out, with a note naming it: one bad value must not cost the span's other
+        fields. The notes are recorded only if the span is then kept."""
         try:
-            return msgspec.convert(s, T.Span, strict=T.STRICT)
+            return msgspec.convert(s, T.Span, strict=T.STRICT), []
         except msgspec.ValidationError as exc:
             first = exc
         attrs = s.get("attributes") if type(s) is dict else None
-        if type(attrs) is not list:
+        if type(attrs) is not list or not _BAD_ATTRIBUTE.search(str(first)):
             raise first
-        kept = list(attrs)
-        positions = list(range(len(attrs)))  # each kept entry's place in the span's list
-        exc = first
-        for _ in range(len(attrs)):
-            text = str(exc)
-            m = _BAD_ATTRIBUTE.search(text)
-            if m is None:
-                raise first
-            k = int(m.group(1))
-            bad, where = kept.pop(k), positions.pop(k)
-            key = bad.get("key") if type(bad) is dict else None
-            path = m.group(2).lstrip(".")
-            self.error(self._line, self._offset,
-                       f"span {_span_label(s)}: attribute "
-                       f"{key if type(key) is str else f'#{where}'}: "
-                       + (f"{path} {_at_path(bad, path)!r}: " if path else "")
-                       + f"{text[:m.start()].rstrip(' -')}; the attribute is dropped, the span "
-                       "kept")
+        kept: list[Any] = []
+        notes: list[str] = []
+        for where, kv in enumerate(attrs):  # each on its own, once: linear in the list
             try:
-                return msgspec.convert({**s, "attributes": kept}, T.Span, strict=T.STRICT)
-            except msgspec.ValidationError as again:
-                exc = again
-        raise first
+                msgspec.convert(kv, T.KeyValue, strict=T.STRICT)
+            except msgspec.ValidationError as exc:
+                text = str(exc)
+                m = _AT_PATH.search(text)
+                path = m.group(1).lstrip(".") if m else ""
+                key = kv.get("key") if type(kv) is dict else None
+                notes.append(
+                    f"span {_span_label(s)}: attribute "
+                    f"{key if type(key) is str else f'#{where}'}: "
+                    + (f"{path} {_at_path(kv, path)!r}: " if path else "")
+                    + f"{text[:m.start()] if m else text}".rstrip(" -")
+                    + "; the attribute is dropped, the span kept")
+            else:
+                kept.append(kv)
+        try:
+            return msgspec.convert({**s, "attributes": kept}, T.Span, strict=T.STRICT), notes
+        except msgspec.ValidationError:
+            raise first from None
 
     def _scope_name(self, scope: dict[str, Any]) -> str | None:
         """The scope's name; one that is not a string is an error, and its spans are kept."""
@@ -275,7 +281,13 @@ class RowBuilder:
             if x is None:
                 x = v.intValue
                 if x is None:
-                    x = typed_value(v)
+                    try:
+                        x = typed_value(v)
+                    except (TypeError, ValueError) as exc:  # inside a kvlist (typed Any)
+                        self.error(self._line, self._offset,
+                                   f"span {span_id}: attribute {k}: {type(exc).__name__}: "
+                                   f"{exc}; the attribute is dropped, the span kept")
+                        continue
                 elif type(x) is not int:
                     x = int(x)
             p = primary.get(k)
@@ -431,6 +443,8 @@ class RowBuilder:
 
 # Where msgspec places a value of the wrong shape inside a span's attribute list.
 _BAD_ATTRIBUTE = re.compile(r"at `\$\.attributes\[(\d+)\]((?:\.\w+|\[\d+\])*)`")
+# The same, inside one attribute converted on its own.
+_AT_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`")
 
 
 def _at_path(obj: Any, path: str) -> Any:

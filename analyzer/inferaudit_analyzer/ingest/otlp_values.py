@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -55,11 +56,23 @@ def typed_value(v: Any) -> Any:
     return v.bytesValue
 
 
-def attr_dict(attrs: Any) -> dict[str, Any]:
-    """A ``KeyValue`` list as a dict (the slow, general path: resources, scopes, links)."""
+def attr_dict(attrs: Any, bad: Callable[[Any, Exception], None] | None = None
+              ) -> dict[str, Any]:
+    """A ``KeyValue`` list as a dict (the slow, general path: resources, scopes, links).
+    With ``bad``, an entry that cannot be read is reported to it (its key, or its place in
+    the list, and the error) and left out; without, the error propagates."""
     out: dict[str, Any] = {}
-    for kv in attrs or ():
-        out[kv["key"]] = any_value(kv.get("value") or {})
+    for i, kv in enumerate(attrs or ()):
+        if bad is None:
+            out[kv["key"]] = any_value(kv.get("value") or {})
+            continue
+        try:
+            key = kv["key"]
+            if type(key) is not str:
+                raise TypeError(f"key must be a string, got {type(key).__name__}")
+            out[key] = any_value(kv.get("value") or {})
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            bad(kv.get("key", f"#{i}") if type(kv) is dict else f"#{i}", exc)
     return out
 
 

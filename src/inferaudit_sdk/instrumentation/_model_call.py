@@ -183,7 +183,7 @@ def _start_measuring(call: _Call, active: Any, cfg: Any) -> None:
         device_index = call.timing.device_index
     if device_type == "cuda":
         gpu = _gpu_sampler(device_index)
-        if gpu is not None:
+        if gpu is not None and gpu[1] >= 0:  # -1: a GPU the sampler does not sample
             call.gpu = (gpu[0], gpu[1], gpu[0].clock())
     if cfg.profile_every_n > 0:
         state = state_for(active)

@@ -12,18 +12,18 @@ to the first one at or after ``end``; where no sample covers the tail yet (the s
 the next reading), the newest sample's values are held. Means are weighted by the time each
 sample covers inside the window. Energy is the total-energy counter interpolated linearly at
 ``start`` and ``end``, and past the newest sample (where a span that ends before the next
-reading lies) extrapolated with the counter's slope over the last sample period (the newest
-power reading where only one counter reading is at hand); without that counter, power × time.
-Power is that energy over the window's length where the counter exists: on Ampere and newer
-``nvmlDeviceGetPowerUsage`` is a moving average over about a second, so the readings inside a
-span shorter than that still carry the load before it, while the counter accumulates what was
-drawn. Without the counter, and for a zero-length window, power is the time-weighted mean of
-the readings.
+reading lies) extrapolated with the counter's slope over the last sample period. Power is that
+energy over the window's length: on Ampere and newer ``nvmlDeviceGetPowerUsage`` is a moving
+average over about a second, so the readings inside a span shorter than that still carry the
+load before it, while the counter accumulates what was drawn. Where the counter cannot say
+(unsupported, one reading only, or an interval the window uses where it did not advance:
+refreshed more slowly than the sampler ticks, or reset), energy is the power readings × time
+and power their time-weighted mean, as it is for a zero-length window.
 """
 
 from __future__ import annotations
 
-import itertools
+import bisect
 import threading
 from typing import Any
 
@@ -120,33 +120,30 @@ def _weighted_mean(rows: list[list[float]], col: int, weights: list[float]) -> f
 
 def _counter_energy_j(ts: list[int], rows: list[list[float]], start: int, end: int
                       ) -> float | None:
-    """Energy over ``[start, end]`` from the total-energy counter; None without it."""
-    e_col, p_col = F["energy_mj"], F["power_w"]
-    pts = [(t, r[e_col], r[p_col]) for t, r in zip(ts, rows, strict=True) if not _nan(r[e_col])]
-    if not pts:
+    """Energy over ``[start, end]`` from the total-energy counter (mJ), read linearly between
+    its readings and, beyond them, along the nearest interval's slope (a moving-average power
+    reading would carry the load of the second before). None, so that the power readings are
+    used instead, without two counter readings or when an interval the window uses did not
+    advance: a counter the driver refreshes more slowly than the sampler ticks (or one that
+    was reset) would otherwise give 0 J for a span drawing hundreds of watts."""
+    col = F["energy_mj"]
+    pts = [(t, r[col]) for t, r in zip(ts, rows, strict=True) if not _nan(r[col])]
+    if len(pts) < 2:
         return None
+    times = [t for t, _ in pts]
+    last = len(pts) - 2  # the last interval's index
+    first_used = min(max(bisect.bisect_right(times, start) - 1, 0), last)
+    last_used = min(max(bisect.bisect_left(times, end) - 1, 0), last)
+    for k in range(first_used, last_used + 1):
+        (ta, ea), (tb, eb) = pts[k], pts[k + 1]
+        if not (tb > ta and eb > ea):
+            return None
 
-    def rate(a: tuple[int, float, float], b: tuple[int, float, float], p_w: float) -> float:
-        """mJ per ns beyond the counter's readings: its slope over the nearest interval (a
-        moving-average power reading would carry the load of the second before); the power
-        reading ``p_w`` where there is one reading only or the counter went back."""
-        if b[0] > a[0] and b[1] >= a[1]:
-            return (b[1] - a[1]) / (b[0] - a[0])
-        return (0.0 if _nan(p_w) else p_w) / 1e6  # W x ns / 1e6 = mJ
+    def at(t: int, k: int) -> float:  # the counter at t along interval k
+        (ta, ea), (tb, eb) = pts[k], pts[k + 1]
+        return ea + (eb - ea) * (t - ta) / (tb - ta)
 
-    def at(t: int) -> float:  # counter in mJ at time t
-        t0, e0, p0 = pts[0]
-        if t <= t0:
-            return e0 - rate(pts[0], pts[1] if len(pts) > 1 else pts[0], p0) * (t0 - t)
-        t1, e1, p1 = pts[-1]
-        if t >= t1:
-            return e1 + rate(pts[-2] if len(pts) > 1 else pts[-1], pts[-1], p1) * (t - t1)
-        for (ta, ea, _), (tb, eb, _) in itertools.pairwise(pts):
-            if ta <= t <= tb:
-                return ea + (eb - ea) * (t - ta) / (tb - ta) if tb > ta else eb
-        return e1
-
-    return max(at(end) - at(start), 0.0) / 1000.0
+    return (at(end, last_used) - at(start, first_used)) / 1000.0
 
 
 def _power_energy_j(rows: list[list[float]], weights_ns: list[float]) -> float | None:

@@ -211,6 +211,7 @@ class NvmlSampler:
         for per_gpu in (self.gpus, self._rings, self._disabled, self._faults, self._io_bytes,
                         self._energy_j, self._last_ts):
             per_gpu.clear()
+        self.cuda_indices.clear()  # positions change with the list
 
     def start(self) -> bool:
         """:meth:`open`, then start the daemon thread. Idempotent."""
@@ -389,7 +390,16 @@ class NvmlSampler:
         for gpu in self.gpus:
             if _bare_uuid(gpu.uuid) == want or any(_bare_uuid(m) == want for m in gpu.mig_uuids):
                 return gpu.index
-        return None
+        if not self._started or not want:
+            return None
+        # A MIG device CUDA_VISIBLE_DEVICES did not name (a container runtime exposed it, or
+        # the older MIG-GPU-<uuid>/<gi>/<ci> form was used): NVML knows its parent.
+        found = _mig_parent(self.nvml, f"MIG-{want}", [g.uuid for g in self.gpus])
+        if found is None:
+            return None
+        gpu = self.gpus[found]
+        gpu.mig_uuids = (*gpu.mig_uuids, f"MIG-{want}")
+        return gpu.index
 
 
 def _bare_uuid(uuid: str) -> str:
