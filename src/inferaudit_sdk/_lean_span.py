@@ -38,7 +38,6 @@ from inferaudit_sdk import semconv
 if TYPE_CHECKING:
     from inferaudit_sdk._lean_plan import LeanPlan
 
-_logger = logging.getLogger("inferaudit_sdk")
 # The SDK span's own warnings come from this logger: the same ones, for the same filters.
 _sdk_logger = logging.getLogger("opentelemetry.sdk.trace")
 _time_ns = time.time_ns
@@ -444,7 +443,7 @@ class LeanSpan(trace_api.Span):
                 events_dropped = held.dropped if held is not None else 0
                 links: Any = tuple(self._links) if self._links else ()
         if ended:
-            _logger.debug("inferaudit: end() on an ended span")
+            _sdk_logger.warning("Calling end() on an ended span.")
             return
         if self._metrics_end is not None:
             self._metrics_end()

@@ -540,4 +540,5 @@ _LATE_WRITES = (
     lambda s: s.add_link(_LINKED),
     lambda s: s.update_name("late"),
     lambda s: s.set_status(StatusCode.OK),
+    lambda s: s.end(),
 )
