@@ -9,11 +9,9 @@ import time
 import numpy as np
 import pynvml
 import pytest
-import torch
+from _device_models import fake_cuda_call_span
 
 from inferaudit_sdk import _guard, semconv
-from inferaudit_sdk.instrumentation import instrument_model, uninstrument_model
-from inferaudit_sdk.instrumentation._fake_cuda import FakeCudaBackend
 from inferaudit_sdk.samplers import _nvml_metrics, _ring, nvml
 from inferaudit_sdk.samplers._fake_nvml import FakeGpu, FakeLoad, FakeNvml
 from inferaudit_sdk.samplers.nvml import NvmlSampler
@@ -257,19 +255,7 @@ def test_model_span_gets_gpu_aggregates(spans, config):
     load = FakeLoad(sm_util_pct=37, power_w=250.0, pcie_tx_kbps=2048)
     sampler = nvml.start_sampler(cfg, backend=FakeNvml([FakeGpu(load=load)]))
     assert sampler is not None
-    deadline = time.monotonic() + 2
-    while sampler.ticks < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    backend = FakeCudaBackend()
-    model = torch.nn.Linear(4, 4)
-    instrument_model(model, backend=backend)
-    try:
-        with torch.no_grad():
-            model(torch.randn(2, 4))
-    finally:
-        uninstrument_model(model)
-    (span,) = spans.get_finished_spans()
-    a = span.attributes
+    a = fake_cuda_call_span(sampler, spans).attributes
     assert a[semconv.GPU_UTILIZATION_RATIO] == pytest.approx(0.37)
     # Energy over the window: the counter is read a moment before its row is stamped, on a
     # real clock, so not to the last digit.

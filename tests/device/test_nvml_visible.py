@@ -5,15 +5,13 @@ NVML (which raises the real pynvml errors). The environment is set with monkeypa
 from __future__ import annotations
 
 import logging
-import time
 
 import pynvml
 import pytest
 import torch
+from _device_models import fake_cuda_call_span
 
 from inferaudit_sdk import semconv
-from inferaudit_sdk.instrumentation import instrument_model, uninstrument_model
-from inferaudit_sdk.instrumentation._fake_cuda import FakeCudaBackend
 from inferaudit_sdk.samplers import _nvml_metrics, nvml
 from inferaudit_sdk.samplers._cuda_visible import select
 from inferaudit_sdk.samplers._fake_nvml import FakeGpu, FakeLoad, FakeNvml
@@ -163,17 +161,7 @@ def test_a_model_span_gets_the_visible_gpu(monkeypatch, spans, config):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     sampler = nvml.start_sampler(config(nvml_enabled=True), backend=two_gpus())
     assert sampler is not None
-    deadline = time.monotonic() + 2
-    while sampler.ticks < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    model = torch.nn.Linear(4, 4)
-    instrument_model(model, backend=FakeCudaBackend())  # CUDA device 0 = NVML GPU 1 here
-    try:
-        with torch.no_grad():
-            model(torch.randn(2, 4))
-    finally:
-        uninstrument_model(model)
-    (span,) = spans.get_finished_spans()
+    span = fake_cuda_call_span(sampler, spans)  # CUDA device 0 = NVML GPU 1 here
     assert span.attributes[semconv.GPU_UTILIZATION_RATIO] == pytest.approx(0.37)
 
 
