@@ -303,15 +303,19 @@ class LeanSpan(trace_api.Span):
         attributes = link.attributes if link else None
         if not (ctx and (ctx.is_valid or attributes or ctx.trace_state)):
             return
-        # As the SDK: the link's attributes bounded and frozen (a new Link, where the SDK
-        # rewrites the caller's).
+        # As the SDK: the link's attributes bounded and frozen, on the caller's Link itself
+        # (a Link subclass may keep them elsewhere: it gets a new Link).
         plan = self._plan
         bounded = _BoundedAttributes(plan.link_attrs_max, attributes,
                                      max_value_len=plan.other_value_len, immutable=True) \
             if attributes else plan.no_link_attrs
+        if type(link) is Link:
+            link._attributes = bounded
+        else:
+            link = Link(ctx, bounded)
         if self._links is None:
             self._links = []
-        self._links.append(Link(ctx, bounded))
+        self._links.append(link)
 
     def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None
                  ) -> None:

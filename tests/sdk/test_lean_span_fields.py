@@ -542,3 +542,19 @@ _LATE_WRITES = (
     lambda s: s.set_status(StatusCode.OK),
     lambda s: s.end(),
 )
+
+
+def test_a_callers_link_is_bounded_in_place_as_the_sdk_does(make_pair: PairFactory) -> None:
+    """The SDK bounds and freezes the attributes of the very Link it is given; so does the lean
+    span (one object per link, not two), and what the caller holds afterwards is the same."""
+    lean, sdk = make_pair(lambda: {"span_limits": SpanLimits(**LIMITS)})
+    held = []
+    for arm in (lean, sdk):
+        link = Link(_LINKED, {"a": 1, "b": 2})  # over max_link_attributes
+        span = arm.start("linked", None, [link])
+        span.end()
+        (exported,) = arm.finished()
+        assert exported.links[0] is link
+        held.append((dict(link.attributes), link.dropped_attributes))
+    assert type(lean.started[0]) is _lean_span.LeanSpan
+    assert held[0] == held[1] == ({"b": 2}, 1)  # the oldest made room, as ever
