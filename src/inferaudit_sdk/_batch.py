@@ -107,15 +107,21 @@ def _start(members: Iterable[Any], model: str | None, operation: str | None,
     parent = _active.current()
     request = request_of(parent) if parent is not None else None
     contexts: list[SpanContext] = []
+    # Every member counts towards the size, linked or not: a request sampled out upstream
+    # (its handle's context invalid) still ran in this batch.
+    n_members = 0
     for m in members or ():
+        if m is None:
+            continue
         try:
             ctx = _member_context(m)
         except TypeError as exc:
             swallow("batch.members", exc)
             continue
+        n_members += 1
         if ctx is not None:
             contexts.append(ctx)
-    implicit = not contexts and request is not None and request.recording
+    implicit = not n_members and request is not None and request.recording
     if implicit:
         contexts.append(request.span.get_span_context())  # type: ignore[union-attr]
     req_attrs = getattr(request, "spec", None)
@@ -126,7 +132,7 @@ def _start(members: Iterable[Any], model: str | None, operation: str | None,
         operation = operation or req_attrs.operation
         provider = req_attrs.provider
     model = model or UNKNOWN_MODEL
-    size = batch_size if batch_size is not None else len(contexts)
+    size = batch_size if batch_size is not None else (n_members or len(contexts))
     attrs: dict[str, Any] = {
         semconv.SPAN_ROLE: semconv.ROLE_BATCH,
         semconv.SCHEMA_VERSION_ATTR: semconv.SCHEMA_VERSION,

@@ -23,6 +23,11 @@ _logged: set[tuple[str, str]] = set()
 _listeners: list[Callable[[str], None]] = []
 
 
+class OwnMessage:
+    """Marks an SDK error whose message the SDK wrote from names, types and numbers only (no
+    user value): logged in full whatever the content-capture setting."""
+
+
 def swallow(component: str, exc: BaseException) -> None:
     """Count and (once per component and exception type) log an instrumentation fault."""
     try:
@@ -35,12 +40,31 @@ def swallow(component: str, exc: BaseException) -> None:
             _logger.warning(
                 "inferaudit: instrumentation fault in %s (%s: %s); further ones are counted "
                 "in the inferaudit.sdk.errors metric, not logged",
-                component, type(exc).__name__, exc,
+                component, type(exc).__name__, _detail(exc),
             )
         for listener in tuple(_listeners):
             listener(component)
     except Exception:  # the guard itself must never raise
         pass
+
+
+def _detail(exc: BaseException) -> str:
+    """The fault's message where message content may leave the process; else where it was
+    raised. A message can quote the user's data (a prompt inside a user object's error, a
+    completion passed to the wrong field), and logs are shipped like traces."""
+    try:
+        from inferaudit_sdk import _settings
+
+        if isinstance(exc, OwnMessage) or _settings.get_config().capture_content:
+            return str(exc)
+    except Exception:
+        pass
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
+    return (f"raised at {where}; message withheld while "
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT is off")
 
 
 def guarded(component: str, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:

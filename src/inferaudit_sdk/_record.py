@@ -19,11 +19,11 @@ from typing import Any
 
 from inferaudit_sdk import _active, _content, _fingerprint, _settings, _tokens, semconv
 from inferaudit_sdk._active import ActiveSpan
-from inferaudit_sdk._guard import swallow
+from inferaudit_sdk._guard import OwnMessage, swallow
 from inferaudit_sdk._usage import INT64_MAX
 
 
-class RecordError(ValueError):
+class RecordError(OwnMessage, ValueError):
     """A ``record()`` field had a value that cannot be used (reported, never raised)."""
 
 
@@ -44,7 +44,7 @@ def _count(field: str, value: Any) -> int:
                 n = None
     if n is None or not 0 <= n <= INT64_MAX:
         raise RecordError(f"record({field}=...) must be a non-negative int (int64), got "
-                          f"{value!r:.60}")
+                          f"{_described(value)}")
     return n
 
 
@@ -117,11 +117,20 @@ def _set_request(active: ActiveSpan, fields: Mapping[str, Any]) -> None:
             swallow("record", exc)
 
 
+def _described(value: Any) -> str:
+    """A wrong value for an error line: a number as it is, anything else by type and length,
+    since a string passed by mistake may be the prompt or the completion."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    size = f" of length {len(value)}" if isinstance(value, (str, bytes, list, tuple)) else ""
+    return f"a {type(value).__name__}{size}"
+
+
 def _seconds_to_ns(field: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or value < 0:
         raise RecordError(f"record({field}=...) must be a non-negative number of seconds, "
-                          f"got {value!r:.60}")
+                          f"got {_described(value)}")
     return round(value * 1e9)
 
 

@@ -209,6 +209,10 @@ def generated_count(
     if prompt is not None and seq.shape[1] > 0:
         p = prompt.reshape(1, -1) if prompt.ndim == 1 else prompt
         lp = p.shape[1]
+        if p.shape[0] and p.shape[0] != seq.shape[0] and seq.shape[0] % p.shape[0] == 0:
+            # num_return_sequences / beams: generate expands each prompt row in place
+            # (repeat_interleave), so row r of the output continues prompt row r // k.
+            p = np.repeat(p, seq.shape[0] // p.shape[0], axis=0)
         if p.shape[0] == seq.shape[0] and seq.shape[1] >= lp and np.array_equal(seq[:, :lp], p):
             gen = seq[:, lp:]
         else:

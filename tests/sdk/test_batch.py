@@ -182,3 +182,39 @@ def test_stream_closed_inside_a_batch_is_not_an_error(otel):
     for span in (req, bat):
         assert span.status.status_code != StatusCode.ERROR
         assert semconv.ERROR_TYPE not in span.attributes
+
+
+def test_members_sampled_out_upstream_still_count_towards_the_size(otel):
+    """A gateway sampled one request out (traceparent with the sampled flag 0): under the
+    default ParentBased sampler its handle has no valid context to link, but the model ran it
+    in the batch, so the size counts it."""
+    import threading
+
+    from opentelemetry import context as otel_context
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+    exporter, _ = otel
+
+    @ia.audited(model="m")
+    def admit(ids):
+        return ia.current_request()
+
+    handles = [admit([1, 2])]
+    unsampled = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(0))
+    token = otel_context.attach(set_span_in_context(NonRecordingSpan(unsampled)))
+    try:
+        handles += [admit([3]), admit([4])]
+    finally:
+        otel_context.detach(token)
+    assert [h.span_context.is_valid for h in handles] == [True, False, False]
+
+    def batcher():
+        with ia.batch(handles, model="m") as b:
+            b.record(input_tokens=4, output_tokens=2)
+
+    t = threading.Thread(target=batcher)
+    t.start()
+    t.join()
+    (batch,) = _by_role(exporter)["batch"]
+    assert batch.attributes[semconv.BATCH_SIZE] == 3
+    assert [link.context for link in batch.links] == [handles[0].span_context]

@@ -90,6 +90,22 @@ def test_generate_prefix_subtraction_eos_and_pad():
     assert _usage(seq) == (None, 20)
 
 
+@pytest.mark.parametrize("known", ["nothing", "pad-and-eos"])
+def test_generate_with_several_sequences_per_prompt_counts_only_generated_tokens(known):
+    """num_return_sequences / beam outputs: generate expands each prompt row in place
+    (repeat_interleave), so each output row's prefix is its own prompt row."""
+    kw = {"pad_token_id": 0, "eos_token_id": 2} if known == "pad-and-eos" else {}
+    one = np.array([[11, 12, 13]])
+    assert _usage(np.array([[11, 12, 13, 5, 6], [11, 12, 13, 7, 8]]), input_ids=one,
+                  **kw) == (3, 4)
+    two = np.array([[11, 12, 13], [21, 22, 23]])
+    out = np.concatenate([np.repeat(two, 2, axis=0), np.array([[5], [6], [7], [8]])], axis=1)
+    assert _usage(out, input_ids=two, **kw) == (6, 4)
+    # Rows that do not continue their prompt are not taken for continuations.
+    shuffled = out[[2, 3, 0, 1]]
+    assert _usage(shuffled, input_ids=two, **kw)[1] == shuffled.size
+
+
 def test_generate_output_object_with_sequences_and_torch():
     torch = pytest.importorskip("torch")
     input_ids = torch.tensor([[101, 102, 103]])
