@@ -41,6 +41,7 @@ from inferaudit_sdk._request import (
     DEFAULT_PROVIDER,
     Spec,
     finish,
+    mark_streamed,
     start,
 )
 from inferaudit_sdk._streaming import AuditedAsyncGenerator, AuditedGenerator
@@ -56,6 +57,15 @@ _push = _active.push
 _pop = _active.pop
 _set_span = trace.set_span_in_context
 _would_drop = _tracing.would_drop
+
+
+def _mark_streamed(state: Any) -> None:
+    """gen_ai.request.stream = true for a call that returned a stream (guarded: the stream is
+    still handed back if this fails). Only calls that return a stream pay for it."""
+    try:
+        mark_streamed(state)
+    except Exception as fault:
+        swallow("audited.stream", fault)
 
 
 def _sync_core(spec: Spec) -> Callable[..., Any]:
@@ -94,10 +104,12 @@ def _sync_core(spec: Spec) -> Callable[..., Any]:
         _detach(token)
         rtype = type(result)
         if rtype is types.GeneratorType:
+            _mark_streamed(state)
             return AuditedGenerator(result, state, ctx)  # a function that returns a stream
         if rtype is types.CoroutineType:
             return _awaited(result, state, ctx)  # the work happens when it is awaited
         if rtype is types.AsyncGeneratorType:
+            _mark_streamed(state)
             return AuditedAsyncGenerator(result, state, ctx)
         finish(state, result)
         return result
@@ -158,6 +170,7 @@ def _coroutine_core(spec: Spec) -> Callable[..., Any]:
         _pop(atoken)
         _detach(token)
         if type(result) is types.AsyncGeneratorType:
+            _mark_streamed(state)
             return AuditedAsyncGenerator(result, state, ctx)
         finish(state, result)
         return result
@@ -253,6 +266,7 @@ def _decorate(func: Any, options: dict[str, Any]) -> Any:
         stream=bool(stream) if stream is not None else (is_gen or is_agen),
         positions=positions,
         var_kw=search_kwargs,
+        stream_inferred=stream is None,
     )
     if is_agen or is_gen:
         return wrapt.FunctionWrapper(func, _generator_wrapper(spec, is_async=is_agen),

@@ -56,6 +56,7 @@ class Spec:
         "provider",
         "start_attrs",
         "stream",
+        "stream_inferred",
         "var_kw",
     )
 
@@ -70,11 +71,15 @@ class Spec:
         stream: bool,
         positions: dict[str, int],
         var_kw: bool,
+        stream_inferred: bool = False,
     ) -> None:
         self.operation = operation
         self.provider = provider
         self.model = model
         self.stream = stream
+        # True when ``stream=`` was not given: a call that returns a stream then marks itself
+        # streamed (:func:`mark_streamed`), which decoration time could not know.
+        self.stream_inferred = stream_inferred
         self.positions = positions  # argument name -> index among positional parameters
         self.var_kw = var_kw
         self.name = f"{operation} {model}" if model else None
@@ -132,6 +137,7 @@ class RequestSpan(ActiveSpan):
         "spec",
         "start_ns",
         "stream_tokens",
+        "timed_chunks",
     )
 
     def __init__(self, span: Any, recording: bool, spec: Spec, found: dict[str, Any]) -> None:
@@ -143,6 +149,7 @@ class RequestSpan(ActiveSpan):
         self.first_ns: int | None = None
         self.last_ns: int | None = None
         self.chunks = 0
+        self.timed_chunks = 0  # chunks not known to be empty: the ones TTFT/TPOT time
         self.stream_tokens: int | None = 0  # None once a chunk is not countable token ids
         self.seq_rows = 1
         self.completion_parts: list[str] | None = None
@@ -150,16 +157,20 @@ class RequestSpan(ActiveSpan):
         self.done = False
 
     def on_chunk(self, chunk: Any) -> None:
-        """A streamed chunk reached the consumer: timestamps and exact token counting."""
+        """A streamed chunk reached the consumer: timestamps and exact token counting.
+
+        A chunk known to hold no token ids (``[]``, an empty array: a heartbeat) is counted as
+        a chunk but not timed, so TTFT is the first chunk with tokens and TPOT spans first to
+        last token-carrying chunk. A chunk that cannot be counted is timed (it may hold text).
+        """
         now = _now_ns()
-        if self.first_ns is None:
-            self.first_ns = now
-        self.last_ns = now
         self.chunks += 1
         tokens = self.stream_tokens
+        n: int | None = None
         if tokens is None or not self.recording:
             pass
         elif type(chunk) is int:
+            n = 1
             self.stream_tokens = tokens + 1  # the chunk is one token id
         else:
             n = _tokens.count(chunk)
@@ -167,10 +178,13 @@ class RequestSpan(ActiveSpan):
                 self.stream_tokens = None
             else:
                 self.stream_tokens = tokens + n
-                if self.chunks == 1:
-                    shape = getattr(chunk, "shape", None)
-                    if shape is not None and len(shape) == 2 and shape[0] > 0:
-                        self.seq_rows = int(shape[0])
+        if n != 0:
+            if self.first_ns is None:
+                self.first_ns = now
+                if n is not None and type(chunk) is not int:
+                    self.seq_rows = _rows(chunk)
+            self.last_ns = now
+            self.timed_chunks += 1
         if type(chunk) is str and self.recording:
             cfg = _settings.get_config()
             # Keep text only while the cap can still use it: once past content_max_chars the
@@ -180,6 +194,26 @@ class RequestSpan(ActiveSpan):
                     self.completion_parts = []
                 self.completion_parts.append(chunk)
                 self.completion_chars += len(chunk)
+
+
+def _rows(chunk: Any) -> int:
+    """Sequences in a counted chunk: rows of a 2-D array/tensor or of a list of rows (a batch
+    streamed as ``[[t], [t]]``), else 1. Only the first element of a list is looked at."""
+    shape = getattr(chunk, "shape", None)
+    if shape is not None:
+        return int(shape[0]) if len(shape) == 2 and shape[0] > 0 else 1
+    if isinstance(chunk, (list, tuple)) and chunk:
+        first = chunk[0]
+        if isinstance(first, (list, tuple)) or len(getattr(first, "shape", ())) == 1:
+            return len(chunk)
+    return 1
+
+
+def mark_streamed(state: RequestSpan) -> None:
+    """The call returned a stream: ``gen_ai.request.stream`` is true unless ``stream=`` said
+    otherwise (written attributes replace the start attribute)."""
+    if state.spec.stream_inferred and not state.spec.stream:
+        state.attributes[semconv.GEN_AI_REQUEST_STREAM] = True
 
 
 def start(spec: Spec, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RequestSpan:
@@ -212,7 +246,12 @@ def start(spec: Spec, instance: Any, args: tuple[Any, ...], kwargs: dict[str, An
 
 
 def _infer(state: RequestSpan, result: Any, has_result: bool) -> tuple[int | None, int | None]:
-    """Fill inferred attributes that record() did not set; return (input, output) tokens."""
+    """Fill inferred attributes that record() did not set; return (input, output) tokens.
+
+    Three steps, each guarded on its own and written as soon as it is done: usage, the prompt
+    fingerprint, captured content. A fault in a later step (an odd ``messages`` argument, say)
+    keeps what the earlier ones found.
+    """
     attrs = state.attributes
     found = state.found
     call = None
@@ -221,11 +260,11 @@ def _infer(state: RequestSpan, result: Any, has_result: bool) -> tuple[int | Non
             call = CallTokens(found)
         except Exception as fault:  # an unreadable argument: the result may still tell
             swallow("usage.arguments", fault)
-    inferred: dict[str, Any] = {}
     usage = from_result(result if has_result else None, call)
     out = usage.output_tokens
     if state.stream_tokens is not None and state.chunks:
         out = state.stream_tokens
+    inferred: dict[str, Any] = {}
     if usage.input_tokens is not None:
         inferred[semconv.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
     if out is not None:
@@ -236,32 +275,58 @@ def _infer(state: RequestSpan, result: Any, has_result: bool) -> tuple[int | Non
         inferred[semconv.GEN_AI_RESPONSE_MODEL] = usage.response_model
     if usage.finish_reasons:
         inferred[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = usage.finish_reasons
-    if semconv.PROMPT_FINGERPRINT not in attrs:
-        prompt_text = found.get("prompt")
-        if usage.prompt_ids is not None:
-            inferred.update(_fingerprint.attributes_for_ids(usage.prompt_ids))
-        elif isinstance(prompt_text, str):
-            inferred.update(_fingerprint.attributes_for_text(prompt_text))
-    cfg = _settings.get_config()
-    if cfg.capture_content:
-        prompt = None
-        if semconv.GEN_AI_INPUT_MESSAGES not in attrs:
-            prompt = found.get("messages") or found.get("prompt")
-        completion = None
-        if semconv.GEN_AI_OUTPUT_MESSAGES not in attrs:
-            if state.completion_parts is not None:
-                completion = "".join(state.completion_parts)
-            elif isinstance(result, str):
-                completion = result
-        reason = usage.finish_reasons[0] if usage.finish_reasons else None
-        inferred.update(_content.message_attributes(prompt, completion, cfg.content_max_chars,
-                                                    reason))
-    for key, value in inferred.items():
+    for key, value in inferred.items():  # written first: later steps cannot lose it
         if key not in attrs:
             attrs[key] = value
+    if semconv.PROMPT_FINGERPRINT not in attrs:
+        try:
+            prompt_text = found.get("prompt")
+            fp = None
+            if usage.prompt_ids is not None:
+                fp = _fingerprint.attributes_for_ids(usage.prompt_ids)
+            elif isinstance(prompt_text, str):
+                fp = _fingerprint.attributes_for_text(prompt_text)
+            if fp:
+                _merge(attrs, fp)
+        except Exception as fault:
+            swallow("request.fingerprint", fault)
+    cfg = _settings.get_config()
+    if cfg.capture_content:
+        try:
+            _merge(attrs, _content_attributes(state, result, usage.finish_reasons,
+                                              cfg.content_max_chars))
+        except Exception as fault:
+            swallow("request.content", fault)
     inp = attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS)
     outp = attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS)
     return (inp if isinstance(inp, int) else None, outp if isinstance(outp, int) else None)
+
+
+def _merge(attrs: dict[str, Any], inferred: dict[str, Any]) -> None:
+    """Add what was inferred; what record() set stays."""
+    for key, value in inferred.items():
+        if key not in attrs:
+            attrs[key] = value
+
+
+def _content_attributes(state: RequestSpan, result: Any, finish_reasons: Any,
+                        max_chars: int) -> dict[str, Any]:
+    """gen_ai.input/output.messages (content capture is on). No truth tests on arguments: an
+    array of messages has no truth value."""
+    attrs = state.attributes
+    prompt = None
+    if semconv.GEN_AI_INPUT_MESSAGES not in attrs:
+        prompt = state.found.get("messages")
+        if prompt is None:
+            prompt = state.found.get("prompt")
+    completion = None
+    if semconv.GEN_AI_OUTPUT_MESSAGES not in attrs:
+        if state.completion_parts is not None:
+            completion = "".join(state.completion_parts)
+        elif isinstance(result, str):
+            completion = result
+    reason = finish_reasons[0] if finish_reasons else None
+    return _content.message_attributes(prompt, completion, max_chars, reason)
 
 
 def finish(state: RequestSpan, result: Any = None, exc: BaseException | None = None,
@@ -287,13 +352,15 @@ def finish(state: RequestSpan, result: Any = None, exc: BaseException | None = N
         swallow("request.usage", fault)
     try:
         attrs = state.attributes
+        if state.chunks:
+            attrs[semconv.REQUEST_STREAM_CHUNKS] = state.chunks
         if state.first_ns is not None:
             ttft_ns = state.first_ns - state.start_ns
             attrs[semconv.REQUEST_TIME_TO_FIRST_TOKEN_NS] = ttft_ns
-            attrs[semconv.REQUEST_STREAM_CHUNKS] = state.chunks
             ttft_s = ttft_ns / 1e9
-            # Needs >= 2 chunks: tokens that all arrived in one chunk have no spacing to time.
-            per_seq = out // state.seq_rows if out is not None and state.chunks > 1 else None
+            # Needs >= 2 timed chunks: tokens that all arrived in one chunk have no spacing.
+            per_seq = (out // state.seq_rows if out is not None and state.timed_chunks > 1
+                       else None)
             if per_seq is not None and per_seq > 1 and state.last_ns is not None:
                 tpot_ns = (state.last_ns - state.first_ns) // (per_seq - 1)
                 attrs[semconv.REQUEST_TIME_PER_OUTPUT_TOKEN_NS] = tpot_ns

@@ -25,11 +25,21 @@ def is_tensor(obj: Any) -> bool:
     return tensor is not None and isinstance(obj, tensor)
 
 
+def _is_id(x: Any) -> bool:
+    """One token id: an ``int`` or a numpy integer scalar (``list(np_array)`` holds those);
+    never a bool (``np.bool_`` is not an ``np.integer``)."""
+    return type(x) is int or isinstance(x, np.integer)
+
+
 def _int_list(obj: Any) -> bool:
     """A list/tuple of token ids. Only the ends are type-checked: a full scan would cost O(n)
     Python steps per request on the hot path, and lists mixing ids with other things do not
     come out of tokenizers or models."""
-    return not obj or (type(obj[0]) is int and type(obj[-1]) is int)
+    if not obj:
+        return True
+    a, b = obj[0], obj[-1]  # inlined _is_id: the common case is one ``type() is int`` each
+    return ((type(a) is int or isinstance(a, np.integer))
+            and (type(b) is int or isinstance(b, np.integer)))
 
 
 def to_array(obj: Any) -> np.ndarray | None:
@@ -51,7 +61,7 @@ def to_array(obj: Any) -> np.ndarray | None:
         if not obj:
             return np.zeros(0, dtype=np.int64)
         first = obj[0]
-        if type(first) is int:
+        if _is_id(first):
             if not _int_list(obj):
                 return None
             try:
@@ -79,7 +89,7 @@ def to_array(obj: Any) -> np.ndarray | None:
 
 def count(obj: Any) -> int | None:
     """Exact number of token ids in ``obj`` (shape only for arrays: no device sync), or None
-    if ``obj`` is not a container of token ids. A bare int counts as one token id."""
+    if ``obj`` is not a container of token ids. A bare int or numpy integer counts as one."""
     t = type(obj)
     if t is int:
         return 1
@@ -87,7 +97,7 @@ def count(obj: Any) -> int | None:
         if not obj:
             return 0
         first = obj[0]
-        if type(first) is int:
+        if type(first) is int or isinstance(first, np.integer):
             return len(obj) if _int_list(obj) else None
         total = 0
         for row in obj:  # one level only: rows of ints, or 1-D arrays/tensors
@@ -109,6 +119,8 @@ def count(obj: Any) -> int | None:
         if obj.is_floating_point() or obj.is_complex() or str(obj.dtype) == "torch.bool":
             return None
         return int(obj.numel()) if obj.dim() in (0, 1, 2) else None
+    if isinstance(obj, np.integer):
+        return 1  # one token id, as a 0-d integer tensor counts 1
     return None
 
 

@@ -271,7 +271,7 @@ def _from_return(result: Any, call: CallTokens | None, prompt: np.ndarray | None
                  usage: Usage) -> None:
     if isinstance(result, (list, tuple)):
         first = result[0] if result else None
-        if first is not None and not isinstance(first, (int, list, tuple, np.ndarray)) \
+        if first is not None and not isinstance(first, (int, np.integer, list, tuple, np.ndarray)) \
                 and not _tokens.is_tensor(first):
             _from_vllm(result, usage)  # a list of vLLM-style request outputs
             return
