@@ -136,3 +136,22 @@ def test_simhash_bit_counting_matches_a_plain_count_on_both_paths(n):
     one_bit = np.full(n, 1 << 63, dtype=np.uint64)
     for hashes in (random, all_ones, one_bit):
         assert fp.simhash_of_hashes(hashes) == _naive_simhash(hashes)
+
+
+def test_word_hashes_are_the_same_on_both_paths_and_split_on_ascii_whitespace():
+    """Short texts take a Python loop, long ones numpy passes: the hashes must not depend on
+    which, or prompts either side of the threshold could never be near duplicates."""
+    import random
+
+    rnd = random.Random(1)
+    pieces = ["a", "b", "é", "日本", "\t", "\n", " ", "  ", "\x0b", "\x1c", "\xa0", "x" * 50]
+    for _ in range(500):
+        data = "".join(rnd.choice(pieces) for _ in range(rnd.randrange(0, 80))).encode()
+        assert np.array_equal(fp._word_hashes_py(data), fp._word_hashes_np(data)), data
+    spaced = fp.word_hashes(b"a  b\tc\nd\r\x0be\x0cf")
+    assert np.array_equal(spaced, fp.word_hashes(b"a b c d e f"))
+    assert len(fp.word_hashes("a\xa0b".encode())) == 1  # a no-break space is not ASCII
+    long = (" ".join(f"w{i % 300}" for i in range(2000))).encode()
+    assert len(long) >= fp._NUMPY_FROM_BYTES
+    assert np.array_equal(fp.word_hashes(long), fp._word_hashes_py(long))
+    assert fp.word_hashes(b" \t ").shape == (0,)
