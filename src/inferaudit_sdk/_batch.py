@@ -75,12 +75,12 @@ class BatchSpan(ActiveSpan):
 
 
 def _member_context(member: Any) -> SpanContext | None:
+    """A member's context to link; None for one sampled out (invalid context). The caller
+    skips ``None`` members before asking."""
     if isinstance(member, RequestHandle):
         ctx = member.span_context
     elif isinstance(member, SpanContext):
         ctx = member
-    elif member is None:
-        return None
     else:
         raise TypeError(
             f"batch(members=...) items must be RequestHandle or SpanContext, got "

@@ -34,7 +34,7 @@ from opentelemetry.trace import INVALID_SPAN
 
 from inferaudit_sdk import _active, _tracing, semconv
 from inferaudit_sdk._active import ActiveSpan
-from inferaudit_sdk._guard import swallow
+from inferaudit_sdk._guard import guarded, swallow
 from inferaudit_sdk._request import (
     ARG_NAMES,
     DEFAULT_OPERATION,
@@ -57,15 +57,6 @@ _push = _active.push
 _pop = _active.pop
 _set_span = trace.set_span_in_context
 _would_drop = _tracing.would_drop
-
-
-def _mark_streamed(state: Any) -> None:
-    """gen_ai.request.stream = true for a call that returned a stream (guarded: the stream is
-    still handed back if this fails). Only calls that return a stream pay for it."""
-    try:
-        mark_streamed(state)
-    except Exception as fault:
-        swallow("audited.stream", fault)
 
 
 def _sync_core(spec: Spec) -> Callable[..., Any]:
@@ -104,12 +95,12 @@ def _sync_core(spec: Spec) -> Callable[..., Any]:
         _detach(token)
         rtype = type(result)
         if rtype is types.GeneratorType:
-            _mark_streamed(state)
+            guarded("audited.stream", mark_streamed, state)
             return AuditedGenerator(result, state, ctx)  # a function that returns a stream
         if rtype is types.CoroutineType:
             return _awaited(result, state, ctx)  # the work happens when it is awaited
         if rtype is types.AsyncGeneratorType:
-            _mark_streamed(state)
+            guarded("audited.stream", mark_streamed, state)
             return AuditedAsyncGenerator(result, state, ctx)
         finish(state, result)
         return result
@@ -170,7 +161,7 @@ def _coroutine_core(spec: Spec) -> Callable[..., Any]:
         _pop(atoken)
         _detach(token)
         if type(result) is types.AsyncGeneratorType:
-            _mark_streamed(state)
+            guarded("audited.stream", mark_streamed, state)
             return AuditedAsyncGenerator(result, state, ctx)
         finish(state, result)
         return result

@@ -78,8 +78,8 @@ def select(
             stop = f"{raw!r}, not a GPU index"
             break
         picked.append(idx)
-    if any(i >= count for i in picked):
-        cut = next(k for k, i in enumerate(picked) if i >= count)
+    cut = next((k for k, i in enumerate(picked) if i >= count), None)
+    if cut is not None:  # torch's trim: the list ends before the first index past the last GPU
         stop = f"{picked[cut]}, past the last of {count} GPUs"
         picked = picked[:cut]
     note = None if stop is None else f"CUDA_VISIBLE_DEVICES stops at {stop}"
