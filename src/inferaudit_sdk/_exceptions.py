@@ -35,8 +35,11 @@ def type_name(exc: BaseException) -> str:
 
 
 def _qualified(exc: BaseException) -> str:
+    """``exception.type`` as the OpenTelemetry SDK's ``record_exception`` writes it (a builtin
+    bare, anything else module-qualified), so spans of one service group alike."""
     cls = type(exc)
-    return f"{cls.__module__}.{cls.__qualname__}"
+    mod = cls.__module__
+    return cls.__qualname__ if mod == "builtins" else f"{mod}.{cls.__qualname__}"
 
 
 def redacted_stacktrace(exc: BaseException) -> str:
@@ -59,7 +62,7 @@ def redacted_stacktrace(exc: BaseException) -> str:
         if item.__traceback__ is not None:
             parts.append(_TRACEBACK)
             parts.extend(traceback.format_tb(item.__traceback__))
-        parts.append(_qualified(item) + "\n")
+        parts.append(type_name(item) + "\n")  # the type as the traceback module prints it
         if link_to_next:
             parts.append(link_to_next)
     return "".join(parts)

@@ -3,8 +3,8 @@
 Instruments are made on first use, not at import, and from the API's proxy meter, so they bind
 to the MeterProvider that ``configure()`` installs later. Boundaries are the GenAI convention's
 advisory buckets from :mod:`inferaudit_sdk.semconv`. Sampled-out requests record no metrics
-(the fast path does no work at all), so under trace sampling these histograms describe the
-sampled requests.
+(the fast path does no work at all), so under trace sampling in the SDK these histograms
+describe the sampled requests (docs/semantic-conventions.md says what to do instead).
 """
 
 from __future__ import annotations
@@ -86,15 +86,23 @@ def record_request(
     tpot_s: float | None,
     input_tokens: int | None,
     output_tokens: int | None,
+    error_type: str | None = None,
 ) -> None:
-    """Record one finished request. ``attributes`` already holds operation, provider, request
-    model and (on failure) error.type; it is not modified."""
+    """Record one finished request. ``attributes`` holds operation, provider and models; it
+    is not modified. As the GenAI conventions define them, only the duration carries
+    ``error.type``, and time to first token and per output token describe successful
+    responses only."""
     inst = instruments()
-    inst.duration_s.record(duration_s, attributes)
-    if ttft_s is not None:
-        inst.ttft_s.record(ttft_s, attributes)
-    if tpot_s is not None:
-        inst.tpot_s.record(tpot_s, attributes)
+    if error_type is None:
+        inst.duration_s.record(duration_s, attributes)
+        if ttft_s is not None:
+            inst.ttft_s.record(ttft_s, attributes)
+        if tpot_s is not None:
+            inst.tpot_s.record(tpot_s, attributes)
+    else:
+        failed = dict(attributes)
+        failed[semconv.ERROR_TYPE] = error_type
+        inst.duration_s.record(duration_s, failed)
     if input_tokens is not None:
         attrs = dict(attributes)
         attrs[semconv.GEN_AI_TOKEN_TYPE] = semconv.TOKEN_TYPE_INPUT

@@ -358,6 +358,7 @@ def finish(state: RequestSpan, result: Any = None, exc: BaseException | None = N
             ttft_ns = state.first_ns - state.start_ns
             attrs[semconv.REQUEST_TIME_TO_FIRST_TOKEN_NS] = ttft_ns
             ttft_s = ttft_ns / 1e9
+            attrs[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttft_s
             # Needs >= 2 timed chunks: tokens that all arrived in one chunk have no spacing.
             per_seq = (out // state.seq_rows if out is not None and state.timed_chunks > 1
                        else None)
@@ -373,12 +374,11 @@ def finish(state: RequestSpan, result: Any = None, exc: BaseException | None = N
             metric_attrs[semconv.GEN_AI_RESPONSE_MODEL] = response_model
     except Exception as fault:
         swallow("request.attributes", fault)
+    etype = None
     if exc is not None and not isinstance(exc, GeneratorExit):
         # Its own step: a fault in the attributes above must not hide the failure.
         etype = record_error(span, exc, "request.error")
         state.attributes[semconv.ERROR_TYPE] = etype
-        metric_attrs = dict(metric_attrs)
-        metric_attrs[semconv.ERROR_TYPE] = etype
     try:
         # flush_attributes writes one atomic snapshot, so a RequestHandle.record() racing in
         # from a batcher thread cannot change the dict while the span iterates it.
@@ -391,6 +391,6 @@ def finish(state: RequestSpan, result: Any = None, exc: BaseException | None = N
         swallow("request.end", fault)
     try:
         _metrics.record_request(metric_attrs, (end_ns - state.start_ns) / 1e9, ttft_s, tpot_s,
-                                inp, out)
+                                inp, out, etype)
     except Exception as fault:
         swallow("request.metrics", fault)

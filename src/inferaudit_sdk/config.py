@@ -5,7 +5,9 @@ warns and falls back to the default (never raises: this runs inside someone's se
 wrongly-typed argument passed in code raises ``TypeError`` at configure time, which is the
 developer's moment to hear about it. Only the ``INFERAUDIT_`` prefix is ours; standard
 ``OTEL_*`` variables keep their standard meaning and are read by the OpenTelemetry SDK itself,
-except the GenAI content-capture switch, which is read here.
+except the GenAI content-capture switch, which is read here, and the batch processor's
+``OTEL_BSP_*`` sizes and delay, read where the ``INFERAUDIT_`` variable of the same meaning is
+not set.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ _CONTENT_MODES_ON = {"span_only", "span_and_event"}
 _CONTENT_MODES_OFF = {"no_content", "event_only"}
 
 
-def _env(name: str, default: Any) -> dict[str, Any]:
-    return {"env_var": name, "default_value": default}
+def _env(name: str, default: Any, standard: str | None = None) -> dict[str, Any]:
+    """Field metadata: our variable, its default, and the standard ``OTEL_*`` variable with the
+    same meaning that is read when ours is not set."""
+    return {"env_var": name, "default_value": default, "standard_env_var": standard}
 
 
 @dataclass(frozen=True)
@@ -61,15 +65,16 @@ class AuditConfig:
         default=64 * 1024 * 1024, metadata=_env("INFERAUDIT_FILE_MAX_BYTES", 64 * 1024 * 1024)
     )
     max_queue_size: int = field(
-        default=65536, metadata=_env("INFERAUDIT_MAX_QUEUE_SIZE", 65536)
+        default=65536, metadata=_env("INFERAUDIT_MAX_QUEUE_SIZE", 65536, "OTEL_BSP_MAX_QUEUE_SIZE")
     )
     # Spans per export call (one OTLP request / one line in the file sink).
     max_export_batch_size: int = field(
-        default=512, metadata=_env("INFERAUDIT_MAX_EXPORT_BATCH_SIZE", 512)
+        default=512, metadata=_env("INFERAUDIT_MAX_EXPORT_BATCH_SIZE", 512,
+                                  "OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
     )
     # How long a span may wait in the queue before the worker exports it anyway.
     schedule_delay_ms: int = field(
-        default=500, metadata=_env("INFERAUDIT_SCHEDULE_DELAY_MS", 500)
+        default=500, metadata=_env("INFERAUDIT_SCHEDULE_DELAY_MS", 500, "OTEL_BSP_SCHEDULE_DELAY")
     )
     # Backpressure for the local file sink only: when its queue is full the producing thread
     # waits up to this long for space before the span is dropped (and counted). 0 = never wait.
@@ -112,6 +117,9 @@ class AuditConfig:
         for f in dataclasses.fields(cls):
             name = f.metadata["env_var"]
             raw = env.get(name)
+            standard = f.metadata["standard_env_var"]
+            if raw is None and standard is not None:
+                name, raw = standard, env.get(standard)
             if raw is None:
                 continue
             parsed = _parse(f.name, name, raw, f.default)

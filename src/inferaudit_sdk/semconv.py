@@ -23,6 +23,8 @@ GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
 GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
 GEN_AI_RESPONSE_ID = "gen_ai.response.id"
 GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+# s (double): a streamed response's first chunk, from the request's start (v1.41)
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
 GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
@@ -108,7 +110,6 @@ BUCKETS_TOKEN_USAGE = (
 # Hardware semantic conventions (hw.*): metrics and their attributes
 # --------------------------------------------------------------------------------------------
 HW_ID = "hw.id"
-HW_NAME = "hw.name"
 HW_VENDOR = "hw.vendor"
 HW_MODEL = "hw.model"
 HW_TYPE = "hw.type"  # "gpu"
@@ -117,7 +118,7 @@ NETWORK_IO_DIRECTION = "network.io.direction"  # "receive" | "transmit"
 METRIC_HW_GPU_UTILIZATION = "hw.gpu.utilization"  # ratio 0-1
 METRIC_HW_GPU_MEMORY_USAGE = "hw.gpu.memory.usage"  # By
 METRIC_HW_GPU_MEMORY_LIMIT = "hw.gpu.memory.limit"  # By
-METRIC_HW_GPU_MEMORY_UTILIZATION = "hw.gpu.memory.utilization"  # ratio 0-1
+METRIC_HW_GPU_MEMORY_UTILIZATION = "hw.gpu.memory.utilization"  # ratio 0-1 of memory in use
 METRIC_HW_GPU_IO = "hw.gpu.io"  # By, counter, with network.io.direction
 METRIC_HW_POWER = "hw.power"  # W
 METRIC_HW_ENERGY = "hw.energy"  # J, counter
@@ -228,6 +229,9 @@ DROP_REASON_QUEUE_FULL = "queue_full"
 DROP_REASON_EXPORT_FAILED = "export_failed"
 DROP_REASON_SHUTDOWN = "shutdown"
 METRIC_GPU_SM_CLOCK = "inferaudit.gpu.sm_clock"  # MHz gauge
+# ratio 0-1 of time device memory was read or written (NVML's "memory" utilisation); the hw.*
+# conventions' memory utilisation is the fraction of memory in use, a different quantity
+METRIC_GPU_MEMORY_CONTROLLER_UTILIZATION = "inferaudit.gpu.memory_controller.utilization"
 METRIC_GPU_THROTTLE_REASONS = "inferaudit.gpu.throttle_reasons"  # bitmask gauge
 METRIC_DEVICE_TIME = "inferaudit.device.time"  # s histogram per model call
 ERROR_COMPONENT = "inferaudit.component"  # attribute on METRIC_SDK_ERRORS

@@ -7,6 +7,7 @@ import pytest
 from _analysis_fixtures import MS, T0, FixtureDb, batched_db, unbatched_db
 
 from inferaudit_analyzer.analyze import AnalyzeParams, analyze_connection
+from inferaudit_sdk import semconv as sc
 
 
 def _report(db: FixtureDb, **kw) -> dict:
@@ -142,6 +143,20 @@ def test_nvml_utilisation_when_no_model_call_is_traced(scale):
     assert o["device_utilization"] == pytest.approx(0.4)
     assert o["device_utilization_source"] == "nvml"
     assert o["cost_per_request_usd"] is not None  # the request's resource is the paid device
+
+
+def test_memory_controller_busy_is_read_from_its_own_metric_not_memory_in_use():
+    # hw.gpu.memory.utilization is the fraction of memory in use (90% here, as any exporter
+    # following the hardware conventions writes it); the DRAM-bound check needs the memory
+    # controller's busy time, which has its own name
+    db = FixtureDb()
+    db.resource(1, gpu_model="NVIDIA L4", gpu_count=1)
+    db.request(T0, T0 + 50 * MS, input_tokens=1)
+    db.metric(sc.METRIC_HW_GPU_MEMORY_UTILIZATION, T0, 0.9)
+    for i, v in enumerate((0.1, 0.3)):
+        db.metric(sc.METRIC_GPU_MEMORY_CONTROLLER_UTILIZATION, T0 + i * MS, v)
+    detail = _report(db)["baseline"]["overall"]["device_utilization_detail"]
+    assert detail["memory_util_ratio"] == pytest.approx(0.2)
 
 
 def test_processes_on_one_host_share_its_gpus_and_its_bill():

@@ -206,3 +206,19 @@ def test_the_sdk_file_sink_output_reads_back(tmp_path, sdk_spans):
         r = got[format(s.context.span_id, "016x")]
         assert (r["start_ns"], r["end_ns"], r["name"]) == (s.start_time, s.end_time, s.name)
     assert cov["spans_dropped_reported"] == 4
+
+
+def test_the_standard_time_to_first_chunk_fills_ttft_where_ours_is_absent(tmp_path):
+    def span(span_id, attrs):
+        return {"traceId": "ab" * 16, "spanId": span_id * 8, "name": "chat m", "kind": 2,
+                "startTimeUnixNano": "10", "endTimeUnixNano": "900000010",
+                "attributes": [{"key": sc.SPAN_ROLE, "value": {"stringValue": "request"}},
+                               *attrs]}
+
+    standard = {"key": sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, "value": {"doubleValue": 0.25}}
+    ours = {"key": sc.REQUEST_TIME_TO_FIRST_TOKEN_NS, "value": {"intValue": "123"}}
+    p = write_jsonl(tmp_path / "t.jsonl", [{"resourceSpans": [{"scopeSpans": [
+        {"spans": [span("c1", [standard]), span("c2", [standard, ours])]}]}]}])
+    with load_store([p], cache=False) as store:
+        rows = _rows(store.con, "SELECT ttft_ns FROM spans ORDER BY span_id")
+    assert [r["ttft_ns"] for r in rows] == [250_000_000, 123]

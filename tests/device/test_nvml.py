@@ -202,11 +202,21 @@ def test_metrics_use_the_hardware_conventions(metric_reader):
     for name in (semconv.METRIC_HW_GPU_UTILIZATION, semconv.METRIC_HW_GPU_MEMORY_USAGE,
                  semconv.METRIC_HW_POWER, semconv.METRIC_HW_ENERGY, semconv.METRIC_HW_GPU_IO,
                  semconv.METRIC_GPU_SM_CLOCK, semconv.METRIC_GPU_THROTTLE_REASONS,
-                 semconv.METRIC_HW_GPU_MEMORY_UTILIZATION, semconv.METRIC_HW_GPU_MEMORY_LIMIT):
+                 semconv.METRIC_HW_GPU_MEMORY_UTILIZATION, semconv.METRIC_HW_GPU_MEMORY_LIMIT,
+                 semconv.METRIC_GPU_MEMORY_CONTROLLER_UTILIZATION):
         assert name in points, name
     (util,) = points[semconv.METRIC_HW_GPU_UTILIZATION]
     assert util.value == 1.0
     assert util.attributes[semconv.HW_ID] == FakeGpu().uuid
+    # the product name is hw.model; hw.name is meant for a short label such as "eth0"
+    assert util.attributes[semconv.HW_MODEL] == FakeGpu().name
+    assert "hw.name" not in util.attributes
+    # hw.gpu.memory.utilization is the fraction of memory in use (the conventions' meaning);
+    # NVML's memory-controller busy time has its own name
+    (used,) = points[semconv.METRIC_HW_GPU_MEMORY_UTILIZATION]
+    assert used.value == pytest.approx((8 << 30) / (80 << 30))
+    (controller,) = points[semconv.METRIC_GPU_MEMORY_CONTROLLER_UTILIZATION]
+    assert controller.value == pytest.approx(0.4)
     assert util.attributes[semconv.HW_GPU_TASK] == "general"
     assert util.attributes[semconv.HW_TYPE] == "gpu"
     io = {p.attributes[semconv.NETWORK_IO_DIRECTION]: p.value

@@ -53,6 +53,9 @@ def test_exhaustion_ends_once_with_ttft_tpot_and_exact_tokens(otel_env):
     assert a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 5
     assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 3
     assert a[semconv.REQUEST_TIME_TO_FIRST_TOKEN_NS] >= 20_000_000  # lower bound: the sleep
+    # the standard spelling (seconds) says the same
+    assert a[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] == pytest.approx(
+        a[semconv.REQUEST_TIME_TO_FIRST_TOKEN_NS] / 1e9)
     assert a[semconv.REQUEST_TIME_PER_OUTPUT_TOKEN_NS] >= 5_000_000
     assert span.status.status_code == StatusCode.UNSET
     m = otel_env.metrics()
@@ -388,3 +391,27 @@ def test_failing_cleanup_of_an_abandoned_stream_is_the_users_error_not_ours(otel
     assert span.attributes[semconv.ERROR_TYPE] == "OSError"
     assert "stream.gc" not in _guard.error_counts()
     assert [type(u.exc_value) for u in unraisable] == [OSError]
+
+
+def test_a_failed_stream_records_its_duration_with_error_type_and_no_ttft_or_tpot(otel_env):
+    # GenAI conventions: TTFT and TPOT describe successful responses; of the request metrics
+    # only the duration carries error.type (token usage has no such attribute).
+    @ia.audited(model="m")
+    def stream(input_ids):
+        yield 1
+        yield 2
+        yield 3
+        raise RuntimeError("decode failed")
+
+    g = stream([7, 8])
+    with pytest.raises(RuntimeError):
+        list(g)
+    span = _one(otel_env.exporter)
+    assert semconv.REQUEST_TIME_TO_FIRST_TOKEN_NS in span.attributes  # the span keeps its own
+    m = otel_env.metrics()
+    assert semconv.METRIC_SERVER_TIME_TO_FIRST_TOKEN not in m
+    assert semconv.METRIC_SERVER_TIME_PER_OUTPUT_TOKEN not in m
+    (duration,) = m[semconv.METRIC_SERVER_REQUEST_DURATION]
+    assert duration.attributes[semconv.ERROR_TYPE] == "RuntimeError"
+    tokens = m[semconv.METRIC_CLIENT_TOKEN_USAGE]
+    assert tokens and all(semconv.ERROR_TYPE not in p.attributes for p in tokens)

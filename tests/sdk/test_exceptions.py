@@ -119,3 +119,27 @@ async def test_streamed_exception_is_redacted(otel, monkeypatch):
             pass
     attrs = _event(exporter.get_finished_spans()[0])
     assert all(SECRET not in str(v) for v in attrs.values())
+
+
+@pytest.mark.parametrize("exc", [ValueError("bad"), PromptError("bad")])
+def test_exception_type_is_written_as_the_sdks_record_exception_writes_it(otel, exc):
+    # One service's spans must group alike: the app's own (SDK) spans and ours.
+    from opentelemetry.sdk.trace import TracerProvider
+
+    sdk_span = TracerProvider().get_tracer("t").start_span("app")
+    sdk_span.record_exception(exc)
+    (sdk_event,) = sdk_span.events
+
+    @ia.audited(model="m")
+    def fails():
+        raise exc
+
+    exporter, _ = otel
+    with pytest.raises(type(exc)):
+        fails()
+    (span,) = exporter.get_finished_spans()
+    attrs = _event(span)
+    assert attrs[semconv.EXCEPTION_TYPE] == sdk_event.attributes[semconv.EXCEPTION_TYPE]
+    # the redacted stack trace ends with the type as Python's traceback prints it
+    printed = traceback.format_exception_only(type(exc), exc)[-1].split(":")[0]
+    assert attrs[semconv.EXCEPTION_STACKTRACE].rstrip("\n").endswith(printed)

@@ -452,6 +452,8 @@ def test_every_setting_is_documented():
     for f in dataclasses.fields(AuditConfig):
         assert f"`{f.metadata['env_var']}`" in doc, f.metadata["env_var"]
         assert f"`{f.name}`" in doc, f.name
+        standard = f.metadata["standard_env_var"]
+        assert standard is None or f"`{standard}`" in doc, standard
     for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER",
                  "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
                  "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER"):
@@ -537,3 +539,54 @@ def test_configure_without_nvml_keeps_serving(tmp_path):
         tmp_path, INFERAUDIT_TRACE_DIR="out",
     )
     assert out.strip() == "None"
+
+
+def test_metrics_beside_an_apps_provider_carry_the_apps_resource(tmp_path, handles):
+    # The app's traces say service.name=checkout-api; metrics under a resource of our own
+    # would land under another service (unknown_service:python) in the backend.
+    from opentelemetry.sdk.resources import Resource
+
+    app_tp = TracerProvider(resource=Resource.create({semconv.SERVICE_NAME: "checkout-api"}),
+                            shutdown_on_exit=False)
+    h = build(_cfg(tmp_path, exporters=("file",)), tracer_provider=app_tp, set_global=False)
+    handles.append(h)
+    assert h.owns_meter_provider and h.meter_provider is not None
+    app_tp.get_tracer("t").start_span("s").end()
+    h.shutdown()
+    lines = _lines(h.trace_dir, "metrics")
+    assert lines
+    for line in lines:
+        for rm in line["resourceMetrics"]:
+            assert _attrs(rm["resource"])[semconv.SERVICE_NAME] == "checkout-api"
+
+
+def test_sdk_disabled_starts_no_gpu_sampler(tmp_path):
+    out = _run(
+        """
+        import sys
+        from inferaudit_sdk.samplers._fake_nvml import FakeGpu, FakeNvml
+        sys.modules["pynvml"] = FakeNvml([FakeGpu()])
+        from inferaudit_sdk.samplers import nvml
+        from inferaudit_sdk.sdk.provider import configure, shutdown
+        h = configure()
+        print(h.disabled, nvml.get_sampler())
+        shutdown()
+        """,
+        tmp_path, OTEL_SDK_DISABLED="true", INFERAUDIT_TRACE_DIR="out",
+    )
+    assert out.strip() == "True None"
+
+
+def test_batch_processor_settings_fall_back_to_the_standard_variables(caplog):
+    env = {"OTEL_BSP_MAX_QUEUE_SIZE": "100", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "10",
+           "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    cfg = AuditConfig.from_env(env)
+    assert (cfg.max_queue_size, cfg.max_export_batch_size, cfg.schedule_delay_ms) == (100, 10, 50)
+    # ours, where set, wins
+    cfg = AuditConfig.from_env({**env, "INFERAUDIT_MAX_QUEUE_SIZE": "300"})
+    assert cfg.max_queue_size == 300
+    # a bad standard value is named in the warning and takes the default
+    with caplog.at_level(logging.WARNING):
+        cfg = AuditConfig.from_env({"OTEL_BSP_MAX_QUEUE_SIZE": "lots"})
+    assert cfg.max_queue_size == AuditConfig().max_queue_size
+    assert "OTEL_BSP_MAX_QUEUE_SIZE" in caplog.text and "lots" in caplog.text

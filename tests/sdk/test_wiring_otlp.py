@@ -182,3 +182,47 @@ def test_per_signal_protocol_and_endpoint_win(tmp_path, monkeypatch, grpc_receiv
     h.shutdown(timeout_s=10)
     assert _span_names(traces.requests) == ["split"]
     assert [r[0] for r in received] and {r[0] for r in received} == {"/v1/metrics"}
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_otlp_timeout_is_read_in_milliseconds_as_the_spec_says(tmp_path, monkeypatch, protocol):
+    # The installed exporters alone read these in seconds: 10000 would be ~2.8 h of retries.
+    from inferaudit_sdk.sdk.exporters import make_metric_exporter, make_span_exporter
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "10000")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2500")  # the per-signal one wins
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", raising=False)
+    cfg = AuditConfig(trace_dir=str(tmp_path), nvml_enabled=False)
+    spans, metrics = make_span_exporter("otlp", cfg), make_metric_exporter("otlp", cfg)
+
+    def timeout_s(exporter):  # the gRPC exporter keeps it itself, the HTTP one in its client
+        own = getattr(exporter, "_timeout", None)
+        return own if own is not None else exporter._client._timeout
+
+    try:
+        assert timeout_s(spans) == pytest.approx(2.5)
+        assert timeout_s(metrics) == pytest.approx(10.0)
+    finally:
+        spans.shutdown()
+        metrics.shutdown()
+
+
+def test_a_bad_otlp_timeout_warns_and_takes_the_default(monkeypatch, caplog):
+    from inferaudit_sdk.sdk.exporters import resolve_timeout_s
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", raising=False)
+    for raw in ("soon", "-5", "0", "inf"):
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", raw)
+        caplog.clear()
+        assert resolve_timeout_s("traces") == 10.0
+        assert repr(raw) in caplog.text
+
+
+def test_a_metrics_endpoint_alone_sends_metrics_over_otlp(tmp_path, monkeypatch):
+    from inferaudit_sdk.sdk.exporters import resolve_exporters
+
+    cfg = AuditConfig(trace_dir=str(tmp_path), nvml_enabled=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://127.0.0.1:9/v1/metrics")
+    assert resolve_exporters(cfg, "metrics") == (("otlp",), "env")
+    assert resolve_exporters(cfg, "traces") == (("file",), "default")

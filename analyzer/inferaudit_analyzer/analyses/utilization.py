@@ -95,7 +95,7 @@ FROM metric_points WHERE name = '{semconv.METRIC_HW_GPU_UTILIZATION}'
 """
 NVML_MEM_SQL = f"""
 SELECT AVG(CASE WHEN value > 1.0 THEN value / 100.0 ELSE value END), COUNT(*)
-FROM metric_points WHERE name = '{semconv.METRIC_HW_GPU_MEMORY_UTILIZATION}'
+FROM metric_points WHERE name = '{semconv.METRIC_GPU_MEMORY_CONTROLLER_UTILIZATION}'
 """
 SPAN_MEM_UTIL_SQL = f"""
 SELECT SUM(TRY_CAST(json_extract_string(attributes, '$."{semconv.GPU_MEMORY_UTILIZATION_RATIO}"')

@@ -2,7 +2,8 @@
 
 ``PRIMARY`` holds the names InferAudit writes (and the current GenAI conventions); they always
 win. ``FALLBACK`` holds what other instrumentations write for the same quantity: older GenAI
-spellings (``gen_ai.usage.prompt_tokens``), OpenLLMetry's ``llm.*``, OpenLIT's
+spellings (``gen_ai.usage.prompt_tokens``), the standard ``gen_ai.response.time_to_first_chunk``
+(seconds; ours in ns is primary), OpenLLMetry's ``llm.*``, OpenLIT's
 ``gen_ai.server.ttft`` (seconds) and vLLM's request span (``gen_ai.latency.*`` in seconds, its
 model only as ``gen_ai.response.model``). A fallback fills a column only where no primary name
 did, so a span carrying both spellings is read the same as one carrying ours alone.
@@ -159,6 +160,7 @@ FALLBACK: dict[str, tuple[str, Conv, str | None]] = {
     sc.LEGACY_USAGE_CACHE_READ_INPUT_TOKENS: ("cache_read_tokens", to_int, SOURCE_OPENLLMETRY),
     sc.LEGACY_LLM_REQUEST_TYPE: ("operation", operation_of_request_type, SOURCE_OPENLLMETRY),
     sc.LEGACY_LLM_IS_STREAMING: ("stream", to_bool, SOURCE_OPENLLMETRY),
+    sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: ("ttft_ns", seconds_to_ns, None),
     sc.VLLM_LATENCY_TIME_TO_FIRST_TOKEN: ("ttft_ns", seconds_to_ns, SOURCE_VLLM),
     sc.VLLM_LATENCY_TIME_IN_QUEUE: ("queue_ns", seconds_to_ns, SOURCE_VLLM),
     sc.VLLM_LATENCY_TIME_IN_MODEL_PREFILL: ("prefill_ns", seconds_to_ns, SOURCE_VLLM),

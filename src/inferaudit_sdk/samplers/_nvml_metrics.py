@@ -1,10 +1,10 @@
 """The NVML sampler's counters as OpenTelemetry metrics (hardware conventions, ``hw.*``).
 
 Observable instruments whose callbacks read the newest ring row per GPU (no NVML call at
-collection time). Every point carries ``hw.id`` (the GPU UUID), ``hw.name``, ``hw.type`` =
-"gpu" and ``hw.vendor``; utilisation adds ``hw.gpu.task`` = "general", PCIe I/O adds
-``network.io.direction``. What the conventions lack (SM clock, throttle reasons) uses
-``inferaudit.gpu.*`` names.
+collection time). Every point carries ``hw.id`` (the GPU UUID), ``hw.model`` (the product
+name), ``hw.type`` = "gpu" and ``hw.vendor``; utilisation adds ``hw.gpu.task`` = "general",
+PCIe I/O adds ``network.io.direction``. What the conventions lack (memory-controller busy
+time, SM clock, throttle reasons) uses ``inferaudit.gpu.*`` names.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ VENDOR = "NVIDIA"
 def _attrs(gpu: Any) -> dict[str, Any]:
     return {
         semconv.HW_ID: gpu.uuid,
-        semconv.HW_NAME: gpu.name,
+        semconv.HW_MODEL: gpu.name,
         semconv.HW_TYPE: "gpu",
         semconv.HW_VENDOR: VENDOR,
     }
@@ -63,6 +63,20 @@ def _field_cb(source: Source, field: str, extra: dict[str, Any] | None = None
             value = float(latest[1][col])
             if not math.isnan(value):
                 yield value, extra
+
+    return _gpu_cb(source, points)
+
+
+def _memory_used_cb(source: Source) -> Callable[[Any], Iterable[Any]]:
+    """``hw.gpu.memory.utilization``: the fraction of the GPU's memory in use."""
+    used_col, total_col = F["mem_used_bytes"], F["mem_total_bytes"]
+
+    def points(sampler: Any, gpu: Any) -> Iterable[tuple[Any, Any]]:
+        latest = sampler.latest(gpu.index)
+        if latest is not None:
+            used, total = float(latest[1][used_col]), float(latest[1][total_col])
+            if total > 0 and not math.isnan(used):
+                yield used / total, None
 
     return _gpu_cb(source, points)
 
@@ -115,7 +129,12 @@ def register(sampler: Any, meter_provider: Any | None = None) -> list[Any]:
             unit="1", description="Fraction of time the GPU ran kernels (NVML).",
         ),
         meter.create_observable_gauge(
-            semconv.METRIC_HW_GPU_MEMORY_UTILIZATION, [_field_cb(source, "mem_util_ratio")],
+            semconv.METRIC_HW_GPU_MEMORY_UTILIZATION, [_memory_used_cb(source)],
+            unit="1", description="Fraction of GPU memory in use.",
+        ),
+        meter.create_observable_gauge(
+            semconv.METRIC_GPU_MEMORY_CONTROLLER_UTILIZATION,
+            [_field_cb(source, "mem_util_ratio")],
             unit="1", description="Fraction of time GPU memory was read or written (NVML).",
         ),
         meter.create_observable_up_down_counter(

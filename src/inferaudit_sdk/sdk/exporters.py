@@ -10,13 +10,15 @@ shutdown. Thread-safe: one lock per file.
 
 Also here: choosing exporters by name (``file``, ``otlp``, ``console``, ``none``) from
 ``AuditConfig.exporters`` / ``OTEL_*_EXPORTER`` and the OTLP protocol from
-``OTEL_EXPORTER_OTLP_*PROTOCOL``; the OTLP exporters read their endpoint, headers, timeout and
-TLS settings from the standard environment themselves.
+``OTEL_EXPORTER_OTLP_*PROTOCOL``, and the export timeout from ``OTEL_EXPORTER_OTLP_*TIMEOUT``
+in the spec's milliseconds; the OTLP exporters read their endpoint, headers and TLS settings
+from the standard environment themselves.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
@@ -240,8 +242,8 @@ def _parse_exporter_list(raw: Sequence[str] | str, source: str) -> tuple[str, ..
 def resolve_exporters(config: AuditConfig, signal: str) -> tuple[tuple[str, ...], str]:
     """(exporter names for ``signal`` "traces"/"metrics", where they came from: "config",
     "env" or "default"). Precedence: ``AuditConfig.exporters`` (``INFERAUDIT_EXPORTERS``), then
-    ``OTEL_<SIGNAL>_EXPORTER``, then (metrics only) the traces choice, then ``otlp`` when an
-    ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` is set, then ``file``."""
+    ``OTEL_<SIGNAL>_EXPORTER``, then ``otlp`` when an ``OTEL_EXPORTER_OTLP_[<SIGNAL>_]ENDPOINT``
+    is set, then (metrics only) the traces choice, then ``file``."""
     if config.exporters:
         names = _parse_exporter_list(config.exporters, "INFERAUDIT_EXPORTERS")
         if names is not None:
@@ -252,13 +254,13 @@ def resolve_exporters(config: AuditConfig, signal: str) -> tuple[tuple[str, ...]
         names = _parse_exporter_list(raw, env_name)
         if names is not None:
             return names, "env"
-    if signal == "metrics":
-        return resolve_exporters(config, "traces")[0], "default"
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+            f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"):
         # an OTLP endpoint given without an exporter choice: OpenTelemetry's own default
         # (otlp) is clearly meant; files would silently miss the collector
         return (EXPORTER_OTLP,), "env"
+    if signal == "metrics":
+        return resolve_exporters(config, "traces")[0], "default"
     return (EXPORTER_FILE,), "default"
 
 
@@ -280,28 +282,59 @@ def resolve_protocol(signal: str) -> str:
     return "http/protobuf"
 
 
+DEFAULT_OTLP_TIMEOUT_MS = 10_000.0  # the spec's default
+
+
+def resolve_timeout_s(signal: str) -> float:
+    """``OTEL_EXPORTER_OTLP_<SIGNAL>_TIMEOUT``, else ``OTEL_EXPORTER_OTLP_TIMEOUT``, read in
+    milliseconds as the specification defines them (default 10000), as the seconds the Python
+    exporters' constructors take. Left to themselves, the installed exporters read these
+    variables in seconds (opentelemetry-python #4044): the standard ``10000`` would mean almost
+    three hours of retries per export, with the export thread blocked and spans dropped
+    behind it. A bad value warns and takes the default."""
+    for name in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            ms = float(raw)
+        except ValueError:
+            ms = math.nan
+        if not (0 < ms < math.inf):
+            _logger.warning("inferaudit: %s=%r is not a positive number of milliseconds; "
+                            "using %d", name, raw, DEFAULT_OTLP_TIMEOUT_MS)
+            break
+        if ms < 1000:
+            _logger.warning("inferaudit: %s=%s is read in milliseconds, as the OpenTelemetry "
+                            "specification says (%.3f s per export)", name, raw, ms / 1000)
+        return ms / 1000
+    return DEFAULT_OTLP_TIMEOUT_MS / 1000
+
+
 def _otlp_span_exporter() -> SpanExporter:
+    timeout_s = resolve_timeout_s("traces")
     if resolve_protocol("traces") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter()
+        return OTLPSpanExporter(timeout=timeout_s)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HTTPSpanExporter,
     )
 
-    return HTTPSpanExporter()
+    return HTTPSpanExporter(timeout=timeout_s)
 
 
 def _otlp_metric_exporter() -> MetricExporter:
+    timeout_s = resolve_timeout_s("metrics")
     if resolve_protocol("metrics") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        return OTLPMetricExporter()
+        return OTLPMetricExporter(timeout=timeout_s)
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HTTPMetricExporter,
     )
 
-    return HTTPMetricExporter()
+    return HTTPMetricExporter(timeout=timeout_s)
 
 
 def make_span_exporter(name: str, config: AuditConfig) -> SpanExporter | None:

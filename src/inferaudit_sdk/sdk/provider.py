@@ -330,7 +330,7 @@ def _start_gpu_sampler(handle: AuditHandle) -> None:
     """Start the NVML sampler with the pipeline, so GPU counters flow as metrics even before a
     model is instrumented. Without a GPU (or with INFERAUDIT_NVML=false) it logs once and stays
     off; it never fails configure()."""
-    if not handle.config.enabled or not handle.config.nvml_enabled:
+    if handle.disabled or not handle.config.enabled or not handle.config.nvml_enabled:
         return
     from inferaudit_sdk.samplers import nvml
 
@@ -412,6 +412,11 @@ def build(
         metric_names = (*metric_names, EXPORTER_FILE)
 
     res = resource
+    if res is None and tp is not None:
+        # metrics describe the same service as the app's traces: its resource, not ours
+        app_resource = getattr(tp, "resource", None)
+        if isinstance(app_resource, Resource):
+            res = app_resource
     if (tp is None or (owns_mp and mp is None)) and res is None:
         res = build_resource(cfg)
     if tp is None:
