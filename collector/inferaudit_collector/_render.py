@@ -105,8 +105,11 @@ def span_s(s: Any) -> str:
         out += ',"parentSpanId":"' + s.parent_span_id.hex() + '"'
     if s.flags:
         out += f',"flags":{s.flags}'
+    out += f',"name":{esc(s.name)}'
+    if s.kind:  # SPAN_KIND_UNSPECIFIED is the proto3 default: omitted, as the Collector does
+        out += f',"kind":{s.kind}'
     out += (
-        f',"name":{esc(s.name)},"kind":{s.kind},"startTimeUnixNano":"{s.start_time_unix_nano}"'
+        f',"startTimeUnixNano":"{s.start_time_unix_nano}"'
         f',"endTimeUnixNano":"{s.end_time_unix_nano}"'
     )
     if s.attributes:

@@ -183,10 +183,10 @@ def _span(buf: bytes, pos: int, end: int) -> tuple[str, str]:
         out += ',"parentSpanId":"' + par.hex() + '"'
     if flags:
         out += f',"flags":{flags}'
-    out += (
-        f',"name":{esc(name)},"kind":{kind},"startTimeUnixNano":"{start}"'
-        f',"endTimeUnixNano":"{stop}"'
-    )
+    out += f',"name":{esc(name)}'
+    if kind:  # SPAN_KIND_UNSPECIFIED is the proto3 default: omitted, as the Collector does
+        out += f',"kind":{kind}'
+    out += f',"startTimeUnixNano":"{start}","endTimeUnixNano":"{stop}"'
     if attrs:
         out += ',"attributes":[' + ",".join(attrs) + "]"
     if dropped_attrs:

@@ -206,6 +206,20 @@ def test_wire_walk_and_object_walk_agree_and_unknown_groups_fall_back() -> None:
     assert got[-1] == got[1]
 
 
+def test_an_unspecified_span_kind_is_omitted_on_both_walks() -> None:
+    # SPAN_KIND_UNSPECIFIED (0) is the proto3 default, which the Collector's JSON omits
+    from inferaudit_collector import decode as dec
+
+    req = _rich_request()
+    req.resource_spans[0].scope_spans[0].spans[0].kind = 0
+    text, *_ = dec._walk_objects(req)
+    wire = encode_traces(parse_traces(req.SerializeToString(), json_body=False)).line
+    for line in (wire, ('{"resourceSpans":[' + text + "]}\n").encode()):
+        first = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+        assert "kind" not in first
+        assert _drop_empty_status(json.loads(line)) == _drop_empty_status(_reference(req))
+
+
 def _ld(field: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field, by hand (to control the order on the wire)."""
 

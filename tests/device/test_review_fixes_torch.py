@@ -107,6 +107,16 @@ def test_passing_the_class_changes_nothing_on_it():
     assert dict(vars(torch.nn.Linear)) == before
 
 
+def test_without_torch_the_error_names_the_missing_extra(monkeypatch):
+    # the SDK's core install has no torch: say so instead of a bare ModuleNotFoundError
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # what `import torch` sees without it
+    with pytest.raises(ImportError) as info:
+        instrument_model(object())
+    assert "needs torch" in str(info.value) and ".[torch]" in str(info.value)
+
+
 # --------------------------------------------------------------------------------------------
 # 3. .cuda() on a CPU-only build: the user's error, untouched, and no fault of ours
 # --------------------------------------------------------------------------------------------

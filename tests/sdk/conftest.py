@@ -66,9 +66,13 @@ class Otel:
 
 @pytest.fixture(autouse=True)
 def _clean_state() -> Iterator[None]:
-    """Fresh config (from the environment) and fault counters for every test."""
+    """Fresh config (from the environment), fault counters and once-only warnings for every
+    test."""
+    from inferaudit_sdk.sdk import exporters
+
     _settings.reset_for_tests()
     _guard.reset_for_tests()
+    exporters._warned.clear()
     yield
     _settings.reset_for_tests()
     _guard.reset_for_tests()

@@ -222,6 +222,33 @@ def test_export_failure_is_reported_not_raised(tmp_path: Path):
     exporter.shutdown()
 
 
+def test_a_sink_that_cannot_write_logs_one_line_then_one_when_it_recovers(tmp_path, caplog):
+    # An unwritable directory (or a full disk) fails every batch: the server's log gets one
+    # line saying so, not a stack trace per batch, and one line when writing works again.
+    import logging
+
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    exporter = FileSpanExporter(blocker / "sub")
+    with caplog.at_level(logging.DEBUG, logger="inferaudit_sdk"):
+        for _ in range(5):
+            assert exporter.export(_rich_spans()) is SpanExportResult.FAILURE
+        failing = [r for r in caplog.records if r.name == "inferaudit_sdk"]
+        assert len(failing) == 1 and failing[0].exc_info is None
+        assert "cannot write spans" in failing[0].getMessage()
+        assert str(blocker / "sub") in failing[0].getMessage()
+        assert "Traceback" not in caplog.text
+        caplog.clear()
+        blocker.unlink()  # the operator fixes it
+        assert exporter.export(_rich_spans()) is SpanExportResult.SUCCESS
+        assert exporter.export(_rich_spans()) is SpanExportResult.SUCCESS
+        (again,) = [r for r in caplog.records if r.name == "inferaudit_sdk"]
+        assert "again" in again.getMessage() and "5 exports" in again.getMessage()
+    exporter.shutdown()
+
+
 def test_metrics_lines_match_the_sdk_encoder(tmp_path: Path):
     reader = InMemoryMetricReader()
     mp = MeterProvider(

@@ -590,3 +590,17 @@ def test_batch_processor_settings_fall_back_to_the_standard_variables(caplog):
         cfg = AuditConfig.from_env({"OTEL_BSP_MAX_QUEUE_SIZE": "lots"})
     assert cfg.max_queue_size == AuditConfig().max_queue_size
     assert "OTEL_BSP_MAX_QUEUE_SIZE" in caplog.text and "lots" in caplog.text
+
+
+def test_a_bad_setting_is_warned_about_once(tmp_path, handles, monkeypatch, caplog):
+    # traces and metrics both read INFERAUDIT_EXPORTERS and the protocol variable
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            h = build(_cfg(tmp_path, exporters=("bogus", "otlp")), set_global=False)
+            handles.append(h)
+    assert caplog.text.count("'bogus'") == 1
+    assert caplog.text.count("'http/json'") == 1
+    for h in handles:
+        h.shutdown(timeout_s=1)

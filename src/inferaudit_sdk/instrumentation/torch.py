@@ -229,6 +229,7 @@ def instrument_model(
     Raises:
         TypeError: ``module`` is not a ``torch.nn.Module`` instance (a set-up mistake, raised
             before anything is changed).
+        ImportError: torch is not installed (the SDK's core install), with the extra to add.
     """
     if not _check_module(module):
         return module
@@ -300,7 +301,11 @@ def _check_module(module: Any) -> bool:
     """True when ``module`` can be instrumented; False (after one warning) for a TorchScript
     module, whose calls go to its compiled forward, not a Python attribute we could replace.
     Anything but a ``torch.nn.Module`` instance is a TypeError naming what was given."""
-    import torch
+    try:
+        import torch
+    except ImportError as exc:  # the core install: say which part is missing
+        raise ImportError("instrument_model() needs torch, which is not installed here; from "
+                          "a clone: pip install -e '.[torch]'") from exc
 
     if not isinstance(module, torch.nn.Module):
         if module is None:

@@ -35,6 +35,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from inferaudit_sdk._guard import swallow
 from inferaudit_sdk.config import AuditConfig
 from inferaudit_sdk.sdk import otlp_json, otlp_json_text
 
@@ -150,21 +151,54 @@ class RotatingLineWriter:
             os.close(fd)
 
 
+class _WriteFailures:
+    """How a file sink reports failing writes: one warning line when writing stops working
+    (no traceback: an unwritable directory or a full disk fails every batch, and a server's
+    log must not fill with the same stack), one line when it works again. The batches lost
+    in between are counted by the processor as ``export_failed``."""
+
+    __slots__ = ("counted", "failed", "what", "writer")
+
+    def __init__(self, writer: RotatingLineWriter, what: str, counted: str = "") -> None:
+        self.writer, self.what, self.counted, self.failed = writer, what, counted, 0
+
+    def failure(self, exc: BaseException) -> None:
+        self.failed += 1
+        if self.failed == 1:
+            _logger.warning(
+                "inferaudit: the file sink cannot write %s to %s (%s: %s); they are dropped%s "
+                "until writing works again", self.what, self.writer.directory,
+                type(exc).__name__, exc, self.counted)
+
+    def success(self) -> None:
+        if self.failed:
+            _logger.warning("inferaudit: the file sink writes %s to %s again (%d exports were "
+                            "lost)", self.what, self.writer.directory, self.failed)
+            self.failed = 0
+
+
 class FileSpanExporter(SpanExporter):
     """Span exporter writing one OTLP/JSON ``ExportTraceServiceRequest`` line per batch."""
 
     def __init__(self, directory: str | os.PathLike[str], max_bytes: int = 64 * 1024 * 1024):
         self.writer = RotatingLineWriter(directory, "traces", max_bytes)
+        self._failures = _WriteFailures(
+            self.writer, "spans", " and counted (inferaudit.sdk.spans.dropped, export_failed)")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not spans:
             return SpanExportResult.SUCCESS
         try:
             line = otlp_json_text.encode_spans_line(spans)
-            self.writer.write_line(line)
-        except Exception:
-            _logger.exception("inferaudit: file sink could not write %d spans", len(spans))
+        except Exception as exc:  # ours: counted as a fault, and the batch is lost
+            swallow("file_sink.encode", exc)
             return SpanExportResult.FAILURE
+        try:
+            self.writer.write_line(line)
+        except OSError as exc:
+            self._failures.failure(exc)
+            return SpanExportResult.FAILURE
+        self._failures.success()
         return SpanExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -184,6 +218,7 @@ class FileMetricExporter(MetricExporter):
     def __init__(self, directory: str | os.PathLike[str], max_bytes: int = 64 * 1024 * 1024):
         super().__init__(preferred_temporality=None, preferred_aggregation=None)
         self.writer = RotatingLineWriter(directory, "metrics", max_bytes)
+        self._failures = _WriteFailures(self.writer, "metrics")
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -192,10 +227,16 @@ class FileMetricExporter(MetricExporter):
             request = otlp_json.encode_metrics_request(metrics_data)
             if not request.get("resourceMetrics"):
                 return MetricExportResult.SUCCESS
-            self.writer.write_line(otlp_json.dumps_line(request))
-        except Exception:
-            _logger.exception("inferaudit: file sink could not write metrics")
+            line = otlp_json.dumps_line(request)
+        except Exception as exc:
+            swallow("file_sink.encode", exc)
             return MetricExportResult.FAILURE
+        try:
+            self.writer.write_line(line)
+        except OSError as exc:
+            self._failures.failure(exc)
+            return MetricExportResult.FAILURE
+        self._failures.success()
         return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
@@ -216,6 +257,18 @@ _KNOWN_EXPORTERS = (EXPORTER_FILE, EXPORTER_OTLP, EXPORTER_CONSOLE, EXPORTER_NON
 _PROTOCOLS = ("http/protobuf", "grpc")
 
 
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(variable: str, value: str, message: str, *args: Any) -> None:
+    """One warning per setting and value: traces and metrics read the same variables, and
+    ``configure()`` may run again."""
+    key = (variable, value)
+    if key not in _warned:
+        _warned.add(key)
+        _logger.warning(message, *args)
+
+
 def _parse_exporter_list(raw: Sequence[str] | str, source: str) -> tuple[str, ...] | None:
     """Known names in order, without duplicates; None when nothing usable was given."""
     items = raw.split(",") if isinstance(raw, str) else list(raw)
@@ -225,10 +278,9 @@ def _parse_exporter_list(raw: Sequence[str] | str, source: str) -> tuple[str, ..
         if not name:
             continue
         if name not in _KNOWN_EXPORTERS:
-            _logger.warning(
-                "inferaudit: unknown exporter %r in %s (known: %s); ignoring it",
-                name, source, ", ".join(_KNOWN_EXPORTERS),
-            )
+            _warn_once(source, name,
+                       "inferaudit: unknown exporter %r in %s (known: %s); ignoring it",
+                       name, source, ", ".join(_KNOWN_EXPORTERS))
             continue
         if name not in names:
             names.append(name)
@@ -274,10 +326,8 @@ def resolve_protocol(signal: str) -> str:
             continue
         if raw in _PROTOCOLS:
             return raw
-        _logger.warning(
-            "inferaudit: %s=%r is not supported (use http/protobuf or grpc); using http/protobuf",
-            name, raw,
-        )
+        _warn_once(name, raw, "inferaudit: %s=%r is not supported (use http/protobuf or "
+                   "grpc); using http/protobuf", name, raw)
         return "http/protobuf"
     return "http/protobuf"
 
@@ -301,12 +351,13 @@ def resolve_timeout_s(signal: str) -> float:
         except ValueError:
             ms = math.nan
         if not (0 < ms < math.inf):
-            _logger.warning("inferaudit: %s=%r is not a positive number of milliseconds; "
-                            "using %d", name, raw, DEFAULT_OTLP_TIMEOUT_MS)
+            _warn_once(name, raw, "inferaudit: %s=%r is not a positive number of "
+                       "milliseconds; using %d", name, raw, DEFAULT_OTLP_TIMEOUT_MS)
             break
         if ms < 1000:
-            _logger.warning("inferaudit: %s=%s is read in milliseconds, as the OpenTelemetry "
-                            "specification says (%.3f s per export)", name, raw, ms / 1000)
+            _warn_once(name, raw, "inferaudit: %s=%s is read in milliseconds, as the "
+                       "OpenTelemetry specification says (%.3f s per export)",
+                       name, raw, ms / 1000)
         return ms / 1000
     return DEFAULT_OTLP_TIMEOUT_MS / 1000
 
