@@ -120,8 +120,7 @@ def split_inputs(paths: Iterable[str | os.PathLike[str]]
     try:
         files = discover(list(paths))
     except InputNotFound as exc:
-        raise UnusableInput(str(exc).removeprefix("no trace files at "), None,
-                            "no trace files found") from exc
+        raise UnusableInput(exc.path, None, exc.reason) from exc
     otlp, kineto, skipped = [], [], []
     for f in files:
         head = _head_text(f.path, f.compression) if f.format == "json" else ""
@@ -168,6 +167,18 @@ def _profiles_referenced(con: Any) -> list[str]:
     rows = con.execute(
         "SELECT DISTINCT profile_path FROM spans WHERE profile_path IS NOT NULL").fetchall()
     return [str(r[0]) for r in rows]
+
+
+def _exposed_host_copy_ratio(kernels: dict[str, Any] | None,
+                             temporal: dict[str, Any]) -> float | None:
+    """Host<->device copy time no kernel hid, over the kernel trace's span: the hardware
+    fingerprint (communication kernels are not copies)."""
+    span_ns = temporal.get("span_ns")
+    copies = (kernels or {}).get("copy_bandwidth") or {}
+    exposed = copies.get("exposed_host_copy_ns")
+    if not span_ns or exposed is None:
+        return None
+    return float(exposed) / float(span_ns)
 
 
 def analyze_connection(con: Any, params: AnalyzeParams | None = None,
@@ -267,6 +278,8 @@ def _analyze(con: Any, params: AnalyzeParams, kineto_paths: Iterable[str],
         kineto_non_compute_pct=temporal.get("non_compute_pct"),
         kineto_busy_ratio=(None if temporal.get("idle_pct") is None
                            else 1.0 - float(temporal["idle_pct"]) / 100.0),
+        kineto_exposed_host_copy_ratio=_exposed_host_copy_ratio(kernels, temporal),
+        kineto_timeline_complete=temporal.get("timeline_complete"),
         requests=cov.requests,
         batches=cov.batches,
         kernel_profiles=len(kineto_files) if kernels is not None else 0,

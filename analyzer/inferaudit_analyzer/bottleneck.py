@@ -3,7 +3,9 @@
 Taxonomy (the three fingerprints):
 
 - **hardware**: the device is starved by data movement (PCIe copies, host memory, NUMA):
-  copies take a large share of busy time, or the kernel trace shows memcpy/memset dominating.
+  copies take a large share of busy time, or the kernel trace shows host<->device copies that no
+  kernel hides taking a large share of the profiled window (communication kernels are not
+  copies: they do not count).
   High DRAM activity in large-batch decode is *not* this: it is the model's physics.
 - **runtime**: the serving stack leaves the device idle or gives it the wrong work: no batching,
   idle device while requests wait, launch gaps / unfused kernels in the kernel trace, a device paid
@@ -36,8 +38,14 @@ class Signals:
     batch_size_p50: int | None = None
     concurrency_while_busy: float | None = None
     kineto_idle_pct: float | None = None
+    # HTA's non-compute share (copies, memsets AND communication): reported, never a verdict.
     kineto_non_compute_pct: float | None = None
     kineto_busy_ratio: float | None = None  # 1 - idle share of the profiled window
+    # Host<->device copy time with no kernel running / profiled span (0-1).
+    kineto_exposed_host_copy_ratio: float | None = None
+    # False when the kernel trace cannot account for the device's idle time (graph replays
+    # without kernels, a device waiting on untraced work): its idle share then judges nothing.
+    kineto_timeline_complete: bool | None = None
     requests: int = 0
     batches: int = 0
     kernel_profiles: int = 0
@@ -47,6 +55,13 @@ class Signals:
 
     def has(self, finding_id: str) -> bool:
         return any(f.id == finding_id for f in self.findings)
+
+    @property
+    def kineto_timeline_incomplete(self) -> bool:
+        """The kernel trace says so (``kineto_timeline_complete``) or raised a coverage finding
+        that says so: its idle share then measures what the trace cannot see."""
+        return self.kineto_timeline_complete is False or bool(
+            KINETO_INCOMPLETE_FINDINGS & self.kineto_finding_ids)
 
     def of_layer(self, layer: str, severities: Sequence[str] = ("high", "medium")) -> list[Finding]:
         return [f for f in self.findings if f.layer == layer and f.severity in severities]
@@ -75,6 +90,8 @@ class Verdict:
 KERNEL_WASTE_FINDINGS = frozenset({
     "kernel_launch_overhead", "unfused_elementwise_chains", "device_idle_host_bound",
 })
+# Kernel-trace coverage findings meaning the timeline cannot account for the device's idle time.
+KINETO_INCOMPLETE_FINDINGS = frozenset({"graph_replay_not_traced", "device_wait_not_traced"})
 
 
 def _fp(name: str, value: Any, threshold: Any = None, op: str = ">=") -> dict[str, Any]:
@@ -95,10 +112,10 @@ def _hardware_copies(s: Signals):
     fps = []
     if s.copy_time_ratio is not None and s.copy_time_ratio >= th.COPY_BOUND_RATIO:
         fps.append(_fp("copy_time_ratio", round(s.copy_time_ratio, 4), th.COPY_BOUND_RATIO))
-    if (s.kineto_non_compute_pct is not None
-            and s.kineto_non_compute_pct >= th.KINETO_NON_COMPUTE_PCT_HARDWARE):
-        fps.append(_fp("kineto_non_compute_pct", round(s.kineto_non_compute_pct, 2),
-                       th.KINETO_NON_COMPUTE_PCT_HARDWARE))
+    r = s.kineto_exposed_host_copy_ratio
+    if r is not None and r >= th.KINETO_EXPOSED_HOST_COPY_RATIO_HARDWARE:
+        fps.append(_fp("kineto_exposed_host_copy_ratio", round(r, 4),
+                       th.KINETO_EXPOSED_HOST_COPY_RATIO_HARDWARE))
     fps += [_fp(f"finding:{f.id}", f.severity, None, "present")
             for f in s.of_layer("hardware", ("high",))]
     if fps:
@@ -129,7 +146,8 @@ def _runtime_idle_waiting(s: Signals):
 
 def _runtime_kernel_inefficiency(s: Signals):
     fps = []
-    if s.kineto_idle_pct is not None and s.kineto_idle_pct >= th.KINETO_IDLE_PCT_RUNTIME:
+    if (s.kineto_idle_pct is not None and s.kineto_idle_pct >= th.KINETO_IDLE_PCT_RUNTIME
+            and not s.kineto_timeline_incomplete):
         fps.append(_fp("kineto_idle_pct", round(s.kineto_idle_pct, 2), th.KINETO_IDLE_PCT_RUNTIME))
     fps += [_fp(f"finding:{f.id}", f.severity, None, "present")
             for f in s.of_layer("runtime") if f.id in s.kineto_finding_ids
@@ -169,12 +187,21 @@ def _model_saturated(s: Signals):
              "remains is the model's own per-token compute and memory traffic."))
 
 
+def _utilization(s: Signals) -> tuple[float | None, str]:
+    """Device utilisation from the spans, else the kernel trace's busy ratio when its timeline
+    accounts for the idle time (the report's ``device_utilization`` falls back the same way)."""
+    if s.device_utilization is not None:
+        return s.device_utilization, "device_utilization"
+    if s.kineto_timeline_incomplete:
+        return None, "kineto_busy_ratio"
+    return s.kineto_busy_ratio, "kineto_busy_ratio"
+
+
 def _runtime_underused(s: Signals):
-    u = s.device_utilization
+    u, name = _utilization(s)
     if u is None or u >= th.UNDERUSED_UTILIZATION_RATIO:
         return None
-    return ("runtime", 0.55, [_fp("device_utilization", round(u, 4),
-                                  th.UNDERUSED_UTILIZATION_RATIO, "<")],
+    return ("runtime", 0.55, [_fp(name, round(u, 4), th.UNDERUSED_UTILIZATION_RATIO, "<")],
             "Most paid device time is idle and nothing points at data movement: the deployment "
             "or serving stack does not keep the device fed.")
 
@@ -187,17 +214,42 @@ def _runtime_findings(s: Signals):
             "Runtime findings of medium severity dominate.")
 
 
+def _kernel_trace_incomplete(s: Signals):
+    if s.device_utilization is not None or not s.kineto_timeline_incomplete:
+        return None
+    fps = [_fp("kineto_timeline_complete", False, True, "==")
+           ] if s.kineto_timeline_complete is False else []
+    fps += [_fp(f"finding:{i}", "present", None, "present")
+            for i in sorted(KINETO_INCOMPLETE_FINDINGS & s.kineto_finding_ids)]
+    return ("unknown", 0.0, fps,
+            "The kernel trace is the only measure of the device and cannot account for its idle "
+            "time (graph replays without kernels, or the device waiting on work the trace does "
+            "not show), and no runtime or hardware fingerprint fired: profile a longer window, "
+            "all ranks, or trace the model calls (instrument_model or ia.batch).")
+
+
+def _utilization_unknown(s: Signals):
+    """Nothing fired and nothing measured how busy the device was: no layer can be defended
+    (the model layer's fingerprint is a busy device)."""
+    if _utilization(s)[0] is not None:
+        return None
+    low = sorted({f.id for f in s.findings if f.layer in ("runtime", "hardware")})
+    fired = (f"no medium or high runtime or hardware fingerprint fired (low: {', '.join(low)})"
+             if low else "no runtime or hardware fingerprint fired")
+    if s.kernel_profiles:
+        how = ("the kernel trace has no device timeline to measure it (profile with "
+               "ProfilerActivity.CUDA)")
+    else:
+        how = ("nothing in the input times the model calls: trace them (instrument_model or "
+               "ia.batch)")
+    return ("unknown", 0.0, [],
+            f"The device's utilisation is unknown and {fired}; {how} to tell the layers "
+            "apart.")
+
+
 def _model_default(s: Signals):
-    fps = []
-    if s.device_utilization is not None:
-        fps.append(_fp("device_utilization", round(s.device_utilization, 4),
-                       th.UNDERUSED_UTILIZATION_RATIO, ">="))
-    if s.device_utilization is None:
-        return ("model", 0.4, fps,
-                "No runtime or hardware fingerprint fired, but the device's utilisation is "
-                "unknown (no model-call timing in the input): trace the model calls "
-                "(instrument_model or ia.batch) to tell the layers apart.")
-    return ("model", 0.4, fps,
+    u, name = _utilization(s)  # known: utilization_unknown comes first
+    return ("model", 0.4, [_fp(name, round(u or 0.0, 4), th.UNDERUSED_UTILIZATION_RATIO, ">=")],
             "No runtime or hardware fingerprint fired; the device is moderately busy doing "
             "the model's work.")
 
@@ -212,6 +264,8 @@ CASES: tuple[tuple[str, Case], ...] = (
     ("model_saturated", _model_saturated),
     ("runtime_underused", _runtime_underused),
     ("runtime_findings", _runtime_findings),
+    ("kernel_trace_incomplete", _kernel_trace_incomplete),
+    ("utilization_unknown", _utilization_unknown),
     ("model_default", _model_default),
 )
 

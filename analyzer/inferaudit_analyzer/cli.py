@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="inferaudit analyze",
                 description="Audit exported traces: baseline, cost, findings, bottleneck.")
     p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="OTLP JSON-lines files, directories or globs; Kineto traces too; or one "
+                   help="OTLP trace files (JSON lines or protobuf, .gz/.zst too), directories "
+                        "or globs; Kineto (PyTorch profiler) traces too; or one "
                         "clickhouse://host:port/db?table=otel_traces, or one s3://bucket/prefix "
                         "in the awss3exporter layout (docs/clickhouse.md)")
     p.add_argument("--format", choices=("text", "json"), default="text")

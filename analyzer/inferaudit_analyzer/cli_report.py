@@ -55,7 +55,9 @@ def build_report_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="inferaudit report",
                 description="Audit traces and write the report: summary, findings, bottleneck, "
                             "ranked roadmap with calibrated projections, plots.")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="OTLP JSON-lines files, dirs, globs")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="OTLP trace files (JSON lines or protobuf, .gz/.zst too), directories "
+                        "or globs; Kineto (PyTorch profiler) traces too")
     p.add_argument("--html", metavar="FILE", help="write the self-contained HTML report here")
     p.add_argument("--md", metavar="FILE", help="write the Markdown report here")
     p.add_argument("--json", metavar="FILE", help="write the JSON report (with roadmap[]) here")
@@ -155,6 +157,8 @@ def report_main(argv: list[str] | None = None) -> int:
             print(f"inferaudit report: unusable input: {exc}", file=sys.stderr)
             return EXIT_UNUSABLE
         write_outputs(report, html=args.html, md=args.md, json_path=args.json)
+        written = [p for p in (args.html, args.md, args.json) if p]
+        print(f"inferaudit report: wrote {', '.join(written)}")
         return EXIT_OK
     except (KeyboardInterrupt, Exception) as exc:
         return internal_error("inferaudit report", exc)

@@ -9,6 +9,9 @@ from typing import Any
 
 # Bump when a table's columns or the meaning of a column change: the ingest cache keys on it.
 STORE_SCHEMA_VERSION = "2"
+# A time-windowed source (--since/--until over object-store partitions) keeps every span read
+# in this table and makes ``spans`` a view of the window: coverage then knows the input is partial.
+WINDOWED_SPANS_TABLE = "spans_all_partitions"
 
 SPANS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("trace_id", "VARCHAR"),

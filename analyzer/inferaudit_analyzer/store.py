@@ -29,7 +29,12 @@ import duckdb
 from inferaudit_analyzer import schema
 from inferaudit_analyzer.ingest import cache as cache_mod
 from inferaudit_analyzer.ingest import files
-from inferaudit_analyzer.ingest.coverage import coverage, coverage_gaps
+from inferaudit_analyzer.ingest.coverage import (
+    LINE_COUNTS_COLUMNS,
+    LINE_COUNTS_TABLE,
+    coverage,
+    coverage_gaps,
+)
 from inferaudit_analyzer.ingest.pool import run_pool
 from inferaudit_analyzer.ingest.worker import PART_TABLES, UnitResult, WorkUnit, run_unit
 
@@ -202,8 +207,7 @@ def load_store(
     try:
         found = files.discover(paths)
     except files.InputNotFound as exc:
-        raise UnusableInput(str(exc).removeprefix("no trace files at "), None,
-                            "no trace files found") from None
+        raise UnusableInput(exc.path, None, exc.reason) from None
     tmp_root = None if cache else Path(tempfile.mkdtemp(prefix="inferaudit-ingest-"))
     root = tmp_root if tmp_root is not None else (
         Path(cache_root) if cache_root is not None else None)
@@ -295,6 +299,9 @@ def _commit(f: files.InputFile, entry: Path, scratch: Path,
         "spans": sum(r.spans for r in results), "links": sum(r.links for r in results),
         "metric_points": sum(r.metric_points for r in results),
         "errors": [[e.line, e.byte_offset, e.message] for e in errors],
+        "lines": sum(r.lines for r in results),
+        "lines_lost": sum(r.lines_lost for r in results),
+        "spans_lost": sum(r.spans_lost for r in results),
     }
     cache_mod.commit(scratch, entry, manifest)
     return manifest
@@ -347,12 +354,16 @@ def _fill(store: Store, found: list[files.InputFile],
           manifests: dict[str, tuple[Path, dict[str, Any], bool]]) -> None:
     con = store.con
     parts: dict[str, list[str]] = {t: [] for t in PART_TABLES}
+    line_counts: list[tuple[str, int, int, int]] = []
     for f in found:
         if f.path not in manifests:
             store.inputs.append(InputSummary(f.path, f.format, f.compression, f.size_bytes,
                                              f.mtime_ns, 0, 0, 0, 1, False))
             continue
         entry, m, cached = manifests[f.path]
+        if "lines" in m:
+            line_counts.append((f.path, int(m["lines"]), int(m["lines_lost"]),
+                                int(m["spans_lost"])))
         for table, names in m["parts"].items():
             parts[table].extend(str(entry / n) for n in names)
         errs = [IngestError(f.path, ln, off, msg) for ln, off, msg in m["errors"]]
@@ -384,3 +395,7 @@ def _fill(store: Store, found: list[files.InputFile],
              i.metric_points, i.errors, i.cached) for i in store.inputs]
     if rows:
         con.executemany("INSERT INTO inputs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    cols = ", ".join(f"{n} {t}" for n, t in LINE_COUNTS_COLUMNS)
+    con.execute(f"CREATE TABLE {LINE_COUNTS_TABLE} ({cols})")
+    if line_counts:
+        con.executemany(f"INSERT INTO {LINE_COUNTS_TABLE} VALUES (?, ?, ?, ?)", line_counts)

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from inferaudit_analyzer.report._fmt import num, usd, utilisation
+from inferaudit_analyzer.report._fmt import num, price_line, usd, utilisation
 
 _SEV_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 
@@ -75,13 +75,12 @@ def _print_baseline(console: Console, report: dict[str, Any], t: Table) -> None:
         f"concurrency {_fmt(o['concurrency_mean'])} (max {o['concurrency']['max']}); "
         f"batch size p50 {_fmt(bs['p50'])} (mean {_fmt(bs['mean'])}); "
         f"device utilisation {utilisation(o)}")
-    price = report["price"]
     console.print(
         f"cost/request {_fmt(o['cost_per_request_usd'], '$')} (busy-only floor "
         f"{_fmt(o['busy_cost_per_request_usd'], '$')}); per 1k tokens "
         f"in {_fmt(o['cost_per_1k_input_tokens_usd'], '$')} / out "
         f"{_fmt(o['cost_per_1k_output_tokens_usd'], '$')}\n"
-        f"[dim]price {_fmt(price['usd_per_hour'], '$')}/h from {price['source']}[/dim]")
+        f"[dim]{price_line(report)}[/dim]")
     if len(report["baseline"]["by_model"]) > 1:
         mt = Table(title="per model", header_style="bold")
         for col in ("model", "requests", "p95 ms", "cost/request"):

@@ -74,7 +74,16 @@ DECODE_DOMINATED_OUTPUT_SHARE = 0.5  # output tokens / (input + output)
 # HTA "Temporal breakdown": idle / compute / non-compute share of GPU time.
 # https://hta.readthedocs.io/en/latest/source/features/temporal_breakdown.html
 KINETO_IDLE_PCT_RUNTIME = 50.0  # house rule: GPU idle for half the profiled window
-KINETO_NON_COMPUTE_PCT_HARDWARE = 30.0  # memcpy/memset take a third of the busy window
+# House rule, as COPY_BOUND_RATIO: host<->device copy time with no kernel running on the device
+# (copy_bandwidth.exposed_host_copy_ns) >= 0.3 of the profiled span (span_ns) means the device
+# is starved by the link. Not HTA's non-compute share: that also holds communication kernels.
+KINETO_EXPOSED_HOST_COPY_RATIO_HARDWARE = 0.3
+# Device idle while the host does other work (kineto device_idle_host_bound), graded by the
+# share of the profiled span the long (>= 100 us) host waits took. House rule: >= 0.5, the host
+# held the device idle for half the window (the DCGM "likely ineffective" line seen from the
+# idle side); >= 0.2, a fifth of it, as IDLE_WHILE_WAITING_RATIO; below that, low.
+HOST_WAIT_SPAN_HIGH_RATIO = 0.5
+HOST_WAIT_SPAN_MEDIUM_RATIO = 0.2
 
 # --- Coverage ---------------------------------------------------------------------------------
 LOW_COVERAGE_RATIO = 0.9  # below 90 % of spans seen, verdicts lose confidence

@@ -125,23 +125,19 @@ def _start(members: Iterable[Any], model: str | None, operation: str | None,
     if implicit:
         contexts.append(request.span.get_span_context())  # type: ignore[union-attr]
     req_attrs = getattr(request, "spec", None)
-    provider = None
     if req_attrs is not None:
         metric_attrs = getattr(request, "metric_attrs", {})
         model = model or metric_attrs.get(semconv.GEN_AI_REQUEST_MODEL)
         operation = operation or req_attrs.operation
-        provider = req_attrs.provider
     model = model or UNKNOWN_MODEL
     size = batch_size if batch_size is not None else (n_members or len(contexts))
     attrs: dict[str, Any] = {
         semconv.SPAN_ROLE: semconv.ROLE_BATCH,
         semconv.SCHEMA_VERSION_ATTR: semconv.SCHEMA_VERSION,
-        semconv.GEN_AI_OPERATION_NAME: operation or DEFAULT_OPERATION,
-        semconv.GEN_AI_REQUEST_MODEL: model,
+        semconv.BATCH_OPERATION: operation or DEFAULT_OPERATION,
+        semconv.BATCH_MODEL: model,
         semconv.BATCH_SIZE: size,
     }
-    if provider:
-        attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
     span = _tracing.start_decided(plan, parent_ctx, decision, f"batch {model}", attrs,
                                   [Link(c) for c in contexts] if contexts else ())
     return BatchSpan(span, span.is_recording(), parent)

@@ -21,7 +21,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: inferaudit <command> [options]", "", "commands:"]
+    lines = ["usage: inferaudit <command> [options]", "       inferaudit --version", "",
+             "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -33,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args[0] in {"-h", "--help"}:
         print(_usage())
+        return 0
+    if args[0] in {"-V", "--version"}:
+        from inferaudit_sdk._version import VERSION
+
+        print(f"inferaudit {VERSION}")
         return 0
     entry = COMMANDS.get(args[0])
     if entry is None:

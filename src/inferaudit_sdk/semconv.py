@@ -10,8 +10,10 @@ conventions (``hw.*``). What those lack lives under ``inferaudit.*``; units are 
 docs/semantic-conventions.md is the prose version of this file.
 """
 
-# Bump on any incompatible change to the names or meanings below.
-SCHEMA_VERSION = "1"
+# Bump on any incompatible change to the names or meanings below. "2": batch spans name their
+# model and operation inferaudit.batch.model / .operation (no gen_ai.* names, no provider);
+# hw.gpu.memory.utilization is memory in use (NVML's memory-busy fraction has its own name).
+SCHEMA_VERSION = "2"
 INSTRUMENTATION_NAME = "inferaudit_sdk"
 
 # --------------------------------------------------------------------------------------------
@@ -150,6 +152,11 @@ ROLE_BATCH = "batch"
 
 # Batching
 BATCH_SIZE = "inferaudit.batch.size"  # requests in this model call
+# The model and operation a batch ran. Not the gen_ai.* names: a backend that classifies spans
+# by gen_ai.operation.name would count every model call as one more (token-less) inference
+# request beside the requests themselves.
+BATCH_MODEL = "inferaudit.batch.model"
+BATCH_OPERATION = "inferaudit.batch.operation"
 BATCH_INPUT_TOKENS = "inferaudit.batch.input_tokens"  # real (unpadded) input tokens
 BATCH_PADDED_TOKENS = "inferaudit.batch.padded_tokens"  # tokens in the padded input tensor
 BATCH_PADDING_RATIO = "inferaudit.batch.padding_ratio"  # 1 - real/padded, 0-1

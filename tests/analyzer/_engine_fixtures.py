@@ -78,7 +78,7 @@ def _host_spans(host: dict[str, Any], rng: random.Random, n_batches: int,
                                   links=[trace.Link(m[0].get_span_context()) for m in members],
                                   start_time=bstart)
         batch.set_attributes({
-            sc.SPAN_ROLE: sc.ROLE_BATCH, sc.GEN_AI_REQUEST_MODEL: model,
+            sc.SPAN_ROLE: sc.ROLE_BATCH, sc.BATCH_MODEL: model,
             sc.BATCH_SIZE: len(members), sc.BATCH_INPUT_TOKENS: sum(m[4] for m in members),
             sc.BATCH_PADDED_TOKENS: max(m[4] for m in members) * len(members),
             sc.DEVICE_TYPE: "cuda", sc.DEVICE_TIME_NS: device_ns,

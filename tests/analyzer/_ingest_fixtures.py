@@ -64,7 +64,7 @@ def make_spans() -> list[ReadableSpan]:
     links = [trace.Link(c) for c in ctxs]
     batch = tracer.start_span("batch tiny-gpt", links=links, start_time=t + 100)
     batch.set_attributes({
-        sc.SPAN_ROLE: sc.ROLE_BATCH, sc.GEN_AI_REQUEST_MODEL: "tiny-gpt", sc.BATCH_SIZE: 2,
+        sc.SPAN_ROLE: sc.ROLE_BATCH, sc.BATCH_MODEL: "tiny-gpt", sc.BATCH_SIZE: 2,
         sc.BATCH_INPUT_TOKENS: 25, sc.BATCH_PADDED_TOKENS: 26, sc.DEVICE_TYPE: "cuda",
         sc.DEVICE_TIME_NS: 3_000_000, sc.COPY_H2D_BYTES: 4096, sc.COPY_H2D_TIME_NS: 700,
         sc.COPY_D2H_TIME_NS: 300, sc.GPU_UTILIZATION_RATIO: 0.5, sc.GPU_ENERGY_J: 1.25,

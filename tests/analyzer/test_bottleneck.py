@@ -102,10 +102,15 @@ def test_high_span_runtime_finding_is_wasted_work_not_kernel_gaps():
     assert v.case == "runtime_kernel_inefficiency"
 
 
-def test_unknown_utilisation_is_said_not_called_moderately_busy():
+def test_unknown_utilisation_judges_no_layer():
+    # the model layer's fingerprint is a busy device: with nothing measuring it, say so
     v = decide(Signals(device_utilization=None, requests=50, batches=0))
-    assert v.case == "model_default"
-    assert "unknown" in v.detail and "moderately busy" not in v.detail
+    assert (v.layer, v.case, v.confidence) == ("unknown", "utilization_unknown", 0.0)
+    assert "unknown" in v.detail and "instrument_model" in v.detail
+    low = Finding("short_kernels", "t", "low", "runtime", {})
+    kernel_only = decide(Signals(kernel_profiles=1, findings=(low,)))
+    assert kernel_only.case == "utilization_unknown"
+    assert "ProfilerActivity.CUDA" in kernel_only.detail and "short_kernels" in kernel_only.detail
     known = decide(Signals(device_utilization=0.6, requests=50, batches=50))
     assert known.case == "model_default" and "moderately busy" in known.detail
 

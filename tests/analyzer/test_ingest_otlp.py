@@ -222,3 +222,18 @@ def test_the_standard_time_to_first_chunk_fills_ttft_where_ours_is_absent(tmp_pa
     with load_store([p], cache=False) as store:
         rows = _rows(store.con, "SELECT ttft_ns FROM spans ORDER BY span_id")
     assert [r["ttft_ns"] for r in rows] == [250_000_000, 123]
+
+
+def test_batch_spans_of_either_schema_name_their_model(tmp_path):
+    # schema "1" wrote a batch's model as gen_ai.request.model, "2" as inferaudit.batch.model
+    def batch(span_id, key):
+        return {"traceId": "ab" * 16, "spanId": span_id * 8, "name": "batch m", "kind": 1,
+                "startTimeUnixNano": "10", "endTimeUnixNano": "20", "attributes": [
+                    {"key": sc.SPAN_ROLE, "value": {"stringValue": sc.ROLE_BATCH}},
+                    {"key": key, "value": {"stringValue": "tiny-" + span_id}}]}
+
+    p = write_jsonl(tmp_path / "t.jsonl", [{"resourceSpans": [{"scopeSpans": [{"spans": [
+        batch("a1", sc.GEN_AI_REQUEST_MODEL), batch("b2", sc.BATCH_MODEL)]}]}]}])
+    with load_store([p], cache=False) as store:
+        rows = _rows(store.con, "SELECT request_model FROM spans ORDER BY span_id")
+    assert [r["request_model"] for r in rows] == ["tiny-a1", "tiny-b2"]

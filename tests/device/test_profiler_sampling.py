@@ -143,3 +143,38 @@ def test_old_kineto_category_names_are_read():
     assert s[semconv.PROFILE_BASIS] == BASIS_KERNEL
     assert s[semconv.PROFILE_KERNEL_COUNT] == sum(e.get("cat") == "Kernel" for e in x) > 0
     assert s[semconv.PROFILE_COPY_COUNT] == sum(e.get("cat") == "Memcpy" for e in x) > 0
+
+
+def _kernel(ts, dur, device=0):
+    return {"ph": "X", "cat": "kernel", "name": "k", "ts": ts, "dur": dur, "pid": device,
+            "tid": 7, "args": {"device": device, "stream": 7}}
+
+
+def test_epoch_microsecond_timestamps_convert_to_exact_nanoseconds():
+    # Old Kineto writes integer epoch µs (~1.6e15): times 1000 as a float lands on a 256 ns grid.
+    t0 = 1623142623460111
+    s = summarize_chrome_trace({"traceEvents": [_kernel(t0, 10), _kernel(t0 + 20, 5)]})
+    assert s[semconv.PROFILE_LAUNCH_GAP_NS] == 10_000
+    assert s[semconv.PROFILE_KERNEL_TIME_NS] == 15_000
+    frac = summarize_chrome_trace({"traceEvents": [_kernel(6606412432.125, 1.5),
+                                                   _kernel(6606412434.75, 0.25)]})
+    assert frac[semconv.PROFILE_LAUNCH_GAP_NS] == 1_125
+
+
+def test_busy_time_is_per_device_not_merged_across_devices():
+    # Each device is busy over its whole span; merged, their spans would show a 90 µs "gap".
+    s = summarize_chrome_trace({"traceEvents": [_kernel(0, 10, device=0),
+                                                _kernel(100, 10, device=1)]})
+    assert s[semconv.PROFILE_LAUNCH_GAP_NS] == 0
+    one = summarize_chrome_trace({"traceEvents": [_kernel(0, 10), _kernel(100, 10)]})
+    assert one[semconv.PROFILE_LAUNCH_GAP_NS] == 90_000
+
+
+@pytest.mark.parametrize("rel", ["kineto/v100_resnet50_num_workers_0.json.gz",
+                                 "tracelens/h100_qwen1.5-0.5b-chat.json.gz"])
+def test_real_launch_gap_equals_the_analyzers_idle_to_the_ns(rel):
+    from inferaudit_analyzer.kineto import analyze_kineto
+
+    s = summarize_chrome_trace(_load(rel))
+    t = analyze_kineto(SHARED_TRACES / rel).files[0].temporal
+    assert s[semconv.PROFILE_LAUNCH_GAP_NS] == t.idle_ns

@@ -1,10 +1,13 @@
 """Coverage: how much of the traffic the input shows, which scales every verdict's confidence.
 
-Sources: lines the ingest could not read (``ingest_errors``; empty files excluded), spans the SDK
-dropped before export (its ``inferaudit.sdk.spans.dropped`` / ``.exported`` counters, read as
-``ingest.coverage`` reads them: per exporter, of the exporter that saw most), batch links that
-point to request spans absent from the input (sampled out or lost), and requests without token
-counts.
+Sources: spans the SDK dropped before export (its ``inferaudit.sdk.spans.dropped`` /
+``.exported`` counters, read as ``ingest.coverage`` reads them: per exporter), spans it exported
+that are not in the input (the exported counter against the spans read over the same interval,
+``ingest.coverage.compare_exports``: lines lost to a cut, a torn file, a missing file), batch links
+that point to request spans absent from the input (sampled out or lost), and requests without
+token counts. Without an exported counter, unreadable lines stand in for the loss, each weighed
+by the spans a readable line of its file holds (``ingest.coverage.unreadable_spans``): a line
+carries up to 512 spans, so counting it as one span hid nearly all of a cut file's loss.
 """
 
 from __future__ import annotations
@@ -19,7 +22,13 @@ from inferaudit_analyzer import thresholds as th
 from inferaudit_analyzer.analyses._common import ratio, rounded
 from inferaudit_analyzer.engines.base import engine_name
 from inferaudit_analyzer.findings import Finding
-from inferaudit_analyzer.ingest.coverage import busiest_exporter, counter_totals
+from inferaudit_analyzer.ingest.coverage import (
+    ExportCheck,
+    busiest_exporter,
+    compare_exports,
+    counter_totals,
+    unreadable_spans,
+)
 from inferaudit_sdk import semconv
 
 LINKS_SQL = """
@@ -58,6 +67,8 @@ class Coverage:
     duplicate_requests: int = 0
     missing_requests: int = 0  # distinct requests a batch served whose span is not in the input
     duplicate_spans_dropped: int = 0  # copies of spans read twice, counted once (DuckDB store)
+    export_check: ExportCheck | None = None  # spans read vs. exported over the same interval
+    unreadable_spans: float | None = None  # spans the unreadable lines likely held (estimate)
 
     @property
     def drop_ratio(self) -> float | None:
@@ -68,12 +79,30 @@ class Coverage:
         return ratio(self.missing_links, self.links)
 
     @property
+    def missing_exported_ratio(self) -> float | None:
+        """Share of the spans the SDK exported (over the interval read) not in the input."""
+        return None if self.export_check is None else self.export_check.missing_ratio
+
+    @property
+    def unreadable_ratio(self) -> float | None:
+        """Estimated share of spans in unreadable lines; None where the exported counter
+        measures the loss instead. Without line counts, an error counts as one span."""
+        if self.export_check is not None:
+            return None
+        lost = self.ingest_errors if self.unreadable_spans is None else self.unreadable_spans
+        return ratio(lost, lost + self.spans)
+
+    @property
     def ratio(self) -> float:
         """Share of the traffic we believe we see: the worst of the loss signals, 0-1."""
-        losses = [x for x in (self.drop_ratio, self.missing_link_ratio) if x is not None]
-        unreadable = ratio(self.ingest_errors, self.ingest_errors + self.spans)
-        if unreadable is not None:
-            losses.append(unreadable)
+        c = self.export_check
+        if c is not None:  # spans read over spans produced, both over the same interval
+            seen = min(c.spans_read, c.exported) / (c.exported + c.dropped)
+            losses = [1.0 - seen]
+        else:
+            losses = [x for x in (self.drop_ratio, self.unreadable_ratio) if x is not None]
+        if self.missing_link_ratio is not None:
+            losses.append(self.missing_link_ratio)
         return 1.0 - max(losses, default=0.0)
 
     def to_json(self) -> dict[str, Any]:
@@ -93,6 +122,15 @@ class Coverage:
             "duplicate_requests": self.duplicate_requests,
             "duplicate_spans_dropped": self.duplicate_spans_dropped,
             "missing_requests": self.missing_requests,
+            "missing_exported_ratio": rounded(self.missing_exported_ratio, 4),
+            "export_check": None if self.export_check is None else {
+                "exporter": self.export_check.exporter,
+                "exported_spans": self.export_check.exported,
+                "dropped_spans": self.export_check.dropped,
+                "spans_read": self.export_check.spans_read,
+            },
+            "unreadable_spans_estimated": rounded(self.unreadable_spans, 1),
+            "unreadable_ratio": rounded(self.unreadable_ratio, 4),
         }
 
 
@@ -129,7 +167,9 @@ def analyze_coverage(con: Any) -> Coverage:
 
     exported_by = counter_totals(con, semconv.METRIC_SDK_SPANS_EXPORTED)
     dropped_by = counter_totals(con, semconv.METRIC_SDK_SPANS_DROPPED)
-    top = busiest_exporter(exported_by, dropped_by)
+    check = compare_exports(con)
+    # the exporter whose output was most likely read, else the one that saw most
+    top = check.exporter if check is not None else busiest_exporter(exported_by, dropped_by)
     links, missing, missing_reqs = con.execute(LINKS_SQL, [semconv.ROLE_BATCH]).fetchone()
     return Coverage(
         spans=int(spans), requests=int(reqs), batches=int(batches),
@@ -139,6 +179,7 @@ def analyze_coverage(con: Any) -> Coverage:
         sdk_errors=int(sum(counter_totals(con, semconv.METRIC_SDK_ERRORS).values())),
         links=int(links), missing_links=int(missing), duplicate_requests=int(dups or 0),
         missing_requests=int(missing_reqs or 0), duplicate_spans_dropped=_copies_dropped(con),
+        export_check=check, unreadable_spans=unreadable_spans(con),
     )
 
 
@@ -153,13 +194,21 @@ def coverage_findings(c: Coverage) -> list[Finding]:
             evidence={
                 "coverage_ratio": round(c.ratio, 4),
                 "drop_ratio": rounded(c.drop_ratio, 4),
+                "missing_exported_ratio": rounded(c.missing_exported_ratio, 4),
+                "spans_read_compared": None if c.export_check is None
+                else c.export_check.spans_read,
+                "spans_exported_compared": None if c.export_check is None
+                else c.export_check.exported,
                 "missing_link_ratio": rounded(c.missing_link_ratio, 4),
                 "ingest_errors": c.ingest_errors,
+                "unreadable_ratio": rounded(c.unreadable_ratio, 4),
                 "missing_requests": c.missing_requests,
                 "threshold_ratio": th.LOW_COVERAGE_RATIO,
             },
-            detail=("Spans dropped by the SDK, request spans sampled out (batch links to spans "
-                    "not in the input) or unreadable lines. Raise the export queue, keep sampling "
+            detail=("Spans dropped by the SDK, spans it exported that the input lacks (fewer "
+                    "spans read than its exported counter says: cut or torn files, a missing "
+                    "file), request spans sampled out (batch links to spans not in the input) "
+                    "or unreadable lines. Raise the export queue, keep sampling "
                     "parent-based at 100 % for audited services, or add the missing files. Cost "
                     "per request divides the paid window by the requests in the input: with "
                     "missing_requests served but not seen, it is overstated by that share; "

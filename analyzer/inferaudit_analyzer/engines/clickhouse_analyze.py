@@ -139,7 +139,7 @@ def connect(target: ClickHouseTarget | str, *, since_ns: int | None = None,
         target.qualified_table, TimeRange(since_ns, until_ns),
         gauge_table=target.qualified(wanted[0]) if wanted[0] in found else None,
         sum_table=target.qualified(wanted[1]) if wanted[1] in found else None)
-    con = ClickHouseConnection(be, rel)
+    con = ClickHouseConnection(be, rel, windowed=since_ns is not None or until_ns is not None)
     con.bytes_pulled, con.queries = probe.bytes_pulled, probe.queries
     if materialize:
         con.materialize()

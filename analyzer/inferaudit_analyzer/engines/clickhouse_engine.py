@@ -157,6 +157,7 @@ class ClickHouseConnection:
     bytes_pulled: int = 0
     queries: int = 0
     query_log: list[tuple[str, int]] = field(default_factory=list)  # (statement head, bytes)
+    windowed: bool = False  # the relations hold a --since/--until window of the table
 
     def _with_ctes(self, sql: str) -> str:
         """Prefix the CTEs (canonical tables, then client-side views) the statement uses."""

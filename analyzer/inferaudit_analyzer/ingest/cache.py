@@ -23,7 +23,8 @@ from inferaudit_analyzer.ingest.files import InputFile
 from inferaudit_sdk import semconv as sc
 
 CACHE_DIR_NAME = ".inferaudit-cache"
-PARSER_VERSION = "1"  # bump when the parser's output changes for the same input
+PARSER_VERSION = "2"  # bump when the parser's output changes for the same input
+# 2: manifests count lines read and lost (coverage weighs unreadable lines by them)
 MANIFEST = "manifest.json"
 
 

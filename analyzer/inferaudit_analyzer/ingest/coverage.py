@@ -9,9 +9,29 @@ fingerprints, ...), in words a reader can act on.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
+import duckdb
+
+from inferaudit_analyzer.engines.base import engine_name
+from inferaudit_analyzer.schema import WINDOWED_SPANS_TABLE
 from inferaudit_sdk import semconv as sc
+
+# Longest a span waits between its end and its export (the batch processor's 5 s schedule delay,
+# with room for a slow export): spans ending this long before a counter point may still be
+# counted after it.
+EXPORT_LAG_NS = 30 * 10**9
+
+# Per input file, what the ingest could not read (store.py fills it; DuckDB store only):
+# lines lost whole (invalid JSON, not an export request, too long, a torn compressed stream)
+# and spans rejected one by one inside readable lines, beside the lines read.
+LINE_COUNTS_TABLE = "ingest_line_counts"
+LINE_COUNTS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("file", "VARCHAR"), ("lines", "BIGINT"), ("lines_lost", "BIGINT"),
+    ("spans_lost", "BIGINT"))
+# The table an object-store window renames the full spans view to (sources/s3_partitions.py)
 
 
 def counter_totals(con: Any, name: str) -> dict[str, float]:
@@ -42,6 +62,197 @@ def busiest_exporter(exported_by: dict[str, float], dropped_by: dict[str, float]
                key=lambda e: exported_by.get(e, 0.0) + dropped_by.get(e, 0.0), default=None)
 
 
+@dataclass(frozen=True)
+class ExportCheck:
+    """Spans read against what one exporter of the SDK says it handed on, over the same time.
+
+    ``exported`` / ``dropped``: the exporter's counter increase between the two counter points
+    that bracket the spans read; ``spans_read``: spans of the processes those counters came
+    from that ended in that interval (widened by ``EXPORT_LAG_NS``, so the comparison errs
+    towards seeing everything).
+    """
+
+    exporter: str
+    exported: int
+    dropped: int
+    spans_read: int
+
+    @property
+    def missing_ratio(self) -> float:
+        """Share of the exported spans absent from the input (0-1; 0 when more were read)."""
+        return max(0.0, 1.0 - self.spans_read / self.exported) if self.exported else 0.0
+
+
+Series = tuple[int | None, list[tuple[int, float]]]  # (start_ns, cumulative (time_ns, value))
+
+
+def _series(con: Any, name: str) -> dict[tuple[str, Any], list[Series]]:
+    """Cumulative (time_ns, value) points of each series of counter ``name`` with the series'
+    start, grouped by (exporter, resource_id); delta points are summed into a running total."""
+    rows = con.execute(
+        f"""
+        SELECT coalesce(json_extract_string(attributes, '$."{sc.SDK_EXPORTER}"'), '') AS exp,
+               resource_id, attributes, start_ns, temporality, time_ns, value
+        FROM metric_points WHERE name = ? AND time_ns IS NOT NULL AND value IS NOT NULL
+        """, [name]).fetchall()
+    points: dict[tuple[Any, ...], dict[int, float]] = defaultdict(dict)
+    delta: dict[tuple[Any, ...], bool] = {}
+    for exp, rid, attrs, start, temporality, t, v in rows:
+        key = (str(exp), rid, attrs, start)
+        points[key][int(t)] = float(v)  # a point read twice (copied files) counts once
+        delta[key] = temporality == 1
+    out: dict[tuple[str, Any], list[Series]] = defaultdict(list)
+    for key, by_time in points.items():
+        series = sorted(by_time.items())
+        if delta[key]:
+            total = 0.0
+            series = [(t, total := total + v) for t, v in series]
+        out[(key[0], key[1])].append((None if key[3] is None else int(key[3]), series))
+    return out
+
+
+def _bracket(counter: Series, first_ns: int, last_ns: int, partial: bool
+             ) -> tuple[float, int | None, int] | None:
+    """(counter increase, lower bound, upper bound) of one cumulative series around spans
+    starting at ``first_ns`` and ending by ``last_ns``: the bounds are the counter points
+    taken (None: from the process start), or None when no interval can be compared.
+
+    Start: zero at the process start where the input holds it (no window, and neither a
+    counter point nor the series' start before the first span); else (a window, rotated files
+    left out, a table whose old rows expired) the first point an export lag after the first
+    span, since what was exported before the input began is unknown. End: the first point
+    an export lag after the last span (a whole input; else its last point) or, for a window,
+    the last point before the last span.
+    """
+    start_ns, series = counter
+    began_before = start_ns is not None and start_ns <= first_ns - EXPORT_LAG_NS
+    if not partial and not began_before and not any(t <= first_ns for t, _ in series):
+        lo: int | None = None
+        base = 0.0
+    else:
+        later = [p for p in series if p[0] >= first_ns + EXPORT_LAG_NS]
+        if not later:
+            return None
+        lo, base = later[0]
+    if partial:
+        inside = [p for p in series if p[0] <= last_ns]
+        top = inside[-1] if inside else None
+    else:
+        after = [p for p in series if p[0] >= last_ns + EXPORT_LAG_NS]
+        top = after[0] if after else series[-1]
+    if top is None or (lo is not None and top[0] <= lo):
+        return None
+    return max(0.0, top[1] - base), lo, top[0]
+
+
+def _partial_input(con: Any) -> bool:
+    """Whether the spans are a time window of what was exported (``--since`` / ``--until``)."""
+    if engine_name(con) != "duckdb":
+        return bool(getattr(con, "windowed", False))  # a ClickHouse connection knows
+    return bool(con.execute("SELECT COUNT(*) FROM information_schema.tables WHERE "
+                            f"table_name = '{WINDOWED_SPANS_TABLE}'").fetchone()[0])
+
+
+def _spans_between(con: Any, rid: Any, lo: int | None, hi: int, distinct: bool) -> int:
+    where = [f"end_ns <= {int(hi)}"]
+    if lo is not None:
+        where.append(f"end_ns > {int(lo) - EXPORT_LAG_NS}")
+    if rid is not None:
+        where.append(f"resource_id = {int(rid)}")
+    what = "COUNT(DISTINCT span_id)" if distinct else "COUNT(*)"
+    return int(con.execute(f"SELECT {what} FROM spans WHERE {' AND '.join(where)}"
+                           ).fetchone()[0] or 0)
+
+
+def compare_exports(con: Any) -> ExportCheck | None:
+    """Spans read against the SDK's exported counter over the same interval, or None where
+    the input has no such counter (or no interval to compare).
+
+    Counters are matched to spans by resource (a process); a process with counters and no
+    span read counts against the whole input's time range, so a missing traces file shows.
+    Of several exporters (each sees every span) the one whose count is closest to the spans
+    read is taken: its output is most likely what was read.
+    """
+    exported = _series(con, sc.METRIC_SDK_SPANS_EXPORTED)
+    if not exported:
+        return None
+    dropped = _series(con, sc.METRIC_SDK_SPANS_DROPPED)
+    distinct = engine_name(con) != "duckdb"  # the DuckDB store already dropped copies
+    count = "COUNT(DISTINCT span_id)" if distinct else "COUNT(*)"
+    windows = {rid: (int(n), lo, hi) for rid, n, lo, hi in con.execute(
+        f"SELECT resource_id, {count}, MIN(start_ns), MAX(end_ns) FROM spans "
+        "GROUP BY resource_id").fetchall() if lo is not None}
+    if not windows:
+        return None
+    everything = (sum(w[0] for w in windows.values()), min(w[1] for w in windows.values()),
+                  max(w[2] for w in windows.values()))
+    if not {rid for _, rid in exported} & set(windows):
+        # counters under another resource than the spans (a differently built metrics
+        # resource): compare all of them with all spans
+        exported = _merged(exported)
+        dropped = _merged(dropped)
+        windows = {None: everything}
+    partial = _partial_input(con)
+    checks: list[ExportCheck] = []
+    for exp in sorted({e for e, _ in exported}):
+        n_exp = n_drop = n_read = 0.0
+        for (e, rid), series_list in exported.items():
+            if e != exp:
+                continue
+            n, first, last = windows.get(rid, everything)
+            read = 0
+            for counter in series_list:
+                got = _bracket(counter, first, last, partial)
+                if got is None:
+                    continue
+                n_exp += got[0]
+                if rid not in windows:
+                    continue  # a process with counters and no span read: all of it missing
+                if got[1] is None and got[2] >= last:
+                    read += n
+                else:
+                    read += _spans_between(con, rid, got[1], got[2], distinct)
+            n_read += min(read, windows[rid][0]) if rid in windows else 0  # restarts overlap
+            for counter in dropped.get((exp, rid), ()):
+                got = _bracket(counter, first, last, partial)
+                n_drop += got[0] if got is not None else 0.0
+        if n_exp > 0:
+            checks.append(ExportCheck(exp, int(n_exp), int(n_drop), int(n_read)))
+    if not checks:
+        return None
+    return min(checks, key=lambda c: (abs(c.exported - c.spans_read), c.exporter))
+
+
+def _merged(by: dict[tuple[str, Any], list[Any]]) -> dict[tuple[str, Any], list[Any]]:
+    out: dict[tuple[str, Any], list[Any]] = defaultdict(list)
+    for (exp, _), series in by.items():
+        out[(exp, None)].extend(series)
+    return out
+
+
+def unreadable_spans(con: Any) -> float | None:
+    """Spans the unreadable parts of the input most likely held: each line lost whole weighs
+    the mean spans per readable line of its file (of all files, where none of it was
+    readable), plus the spans rejected one by one. None where the store kept no line counts
+    (a fixture, a database)."""
+    if engine_name(con) != "duckdb":
+        return None
+    try:
+        rows = con.execute(
+            f"SELECT c.file, c.lines, c.lines_lost, c.spans_lost, coalesce(i.spans, 0) "
+            f"FROM {LINE_COUNTS_TABLE} c LEFT JOIN inputs i ON i.file = c.file").fetchall()
+    except duckdb.Error:  # no such table (a fixture or a foreign store): unknown
+        return None
+    read_lines = sum(max(0, int(n) - int(lost)) for _, n, lost, _, _ in rows)
+    overall = sum(int(sp) for *_, sp in rows) / read_lines if read_lines else 1.0
+    total = 0.0
+    for _, n, lost, spans_lost, spans in rows:
+        readable = int(n) - int(lost)
+        density = int(spans) / readable if readable > 0 else overall
+        total += int(lost) * density + int(spans_lost)
+    return total
+
+
 def coverage(con: Any) -> dict[str, Any]:
     """Spans read vs. spans the SDK reported, ingest errors, and the resulting ratio.
 
@@ -50,8 +261,10 @@ def coverage(con: Any) -> dict[str, Any]:
     span once per exporter). Returns a dict: ``spans_read``, ``spans_exported_reported`` /
     ``spans_dropped_reported`` (of that exporter; None when the input has no SDK counters),
     ``dropped_by_exporter``, ``ingest_errors``, ``files``, ``sampling_ratio`` (None: head
-    sampling is not recorded on spans), and ``coverage_ratio`` (0-1: spans read over spans
-    produced, where the counters say how many were produced).
+    sampling is not recorded on spans), ``coverage_ratio`` (0-1: spans read over spans
+    produced, where the counters say how many were produced: over the interval the spans read
+    span, :func:`compare_exports`, where it can be told) and ``export_check`` (that
+    comparison: ``exporter``, ``exported``, ``dropped``, ``spans_read``; None without one).
     """
     spans_read = int(con.execute("SELECT count(*) FROM spans").fetchone()[0])
     errors = int(con.execute("SELECT count(*) FROM ingest_errors").fetchone()[0])
@@ -65,6 +278,9 @@ def coverage(con: Any) -> dict[str, Any]:
         exported, dropped = exported_by.get(top, 0.0), dropped_by.get(top, 0.0)
         produced = max(float(spans_read), exported + dropped)
         ratio = 1.0 if produced == 0 else spans_read / produced
+    check = compare_exports(con)
+    if check is not None:
+        ratio = min(check.spans_read, check.exported) / (check.exported + check.dropped)
     return {
         "spans_read": spans_read,
         "spans_exported_reported": None if exported is None else int(exported),
@@ -74,6 +290,9 @@ def coverage(con: Any) -> dict[str, Any]:
         "files": files,
         "sampling_ratio": None,
         "coverage_ratio": ratio,
+        "export_check": None if check is None else {
+            "exporter": check.exporter, "exported": check.exported, "dropped": check.dropped,
+            "spans_read": check.spans_read},
     }
 
 

@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 MAX_LINE_BYTES = 256 * 1024 * 1024
 _READ_BUFFER_BYTES = 1 << 20
@@ -49,7 +49,13 @@ class InputFile:
 
 
 class InputNotFound(FileNotFoundError):
-    """A path or glob the user gave matched no file."""
+    """A path or glob the user gave matched no file: ``path`` and, in words, ``reason`` (it
+    does not exist, a directory holds no trace file, a pattern matches nothing)."""
+
+    def __init__(self, path: str, reason: str = "no trace files found") -> None:
+        super().__init__(f"no trace files at {path}")
+        self.path = path
+        self.reason = reason
 
 
 def compression_of(head: bytes) -> str:
@@ -118,6 +124,21 @@ def _expand(item: str | os.PathLike[str]) -> list[str]:
     return []
 
 
+def _why_nothing(text: str) -> str:
+    """Why ``text`` gave no input file, in the user's terms."""
+    if os.path.isdir(text):
+        kinds = ", ".join(f"*{s}" for s in _JSON_SUFFIXES + _PROTO_SUFFIXES)
+        return f"no trace files in this directory (looked for {kinds}, also .gz/.zst)"
+    if os.path.lexists(text):
+        return "not a regular file or a directory"
+    if glob.has_magic(text):
+        return "no file matches this pattern"
+    parent = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(parent):
+        return f"does not exist (nor does the directory {parent})"
+    return "does not exist"
+
+
 def discover(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[InputFile]:
     """Expand files, directories and globs into a sorted, de-duplicated list of inputs.
 
@@ -130,7 +151,7 @@ def discover(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -
     for item in paths:
         matched = _expand(item)
         if not matched:
-            raise InputNotFound(f"no trace files at {os.fspath(item)!s}")
+            raise InputNotFound(os.fspath(item), _why_nothing(os.fspath(item)))
         for p in matched:
             real = str(Path(p).resolve())
             if real in seen:
@@ -152,9 +173,69 @@ def open_stream(path: str, compression: str) -> BinaryIO:
         if _zstd is None:  # pragma: no cover - depends on the environment
             raw.close()
             raise OSError("zstandard is not installed; cannot read a .zst file")
-        reader = _zstd.ZstdDecompressor().stream_reader(raw, closefd=True)
-        return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+        return io.BufferedReader(_ZstdFrames(raw), buffer_size=1 << 20)
     return raw
+
+
+# Compressed bytes handed to the decoder at a time: JSON compresses ~10-30x, so about 1 MB of
+# output per step, bounded by the data's ratio
+_ZSTD_INPUT_BYTES = 64 * 1024
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of every zstd frame in ``raw``, one after the other.
+
+    zstandard's ``stream_reader`` ends quietly where a file is cut inside a frame (its read
+    returns no bytes), so a torn ``.zst`` lost its spans without a word; here the end of input
+    inside a frame raises ``ZstdError``, after every byte that could be decoded before it, as a
+    torn gzip raises ``EOFError``. Only whole blocks decode: a cut inside zstd's 128 KB blocks
+    loses the partial block.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._dctx = _zstd.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._in_frame = False  # bytes of a frame fed and its end not yet seen
+        self._out = memoryview(b"")
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._out:
+            if self._done:
+                return 0
+            chunk = self._raw.read(_ZSTD_INPUT_BYTES)
+            if not chunk:
+                self._done = True
+                if self._in_frame:
+                    raise _zstd.ZstdError("the file ends inside a zstd frame (truncated)")
+                return 0
+            self._out = memoryview(self._feed(chunk))
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _feed(self, chunk: bytes) -> bytes:
+        parts = []
+        while chunk:
+            self._in_frame = True
+            parts.append(self._obj.decompress(chunk))
+            if not self._obj.eof:
+                break
+            chunk = self._obj.unused_data  # the next frame (concatenated files) starts here
+            self._obj = self._dctx.decompressobj()
+            self._in_frame = False
+        return b"".join(parts)
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
 
 
 def open_decompressed(path: str | os.PathLike[str]) -> BinaryIO:

@@ -121,6 +121,8 @@ PRIMARY: dict[str, tuple[str, Conv]] = {
     sc.REQUEST_TIME_PER_OUTPUT_TOKEN_NS: ("tpot_ns", to_int),
     sc.REQUEST_QUEUE_TIME_NS: ("queue_ns", to_int),
     sc.BATCH_SIZE: ("batch_size", to_int),
+    sc.BATCH_MODEL: ("request_model", to_str),  # a batch span's model (schema "2" on)
+    sc.BATCH_OPERATION: ("operation", to_str),
     sc.BATCH_INPUT_TOKENS: ("batch_input_tokens", to_int),
     sc.BATCH_PADDED_TOKENS: ("padded_tokens", to_int),
     sc.BATCH_OUTPUT_TOKENS: ("batch_output_tokens", to_int),

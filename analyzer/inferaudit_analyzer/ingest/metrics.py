@@ -59,14 +59,35 @@ def add_metrics(b: RowBuilder, obj: dict[str, Any], line: int | None,
         return
     rows = b.metric_rows
     before = len(rows)
-    for rm in rms:
+    for r, rm in enumerate(rms):
+        if type(rm) is not dict:
+            b.error(line, offset, f"resourceMetrics #{r} must be an object, got "
+                                  f"{type(rm).__name__}")
+            continue
         try:
             rid, _ = b.resource(rm.get("resource"))
             scope_metrics = rm.get("scopeMetrics")
             if scope_metrics is None:
                 scope_metrics = rm.get("instrumentationLibraryMetrics") or ()
-            for sm in scope_metrics:
-                for m in sm.get("metrics") or ():
+            if type(scope_metrics) is not list and scope_metrics != ():
+                b.error(line, offset, f"resourceMetrics #{r}: scopeMetrics must be a list, got "
+                                      f"{type(scope_metrics).__name__}")
+                continue
+            for j, sm in enumerate(scope_metrics):
+                if type(sm) is not dict:
+                    b.error(line, offset, f"resourceMetrics #{r}: scopeMetrics #{j} must be an "
+                                          f"object, got {type(sm).__name__}")
+                    continue
+                metrics = sm.get("metrics") or ()
+                if type(metrics) is not list and metrics != ():
+                    b.error(line, offset, f"resourceMetrics #{r}: scopeMetrics #{j}: metrics "
+                                          f"must be a list, got {type(metrics).__name__}")
+                    continue
+                for m in metrics:
+                    if type(m) is not dict:
+                        b.error(line, offset, f"a metric must be an object, got "
+                                              f"{type(m).__name__}")
+                        continue
                     name = m.get("name")
                     if not isinstance(name, str) or not name:
                         b.error(line, offset, "metric without a name")
@@ -88,6 +109,21 @@ def add_metrics(b: RowBuilder, obj: dict[str, Any], line: int | None,
 _POINT_ERRORS = (TypeError, ValueError, KeyError, AttributeError, OverflowError)
 
 
+def _points(body: Any, bad: Callable[[BaseException], None]) -> list[Any]:
+    """The data points of a metric body; a body or point list of the wrong type is one error."""
+    if type(body) is not dict:
+        bad(TypeError(f"the metric's data must be an object, got {type(body).__name__}"))
+        return []
+    points = body.get("dataPoints") or []
+    if type(points) is not list:
+        bad(TypeError(f"dataPoints must be a list, got {type(points).__name__}"))
+        return []
+    out = [dp for dp in points if type(dp) is dict]
+    if len(out) < len(points):
+        bad(TypeError(f"{len(points) - len(out)} data point(s) not an object; skipped"))
+    return out
+
+
 def _metric(rows: list[tuple[Any, ...]], m: dict[str, Any], name: str, rid: int,
             bad: Callable[[BaseException], None]) -> None:
     """Rows of one metric; a bad data point is reported through ``bad`` and loses only itself."""
@@ -96,7 +132,7 @@ def _metric(rows: list[tuple[Any, ...]], m: dict[str, Any], name: str, rid: int,
         if body is None:
             continue
         temporality = _temporality(body.get("aggregationTemporality")) if kind == "sum" else None
-        for dp in body.get("dataPoints") or ():
+        for dp in _points(body, bad):
             try:
                 value = _number(dp)
                 if value is None:
@@ -113,7 +149,7 @@ def _metric(rows: list[tuple[Any, ...]], m: dict[str, Any], name: str, rid: int,
         if body is None:
             continue
         temporality = _temporality(body.get("aggregationTemporality"))
-        for dp in body.get("dataPoints") or ():
+        for dp in _points(body, bad):
             try:
                 t = _time_ns(dp.get("timeUnixNano") or 0, "timeUnixNano")
                 attrs = dumps(attr_dict(dp.get("attributes")))

@@ -12,11 +12,9 @@ and what generic protobuf JSON printers emit (base64 ids, enum names, numbers).
 from __future__ import annotations
 
 import binascii
-import contextlib
 import hashlib
 import json
 import os
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +24,13 @@ import orjson
 from inferaudit_analyzer import schema
 from inferaudit_analyzer.ingest import _otlp_types as T
 from inferaudit_analyzer.ingest import foreign
+from inferaudit_analyzer.ingest.otlp_diagnose import (
+    AT_PATH,
+    BAD_ATTRIBUTE,
+    at_path,
+    diagnose,
+    span_label,
+)
 from inferaudit_analyzer.ingest.otlp_values import (
     attr_dict,
     dumps,
@@ -102,6 +107,8 @@ class RowBuilder:
         self.errors: list[tuple[int | None, int | None, str]] = []
         self.errors_dropped = 0
         self.spans = 0
+        self.lines_lost = 0  # lines that gave nothing: unreadable, not an export request, ...
+        self.spans_lost = 0  # spans rejected one by one inside readable lines
         self.links = 0
         self.metric_points = 0
         self._res_cache: dict[bytes, tuple[int, str | None]] = {}
@@ -123,14 +130,39 @@ class RowBuilder:
         else:
             self.errors_dropped += 1
 
+    def lost_line(self, line: int | None, offset: int | None, message: str) -> None:
+        """An error that cost a whole line (or a part of it of unknown size): counted apart so
+        coverage can weigh it by the spans a line holds."""
+        self.lines_lost += 1
+        self.error(line, offset, message)
+
+    def lost_span(self, line: int | None, offset: int | None, message: str) -> None:
+        """An error that cost one span."""
+        self.spans_lost += 1
+        self.error(line, offset, message)
+
     # -- resources --------------------------------------------------------------------------
     def resource(self, res: Any) -> tuple[int, str | None]:
-        """(resource_id, service.name) of a ``resource`` object, memoised per raw content."""
-        raw_attrs = (res or {}).get("attributes") or []
-        key = dumps_bytes(raw_attrs)
+        """(resource_id, service.name) of a ``resource`` object, memoised per raw content (so
+        a fault in it is reported once per work unit, on both paths). A resource or attribute
+        list of the wrong JSON type is one error; its spans are kept, as a resource without
+        attributes."""
+        bad_res = res is not None and type(res) is not dict
+        raw_attrs = None if bad_res else (res or {}).get("attributes") or []
+        key = b"resource " + dumps_bytes(res) if bad_res else dumps_bytes(raw_attrs)
         hit = self._res_cache.get(key)
         if hit is not None:
             return hit
+        if bad_res:
+            self.error(self._line, self._offset,
+                       f"resource must be an object, got {type(res).__name__}; read as a "
+                       "resource without attributes, its spans kept")
+            raw_attrs = []
+        elif type(raw_attrs) is not list:
+            self.error(self._line, self._offset,
+                       f"resource attributes must be a list, got {type(raw_attrs).__name__}; "
+                       "read as none, the resource's spans kept")
+            raw_attrs = []
         attrs = attr_dict(raw_attrs, bad=lambda key, exc: self.error(
             self._line, self._offset, f"resource attribute {key}: {type(exc).__name__}: {exc}; "
             "the attribute is dropped, the resource's spans kept"))
@@ -163,28 +195,48 @@ class RowBuilder:
             return
         rss = obj.get("resourceSpans")
         if type(rss) is not list:
-            self.error(line, offset, f"resourceSpans must be a list, got {type(rss).__name__}")
+            self.lost_line(line, offset,
+                           f"resourceSpans must be a list, got {type(rss).__name__}")
             return
-        for rs in rss:
+        for r, rs in enumerate(rss):
+            if type(rs) is not dict:
+                self.lost_line(line, offset, f"resourceSpans #{r} must be an object, got "
+                                             f"{type(rs).__name__}")
+                continue
             try:
                 rid, service = self.resource(rs.get("resource"))
                 # `or`, as the typed path: an empty scopeSpans beside the pre-1.0 name
                 scope_spans = (rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans")
                                or ())
-                for ss in scope_spans:
+                if type(scope_spans) not in (list, tuple):
+                    key = "scopeSpans" if rs.get("scopeSpans") else "instrumentationLibrarySpans"
+                    self.lost_line(line, offset, f"resourceSpans #{r}: {key} must be a list, "
+                                                 f"got {type(scope_spans).__name__}")
+                    continue
+                for j, ss in enumerate(scope_spans):
+                    if type(ss) is not dict:
+                        self.lost_line(line, offset, f"resourceSpans #{r}: scopeSpans #{j} must "
+                                                     f"be an object, got {type(ss).__name__}")
+                        continue
                     scope = ss.get("scope") or ss.get("instrumentationLibrary") or {}
                     scope_name = self._scope_name(scope)
-                    for i, s in enumerate(ss.get("spans") or ()):
+                    spans = ss.get("spans") or ()
+                    if type(spans) not in (list, tuple):
+                        self.lost_line(line, offset, f"resourceSpans #{r}: scopeSpans #{j}: "
+                                                     "spans must be a list, got "
+                                                     f"{type(spans).__name__}")
+                        continue
+                    for i, s in enumerate(spans):
                         try:
                             typed, notes = self._convert(s)
                             self._span(typed, rid, service, scope_name)
                         except _SPAN_ERRORS as exc:
-                            self.error(line, offset, f"span #{i}: {diagnose(s, exc)}")
+                            self.lost_span(line, offset, f"span #{i}: {diagnose(s, exc)}")
                         else:
                             for note in notes:
                                 self.error(line, offset, note)
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
-                self.error(line, offset, f"malformed resourceSpans entry: {exc}")
+                self.lost_line(line, offset, f"malformed resourceSpans entry: {exc}")
             if self.buffered >= self.chunk_spans:
                 self.on_spans(self)
 
@@ -199,10 +251,10 @@ class RowBuilder:
                         try:
                             self._span(s, rid, service, scope_name)
                         except _SPAN_ERRORS as exc:
-                            self.error(self._line, self._offset,
-                                       f"span #{i}: {diagnose(msgspec.to_builtins(s), exc)}")
+                            self.lost_span(self._line, self._offset,
+                                           f"span #{i}: {diagnose(msgspec.to_builtins(s), exc)}")
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
-                self.error(self._line, self._offset, f"malformed resourceSpans entry: {exc}")
+                self.lost_line(self._line, self._offset, f"malformed resourceSpans entry: {exc}")
             if self.buffered >= self.chunk_spans:
                 self.on_spans(self)
 
@@ -216,7 +268,7 @@ class RowBuilder:
         except msgspec.ValidationError as exc:
             first = exc
         attrs = s.get("attributes") if type(s) is dict else None
-        if type(attrs) is not list or not _BAD_ATTRIBUTE.search(str(first)):
+        if type(attrs) is not list or not BAD_ATTRIBUTE.search(str(first)):
             raise first
         kept: list[Any] = []
         notes: list[str] = []
@@ -225,13 +277,13 @@ class RowBuilder:
                 msgspec.convert(kv, T.KeyValue, strict=T.STRICT)
             except msgspec.ValidationError as exc:
                 text = str(exc)
-                m = _AT_PATH.search(text)
+                m = AT_PATH.search(text)
                 path = m.group(1).lstrip(".") if m else ""
                 key = kv.get("key") if type(kv) is dict else None
                 notes.append(
-                    f"span {_span_label(s)}: attribute "
+                    f"span {span_label(s)}: attribute "
                     f"{key if type(key) is str else f'#{where}'}: "
-                    + (f"{path} {_at_path(kv, path)!r}: " if path else "")
+                    + (f"{path} {at_path(kv, path)!r}: " if path else "")
                     + f"{text[:m.start()] if m else text}".rstrip(" -")
                     + "; the attribute is dropped, the span kept")
             else:
@@ -243,6 +295,10 @@ class RowBuilder:
 
     def _scope_name(self, scope: dict[str, Any]) -> str | None:
         """The scope's name; one that is not a string is an error, and its spans are kept."""
+        if type(scope) is not dict:
+            self.error(self._line, self._offset,
+                       f"scope must be an object, got {type(scope).__name__}; read as unnamed")
+            return None
         name = scope.get("name")
         if name is None or type(name) is str:
             return name
@@ -363,7 +419,7 @@ class RowBuilder:
             try:
                 rid, service = self._resource_json(res_json)
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
-                self.error(line, offset, f"malformed resourceSpans entry: {exc}")
+                self.lost_line(line, offset, f"malformed resourceSpans entry: {exc}")
                 continue
             for scope_name, spans in scopes:
                 for i, (row, attrs_json, has_genai, fallbacks, links) in enumerate(spans):
@@ -371,7 +427,7 @@ class RowBuilder:
                         self._finish(row, rid, service, scope_name, attrs_json, has_genai,
                                      fallbacks, links)
                     except _SPAN_ERRORS as exc:
-                        self.error(line, offset, f"span #{i}: {type(exc).__name__}: {exc}")
+                        self.lost_span(line, offset, f"span #{i}: {type(exc).__name__}: {exc}")
             if self.buffered >= self.chunk_spans:
                 self.on_spans(self)
 
@@ -439,66 +495,3 @@ class RowBuilder:
         buf.append(tuple(row))
         self.buffered += 1
         self.spans += 1
-
-
-# Where msgspec places a value of the wrong shape inside a span's attribute list.
-_BAD_ATTRIBUTE = re.compile(r"at `\$\.attributes\[(\d+)\]((?:\.\w+|\[\d+\])*)`")
-# The same, inside one attribute converted on its own.
-_AT_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`")
-
-
-def _at_path(obj: Any, path: str) -> Any:
-    """The value at a msgspec path such as ``value.arrayValue.values[0].intValue``."""
-    for name, index in re.findall(r"(\w+)|\[(\d+)\]", path):
-        try:
-            obj = obj[int(index)] if index else obj[name]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return obj
-
-
-def _span_label(s: dict[str, Any]) -> str:
-    """The span's id (hex where it can be read) and name, for an error about one attribute."""
-    sid = s.get("spanId")
-    with contextlib.suppress(TypeError, ValueError, binascii.Error):
-        sid = sid if type(sid) is str and len(sid) == 16 else hex_id(sid)
-    name = s.get("name")
-    return f"{sid}" + (f" ({name!r})" if type(name) is str else "")
-
-
-def diagnose(s: Any, exc: BaseException) -> str:
-    """Say which field of a rejected span is wrong, in words (only runs on the error path)."""
-    if type(s) is not dict:
-        return f"a span must be an object, got {type(s).__name__}"
-    name = s.get("name")
-    where = f"span {name!r}" if isinstance(name, str) else "span"
-    for field in ("traceId", "spanId"):
-        v = s.get(field)
-        if v is None:
-            return f"{where}: missing {field}"
-        if not isinstance(v, str):
-            return f"{where}: {field} must be a hex string, got {type(v).__name__}"
-    for field in ("startTimeUnixNano", "endTimeUnixNano"):
-        v = s.get(field)
-        if v is None:
-            return f"{where}: missing {field}"
-        if isinstance(v, bool) or not isinstance(v, (str, int)):
-            return f"{where}: {field} must be an integer (string), got {type(v).__name__}"
-        try:
-            t = int(v)
-        except ValueError:
-            return f"{where}: {field} is not an integer: {v!r}"
-        if not I64_MIN <= t <= I64_MAX:
-            return f"{where}: {field} {t} is outside the signed 64-bit range"
-    start, end = int(s["startTimeUnixNano"]), int(s["endTimeUnixNano"])
-    if start <= 0:
-        return f"{where}: startTimeUnixNano is {start} (0 is OTLP's unset; need a time after 1970)"
-    if end < start:
-        return f"{where}: endTimeUnixNano before startTimeUnixNano ({end} < {start})"
-    attrs = s.get("attributes")
-    if attrs is not None and not isinstance(attrs, list):
-        return f"{where}: attributes must be a list, got {type(attrs).__name__}"
-    for kv in attrs or ():
-        if not isinstance(kv, dict) or "key" not in kv or not isinstance(kv.get("value"), dict):
-            return f"{where}: malformed attribute {str(kv)[:80]}"
-    return f"{where}: {type(exc).__name__}: {exc}"

@@ -67,6 +67,9 @@ def attr_dict(attrs: Any, bad: Callable[[Any, Exception], None] | None = None
             out[kv["key"]] = any_value(kv.get("value") or {})
             continue
         try:
+            if type(kv) is not dict:
+                raise TypeError(f"must be an object with a key and a value, got "
+                                f"{type(kv).__name__}")
             key = kv["key"]
             if type(key) is not str:
                 raise TypeError(f"key must be a string, got {type(key).__name__}")

@@ -27,13 +27,15 @@ from inferaudit_analyzer.ingest.worker import UnitResult, WorkUnit, run_unit
 def _result_to_json(r: UnitResult) -> str:
     return json.dumps({"unit": dataclasses.asdict(r.unit), "parts": r.parts, "spans": r.spans,
                        "links": r.links, "metric_points": r.metric_points,
-                       "errors": r.errors, "lines": r.lines})
+                       "errors": r.errors, "lines": r.lines, "lines_lost": r.lines_lost,
+                       "spans_lost": r.spans_lost})
 
 
 def _result_from_json(text: str) -> UnitResult:
     d = json.loads(text)
     return UnitResult(WorkUnit(**d["unit"]), d["parts"], d["spans"], d["links"],
-                      d["metric_points"], [tuple(e) for e in d["errors"]], d["lines"])
+                      d["metric_points"], [tuple(e) for e in d["errors"]], d["lines"],
+                      d["lines_lost"], d["spans_lost"])
 
 
 def run_pool(units: list[WorkUnit], workers: int) -> Iterator[UnitResult]:
@@ -83,7 +85,8 @@ def run_pool(units: list[WorkUnit], workers: int) -> Iterator[UnitResult]:
                 if lost is not None:  # the worker died mid-unit
                     code = procs[i].wait()
                     yield UnitResult(lost, errors=[(None, lost.start, f"parser process exited "
-                                                    f"with status {code} on this part")])
+                                                    f"with status {code} on this part")],
+                                     lines_lost=1)
                     if todo:  # its remaining work goes to an inline run
                         rest, todo[:] = list(todo), []
                         for u in rest:

@@ -50,7 +50,9 @@ class UnitResult:
     metric_points: int = 0
     # (line relative to unit start or None, byte offset or None, message)
     errors: list[tuple[int | None, int | None, str]] = field(default_factory=list)
-    lines: int = 0
+    lines: int = 0  # JSON lines (or protobuf messages) met, readable or not
+    lines_lost: int = 0  # of which gave nothing (RowBuilder.lost_line)
+    spans_lost: int = 0  # spans rejected one by one (RowBuilder.lost_span)
 
 
 def _dictionary_columns(table: str) -> bool | list[str]:
@@ -114,7 +116,7 @@ def _flush(sink: _ParquetSink, b: RowBuilder) -> None:
 
 def _dispatch(b: RowBuilder, obj: Any, line: int | None, offset: int | None) -> None:
     if type(obj) is not dict:
-        b.error(line, offset, f"not an OTLP export request: a JSON {type(obj).__name__}")
+        b.lost_line(line, offset, f"not an OTLP export request: a JSON {type(obj).__name__}")
     elif "resourceSpans" in obj or "resourceMetrics" in obj:
         if "resourceSpans" in obj:
             b.add_traces(obj, line, offset)
@@ -124,7 +126,7 @@ def _dispatch(b: RowBuilder, obj: Any, line: int | None, offset: int | None) -> 
         pass  # other signals share the Collector's files; not ours to read
     else:
         keys = ", ".join(sorted(obj)[:5]) or "none"
-        b.error(line, offset, f"not an OTLP export request (top-level keys: {keys})")
+        b.lost_line(line, offset, f"not an OTLP export request (top-level keys: {keys})")
 
 
 def run_unit(unit: WorkUnit) -> UnitResult:
@@ -135,11 +137,11 @@ def run_unit(unit: WorkUnit) -> UnitResult:
     try:
         stream = files.open_stream(unit.path, unit.compression)
     except OSError as exc:
-        b.error(None, 0, f"cannot open: {exc}")
+        b.lost_line(None, 0, f"cannot open: {exc}")
     else:
         with stream:
             if unit.format == "proto":
-                _read_proto(b, stream, unit)
+                res.lines = _read_proto(b, stream, unit)
             else:
                 res.lines = _read_json(b, stream, unit)
     _flush(sink, b)
@@ -147,6 +149,7 @@ def run_unit(unit: WorkUnit) -> UnitResult:
     res.parts = sink.close()
     res.spans, res.links, res.metric_points = b.spans, b.links, b.metric_points
     res.errors = b.errors
+    res.lines_lost, res.spans_lost = b.lines_lost, b.spans_lost
     if b.errors_dropped:
         res.errors.append((None, None, f"... and {b.errors_dropped} more errors in this part"))
     return res
@@ -176,7 +179,7 @@ def ingest_line(b: RowBuilder, data: bytes, line_no: int, offset: int,
         if not data.strip():
             return
         tail = "" if data.endswith(b"\n") else " (truncated last line?)"
-        b.error(line_no, offset, f"invalid JSON{tail}: {exc}")
+        b.lost_line(line_no, offset, f"invalid JSON{tail}: {exc}")
         return
     _dispatch(b, obj, line_no, offset)
 
@@ -191,23 +194,27 @@ def _read_json(b: RowBuilder, stream: Any, unit: WorkUnit) -> int:
         for ln in it:
             line_no, pos = ln.line_no, ln.offset
             if ln.too_long:
-                b.error(ln.line_no, ln.offset, f"line longer than {files.MAX_LINE_BYTES} bytes; "
-                                               "skipped")
+                b.lost_line(ln.line_no, ln.offset,
+                            f"line longer than {files.MAX_LINE_BYTES} bytes; skipped")
                 continue
             ingest_line(b, ln.data, ln.line_no, ln.offset, fast, decode)
     except files.DECOMPRESS_ERRORS as exc:
-        b.error(line_no + 1, None, f"{unit.compression} stream broken after line {line_no} "
-                                   f"(byte {pos} of the decompressed data): "
-                                   f"{type(exc).__name__}: {exc}")
+        # what followed the tear is unknown: counted as one line lost
+        b.lost_line(line_no + 1, None, f"{unit.compression} stream broken after line {line_no} "
+                                       f"(byte {pos} of the decompressed data): "
+                                       f"{type(exc).__name__}: {exc}")
+        line_no += 1  # the torn line was met, and lost
     return line_no
 
 
-def _read_proto(b: RowBuilder, stream: Any, unit: WorkUnit) -> None:
+def _read_proto(b: RowBuilder, stream: Any, unit: WorkUnit) -> int:
     prefer_metrics = "metric" in os.path.basename(unit.path).lower()
+    frames = 0
     try:
         for fr in otlp_proto.iter_frames(stream):
+            frames += 1
             if fr.error is not None:
-                b.error(None, fr.offset, fr.error)
+                b.lost_line(None, fr.offset, fr.error)
                 continue
             try:
                 payload = otlp_proto.decompress_if_zstd(fr.payload)
@@ -216,8 +223,11 @@ def _read_proto(b: RowBuilder, stream: Any, unit: WorkUnit) -> None:
                 else:
                     obj = otlp_proto.decode(payload, prefer_metrics)
             except (ValueError, orjson.JSONDecodeError, *files.DECOMPRESS_ERRORS) as exc:
-                b.error(None, fr.offset, f"undecodable message: {exc}")
+                b.lost_line(None, fr.offset, f"undecodable message: {exc}")
                 continue
             _dispatch(b, obj, None, fr.offset)
     except files.DECOMPRESS_ERRORS as exc:
-        b.error(None, None, f"{unit.compression} stream broken: {type(exc).__name__}: {exc}")
+        b.lost_line(None, None,
+                    f"{unit.compression} stream broken: {type(exc).__name__}: {exc}")
+        frames += 1  # the torn message was met, and lost
+    return frames

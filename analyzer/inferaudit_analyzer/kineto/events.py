@@ -251,6 +251,10 @@ class _Builder:
 
     def freeze(self, source: str, metadata: dict[str, Any]) -> TraceEvents:
         props = _device_properties(metadata)
+        if len(props) == 1 and len(self.devices) == 1 and not self.devices & props.keys():
+            # ROCm traces number GPU rows by agent (SGLang MI300X: device 9) but list the one
+            # visible device as id 0: one device each side is the same device.
+            props = {next(iter(self.devices)): next(iter(props.values()))}
         devices = tuple(
             DeviceInfo(
                 key=self.dev_base + d,

@@ -4,13 +4,14 @@ Ordered rules, each with named thresholds and their source. Layer attribution:
 
 * launch overhead, short kernels, unfused elementwise chains, pageable or small serialised
   copies: ``runtime`` (fixed by CUDA graphs, fusion/``torch.compile``, pinned memory, batching);
-* hot kernels: ``model`` when GEMM/attention dominate a saturated device (the model's math is
-  the cost), else ``runtime``;
+* hot kernels (the top non-communication kernel): ``model`` when GEMM/attention dominate a
+  saturated device (the model's math is the cost), else ``runtime``;
 * host<->device copies that are large, pinned, and still dominate exposed time: ``hardware``
   (the device is starved by the link);
 * DRAM-bound decode: ``model`` ("high DRAM activity in large-batch decode is the model's
   physics, not hardware");
-* unreadable files, graph replays without kernels, no GPU timeline: ``coverage``.
+* unreadable files, graph replays without kernels, a device waiting on work the trace does
+  not show, no GPU timeline: ``coverage``.
 
 "Saturated" / "underused" apply DCGM's SM-activity guidance (>= 0.8 necessary for effective
 use, < 0.5 likely ineffective; NVIDIA DCGM User Guide, Feature Overview, Profiling Metrics) to
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 from inferaudit_analyzer import thresholds as th
 from inferaudit_analyzer.findings import Finding
 
-from .idle import KERNEL_WAIT_THRESHOLD_NS, LONG_HOST_WAIT_NS
+from .idle import KERNEL_WAIT_THRESHOLD_NS, LONG_HOST_WAIT_NS, UNTRACED_WAIT_SPAN_RATIO
 from .kernels import MIN_ELEMENTWISE_CHAIN
 
 if TYPE_CHECKING:
@@ -36,11 +37,12 @@ if TYPE_CHECKING:
     from .summary import TraceSummary
 
 __all__ = [
-    "DEVICE_IDLE_HIGH_BUSY_RATIO",
     "ELEMENTWISE_CHAIN_RATIO",
     "EXPOSED_COPY_RATIO_HIGH",
     "EXPOSED_COPY_RATIO_LOW",
     "HOST_BOUND_IDLE_SHARE",
+    "HOST_WAIT_SPAN_HIGH_RATIO",
+    "HOST_WAIT_SPAN_MEDIUM_RATIO",
     "HOT_KERNEL_RATIO",
     "LARGE_COPY_BYTES",
     "LAUNCH_IDLE_RATIO",
@@ -65,11 +67,13 @@ MIN_KERNEL_LAUNCHES = 100  # fewer launches is too small a sample to call a patt
 # (HTA's idle breakdown, split by HTA's 100 us launch-delay cutoff), as a share of the span.
 LAUNCH_IDLE_RATIO = 0.1
 LAUNCH_IDLE_RATIO_HIGH = 0.3
-# Device idle while the host does other work: long host-wait gaps >= half of all idle time on
-# a device that is not saturated; severity high below DEVICE_IDLE_HIGH_BUSY_RATIO busy, medium
-# below UNDERUSED_BUSY_RATIO, low below SATURATED_BUSY_RATIO.
+# Device idle while the host does other work: long host waits >= half of all idle time on a
+# device that is not saturated. Severity by the share of the span those waits took (how much of
+# the window the host stole), not by busy ratio: a 60%-busy data-loader-bound trace loses a third
+# of its window to the host and is not "low".
 HOST_BOUND_IDLE_SHARE = 0.5
-DEVICE_IDLE_HIGH_BUSY_RATIO = 0.2
+HOST_WAIT_SPAN_HIGH_RATIO = th.HOST_WAIT_SPAN_HIGH_RATIO  # 0.5
+HOST_WAIT_SPAN_MEDIUM_RATIO = th.HOST_WAIT_SPAN_MEDIUM_RATIO  # 0.2
 # One kernel taking >= 20% of GPU-op time is worth a look on its own (HTA's kernel breakdown
 # shows the kernels covering its duration_ratio=0.8 of time; one at 20% is a quarter of that).
 HOT_KERNEL_RATIO = 0.2
@@ -131,7 +135,7 @@ def kineto_findings(
         )
         return out
     busy = t.busy_ratio
-    if not s.timeline_complete:
+    if s.graphs.launches_without_ops:
         out.append(
             Finding(
                 id="graph_replay_not_traced",
@@ -144,6 +148,31 @@ def kineto_findings(
                     "idle_pct_upper_bound": t.idle_pct,
                 },
                 detail="Enable kernel tracing inside CUDA graphs to see the replayed kernels.",
+                scope=scope,
+            )
+        )
+    if s.idle.devices_waiting_untraced:
+        out.append(
+            Finding(
+                id="device_wait_not_traced",
+                title="The device waited on work the trace does not show; its idle time is not "
+                "attributable",
+                severity="low",
+                layer="coverage",
+                evidence={
+                    "devices_waiting_untraced": s.idle.devices_waiting_untraced,
+                    "max_other_gap_ns": s.idle.max_other_gap_ns,
+                    "span_ns": t.span_ns,
+                    "other_idle_ns": s.idle.other_ns,
+                    "idle_pct": t.idle_pct,
+                    "threshold_untraced_wait_span_ratio": UNTRACED_WAIT_SPAN_RATIO,
+                },
+                detail=(
+                    "Work was queued (its launch call had returned) but the device did not start "
+                    "it: it waited on an event, another stream or rank, or work outside the "
+                    "profiled window. Profile a longer window, all ranks, or the producer of "
+                    "the awaited event before reading this idle time as waste."
+                ),
                 scope=scope,
             )
         )
@@ -170,14 +199,15 @@ def _host_bound_idle(s: TraceSummary, busy: float, scope: dict[str, str]) -> Fin
     share = idle.host_wait_long_ns / t.idle_ns
     if share < HOST_BOUND_IDLE_SHARE:
         return None
+    long_r = idle.host_wait_long_ns / t.span_ns
     return Finding(
         id="device_idle_host_bound",
-        title=f"The device is idle {t.idle_pct:.0f}% of the profiled window, waiting on the host",
+        title=f"The host held the device idle {long_r:.0%} of the profiled window",
         severity=(
             "high"
-            if busy < DEVICE_IDLE_HIGH_BUSY_RATIO
+            if long_r >= HOST_WAIT_SPAN_HIGH_RATIO
             else "medium"
-            if busy < UNDERUSED_BUSY_RATIO
+            if long_r >= HOST_WAIT_SPAN_MEDIUM_RATIO
             else "low"
         ),
         layer="runtime",
@@ -187,14 +217,17 @@ def _host_bound_idle(s: TraceSummary, busy: float, scope: dict[str, str]) -> Fin
             "span_ns": t.span_ns,
             "host_wait_long_ns": idle.host_wait_long_ns,
             "host_wait_long_share_of_idle": _r(share),
+            "host_wait_long_share_of_span": _r(long_r),
             "threshold_saturated_busy_ratio": SATURATED_BUSY_RATIO,
             "threshold_host_bound_idle_share": HOST_BOUND_IDLE_SHARE,
+            "threshold_host_wait_span_high_ratio": HOST_WAIT_SPAN_HIGH_RATIO,
+            "threshold_host_wait_span_medium_ratio": HOST_WAIT_SPAN_MEDIUM_RATIO,
             "threshold_long_host_wait_ns": LONG_HOST_WAIT_NS,
         },
         detail=(
-            "Long gaps (>= 100 us) before work the host had not yet launched: the host was busy "
-            "elsewhere (data loading, Python scheduling, synchronisation). Overlap host work "
-            "with the device (async data loading, more workers, larger batches)."
+            "Long gaps (>= 100 us) before the host finished launching the next work: the host "
+            "was busy elsewhere (data loading, Python scheduling, synchronisation). Overlap "
+            "host work with the device (async data loading, more workers, larger batches)."
         ),
         scope=scope,
     )
@@ -265,9 +298,11 @@ def _model_bound(s: TraceSummary, busy: float) -> bool:
 
 
 def _hot_kernel(s: TraceSummary, busy: float, scope: dict[str, str]) -> Finding | None:
-    if not s.top_kernels:
+    # Communication kernels are not tuned or replaced like compute kernels: their time is
+    # waiting on peers and the link (HTA reports them apart); the hot kernel is the top other one.
+    top = next((k for k in s.top_kernels if k["type"] != "communication"), None)
+    if top is None:
         return None
-    top = s.top_kernels[0]
     share = float(top["time_pct"]) / 100.0  # type: ignore[arg-type]
     if share < HOT_KERNEL_RATIO:
         return None

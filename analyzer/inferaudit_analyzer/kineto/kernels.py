@@ -64,7 +64,11 @@ _RULES: tuple[tuple[int, re.Pattern[str]], ...] = (
     (
         T_COMM,
         re.compile(
-            r"nccl|rccl|gloo|msccl|all_?reduce|all_?gather|reduce_?scatter|all_?to_?all"
+            # "all"/"reduce" must start a word (snake_case or CamelCase): small_gather_kernel
+            # is an elementwise gather, not an all-gather.
+            r"nccl|rccl|gloo|msccl"
+            r"|(?:(?<![a-z])all|(?-i:All))_?(?:reduce|gather|to_?all)"
+            r"|(?:(?<![a-z])reduce|(?-i:Reduce))_?scatter"
             r"|cross_device_reduce|quickreduce|custom_ar",
             re.I,
         ),
@@ -233,17 +237,17 @@ class ElementwiseChains:
 
 
 def elementwise_chains(ev: TraceEvents, types: np.ndarray) -> ElementwiseChains:
-    """Find unfused elementwise chains: consecutive kernels (by start) on one stream.
+    """Find unfused elementwise chains: consecutive GPU ops (by start) on one stream.
 
-    Only kernels count as links; a memcpy between two elementwise kernels breaks the chain.
+    All ops are ordered, but only kernels count as links: a memcpy or memset between two
+    elementwise kernels breaks the chain (fusion cannot cross it).
     """
     kmask = ev.gpu_kind == KIND_KERNEL
     kernel_time = int(ev.gpu_dur_ns[kmask].sum())
-    idx = np.nonzero(kmask)[0]
-    if idx.size == 0:
+    if not kmask.any():
         return ElementwiseChains(0, 0, 0, 0, 0, 0)
-    order = idx[np.lexsort((ev.gpu_start_ns[idx], ev.gpu_stream[idx], ev.gpu_device[idx]))]
-    is_elem = types[order] == T_ELEM
+    order = np.lexsort((ev.gpu_start_ns, ev.gpu_stream, ev.gpu_device))
+    is_elem = (types[order] == T_ELEM) & kmask[order]
     dev = ev.gpu_device[order]
     stream = ev.gpu_stream[order]
     dur = ev.gpu_dur_ns[order]

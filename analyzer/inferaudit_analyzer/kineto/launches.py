@@ -12,6 +12,14 @@ For ops launched *directly* (``cudaLaunchKernel``, ``cudaLaunchKernelExC``, ``cu
 * **short kernel** = a kernel whose GPU duration is below its launch call's duration (HTA):
   the host cannot launch such kernels as fast as the device runs them.
 
+Launch delay, runtime duration and ``launch_api_time_ns`` are over *kernel* launches only: a
+copy call (``cudaMemcpy``, a pageable ``cudaMemcpyAsync``, ``hipMemcpyWithStream``) returns only
+when its copy is done, so its GPU op starts inside the call (a "negative delay" that is no
+clock error) and its duration is waiting on the device, not launch cost. Their call time is
+reported apart as ``memcpy_api_time_ns``. Clock skew is suspected only when a GPU op (any kind)
+starts more than :data:`CLOCK_SKEW_SUSPECT_NS` before its host call *started*: no op can start
+before it was asked for.
+
 Ops of a graph replay share one ``cudaGraphLaunch``/``hipGraphLaunch`` call. They are *not*
 counted as launches, short kernels or launch delays (comparing 400 kernels with one 500 us
 graph-launch call would call every one of them short); they are summarised per graph launch
@@ -46,9 +54,9 @@ __all__ = [
 
 RUNTIME_CUTOFF_NS = 50_000  # HTA get_cuda_kernel_launch_stats(runtime_cutoff=50), in us
 LAUNCH_DELAY_CUTOFF_NS = 100_000  # HTA launch_delay_cutoff=100, in us
-# A GPU op cannot start long before the host call that enqueued it returned: a few us early is
-# the call's own return path, but beyond this the CPU and GPU clocks of the trace disagree (house
-# rule, the same magnitude as HTA's outlier cutoff), and launch delays read wrong by that much.
+# A GPU op cannot start before the host call that enqueued it started; beyond this margin the CPU
+# and GPU clocks of the trace disagree (house rule, the same magnitude as HTA's outlier cutoff),
+# and launch delays read wrong by that much.
 CLOCK_SKEW_SUSPECT_NS = 100_000
 _DIRECT = (LAUNCH_KERNEL, LAUNCH_MEMCPY, LAUNCH_MEMSET)
 
@@ -77,14 +85,15 @@ class LaunchStats:
     short_kernel_time_ns: int
     launch_delay_outliers: int
     runtime_outliers: int
-    negative_launch_delays: int  # GPU start before the host call ended (any amount)
-    skewed_launch_delays: int  # ... by more than CLOCK_SKEW_SUSPECT_NS: clocks disagree
+    negative_launch_delays: int  # kernel started before its launch call ended (any amount)
+    skewed_launch_delays: int  # op started > CLOCK_SKEW_SUSPECT_NS before its call started
     unmatched_ops: int
-    launch_api_time_ns: int
+    launch_api_time_ns: int  # kernel and graph launch calls
     api_counts: tuple[tuple[str, int], ...]
     launch_delay_ns: tuple[tuple[str, int], ...]
     runtime_ns: tuple[tuple[str, int], ...]
     kernel_dur_ns: tuple[tuple[str, int], ...]
+    memcpy_api_time_ns: int = 0  # copy calls: mostly waiting for the copy, kept apart
 
     @property
     def short_kernel_ratio(self) -> float:
@@ -109,6 +118,7 @@ class LaunchStats:
             "runtime_cutoff_ns": RUNTIME_CUTOFF_NS,
             "kernel_duration": dict(self.kernel_dur_ns),
             "launch_api_time_ns": self.launch_api_time_ns,
+            "memcpy_api_time_ns": self.memcpy_api_time_ns,
             "ops_without_host_call": self.unmatched_ops,
             "api_counts": dict(self.api_counts),
         }
@@ -124,32 +134,39 @@ def _api_counts(ev: TraceEvents) -> tuple[tuple[str, int], ...]:
 
 
 def launch_stats(ev: TraceEvents, rt_index: np.ndarray) -> LaunchStats:
-    """Launch delay, runtime duration and short-kernel counts of directly launched ops."""
+    """Launch delay, runtime duration and short-kernel counts of directly launched ops.
+
+    Delay and runtime distributions are of kernel launches (see the module docstring).
+    """
     has = rt_index >= 0
     direct = np.isin(take(ev.rt_launch, rt_index, -1), _DIRECT)
     gi = np.nonzero(direct)[0]
     r = rt_index[gi]
-    delay = ev.gpu_start_ns[gi] - ev.rt_end_ns[r]
-    rt_dur = ev.rt_end_ns[r] - ev.rt_start_ns[r]
-    gpu_dur = ev.gpu_end_ns[gi] - ev.gpu_start_ns[gi]
-    is_kernel = ev.gpu_kind[gi] == KIND_KERNEL
-    short = is_kernel & (gpu_dur < rt_dur)
-    launch_rows = np.isin(ev.rt_launch, (*_DIRECT, LAUNCH_GRAPH))
+    skewed = ev.gpu_start_ns[gi] < ev.rt_start_ns[r] - CLOCK_SKEW_SUSPECT_NS
+    is_kernel = (ev.gpu_kind[gi] == KIND_KERNEL) & (ev.rt_launch[r] == LAUNCH_KERNEL)
+    gk, rk = gi[is_kernel], r[is_kernel]
+    delay = ev.gpu_start_ns[gk] - ev.rt_end_ns[rk]
+    rt_dur = ev.rt_end_ns[rk] - ev.rt_start_ns[rk]
+    gpu_dur = ev.gpu_end_ns[gk] - ev.gpu_start_ns[gk]
+    short = gpu_dur < rt_dur
+    launch_rows = np.isin(ev.rt_launch, (LAUNCH_KERNEL, LAUNCH_GRAPH))
+    copy_rows = ev.rt_launch == LAUNCH_MEMCPY
     return LaunchStats(
         launches=int(gi.size),
-        kernel_launches=int(is_kernel.sum()),
+        kernel_launches=int(gk.size),
         short_kernels=int(short.sum()),
         short_kernel_time_ns=int(gpu_dur[short].sum()),
         launch_delay_outliers=int((delay > LAUNCH_DELAY_CUTOFF_NS).sum()),
         runtime_outliers=int((rt_dur > RUNTIME_CUTOFF_NS).sum()),
         negative_launch_delays=int((delay < 0).sum()),
-        skewed_launch_delays=int((delay < -CLOCK_SKEW_SUSPECT_NS).sum()),
+        skewed_launch_delays=int(skewed.sum()),
         unmatched_ops=int((~has).sum()),
         launch_api_time_ns=int((ev.rt_end_ns[launch_rows] - ev.rt_start_ns[launch_rows]).sum()),
         api_counts=_api_counts(ev),
         launch_delay_ns=tuple(_dist(delay).items()),
         runtime_ns=tuple(_dist(rt_dur).items()),
-        kernel_dur_ns=tuple(_dist(gpu_dur[is_kernel]).items()),
+        kernel_dur_ns=tuple(_dist(gpu_dur).items()),
+        memcpy_api_time_ns=int((ev.rt_end_ns[copy_rows] - ev.rt_start_ns[copy_rows]).sum()),
     )
 
 

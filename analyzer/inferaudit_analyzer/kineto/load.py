@@ -54,6 +54,22 @@ def open_binary(path: Path) -> BinaryIO:
         raise KinetoTraceError(path, f"cannot open trace: {exc}") from exc
 
 
+def _readable_chars(path: Path, step: int = 1024) -> int:
+    """Characters that decompress from ``path`` before its stream breaks (to ``step`` bytes).
+
+    Only called after a decompression error, so its second pass costs nothing on good files.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    chars = 0
+    try:
+        with files.open_decompressed(path) as fh:
+            while data := fh.read(step):
+                chars += len(decoder.decode(data))
+    except (*files.DECOMPRESS_ERRORS, OSError):
+        pass
+    return chars
+
+
 class TraceStream:
     """Incremental reader of one Kineto trace file.
 
@@ -87,9 +103,11 @@ class TraceStream:
         try:
             data = self._binary.read(self._chunk)
         except files.DECOMPRESS_ERRORS as exc:
+            # The failed read loses up to a whole chunk, so the decoded text so far may be all
+            # of a small file's prefix or none of it: find where decoding really stops.
+            where = max(self._base + len(self._buf), _readable_chars(self.path))
             raise KinetoTraceError(
-                self.path, f"truncated or corrupt compressed stream: {exc}",
-                self._base + len(self._buf)) from exc
+                self.path, f"truncated or corrupt compressed stream: {exc}", where) from exc
         if self._pos:
             self._base += self._pos
             self._buf = self._buf[self._pos :]

@@ -17,7 +17,12 @@ from inferaudit_analyzer.findings import Finding, sort_findings
 
 from .copies import CopyStats, copy_stats
 from .events import TraceEvents, concat, read_events, runtime_of_gpu
-from .idle import KERNEL_WAIT_THRESHOLD_NS, IdleBreakdown, idle_breakdown
+from .idle import (
+    KERNEL_WAIT_THRESHOLD_NS,
+    UNTRACED_WAIT_SPAN_RATIO,
+    IdleBreakdown,
+    idle_breakdown,
+)
 from .kernels import (
     ElementwiseChains,
     elementwise_chains,
@@ -69,8 +74,10 @@ class TraceSummary:
 
     @property
     def timeline_complete(self) -> bool:
-        """False when graph launches ran without their GPU ops in the trace (idle overstated)."""
-        return self.graphs.launches_without_ops == 0
+        """False when the trace cannot account for the device's idle time: graph launches ran
+        without their GPU ops in the trace (idle overstated), or a device waited most of the
+        window on something the trace does not show (:data:`.idle.UNTRACED_WAIT_SPAN_RATIO`)."""
+        return self.graphs.launches_without_ops == 0 and self.idle.devices_waiting_untraced == 0
 
     def type_ratio(self, *types: str) -> float:
         """Summed share (0-1) of GPU-op time of the given kernel types."""
@@ -127,11 +134,18 @@ def summarise(ev: TraceEvents, source: str) -> TraceSummary:
             "in the trace; device time during those replays is unknown, so idle_pct is an "
             "upper bound"
         )
+    idle = idle_breakdown(ev, rt_index)
+    if idle.devices_waiting_untraced:
+        notes.append(
+            f"{idle.devices_waiting_untraced} device(s) waited with work queued for at least "
+            f"{UNTRACED_WAIT_SPAN_RATIO:.0%} of the span (longest {idle.max_other_gap_ns} ns) "
+            "on something the trace does not show; idle time there is not attributable"
+        )
     return TraceSummary(
         source=source,
         temporal=total,
         devices=tuple(devices),
-        idle=idle_breakdown(ev, rt_index),
+        idle=idle,
         kernel_types=tuple(kernel_type_breakdown(ev, types)),
         top_kernels=tuple(top_kernels(ev, types)),
         launches=launch_stats(ev, rt_index),

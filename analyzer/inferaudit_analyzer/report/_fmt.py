@@ -67,9 +67,18 @@ def risk(item: dict[str, Any]) -> str:
 
 
 def price_line(report: dict[str, Any]) -> str:
-    """Which price every dollar figure rests on, in words."""
+    """Which price every dollar figure rests on, in words; without one, why and what to give
+    (a kernel trace alone has no paid device: "price n/a/h from no paid device found" said
+    neither)."""
     price = report.get("price") or {}
-    return f"price {usd(price.get('usd_per_hour'))}/h from {price.get('source')}"
+    per_hour, source = price.get("usd_per_hour"), price.get("source")
+    if per_hour is not None:
+        return f"price {usd(per_hour)}/h from {source}"
+    resources = price.get("resources") or []
+    unpriced = sum(1 for r in resources if r.get("usd_per_hour") is None)
+    why = (f"none for {unpriced} of {len(resources)} paid resource(s)" if resources
+           else source or "none given")
+    return f"no price ({why}), so no dollar figures: give --price-per-hour or --price-file"
 
 
 def swap_line(swap: dict[str, Any]) -> str:

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferaudit_analyzer.schema import WINDOWED_SPANS_TABLE
+
 __all__ = ["DEFAULT_UPLOAD_LAG_S", "PartitionedSource", "analyze_partitions", "restrict_spans"]
 
 DEFAULT_UPLOAD_LAG_S = 900.0  # exporter batching + retries; raise it for long-running spans
@@ -157,8 +159,8 @@ def restrict_spans(con: Any, since_ns: int | None, until_ns: int | None) -> None
     # a view over the Parquet parts, or a table where the store dropped copies of spans
     is_view = con.execute("SELECT COUNT(*) FROM duckdb_views() WHERE view_name = 'spans' "
                           "AND NOT internal").fetchone()[0]
-    con.execute(f"ALTER {'VIEW' if is_view else 'TABLE'} spans RENAME TO spans_all_partitions")
-    con.execute(f"CREATE VIEW spans AS SELECT * FROM spans_all_partitions WHERE "
+    con.execute(f"ALTER {'VIEW' if is_view else 'TABLE'} spans RENAME TO {WINDOWED_SPANS_TABLE}")
+    con.execute(f"CREATE VIEW spans AS SELECT * FROM {WINDOWED_SPANS_TABLE} WHERE "
                 f"{' AND '.join(conds)}")
 
 

@@ -151,6 +151,34 @@ def _self_times(ops: list[tuple[int, int, str]]) -> tuple[dict[str, int], list[t
     return self_ns, top
 
 
+def _us_to_ns(value: Any) -> int:
+    """Kineto µs (int, float or numeric string) to integer ns, exactly.
+
+    ``round(float(ts) * 1000)`` is not: epoch-µs timestamps (~1.6e15) times 1000 exceed a
+    double's 53-bit mantissa, so ns land on a 256 ns grid. The integer part is scaled as an
+    int and only the fraction goes through floating point.
+    """
+    if isinstance(value, bool):
+        raise TypeError("boolean is not a time")
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            value = float(value)
+    if isinstance(value, int):
+        return value * 1000
+    f = float(value)
+    whole = int(f)  # ValueError/OverflowError on NaN/inf: the caller skips the event
+    return whole * 1000 + round((f - whole) * 1000)
+
+
+def _gpu_device(ev: dict[str, Any]) -> Any:
+    """The device a GPU event ran on: ``args.device``, else its ``pid`` (older traces)."""
+    args = ev.get("args")
+    device = args.get("device") if isinstance(args, dict) else None
+    return ev.get("pid") if device is None else device
+
+
 def _short(name: str) -> str:
     # Readers split "name:ns" at the LAST colon, so names may keep their own (aten::mm).
     return name if len(name) <= _MAX_NAME_CHARS else name[: _MAX_NAME_CHARS - 3] + "..."
@@ -158,12 +186,13 @@ def _short(name: str) -> str:
 
 def summarize_chrome_trace(trace: dict[str, Any], top_k: int = TOP_KERNELS) -> dict[str, Any]:
     """Kernel count/time, top kernels, launch gaps, graph launches and copies of one Kineto
-    trace (``ts``/``dur`` in µs; returned values in ns). Falls back to CPU ops without GPU
-    activity."""
+    trace (``ts``/``dur`` in µs, converted to ns exactly; returned values in ns). The launch gap
+    is idle time inside each device's span (first to last GPU op), summed over devices. Falls
+    back to CPU ops without GPU activity."""
     events = trace.get("traceEvents") or []
     kernels: dict[str, int] = defaultdict(int)
     kernel_count = 0
-    busy: list[tuple[int, int]] = []
+    busy: dict[Any, list[tuple[int, int]]] = defaultdict(list)  # per device
     copies = 0
     graphs = 0
     cpu_ops: dict[Any, list[tuple[int, int, str]]] = defaultdict(list)
@@ -174,16 +203,16 @@ def summarize_chrome_trace(trace: dict[str, Any], top_k: int = TOP_KERNELS) -> d
         if cat is None:
             continue
         try:
-            ts = round(float(ev.get("ts", 0)) * 1000)
-            dur = round(float(ev.get("dur", 0)) * 1000)
-        except (TypeError, ValueError):
+            ts = _us_to_ns(ev.get("ts", 0))
+            dur = _us_to_ns(ev.get("dur", 0))
+        except (TypeError, ValueError, OverflowError):
             continue
         name = str(ev.get("name", ""))
         if cat == "kernel":
             kernel_count += 1
             kernels[name] += dur
         if cat in _GPU_BUSY:
-            busy.append((ts, ts + dur))
+            busy[_gpu_device(ev)].append((ts, ts + dur))
         if cat == "memcpy":
             copies += 1
         elif cat == "runtime" and name.startswith(_GRAPH_LAUNCH_PREFIXES):
@@ -194,8 +223,10 @@ def summarize_chrome_trace(trace: dict[str, Any], top_k: int = TOP_KERNELS) -> d
         basis = BASIS_KERNEL
         by_name = kernels
         count = kernel_count
-        busy_ns, first, last = interval_union(busy) or (0, 0, 0)
-        gap_ns = max(last - first - busy_ns, 0)
+        gap_ns = 0
+        for intervals in busy.values():  # devices run in parallel: never merge their time
+            busy_ns, first, last = interval_union(intervals) or (0, 0, 0)
+            gap_ns += max(last - first - busy_ns, 0)
     else:
         basis = BASIS_CPU_OP
         by_name = defaultdict(int)
