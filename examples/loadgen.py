@@ -9,7 +9,8 @@ tiny model on a couple of CPU cores *realistically*, we scale:
 - time: a quick warm-up probe measures the mean sequential service time ``S`` of sampled scaled
   requests; arrivals are then ``(t - t0) * time_scale`` with ``time_scale`` chosen so the
   offered load is ``target_utilisation / S`` requests per second (e.g. 70 % of what a
-  sequential server can do). Gaps keep their real burstiness; only the clock is stretched.
+  sequential server can do). Gaps keep their real burstiness; only the clock is stretched or
+  compressed.
 
 Every factor used is kept in :class:`ScaleFactors`, which the main job writes into the run
 manifest next to the traces, so an analysis of the traces can say what was replayed.
@@ -68,6 +69,11 @@ class ScaleFactors:
     probe_service_s: float  # mean sequential service time of the probe requests
     offered_rps: float  # requests per second offered by the replay
     trace_rps: float  # requests per second in the trace window replayed
+    # Workload.window: which rows of the trace, and their statistics against the whole trace's
+    # (None for the fitted generator or a hand-made workload)
+    window: dict | None = None
+    # how probe_service_s was estimated from the probe's timings (see probe_fit)
+    probe_fit: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -121,10 +127,10 @@ class ClientResult:
     ttft_s: float | None = None  # streaming only: time to the first token
 
 
-def probe_service_time(
+def probe_times(
     model: TinyGPT2, lengths: Sequence[tuple[int, int]], *, repeats: int = 2
-) -> float:
-    """Mean seconds one sequential ``generate`` takes for these (prompt, output) lengths.
+) -> list[float]:
+    """Seconds one sequential ``generate`` takes for each (prompt, output) pair.
 
     Runs the model directly (no server, no spans); the first call also warms torch up and is
     not counted. Each request runs ``repeats`` times and keeps its fastest time: on a shared
@@ -132,7 +138,7 @@ def probe_service_time(
     under-load the replay.
     """
     if not lengths:
-        raise ValueError("probe_service_time: need at least one (prompt, output) pair")
+        raise ValueError("probe_times: need at least one (prompt, output) pair")
     p0, o0 = lengths[0]
     model.generate([model.prompt_ids(p0, seed=0)], [o0])  # warm-up
     times: list[float] = []
@@ -144,7 +150,45 @@ def probe_service_time(
             model.generate([prompt], [o])
             best = min(best, time.perf_counter() - t0)
         times.append(best)
-    return float(np.mean(times))
+    return times
+
+
+def probe_service_time(
+    model: TinyGPT2, lengths: Sequence[tuple[int, int]], *, repeats: int = 2
+) -> float:
+    """Mean of :func:`probe_times` over these (prompt, output) lengths."""
+    return float(np.mean(probe_times(model, lengths, repeats=repeats)))
+
+
+def fit_service_time(
+    probed: Sequence[tuple[int, int]], times_s: Sequence[float],
+    all_lengths: Sequence[tuple[int, int]],
+) -> tuple[float, dict]:
+    """Mean sequential service seconds over ``all_lengths``, from the probe's timings.
+
+    A handful of probe requests rarely has the whole plan's length mix (16 evenly spaced ones
+    can average 15 % fewer output tokens), and the plain mean of their times would mis-set the
+    offered load by as much. So fit ``t = a + b * prompt + c * output`` by least squares and
+    average its prediction over every request. A degenerate fit (fewer distinct points than
+    coefficients, a rank-deficient design, a negative coefficient or a non-positive mean
+    prediction) falls back to the plain mean; the returned dict says which was used."""
+    t = np.asarray(times_s, dtype=float)
+    plain = float(t.mean())
+    x = np.array([(1.0, p, o) for p, o in probed], dtype=float)
+    info: dict = {"method": "mean", "probe_mean_s": plain, "probe_requests": len(t)}
+    if len(t) >= 4 and len(set(probed)) >= 3:
+        coef, _, rank, _ = np.linalg.lstsq(x, t, rcond=None)
+        allx = np.array([(1.0, p, o) for p, o in all_lengths], dtype=float)
+        mean_pred = float((allx @ coef).mean())
+        if rank == 3 and np.isfinite(coef).all() and (coef >= 0).all() and mean_pred > 0:
+            info.update(method="lstsq a + b*prompt + c*output", coefficients_s=
+                        [float(c) for c in coef])
+            return mean_pred, info
+        info["fallback_reason"] = (f"rank {rank}" if rank < 3
+                                   else "negative coefficient or prediction")
+    else:
+        info["fallback_reason"] = "too few distinct probe requests"
+    return plain, info
 
 
 def _scaled_lengths(workload: Workload, lengths: LengthScale) -> list[tuple[int, int]]:
@@ -154,14 +198,33 @@ def _scaled_lengths(workload: Workload, lengths: LengthScale) -> list[tuple[int,
     ]
 
 
+def probe_fit(
+    workload: Workload, model: TinyGPT2, lengths: LengthScale, *, probe_requests: int = 16
+) -> tuple[float, dict]:
+    """Time ``probe_requests`` requests spread evenly over ``workload`` (scaled by
+    ``lengths``) and return :func:`fit_service_time`'s mean over all of them, with the fit."""
+    scaled = _scaled_lengths(workload, lengths)
+    step = max(1, len(scaled) // max(1, probe_requests))
+    probed = scaled[::step][:probe_requests]
+    return fit_service_time(probed, probe_times(model, probed), scaled)
+
+
 def probe_workload(
     workload: Workload, model: TinyGPT2, lengths: LengthScale, *, probe_requests: int = 16
 ) -> float:
-    """Mean sequential service seconds of ``probe_requests`` requests spread evenly over
-    ``workload`` (scaled by ``lengths``)."""
-    scaled = _scaled_lengths(workload, lengths)
-    step = max(1, len(scaled) // max(1, probe_requests))
-    return probe_service_time(model, scaled[::step][:probe_requests])
+    """Mean sequential service seconds over every request of ``workload`` (see
+    :func:`probe_fit`)."""
+    return probe_fit(workload, model, lengths, probe_requests=probe_requests)[0]
+
+
+def predicted_service_s(fit: dict | None, workload: Workload, lengths: LengthScale
+                        ) -> float | None:
+    """:func:`probe_fit`'s linear model applied to another workload (None without one)."""
+    coef = (fit or {}).get("coefficients_s")
+    if not coef:
+        return None
+    x = np.array([(1.0, p, o) for p, o in _scaled_lengths(workload, lengths)], dtype=float)
+    return float((x @ np.asarray(coef)).mean())
 
 
 def build_plan(
@@ -172,9 +235,10 @@ def build_plan(
     target_utilisation: float = 0.7,
     probe_requests: int = 16,
     probe_service_s: float | None = None,
+    probe_info: dict | None = None,
 ) -> ReplayPlan:
     """Scale ``workload`` into a replay plan for ``model``. ``probe_service_s`` skips the
-    probe (tests use it to fix the clock)."""
+    probe (tests use it to fix the clock; ``probe_info`` then says where it came from)."""
     if not target_utilisation > 0:
         raise ValueError(f"target_utilisation must be > 0, got {target_utilisation}")
     if len(workload) == 0:
@@ -184,7 +248,8 @@ def build_plan(
     if probe_service_s is None:
         if model is None:
             raise ValueError("build_plan: need a model to probe, or probe_service_s")
-        probe_service_s = probe_workload(workload, model, lengths, probe_requests=probe_requests)
+        probe_service_s, probe_info = probe_fit(workload, model, lengths,
+                                                probe_requests=probe_requests)
     t0 = workload.requests[0].arrived_at_s
     span_s = workload.requests[-1].arrived_at_s - t0
     n = len(workload)
@@ -212,6 +277,8 @@ def build_plan(
         probe_service_s=probe_service_s,
         offered_rps=offered_rps,
         trace_rps=trace_rps,
+        window=workload.window,
+        probe_fit=probe_info,
     )
     return ReplayPlan(requests, scale)
 

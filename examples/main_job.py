@@ -1,10 +1,12 @@
 """The end-to-end job: serve a replayed production workload, audit it, apply the top fix, compare.
 
-    python -m examples.main_job [--requests N] [--out DIR] [--mode audit|sequential|batched|both]
+    python -m examples.main_job [--requests N] [--trace-start N] [--out DIR]
+        [--mode audit|sequential|batched|both]
 
 Default (``--mode audit``), the README's first command:
 
-1. load the workload (the real Splitwise trace if present, else the generator fitted to it),
+1. load the workload (a window of the real Splitwise trace if present: the one whose statistics
+   are closest to the whole trace's, or ``--trace-start N``; else the generator fitted to it),
    build the tiny GPT-2, probe its sequential service time and scale the workload into a
    :class:`~examples.loadgen.ReplayPlan` (``<out>/plan.json``);
 2. sweep the model over batch sizes x lengths (``<out>/calibration.json``): the sequential spans
@@ -43,6 +45,7 @@ from examples.loadgen import (
     LengthScale,
     ReplayPlan,
     build_plan,
+    predicted_service_s,
     probe_workload,
 )
 from examples.scenario import (
@@ -55,6 +58,7 @@ from examples.scenario import (
     run_scenario,
     run_scenario_subprocess,
     summary_lines,
+    window_line,
 )
 from examples.server import MODES
 from examples.tiny_gpt2 import TinyGPT2, TinyGPT2Spec
@@ -104,6 +108,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output-cap", type=int, default=LengthScale.output_cap)
     p.add_argument("--seed", type=int, default=0, help="seed of the fitted generator")
     p.add_argument("--fitted", action="store_true", help="use the fitted generator, not the trace")
+    p.add_argument("--trace-start", type=int, default=None, metavar="N",
+                   help="replay the trace from row N (default: the window whose statistics are "
+                        "closest to the whole trace's; the first rows are its start-up ramp)")
     p.add_argument("--plan", type=Path, help="replay this saved plan instead of building one")
     p.add_argument("--stream", action="store_true", help="clients stream tokens (TTFT measured)")
     p.add_argument("--isolation", choices=("process", "inline"), default="process",
@@ -119,12 +126,16 @@ def _build_plan(args: argparse.Namespace, model: TinyGPT2, say) -> tuple[ReplayP
         return ReplayPlan.load(args.plan), args.plan
     lengths = LengthScale(prompt_cap=args.prompt_cap, output_cap=args.output_cap)
     n = args.requests
+
+    def load(count: int):
+        return load_workload(count, seed=args.seed, use_trace=not args.fitted,
+                             start=args.trace_start)
+
     if n is None:
-        pilot = load_workload(AUTO_REQUESTS_MAX, seed=args.seed, use_trace=not args.fitted)
+        pilot = load(AUTO_REQUESTS_MAX)
         n = auto_requests(probe_workload(pilot, model, lengths), args.target_util,
                           args.budget_s)
-    workload = load_workload(n, seed=args.seed, use_trace=not args.fitted)
-    say(f"workload: {workload.source}")
+    workload = load(n)
     # build_plan probes again, on the requests actually replayed: the pilot's length mix (600
     # requests) can differ several-fold from the first n's, which would mis-set the offered load.
     plan = build_plan(workload, model, lengths=lengths, target_utilisation=args.target_util)
@@ -133,10 +144,17 @@ def _build_plan(args: argparse.Namespace, model: TinyGPT2, say) -> tuple[ReplayP
         # from the latter (reusing it) so the run lasts about --budget-s, as intended.
         n2 = auto_requests(plan.scale.probe_service_s, args.target_util, args.budget_s)
         if n2 != n:
-            workload = load_workload(n2, seed=args.seed, use_trace=not args.fitted)
+            workload = load(n2)
+            # the window (and so its length mix) may move: re-apply the probe's fit to it
+            service_s = predicted_service_s(plan.scale.probe_fit, workload, lengths)
             plan = build_plan(workload, model, lengths=lengths,
                               target_utilisation=args.target_util,
-                              probe_service_s=plan.scale.probe_service_s)
+                              probe_service_s=service_s or plan.scale.probe_service_s,
+                              probe_info=plan.scale.probe_fit)
+    say(f"workload: {plan.scale.source}")
+    win = plan.scale.window
+    if win:
+        say(window_line(win))
     return plan, plan.save(args.out / "plan.json")
 
 

@@ -30,7 +30,10 @@ from examples.loadgen import (
 )
 from examples.server import MODES, InferenceServer
 from examples.tiny_gpt2 import TinyGPT2
+from examples.workload import COUNT_BIN_S
 from inferaudit_sdk import semconv
+
+COUNT_BIN_LABEL = f"{COUNT_BIN_S:g}-s"
 
 AUTO_REQUESTS_MIN = 40
 AUTO_REQUESTS_MAX = 600
@@ -57,6 +60,10 @@ class ScenarioResult:
     # how far the wall clock moved against the monotonic one during the run: span timestamps
     # are wall-clock, so a jump (a VM or sandbox adjusting time) inflates span latencies
     clock_jump_s: float = 0.0
+    # the server's summed model-call time, and that over the plan's arrival span: the load the
+    # replay actually offered (sequential: the utilisation the plan aimed at)
+    busy_s: float = 0.0
+    achieved_utilisation: float | None = None
 
     def latency_pct_s(self, pct: float) -> float:
         return float(np.percentile(self.latencies_s, pct)) if self.latencies_s else float("nan")
@@ -178,6 +185,8 @@ def run_scenario(
         encoding="utf-8",
     )
     ok = [r for r in results if r.error is None]
+    busy_s = sum(server.call_durations_ns) / 1e9
+    span_s = plan.requests[-1].arrival_s - plan.requests[0].arrival_s if plan.requests else 0.0
     return ScenarioResult(
         mode=mode,
         n_requests=len(results),
@@ -192,7 +201,15 @@ def run_scenario(
         ttfts_s=[r.ttft_s for r in ok if r.ttft_s is not None],
         warmup_call_ms=float(np.median(warm_ns)) / 1e6,
         clock_jump_s=clock_jump_s,
+        busy_s=busy_s,
+        achieved_utilisation=achieved_utilisation(busy_s, span_s),
     )
+
+
+def achieved_utilisation(busy_s: float, arrival_span_s: float) -> float | None:
+    """Summed service time over the arrival span (0-1 for a server that keeps up). For the
+    sequential run this is the offered load the plan's ``target_utilisation`` aimed at."""
+    return busy_s / arrival_span_s if arrival_span_s > 0 else None
 
 
 def run_scenario_subprocess(
@@ -229,10 +246,23 @@ def auto_requests(probe_service_s: float, target_utilisation: float, budget_s: f
     return max(AUTO_REQUESTS_MIN, min(AUTO_REQUESTS_MAX, n))
 
 
+def window_line(win: dict) -> str:
+    """The replayed trace window against the whole trace, in one line."""
+    ws, ts = win["stats"], win["trace_stats"]
+    return (f"trace window: rows {win['start']}..{win['start'] + win['size'] - 1} of "
+            f"{win['trace_rows']} ({win['chosen']}); window vs whole trace: gap CV "
+            f"{ws['gap_cv']:.2f} vs {ts['gap_cv']:.2f}, prompt median {ws['prompt_median']:.0f} "
+            f"vs {ts['prompt_median']:.0f}, output median {ws['output_median']:.0f} vs "
+            f"{ts['output_median']:.0f}, {COUNT_BIN_LABEL} count var/mean "
+            f"{ws['count_dispersion']:.2f} vs {ts['count_dispersion']:.2f}, rate "
+            f"{ws['rate_rps']:.2f} vs {ts['rate_rps']:.2f} req/s")
+
+
 def summary_lines(plan: ReplayPlan, results: list[ScenarioResult]) -> list[str]:
     s = plan.scale
     lines = [
         f"workload: {s.source} ({s.n_requests} requests)",
+        *([window_line(s.window)] if s.window else []),
         f"scaling: prompt x{s.lengths.prompt_scale:g} (cap {s.lengths.prompt_cap}), "
         f"output x{s.lengths.output_scale:g} (cap {s.lengths.output_cap}), "
         f"time x{s.time_scale:.4g}; probe service {s.probe_service_s * 1e3:.1f} ms, "
@@ -241,6 +271,9 @@ def summary_lines(plan: ReplayPlan, results: list[ScenarioResult]) -> list[str]:
         f"{'max bs':>8}{'spans':>8}{'wall s':>8}   (latency as the load generator timed it; "
         "the audit's p95 is the server spans')",
     ]
+    lines[-1:-1] = [f"{r.mode}: achieved utilisation {r.achieved_utilisation:.0%} (summed "
+                    f"model-call time / arrival span; target {s.target_utilisation:.0%})"
+                    for r in results if r.achieved_utilisation is not None]
     for r in results:
         bs = r.batch_sizes or [0]
         lines.append(

@@ -96,6 +96,7 @@ class InferenceServer:
         self.torch_threads = torch_threads
         self.instrument = instrument
         self.batch_sizes: list[int] = []  # one entry per model call, for summaries and tests
+        self.call_durations_ns: list[int] = []  # one per model call: the run's busy time
         self._ids = itertools.count()
         self._queue: asyncio.Queue[_Job | None] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -220,6 +221,7 @@ class InferenceServer:
                 continue
             done_ns = time.perf_counter_ns()
             self.batch_sizes.append(len(jobs))
+            self.call_durations_ns.append(done_ns - started_ns)
             for j, out in zip(jobs, outputs, strict=True):
                 if not j.future.done():
                     j.future.set_result(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,10 @@ DEFAULT_TRACE_PATH = REPO_ROOT / ".." / "shared" / "workloads" / "splitwise_conv
 TRACE_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
 QUANTILE_LEVELS_PCT = tuple(range(0, 101, 5))  # 0, 5, ..., 100
 RATE_WINDOW_S = 60.0
+# Window statistics compared when choosing which part of the trace to replay (see
+# choose_window); COUNT_BIN_S is the bin of the count dispersion (var/mean of counts per bin).
+WINDOW_STATS = ("gap_cv", "prompt_median", "output_median", "count_dispersion")
+COUNT_BIN_S = 10.0
 
 
 class WorkloadError(ValueError):
@@ -57,6 +61,9 @@ class Workload:
 
     requests: tuple[WorkloadRequest, ...]
     source: str
+    # For a trace window: start row, size, rows in the trace, the window's statistics against
+    # the whole trace's and how the start was chosen (see choose_window). None otherwise.
+    window: dict | None = field(default=None, compare=False)
 
     @property
     def from_trace(self) -> bool:
@@ -68,6 +75,12 @@ class Workload:
     def head(self, n: int) -> Workload:
         """The first ``n`` requests, same source."""
         return Workload(self.requests[:n], self.source)
+
+    def slice(self, start: int, n: int) -> Workload:
+        """Requests ``start .. start+n-1``; the source names the slice
+        (``trace:<path>[start:end]``)."""
+        end = min(len(self.requests), start + n)
+        return Workload(self.requests[start:end], f"{self.source}[{start}:{end}]")
 
 
 @dataclass(frozen=True)
@@ -228,22 +241,95 @@ def generate_workload(
     return Workload(requests, source=f"fitted:{name}(seed={seed})")
 
 
+def window_stats(requests: tuple[WorkloadRequest, ...] | list[WorkloadRequest]) -> dict:
+    """What makes a stretch of the trace look like the whole: the burstiness of its gaps (CV),
+    its prompt and output length medians, the dispersion (variance / mean) of its counts per
+    ``COUNT_BIN_S`` seconds (a ramp or a lull inflates it), and its mean rate."""
+    t = np.array([r.arrived_at_s for r in requests], dtype=float)
+    gaps = np.diff(t)
+    span_s = float(t[-1] - t[0]) if len(t) > 1 else 0.0
+    n_bins = max(1, int(span_s // COUNT_BIN_S))
+    counts = np.bincount(np.minimum(((t - t[0]) // COUNT_BIN_S).astype(int), n_bins - 1),
+                         minlength=n_bins).astype(float)
+    gap_mean = float(gaps.mean()) if len(gaps) else 0.0
+    return {
+        "gap_cv": float(gaps.std() / gap_mean) if gap_mean > 0 else 0.0,
+        "prompt_median": float(np.median([r.prompt_tokens for r in requests])),
+        "output_median": float(np.median([r.output_tokens for r in requests])),
+        "count_dispersion": (float(counts.var() / counts.mean())
+                             if n_bins > 1 and counts.mean() > 0 else 0.0),
+        "rate_rps": (len(t) - 1) / span_s if span_s > 0 else 0.0,
+        "span_s": span_s,
+    }
+
+
+def window_distance(stats: dict, whole: dict) -> float:
+    """Root mean square of the log ratios of :data:`WINDOW_STATS` (scale-free: a 10 % miss
+    in the output median weighs like a 10 % miss in the gap CV)."""
+    logs = [math.log(max(stats[k], 1e-9) / max(whole[k], 1e-9)) for k in WINDOW_STATS]
+    return math.sqrt(sum(x * x for x in logs) / len(logs))
+
+
+def choose_window(full: Workload, n: int, *, stride: int | None = None) -> int:
+    """The start row of the ``n``-request window most like the whole trace.
+
+    The trace's first rows are its start-up ramp (rate, burstiness and lengths all differ from
+    the rest), so replaying ``head(n)`` would audit a transient. Candidates start every
+    ``stride`` rows (default ``n // 4``); the one whose :func:`window_stats` are closest to the
+    whole trace's (:func:`window_distance`) wins, the earliest on a tie. Deterministic."""
+    rows = len(full.requests)
+    if n >= rows:
+        return 0
+    step = max(1, stride if stride is not None else n // 4)
+    whole = window_stats(full.requests)
+    best, best_d = 0, math.inf
+    for start in range(0, rows - n + 1, step):
+        d = window_distance(window_stats(full.requests[start:start + n]), whole)
+        if d < best_d - 1e-12:
+            best, best_d = start, d
+    return best
+
+
+def trace_window(full: Workload, n: int, start: int | None = None) -> Workload:
+    """``n`` rows of ``full`` from ``start`` (``None``: :func:`choose_window`), with the
+    window's statistics against the whole trace's in ``Workload.window``."""
+    rows = len(full.requests)
+    n = min(n, rows)
+    chosen = "representative (closest window statistics to the whole trace)"
+    if start is None:
+        start = choose_window(full, n)
+    else:
+        if not 0 <= start < rows:
+            raise ValueError(f"trace start {start} is outside the trace's {rows} rows")
+        chosen = "given (--trace-start)"
+    w = full.slice(start, n)
+    stats, whole = window_stats(w.requests), window_stats(full.requests)
+    info = {"start": start, "size": len(w), "trace_rows": rows, "chosen": chosen,
+            "stride": max(1, n // 4), "stats": stats, "trace_stats": whole,
+            "distance": window_distance(stats, whole)}
+    return Workload(w.requests, w.source, window=info)
+
+
 def load_workload(
     n: int | None = None,
     *,
     path: str | Path | None = None,
     seed: int = 0,
     use_trace: bool = True,
+    start: int | None = None,
 ) -> Workload:
-    """The first ``n`` requests of the real trace when it is readable, else ``n`` fitted ones.
+    """``n`` requests of the real trace when it is readable, else ``n`` fitted ones.
 
-    A missing file falls back (the example must run anywhere); a file that exists but is broken
-    raises :class:`WorkloadError`, because silently replaying something else would mislead.
-    ``n=None`` means the whole trace (or, fitted, as many requests as the trace has).
+    From the trace, the window is :func:`trace_window`'s: ``start`` if given, else the
+    ``n``-row window most like the whole trace (not its first rows: those are its start-up
+    ramp). A missing file falls back (the example must run anywhere); a file that exists but is
+    broken raises :class:`WorkloadError`, because silently replaying something else would
+    mislead. ``n=None`` means the whole trace (or, fitted, as many requests as the trace has).
     """
     trace_path = Path(path) if path is not None else DEFAULT_TRACE_PATH
     if use_trace and trace_path.is_file():
         full = read_trace(trace_path)
-        return full if n is None else full.head(n)
+        return full if n is None and start is None else trace_window(
+            full, n if n is not None else len(full), start)
     count = n if n is not None else SPLITWISE_CONV_FIT.n_requests
     return generate_workload(count, seed=seed)

@@ -288,7 +288,8 @@ def _analyze(con: Any, params: AnalyzeParams, kineto_paths: Iterable[str],
         kineto_finding_ids=frozenset(kineto_ids),
     )
     verdict = bn.decide(signals)
-    if overall.get("device_utilization") is None and signals.kineto_busy_ratio is not None:
+    if (overall.get("device_utilization") is None and signals.kineto_busy_ratio is not None
+            and not signals.kineto_timeline_incomplete):  # as the verdict reads it
         overall["device_utilization"] = round(signals.kineto_busy_ratio, 4)
         overall["device_utilization_source"] = "kineto"
     info = dict(input_info or {})

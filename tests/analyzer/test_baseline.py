@@ -159,6 +159,22 @@ def test_memory_controller_busy_is_read_from_its_own_metric_not_memory_in_use():
     assert detail["memory_util_ratio"] == pytest.approx(0.2)
 
 
+@pytest.mark.parametrize(("schema", "expected"), [("1", 0.9), ("2", None)])
+def test_schema_1_memory_utilization_still_reads_as_memory_controller_busy(schema, expected):
+    # schema "1" SDKs wrote NVML's memory-busy fraction under hw.gpu.memory.utilization;
+    # from "2" on (as in the hardware conventions) that name is memory in use
+    import json
+
+    db = FixtureDb()
+    db.resource(1, gpu_model="NVIDIA L4", gpu_count=1,
+                attributes=json.dumps({sc.RES_SCHEMA_VERSION: schema}))
+    db.request(T0, T0 + 50 * MS, input_tokens=1)
+    db.metric(sc.METRIC_HW_GPU_MEMORY_UTILIZATION, T0, 0.9)
+    detail = _report(db)["baseline"]["overall"]["device_utilization_detail"]
+    assert detail["memory_util_ratio"] == (None if expected is None
+                                           else pytest.approx(expected))
+
+
 def test_processes_on_one_host_share_its_gpus_and_its_bill():
     db = FixtureDb()
     # two worker processes on one 2-GPU machine, one GPU each, each busy half the window

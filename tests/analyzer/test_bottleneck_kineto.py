@@ -79,6 +79,10 @@ def test_real_kineto_verdicts(name: str, layer: str, case: str):
     b = rep["bottleneck"]
     assert (b["layer"], b["case"]) == (layer, case), b
     assert "utilisation is unknown" not in b["detail"]
+    # the report shows the kernel trace's busy share as utilisation only where the verdict
+    # could read it (not for a timeline the trace cannot account for)
+    util = rep["baseline"]["overall"]["device_utilization"]
+    assert (util is None) == (case == "kernel_trace_incomplete"), util
 
 
 def test_a_copy_starved_kernel_trace_is_the_hardware_layer_end_to_end(tmp_path: Path):

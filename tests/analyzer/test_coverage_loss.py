@@ -312,3 +312,20 @@ def test_copies_of_the_traces_and_metrics_are_not_taken_for_more_traffic(tmp_pat
     assert cov.export_check is not None
     assert (cov.export_check.exported, cov.export_check.spans_read) == (len(spans), len(spans))
     assert cov.ratio == pytest.approx(1.0)
+
+
+def test_a_torn_file_of_a_process_without_counters_still_counts(tmp_path):
+    # Our SDK's complete output (with its counter) beside a torn file from another producer:
+    # the counter covers only its own process, so the other's unreadable lines still weigh.
+    ours = _spans(96)
+    _write(tmp_path / "traces-ours.jsonl", _lines(ours))
+    _write(tmp_path / "metrics-ours.jsonl", [_sdk_counters(len(ours))])
+    theirs = _cut_every_second(_lines(_spans(320, service="other-api")))
+    _write(tmp_path / "traces-theirs.jsonl", theirs)
+    rep = _report(tmp_path)
+    cov = rep["input"]["coverage"]
+    assert cov["export_check"] is not None
+    lost = cov["unreadable_spans_estimated"]
+    assert lost == pytest.approx(160)
+    assert cov["ratio"] == pytest.approx(cov["spans"] / (cov["spans"] + lost), abs=1e-4)
+    assert cov["ratio"] < 0.7 and _low_coverage(rep) is not None

@@ -146,6 +146,16 @@ def test_pageable_copy_starting_inside_its_call_is_not_clock_skew(tmp_path: Path
     assert ls.launches == 2 and ls.kernel_launches == 1
 
 
+def test_memset_calls_count_with_the_copy_calls_not_nowhere(tmp_path: Path) -> None:
+    events = [
+        rt("cudaLaunchKernel", 0.0, 5.0, 1), gpu("k1", 7.0, 2.0, 1),
+        rt("cudaMemsetAsync", 100.0, 30.0, 2),
+        gpu("Memset (Device)", 120.0, 5.0, 2, cat="gpu_memset", bytes=4096),
+    ]  # fmt: skip
+    ls = analyze_kineto(write(tmp_path, events)).files[0].launches
+    assert ls.launch_api_time_ns == 5_000 and ls.memcpy_api_time_ns == 30_000
+
+
 def test_an_op_before_its_call_started_is_still_clock_skew(tmp_path: Path) -> None:
     events = [
         rt("cudaMemcpyAsync", 1000.0, 500.0, 2),

@@ -28,11 +28,13 @@ def test_compare_reports_the_relative_difference_against_15_percent() -> None:
     cmp = main_job.compare(_item("continuous_batching", True), measured, baseline)
     diffs = [round(r["diff_ratio"], 6) for r in cmp["rows"]]
     assert diffs == [0.1, 0.5, -0.1]
-    assert [r["within_target"] for r in cmp["rows"]] == [True, False, True]
+    # the bill row is shown, not checked: a fixed-schedule replay makes both windows the
+    # arrival span whatever batching does
+    assert [r["within_target"] for r in cmp["rows"]] == [None, False, True]
     assert [r["metric"] for r in cmp["rows"]] == [
         "cost per request (bill, USD)", "cost per request (busy floor, USD)", "p95 latency (ms)"]
     lines = main_job.comparison_lines(cmp)
-    assert any("+10.0%" in line and "yes" in line for line in lines)
+    assert any("+10.0%" in line and "n/a (fixed-schedule" in line for line in lines)
     assert any("+50.0%" in line and "NO" in line for line in lines)
 
 

@@ -82,6 +82,9 @@ def test_request_spans_carry_exact_token_counts(both_modes: tuple[Path, ReplayPl
     for mode in ("sequential", "batched"):
         result = ScenarioResult.load(out / mode / "scenario.json")
         assert result.n_requests == len(plan.requests) and result.n_errors == 0
+        span_s = plan.requests[-1].arrival_s - plan.requests[0].arrival_s
+        assert result.busy_s > 0
+        assert result.achieved_utilisation == pytest.approx(result.busy_s / span_s)
         spans = _read_spans(out / mode / "traces")
         requests = [s for s in spans if _attr(s, semconv.SPAN_ROLE) == semconv.ROLE_REQUEST]
         inp, outp = semconv.GEN_AI_USAGE_INPUT_TOKENS, semconv.GEN_AI_USAGE_OUTPUT_TOKENS

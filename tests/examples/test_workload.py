@@ -10,11 +10,16 @@ import pytest
 from examples.workload import (
     DEFAULT_TRACE_PATH,
     SPLITWISE_CONV_FIT,
+    Workload,
     WorkloadError,
+    WorkloadRequest,
+    choose_window,
     fit_workload,
     generate_workload,
     load_workload,
     read_trace,
+    window_distance,
+    window_stats,
 )
 
 needs_trace = pytest.mark.skipif(
@@ -34,7 +39,51 @@ def test_load_prefers_the_trace_and_says_so() -> None:
     assert w.from_trace and str(DEFAULT_TRACE_PATH.resolve()) in w.source
     assert len(w) == 50
     full = read_trace(DEFAULT_TRACE_PATH)
-    assert w.requests == full.requests[:50]
+    start = w.window["start"]
+    assert w.requests == full.requests[start:start + 50]
+    assert w.source.endswith(f"[{start}:{start + 50}]")
+
+
+@needs_trace
+def test_trace_window_is_representative_not_the_start_up_ramp() -> None:
+    """The trace's first rows are its ramp (slower, burstier, longer outputs); the default
+    window is the one whose statistics are closest to the whole trace's."""
+    full = read_trace(DEFAULT_TRACE_PATH)
+    w = load_workload(245)
+    win = w.window
+    assert win["start"] > 0 and win["size"] == 245 and win["trace_rows"] == len(full)
+    assert w.requests == full.requests[win["start"]:win["start"] + 245]
+    whole = window_stats(full.requests)
+    head_d = window_distance(window_stats(full.requests[:245]), whole)
+    assert win["distance"] < head_d / 2
+    assert win["stats"] == window_stats(w.requests) and win["trace_stats"] == whole
+    assert load_workload(245) == w  # deterministic
+
+
+@needs_trace
+def test_trace_start_overrides_the_choice() -> None:
+    full = read_trace(DEFAULT_TRACE_PATH)
+    w = load_workload(40, start=123)
+    assert w.requests == full.requests[123:163]
+    assert w.window["start"] == 123 and "--trace-start" in w.window["chosen"]
+    with pytest.raises(ValueError, match="outside"):
+        load_workload(40, start=len(full))
+
+
+def test_choose_window_skips_a_ramp() -> None:
+    """A synthetic trace: a slow, bursty start with long outputs, then a steady stretch."""
+    rng = np.random.default_rng(0)
+    reqs, t = [], 0.0
+    for i in range(1000):
+        ramp = i < 80
+        t += float(rng.exponential(1.0 if ramp else 0.2)) * (3.0 if ramp and i % 7 == 0 else 1)
+        reqs.append(WorkloadRequest(t, int(rng.integers(500, 1500)),
+                                    int(rng.integers(300, 400) if ramp else
+                                        rng.integers(80, 180))))
+    full = Workload(tuple(reqs), "test:ramp")
+    start = choose_window(full, 80)
+    # on the n/4 stride, and at most a stride's worth of the window inside the ramp
+    assert start % 20 == 0 and start >= 80 - 20
 
 
 def test_load_falls_back_to_the_fitted_generator(tmp_path: Path) -> None:

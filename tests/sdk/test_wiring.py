@@ -604,3 +604,14 @@ def test_a_bad_setting_is_warned_about_once(tmp_path, handles, monkeypatch, capl
     assert caplog.text.count("'http/json'") == 1
     for h in handles:
         h.shutdown(timeout_s=1)
+
+
+def test_an_otlp_endpoint_beside_the_apps_provider_builds_no_metrics(tmp_path, handles,
+                                                                       monkeypatch):
+    # An endpoint alone does not ask for InferAudit's metrics: the app's pipeline carries what
+    # it wants, and the global MeterProvider stays free for the app.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    app_tp = TracerProvider(shutdown_on_exit=False)
+    h = build(_cfg(tmp_path), tracer_provider=app_tp, set_global=False)
+    handles.append(h)
+    assert not h.owns_meter_provider and h.metric_exporters == ()

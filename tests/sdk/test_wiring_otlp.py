@@ -224,5 +224,5 @@ def test_a_metrics_endpoint_alone_sends_metrics_over_otlp(tmp_path, monkeypatch)
 
     cfg = AuditConfig(trace_dir=str(tmp_path), nvml_enabled=False)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://127.0.0.1:9/v1/metrics")
-    assert resolve_exporters(cfg, "metrics") == (("otlp",), "env")
+    assert resolve_exporters(cfg, "metrics") == (("otlp",), "endpoint")
     assert resolve_exporters(cfg, "traces") == (("file",), "default")

@@ -85,24 +85,23 @@ class Coverage:
 
     @property
     def unreadable_ratio(self) -> float | None:
-        """Estimated share of spans in unreadable lines; None where the exported counter
-        measures the loss instead. Without line counts, an error counts as one span."""
-        if self.export_check is not None:
-            return None
+        """Estimated share of spans in unreadable lines. Without line counts, an error counts
+        as one span."""
         lost = self.ingest_errors if self.unreadable_spans is None else self.unreadable_spans
         return ratio(lost, lost + self.spans)
 
     @property
     def ratio(self) -> float:
-        """Share of the traffic we believe we see: the worst of the loss signals, 0-1."""
+        """Share of the traffic we believe we see: the worst of the loss signals, 0-1. The
+        exported counter (spans read over spans produced, both over the same interval) stands
+        in for the drop ratio; unreadable lines still count, for the processes no counter
+        covers (the worst is taken, so a loss both see is not counted twice)."""
+        losses = [x for x in (self.unreadable_ratio, self.missing_link_ratio) if x is not None]
         c = self.export_check
-        if c is not None:  # spans read over spans produced, both over the same interval
-            seen = min(c.spans_read, c.exported) / (c.exported + c.dropped)
-            losses = [1.0 - seen]
-        else:
-            losses = [x for x in (self.drop_ratio, self.unreadable_ratio) if x is not None]
-        if self.missing_link_ratio is not None:
-            losses.append(self.missing_link_ratio)
+        if c is not None:
+            losses.append(1.0 - c.seen_ratio)
+        elif self.drop_ratio is not None:
+            losses.append(self.drop_ratio)
         return 1.0 - max(losses, default=0.0)
 
     def to_json(self) -> dict[str, Any]:

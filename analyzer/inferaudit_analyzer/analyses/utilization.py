@@ -93,9 +93,15 @@ NVML_SQL = f"""
 SELECT AVG(CASE WHEN value > 1.0 THEN value / 100.0 ELSE value END), COUNT(*)
 FROM metric_points WHERE name = '{semconv.METRIC_HW_GPU_UTILIZATION}'
 """
+# Schema "1" SDKs wrote the memory-controller busy fraction as hw.gpu.memory.utilization,
+# which the hardware conventions (and schema "2") define as memory in use.
 NVML_MEM_SQL = f"""
 SELECT AVG(CASE WHEN value > 1.0 THEN value / 100.0 ELSE value END), COUNT(*)
-FROM metric_points WHERE name = '{semconv.METRIC_GPU_MEMORY_CONTROLLER_UTILIZATION}'
+FROM metric_points
+WHERE name = '{semconv.METRIC_GPU_MEMORY_CONTROLLER_UTILIZATION}'
+   OR (name = '{semconv.METRIC_HW_GPU_MEMORY_UTILIZATION}' AND resource_id IN (
+       SELECT resource_id FROM resources
+       WHERE json_extract_string(attributes, '$."{semconv.RES_SCHEMA_VERSION}"') = '1'))
 """
 SPAN_MEM_UTIL_SQL = f"""
 SELECT SUM(TRY_CAST(json_extract_string(attributes, '$."{semconv.GPU_MEMORY_UTILIZATION_RATIO}"')

@@ -82,6 +82,12 @@ class ExportCheck:
         """Share of the exported spans absent from the input (0-1; 0 when more were read)."""
         return max(0.0, 1.0 - self.spans_read / self.exported) if self.exported else 0.0
 
+    @property
+    def seen_ratio(self) -> float:
+        """Spans read over spans produced (exported + dropped), 0-1."""
+        produced = self.exported + self.dropped
+        return 1.0 if produced == 0 else min(self.spans_read, self.exported) / produced
+
 
 Series = tuple[int | None, list[tuple[int, float]]]  # (start_ns, cumulative (time_ns, value))
 
@@ -253,7 +259,7 @@ def unreadable_spans(con: Any) -> float | None:
     return total
 
 
-def coverage(con: Any) -> dict[str, Any]:
+def coverage(con: Any, *, compare: bool = True) -> dict[str, Any]:
     """Spans read vs. spans the SDK reported, ingest errors, and the resulting ratio.
 
     Each exporter of the SDK sees every span, so the spans produced are the largest
@@ -265,6 +271,8 @@ def coverage(con: Any) -> dict[str, Any]:
     produced, where the counters say how many were produced: over the interval the spans read
     span, :func:`compare_exports`, where it can be told) and ``export_check`` (that
     comparison: ``exporter``, ``exported``, ``dropped``, ``spans_read``; None without one).
+    ``compare=False`` skips that comparison (a query per counter series) for callers that
+    need only the totals.
     """
     spans_read = int(con.execute("SELECT count(*) FROM spans").fetchone()[0])
     errors = int(con.execute("SELECT count(*) FROM ingest_errors").fetchone()[0])
@@ -278,9 +286,9 @@ def coverage(con: Any) -> dict[str, Any]:
         exported, dropped = exported_by.get(top, 0.0), dropped_by.get(top, 0.0)
         produced = max(float(spans_read), exported + dropped)
         ratio = 1.0 if produced == 0 else spans_read / produced
-    check = compare_exports(con)
+    check = compare_exports(con) if compare else None
     if check is not None:
-        ratio = min(check.spans_read, check.exported) / (check.exported + check.dropped)
+        ratio = check.seen_ratio
     return {
         "spans_read": spans_read,
         "spans_exported_reported": None if exported is None else int(exported),
@@ -373,7 +381,7 @@ def coverage_gaps(con: Any) -> list[str]:
     if n_price[1] and n_price[0] == 0:
         gaps.append("no price on any resource (inferaudit.price.usd_per_hour): costs use the "
                     "ROI model's instance price table")
-    cov = coverage(con)
+    cov = coverage(con, compare=False)
     if cov["spans_exported_reported"] is None and cov["spans_dropped_reported"] is None:
         gaps.append("no SDK span counters (inferaudit.sdk.spans.*): dropped spans unknown")
     elif cov["spans_dropped_reported"]:

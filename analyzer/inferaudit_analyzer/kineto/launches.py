@@ -16,9 +16,9 @@ Launch delay, runtime duration and ``launch_api_time_ns`` are over *kernel* laun
 copy call (``cudaMemcpy``, a pageable ``cudaMemcpyAsync``, ``hipMemcpyWithStream``) returns only
 when its copy is done, so its GPU op starts inside the call (a "negative delay" that is no
 clock error) and its duration is waiting on the device, not launch cost. Their call time is
-reported apart as ``memcpy_api_time_ns``. Clock skew is suspected only when a GPU op (any kind)
-starts more than :data:`CLOCK_SKEW_SUSPECT_NS` before its host call *started*: no op can start
-before it was asked for.
+reported apart as ``memcpy_api_time_ns``, with that of memset calls. Clock skew is suspected
+only when a GPU op (any kind) starts more than :data:`CLOCK_SKEW_SUSPECT_NS` before its host
+call *started*: no op can start before it was asked for.
 
 Ops of a graph replay share one ``cudaGraphLaunch``/``hipGraphLaunch`` call. They are *not*
 counted as launches, short kernels or launch delays (comparing 400 kernels with one 500 us
@@ -93,7 +93,7 @@ class LaunchStats:
     launch_delay_ns: tuple[tuple[str, int], ...]
     runtime_ns: tuple[tuple[str, int], ...]
     kernel_dur_ns: tuple[tuple[str, int], ...]
-    memcpy_api_time_ns: int = 0  # copy calls: mostly waiting for the copy, kept apart
+    memcpy_api_time_ns: int = 0  # copy and memset calls: mostly waiting, kept apart
 
     @property
     def short_kernel_ratio(self) -> float:
@@ -150,7 +150,7 @@ def launch_stats(ev: TraceEvents, rt_index: np.ndarray) -> LaunchStats:
     gpu_dur = ev.gpu_end_ns[gk] - ev.gpu_start_ns[gk]
     short = gpu_dur < rt_dur
     launch_rows = np.isin(ev.rt_launch, (LAUNCH_KERNEL, LAUNCH_GRAPH))
-    copy_rows = ev.rt_launch == LAUNCH_MEMCPY
+    copy_rows = np.isin(ev.rt_launch, (LAUNCH_MEMCPY, LAUNCH_MEMSET))
     return LaunchStats(
         launches=int(gi.size),
         kernel_launches=int(gk.size),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any
 
 
@@ -57,6 +58,72 @@ def check_value(row: dict[str, Any], key: str) -> str:
     if unit == "ms":
         return ms(v)
     return num(v)
+
+
+def check_verdict(row: dict[str, Any]) -> str:
+    """A projection-check row's "within target" cell: yes / no, or n/a with the row's ``note``
+    (rows that cannot pass or fail: hindsight diagnostics, a bill fixed by the schedule)."""
+    if row.get("within_target") is None:
+        return f"n/a ({row['note']})" if row.get("note") else "n/a"
+    return "yes" if row["within_target"] else "no"
+
+
+def _ratio_text(v: Any) -> str:
+    """0.0625 -> "1/16"; 0.3 -> "0.3"."""
+    if v is None:
+        return "n/a"
+    frac = Fraction(float(v)).limit_denominator(64)
+    return f"{frac.numerator}/{frac.denominator}" if abs(float(frac) - float(v)) < 1e-9 \
+        and frac.denominator > 1 else num(float(v))
+
+
+def _stat(v: Any, digits: int) -> str:
+    return "n/a" if v is None else f"{float(v):,.{digits}f}"
+
+
+def workload_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The replayed workload (``workload``, the example's main job only) as label/value rows."""
+    w = report.get("workload") or {}
+    if not w:
+        return []
+    rows = [("source", str(w.get("source"))), ("requests", num(w.get("n_requests")))]
+    win = w.get("window")
+    if win:
+        rows.append(("trace window", f"rows {win['start']}..{win['start'] + win['size'] - 1} of "
+                                     f"{num(win.get('trace_rows'))}: {win.get('chosen')}"))
+        ws, ts = win.get("stats") or {}, win.get("trace_stats") or {}
+        rows.append(("window vs whole trace", "; ".join(
+            f"{label} {_stat(ws.get(k), digits)} vs {_stat(ts.get(k), digits)}"
+            for label, k, digits in (("gap CV", "gap_cv", 2),
+                                     ("prompt median", "prompt_median", 0),
+                                     ("output median", "output_median", 0),
+                                     ("10-s count var/mean", "count_dispersion", 2),
+                                     ("rate req/s", "rate_rps", 2)))))
+    else:
+        rows.append(("trace window", "n/a (not a trace window)"))
+    ln = w.get("lengths") or {}
+    if ln:
+        rows.append(("length scaling",
+                     f"prompt x{_ratio_text(ln.get('prompt_scale'))} (min {ln.get('prompt_min')}, "
+                     f"cap {ln.get('prompt_cap')}); output x{_ratio_text(ln.get('output_scale'))} "
+                     f"(min {ln.get('output_min')}, cap {ln.get('output_cap')})"))
+    tr = w.get("token_ratio") or {}
+    if tr:
+        rows.append(("prompt:output tokens", f"{num(tr.get('trace'), 2)}:1 in the trace window, "
+                                             f"{num(tr.get('replayed'), 2)}:1 replayed"))
+    rows.append(("time scale", f"x{num(w.get('time_scale'))} (trace {num(w.get('trace_rps'))} "
+                               f"req/s -> offered {num(w.get('offered_rps'))} req/s)"))
+    fit = w.get("probe_fit") or {}
+    plain = fit.get("probe_mean_s")
+    rows.append(("probe service time", f"{ms((w.get('probe_service_s') or 0) * 1e3)} mean "
+                                       f"sequential over the plan ({fit.get('method', 'n/a')}"
+                                       + (f"; the probe requests' own mean {ms(plain * 1e3)}"
+                                          if plain is not None else "") + ")"))
+    au = w.get("achieved_utilisation") or {}
+    rows.append(("utilisation", f"target {pct(w.get('target_utilisation'))}; achieved "
+                                f"(model-call time / arrival span) sequential "
+                                f"{pct(au.get('sequential'))}, batched {pct(au.get('batched'))}"))
+    return rows
 
 
 RISK_SCALE_MAX = 4  # interventions score integration risk 1 (low) .. 4 (high)
@@ -142,6 +209,16 @@ def utilisation(overall: dict[str, Any]) -> str:
     return f"{pct(u)} of at most {pct(ceiling)}{how}"
 
 
+def _bill_text(projected: dict[str, Any]) -> str:
+    """A projected bill for the summary. Only fewer replicas lower the bill (saving kind
+    "bill"); otherwise a different projected number is the replay's window (a fixed schedule's
+    baseline window also holds the sequential queue draining after the last arrival), not a
+    saving, so the summary says the bill is unchanged instead of quoting it."""
+    if projected.get("saving_kind") == "bill" or projected.get("cost_per_request_usd") is None:
+        return f"{usd(projected.get('cost_per_request_usd'))} (bill)"
+    return "unchanged on the bill (same replicas)"
+
+
 def executive_summary(report: dict[str, Any]) -> list[str]:
     """Three to six plain sentences a buyer reads first."""
     ov = (report.get("baseline") or {}).get("overall") or {}
@@ -164,15 +241,14 @@ def executive_summary(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"Top intervention: {top.get('title')} (risk {risk(top)}): projected p95 "
             f"{ms((p.get('latency_ms') or {}).get('p95'))}, cost per request "
-            f"{usd(p.get('cost_per_request_usd'))} (bill) / "
-            f"{usd(p.get('busy_cost_per_request_usd'))} (busy floor); saving kind: "
-            f"{p.get('saving_kind')}.")
+            f"{_bill_text(p)} / {usd(p.get('busy_cost_per_request_usd'))} (busy floor); "
+            f"saving kind: {p.get('saving_kind')}.")
         last = (road[-1].get("cumulative") or {}).get("projected") or {}
         if len(road) > 1:
             lines.append(
                 f"All {len(road)} interventions together: p95 "
                 f"{ms((last.get('latency_ms') or {}).get('p95'))}, cost per request "
-                f"{usd(last.get('cost_per_request_usd'))}, replicas {last.get('replicas')}.")
+                f"{_bill_text(last)}, replicas {last.get('replicas')}.")
     else:
         roi = report.get("roi") or {}
         lines.append("No intervention is proposed: " + (

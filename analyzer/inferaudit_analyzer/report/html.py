@@ -115,7 +115,7 @@ def _validation(report: dict[str, Any]) -> str:
     rows = [(r["metric"], f.check_value(r, "baseline_measured"), f.check_value(r, "projected"),
              f.check_value(r, "measured"),
              "n/a" if r.get("diff_ratio") is None else f"{r['diff_ratio']:+.1%}",
-             "yes" if r.get("within_target") else "no") for r in v.get("rows") or []]
+             f.check_verdict(r)) for r in v.get("rows") or []]
     return (f"<h2 id='validation'>Projection check: "
             f"{escape(str(v.get('title') or v.get('intervention')))} "
             f"(<code>{escape(str(v.get('intervention')))}</code>) "
@@ -124,6 +124,11 @@ def _validation(report: dict[str, Any]) -> str:
             f"target: measured within {f.pct(v.get('target_diff_ratio'))} of projected.</p>"
             + _table(("metric", "baseline (measured)", "projected", "measured after", "diff",
                       "within target"), rows))
+
+
+def _workload(report: dict[str, Any]) -> str:
+    rows = f.workload_rows(report)
+    return f"<h2 id='workload'>Workload replayed</h2>{_kv(rows)}" if rows else ""
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -145,6 +150,7 @@ def render_html(report: dict[str, Any]) -> str:
 <p class="note">Generated {escape(str(report.get('generated_at')))}; schema
 {escape(str(report.get('schema')))}; {escape(f.price_line(report))}.</p>
 <h2 id="summary">Executive summary</h2><ul>{summary}</ul>
+{_workload(report)}
 <h2 id="baseline">Baseline (measured)</h2>{_kv(f.baseline_rows(report))}
 <h2 id="bottleneck">Bottleneck verdict</h2>
 <p><b>{escape(str(bn.get('layer')))}</b> layer, case <code>{escape(str(bn.get('case')))}</code>,

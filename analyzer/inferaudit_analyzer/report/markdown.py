@@ -27,6 +27,10 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"{f.price_line(report)}.", "",
              "## Executive summary", ""]
     lines += [f"- {s}" for s in f.executive_summary(report)]
+    workload = f.workload_rows(report)
+    if workload:
+        lines += ["", "## Workload replayed", ""]
+        lines += _table(("what", "value"), workload)
     lines += ["", "## Baseline (measured)", ""]
     lines += _table(("metric", "value"), f.baseline_rows(report))
     bn = report.get("bottleneck") or {}
@@ -67,7 +71,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                         [(r["metric"], f.check_value(r, "baseline_measured"),
                           f.check_value(r, "projected"), f.check_value(r, "measured"),
                           "n/a" if r.get("diff_ratio") is None else f"{r['diff_ratio']:+.1%}",
-                          "yes" if r.get("within_target") else "no") for r in v.get("rows") or []])
+                          f.check_verdict(r)) for r in v.get("rows") or []])
         lines.append("")
     fit = roi.get("fit") or {}
     if fit:

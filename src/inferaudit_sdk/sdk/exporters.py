@@ -293,9 +293,10 @@ def _parse_exporter_list(raw: Sequence[str] | str, source: str) -> tuple[str, ..
 
 def resolve_exporters(config: AuditConfig, signal: str) -> tuple[tuple[str, ...], str]:
     """(exporter names for ``signal`` "traces"/"metrics", where they came from: "config",
-    "env" or "default"). Precedence: ``AuditConfig.exporters`` (``INFERAUDIT_EXPORTERS``), then
-    ``OTEL_<SIGNAL>_EXPORTER``, then ``otlp`` when an ``OTEL_EXPORTER_OTLP_[<SIGNAL>_]ENDPOINT``
-    is set, then (metrics only) the traces choice, then ``file``."""
+    "env", "endpoint" (an OTLP endpoint set, no exporter named) or "default"). Precedence:
+    ``AuditConfig.exporters`` (``INFERAUDIT_EXPORTERS``), then ``OTEL_<SIGNAL>_EXPORTER``, then
+    ``otlp`` when an ``OTEL_EXPORTER_OTLP_[<SIGNAL>_]ENDPOINT`` is set, then (metrics only) the
+    traces choice, then ``file``."""
     if config.exporters:
         names = _parse_exporter_list(config.exporters, "INFERAUDIT_EXPORTERS")
         if names is not None:
@@ -310,7 +311,7 @@ def resolve_exporters(config: AuditConfig, signal: str) -> tuple[tuple[str, ...]
             f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"):
         # an OTLP endpoint given without an exporter choice: OpenTelemetry's own default
         # (otlp) is clearly meant; files would silently miss the collector
-        return (EXPORTER_OTLP,), "env"
+        return (EXPORTER_OTLP,), "endpoint"
     if signal == "metrics":
         return resolve_exporters(config, "traces")[0], "default"
     return (EXPORTER_FILE,), "default"

@@ -403,7 +403,7 @@ def build(
         # or INFERAUDIT_EXPORTERS, and build metrics only when asked for too.
         if trace_source != "config":
             trace_names = ()
-        if metric_source == "default":
+        if metric_source in ("default", "endpoint"):  # not asked for by name
             metric_names = ()
     processors = [p for p in (_span_processor(n, cfg) for n in trace_names) if p is not None]
     file_on = any(p.exporter_name == EXPORTER_FILE for p in processors)
