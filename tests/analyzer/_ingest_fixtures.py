@@ -39,6 +39,15 @@ RESOURCE = {sc.SERVICE_NAME: "chat-api", sc.HOST_NAME: "node-1", sc.HOST_TYPE: "
 _ID_FIELDS = {"traceId", "spanId", "parentSpanId"}
 
 
+def json_span(i: int, **over: Any) -> dict[str, Any]:
+    """Span ``i`` as OTLP/JSON: a request span with unique ids; ``over`` replaces fields."""
+    s = {"traceId": f"{i + 1:032x}", "spanId": f"{i + 1:016x}", "name": f"s{i}", "kind": 1,
+         "startTimeUnixNano": str(1000 + i), "endTimeUnixNano": str(2000 + i),
+         "attributes": [{"key": sc.SPAN_ROLE, "value": {"stringValue": sc.ROLE_REQUEST}}]}
+    s.update(over)
+    return s
+
+
 def make_spans() -> list[ReadableSpan]:
     """Every span shape: SERVER parent → request, a batch linking two requests, foreign ones."""
     exporter = InMemorySpanExporter()

@@ -7,17 +7,10 @@ import json
 import struct
 
 import pytest
+from _ingest_fixtures import json_span as _span
 from _ingest_fixtures import write_jsonl
 
 from inferaudit_analyzer.store import UnusableInput, load_store
-
-
-def _span(i: int, **over):
-    s = {"traceId": f"{i + 1:032x}", "spanId": f"{i + 1:016x}", "name": f"s{i}", "kind": 1,
-         "startTimeUnixNano": str(1000 + i), "endTimeUnixNano": str(2000 + i),
-         "attributes": [{"key": "inferaudit.span.role", "value": {"stringValue": "request"}}]}
-    s.update(over)
-    return s
 
 
 def _line(*spans) -> bytes:

@@ -11,17 +11,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from _ingest_fixtures import json_span as _span
 
 from inferaudit_analyzer.ingest import fastjson
 from inferaudit_analyzer.store import load_store
-
-
-def _span(i: int, **over):
-    s = {"traceId": f"{i + 1:032x}", "spanId": f"{i + 1:016x}", "name": f"s{i}", "kind": 1,
-         "startTimeUnixNano": str(1000 + i), "endTimeUnixNano": str(2000 + i),
-         "attributes": [{"key": "inferaudit.span.role", "value": {"stringValue": "request"}}]}
-    s.update(over)
-    return s
 
 
 def _traces(*rs):

@@ -170,6 +170,16 @@ class _WriteFailures:
                 "until writing works again", self.what, self.writer.directory,
                 type(exc).__name__, exc, self.counted)
 
+    def write(self, line: bytes) -> bool:
+        """Append ``line``; False (reported as above) when the disk refused it."""
+        try:
+            self.writer.write_line(line)
+        except OSError as exc:
+            self.failure(exc)
+            return False
+        self.success()
+        return True
+
     def success(self) -> None:
         if self.failed:
             _logger.warning("inferaudit: the file sink writes %s to %s again (%d exports were "
@@ -193,13 +203,7 @@ class FileSpanExporter(SpanExporter):
         except Exception as exc:  # ours: counted as a fault, and the batch is lost
             swallow("file_sink.encode", exc)
             return SpanExportResult.FAILURE
-        try:
-            self.writer.write_line(line)
-        except OSError as exc:
-            self._failures.failure(exc)
-            return SpanExportResult.FAILURE
-        self._failures.success()
-        return SpanExportResult.SUCCESS
+        return SpanExportResult.SUCCESS if self._failures.write(line) else SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.writer.flush()
@@ -231,13 +235,8 @@ class FileMetricExporter(MetricExporter):
         except Exception as exc:
             swallow("file_sink.encode", exc)
             return MetricExportResult.FAILURE
-        try:
-            self.writer.write_line(line)
-        except OSError as exc:
-            self._failures.failure(exc)
-            return MetricExportResult.FAILURE
-        self._failures.success()
-        return MetricExportResult.SUCCESS
+        return (MetricExportResult.SUCCESS if self._failures.write(line)
+                else MetricExportResult.FAILURE)
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return self.writer.flush()
