@@ -10,9 +10,9 @@ agree whenever the file is present. :attr:`Workload.source` always says which on
 The fit, and why it has this shape:
 
 - prompt and output lengths are multi-modal (conversation turns cluster), so a log-normal fits
-  them badly; we keep their empirical quantiles (every 5 %) and sample by inverse CDF with
-  log-linear interpolation. The two are nearly independent in the trace (log-correlation
-  ~0.09), so they are sampled independently.
+  them badly; we keep their empirical quantiles (every 5 %, denser above 95 %) and sample
+  by inverse CDF with log-linear interpolation. The two are nearly independent in the trace
+  (log-correlation ~0.09), so they are sampled independently.
 - arrivals are bursty on two time scales: inter-arrival gaps have a coefficient of variation
   above 1 (a gamma with shape < 1 fits), and the rate itself drifts minute to minute (per-minute
   counts vary ~25 %). The generator draws a per-window rate multiplier (log-normal, sigma fitted
@@ -33,7 +33,9 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE_PATH = REPO_ROOT / ".." / "shared" / "workloads" / "splitwise_conv.csv"
 TRACE_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
-QUANTILE_LEVELS_PCT = tuple(range(0, 101, 5))  # 0, 5, ..., 100
+# Every 5 %, and denser in the tail: between the 95 % quantile and the maximum (a single
+# sample) a log-linear interpolation would make the top 5 % twice as long as the trace's.
+QUANTILE_LEVELS_PCT = (*range(0, 95, 5), 95, 96, 97, 98, 99, 99.5, 99.9, 100)
 RATE_WINDOW_S = 60.0
 # Window statistics compared when choosing which part of the trace to replay (see
 # choose_window); COUNT_BIN_S is the bin of the count dispersion (var/mean of counts per bin).
@@ -113,11 +115,13 @@ SPLITWISE_CONV_FIT = WorkloadFit(
     rate_log_sigma=0.211588,
     prompt_quantiles=(
         2.0, 181.0, 207.0, 372.0, 387.0, 396.0, 403.0, 414.0, 703.0, 984.0, 1020.0, 1045.0,
-        1071.0, 1097.0, 1130.0, 1189.0, 1315.0, 1876.25, 2734.5, 4083.0, 14050.0,
+        1071.0, 1097.0, 1130.0, 1189.0, 1315.0, 1876.25, 2734.5, 4083.0, 4086.0, 4090.0,
+        4098.0, 4142.0, 4831.0, 6179.15, 14050.0,
     ),
     output_quantiles=(
         7.0, 41.0, 54.0, 67.0, 77.0, 85.0, 91.0, 96.0, 103.0, 113.0, 129.0, 151.0, 177.0,
-        217.0, 384.0, 395.0, 400.0, 411.0, 424.0, 451.0, 1000.0,
+        217.0, 384.0, 395.0, 400.0, 411.0, 424.0, 451.0, 468.0, 509.0, 540.0, 601.0, 643.175,
+        954.0, 1000.0,
     ),
     prompt_log_mean=6.63331,
     prompt_log_std=0.985154,

@@ -9,6 +9,7 @@ import pytest
 
 from examples.workload import (
     DEFAULT_TRACE_PATH,
+    QUANTILE_LEVELS_PCT,
     SPLITWISE_CONV_FIT,
     Workload,
     WorkloadError,
@@ -105,11 +106,28 @@ def test_generator_reproduces_the_fitted_distributions() -> None:
     assert refit.mean_interarrival_s == pytest.approx(ref.mean_interarrival_s, rel=0.05)
     assert refit.gap_gamma_shape == pytest.approx(ref.gap_gamma_shape, rel=0.15)
     assert refit.rate_log_sigma == pytest.approx(ref.rate_log_sigma, rel=0.35)
-    # Interior quantiles (the extremes are single samples) within 10 %.
-    for got, want in zip(refit.prompt_quantiles[1:-1], ref.prompt_quantiles[1:-1], strict=True):
-        assert got == pytest.approx(want, rel=0.10)
-    for got, want in zip(refit.output_quantiles[1:-1], ref.output_quantiles[1:-1], strict=True):
-        assert got == pytest.approx(want, rel=0.10)
+    # Interior quantiles within 10 % up to the 99th percentile; the 99.5th and 99.9th rest on
+    # ~100 and ~20 samples, within 30 %; the extremes are single samples.
+    for level, got, want in zip(QUANTILE_LEVELS_PCT[1:-1], refit.prompt_quantiles[1:-1],
+                                ref.prompt_quantiles[1:-1], strict=True):
+        assert got == pytest.approx(want, rel=0.10 if level <= 99 else 0.30), level
+    for level, got, want in zip(QUANTILE_LEVELS_PCT[1:-1], refit.output_quantiles[1:-1],
+                                ref.output_quantiles[1:-1], strict=True):
+        assert got == pytest.approx(want, rel=0.10 if level <= 99 else 0.30), level
+
+
+def test_the_generated_tail_is_as_long_as_the_traces() -> None:
+    # Above its 95 % quantile the trace's prompts average ~4,300 tokens; interpolating from
+    # there straight to the maximum (one sample) made the generated tail about twice that.
+    path = DEFAULT_TRACE_PATH
+    if not path.is_file():
+        pytest.skip(f"the real trace is absent: {path}")
+    real = np.array([r.prompt_tokens for r in read_trace(path).requests], dtype=float)
+    gen = np.array([r.prompt_tokens for r in generate_workload(len(real), seed=0).requests],
+                   dtype=float)
+    p95 = np.percentile(real, 95)
+    assert gen[gen > p95].mean() == pytest.approx(real[real > p95].mean(), rel=0.15)
+    assert gen.mean() == pytest.approx(real.mean(), rel=0.05)
 
 
 def test_generated_arrivals_are_burstier_than_poisson() -> None:
