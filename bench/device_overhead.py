@@ -133,8 +133,8 @@ def _span_floor(bare, batch: int, seq: int, lean: bool = False):
     start = {
         semconv.SPAN_ROLE: semconv.ROLE_BATCH,
         semconv.SCHEMA_VERSION_ATTR: semconv.SCHEMA_VERSION,
-        semconv.GEN_AI_OPERATION_NAME: "text_completion",
-        semconv.GEN_AI_REQUEST_MODEL: "gpt2-tiny",
+        semconv.BATCH_OPERATION: "text_completion",
+        semconv.BATCH_MODEL: "gpt2-tiny",
         semconv.BATCH_SIZE: batch,
     }
     end = {

@@ -45,7 +45,8 @@ def make_spans(n: int) -> list:
     tracer = tp.get_tracer("inferaudit_sdk", "0.1.0")
     for i in range(n // 2):
         with tracer.start_as_current_span("chat gpt2-tiny", attributes={
-            semconv.SPAN_ROLE: semconv.ROLE_REQUEST, semconv.SCHEMA_VERSION_ATTR: "1",
+            semconv.SPAN_ROLE: semconv.ROLE_REQUEST,
+            semconv.SCHEMA_VERSION_ATTR: semconv.SCHEMA_VERSION,
             semconv.GEN_AI_OPERATION_NAME: "chat", semconv.GEN_AI_REQUEST_MODEL: "gpt2-tiny",
             "gen_ai.provider.name": "inferaudit.example", "gen_ai.request.max_tokens": 64,
             "gen_ai.request.stream": False, "gen_ai.usage.input_tokens": 40 + i % 50,
@@ -60,9 +61,10 @@ def make_spans(n: int) -> list:
             pass
         span = tracer.start_span("batch gpt2-tiny", links=[Link(req.get_span_context())],
                                  attributes={
-            semconv.SPAN_ROLE: semconv.ROLE_BATCH, semconv.SCHEMA_VERSION_ATTR: "1",
-            semconv.GEN_AI_OPERATION_NAME: "text_completion",
-            semconv.GEN_AI_REQUEST_MODEL: "gpt2-tiny", semconv.BATCH_SIZE: 1})
+            semconv.SPAN_ROLE: semconv.ROLE_BATCH,
+            semconv.SCHEMA_VERSION_ATTR: semconv.SCHEMA_VERSION,
+            semconv.BATCH_OPERATION: "text_completion",
+            semconv.BATCH_MODEL: "gpt2-tiny", semconv.BATCH_SIZE: 1})
         span.set_attributes({
             semconv.DEVICE_TYPE: "cpu", semconv.DEVICE_CPU_THREADS: 2, semconv.DEVICE_CALLS: 1,
             semconv.BATCH_PADDED_TOKENS: 32, semconv.BATCH_INPUT_TOKENS: 32,

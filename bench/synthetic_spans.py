@@ -127,8 +127,8 @@ class Generator:
             "name": f"batch {model}", "kind": 1, "startTimeUnixNano": str(b_start),
             "endTimeUnixNano": str(b_end),
             "attributes": [
-                _kv(sc.SPAN_ROLE, sc.ROLE_BATCH), _kv(sc.GEN_AI_REQUEST_MODEL, model),
-                _kv(sc.GEN_AI_OPERATION_NAME, "chat"), _kv(sc.BATCH_SIZE, size),
+                _kv(sc.SPAN_ROLE, sc.ROLE_BATCH), _kv(sc.BATCH_MODEL, model),
+                _kv(sc.BATCH_OPERATION, "chat"), _kv(sc.BATCH_SIZE, size),
                 _kv(sc.BATCH_INPUT_TOKENS, in_total), _kv(sc.BATCH_PADDED_TOKENS, padded),
                 _kv(sc.BATCH_PADDING_RATIO, round(1 - in_total / padded, 4)),
                 _kv(sc.BATCH_OUTPUT_TOKENS, out_total), _kv(sc.DEVICE_TYPE, "cuda"),
