@@ -382,7 +382,7 @@ def run_audit(args: argparse.Namespace, model: TinyGPT2, plan: ReplayPlan, plan_
                     "--torch-threads", str(args.torch_threads)]
     bat = run_scenario_subprocess("batched", plan_path, out_dir=out / "batched",
                                   extra_args=batched_args)
-    for line in summary_lines(plan, [bat])[2 + bool(plan.scale.window):]:
+    for line in summary_lines(plan, [bat], with_plan=False):
         say(line)
     say("[5/5] measuring the batched run with the analyzer...")
     measured = measured_numbers(bat.trace_dir)

@@ -153,11 +153,10 @@ def probe_times(
     return times
 
 
-def probe_service_time(
-    model: TinyGPT2, lengths: Sequence[tuple[int, int]], *, repeats: int = 2
-) -> float:
-    """Mean of :func:`probe_times` over these (prompt, output) lengths."""
-    return float(np.mean(probe_times(model, lengths, repeats=repeats)))
+def _mean_prediction(coef: Sequence[float], lengths: Sequence[tuple[int, int]]) -> float:
+    """Mean of ``a + b * prompt + c * output`` over ``lengths``."""
+    x = np.array([(1.0, p, o) for p, o in lengths], dtype=float)
+    return float((x @ np.asarray(coef, dtype=float)).mean())
 
 
 def fit_service_time(
@@ -178,8 +177,7 @@ def fit_service_time(
     info: dict = {"method": "mean", "probe_mean_s": plain, "probe_requests": len(t)}
     if len(t) >= 4 and len(set(probed)) >= 3:
         coef, _, rank, _ = np.linalg.lstsq(x, t, rcond=None)
-        allx = np.array([(1.0, p, o) for p, o in all_lengths], dtype=float)
-        mean_pred = float((allx @ coef).mean())
+        mean_pred = _mean_prediction(coef, all_lengths)
         if rank == 3 and np.isfinite(coef).all() and (coef >= 0).all() and mean_pred > 0:
             info.update(method="lstsq a + b*prompt + c*output", coefficients_s=
                         [float(c) for c in coef])
@@ -221,10 +219,7 @@ def predicted_service_s(fit: dict | None, workload: Workload, lengths: LengthSca
                         ) -> float | None:
     """:func:`probe_fit`'s linear model applied to another workload (None without one)."""
     coef = (fit or {}).get("coefficients_s")
-    if not coef:
-        return None
-    x = np.array([(1.0, p, o) for p, o in _scaled_lengths(workload, lengths)], dtype=float)
-    return float((x @ np.asarray(coef)).mean())
+    return _mean_prediction(coef, _scaled_lengths(workload, lengths)) if coef else None
 
 
 def build_plan(

@@ -258,7 +258,10 @@ def window_line(win: dict) -> str:
             f"{ws['rate_rps']:.2f} vs {ts['rate_rps']:.2f} req/s")
 
 
-def summary_lines(plan: ReplayPlan, results: list[ScenarioResult]) -> list[str]:
+def summary_lines(plan: ReplayPlan, results: list[ScenarioResult], *,
+                  with_plan: bool = True) -> list[str]:
+    """The run's summary; ``with_plan=False`` leaves out the plan's own lines (workload,
+    window, scaling), for a second run of a plan already summarised."""
     s = plan.scale
     lines = [
         f"workload: {s.source} ({s.n_requests} requests)",
@@ -267,6 +270,8 @@ def summary_lines(plan: ReplayPlan, results: list[ScenarioResult]) -> list[str]:
         f"output x{s.lengths.output_scale:g} (cap {s.lengths.output_cap}), "
         f"time x{s.time_scale:.4g}; probe service {s.probe_service_s * 1e3:.1f} ms, "
         f"offered {s.offered_rps:.2f} req/s (target utilisation {s.target_utilisation:.0%})",
+    ] if with_plan else []
+    lines += [
         f"{'mode':<11}{'served':>8}{'errors':>8}{'p50 ms':>9}{'p95 ms':>9}{'mean bs':>9}"
         f"{'max bs':>8}{'spans':>8}{'wall s':>8}   (latency as the load generator timed it; "
         "the audit's p95 is the server spans')",

@@ -74,10 +74,6 @@ class Workload:
     def __len__(self) -> int:
         return len(self.requests)
 
-    def head(self, n: int) -> Workload:
-        """The first ``n`` requests, same source."""
-        return Workload(self.requests[:n], self.source)
-
     def slice(self, start: int, n: int) -> Workload:
         """Requests ``start .. start+n-1``; the source names the slice
         (``trace:<path>[start:end]``)."""
