@@ -275,9 +275,7 @@ def _infer(state: RequestSpan, result: Any, has_result: bool) -> tuple[int | Non
         inferred[semconv.GEN_AI_RESPONSE_MODEL] = usage.response_model
     if usage.finish_reasons:
         inferred[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = usage.finish_reasons
-    for key, value in inferred.items():  # written first: later steps cannot lose it
-        if key not in attrs:
-            attrs[key] = value
+    _merge(attrs, inferred)  # written first: later steps cannot lose it
     if semconv.PROMPT_FINGERPRINT not in attrs:
         try:
             prompt_text = found.get("prompt")

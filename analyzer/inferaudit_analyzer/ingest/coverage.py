@@ -10,7 +10,7 @@ fingerprints, ...), in words a reader can act on.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import duckdb
@@ -31,7 +31,6 @@ LINE_COUNTS_TABLE = "ingest_line_counts"
 LINE_COUNTS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("file", "VARCHAR"), ("lines", "BIGINT"), ("lines_lost", "BIGINT"),
     ("spans_lost", "BIGINT"))
-# The table an object-store window renames the full spans view to (sources/s3_partitions.py)
 
 
 def counter_totals(con: Any, name: str) -> dict[str, float]:
@@ -159,14 +158,13 @@ def _partial_input(con: Any) -> bool:
                             f"table_name = '{WINDOWED_SPANS_TABLE}'").fetchone()[0])
 
 
-def _spans_between(con: Any, rid: Any, lo: int | None, hi: int, distinct: bool) -> int:
+def _spans_between(con: Any, rid: Any, lo: int | None, hi: int, count: str) -> int:
     where = [f"end_ns <= {int(hi)}"]
     if lo is not None:
         where.append(f"end_ns > {int(lo) - EXPORT_LAG_NS}")
     if rid is not None:
         where.append(f"resource_id = {int(rid)}")
-    what = "COUNT(DISTINCT span_id)" if distinct else "COUNT(*)"
-    return int(con.execute(f"SELECT {what} FROM spans WHERE {' AND '.join(where)}"
+    return int(con.execute(f"SELECT {count} FROM spans WHERE {' AND '.join(where)}"
                            ).fetchone()[0] or 0)
 
 
@@ -183,8 +181,8 @@ def compare_exports(con: Any) -> ExportCheck | None:
     if not exported:
         return None
     dropped = _series(con, sc.METRIC_SDK_SPANS_DROPPED)
-    distinct = engine_name(con) != "duckdb"  # the DuckDB store already dropped copies
-    count = "COUNT(DISTINCT span_id)" if distinct else "COUNT(*)"
+    # the DuckDB store already dropped copies
+    count = "COUNT(*)" if engine_name(con) == "duckdb" else "COUNT(DISTINCT span_id)"
     windows = {rid: (int(n), lo, hi) for rid, n, lo, hi in con.execute(
         f"SELECT resource_id, {count}, MIN(start_ns), MAX(end_ns) FROM spans "
         "GROUP BY resource_id").fetchall() if lo is not None}
@@ -217,7 +215,7 @@ def compare_exports(con: Any) -> ExportCheck | None:
                 if got[1] is None and got[2] >= last:
                     read += n
                 else:
-                    read += _spans_between(con, rid, got[1], got[2], distinct)
+                    read += _spans_between(con, rid, got[1], got[2], count)
             n_read += min(read, windows[rid][0]) if rid in windows else 0  # restarts overlap
             for counter in dropped.get((exp, rid), ()):
                 got = _bracket(counter, first, last, partial)
@@ -298,9 +296,7 @@ def coverage(con: Any, *, compare: bool = True) -> dict[str, Any]:
         "files": files,
         "sampling_ratio": None,
         "coverage_ratio": ratio,
-        "export_check": None if check is None else {
-            "exporter": check.exporter, "exported": check.exported, "dropped": check.dropped,
-            "spans_read": check.spans_read},
+        "export_check": None if check is None else asdict(check),
     }
 
 

@@ -116,7 +116,8 @@ def _gpu_sampler(device_index: int | None) -> tuple[Any, int] | None:
     sampler = _nvml.get_sampler()
     if sampler is None:
         return None
-    return sampler, _nvml_index(sampler, device_index or 0)
+    idx = _nvml_index(sampler, device_index or 0)
+    return (sampler, idx) if idx >= 0 else None  # -1: a GPU the sampler does not sample
 
 
 def _nvml_index(sampler: Any, cuda_index: int) -> int:
@@ -183,7 +184,7 @@ def _start_measuring(call: _Call, active: Any, cfg: Any) -> None:
         device_index = call.timing.device_index
     if device_type == "cuda":
         gpu = _gpu_sampler(device_index)
-        if gpu is not None and gpu[1] >= 0:  # -1: a GPU the sampler does not sample
+        if gpu is not None:
             call.gpu = (gpu[0], gpu[1], gpu[0].clock())
     if cfg.profile_every_n > 0:
         state = state_for(active)
