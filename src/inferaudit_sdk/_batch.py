@@ -26,7 +26,7 @@ from inferaudit_sdk._active import ActiveSpan
 from inferaudit_sdk._exceptions import record_error
 from inferaudit_sdk._guard import swallow
 from inferaudit_sdk._record import RequestHandle, SpanHandle, request_of
-from inferaudit_sdk._request import DEFAULT_OPERATION, UNKNOWN_MODEL
+from inferaudit_sdk._request import DEFAULT_OPERATION
 
 # The runtime context's ContextVar set/reset when it is the default one (see _tracing).
 _attach = _tracing.attach
@@ -129,16 +129,17 @@ def _start(members: Iterable[Any], model: str | None, operation: str | None,
         metric_attrs = getattr(request, "metric_attrs", {})
         model = model or metric_attrs.get(semconv.GEN_AI_REQUEST_MODEL)
         operation = operation or req_attrs.operation
-    model = model or UNKNOWN_MODEL
     size = batch_size if batch_size is not None else (n_members or len(contexts))
     attrs: dict[str, Any] = {
         semconv.SPAN_ROLE: semconv.ROLE_BATCH,
         semconv.SCHEMA_VERSION_ATTR: semconv.SCHEMA_VERSION,
         semconv.BATCH_OPERATION: operation or DEFAULT_OPERATION,
-        semconv.BATCH_MODEL: model,
         semconv.BATCH_SIZE: size,
     }
-    span = _tracing.start_decided(plan, parent_ctx, decision, f"batch {model}", attrs,
+    if model:  # no model known: left out, as on request spans
+        attrs[semconv.BATCH_MODEL] = model
+    span = _tracing.start_decided(plan, parent_ctx, decision,
+                                  f"batch {model}" if model else "batch", attrs,
                                   [Link(c) for c in contexts] if contexts else ())
     return BatchSpan(span, span.is_recording(), parent)
 
@@ -199,7 +200,7 @@ class batch:
     Args:
         members: ``RequestHandle``s or ``SpanContext``s of the requests in this call. Empty
             inside an ``@audited`` call: that request is the single member.
-        model: model name (default: the enclosing request's model, else ``"unknown"``).
+        model: model name (default: the enclosing request's model, else left out).
         operation: GenAI operation name (default: the enclosing request's, else
             ``text_completion``).
         batch_size: requests in the call (default: the number of members).

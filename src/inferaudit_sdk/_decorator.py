@@ -16,8 +16,8 @@ and binds descriptors correctly, so ``@audited`` stacks with ``@classmethod``/
 
 Choices (documented in docs/semantic-conventions.md): the default operation is
 ``text_completion``; the model is the decorator's ``model``, else a ``str`` ``model`` argument
-of the call, else ``"unknown"`` (a function name is not a model); the provider defaults to
-``"unknown"``.
+of the call, else none: the attribute is left out and the span is named after the operation
+alone (a function name is not a model); the provider defaults to ``"unknown"``.
 """
 
 from __future__ import annotations

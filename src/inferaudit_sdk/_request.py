@@ -21,7 +21,6 @@ from inferaudit_sdk._usage import CallTokens, from_result
 
 DEFAULT_OPERATION = semconv.OPERATION_TEXT_COMPLETION
 DEFAULT_PROVIDER = "unknown"
-UNKNOWN_MODEL = "unknown"
 
 # Call arguments the request reads (by keyword, or by position from the signature).
 ARG_NAMES = (
@@ -97,11 +96,14 @@ class Spec:
         if model_tier:
             attrs[semconv.MODEL_TIER] = model_tier
         self.start_attrs = attrs
+        # No model known: the attribute is left out (the conventions require it only "if
+        # available"); a placeholder would group every unnamed model under one fake name.
         self.metric_attrs = {
             semconv.GEN_AI_OPERATION_NAME: operation,
             semconv.GEN_AI_PROVIDER_NAME: provider,
-            semconv.GEN_AI_REQUEST_MODEL: model or UNKNOWN_MODEL,
         }
+        if model:
+            self.metric_attrs[semconv.GEN_AI_REQUEST_MODEL] = model
 
     def pick(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The arguments named in :data:`ARG_NAMES` that this call passed."""
@@ -234,11 +236,8 @@ def start(spec: Spec, instance: Any, args: tuple[Any, ...], kwargs: dict[str, An
         max_tokens = found.get("max_new_tokens", found.get("max_tokens"))
         if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
             attrs[semconv.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
-    if name is None:
-        name = f"{spec.operation} {UNKNOWN_MODEL}"
-        if semconv.GEN_AI_REQUEST_MODEL not in attrs:
-            attrs = dict(attrs)
-            attrs[semconv.GEN_AI_REQUEST_MODEL] = UNKNOWN_MODEL
+    if name is None:  # no model: the span is named after the operation alone
+        name = spec.operation
     span = _tracing.start_span(name, attrs)
     state = RequestSpan(span, span.is_recording(), spec, found)
     state.metric_attrs = metric_attrs
@@ -366,7 +365,7 @@ def finish(state: RequestSpan, result: Any = None, exc: BaseException | None = N
                 tpot_s = tpot_ns / 1e9
         response_model = attrs.get(semconv.GEN_AI_RESPONSE_MODEL)
         if isinstance(response_model, str):
-            if metric_attrs.get(semconv.GEN_AI_REQUEST_MODEL) == UNKNOWN_MODEL:
+            if semconv.GEN_AI_REQUEST_MODEL not in metric_attrs:
                 span.update_name(f"{state.spec.operation} {response_model}")
             metric_attrs = dict(metric_attrs)
             metric_attrs[semconv.GEN_AI_RESPONSE_MODEL] = response_model

@@ -23,12 +23,12 @@ def test_bare_decorator_makes_one_request_span(otel):
     assert handler(21) == 42
     (span,) = exporter.get_finished_spans()
     a = span.attributes
-    assert span.name == "text_completion unknown"
+    assert span.name == "text_completion"  # no model known: named after the operation
     assert span.kind == trace.SpanKind.INTERNAL
     assert a[semconv.SPAN_ROLE] == semconv.ROLE_REQUEST
     assert a[semconv.SCHEMA_VERSION_ATTR] == semconv.SCHEMA_VERSION
     assert a[semconv.GEN_AI_OPERATION_NAME] == semconv.OPERATION_TEXT_COMPLETION
-    assert a[semconv.GEN_AI_REQUEST_MODEL] == "unknown"
+    assert semconv.GEN_AI_REQUEST_MODEL not in a  # no placeholder model
     assert a[semconv.GEN_AI_PROVIDER_NAME] == "unknown"
     assert a[semconv.GEN_AI_REQUEST_STREAM] is False
     assert semconv.ERROR_TYPE not in a
@@ -71,7 +71,8 @@ def test_model_and_max_tokens_from_call_arguments(otel):
     assert semconv.GEN_AI_REQUEST_MAX_TOKENS not in s1.attributes
     assert s2.attributes[semconv.GEN_AI_REQUEST_MODEL] == "mistral"
     assert s2.attributes[semconv.GEN_AI_REQUEST_MAX_TOKENS] == 99
-    assert s3.attributes[semconv.GEN_AI_REQUEST_MODEL] == "unknown"
+    assert s3.name == "text_completion"
+    assert semconv.GEN_AI_REQUEST_MODEL not in s3.attributes
     assert s3.attributes[semconv.GEN_AI_REQUEST_MAX_TOKENS] == 3
 
 
@@ -259,6 +260,24 @@ def test_metrics_recorded_with_attributes_and_spec_buckets(otel_env):
     assert tokens[semconv.TOKEN_TYPE_OUTPUT].sum == 5
     assert tuple(tokens["input"].explicit_bounds) == semconv.BUCKETS_TOKEN_USAGE
     assert semconv.METRIC_SERVER_TIME_TO_FIRST_TOKEN not in m  # not a stream
+
+
+def test_metrics_without_a_model_leave_the_model_out(otel_env):
+    """No model known: the metric points carry no gen_ai.request.model, not a placeholder
+    that would pool every unnamed model under one name in the backend."""
+    @ia.audited(provider="p")
+    def handler(input_ids):
+        return [1, 2]
+
+    handler([7])
+    m = otel_env.metrics()
+    (point,) = m[semconv.METRIC_SERVER_REQUEST_DURATION]
+    assert dict(point.attributes) == {
+        semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_TEXT_COMPLETION,
+        semconv.GEN_AI_PROVIDER_NAME: "p",
+    }
+    assert all(semconv.GEN_AI_REQUEST_MODEL not in p.attributes
+               for p in m[semconv.METRIC_CLIENT_TOKEN_USAGE])
 
 
 def test_decoration_type_errors_are_raised_at_decoration_time():

@@ -52,6 +52,22 @@ def test_unbatched_batch_is_child_and_single_member(otel):
     assert semconv.GEN_AI_USAGE_INPUT_TOKENS not in req.attributes
 
 
+def test_batch_without_a_model_leaves_the_model_out(otel):
+    exporter, _ = otel
+
+    @ia.audited
+    def handler():
+        with ia.batch():
+            pass
+
+    handler()
+    spans = _by_role(exporter)
+    (req,), (bat,) = spans["request"], spans["batch"]
+    assert (req.name, bat.name) == ("text_completion", "batch")
+    assert semconv.BATCH_MODEL not in bat.attributes
+    assert semconv.GEN_AI_REQUEST_MODEL not in req.attributes
+
+
 async def test_batcher_task_links_many_requests(otel):
     exporter, _ = otel
     queue: asyncio.Queue = asyncio.Queue()
