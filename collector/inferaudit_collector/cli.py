@@ -195,13 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, RuntimeError, ValueError) as exc:
             failed_start = f"could not start: {exc}"
         if not failed_start:
-            print(
-                f"inferaudit collect: writing {config.directory}; OTLP/HTTP "
-                f"{config.host}:{collector.http_port} OTLP/gRPC "
-                f"{config.host}:{collector.grpc_port}"
-                f"{' (token required)' if collector.auth.enabled else ''}",
-                file=sys.stderr, flush=True,
-            )
+            print(_start_line(collector), file=sys.stderr, flush=True)
             if args.ready_file is not None:
                 failed_start = _write_ready_file(args.ready_file, collector)
         if not failed_start:
@@ -217,6 +211,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(_summary(collector, workers), file=sys.stderr, flush=True)
     return 0 if ok else 1
+
+
+def _start_line(collector: Collector) -> str:
+    """What listens where; a receiver turned off (``--no-http``/``--no-grpc``) is not named."""
+    host = collector.config.host
+    host = f"[{host}]" if ":" in host else host
+    where = [f"{name} {host}:{port}" for name, port in (
+        ("OTLP/HTTP", collector.http_port), ("OTLP/gRPC", collector.grpc_port))
+        if port is not None]
+    token = " (token required)" if collector.auth.enabled else ""
+    return (f"inferaudit collect: writing {collector.config.directory}; "
+            f"{' '.join(where)}{token}")
 
 
 def _write_ready_file(path: Path, collector: Collector) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError as _ProtoDecodeError
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -40,13 +40,6 @@ __all__ = [
     "parse_metrics",
     "parse_traces",
 ]
-
-# JSON field names (camelCase and the proto names a proto3 JSON parser also accepts) whose
-# values are hex ids in OTLP/JSON but base64 ``bytes`` in the generic proto JSON mapping.
-_ID_FIELDS = frozenset(
-    {"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"}
-)
-
 
 class DecodeError(ValueError):
     """A request body that is not a valid OTLP payload; the message says what and where."""
@@ -93,30 +86,63 @@ def _parse(msg: Message, body: bytes, json_body: bool) -> Message:
         raise DecodeError(f"invalid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise DecodeError(f"invalid OTLP/JSON: top level is {type(doc).__name__}, not an object")
-    _hex_ids_to_base64(doc, "$")
+    _prepare_json(doc, msg.DESCRIPTOR, "$")
     try:
+        # Unknown field names are ignored (the OTLP spec requires it); unknown enum names,
+        # which this flag would drop silently too, were refused by _prepare_json.
         json_format.ParseDict(doc, msg, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise DecodeError(f"invalid OTLP/JSON {msg.DESCRIPTOR.name}: {exc}") from None
     return msg
 
 
-def _hex_ids_to_base64(node: Any, where: str) -> None:
-    """Rewrite OTLP/JSON's hex ids in place into the base64 the proto JSON mapping reads."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in _ID_FIELDS and isinstance(value, str):
-                try:
-                    raw = bytes.fromhex(value)
-                except ValueError:
-                    raise DecodeError(f"{where}.{key}: {value!r} is not a hex id") from None
-                node[key] = base64.b64encode(raw).decode("ascii")
-            elif isinstance(value, dict | list):
-                _hex_ids_to_base64(value, f"{where}.{key}")
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            if isinstance(item, dict | list):
-                _hex_ids_to_base64(item, f"{where}[{i}]")
+def _fields_by_json_key(desc: Descriptor) -> dict[str, FieldDescriptor]:
+    """A message's fields under both names a proto3 JSON parser accepts (cached)."""
+    fields = _FIELD_KEYS.get(desc.full_name)
+    if fields is None:
+        fields = {}
+        for fd in desc.fields:
+            fields[fd.name] = fd
+            fields[fd.json_name] = fd
+        _FIELD_KEYS[desc.full_name] = fields
+    return fields
+
+
+_FIELD_KEYS: dict[str, dict[str, FieldDescriptor]] = {}
+
+
+def _prepare_json(node: dict[str, Any], desc: Descriptor, where: str) -> None:
+    """Walk an OTLP/JSON object along its message descriptor, in place: hex ids become the
+    base64 the proto JSON mapping reads, and an enum given by an unknown name is an error
+    naming its JSON path (``ParseDict(ignore_unknown_fields=True)`` would drop it silently,
+    storing e.g. a span without its kind). Unknown keys are left for ParseDict to ignore;
+    values of the wrong type are left for it to refuse."""
+    fields = _fields_by_json_key(desc)
+    for key, value in node.items():
+        fd = fields.get(key)
+        if fd is None or value is None:
+            continue
+        if fd.type == FieldDescriptor.TYPE_MESSAGE:
+            sub = fd.message_type
+            if isinstance(value, dict):
+                _prepare_json(value, sub, f"{where}.{key}")
+            elif isinstance(value, list) and _is_repeated(fd):
+                for i, item in enumerate(value):
+                    if isinstance(item, dict):
+                        _prepare_json(item, sub, f"{where}.{key}[{i}]")
+        elif fd.type == FieldDescriptor.TYPE_ENUM:
+            for i, item in enumerate(value if isinstance(value, list) else [value]):
+                if isinstance(item, str) and item not in fd.enum_type.values_by_name:
+                    at = f"{where}.{key}[{i}]" if isinstance(value, list) else f"{where}.{key}"
+                    names = ", ".join(fd.enum_type.values_by_name)
+                    raise DecodeError(f"{at}: {item!r} is not a {fd.enum_type.name} "
+                                      f"(one of {names}, or its number)")
+        elif fd.name in _HEX_BYTES and isinstance(value, str):
+            try:
+                raw = bytes.fromhex(value)
+            except ValueError:
+                raise DecodeError(f"{where}.{key}: {value!r} is not a hex id") from None
+            node[key] = base64.b64encode(raw).decode("ascii")
 
 
 # ------------------------------------------------------------------------------------------

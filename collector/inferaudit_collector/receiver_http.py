@@ -7,12 +7,18 @@ Speaks exactly what OTLP/HTTP needs: Content-Length and chunked bodies, ``Expect
 encoding, keep-alive. Responses follow the OTLP spec: 200 (with ``partialSuccess`` when spans
 were rejected), 400 + ``google.rpc.Status`` for malformed payloads, 413 over the body limit,
 415 for other media types, 401 without the token, 429/503 + ``Retry-After`` under backpressure.
+
+A request is judged on its head (framing, path, method, token, media type, encoding) before any
+of its body is held: a refused one takes no share of the body budget, and its sized body is
+skipped as it arrives. Each request has one deadline from its first byte (408 after it), which
+bytes trickled one at a time cannot push back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import zlib
 from typing import TYPE_CHECKING
@@ -29,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["HttpReceiver"]
 
 _MAX_HEAD_BYTES = 64 * 1024
+_HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]+")
 _PATHS = {b"/v1/traces": "traces", b"/v1/metrics": "metrics"}
 _REASONS = {
     100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
@@ -88,12 +95,19 @@ class _Conn(asyncio.Protocol):
         self._srv = server
         self._buf = bytearray()
         self._t: asyncio.Transport | None = None
-        self._head: tuple[bytes, bytes, dict[bytes, bytes], bool] | None = None
+        # The admitted head whose body is being read: signal, JSON?, content-encoding, keep-alive
+        self._head: tuple[str, bool, str, bool] | None = None
         self._need = 0  # body bytes expected for a Content-Length request
         self._chunked = False
         self._closing = False
         self._idle: asyncio.TimerHandle | None = None
         self._reserved = 0  # bytes of the shared body budget this connection holds
+        # One deadline per request, from its first byte to its last: trickled bytes re-arm
+        # the idle timer but never this one.
+        self._deadline: asyncio.TimerHandle | None = None
+        self._discard = 0  # body bytes of a refused request still to drop (never buffered)
+        self._ct = _PROTO_CT  # content type of the request being read (for error bodies)
+        self._refused = False  # the head just read was answered without closing
 
     # -- asyncio callbacks ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -106,6 +120,7 @@ class _Conn(asyncio.Protocol):
         self._release()
         if self._idle is not None:
             self._idle.cancel()
+        self._end_request()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -115,22 +130,51 @@ class _Conn(asyncio.Protocol):
         try:
             self._process()
         except Exception as exc:  # a bug here must not take the server down, only this request
-            self._respond(500, b"", _PROTO_CT, close=True, message=f"internal error: {exc!r}")
+            self._respond(500, b"", self._ct, close=True, message=f"internal error: {exc!r}")
 
     # -- parsing -------------------------------------------------------------------------
     def _process(self) -> None:
         while not self._closing:
+            if self._discard:
+                n = min(self._discard, len(self._buf))
+                del self._buf[:n]
+                self._discard -= n
+                if self._discard:
+                    return
+                self._end_request()
+            if not self._buf and self._head is None:
+                return
+            if self._deadline is None:
+                self._start_request()
             if self._head is None and not self._read_head():
+                if self._refused:  # answered on its head; its body (if any) is skipped
+                    self._refused = False
+                    continue
                 return
             body = self._read_chunked() if self._chunked else self._read_fixed()
             if body is None:
                 return
-            method, target, headers, keep_alive = self._head  # type: ignore[misc]
+            signal, json_body, encoding, keep_alive = self._head  # type: ignore[misc]
             self._head = None
+            self._end_request()
             try:
-                self._handle(method, target, headers, body, keep_alive)
+                self._handle(signal, json_body, encoding, body, keep_alive)
             finally:
                 self._release()
+
+    def _start_request(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(self._srv.request_timeout_s, self._on_deadline)
+
+    def _end_request(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        self._respond(408, b"", self._ct, close=True,
+                      message=f"request not received within {self._srv.request_timeout_s:g} s")
 
     def _read_head(self) -> bool:
         buf = self._buf
@@ -141,6 +185,7 @@ class _Conn(asyncio.Protocol):
             return False
         lines = bytes(buf[:end]).split(b"\r\n")
         del buf[: end + 4]
+        self._ct = _PROTO_CT
         try:
             method, target, version = lines[0].split(b" ", 2)
         except ValueError:
@@ -153,34 +198,86 @@ class _Conn(asyncio.Protocol):
                 self._respond(400, b"", _PROTO_CT, close=True, message="malformed header line")
                 return False
             headers[name.strip().lower()] = value.strip()
+        ct = self._ct = _ct_of(headers)
         conn_hdr = headers.get(b"connection", b"").lower()
         keep_alive = conn_hdr != b"close" if version == b"HTTP/1.1" else conn_hdr == b"keep-alive"
         limit = self._srv.max_body_bytes
+        # Framing first: without it the body can be neither read nor skipped.
         te = headers.get(b"transfer-encoding", b"").lower()
         self._chunked = te == b"chunked"
         if te and not self._chunked:
-            self._respond(501, b"", _PROTO_CT, close=True, message="unsupported transfer-encoding")
+            self._respond(501, b"", ct, close=True, message="unsupported transfer-encoding")
             return False
         if not self._chunked:
-            try:
-                self._need = int(headers.get(b"content-length", b"0"))
-            except ValueError:
-                self._respond(400, b"", _PROTO_CT, close=True, message="bad content-length")
+            cl = headers.get(b"content-length", b"0")
+            if not cl.isdigit():  # RFC 9110 8.6: 1*DIGIT (no sign, no "_", no spaces)
+                self._respond(400, b"", ct, close=True,
+                              message=f"bad content-length {cl.decode('latin-1')!r}")
                 return False
-            if self._need < 0:
-                self._respond(400, b"", _PROTO_CT, close=True, message="bad content-length")
-                return False
+            self._need = int(cl)
+        expect = headers.get(b"expect", b"").lower() == b"100-continue"
+        # Then who and what, before any byte of the body is held in memory: a sender without
+        # the token (or to a wrong path, or of a wrong type) takes no share of the body budget.
+        # A refused request's body is skipped as it arrives, keeping the connection, unless it
+        # cannot be (chunked, waiting for 100-continue, over the limit) or need not be.
+        skip = not (self._chunked or expect or not keep_alive or self._need > limit)
+        admitted = self._admit(method, target, headers, ct, close=not skip)
+        if admitted is None:
+            if not self._closing:
+                self._discard = self._need
+                self._refused = True
+                if not self._discard:
+                    self._end_request()
+            return False
+        if not self._chunked:
             if self._need > limit:
                 # Answer before reading the body, then close: we will not read it.
-                self._respond(413, b"", _ct_of(headers), close=True,
+                self._respond(413, b"", ct, close=True,
                               message=f"body of {self._need} bytes exceeds the {limit}-byte limit")
                 return False
-            if not self._reserve(self._need, headers):
+            if not self._reserve(self._need, ct):
                 return False
-        if headers.get(b"expect", b"").lower() == b"100-continue" and self._t is not None:
+        if expect and self._t is not None:
             self._t.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self._head = (method, target, headers, keep_alive)
+        self._head = (*admitted, keep_alive)
         return True
+
+    def _admit(self, method: bytes, target: bytes, headers: dict[bytes, bytes], ct: str, *,
+               close: bool) -> tuple[str, bool, str] | None:
+        """(signal, JSON body?, content-encoding) of an acceptable request head; else answer
+        it (closing the connection when ``close``) and return None."""
+        srv = self._srv
+        path = target.split(b"?", 1)[0]
+        signal = _PATHS.get(path)
+        if signal is None:
+            self._respond(404, b"", ct, close=close, message=f"no such path {path!r}")
+            return None
+        if method != b"POST":
+            self._respond(405, b"", ct, close=close, extra=b"Allow: POST\r\n",
+                          message="only POST is accepted")
+            return None
+        if not srv.collector.auth.allows(headers.get(b"authorization")):
+            self._respond(401, b"", ct, close=close,
+                          extra=b'WWW-Authenticate: Bearer realm="inferaudit"\r\n',
+                          message="missing or wrong bearer token", rpc=_RPC_UNAUTHENTICATED)
+            return None
+        media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if media == b"application/x-protobuf" or media == b"application/protobuf":
+            json_body = False
+        elif media == b"application/json":
+            json_body = True
+        else:
+            self._respond(415, b"", ct, close=close,
+                          message=f"content-type {media.decode('latin-1')!r} is not "
+                          "application/x-protobuf or application/json")
+            return None
+        # latin-1 decodes any byte: a non-UTF-8 value is a 415 naming it, not a 500.
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower().decode("latin-1")
+        if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
+            self._respond(415, b"", ct, close=close,
+                          message=f"content-encoding {encoding!r} is not supported")
+            return None
+        return signal, json_body, encoding
 
     def _read_fixed(self) -> bytes | None:
         if len(self._buf) < self._need:
@@ -200,16 +297,16 @@ class _Conn(asyncio.Protocol):
             if eol < 0:
                 return None
             size_field = bytes(buf[pos:eol]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_field, 16)
-            except ValueError:
-                self._respond(400, b"", _PROTO_CT, close=True, message="malformed chunk size")
+            if not _HEX_DIGITS.fullmatch(size_field):  # RFC 9112 7.1: 1*HEXDIG, no sign
+                self._respond(400, b"", self._ct, close=True,
+                              message=f"malformed chunk size {size_field.decode('latin-1')!r}")
                 return None
+            size = int(size_field, 16)
             total += size
             if total > self._srv.max_body_bytes:
-                self._respond(413, b"", _PROTO_CT, close=True, message="chunked body too large")
+                self._respond(413, b"", self._ct, close=True, message="chunked body too large")
                 return None
-            if total > self._reserved and not self._reserve(total - self._reserved, {}):
+            if total > self._reserved and not self._reserve(total - self._reserved, self._ct):
                 return None
             start = eol + 2
             if size == 0:
@@ -224,7 +321,7 @@ class _Conn(asyncio.Protocol):
             pos = start + size + 2
 
     # -- the shared body budget ----------------------------------------------------------
-    def _reserve(self, nbytes: int, headers: dict[bytes, bytes]) -> bool:
+    def _reserve(self, nbytes: int, ct: str) -> bool:
         """Take ``nbytes`` of the receiver-wide budget for request bodies being read.
 
         Bodies are held in memory until complete, so without this N slow connections could
@@ -234,7 +331,7 @@ class _Conn(asyncio.Protocol):
         srv = self._srv
         if srv.reserved_bytes + nbytes > srv.body_budget_bytes and srv.reserved_bytes > 0:
             retry = f"Retry-After: {srv.collector.config.retry_after_s}\r\n".encode()
-            self._respond(429, b"", _ct_of(headers), close=True, extra=retry,
+            self._respond(429, b"", ct, close=True, extra=retry,
                           message="too many request bodies in flight; retry later",
                           rpc=_RPC_RESOURCE_EXHAUSTED)
             return False
@@ -247,40 +344,13 @@ class _Conn(asyncio.Protocol):
         self._reserved = 0
 
     # -- handling ------------------------------------------------------------------------
-    def _handle(self, method: bytes, target: bytes, headers: dict[bytes, bytes], body: bytes,
+    def _handle(self, signal: str, json_body: bool, encoding: str, body: bytes,
                 keep_alive: bool) -> None:
+        """A complete, admitted request (path, method, token and types were checked on its
+        head, in :meth:`_admit`)."""
         srv = self._srv
-        path = target.split(b"?", 1)[0]
-        signal = _PATHS.get(path)
-        ct = _ct_of(headers)
-        if signal is None:
-            self._respond(404, b"", ct, close=not keep_alive, message=f"no such path {path!r}")
-            return
-        if method != b"POST":
-            self._respond(405, b"", ct, close=not keep_alive, extra=b"Allow: POST\r\n",
-                          message="only POST is accepted")
-            return
-        if not srv.collector.auth.allows(headers.get(b"authorization")):
-            self._respond(401, b"", ct, close=not keep_alive,
-                          extra=b'WWW-Authenticate: Bearer realm="inferaudit"\r\n',
-                          message="missing or wrong bearer token", rpc=_RPC_UNAUTHENTICATED)
-            return
-        media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
-        if media == b"application/x-protobuf" or media == b"application/protobuf":
-            json_body = False
-        elif media == b"application/json":
-            json_body = True
-        else:
-            self._respond(415, b"", ct, close=not keep_alive,
-                          message=f"content-type {media.decode(errors='replace')!r} is not "
-                          "application/x-protobuf or application/json")
-            return
-        encoding = headers.get(b"content-encoding", b"identity").strip().lower().decode()
+        ct = _JSON_CT if json_body else _PROTO_CT
         if encoding not in ("identity", ""):
-            if encoding not in ("gzip", "x-gzip", "deflate"):
-                self._respond(415, b"", ct, close=not keep_alive,
-                              message=f"content-encoding {encoding!r} is not supported")
-                return
             try:
                 body = _decompress(body, encoding, srv.max_body_bytes)
             except _BodyTooLarge as exc:
@@ -380,13 +450,16 @@ class HttpReceiver:
     """The OTLP/HTTP listener; runs on the event loop of the collector's HTTP thread."""
 
     def __init__(self, collector: Collector, *, max_body_bytes: int,
-                 idle_timeout_s: float = 120.0, body_budget_bytes: int | None = None) -> None:
+                 idle_timeout_s: float = 120.0, body_budget_bytes: int | None = None,
+                 request_timeout_s: float = 60.0) -> None:
         self.collector = collector
         self.max_body_bytes = max_body_bytes
         # All request bodies being received at once, across connections (one always fits).
         self.body_budget_bytes = body_budget_bytes or max(4 * max_body_bytes, 64 * 1024 * 1024)
         self.reserved_bytes = 0
         self.idle_timeout_s = idle_timeout_s
+        # A whole request, head and body, from its first byte (however slowly it trickles).
+        self.request_timeout_s = request_timeout_s
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[_Conn] = set()
 

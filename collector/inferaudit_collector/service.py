@@ -61,6 +61,9 @@ class CollectorConfig:
     # at least 64 MiB); over it new bodies get 429. With the buffer bound this caps memory.
     http_body_budget_bytes: int | None = None
     idle_timeout_s: float = 120.0
+    # The most one HTTP request may take to arrive, head and body, however it trickles in
+    # (the idle timeout restarts with every byte; this does not). Over it -> 408, closed.
+    http_request_timeout_s: float = 60.0
 
 
 class Outcome(enum.Enum):
@@ -180,7 +183,8 @@ class Collector:
             self._loop = asyncio.new_event_loop()
             self._http = HttpReceiver(self, max_body_bytes=cfg.max_body_bytes,
                                       idle_timeout_s=cfg.idle_timeout_s,
-                                      body_budget_bytes=cfg.http_body_budget_bytes)
+                                      body_budget_bytes=cfg.http_body_budget_bytes,
+                                      request_timeout_s=cfg.http_request_timeout_s)
             ready = threading.Event()
             errors: list[BaseException] = []
 

@@ -187,12 +187,14 @@ class RotatingFileSink:
             self._compressor = None
         _fsync_dir(self.directory)
 
-    def abandon(self) -> int:
+    def abandon(self) -> tuple[int, int]:
         """Give up on files that cannot be written: cut each back to its last whole line and
-        close it. Returns the number of accepted lines that did not reach the disk."""
-        lost = 0
+        close it. Returns the accepted lines that did not reach the disk, and their bytes
+        (what is still pending plus the cut-off start of a half-written line)."""
+        lost = lost_bytes = 0
         for cur in self._open.values():
             lost += cur.pending.count(b"\n")
+            lost_bytes += len(cur.pending) + cur.partial_on_disk_bytes
             with contextlib.suppress(OSError):
                 if cur.partial_on_disk_bytes:  # never leave half a line for the analyzer
                     end = os.lseek(cur.fd, 0, os.SEEK_END)
@@ -200,7 +202,7 @@ class RotatingFileSink:
             with contextlib.suppress(OSError):
                 os.close(cur.fd)
         self._open.clear()
-        return lost
+        return lost, lost_bytes
 
     def _compress_loop(self) -> None:
         while True:
@@ -236,11 +238,18 @@ def compress_file_zstd(path: Path, *, level: int = 3) -> Path:
     dest = path.with_name(path.name + ".zst")
     tmp = path.with_name(path.name + ".zst.tmp")
     cctx = zstandard.ZstdCompressor(level=level)
-    with open(path, "rb") as src, open(tmp, "wb") as out:
-        cctx.copy_stream(src, out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, dest)
+    try:
+        with open(path, "rb") as src, open(tmp, "wb") as out:
+            cctx.copy_stream(src, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        # The plain file stays, complete; a half-written .zst.tmp beside it is only clutter
+        # (and disk space, when the error was a full disk).
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     _fsync_dir(path.parent)
     path.unlink()
     _fsync_dir(path.parent)

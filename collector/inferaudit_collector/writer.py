@@ -89,11 +89,13 @@ class Writer:
         """The stop deadline passed with the disk still failing: count what is lost."""
         self.failed = True
         left = self._buffer.take_all(timeout_s=0.0)
-        lost_in_sink = 0
+        lost_in_sink = lost_bytes = 0
         abandon = getattr(self._sink, "abandon", None)
         if abandon is not None:
-            lost_in_sink = abandon()
+            lost_in_sink, lost_bytes = abandon()
+        # The sink had taken these lines (counted as written then); they never reached the disk.
         self.lines_written -= lost_in_sink
+        self.bytes_written -= lost_bytes
         self.lines_lost = lost_in_sink + len(left)
         _log.error(
             "inferaudit collect: gave up at the stop deadline; %d acknowledged lines could not "

@@ -16,12 +16,26 @@ from inferaudit_sdk import semconv
 yaml = pytest.importorskip("yaml")
 
 CONFIG = Path(__file__).resolve().parents[2] / "collector" / "otelcol-config.yaml"
+FILE_ONLY = CONFIG.with_name("otelcol-config-fileonly.yaml")
 _ENV_REF = re.compile(r"\$\{([^}]*)\}")
 
 
 @pytest.fixture(scope="module")
 def cfg() -> dict[str, Any]:
     return yaml.safe_load(CONFIG.read_text())
+
+
+def _values(node: Any) -> list[str]:
+    """Every string value of a parsed config (comments are gone: only what the Collector sees)."""
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _values(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _values(v)]
+    return [node] if isinstance(node, str) else []
+
+
+def _env_used(doc: dict[str, Any]) -> set[str]:
+    return {m for v in _values(doc) for m in re.findall(r"\$\{env:([A-Z_]+)", v)}
 
 
 def test_every_pipeline_is_otlp_in_memory_limiter_first_batch_last_and_fans_out(cfg) -> None:
@@ -91,11 +105,13 @@ def test_collector_rotated_names_are_picked_up_by_the_analyzer(tmp_path: Path) -
     from inferaudit_collector.decode import encode_traces
 
     names = ["traces.jsonl", "traces-2026-12-03T05-02-14.173.jsonl",
+             "traces-2026-12-03T05-02-15.001-size.jsonl",
+             "traces-2026-12-03T06-02-14.000-time.jsonl",
              "traces-20261203T050214-123-000001.jsonl"]
     for seed, name in enumerate(names):
         (tmp_path / name).write_bytes(encode_traces(encode_spans(make_spans(7, seed=seed))).line)
     with store_mod.load_store([tmp_path], cache=False) as store:
-        assert store.spans == 21
+        assert store.spans == 7 * len(names)
 
 
 def test_kubernetes_examples_mount_the_config_and_expose_the_otlp_ports() -> None:
@@ -113,7 +129,71 @@ def test_kubernetes_examples_mount_the_config_and_expose_the_otlp_ports() -> Non
     vols = {v["name"]: v for v in pod["volumes"]}
     assert vols["data"]["persistentVolumeClaim"]["claimName"] == (
         docs["pvc.yaml"]["metadata"]["name"])
-    # Every INFERAUDIT_* variable the pod sets is one the Collector config reads.
-    used = set(re.findall(r"env:([A-Z_]+)", CONFIG.read_text()))
+    # Every INFERAUDIT_* variable the pod sets is one the Collector config reads (outside
+    # comments), and every variable the config needs without a default is set.
+    cfg = yaml.safe_load(CONFIG.read_text())
+    used = _env_used(cfg)
+    required = {m for v in _values(cfg) for m in re.findall(r"\$\{env:([A-Z_]+)\}", v)}
+    assert required <= set(env), required - set(env)
     assert {n for n in env if n.startswith("INFERAUDIT_")} <= used
     assert {p["port"] for p in docs["service.yaml"]["spec"]["ports"]} == {4317, 4318}
+
+
+# -- the backend must never starve, loop into, or block the file copy ----------------------
+def test_backend_endpoint_has_no_default(cfg) -> None:
+    """A default of localhost:4317 is this Collector's own receiver: TLS failures retried for
+    minutes, or (insecure) every batch looped back and written to the files again, forever."""
+    assert cfg["exporters"]["otlp/backend"]["endpoint"] == "${env:INFERAUDIT_BACKEND_ENDPOINT}"
+
+
+def test_backend_queue_is_bounded_in_items_and_gives_up_in_about_a_minute(cfg) -> None:
+    """queue_size counts requests by default, and one request holds up to
+    send_batch_max_size items: 1000 of them is 16 M spans, enough to trip memory_limiter,
+    which then refuses data bound for the files as well."""
+    backend = cfg["exporters"]["otlp/backend"]
+    q = backend["sending_queue"]
+    assert q["enabled"] and q["sizer"] == "items"
+    size = q["queue_size"]
+    default = int(re.fullmatch(r"\$\{env:[A-Z_]+:-(\d+)\}", size).group(1)) if isinstance(
+        size, str) else size
+    assert 0 < default <= 200_000
+    assert default < 100 * cfg["processors"]["batch"]["send_batch_max_size"]
+    elapsed = backend["retry_on_failure"]["max_elapsed_time"]
+    assert re.fullmatch(r"\d+s", elapsed) and int(elapsed[:-1]) <= 120
+
+
+def test_no_header_is_sent_empty_when_its_variable_is_unset(cfg) -> None:
+    for name, exporter in cfg["exporters"].items():
+        for header, value in (exporter.get("headers") or {}).items():
+            assert not str(value).endswith(":-}"), f"{name}: header {header} empty by default"
+
+
+def test_memory_limiter_accepts_any_limit(cfg) -> None:
+    """A fixed spike_limit_mib must stay below limit_mib, so any INFERAUDIT_MEMORY_LIMIT_MIB
+    at or below it would fail at start; the default (20 % of the limit) always fits."""
+    ml = cfg["processors"]["memory_limiter"]
+    assert "spike_limit_mib" not in ml
+    assert ml["limit_mib"].startswith("${env:INFERAUDIT_MEMORY_LIMIT_MIB")
+
+
+def test_file_only_variant_is_the_same_collector_without_the_backend(cfg) -> None:
+    fo = yaml.safe_load(FILE_ONLY.read_text())
+    for section in ("receivers", "processors", "extensions"):
+        assert fo[section] == cfg[section], section
+    files = {n: e for n, e in cfg["exporters"].items() if n.startswith("file/")}
+    assert fo["exporters"] == files
+    for name, p in cfg["service"]["pipelines"].items():
+        fp = fo["service"]["pipelines"][name]
+        assert fp["receivers"] == p["receivers"] and fp["processors"] == p["processors"]
+        assert fp["exporters"] == [e for e in p["exporters"] if e.startswith("file/")], name
+    assert set(fo["service"]["pipelines"]) == set(cfg["service"]["pipelines"])
+    assert fo["service"]["extensions"] == cfg["service"]["extensions"]
+    assert not {v for v in _env_used(fo) if v.startswith("INFERAUDIT_BACKEND")}
+    for ref in _ENV_REF.findall(FILE_ONLY.read_text()):
+        assert re.fullmatch(r"env:[A-Z_]+(:-[^}]*)?", ref), ref
+
+
+def test_docs_name_the_rotated_files_the_exporter_writes_and_the_minimum_version() -> None:
+    doc = (CONFIG.parents[1] / "docs" / "collector.md").read_text()
+    assert "-size.jsonl" in doc and "-time.jsonl" in doc
+    assert "0.123" in doc and "otelcol-config-fileonly.yaml" in doc
