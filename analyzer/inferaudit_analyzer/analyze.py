@@ -24,7 +24,7 @@ from inferaudit_analyzer import bottleneck as bn
 from inferaudit_analyzer.analyses._common import AnalysisParams, compute_window
 from inferaudit_analyzer.analyses.baseline import baseline
 from inferaudit_analyzer.analyses.batching import batch_stats, batching_findings
-from inferaudit_analyzer.analyses.concurrency import analyze_concurrency
+from inferaudit_analyzer.analyses.concurrency import analyze_concurrency, clock_skew_findings
 from inferaudit_analyzer.analyses.copies import analyze_copies, copy_findings
 from inferaudit_analyzer.analyses.coverage import analyze_coverage, coverage_findings
 from inferaudit_analyzer.analyses.idle import idle_findings
@@ -233,6 +233,7 @@ def _analyze(con: Any, params: AnalyzeParams, kineto_paths: Iterable[str],
     findings += routing_findings(routing)
     findings += copy_findings(copies)
     findings += coverage_findings(cov)
+    findings += clock_skew_findings(conc)
     findings += runs_findings(analyze_runs(con))
     findings += dram_bound_decode(util, output_share, stats.mean)
 

@@ -3,10 +3,14 @@
 The bill's view: every paid device is paid for the whole window, idle included, so
 ``cost_per_request_usd = window_hours x sum(resource $/h) / requests``. The busy-only figure beside
 it (``busy_cost_per_request_usd``: busy device-hours x $/device-hour / requests) is the floor better
-utilisation can approach. A scope (model, route) gets the window cost in proportion to its share
-of the requests' device time (token-weighted batch shares), or of requests when no device time was
-measured. Per 1k tokens: the scope's cost split between input and output tokens by token share
-(so both carry the same per-token price; the rule is stated in the report).
+utilisation can approach. A scope (model, route) is charged per paid resource (host): each host's
+window and busy cost is split among the scopes whose requests ran on it, by their share of the
+device time of that host's model calls (token-weighted batch shares, as the ``requests`` view
+shares it), else of the requests it served when it measured no device time; a host no request
+links to is split by the scopes' share of all device time (else of requests). The scopes' costs
+add up to the bill, and a cheap host's long calls do not absorb an expensive host's bill. Per 1k
+tokens: the scope's cost over all its tokens (``cost_per_1k_tokens_usd``); input and output
+tokens carry that same price (the ``cost_per_1k_input/output_tokens_usd`` keys hold it too).
 
 Price per resource, first that applies: ``--price-per-hour`` (per device-hour: per GPU, or per CPU
 instance) > a ``--price-file`` row > the resource's own ``inferaudit.price.usd_per_hour`` (also
@@ -19,13 +23,19 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
 
 from inferaudit_analyzer.analyses._common import ratio
-from inferaudit_analyzer.analyses.utilization import Utilization
+from inferaudit_analyzer.analyses.utilization import (
+    BATCHES_BY_HOST_SQL,
+    HOST_KEY_SQL,
+    SHARES_INLINE,
+    Utilization,
+)
 from inferaudit_sdk import semconv
 
 NS_PER_HOUR = 3_600 * 1_000_000_000
@@ -218,14 +228,71 @@ def resolve_prices(con: Any, util: Utilization, *, price_per_hour: float | None 
     return out
 
 
+# Device time and requests per (host, requested model, route): each request's token-weighted share
+# of every model call that served it, on the call's host; a request no call served, its own device
+# time on its own host. What a host's bill is split by (CostModel.scope_cost). Whole ns per
+# request, as the requests view rounds them, so the sums are exact on every engine.
+USAGE_SQL = f"""
+WITH sh AS (SELECT * FROM {{shares}} s WHERE req_span_id IS NOT NULL),
+per AS (
+    SELECT bh.host_key, sh.req_trace_id AS trace_id, sh.req_span_id AS span_id,
+           CAST(COALESCE(bh.device_ns, 0) AS DOUBLE) * sh.f AS dev
+    FROM sh JOIN ({BATCHES_BY_HOST_SQL}) bh
+      ON bh.trace_id = sh.batch_trace_id AND bh.span_id = sh.batch_span_id
+    UNION ALL
+    SELECT COALESCE({HOST_KEY_SQL}, 'resource:' || CAST(q.resource_id AS VARCHAR)), q.trace_id,
+           q.span_id, CAST(q.device_ns AS DOUBLE)
+    FROM requests q LEFT JOIN resources r ON r.resource_id = q.resource_id
+    WHERE q.batches = 0
+),
+per_request AS (
+    SELECT host_key, trace_id, span_id, CAST(SUM(dev) AS BIGINT) AS dev
+    FROM per GROUP BY host_key, trace_id, span_id
+)
+SELECT pr.host_key, q.request_model, q.route, SUM(pr.dev) AS dev, COUNT(*) AS n
+FROM per_request pr JOIN requests q ON q.trace_id = pr.trace_id AND q.span_id = pr.span_id
+GROUP BY pr.host_key, q.request_model, q.route
+"""
+
+RESOURCE_HOST_SQL = f"SELECT r.resource_id, {HOST_KEY_SQL} FROM resources r"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the requests of one (requested model, route) used of one host."""
+
+    host_key: str | None
+    request_model: str | None
+    route: str | None
+    device_ns: int
+    requests: int
+
+
+def measure_usage(con: Any, shares: str = SHARES_INLINE,
+                  ) -> tuple[tuple[Usage, ...], dict[Any, str | None]]:
+    """The usage rows, and each resource id's host key (how a price finds its host's rows);
+    ``shares``: the batch shares, inline or the name of their snapshot."""
+    rows = tuple(Usage(h, m, r, int(d or 0), int(n or 0)) for h, m, r, d, n in
+                 con.execute(USAGE_SQL.replace("{shares}", shares)).fetchall())
+    hosts = {rid: hk for rid, hk in con.execute(RESOURCE_HOST_SQL).fetchall()}
+    return rows, hosts
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Window cost and busy cost over all paid resources; None where any resource is unpriced."""
 
     prices: tuple[ResourcePrice, ...]
     window_ns: int
-    total_device_ns: int  # requests' device time, the share basis for scopes
+    total_device_ns: int  # requests' device time: a scope's share where a host has no usage
     total_requests: int
+    usage: tuple[Usage, ...] = ()  # per host: what scopes' costs are split by (with_usage)
+    resource_hosts: dict[Any, str | None] = field(default_factory=dict)
+
+    def with_usage(self, con: Any, shares: str = SHARES_INLINE) -> CostModel:
+        """This model, splitting each host's cost by what each scope used of it."""
+        rows, hosts = measure_usage(con, shares)
+        return replace(self, usage=rows, resource_hosts=hosts)
 
     @property
     def priced(self) -> bool:
@@ -238,20 +305,60 @@ class CostModel:
         return sum(p.usd_per_hour for p in self.prices) * self.window_ns / NS_PER_HOUR
 
     @property
+    def busy_known(self) -> bool:
+        return all(p.busy_known for p in self.prices)
+
+    @property
     def busy_cost_usd(self) -> float | None:
-        if not self.priced or not all(p.busy_known for p in self.prices):
+        if not self.priced or not self.busy_known:
             return None  # unknown, not 0: nothing timed the model calls
         return sum(p.busy_ns / NS_PER_HOUR * p.usd_per_device_hour for p in self.prices)
 
-    def scope_cost(self, requests: int, device_ns: int, input_tokens: int,
-                   output_tokens: int) -> dict[str, Any]:
-        """Cost fields of a scope holding ``requests`` requests and ``device_ns`` of device time."""
+    def _host_of(self, p: ResourcePrice) -> str | None:
+        if p.resource_id in self.resource_hosts:
+            return self.resource_hosts[p.resource_id]
+        return None if p.resource_id is None else f"resource:{p.resource_id}"
+
+    def _split(self, pick: Callable[[Usage], bool],
+               fallback: float | None) -> tuple[float | None, float | None]:
+        """(window cost, busy cost) of the scope ``pick`` selects: host by host, its share of
+        what the host's requests used (device time, else requests), else ``fallback``."""
+        window_parts: list[float] = []
+        busy_parts: list[float] = []
+        for p in self.prices:
+            host = self._host_of(p)
+            on_host = [u for u in self.usage if u.host_key == host]
+            mine = [u for u in on_host if pick(u)]
+            dev_all = sum(u.device_ns for u in on_host)
+            n_all = sum(u.requests for u in on_host)
+            if dev_all > 0:
+                share: float | None = sum(u.device_ns for u in mine) / dev_all
+            elif n_all > 0:
+                share = sum(u.requests for u in mine) / n_all
+            else:
+                share = fallback
+            if share is None:
+                return None, None
+            window_parts.append(p.usd_per_hour * self.window_ns / NS_PER_HOUR * share)
+            busy_parts.append(p.busy_ns / NS_PER_HOUR * p.usd_per_device_hour * share)
+        # fsum: the same figure whatever order the engine listed the resources in
+        return math.fsum(window_parts), math.fsum(busy_parts)
+
+    def scope_cost(self, requests: int, device_ns: int, input_tokens: int, output_tokens: int,
+                   pick: Callable[[Usage], bool] | None = None) -> dict[str, Any]:
+        """Cost fields of a scope holding ``requests`` requests and ``device_ns`` of device time;
+        ``pick`` selects its usage rows (None: the whole input, which pays the whole bill)."""
         share = ratio(device_ns, self.total_device_ns)
         if share is None:
             share = ratio(requests, self.total_requests)
         total, busy = self.window_cost_usd, self.busy_cost_usd
-        cost = None if total is None or share is None else total * share
-        busy_cost = None if busy is None or share is None else busy * share
+        if pick is None or total is None or not self.usage:
+            cost = None if total is None or share is None else total * share
+            busy_cost = None if busy is None or share is None else busy * share
+        else:
+            cost, busy_cost = self._split(pick, share)
+            if busy is None:
+                busy_cost = None
         tokens = input_tokens + output_tokens
         per_1k = None if cost is None or tokens == 0 else cost / (tokens / 1000.0)
         return {
@@ -260,6 +367,8 @@ class CostModel:
             "cost_per_request_usd": None if cost is None or not requests else cost / requests,
             "busy_cost_per_request_usd": (None if busy_cost is None or not requests
                                           else busy_cost / requests),
+            "cost_per_1k_tokens_usd": per_1k,
+            # the same per-token price on both sides (kept for readers of the older keys)
             "cost_per_1k_input_tokens_usd": per_1k if input_tokens else None,
             "cost_per_1k_output_tokens_usd": per_1k if output_tokens else None,
         }
@@ -271,9 +380,12 @@ class CostModel:
             "busy_cost_usd": self.busy_cost_usd,
             "rule": ("cost_per_request = window hours x sum of resource $/h / requests (idle "
                      "included); busy_cost_per_request = busy device-hours x $/device-hour / "
-                     "requests; scopes share cost by their requests' token-weighted device time; "
-                     "per-1k-token cost splits a scope's cost between input and output by token "
-                     "share"),
+                     "requests; a scope (model, route) is charged host by host: each host's cost "
+                     "is split among the scopes whose requests ran on it, by their token-weighted "
+                     "share of its model calls' device time; cost_per_1k_tokens = a scope's cost "
+                     "over its input + output tokens: input and output split the cost by token "
+                     "share, one price per token whichever side, so cost_per_1k_input_tokens and "
+                     "cost_per_1k_output_tokens hold that same price"),
             "resources": [
                 {"resource_id": p.resource_id, "device_type": p.device_type, "devices": p.devices,
                  "usd_per_hour": p.usd_per_hour, "usd_per_device_hour": p.usd_per_device_hour,

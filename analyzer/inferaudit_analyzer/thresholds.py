@@ -24,6 +24,12 @@ IDLE_WHILE_WAITING_HIGH_RATIO = 0.5
 # House rule: requests queue for the device when the p95 queue time is at least one median model
 # call: the slowest 5 % wait longer than a whole call takes, so demand is not below capacity.
 QUEUED_P95_OVER_SERVICE_RATIO = 1.0
+# House rule: a clock offset between the resource that records model calls and the one that
+# records their requests counts when it exceeds this share of the median request (the sweeps'
+# error is about offset / request duration; idle-while-waiting fires at 0.2), over at least
+# this many calls. Then idle-while-waiting and concurrency-while-busy are not measured.
+CLOCK_SKEW_MAX_SHARE = 0.1
+CLOCK_SKEW_MIN_PAIRS = 10
 
 # --- Batching -------------------------------------------------------------------------------
 # Unbatched serving: batch size stays 1 (share of size-1 batches at or above this) while, during
@@ -52,6 +58,12 @@ CACHEABLE_SHARE_HIGH_RATIO = 0.2
 ROUTING_SHORT_QUANTILE = 0.25
 ROUTING_SHARE_RATIO = 0.1  # share of all requests that are short and on the largest model
 ROUTING_MIN_REQUESTS = 20
+# Being at or below the p25 holds for a quarter of requests even when all are alike, so the short
+# ones must also be clearly shorter (cutoff <= this x the mean tokens of the other served
+# requests) and weigh something (>= this share of the device time): house rules, so that the
+# finding says something only where routing could move a visible share of the work.
+ROUTING_SPREAD_RATIO = 0.5
+ROUTING_MIN_TIME_SHARE = 0.05
 
 # --- Host<->device copies ---------------------------------------------------------------------
 # House rule: copies on the hot path taking >= 10 % of device-busy time are worth pinning,

@@ -12,29 +12,81 @@ from typing import Any
 
 from inferaudit_sdk import semconv
 
-# A span is a request if the SDK marked it so, or if it is a foreign GenAI span (no role) that
-# reports usage; unless its parent is one of our request spans: then the enclosing request span is
-# the request (its tokens and device time fill the enclosing one's gaps, batches linked to it
-# count for the enclosing one) and the nested span is only its model call.
+# A span is a request if the SDK marked it so, or if it is a foreign GenAI span (no role, or a
+# role the ingest inferred from its usage) that reports usage. Ours outrank foreign ones, whichever
+# way they nest: a request-like span whose parent is a request span is that request's model call
+# (its tokens and device time fill the enclosing one's gaps, batches linked to it count for the
+# enclosing one) unless the nested span is ours and the parent foreign; a foreign span above one of
+# ours (a GenAI client instrumentation in the calling app, up to CLIENT_VIEW_HOPS parents up, past
+# HTTP client and SERVER spans) is the client's view of that request, not a request of its own.
 _SERVER_KIND = 2
+CLIENT_VIEW_HOPS = 4
+# A request that failed: OTel status ERROR, or an error.type. One predicate over the requests
+# view for every reader that keeps failures apart (latency percentiles, routing, the ROI replay).
+ERRORED_SQL = "(COALESCE(status_code, 0) = 2 OR error_type IS NOT NULL)"
+
+
+def device_key_sql(resource_col: str, device_col: str) -> str:
+    """One device: its resource (a process) and the device id within it, as one string."""
+    return f"COALESCE(CAST({resource_col} AS VARCHAR), '') || '/' || {device_col}"
+
+
+# Device id sits in the attributes JSON (not a promoted column); the accessor is DuckDB's and
+# is the one engine-specific expression here (ClickHouse: JSONExtractString).
+DEVICE_ID_EXPR = f"""json_extract_string(b.attributes, '$."{semconv.DEVICE_ID}"')"""
+
+
+def _ancestors_sql(hops: int) -> str:
+    """Each of our request spans with its parent, grandparent, ... ``hops`` spans up."""
+    cols = ", ".join(f"p{i}.span_id AS a{i}" for i in range(1, hops + 1))
+    joins = "\n    ".join(
+        f"LEFT JOIN spans p{i} ON p{i}.trace_id = r.trace_id AND p{i}.span_id = "
+        + ("r.parent_span_id" if i == 1 else f"p{i - 1}.parent_span_id")
+        for i in range(1, hops + 1))
+    return f"""SELECT r.trace_id, {cols}
+    FROM genai r
+    {joins}
+    WHERE r.ours AND r.parent_span_id IS NOT NULL"""
+
+
+def _client_view_sql(hops: int) -> str:
+    return "\n    UNION\n    ".join(
+        f"SELECT trace_id, a{i} AS span_id FROM ancestors WHERE a{i} IS NOT NULL"
+        for i in range(1, hops + 1))
+
 
 REQUESTS_VIEW_SQL = f"""
 CREATE OR REPLACE VIEW requests AS
 WITH genai AS (
-    SELECT s.*
+    SELECT s.*,
+           CASE WHEN s.role = '{semconv.ROLE_REQUEST}'
+                     AND COALESCE(s.source, 'inferaudit') = 'inferaudit'
+                THEN TRUE ELSE FALSE END AS ours
     FROM spans s
     WHERE s.role = '{semconv.ROLE_REQUEST}'
        OR (s.role IS NULL
            AND (s.input_tokens IS NOT NULL OR s.output_tokens IS NOT NULL)
            AND (s.operation IS NOT NULL OR s.request_model IS NOT NULL))
 ),
+ancestors AS (
+    {_ancestors_sql(CLIENT_VIEW_HOPS)}
+),
+client_view AS (
+    -- foreign GenAI spans above one of our request spans: the caller's view of that request
+    SELECT DISTINCT a.trace_id, a.span_id
+    FROM ({_client_view_sql(CLIENT_VIEW_HOPS)}) a
+    JOIN genai g ON g.trace_id = a.trace_id AND g.span_id = a.span_id
+    WHERE NOT g.ours
+),
 nested AS (
-    -- a request-like span whose parent is one of our request spans is that request's model call
+    -- a request-like span whose parent is a request span is that request's model call, unless
+    -- the nested span is ours and the parent foreign (then the parent is the client's view)
     SELECT g.trace_id, g.span_id, p.span_id AS outer_span_id,
            g.input_tokens, g.output_tokens, g.device_time_ns
     FROM genai g
     JOIN spans p ON p.trace_id = g.trace_id AND p.span_id = g.parent_span_id
                 AND p.role = '{semconv.ROLE_REQUEST}'
+    WHERE NOT g.ours OR COALESCE(p.source, 'inferaudit') = 'inferaudit'
 ),
 nested_sum AS (
     SELECT trace_id, outer_span_id, SUM(input_tokens) AS input_tokens,
@@ -45,12 +97,24 @@ candidate AS (
     SELECT g.* FROM genai g
     WHERE NOT EXISTS (SELECT 1 FROM nested n
                       WHERE n.trace_id = g.trace_id AND n.span_id = g.span_id)
+      AND NOT EXISTS (SELECT 1 FROM client_view v
+                      WHERE v.trace_id = g.trace_id AND v.span_id = g.span_id)
+),
+server AS (
+    -- an enclosing SERVER span is the client-visible request only of a lone request under it
+    SELECT p.trace_id, p.span_id, p.start_ns, p.end_ns, p.duration_ns
+    FROM spans p
+    JOIN candidate c ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
+    WHERE p.kind = {_SERVER_KIND}
+    GROUP BY p.trace_id, p.span_id, p.start_ns, p.end_ns, p.duration_ns
+    HAVING COUNT(*) = 1
 ),
 batch_spans AS (
     SELECT b.trace_id, b.span_id, b.parent_span_id,
            COALESCE(b.device_time_ns,
                     CASE WHEN b.device_type = 'cpu' THEN b.cpu_time_ns END,
-                    b.duration_ns) AS device_ns
+                    b.duration_ns) AS device_ns,
+           {device_key_sql("b.resource_id", f"COALESCE({DEVICE_ID_EXPR}, '0')")} AS device_key
     FROM spans b
     WHERE b.role = '{semconv.ROLE_BATCH}'
 ),
@@ -83,7 +147,7 @@ req AS (
     LEFT JOIN nested_sum ns ON ns.trace_id = c.trace_id AND ns.outer_span_id = c.span_id
 ),
 weighted AS (
-    SELECT m.req_trace_id, m.req_span_id, b.device_ns,
+    SELECT m.req_trace_id, m.req_span_id, b.device_ns, b.device_key,
            COALESCE(c.in_tok, 0) + COALESCE(c.out_tok, 0) AS w,
            SUM(COALESCE(c.in_tok, 0) + COALESCE(c.out_tok, 0))
                OVER (PARTITION BY m.batch_trace_id, m.batch_span_id) AS w_total,
@@ -96,7 +160,8 @@ share AS (
     SELECT req_trace_id, req_span_id,
            SUM(CASE WHEN w_total > 0 THEN device_ns * w / w_total
                     ELSE device_ns / n_members END) AS device_ns,
-           COUNT(*) AS batches
+           COUNT(*) AS batches,
+           MIN(device_key) AS device_key
     FROM weighted
     GROUP BY req_trace_id, req_span_id
 )
@@ -110,16 +175,12 @@ SELECT c.trace_id, c.span_id, c.request_model, c.route, c.model_tier, c.service_
        c.cache_hit, c.prompt_fp, c.prompt_simhash, c.fp_key_id, c.error_type, c.status_code,
        CAST(COALESCE(sh.device_ns, c.own_device_ns) AS BIGINT) AS device_ns,
        COALESCE(sh.batches, 0) AS batches,
+       sh.device_key,
        p.span_id IS NOT NULL AS enclosed
 FROM req c
-LEFT JOIN spans p
-       ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id AND p.kind = {_SERVER_KIND}
+LEFT JOIN server p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
 LEFT JOIN share sh ON sh.req_trace_id = c.trace_id AND sh.req_span_id = c.span_id
 """
-
-# Device id sits in the attributes JSON (not a promoted column); the accessor is DuckDB's and
-# is the one engine-specific expression here (ClickHouse: JSONExtractString).
-DEVICE_ID_EXPR = f"""json_extract_string(b.attributes, '$."{semconv.DEVICE_ID}"')"""
 
 BATCHES_VIEW_SQL = f"""
 CREATE OR REPLACE VIEW batches AS

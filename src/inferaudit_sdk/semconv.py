@@ -32,6 +32,8 @@ GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
 GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
 GEN_AI_REQUEST_STREAM = "gen_ai.request.stream"
+# Sequences asked for per request: the analyzer turns summed tokens into per-sequence TPOT
+GEN_AI_REQUEST_CHOICE_COUNT = "gen_ai.request.choice.count"
 GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
 GEN_AI_TOKEN_TYPE = "gen_ai.token.type"  # metric attribute: "input" | "output"
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"  # opt-in content only
@@ -74,6 +76,8 @@ VLLM_LATENCY_TIME_IN_MODEL_PREFILL = "gen_ai.latency.time_in_model_prefill"
 VLLM_LATENCY_TIME_IN_MODEL_DECODE = "gen_ai.latency.time_in_model_decode"
 VLLM_LATENCY_TIME_IN_MODEL_FORWARD = "gen_ai.latency.time_in_model_forward"
 VLLM_REQUEST_N = "gen_ai.request.n"
+# vLLM V0: the sequences whose output tokens its request span sums (best_of included)
+VLLM_USAGE_NUM_SEQUENCES = "gen_ai.usage.num_sequences"
 VLLM_REQUEST_ID = "gen_ai.request.id"
 VLLM_LATENCY_TIME_IN_MODEL_INFERENCE = "gen_ai.latency.time_in_model_inference"
 VLLM_LATENCY_TIME_IN_MODEL_EXECUTE = "gen_ai.latency.time_in_model_execute"

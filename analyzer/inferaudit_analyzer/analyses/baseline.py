@@ -2,12 +2,21 @@
 
 Requests, throughput (req/s, tokens/s), latency / TTFT / TPOT / queue percentiles (exact and
 sketch), batch-size distribution, concurrency, device utilisation and cost. Latency is what the
-client waits (the enclosing SERVER span where there is one; see the ``requests`` view).
+client waits (the enclosing SERVER span where there is one; see the ``requests`` view). The
+percentiles are over successful requests, as serving benchmarks and the GenAI TTFT/TPOT metrics
+state them: a fast timeout would otherwise pull p50 down and read as a faster service. Errored
+requests' latency is its own block (``error_latency_ms``), beside their count.
+
+Scopes are what the client asked for: ``by_model`` keys the requested model (``(unknown)``
+without one), ``by_route`` the route (``(none)`` without one), so each adds up to ``overall``.
+A model's batches and utilisation are those of the model calls that served its requests (a
+call no request links to counts under its own model name).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from inferaudit_analyzer.analyses import percentiles as pct
@@ -25,18 +34,22 @@ from inferaudit_analyzer.analyses.utilization import (
     Utilization,
     busy_by_bucket,
     busy_by_model,
+    shares_table,
 )
-from inferaudit_analyzer.cost import CostModel
+from inferaudit_analyzer.cost import CostModel, Usage
+from inferaudit_analyzer.views import ERRORED_SQL
 
-SCOPE_SQL = """
+ERRORED = ERRORED_SQL
+
+SCOPE_SQL = f"""
 SELECT COUNT(*) AS n,
-       COUNT(*) FILTER (WHERE status_code = 2 OR error_type IS NOT NULL) AS errors,
+       COUNT(*) FILTER (WHERE {ERRORED}) AS errors,
        COUNT(*) FILTER (WHERE cache_hit) AS cache_hits,
        COALESCE(SUM(input_tokens), 0) AS input_tokens,
        COALESCE(SUM(output_tokens), 0) AS output_tokens,
        COALESCE(SUM(device_ns), 0) AS device_ns,
        COALESCE(SUM(latency_ns), 0) AS latency_ns
-FROM requests {where}
+FROM requests {{where}}
 """
 
 METRICS: tuple[tuple[str, str], ...] = (
@@ -48,8 +61,22 @@ METRICS: tuple[tuple[str, str], ...] = (
 )
 
 
+def _percentiles(con: Any, src: str, col: str, params: tuple[Any, ...],
+                 alpha: float) -> dict[str, Any]:
+    s = pct.summarize(con, src, col, params, scale=NS_PER_MS, alpha=alpha)
+    out = {k: (rounded(v, 4) if isinstance(v, float) else v) for k, v in s.items()
+           if k != "sketch"}
+    out["sketch"] = {k: rounded(v, 4) for k, v in s["sketch"].items()}
+    return out
+
+
+def _and(where: str, cond: str) -> str:
+    return f"{where} AND {cond}" if where else f"WHERE {cond}"
+
+
 def _scope(con: Any, where: str, params: tuple[Any, ...], window: Window, cost: CostModel,
-           alpha: float) -> dict[str, Any]:
+           alpha: float, pick: Callable[[Usage], bool] | None = None) -> dict[str, Any]:
+    """One scope's figures; ``pick`` selects its rows of the cost usage (None: everything)."""
     row = con.execute(SCOPE_SQL.format(where=where), list(params)).fetchone()
     n, errors, hits, tin, tout, device_ns, latency_ns = (int(v or 0) for v in row)
     win_s = window.duration_s
@@ -69,15 +96,23 @@ def _scope(con: Any, where: str, params: tuple[Any, ...], window: Window, cost: 
         "device_s": device_ns / NS_PER_S,
         "concurrency_mean": rounded(ratio(latency_ns, window.duration_ns), 4),
     }
-    src = f"SELECT * FROM requests {where}"
+    ok = f"SELECT * FROM requests {_and(where, f'NOT {ERRORED}')}"
     for key, col in METRICS:
-        s = pct.summarize(con, src, col, params, scale=NS_PER_MS, alpha=alpha)
-        out[key] = {k: (rounded(v, 4) if isinstance(v, float) else v) for k, v in s.items()
-                    if k != "sketch"}
-        out[key]["sketch"] = {k: rounded(v, 4) for k, v in s["sketch"].items()}
-    out.update(cost.scope_cost(n, device_ns, tin, tout))
+        out[key] = _percentiles(con, ok, col, params, alpha)
+    out["error_latency_ms"] = _percentiles(
+        con, f"SELECT * FROM requests {_and(where, ERRORED)}", "latency_ns", params, alpha)
+    out.update(cost.scope_cost(n, device_ns, tin, tout, pick))
     return out
 
+
+NO_ROUTE = "(none)"  # the by_route key of requests without a route
+
+# The model calls that served a model's requests (a call serving two models counts for each), and
+# those no request links to under their own model name: the batches of by_model[<model>].
+MODEL_BATCHES_WHERE = """
+WHERE trace_id || ':' || span_id IN (
+    SELECT batch_trace_id || ':' || batch_span_id FROM {shares} sh WHERE {model})
+"""
 
 MAX_BUCKETS = 10_000
 
@@ -96,14 +131,16 @@ def _auto_bucket_s(window: Window) -> float:
 # zero-length bucket of its own) in the last bucket.
 BUCKET_EXPR = "LEAST(CAST(FLOOR((arrival_ns - {t0}) / {w}) AS BIGINT), {last})"
 
-BUCKET_SQL = """
-SELECT {bucket} AS bucket,
+# Percentiles over the successful requests, as in the scopes; counts and concurrency over all.
+_OK_LATENCY = f"CASE WHEN NOT {ERRORED} THEN latency_ns END"
+BUCKET_SQL = f"""
+SELECT {{bucket}} AS bucket,
        COUNT(*) AS n,
        COALESCE(SUM(input_tokens), 0) + COALESCE(SUM(output_tokens), 0) AS tokens,
-       quantile_disc(latency_ns, 0.5) AS p50,
-       quantile_disc(latency_ns, 0.95) AS p95,
-       quantile_disc(latency_ns, 0.99) AS p99,
-       quantile_disc(ttft_ns, 0.5) AS ttft_p50,
+       quantile_disc({_OK_LATENCY}, 0.5) AS p50,
+       quantile_disc({_OK_LATENCY}, 0.95) AS p95,
+       quantile_disc({_OK_LATENCY}, 0.99) AS p99,
+       quantile_disc(CASE WHEN NOT {ERRORED} THEN ttft_ns END, 0.5) AS ttft_p50,
        SUM(latency_ns) AS latency_ns
 FROM requests WHERE arrival_ns IS NOT NULL
 GROUP BY bucket ORDER BY bucket
@@ -171,11 +208,11 @@ def time_buckets(con: Any, window: Window, util: Utilization, bucket_s: float | 
         })
     per_bucket = pct.sketch_from_sql(
         con, f"SELECT {bucket_expr} AS bucket, latency_ns FROM requests"
-             " WHERE arrival_ns IS NOT NULL",
+             f" WHERE arrival_ns IS NOT NULL AND NOT {ERRORED}",
         "latency_ns", alpha=alpha, group_cols=("bucket",))
     merged = pct.merge_all(per_bucket.values(), alpha)
-    whole = pct.sketch_from_sql(con, "SELECT latency_ns FROM requests", "latency_ns",
-                                alpha=alpha).get((), pct.LogHistogram(alpha))
+    whole = pct.sketch_from_sql(con, f"SELECT latency_ns FROM requests WHERE NOT {ERRORED}",
+                                "latency_ns", alpha=alpha).get((), pct.LogHistogram(alpha))
     return {
         "bucket_s": width_s,
         "bucket_s_requested": bucket_s,
@@ -194,6 +231,13 @@ def baseline(con: Any, window: Window, util: Utilization, conc: Concurrency, cos
              params: AnalysisParams, stats: BatchStats) -> dict[str, Any]:
     """Overall and per-model/route baselines; ``stats`` are the batch statistics over all
     batches, computed once by the caller (the findings use them too)."""
+    with shares_table(con) as shares:
+        return _baseline(con, window, util, conc, cost.with_usage(con, shares), params, stats,
+                         shares)
+
+
+def _baseline(con: Any, window: Window, util: Utilization, conc: Concurrency, cost: CostModel,
+              params: AnalysisParams, stats: BatchStats, shares: str) -> dict[str, Any]:
     alpha = params.sketch_alpha
     overall = _scope(con, "", (), window, cost, alpha)
     overall["window_s"] = window.duration_s
@@ -211,20 +255,27 @@ def baseline(con: Any, window: Window, util: Utilization, conc: Concurrency, cos
     # A model's share of the overall busy time over the same paid capacity: the models of one
     # device add up to the overall utilisation (analyses/utilization.py).
     capacity = window.duration_ns * max(util.devices, 1)
-    model_busy = busy_by_model(con, util)
+    model_busy = busy_by_model(con, util, shares)
     for m in models:
         where, p = ("WHERE request_model IS NULL", ()) if m is None else (
             "WHERE request_model = ?", (m,))
-        scope = _scope(con, where, p, window, cost, alpha)
-        scope["batch_size"] = batch_stats(con, where, p).to_json()
+        scope = _scope(con, where, p, window, cost, alpha,
+                       lambda u, m=m: u.request_model == m)
+        served = MODEL_BATCHES_WHERE.format(
+            shares=shares, model="request_model IS NULL" if m is None else "request_model = ?")
+        scope["batch_size"] = batch_stats(con, served, p).to_json()
         busy = None if model_busy is None else model_busy.get(m, 0.0)
         ran = scope["batch_size"]["batches"] or not util.busy_from_batches
         scope["device_utilization"] = rounded(min(1.0, busy / capacity), 4) if (
             busy is not None and capacity and ran) else None
         by_model[m if m is not None else "(unknown)"] = scope
     routes = [r[0] for r in con.execute(
-        "SELECT DISTINCT route FROM requests WHERE route IS NOT NULL ORDER BY route").fetchall()]
-    by_route = {r: _scope(con, "WHERE route = ?", (r,), window, cost, alpha) for r in routes}
+        "SELECT DISTINCT route FROM requests ORDER BY route NULLS LAST").fetchall()]
+    by_route: dict[str, Any] = {}
+    for r in routes:
+        where, p = ("WHERE route IS NULL", ()) if r is None else ("WHERE route = ?", (r,))
+        by_route[r if r is not None else NO_ROUTE] = _scope(
+            con, where, p, window, cost, alpha, lambda u, r=r: u.route == r)
     return {
         "overall": overall,
         "by_model": by_model,

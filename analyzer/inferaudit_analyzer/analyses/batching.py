@@ -1,8 +1,11 @@
 """Batch-size distribution, unbatched serving, and padding waste.
 
-``unbatched_serving``: at least 90 % of model calls carry one request while, during model calls, on
-average 1.5 or more requests are in flight (so others wait behind a size-1 call). ``padding_waste``:
-the share of padded input tokens that are padding.
+``unbatched_serving``: at least 90 % of model calls carry one request while, during a device's model
+calls, on average 1.5 or more of the requests that device serves are in flight (so others wait
+behind a size-1 call, or run beside it in size-1 calls of their own). Concurrency is counted per
+device: replicas that each serve one request at a time are not unbatched serving, however many
+requests the fleet has in flight. ``padding_waste``: the share of padded input tokens that are
+padding.
 """
 
 from __future__ import annotations
@@ -113,9 +116,10 @@ def batching_findings(stats: BatchStats, conc: Concurrency) -> list[Finding]:
                 "threshold_size1_ratio": th.UNBATCHED_SIZE1_SHARE,
                 "threshold_concurrency": th.UNBATCHED_MIN_CONCURRENCY,
             },
-            detail=("While a model call runs, on average more than one request is in flight, yet "
-                    "calls carry one request each: the others queue behind it. Dynamic or "
-                    "continuous batching serves them in the same call."),
+            detail=("While a device runs a model call, on average more than one of the requests "
+                    "it serves is in flight, yet calls carry one request each: the others wait "
+                    "behind it or run beside it in calls of their own. Dynamic or continuous "
+                    "batching serves them in the same call."),
         ))
     pad = stats.padding_ratio
     if pad is not None and pad >= th.PADDING_WASTE_RATIO:

@@ -9,7 +9,9 @@ capacity exceeds demand (the bill's idle share; the fix is fewer or smaller devi
 per device). Nobody waiting means both: the device is not idle while requests are in flight, and
 requests do not queue for it (p95 queue time below one median model call). A server that runs one
 request at a time on one of several cores queues requests at low utilisation: that is
-serialisation (``unbatched_serving``), and consolidating replicas would make it worse.
+serialisation (``unbatched_serving``), and consolidating replicas would make it worse. Where the
+request and device clocks disagree (``Concurrency.clock_skews``) the idle share is not measured
+(None): the first finding cannot fire, and the second reads it as without batch spans.
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
 """Redundant compute: requests that recompute an answer a cache could have returned.
 
 Exact duplicates: requests whose keyed prompt fingerprint already occurred (compared only within
-the same ``fp_key_id``: fingerprints under different keys are unrelated). Near duplicates: distinct
+the same ``fp_key_id``: fingerprints under different keys are unrelated). A fingerprint without a
+key id (a user-supplied one, which the SDK keeps as given, or a foreign span's) belongs to the
+empty key: NULL must not reach the comparison, where ``NULL || fp`` is NULL and every such request
+would read as a repeat. Exact repeats are counted off the same grouping that yields the distinct
+prompts, so the count and the device time it saved cannot disagree. Near duplicates: distinct
 fingerprints whose 64-bit SimHashes differ in at most ``k`` bits (default 3). Candidates come from
 LSH banding: the hash is cut into 4 bands of 16 bits; two hashes within 3 bits of each other agree
 exactly on at least one band (pigeonhole), so only hashes sharing a band value are compared, and
@@ -21,10 +25,11 @@ from inferaudit_analyzer import thresholds as th
 from inferaudit_analyzer.analyses._common import ratio, rounded
 from inferaudit_analyzer.findings import Finding
 
-EXACT_SQL = """
-SELECT COUNT(*) AS computed,
-       COUNT(prompt_fp) AS fingerprinted,
-       COUNT(prompt_fp) - COUNT(DISTINCT fp_key_id || ':' || prompt_fp) AS exact_redundant
+# The fingerprint key of a request: a missing key id is the empty key (see the module docstring).
+KEY_ID_EXPR = "COALESCE(fp_key_id, '')"
+
+COUNTS_SQL = """
+SELECT COUNT(*) AS computed, COUNT(prompt_fp) AS fingerprinted
 FROM requests WHERE cache_hit IS NOT TRUE
 """
 
@@ -32,8 +37,8 @@ FROM requests WHERE cache_hit IS NOT TRUE
 # time; the device time of the repeats (all but the first) is what a cache would have saved.
 # The fingerprint itself stays in the engine (only grouped on): on ClickHouse this is the one
 # result that grows with the data, and the fingerprint was most of its bytes.
-DISTINCT_PROMPTS_SQL = """
-SELECT COALESCE(fp_key_id, '') AS key_id, MIN(prompt_simhash) AS simhash,
+DISTINCT_PROMPTS_SQL = f"""
+SELECT {KEY_ID_EXPR} AS key_id, MIN(prompt_simhash) AS simhash,
        COUNT(*) AS n, SUM(COALESCE(device_ns, 0)) AS device_ns,
        MAX(COALESCE(device_ns, 0)) AS device_ns_one
 FROM requests
@@ -172,10 +177,11 @@ def _near_redundant(key_ids: np.ndarray, simhashes: np.ndarray, cost_one: np.nda
 
 
 def analyze_redundancy(con: Any, hamming_k: int = th.NEAR_DUP_HAMMING_BITS) -> Redundancy:
-    computed, fingerprinted, exact = con.execute(EXACT_SQL).fetchone()
+    computed, fingerprinted = con.execute(COUNTS_SQL).fetchone()
     hits, total = con.execute(CACHE_HITS_SQL).fetchone()
     cols = con.execute(DISTINCT_PROMPTS_SQL).fetchnumpy()
     n = np.asarray(cols["n"], dtype=np.int64)
+    exact = int((n - 1).sum())  # every request of a distinct prompt after its first
     dev = np.asarray(cols["device_ns"], dtype=np.float64)
     one = np.asarray(cols["device_ns_one"], dtype=np.float64)
     # device time of exact repeats: all but the most expensive occurrence of each prompt

@@ -11,12 +11,16 @@ NVML's ``hw.gpu.utilization`` (when sampled) is reported beside it, not mixed in
 Every narrower scope (a model, a time bucket) is measured on the same basis: a batch's share of
 its device's busy time is its share of the quantity that busy time was computed from (CPU time on
 a CPU host with a core count, else its device time), spread evenly over the batch's wall interval
-for time buckets; the paid capacity is the same devices over that scope's time. So the models of
-one device add up to the overall figure, and so do the buckets weighted by their length.
+for time buckets; the paid capacity is the same devices over that scope's time. A model is the one
+the requests asked for: a batch's share goes to the requests it served by token share (a batch no
+request links to keeps its own model name). So the models of one device add up to the overall
+figure, and so do the buckets weighted by their length.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -309,18 +313,91 @@ def analyze_utilization(con: Any, window_ns: int) -> Utilization:
     )
 
 
+# Which requests each model call served: its links, else its parent (unbatched serving); a linked
+# span that is not a request itself (the model-call span nested in a request) counts for its
+# parent request. The ``requests`` view (views.py) decides which spans are requests and shares
+# device time by the same membership, which it exposes only per request;
+# tests/analyzer/test_cost_by_scope_and_host.py checks both give each request one device time.
+BATCH_MEMBERS_SQL = f"""
+WITH linked AS (
+    SELECT l.trace_id AS batch_trace_id, l.span_id AS batch_span_id,
+           l.linked_trace_id AS req_trace_id, l.linked_span_id AS req_span_id
+    FROM links l JOIN batches b ON b.trace_id = l.trace_id AND b.span_id = l.span_id
+    UNION
+    SELECT s.trace_id, s.span_id, s.trace_id, s.parent_span_id
+    FROM spans s
+    WHERE s.role = '{semconv.ROLE_BATCH}' AND s.parent_span_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM links l WHERE l.trace_id = s.trace_id AND l.span_id = s.span_id)
+),
+member AS (
+    SELECT DISTINCT k.batch_trace_id, k.batch_span_id, k.req_trace_id,
+           COALESCE(q.span_id, o.span_id) AS req_span_id
+    FROM linked k
+    LEFT JOIN requests q ON q.trace_id = k.req_trace_id AND q.span_id = k.req_span_id
+    LEFT JOIN spans g ON g.trace_id = k.req_trace_id AND g.span_id = k.req_span_id
+    LEFT JOIN requests o ON o.trace_id = g.trace_id AND o.span_id = g.parent_span_id
+    WHERE q.span_id IS NOT NULL OR o.span_id IS NOT NULL
+)
+SELECT m.batch_trace_id, m.batch_span_id, q.trace_id AS req_trace_id, q.span_id AS req_span_id,
+       q.request_model, q.route,
+       CAST(COALESCE(q.input_tokens, 0) + COALESCE(q.output_tokens, 0) AS DOUBLE) AS w
+FROM member m JOIN requests q ON q.trace_id = m.req_trace_id AND q.span_id = m.req_span_id
+"""
+
+# Each model call's share per member request, token-weighted as the requests view shares its
+# device time (evenly where no member has tokens). No request (``req_span_id`` null): a call no
+# request in the input links to, kept whole under its own model name (its device time is in no
+# request's). Read several times per report: ``shares_table`` snapshots it once.
+BATCH_SHARES_SQL = f"""
+WITH mem AS ({BATCH_MEMBERS_SQL}),
+served AS (
+    SELECT b.trace_id AS batch_trace_id, b.span_id AS batch_span_id, mem.req_trace_id,
+           mem.req_span_id,
+           CASE WHEN mem.req_span_id IS NULL THEN b.request_model ELSE mem.request_model END
+               AS request_model,
+           mem.route, mem.w,
+           SUM(mem.w) OVER (PARTITION BY b.trace_id, b.span_id) AS w_total,
+           COUNT(*) OVER (PARTITION BY b.trace_id, b.span_id) AS n_members
+    FROM batches b
+    LEFT JOIN mem ON mem.batch_trace_id = b.trace_id AND mem.batch_span_id = b.span_id
+)
+SELECT batch_trace_id, batch_span_id, req_trace_id, req_span_id, request_model, route,
+       CASE WHEN req_span_id IS NULL THEN 1.0
+            WHEN w_total > 0 THEN w / w_total
+            ELSE 1.0 / n_members END AS f
+FROM served
+"""
+
 # Each batch with the resource key PER_DEVICE_SQL reports it under (the host's first resource).
 ATTRIBUTED_BATCHES_SQL = f"""
 SELECT COALESCE(h.resource_id, bh.resource_id) AS res_key, bh.device_id, bh.request_model,
        bh.start_ns, bh.end_ns, CAST(COALESCE(bh.device_ns, 0) AS DOUBLE) AS w_dev,
-       CAST(COALESCE(bh.cpu_time_ns, 0) AS DOUBLE) AS w_cpu
+       CAST(COALESCE(bh.cpu_time_ns, 0) AS DOUBLE) AS w_cpu, bh.trace_id, bh.span_id
 FROM ({BATCHES_BY_HOST_SQL}) bh LEFT JOIN ({HOSTS_SQL}) h ON h.host_key = bh.host_key
 """
 
+# A model's busy weight: its requests' shares of the calls that served them (a call serving two
+# models counts for each by token share), so it follows the model the client asked for, not the
+# name the call carries ("default" asked, "llama-3-8b" loaded).
 MODEL_WEIGHTS_SQL = f"""
-SELECT res_key, device_id, request_model, SUM(w_dev), SUM(w_cpu)
-FROM ({ATTRIBUTED_BATCHES_SQL}) ab GROUP BY res_key, device_id, request_model
+SELECT ab.res_key, ab.device_id, sh.request_model, SUM(ab.w_dev * sh.f), SUM(ab.w_cpu * sh.f)
+FROM ({ATTRIBUTED_BATCHES_SQL}) ab
+JOIN {{shares}} sh ON sh.batch_trace_id = ab.trace_id AND sh.batch_span_id = ab.span_id
+GROUP BY ab.res_key, ab.device_id, sh.request_model
 """
+
+SHARES_INLINE = f"({BATCH_SHARES_SQL})"
+
+
+@contextmanager
+def shares_table(con: Any, name: str = "batch_shares") -> Iterator[str]:
+    """BATCH_SHARES_SQL snapshotted into a temporary table for the queries of one report (each
+    evaluation joins links, spans and requests); yields the name to read it by."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {BATCH_SHARES_SQL}")
+    try:
+        yield name
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS temp.{name}")
 
 # No batch spans: the busy time came from the requests' own device time (_request_resources).
 MODEL_REQUEST_DEVICE_SQL = """
@@ -328,14 +405,18 @@ SELECT request_model, COALESCE(SUM(device_ns), 0) FROM requests GROUP BY request
 """
 
 
-def busy_by_model(con: Any, util: Utilization) -> dict[Any, float] | None:
-    """Busy device-ns per model (``request_model``, None for unknown), on the overall basis: the
-    values add up to ``util.busy_ns``. None when the busy time itself is not known."""
+def busy_by_model(con: Any, util: Utilization,
+                  shares: str = SHARES_INLINE) -> dict[Any, float] | None:
+    """Busy device-ns per requested model (``request_model`` of the requests a call served, by
+    token share; a call no request links to, under its own model name; None for unknown), on the
+    overall basis: the values add up to ``util.busy_ns``. None when the busy time is not known.
+    ``shares``: BATCH_SHARES_SQL, inline or the name of its snapshot (``shares_table``)."""
     if util.source != "spans":
         return None
     out: dict[Any, float] = {}
     if util.busy_from_batches:
-        for res, dev, model, w_dev, w_cpu in con.execute(MODEL_WEIGHTS_SQL).fetchall():
+        for res, dev, model, w_dev, w_cpu in con.execute(
+                MODEL_WEIGHTS_SQL.replace("{shares}", shares)).fetchall():
             k_dev, k_cpu = util.batch_scales.get((res, dev), (0.0, 0.0))
             out[model] = out.get(model, 0.0) + k_dev * float(w_dev or 0) + k_cpu * float(
                 w_cpu or 0)

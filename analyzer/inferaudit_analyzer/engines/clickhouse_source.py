@@ -203,6 +203,8 @@ def spans_sql(table: str, time_range: TimeRange = TimeRange()) -> str:
         f"{_q(foreign.SOURCE_OPENLLMETRY)}, genai_keys OR request_model_primary IS NOT NULL "
         f"OR input_tokens IS NOT NULL, {_q(foreign.SOURCE_GENAI)}, NULL)"
     )
+    seqs = "coalesce({}, 1)".format(", ".join(
+        f"if(`{slot}` >= 1, `{slot}`, NULL)" for slot in foreign.SEQUENCE_COUNT_SLOTS))
     derived = {
         "end_ns": "start_ns + duration_ns",
         "source": "source_",
@@ -211,8 +213,9 @@ def spans_sql(table: str, time_range: TimeRange = TimeRange()) -> str:
                  f"{_q(sc.ROLE_REQUEST)}, NULL)"),
         "request_model": ("if(role_primary IS NULL, coalesce(request_model_primary, "
                           "response_model), request_model_primary)"),
-        "tpot_ns": ("coalesce(tpot_ns, if(decode_ns IS NOT NULL AND output_tokens > 1, "
-                    "intDiv(decode_ns, output_tokens - 1), NULL))"),
+        # otlp_json.derived_tpot: decode / (output tokens per sequence - 1)
+        "tpot_ns": (f"coalesce(tpot_ns, if(decode_ns IS NOT NULL AND output_tokens >= 2 * {seqs}, "
+                    f"intDiv(toInt128(decode_ns) * {seqs}, output_tokens - {seqs}), NULL))"),
         "copy_time_ns": (f"if(`{foreign.SCRATCH_H2D_TIME}` IS NULL AND "
                          f"`{foreign.SCRATCH_D2H_TIME}` IS NULL, NULL, "
                          f"coalesce(`{foreign.SCRATCH_H2D_TIME}`, 0) + "

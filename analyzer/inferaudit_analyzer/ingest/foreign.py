@@ -11,9 +11,19 @@ did, so a span carrying both spellings is read the same as one carrying ours alo
 vLLM reads as follows (its ``llm_request`` span, ``vllm/tracing.py`` ``SpanAttributes``):
 ``time_to_first_token`` → ``ttft_ns``, ``time_in_queue`` → ``queue_ns``,
 ``time_in_model_prefill`` / ``_decode`` → ``prefill_ns`` / ``decode_ns``, TPOT derived as
-decode / (output tokens - 1), and ``time_in_model_forward`` (V0 with detailed traces only) →
-``device_time_ns``. ``e2e`` and ``time_in_model_inference`` stay in ``attributes``: the span's
-own duration already is the end-to-end time.
+decode / (output tokens per sequence - 1) (below), and ``time_in_model_forward`` (V0 with detailed
+traces only) → ``device_time_ns``. ``e2e`` and ``time_in_model_inference`` stay in
+``attributes``: the span's own duration already is the end-to-end time.
+
+TPOT is per sequence, as the SDK writes it. vLLM's V0 engine runs the ``n`` (or ``best_of``)
+sequences of one request in parallel and reports their output tokens summed, with the decode time
+of the whole group: a derived TPOT divides by tokens per sequence, output tokens / sequences. The
+sequence count is vLLM's ``gen_ai.usage.num_sequences`` (the sequences whose tokens were summed,
+``best_of`` included), else the GenAI ``gen_ai.request.choice.count``, else vLLM's
+``gen_ai.request.n`` (its V1 engine splits a request into ``n`` child requests of ``n`` = 1, each
+with its own span and tokens, which this leaves alone). Each name has a scratch slot of its own, so
+the precedence is the same on every path. Uneven sequences make this a mean: the group's decode
+time follows its longest sequence.
 """
 
 from __future__ import annotations
@@ -104,7 +114,14 @@ Conv = Callable[[Any], Any]
 # Scratch slots after the table's columns: inputs combined into one column at the end of a span.
 SCRATCH_H2D_TIME = "_h2d_time_ns"
 SCRATCH_D2H_TIME = "_d2h_time_ns"
-SCRATCH = (SCRATCH_H2D_TIME, SCRATCH_D2H_TIME)
+SCRATCH_NUM_SEQUENCES = "_num_sequences"
+SCRATCH_CHOICE_COUNT = "_choice_count"
+SCRATCH_REQUEST_N = "_request_n"
+SCRATCH = (SCRATCH_H2D_TIME, SCRATCH_D2H_TIME, SCRATCH_NUM_SEQUENCES, SCRATCH_CHOICE_COUNT,
+           SCRATCH_REQUEST_N)
+# The sequence counts of a request, most exact first (module docstring: TPOT per sequence).
+SEQUENCE_COUNT_SLOTS = (SCRATCH_NUM_SEQUENCES, SCRATCH_CHOICE_COUNT, SCRATCH_REQUEST_N)
+
 
 PRIMARY: dict[str, tuple[str, Conv]] = {
     sc.SPAN_ROLE: ("role", to_str),
@@ -169,6 +186,10 @@ FALLBACK: dict[str, tuple[str, Conv, str | None]] = {
     sc.VLLM_LATENCY_TIME_IN_MODEL_DECODE: ("decode_ns", seconds_to_ns, SOURCE_VLLM),
     sc.VLLM_LATENCY_TIME_IN_MODEL_FORWARD: ("device_time_ns", seconds_to_ns, SOURCE_VLLM),
     sc.VLLM_LATENCY_E2E: ("", to_float, SOURCE_VLLM),  # marks the source only
+    # sequence counts, only to derive TPOT per sequence; they stay in `attributes` as well
+    sc.VLLM_USAGE_NUM_SEQUENCES: (SCRATCH_NUM_SEQUENCES, to_int, None),
+    sc.GEN_AI_REQUEST_CHOICE_COUNT: (SCRATCH_CHOICE_COUNT, to_int, None),
+    sc.VLLM_REQUEST_N: (SCRATCH_REQUEST_N, to_int, None),
     sc.OPENLIT_SERVER_TTFT: ("ttft_ns", seconds_to_ns, SOURCE_OPENLIT),
     sc.OPENLIT_SERVER_TBT: ("tpot_ns", seconds_to_ns, SOURCE_OPENLIT),
     sc.OPENLIT_SERVER_TIME_TO_FIRST_TOKEN: ("ttft_ns", seconds_to_ns, SOURCE_OPENLIT),

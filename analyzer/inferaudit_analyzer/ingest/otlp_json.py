@@ -57,6 +57,7 @@ I_TPOT, I_DECODE = _IDX["tpot_ns"], _IDX["decode_ns"]
 I_COPY, I_H2D_T, I_D2H_T = (
     _IDX["copy_time_ns"], _IDX[foreign.SCRATCH_H2D_TIME], _IDX[foreign.SCRATCH_D2H_TIME])
 I_PROFILE, I_SOURCE, I_ATTRS = _IDX["profile_path"], _IDX["source"], _IDX["attributes"]
+I_SEQUENCES = tuple(_IDX[slot] for slot in foreign.SEQUENCE_COUNT_SLOTS)  # most exact first
 
 _NATIVE = {foreign.to_str: str, foreign.to_int: int, foreign.to_float: float,
            foreign.to_bool: bool}
@@ -86,6 +87,22 @@ def resource_id_of(attrs: dict[str, Any]) -> int:
         raw = json.dumps(attrs, sort_keys=True, default=str, separators=(",", ":")).encode()
     digest = hashlib.blake2b(raw, digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
+
+
+def derived_tpot(decode_ns: int, output_tokens: int | None, sequences: int) -> int | None:
+    """TPOT of one sequence from a request's decode time, where the span gives none.
+
+    ``output_tokens`` is the sum over the request's ``sequences`` (vLLM V0 with ``n`` > 1), which
+    decoded in parallel: per sequence that is output / sequences tokens, the first of them from
+    prefill, so TPOT = decode / (output / sequences - 1) = decode x sequences / (output -
+    sequences); ``sequences`` is the first count >= 1 of ``foreign.SEQUENCE_COUNT_SLOTS``, else 1.
+    No TPOT under two tokens a sequence on average: there the mean says little of the longest
+    sequence, whose steps the decode time counts. The result is never larger than ``decode_ns``
+    in magnitude, so it stays within int64.
+    """
+    if output_tokens is None or output_tokens < 2 * sequences:
+        return None
+    return decode_ns * sequences // (output_tokens - sequences)
 
 
 class RowBuilder:
@@ -466,9 +483,9 @@ class RowBuilder:
         else:
             self._foreign(row, scope_name, dialect, has_genai)
         if row[I_TPOT] is None and row[I_DECODE] is not None:
-            out = row[I_OUT]
-            if out is not None and out > 1:
-                row[I_TPOT] = row[I_DECODE] // (out - 1)
+            counts = [row[i] for i in I_SEQUENCES]
+            row[I_TPOT] = derived_tpot(row[I_DECODE], row[I_OUT],
+                                       next((c for c in counts if c is not None and c >= 1), 1))
         h2d, d2h = row[I_H2D_T], row[I_D2H_T]
         if h2d is not None or d2h is not None:
             copy_ns = (h2d or 0) + (d2h or 0)
