@@ -14,12 +14,14 @@ import numpy as np
 
 from inferaudit_analyzer.roi.fit import CallPoints
 from inferaudit_analyzer.roi.simulate import Workload
+from inferaudit_analyzer.views import ERRORED_SQL
 from inferaudit_sdk import semconv
 
-REQUESTS_SQL = """
+REQUESTS_SQL = f"""
 SELECT arrival_ns, COALESCE(input_tokens, 0), COALESCE(output_tokens, 1), latency_ns,
        COALESCE(request_model, ''), COALESCE(fp_key_id, '') || ':' || COALESCE(prompt_fp, ''),
-       prompt_fp IS NOT NULL, COALESCE(cache_hit, FALSE), COALESCE(device_ns, 0), model_ns
+       prompt_fp IS NOT NULL, COALESCE(cache_hit, FALSE), COALESCE(device_ns, 0), model_ns,
+       {ERRORED_SQL}
 FROM requests
 WHERE arrival_ns IS NOT NULL AND latency_ns IS NOT NULL
 ORDER BY arrival_ns
@@ -73,6 +75,8 @@ class Observed:
     call_gap_ns: float = 0.0  # median worker time between back-to-back calls (see call_gap)
     call_gap_samples: int = 0
     calls_from_requests: bool = False  # no batch spans: each request stood in as its own call
+    serving_devices: int = 1  # servers that ran model calls at the same time (serving_devices)
+    errored: np.ndarray | None = None  # bool: the request failed (views.ERRORED_SQL)
 
     def overlap_share(self) -> float:
         """Share of requests that arrive while an earlier one is still being served."""
@@ -126,6 +130,34 @@ def call_gap(cl: list[tuple]) -> tuple[float, int]:
             if nxt[10] <= prev[11] and gap >= 0:
                 gaps.append(gap)
     return (float(np.median(gaps)) if gaps else 0.0), len(gaps)
+
+
+def _max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """Most of the half-open ``[start, end)`` intervals open at one moment."""
+    ev = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
+    best = cur = 0
+    for _, d in ev:  # at equal times an end (-1) sorts before a start: back to back is not overlap
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+def serving_devices(cl: list[tuple]) -> int:
+    """How many servers ran model calls side by side (rows of CALLS_SQL): the most (resource,
+    device) pairs in service at one moment (a pair from its first call's start to its last
+    call's end, so a restarted process is not a second server), or the most calls in flight at
+    once where that is more (workers that do not record a device). The replay runs this many
+    servers; paid devices that ran no call (a 4-GPU host with one worker) are priced, not
+    replayed."""
+    life: dict[tuple, list[float]] = {}
+    calls = []
+    for r in cl:
+        if r[0] is None or r[11] is None:
+            continue
+        calls.append((float(r[0]), float(r[11])))
+        span = life.setdefault((r[12], r[13]), [float(r[0]), float(r[11])])
+        span[0], span[1] = min(span[0], r[0]), max(span[1], r[11])
+    return max(1, _max_overlap([(a, b) for a, b in life.values()]), _max_overlap(calls))
 
 
 def idle_starts(cl: list[tuple]) -> np.ndarray:
@@ -184,6 +216,8 @@ def observe(con: Any) -> Observed:
     idle: np.ndarray | None = idle_starts(cl) if cl else None
     ragged: np.ndarray | None = ragged_calls(cl) if cl else None
     from_requests = not cl and bool(rq)
+    # without batch spans the overlap check (model.MAX_UNTRACED_OVERLAP_SHARE) leaves one server
+    servers = serving_devices(cl) if cl else 1
     if from_requests:
         # No batch spans (foreign GenAI spans, e.g. vLLM's): each request's own model time is
         # one call of batch size 1, the best the spans say.
@@ -205,4 +239,5 @@ def observe(con: Any) -> Observed:
         call_start_ns=col(cl, 0)[ok] if cl else np.zeros(0),
         call_model=col(cl, 9, object)[ok] if cl else np.zeros(0, dtype=object),
         call_gap_ns=gap_ns, call_gap_samples=gap_n, calls_from_requests=from_requests,
+        serving_devices=servers, errored=col(rq, 10, bool),
     )

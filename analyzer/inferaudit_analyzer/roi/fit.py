@@ -24,6 +24,12 @@ for it (``ragged_step_ns``); a call is ragged when its members' prompt lengths d
 its drawn rows do (sweep). Without it the linear batch dimension is bent between b=1 and b>1,
 and a curve anchored to unbatched spans under-states every padded call (~10 % on the example).
 
+Terms the points cannot estimate: where a token column barely varies beyond the columns before
+it (identical calls, one prompt length), any split of its time is the solver's, not the data's
+(~200 ms identical calls gave quantisation "no saving" at 512/128 tokens and -43 % p95 at
+20/100). Such a column is left out, its time stays in fixed_ns (or prefill), and the fit carries
+an assumption and a warning (``Fit.warnings``).
+
 Goodness of fit: R^2 and MAPE on the points used, plus residuals for the report's plot.
 """
 
@@ -178,6 +184,8 @@ class Fit:
     assumptions: tuple[str, ...] = ()
     residuals: tuple[dict[str, float], ...] = field(default=(), repr=False)
     idle_start_calls: int = 0  # measured idle-start calls behind curve.idle_factor
+    # what the projections should be read with (e.g. a term the points cannot estimate)
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         c = self.curve
@@ -208,6 +216,7 @@ class Fit:
                       "correlation_calls": (correlation_block(np.log(np.asarray(c.noise)))
                                             if c.noise else None)},
             "assumptions": list(self.assumptions),
+            "warnings": list(self.warnings),
         }
 
 
@@ -326,8 +335,9 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
     assumptions: list[str] = []
     if calibration is not None and len(calibration):
         calibration = _separable(calibration, _ALL_COLUMNS, assumptions)
-        coef = nnls(design(calibration), calibration.duration_ns)
+        coef, lost = _fit_estimable(design(calibration), calibration.duration_ns, _ALL_COLUMNS)
         curve = _curve_of(coef)
+        warnings = _unestimable_notes(lost, "sweep points", assumptions)
         good = goodness(_predict(curve, calibration), calibration.duration_ns)
         seen = tuple(sorted({int(b) for b in calibration.batch}))
         res = _residuals(curve, calibration, "calibration") if keep_residuals else []
@@ -359,32 +369,32 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
         if not curve.noise:
             curve = curve.with_noise(calibration.duration_ns, _predict(curve, calibration))
         return Fit(curve, source, len(calibration), seen, good, scale, span_good,
-                   tuple(assumptions), tuple(res), n_idle if len(spans) else 0)
+                   tuple(assumptions), tuple(res), n_idle if len(spans) else 0,
+                   tuple(warnings))
     if not len(spans):
         raise ValueError("no model call with a batch size and a duration to fit a curve to")
     seen = tuple(sorted({int(b) for b in spans.batch}))
     spans = _separable(spans, _ALL_COLUMNS if len(seen) >= 2 else _ONE_BATCH_COLUMNS,
                        assumptions)
     a = design(spans)
+    columns = _ALL_COLUMNS if len(seen) >= 2 else _ONE_BATCH_COLUMNS
+    coef, lost = _fit_estimable(a, spans.duration_ns, columns)
+    warnings = _unestimable_notes(lost, "measured calls", assumptions)
     if len(seen) >= 2:
-        curve = _curve_of(nnls(a, spans.duration_ns))
+        curve = _curve_of(coef)
         source = "spans"
         if max_batch > max(seen):
             assumptions.append(
                 f"measured batch sizes reach {max(seen)} only; up to {max_batch} the fitted "
                 "curve is an extrapolation")
     else:
-        # b is constant: fit 1, b*in, out*(1+b) as one step column (and the ragged one), then
-        # split the step.
+        # b is constant: fit 1, b*in, out (the whole step at b0) and the ragged column, then
+        # split the step by the prior.
         b0 = float(seen[0])
-        coef4 = nnls(a[:, _ONE_BATCH_COLUMNS], spans.duration_ns)
-        step_total = coef4[2]  # ns per output token at batch b0
         dev = device or match_device("cpu")
         share = roofline_per_seq_share(dev, bytes_per_param) if dev else 0.1
-        per_seq = step_total * share / max(b0, 1.0)
-        step = step_total - per_seq * b0
-        curve = ServiceCurve(float(coef4[0]), float(coef4[1]), float(max(step, 0.0)),
-                             float(max(per_seq, 0.0)), float(coef4[3]))
+        step, per_seq = split_step(float(coef[2]), share, b0)
+        curve = ServiceCurve(float(coef[0]), float(coef[1]), step, per_seq, float(coef[4]))
         source = "spans+roofline_prior"
         assumptions.append(
             f"all measured calls have batch size {int(b0)}: the per-sequence share of a decode "
@@ -398,11 +408,90 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
     curve = curve.with_noise(spans.duration_ns, predict_calls(curve, spans))
     res = _residuals(curve, spans, "spans") if keep_residuals else []
     return Fit(curve, source, len(spans), seen, good, None, None, tuple(assumptions), tuple(res),
-               n_idle)
+               n_idle, tuple(warnings))
 
 
 _ALL_COLUMNS = [0, 1, 2, 3, 4]  # of design(): 1, b*in, out, out*b, out*ragged
 _ONE_BATCH_COLUMNS = [0, 1, 2, 4]  # one batch size: out*b is out times a constant
+
+
+# A token column whose spread, beyond what the columns before it already explain, is under
+# this share of its size cannot be estimated: its coefficient would be set by the noise (or, at
+# zero spread, by the solver's arbitrary split). Its time is left to those columns instead.
+MIN_COLUMN_SPREAD = 0.05
+# Order in which columns claim time they cannot be told apart by: the per-call constant first
+# (no token-scaling intervention gets credit for it), then prefill before decode (quantisation
+# only scales decode steps). The ragged column is left to _separable.
+_ESTIMATE_ORDER = (0, 1, 2, 3)
+_COLUMN_NAMES = {1: "prefill tokens (batch x input tokens)", 2: "output tokens (decode steps)",
+                 3: "output tokens x batch size (per-sequence decode steps)"}
+
+
+def _spread(col: np.ndarray, basis: np.ndarray) -> float:
+    """Norm of ``col`` left after its least-squares projection on ``basis``, over its norm."""
+    norm = float(np.linalg.norm(col))
+    if norm == 0 or basis.shape[1] == 0:
+        return 1.0 if norm else 0.0
+    scale = np.linalg.norm(basis, axis=0)
+    scale[scale == 0] = 1.0
+    coef = np.linalg.lstsq(basis / scale, col / norm, rcond=None)[0]
+    return float(np.linalg.norm(col / norm - (basis / scale) @ coef))
+
+
+def _fit_estimable(a: np.ndarray, y: np.ndarray, columns: list[int]
+                   ) -> tuple[np.ndarray, list[tuple[int, bool]]]:
+    """NNLS on the columns of ``a`` (design()) among ``columns`` that the points can estimate;
+    the others get 0, so their time goes to the columns they move with (fixed_ns first).
+
+    Returns the five coefficients and, per column left out, (column, whether it is constant,
+    i.e. its time went to fixed_ns)."""
+    kept: list[int] = []
+    lost: list[tuple[int, bool]] = []
+    for j in _ESTIMATE_ORDER:
+        if j not in columns:
+            continue
+        if j == 0 or not np.linalg.norm(a[:, j]) or _spread(a[:, j], a[:, kept]) >= \
+                MIN_COLUMN_SPREAD:
+            kept.append(j)  # an all-zero column is kept: it has no time to apportion
+        else:
+            lost.append((j, _spread(a[:, j], a[:, [0]]) < MIN_COLUMN_SPREAD))
+    kept += [j for j in columns if j not in _ESTIMATE_ORDER]
+    coef = np.zeros(a.shape[1])
+    coef[kept] = nnls(a[:, kept], y)
+    return coef, lost
+
+
+def _unestimable_notes(lost: list[tuple[int, bool]], what: str, assumptions: list[str]
+                       ) -> list[str]:
+    """An assumption per column the fit left out (appended to ``assumptions``) and the warning
+    the report shows: the split of time between those terms is not measured, it is chosen."""
+    if not lost:
+        return []
+    for j, constant in lost:
+        target = ("fixed_ns (per-call time)" if constant
+                  else "the terms it moves with (fixed_ns and prefill first)")
+        assumptions.append(
+            f"the {what}' {_COLUMN_NAMES[j]} barely vary (spread beyond the other terms under "
+            f"{MIN_COLUMN_SPREAD:.0%}), so the time they cost cannot be told apart from "
+            f"{target}: it is fitted there, not measured. Interventions that scale tokens "
+            "(quantisation, routing to a smaller model) get no credit for it; batching shares "
+            "time in fixed_ns across the batch, which over-states it where that time is per-row "
+            "work")
+    names = " and ".join(_COLUMN_NAMES[j] for j, _ in lost)
+    where = ("per-call time (fixed_ns)" if all(c for _, c in lost)
+             else "fixed_ns and the terms it moves with")
+    return [f"the {what} do not vary enough in {names} for the curve to tell what they cost: "
+            f"that time is kept in {where}, so token-scaling interventions (quantisation, "
+            "routing) are projected low and batching may be projected high; a calibration sweep "
+            "over lengths (`inferaudit calibrate`) measures it"]
+
+
+def split_step(step_total: float, share: float, b0: float) -> tuple[float, float]:
+    """(step_ns, step_ns_per_seq) of a decode step measured as ``step_total`` ns per output
+    token at batch size ``b0``, where ``share`` is the per-sequence share of a *batch-1* step
+    (roofline_per_seq_share): ``step_total = step1 * (1 + (b0 - 1) * share)``."""
+    step1 = max(step_total, 0.0) / (1.0 + (max(b0, 1.0) - 1.0) * share)
+    return (1.0 - share) * step1, share * step1
 
 
 def _rank(a: np.ndarray) -> int:

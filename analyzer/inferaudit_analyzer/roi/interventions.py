@@ -16,6 +16,9 @@ from typing import Any
 from inferaudit_analyzer.roi.project import NS_PER_MS, Scenario
 
 EFFORT_WEEKS = {"hours": 0.1, "days": 0.5, "weeks": 2.0, "months": 6.0}
+DEFAULT_LAUNCH_IDLE_RATIO = 0.1  # assumed launch-idle share where no kernel trace measured one
+MAX_RECOVERABLE_IDLE = 0.9  # never assume a graph removes more than this share of a call
+DEFAULT_COPY_TIME_RATIO = 0.05  # assumed copy share of call time where none was measured
 
 
 @dataclass(frozen=True)
@@ -151,9 +154,10 @@ def _quant(f: Findings, k: Knobs, ctx: dict[str, Any]) -> Plan | None:
     if not ev:
         return None
     speed = min(k.quantization_speedup or 1.5, 2.0)
+    src = "given" if k.quantization_speedup else "assumed"
     return Plan("quantization", "Quantise weights / KV cache (e.g. int8 weight-only)", "model",
                 ev, {"quantization_speedup": speed, "ceiling": 2.0},
-                (f"decode steps x1/{speed:g} (assumed; capped at 2x, the bf16->int8 byte ratio "
+                (f"decode steps x1/{speed:g} ({src}; capped at 2x, the bf16->int8 byte ratio "
                  "of a memory-bound step)", "prefill and per-call overhead unchanged"),
                 3, ("accuracy must be re-validated on the task",
                     "kernel support differs per device and runtime"),
@@ -164,14 +168,24 @@ def _graphs(f: Findings, k: Knobs, ctx: dict[str, Any]) -> Plan | None:
     ev = _ev(f, "kernel_launch_overhead", "short_kernels", "unfused_elementwise_chains")
     if not ev:
         return None
-    idle = _num(f, "kernel_launch_overhead", "launch_idle_ratio") or 0.1
-    recoverable = min(idle, 0.9)
-    speed = k.graph_speedup or 1.0 / (1.0 - recoverable)
-    speed = min(speed, 1.0 / (1.0 - recoverable)) if k.graph_speedup is None else speed
+    measured = _num(f, "kernel_launch_overhead", "launch_idle_ratio")
+    idle = DEFAULT_LAUNCH_IDLE_RATIO if measured is None else measured
+    ceiling = 1.0 / (1.0 - min(max(idle, 0.0), MAX_RECOVERABLE_IDLE))
+    speed = ceiling if k.graph_speedup is None else min(max(k.graph_speedup, 1.0), ceiling)
+    share = (f"the measured launch-idle share ({idle:.3f})" if measured is not None else
+             f"an assumed launch-idle share of {idle:.3f} (no kernel trace measured one)")
+    if k.graph_speedup is None:
+        how = "is recovered"
+    elif k.graph_speedup > speed:
+        how = f"is recovered (x{k.graph_speedup:g} given, capped at the ceiling)"
+    else:
+        how = f"is partly recovered (x{k.graph_speedup:g} given)"
     return Plan("graph_compile", "CUDA graphs / torch.compile (launch overhead, fusion)",
-                "runtime", ev, {"graph_speedup": speed, "launch_idle_ratio": idle},
-                (f"per-call and per-step overhead x1/{speed:.3g}: the measured launch-idle share "
-                 f"({idle:.3f}) is recovered (ceiling: that share)",),
+                "runtime", ev, {"graph_speedup": speed, "graph_speedup_ceiling": ceiling,
+                                "launch_idle_ratio": idle,
+                                "launch_idle_ratio_measured": measured is not None},
+                (f"per-call and per-step overhead x1/{speed:.3g}: {share} {how} (ceiling: that "
+                 f"share, x{ceiling:.3g})",),
                 2, ("graph capture needs static shapes (bucketed batch sizes / lengths)",
                     "compile time at start-up; some ops break graphs"),
                 "days", lambda sc: sc.with_(overhead_factor=sc.overhead_factor / speed))
@@ -182,13 +196,18 @@ def _copies(f: Findings, k: Knobs, ctx: dict[str, Any]) -> Plan | None:
              "host_device_copies")
     if not ev:
         return None
-    share = ctx.get("copy_time_ratio") or _num(f, "hot_path_copies", "copy_time_ratio") or 0.05
-    saved = min(share, 1.0) * min(max(k.copy_overlap_ratio, 0.0), 1.0)
-    factor = 1.0 - saved
+    measured = ctx.get("copy_time_ratio")
+    if not isinstance(measured, int | float):
+        measured = _num(f, "hot_path_copies", "copy_time_ratio")
+    share = DEFAULT_COPY_TIME_RATIO if measured is None else min(max(float(measured), 0.0), 1.0)
+    overlap = min(max(k.copy_overlap_ratio, 0.0), 1.0)
+    factor = 1.0 - share * overlap
+    what = (f"the measured copy time ({share:.3f} of call time)" if measured is not None else
+            f"an assumed copy time of {share:.3f} of call time (none measured)")
     return Plan("pinned_memory", "Pinned host memory and async copies overlapped with compute",
-                "runtime", ev, {"copy_time_ratio": share, "overlap_ratio": k.copy_overlap_ratio},
-                (f"{k.copy_overlap_ratio:.0%} of the measured copy time ({share:.3f} of call time) "
-                 "is hidden behind compute (ceiling: all of it)",),
+                "runtime", ev, {"copy_time_ratio": share, "overlap_ratio": k.copy_overlap_ratio,
+                                "copy_time_ratio_measured": measured is not None},
+                (f"{overlap:.0%} of {what} is hidden behind compute (ceiling: all of it)",),
                 1, ("pinned memory is a finite host resource; over-pinning hurts the host",),
                 "hours", lambda sc: sc.with_(all_factor=sc.all_factor * factor))
 

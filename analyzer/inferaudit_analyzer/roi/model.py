@@ -2,8 +2,11 @@
 
 Reads the observed requests and calls (``data.observe``), fits the service curve (a calibration
 file wins, anchored to the spans), builds the baseline scenario as deployed (sequential when every
-call had one request, else dynamic batching at the largest batch seen; replicas = paid devices),
-then hands over to :func:`~inferaudit_analyzer.roi.roadmap.build_roadmap`.
+call had one request, else dynamic batching at the largest batch seen; replicas = the servers that
+ran model calls side by side, ``data.serving_devices``; the paid devices only set the price of
+one: the resources' $/h over the serving replicas), then hands over to
+:func:`~inferaudit_analyzer.roi.roadmap.build_roadmap`. Requests the server's own cache answered
+stay in the workload, marked with their measured latency (``project.observed_marks``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 from inferaudit_analyzer.roi.data import Observed, observe
 from inferaudit_analyzer.roi.fit import calibration_points, fit_curve, match_device
 from inferaudit_analyzer.roi.interventions import Knobs
-from inferaudit_analyzer.roi.project import Prices, Scenario, observed_repeats
+from inferaudit_analyzer.roi.project import Prices, Scenario, observed_marks
 from inferaudit_analyzer.roi.roadmap import RoiInputs, build_roadmap
 
 # Without batch spans each request is taken as its own model call, which is only right for a
@@ -69,6 +72,16 @@ def _small_model_speedup(report: dict[str, Any]) -> float | None:
     return max(per_tok) / min(per_tok)
 
 
+def _largest_model(findings: list[dict[str, Any]]) -> str | None:
+    """The model the routing finding calls the largest (routing moves only its requests)."""
+    for f in findings:
+        if f.get("id") == "routing_opportunity":
+            m = ((f.get("scope") or {}).get("model")
+                 or (f.get("evidence") or {}).get("largest_model"))
+            return None if m is None else str(m)
+    return None
+
+
 def roi_section(con: Any, report: dict[str, Any], knobs: Knobs, *,
                 calibration: dict[str, Any] | None = None, bootstrap: int = 100,
                 seed: int = 0) -> dict[str, Any]:
@@ -103,27 +116,37 @@ def roi_section(con: Any, report: dict[str, Any], knobs: Knobs, *,
             *fit.assumptions, f"every model call and the server's per-call overhead take "
             f"x{scale:g} the audited time (--call-time-scale)"))
     detail = overall.get("device_utilization_detail") or {}
-    replicas = int(detail.get("devices") or 1)
+    paid = int(detail.get("devices") or 1)
+    replicas = obs.serving_devices
     base = (Scenario("sequential", 1, replicas=replicas) if max_seen <= 1 else
             Scenario("dynamic", max_seen, replicas=replicas))
     per_hour = report.get("price", {}).get("usd_per_hour")
     if knobs.price_per_hour is not None:
-        per_replica = knobs.price_per_hour
+        # per device-hour, as cost.py reads --price-per-hour: every paid device, over the
+        # replicas that serve
+        per_replica = knobs.price_per_hour * max(paid, replicas) / max(replicas, 1)
     else:
+        # the whole invoice over the replicas that serve: paid devices that ran no call are
+        # part of what one serving replica costs (a 4-GPU host with one worker: 4 GPUs' $/h)
         per_replica = None if per_hour is None else float(per_hour) / max(replicas, 1)
     busy = overall.get("busy_cost_per_request_usd")
     prices = Prices(per_replica, None if busy is None else busy * scale, 0.0)
     computed = 1.0 - float(np.mean(obs.cache_hit)) if obs.n else 1.0
-    ctx = {"computed_ratio": computed, "current_replicas": replicas,
+    ctx = {"computed_ratio": computed, "current_replicas": replicas, "paid_devices": paid,
            "small_model_speedup": _small_model_speedup(report),
            "copy_time_ratio": (report.get("copies") or {}).get("copy_time_ratio"),
            "overhead_samples": obs.call_gap_samples}
     # The measured p95 is the audited host's: at another speed there is none to keep or to
-    # check the replay against, so the SLO falls back to the replayed baseline.
-    measured_p95 = (overall.get("latency_ms") or {}).get("p95") if scale == 1.0 else None
-    inp = RoiInputs(calls, cal_pts, obs.workload(), observed_repeats(obs), measured_p95, base,
+    # check the replay against, so the SLO falls back to the replayed baseline. It is taken
+    # over the very requests the replay replays (cache hits included), not the report's figure,
+    # whose choice of requests (errors, say) is the latency analysis's to make.
+    measured_p95 = (float(np.quantile(obs.latency_ns, 0.95, method="inverted_cdf")) / 1e6
+                    if scale == 1.0 else None)
+    findings = report.get("findings", [])
+    inp = RoiInputs(calls, cal_pts, obs.workload(), observed_marks(obs, _largest_model(findings)),
+                    measured_p95, base,
                     prices, device, ctx, obs.call_gap_ns * scale, idle_factor)
-    out = build_roadmap(inp, report.get("findings", []), knobs, fit, bootstrap=bootstrap,
+    out = build_roadmap(inp, findings, knobs, fit, bootstrap=bootstrap,
                         seed=seed)
     out["device_prior"] = device
     out["calibration"] = None if calibration is None else {

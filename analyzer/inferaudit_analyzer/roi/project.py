@@ -8,8 +8,13 @@ sizes through it (``simulate``) and prices the replay on the analyzer's definiti
 - busy floor: the measured busy cost per request x (replayed busy time / baseline replayed busy
   time), so it is on the same device-time basis the analyzer measured.
 
-Cache hits are answered without a model call (their latency counted as zero); routed requests
-run on the same replicas at ``1 / small_model_speedup`` of the large model's token time.
+Each observed request carries marks (:data:`MARK_DTYPE`, resampled with it by the bootstrap):
+whether it repeats an earlier prompt exactly, whether it ran on the largest model (the only ones
+routing may move), and, for a request the server's own cache already answered, its measured
+latency. Those are not model work: they keep their measured latency and count in every
+per-request figure, and nothing else is done to them. New cache hits (``cache_hit_share``) are
+drawn from the computed requests and answered without a model call (latency zero); routed
+requests run on the same replicas at ``1 / small_model_speedup`` of the large model's token time.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ NS_PER_MS = 1_000_000
 
 @dataclass(frozen=True)
 class Scenario:
-    """The serving path to replay. Factors multiply curve coefficients (1 = unchanged)."""
+    """The serving path to replay. Factors multiply the model call's coefficients (1 =
+    unchanged); the server's own per-call time (``ServiceCurve.overhead_ns``) is not scaled."""
 
     policy: str = "sequential"
     max_batch: int = 1
@@ -37,7 +43,8 @@ class Scenario:
     routing_split: float = 0.0  # of computed requests sent to the smaller model, 0-1
     small_model_speedup: float = 1.0
     decode_factor: float = 1.0  # x the decode-step coefficients (quantisation)
-    overhead_factor: float = 1.0  # x fixed_ns, step_ns, ragged_step_ns (graphs / compile)
+    # x fixed_ns, step_ns, ragged_step_ns (graphs / compile); the server's overhead_ns stays
+    overhead_factor: float = 1.0
     all_factor: float = 1.0  # x every coefficient (copies overlapped)
     replicas: int = 1
 
@@ -96,56 +103,86 @@ class Replay:
         return 0.0 if paid <= 0 else min(1.0, self.busy_ns / paid)
 
 
-def _select(n: int, share: float, preferred: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Mask of round(share*n) requests, ``preferred`` ones first (in order), then at random."""
-    k = round(min(max(share, 0.0), 1.0) * n)
-    mask = np.zeros(n, dtype=bool)
+MARK_DTYPE = np.dtype([("repeat", bool), ("routable", bool), ("served_ns", np.float64)])
+
+
+def marks(n: int, repeat: np.ndarray | None = None, routable: np.ndarray | None = None,
+          served_ns: np.ndarray | None = None) -> np.ndarray:
+    """Per-request marks (arrival order): exact repeat, on the largest model (routable), and the
+    measured latency of a request the server's cache answered (NaN: computed)."""
+    m = np.zeros(n, dtype=MARK_DTYPE)
+    m["repeat"] = False if repeat is None else repeat
+    m["routable"] = True if routable is None else routable
+    m["served_ns"] = np.nan if served_ns is None else served_ns
+    return m
+
+
+def as_marks(a: np.ndarray) -> np.ndarray:
+    """Marks as they are, or a plain bool array of exact repeats as marks (nothing served,
+    everything routable)."""
+    a = np.asarray(a)
+    return a if a.dtype == MARK_DTYPE else marks(a.size, repeat=a.astype(bool))
+
+
+def _select(k: int, eligible: np.ndarray, preferred: np.ndarray,
+            rng: np.random.Generator) -> np.ndarray:
+    """Mask of ``k`` eligible requests, ``preferred`` ones first (in order), then at random."""
+    mask = np.zeros(eligible.size, dtype=bool)
     if k <= 0:
         return mask
-    pref = np.flatnonzero(preferred)
-    take = pref[:k]
+    take = np.flatnonzero(preferred & eligible)[:k]
     mask[take] = True
     rest = k - take.size
     if rest > 0:
-        others = np.flatnonzero(~mask)
+        others = np.flatnonzero(eligible & ~mask)
         mask[rng.choice(others, size=min(rest, others.size), replace=False)] = True
     return mask
 
 
 def scenario_workload(obs_work: Workload, repeats: np.ndarray, sc: Scenario,
-                      seed: int = 0) -> tuple[Workload, np.ndarray]:
-    """(workload the devices see, mask of cache hits over the observed requests).
+                      seed: int = 0) -> tuple[Workload, np.ndarray, np.ndarray]:
+    """(workload the devices see, mask of new cache hits, mask of requests the server's cache
+    already answered), the masks over the observed requests.
 
-    Hits: exact repeats first, then random others (near duplicates are assumed spread like the
-    rest). Routing: the shortest computed requests (input + output tokens) go to the smaller
-    model, whose token counts are divided by its speed-up (its calls take that much less time).
+    Already answered requests are no model work. New hits (``cache_hit_share`` of all requests,
+    at most every computed one) come from the computed requests: exact repeats first, then random
+    others (near duplicates are assumed spread like the rest). Routing: the shortest computed
+    requests on the largest model (input + output tokens) go to the smaller model, whose token
+    counts are divided by its speed-up (its calls take that much less time); ``routing_split``
+    is a share of the computed requests, capped at the routable ones.
     """
+    m = as_marks(repeats)
     rng = np.random.default_rng(seed)
     n = len(obs_work)
-    hits = _select(n, sc.cache_hit_share, repeats, rng)
-    computed = ~hits
+    served = np.isfinite(m["served_ns"])
+    k_hits = round(min(max(sc.cache_hit_share, 0.0), 1.0) * n)
+    hits = _select(k_hits, ~served, m["repeat"], rng)
+    computed = ~served & ~hits
     tin = obs_work.input_tokens.copy()
     tout = obs_work.output_tokens.copy()
     if sc.routing_split > 0 and sc.small_model_speedup > 0:
-        idx = np.flatnonzero(computed)
-        k = round(min(sc.routing_split, 1.0) * idx.size)
+        idx = np.flatnonzero(computed & m["routable"])
+        k = min(round(min(sc.routing_split, 1.0) * int(computed.sum())), idx.size)
         if k:
             order = idx[np.argsort(tin[idx] + tout[idx], kind="stable")][:k]
             tin[order] = tin[order] / sc.small_model_speedup
             tout[order] = np.maximum(tout[order] / sc.small_model_speedup, 1.0)
     work = Workload(obs_work.arrival_ns[computed], tin[computed], tout[computed])
-    return work, hits
+    return work, hits, served
 
 
 def replay(obs_work: Workload, repeats: np.ndarray, base: ServiceCurve, sc: Scenario,
            seed: int = 0, draws: int = 1) -> Replay:
-    """Replay ``sc``. With service-time noise, ``draws`` > 1 replays the same requests under
-    that many independent noise draws and pools them (latencies concatenated, busy time and
-    window averaged): the projection is then the expected tail of the scenario, not one
-    draw's (one draw's p95 moves by ~5-10 % from seed to seed on a few hundred requests)."""
+    """Replay ``sc`` (``repeats``: the requests' marks, or a bool array of exact repeats). With
+    service-time noise, ``draws`` > 1 replays the same requests under that many independent
+    noise draws and pools them (latencies concatenated, busy time and window averaged): the
+    projection is then the expected tail of the scenario, not one draw's (one draw's p95 moves
+    by ~5-10 % from seed to seed on a few hundred requests)."""
     curve = sc.curve(base)
     k = max(1, draws) if curve.noise and sc.policy != "continuous" else 1
-    work, hits = scenario_workload(obs_work, repeats, sc, seed)
+    work, hits, served = scenario_workload(obs_work, repeats, sc, seed)
+    computed = ~hits & ~served
+    served_ns = as_marks(repeats)["served_ns"]
     span = float(obs_work.arrival_ns.max() - obs_work.arrival_ns.min()) if len(obs_work) \
         else 0.0
     lats, busy, window, sizes = [], 0.0, 0.0, []
@@ -154,7 +191,8 @@ def replay(obs_work: Workload, repeats: np.ndarray, base: ServiceCurve, sc: Scen
                                   max_wait_ns=sc.max_wait_ns, replicas=sc.replicas,
                                   seed=seed if d == 0 else seed + 7919 * d)
         lat = np.zeros(len(obs_work))
-        lat[~hits] = res.latency_ns
+        lat[computed] = res.latency_ns
+        lat[served] = served_ns[served]
         lats.append(lat)
         busy += res.busy_ns / k
         w = float(np.nanmax(res.finish_ns) - obs_work.arrival_ns.min()) if len(work) else span
@@ -194,7 +232,16 @@ def summarize(rep: Replay, prices: Prices) -> dict[str, Any]:
     }
 
 
-def observed_repeats(obs: Observed) -> np.ndarray:
-    """Exact repeats in the workload's (arrival-sorted) order."""
+def observed_marks(obs: Observed, largest_model: str | None = None) -> np.ndarray:
+    """The requests' marks in the workload's (arrival-sorted) order: exact repeats, on
+    ``largest_model`` (every request when None), and the measured latency of those that took no
+    model work: the server's cache answered them, or they failed before any model call ran (a
+    timeout or a rejected request replayed as a full call would invent load)."""
     order = np.argsort(obs.arrival_ns, kind="stable")
-    return obs.exact_repeats()[order]
+    routable = None if largest_model is None else obs.model == largest_model
+    no_work = obs.cache_hit.copy()
+    if obs.errored is not None and not obs.calls_from_requests:  # else no call says it ran
+        no_work |= obs.errored & ~(obs.device_ns > 0)
+    served = np.where(no_work, obs.latency_ns, np.nan)
+    m = marks(obs.n, obs.exact_repeats(), routable, served)
+    return m[order]

@@ -3,7 +3,10 @@
 Freed device time is *capacity*: it only lowers the bill when the same load runs on fewer
 replicas (or a cheaper device) and still meets the SLO. So every projection is replayed at the
 smallest replica count whose p95 meets the SLO (never more than deployed today, unless today's
-count misses it, in which case the projection says so), and its saving is labelled:
+count misses it, in which case the projection says so). Today's serving is sized the same way;
+the replicas it does not need today are right-sizing's saving alone (:func:`credited_replicas`),
+so an intervention is priced at today's count less only the replicas *it* frees. Its saving is
+labelled:
 
 - ``bill``: fewer replicas carry the load within the SLO, the invoice falls;
 - ``capacity``: busy time fell but the same replicas are still needed; the freed time is
@@ -20,6 +23,13 @@ from inferaudit_analyzer.roi.project import Replay, Scenario, replay
 from inferaudit_analyzer.roi.simulate import ServiceCurve, Workload
 
 MAX_REPLICAS_SEARCHED = 64
+# p95s that differ by float rounding alone (the same queue replayed by another policy's code path)
+# are equal for the SLO
+SLO_FLOAT_TOL = 1e-9
+
+
+def meets(p95_ns: float, slo_p95_ns: float) -> bool:
+    return p95_ns <= slo_p95_ns * (1.0 + SLO_FLOAT_TOL)
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ def size_for_slo(work: Workload, repeats: np.ndarray, curve: ServiceCurve, sc: S
         return cache[r]
 
     def ok(r: int) -> bool:
-        return run(r).p(0.95) <= slo_p95_ns
+        return meets(run(r).p(0.95), slo_p95_ns)
 
     hi_limit = max(current_replicas, MAX_REPLICAS_SEARCHED)
     if ok(1):
@@ -67,11 +77,23 @@ def size_for_slo(work: Workload, repeats: np.ndarray, curve: ServiceCurve, sc: S
     return Sizing(current_replicas, needed, ok(current_replicas), run(current_replicas))
 
 
+def credited_replicas(current: int, base_sized: int, sized: int, right_sized: bool) -> int:
+    """Replicas a projection is priced at: with right-sizing applied, the count it needs at the
+    SLO (``sized``); without, today's count less the replicas the projection needs fewer than
+    today's serving sized at the SLO (``base_sized``). Never below ``sized``, so it still meets
+    the SLO wherever ``sized`` does."""
+    if right_sized:
+        return sized
+    return max(sized, current - max(0, base_sized - sized))
+
+
 def saving_kind(base_replicas: int, replicas: int, base_bill: float | None,
                 bill: float | None, base_busy: float | None, busy: float | None,
                 rel_tol: float = 0.01) -> str:
-    """``bill`` when fewer replicas carry the load and the cost per request falls,
-    ``capacity`` when only busy time does, ``none`` otherwise.
+    """``bill`` when fewer replicas carry the load and the bill per request falls,
+    ``capacity`` when only busy time does, ``none`` otherwise. ``bill`` may be replica-hours
+    per request (what the invoice is proportional to, known without a price) and ``busy``
+    device-seconds: only ratios are compared.
 
     At the same replica count the invoice per hour is the same: a lower cost per request there
     only means the replayed window is shorter (a backlog cleared sooner), which is headroom,

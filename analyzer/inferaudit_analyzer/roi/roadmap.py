@@ -4,14 +4,24 @@ ROI rule (written into the JSON): ``impact / (risk x (1 + effort_weeks))`` with
 ``impact = bill_saving_ratio + 0.5 x capacity_saving_ratio + 0.5 x p95_reduction_ratio``, each a
 0-1 ratio against the replayed baseline (a worse projection contributes 0). The bill counts in
 full because it is money today; freed capacity and latency count half because they are worth
-money only when traffic grows or the SLO binds.
+money only when traffic grows or the SLO binds. The bill ratio is one of replica-hours per
+request, which the invoice is proportional to, so it is there with or without a price.
+
+Replicas: each projection is priced at today's count less the replicas it needs fewer than
+today's serving sized at the SLO (``replicas.credited_replicas``): the replicas today's load does
+not need are right-sizing's saving, counted once, for ``right_size`` alone.
+
+SLO: an intervention whose projected p95, at the replicas it is priced at, is over the SLO (by
+more than the replay's draw noise) and over today's replayed p95 is not proposed
+(``not_proposed`` says by how much): a saving bought with a tail the SLO rules out is no
+recommendation. Where today's serving misses the SLO too, an item that lowers the tail stays.
 
 Composition: interventions are applied cumulatively in rank order (each step's scenario is the
 previous one with the next intervention applied), each step re-sized for the SLO and priced.
 
-Avoided model swap: when the non-model interventions alone close most (>= 80 %) of the gap a
-model swap would close (the whole traffic on a model ``small_model_speedup`` times cheaper),
-the swap's engineering effort is reported as avoided.
+Avoided model swap: when the non-model interventions alone, composed in rank order, close most
+(>= 80 %) of the gap a model swap would close (the largest model's traffic on a model
+``small_model_speedup`` times cheaper), the swap's engineering effort is reported as avoided.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from inferaudit_analyzer.roi.project import (
     replay,
     summarize,
 )
-from inferaudit_analyzer.roi.replicas import saving_kind, size_for_slo
+from inferaudit_analyzer.roi.replicas import credited_replicas, meets, saving_kind, size_for_slo
 from inferaudit_analyzer.roi.simulate import ServiceCurve, Workload
 
 # Beyond this the replay of today's serving misses today's measured p95 by more than half:
@@ -45,6 +55,11 @@ FIT_MAPE_WARN_RATIO = 0.25
 ROI_RULE = ("roi = impact / (risk x (1 + effort_weeks)); impact = bill_saving_ratio + 0.5 x "
             "capacity_saving_ratio + 0.5 x p95_reduction_ratio (ratios vs the replayed baseline)")
 GAP_CLOSED_FOR_AVOIDED_SWAP = 0.8
+RIGHT_SIZE = "right_size"
+# A projection whose p95 is over the SLO by more than this share, and over today's replayed p95,
+# is not proposed. Below it the miss is within how far the pooled replay's p95 moves with its
+# noise draws (one draw: 5-10 %; 16 pooled: ~2 %), and the item stays, marked meets_slo false.
+SLO_MISS_TOLERANCE_RATIO = 0.02
 # Noise draws pooled per point projection (project.replay); bootstrap replicates use one each,
 # so the interval also carries the draw-to-draw spread one measured run is subject to.
 POINT_DRAWS = 16
@@ -57,7 +72,7 @@ class RoiInputs:
     calls: CallPoints
     calibration: CallPoints | None
     work: Workload
-    repeats: np.ndarray
+    repeats: np.ndarray  # per-request marks (project.MARK_DTYPE) or a bool array of repeats
     measured_p95_ms: float | None
     base: Scenario
     prices: Prices
@@ -67,8 +82,9 @@ class RoiInputs:
     idle_factor: float | None = None  # the calibration sweep's measured idle-start factor
 
     def serve_curve(self, c: ServiceCurve) -> ServiceCurve:
-        """The fitted model-call curve plus the server's own per-call overhead."""
-        return replace(c, fixed_ns=c.fixed_ns + self.overhead_ns)
+        """The fitted model-call curve plus the server's own per-call overhead (a field of its
+        own: a scenario's speed-ups leave it as measured)."""
+        return replace(c, overhead_ns=self.overhead_ns)
 
 
 def _refit(inp: RoiInputs, max_batch: int):
@@ -84,24 +100,33 @@ def _ratio_drop(base: float | None, new: float | None) -> float:
     return max(0.0, (base - new) / base)
 
 
+def _replica_s(s: dict[str, Any]) -> float:
+    """Paid replica-seconds of a replay (window x replicas): the bill without its price."""
+    return float(s["window_s"]) * int(s["replicas"])
+
+
 def _projection(inp: RoiInputs, curve: ServiceCurve, sc: Scenario, slo_ns: float,
-                base_sum: dict[str, Any], prices: Prices) -> tuple[Scenario, dict[str, Any]]:
+                base_sum: dict[str, Any], prices: Prices, base_sized: int,
+                right_sized: bool) -> tuple[Scenario, dict[str, Any]]:
+    """``sc`` sized at the SLO and priced at :func:`credited_replicas` (``base_sized``: today's
+    serving sized at the SLO; ``right_sized``: right-sizing is part of ``sc``)."""
     sizing = size_for_slo(inp.work, inp.repeats, curve, sc, slo_ns, inp.base.replicas,
                           draws=POINT_DRAWS)
-    sized = sc.with_(replicas=sizing.replicas)
-    s = summarize(sizing.replay, prices)
+    r = credited_replicas(inp.base.replicas, base_sized, sizing.replicas, right_sized)
+    rep = (sizing.replay if r == sizing.replicas else
+           replay(inp.work, inp.repeats, curve, sc.with_(replicas=r), 0, POINT_DRAWS))
+    s = summarize(rep, prices)
     s["replicas_needed"] = sizing.replicas_needed
-    s["meets_slo"] = sizing.meets_slo
-    s["saving_kind"] = saving_kind(base_sum["replicas"], s["replicas"],
-                                   base_sum["cost_per_request_usd"], s["cost_per_request_usd"],
-                                   base_sum["busy_cost_per_request_usd"],
-                                   s["busy_cost_per_request_usd"])
-    return sized, s
+    s["meets_slo"] = meets(rep.p(0.95), slo_ns)
+    s["saving_kind"] = saving_kind(base_sum["replicas"], r, _replica_s(base_sum), _replica_s(s),
+                                   base_sum["busy_device_s"], s["busy_device_s"])
+    return sc.with_(replicas=r), s
 
 
 def _impact(base: dict[str, Any], s: dict[str, Any]) -> dict[str, float]:
-    # money saved on the invoice only where fewer replicas carry the load (saving_kind "bill")
-    bill = (_ratio_drop(base["cost_per_request_usd"], s["cost_per_request_usd"])
+    # money saved on the invoice only where fewer replicas carry the load (saving_kind "bill");
+    # replica-seconds per request, the bill's ratio with or without a price
+    bill = (_ratio_drop(_replica_s(base), _replica_s(s))
             if s.get("saving_kind") == "bill" else 0.0)
     return {
         "bill_saving_ratio": bill,
@@ -117,31 +142,42 @@ def _score(imp: dict[str, float], risk: int, effort_weeks: float) -> float:
 
 
 def _intervals(inp: RoiInputs, scenarios: list[Scenario], points: list[dict[str, Any]], b: int,
-               seed: int, max_batch: int) -> list[dict[str, Any]]:
+               seed: int, max_batch: int, base_cost: float | None) -> list[dict[str, Any]]:
     """Per scenario: 90 % intervals of cost per request, busy floor and p95 (ms), around the
-    scenario's point projection (``points``, same order)."""
+    scenario's point projection (``points``, same order), and of its bill relative to today's.
+
+    Paired: a replicate's bill and busy floor are its scenario's over the same replicate's
+    baseline (replica-seconds, busy time), times the point baseline (``base_cost``), so the
+    spread is that of the saving, not of the resampled traffic's level the baseline shares."""
     nb = bs.replicates(b, len(inp.work), len(scenarios) + 1)
     res = bs.resamples(inp.calls, inp.calibration, inp.work, inp.repeats,
                        _refit(inp, max_batch), nb, seed)
-    vals: list[dict[str, list[float]]] = [
-        {"cost": [], "busy": [], "p95": []} for _ in scenarios]
+    how = bs.method(res[0].call_block if res else 1)
+    vals: list[dict[str, list[float | None]]] = [
+        {"cost": [], "ratio": [], "busy": [], "p95": []} for _ in scenarios]
     for k, r in enumerate(res):
         rseed = seed + 1 + k  # each replicate its own draws (service noise, cache hits)
         curve = inp.serve_curve(r.curve_fit.curve)
         base_rep = replay(r.work, r.repeats, curve, inp.base, rseed)
         pr = Prices(inp.prices.usd_per_replica_hour,
                     inp.prices.baseline_busy_cost_per_request_usd, base_rep.busy_ns)
+        base_rs = _replica_s(summarize(base_rep, pr))
         for i, sc in enumerate(scenarios):
             s = summarize(replay(r.work, r.repeats, curve, sc, rseed), pr)
-            vals[i]["cost"].append(s["cost_per_request_usd"])
+            ratio = _replica_s(s) / base_rs if base_rs > 0 else None
+            vals[i]["ratio"].append(ratio)
+            vals[i]["cost"].append(None if ratio is None or base_cost is None
+                                   else base_cost * ratio)
             vals[i]["busy"].append(s["busy_cost_per_request_usd"])
             vals[i]["p95"].append(s["latency_ms"]["p95"])
     return [{"cost_per_request_usd": bs.interval(v["cost"], pt["cost_per_request_usd"]),
+             "bill_ratio_to_baseline": bs.interval(v["ratio"]),
              "busy_cost_per_request_usd": bs.interval(v["busy"],
                                                       pt["busy_cost_per_request_usd"]),
              "latency_ms_p95": bs.interval(v["p95"], pt["latency_ms"]["p95"]),
-             "level": 0.9, "method": "bootstrap (calls refit + block-resampled requests): the "
-             "replicates' 5-95 % spread relative to their median, around the point"}
+             "level": 0.9, "method": how + "; bill and busy floor paired with each "
+             "replicate's own baseline; bill_ratio_to_baseline (scenario / baseline "
+             "replica-hours per request) as plain percentiles"}
             for v, pt in zip(vals, points, strict=True)]
 
 
@@ -165,12 +201,22 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
     slo_ms, slo_source = _default_slo(knobs.slo_p95_ms, measured_p95,
                                       base_sum["latency_ms"]["p95"])
     slo_ns = slo_ms * NS_PER_MS
+    # today's serving sized at the SLO: what every intervention but right-sizing is priced from
+    base_sizing = size_for_slo(inp.work, inp.repeats, curve, inp.base, slo_ns, inp.base.replicas,
+                               draws=POINT_DRAWS)
+    base_sized = base_sizing.replicas
+    base_p95 = base_sum["latency_ms"]["p95"]
     plans = applicable(findings, knobs, inp.ctx)
     items = []
     no_gain: list[dict[str, str]] = []
     for p in plans:
-        sized, s = _projection(inp, curve, p.apply(inp.base), slo_ns, base_sum, prices)
+        sized, s = _projection(inp, curve, p.apply(inp.base), slo_ns, base_sum, prices,
+                               base_sized, p.id == RIGHT_SIZE)
         imp = _impact(base_sum, s)
+        p95 = s["latency_ms"]["p95"]
+        if p95 > slo_ms * (1 + SLO_MISS_TOLERANCE_RATIO) and p95 > base_p95:
+            no_gain.append({"intervention": p.id, "reason": _slo_miss(s, slo_ms, base_p95)})
+            continue
         if not any(v > 0 for v in imp.values()):
             # evidence, but the replay shows nothing gained (no saving, no faster tail): a
             # roadmap item that changes nothing would only read as a recommendation
@@ -181,14 +227,17 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
     items.sort(key=lambda t: (-t[4], t[0].risk, t[0].id))
     # cumulative, in rank order
     cum_sc = inp.base
+    right_sized = False
     cumulative: list[tuple[Scenario, dict[str, Any]]] = []
     for p, *_ in items:
+        right_sized = right_sized or p.id == RIGHT_SIZE
         cum_sc, s = _projection(inp, curve, p.apply(cum_sc.with_(replicas=inp.base.replicas)),
-                                slo_ns, base_sum, prices)
+                                slo_ns, base_sum, prices, base_sized, right_sized)
         cumulative.append((cum_sc, s))
     scen = [t[1] for t in items] + [c[0] for c in cumulative]
     points = [t[2] for t in items] + [c[1] for c in cumulative]
-    ivals = _intervals(inp, scen, points, bootstrap, seed, knobs.max_batch) if scen else []
+    ivals = (_intervals(inp, scen, points, bootstrap, seed, knobs.max_batch,
+                        base_sum["cost_per_request_usd"]) if scen else [])
     roadmap = []
     for rank, (p, sized, s, imp, score) in enumerate(items, start=1):
         cum = cumulative[rank - 1][1]
@@ -200,7 +249,7 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
                            "interval": ivals[len(items) + rank - 1] if ivals else None},
             "assumptions": list(p.assumptions) + list(fit.assumptions) + _overhead_note(inp),
         })
-    swap = _avoided_swap(inp, curve, items, cumulative, base_sum, prices, slo_ns, knobs)
+    swap = _avoided_swap(inp, curve, items, base_sum, prices, slo_ns, knobs, base_sized)
     replay_error = (None if not measured_p95 else base_sum["latency_ms"]["p95"] / measured_p95 - 1)
     warnings = []
     if replay_error is not None and abs(replay_error) > REPLAY_P95_ERROR_WARN_RATIO:
@@ -216,11 +265,14 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
         "fit_points": list(fit.residuals),
         "baseline": {"scenario": inp.base.to_json(), "replayed": base_sum,
                      "measured_p95_ms": measured_p95,
-                     "replay_p95_error_ratio": replay_error},
+                     "replay_p95_error_ratio": replay_error,
+                     "replicas_at_slo": base_sized,
+                     "replicas_needed_at_slo": base_sizing.replicas_needed},
         "warnings": warnings,
         "slo": {"p95_ms": slo_ms, "source": slo_source},
         "price": {"usd_per_replica_hour": inp.prices.usd_per_replica_hour,
-                  "replicas": inp.base.replicas},
+                  "replicas": inp.base.replicas,
+                  "paid_devices": inp.ctx.get("paid_devices", inp.base.replicas)},
         "params": {"policy": knobs.policy, "max_batch": knobs.max_batch,
                    "max_wait_ms": knobs.max_wait_ms, "cache_hit_share": knobs.cache_hit_share,
                    "routing_split": knobs.routing_split,
@@ -245,6 +297,15 @@ def _overhead_note(inp: RoiInputs) -> list[str]:
             "call and stays the same after the intervention"]
 
 
+def _slo_miss(s: dict[str, Any], slo_ms: float, base_p95_ms: float) -> str:
+    """Why a projection that misses the SLO is not proposed, with the numbers."""
+    need = s.get("replicas_needed")
+    where = (f"at {s['replicas']} replicas (it needs {need} to meet it)" if need is not None else
+             "at any replica count searched")
+    return (f"projected p95 {s['latency_ms']['p95']:.0f} ms misses the SLO {slo_ms:.0f} ms "
+            f"{where}; today's replayed p95 is {base_p95_ms:.0f} ms")
+
+
 def _default_slo(given_ms: float | None, measured_ms: float | None,
                  replayed_ms: float | None) -> tuple[float, str]:
     """The p95 SLO replica sizing aims at, and where it came from. Without one given: keep
@@ -263,8 +324,9 @@ def _default_slo(given_ms: float | None, measured_ms: float | None,
 
 
 def _fit_warnings(fit: Any) -> list[str]:
-    """A poor fit, on the points fitted or on the measured calls, said in words."""
-    out = []
+    """What the fit could not estimate (its own warnings) and a poor fit, on the points
+    fitted or on the measured calls, said in words."""
+    out = list(getattr(fit, "warnings", ()) or ())
     for label, good in (("the points it was fitted to", fit.goodness),
                         ("today's measured model calls", fit.span_goodness)):
         r2, mape = (good or {}).get("r2"), (good or {}).get("mape_ratio")
@@ -283,21 +345,25 @@ def _not_proposed(plans: list[Plan]) -> list[dict[str, str]]:
             for i in IDS if i not in have]
 
 
-def _avoided_swap(inp: RoiInputs, curve: ServiceCurve, items: list, cumulative: list,
-                  base_sum: dict[str, Any], prices: Prices, slo_ns: float,
-                  knobs: Knobs) -> dict[str, Any] | None:
-    non_model = [c for (p, *_), c in zip(items, cumulative, strict=True) if p.layer != "model"]
+def _avoided_swap(inp: RoiInputs, curve: ServiceCurve, items: list, base_sum: dict[str, Any],
+                  prices: Prices, slo_ns: float, knobs: Knobs,
+                  base_sized: int) -> dict[str, Any] | None:
     if not items:
         return None
     speed = knobs.small_model_speedup or inp.ctx.get("small_model_speedup") or 3.0
     _, swap = _projection(inp, curve, inp.base.with_(routing_split=1.0,
                                                      small_model_speedup=speed),
-                          slo_ns, base_sum, prices)
-    # the best non-model state is the last non-model step of the composition
+                          slo_ns, base_sum, prices, base_sized, False)
+    # the non-model interventions alone, composed in rank order (the roadmap's cumulative steps
+    # carry the model-layer items ranked among them, which are what a swap would replace)
+    non_model = [p for p, *_ in items if p.layer != "model"]
     best = None
     if non_model:
-        last_nm = max(i for i, (p, *_) in enumerate(items) if p.layer != "model")
-        best = cumulative[last_nm][1]
+        sc = inp.base
+        for p in non_model:
+            sc = p.apply(sc)
+        _, best = _projection(inp, curve, sc, slo_ns, base_sum, prices, base_sized,
+                              any(p.id == RIGHT_SIZE for p in non_model))
     metric = "busy_device_s"
     gap = base_sum[metric] - swap[metric]
     closed = None if best is None or gap <= 0 else (base_sum[metric] - best[metric]) / gap
@@ -308,8 +374,10 @@ def _avoided_swap(inp: RoiInputs, curve: ServiceCurve, items: list, cumulative: 
         "metric": metric,
         "gap_closed_ratio": closed,
         "model_swap_projected": swap,
-        "model_swap_assumption": (f"all traffic on a model x{speed:g} cheaper per token (the "
-                                  "routing speed-up), same replicas, quality unchanged"),
+        "non_model_composed": [p.id for p, *_ in items if p.layer != "model"],
+        "non_model_projected": best,
+        "model_swap_assumption": (f"all traffic of the largest model on a model x{speed:g} "
+                                  "cheaper per token (the routing speed-up), quality unchanged"),
         "avoided_engineering_weeks": weeks if applies else 0.0,
         "avoided_cost_usd": weeks * DEFAULT_USD_PER_ENGINEER_WEEK if applies else 0.0,
         "cost_rule": (f"{weeks:g} engineer-weeks (effort class '{MODEL_SWAP_EFFORT}': evaluate, "

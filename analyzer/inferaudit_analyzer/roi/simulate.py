@@ -52,6 +52,11 @@ class ServiceCurve:
     equal-length rows skip (on the example's GPT-2, ~10 % of a step; a fit without this term
     bends the batch dimension, under-stating every padded call). All coefficients are ns and
     non-negative.
+
+    ``overhead_ns`` is the server's own time per call outside the model call (scheduling,
+    setting results: ``data.call_gap``), added to every call beside ``fixed_ns``. It is a field
+    of its own so that a scenario's speed-ups (``project.Scenario.curve``) and :meth:`scaled`
+    change the model call and leave the server's code path as measured.
     """
 
     fixed_ns: float
@@ -65,11 +70,12 @@ class ServiceCurve:
     noise_block: int = 1
     # x duration of a call that starts on an idle replica (measured; fit.idle_start_factor)
     idle_factor: float = 1.0
+    overhead_ns: float = 0.0
 
     def call_ns(self, batch: int, in_tokens: float, out_tokens: float,
                 ragged: bool = False) -> float:
         return (
-            self.fixed_ns
+            self.fixed_ns + self.overhead_ns
             + self.prefill_ns_per_token * batch * in_tokens
             + out_tokens * self.step_time_ns(batch, ragged)
         )
@@ -79,7 +85,8 @@ class ServiceCurve:
                                                                else 0.0)
 
     def scaled(self, factor: float) -> ServiceCurve:
-        """The same curve running ``factor`` times as long (e.g. 1/speed-up)."""
+        """The same model call running ``factor`` times as long (e.g. 1/speed-up); the server's
+        ``overhead_ns`` is not the model's and stays."""
         return replace(
             self,
             fixed_ns=self.fixed_ns * factor,
@@ -297,7 +304,8 @@ def _simulate_continuous(
         # rows in flight sit at different positions: a multi-row step is a padded one
         step = curve.step_time_ns(b, ragged=b > 1)
         if joining:
-            step += curve.fixed_ns + curve.prefill_ns_per_token * float(tin[joining].sum())
+            step += (curve.fixed_ns + curve.overhead_ns
+                     + curve.prefill_ns_per_token * float(tin[joining].sum()))
         clock[r] += step
         busy += step
         sizes.append(b)

@@ -1,0 +1,113 @@
+"""The service-curve fit: terms the calls cannot estimate, the roofline split of a
+step measured at one batch size above 1."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inferaudit_analyzer.roi.fit import (
+    CallPoints,
+    fit_curve,
+    match_device,
+    roofline_per_seq_share,
+)
+from inferaudit_analyzer.roi.interventions import Knobs, applicable
+from inferaudit_analyzer.roi.project import Scenario
+from inferaudit_analyzer.roi.simulate import ServiceCurve
+
+A10G = match_device("NVIDIA A10G")
+
+
+def _quantization_saving(curve: ServiceCurve, tin: float, tout: float) -> float:
+    """Share of a call's time the quantisation plan removes, at batch 1."""
+    plan = applicable([{"id": "dram_bound_decode", "evidence": {}}], Knobs(), {})[0]
+    after = plan.apply(Scenario()).curve(curve)
+    return 1.0 - after.call_ns(1, tin, tout) / curve.call_ns(1, tin, tout)
+
+
+@pytest.mark.parametrize("spread", [0.0, 2.0])
+def test_identical_calls_keep_their_time_per_call_whatever_their_token_counts(spread) -> None:
+    """~200 ms calls whose token counts never (or barely) vary: how that time splits between
+    prefill, decode and per-call cost is not in the data. It must not depend on which constant
+    token values the calls happen to have, and the fit must say it could not tell."""
+    savings = []
+    for tin, tout in ((512, 128), (20, 100)):
+        rng = np.random.default_rng(1)
+        n = 300
+        y = 200e6 * rng.lognormal(0, 0.1, n)
+        jitter = rng.integers(-1, 2, n) * spread  # +-2 tokens: ~1 % of 100-512 tokens
+        calls = CallPoints.of(np.ones(n), tin + (jitter if tin > 100 else 0.0 * jitter),
+                              tout + jitter, y)
+        fit = fit_curve(calls, device=A10G, max_batch=8)
+        c = fit.curve
+        assert c.fixed_ns == pytest.approx(y.mean(), rel=0.02)
+        assert fit.warnings and "calibrate" in fit.warnings[0]
+        assert fit.to_json()["warnings"] == list(fit.warnings)
+        assert any("cannot be told apart" in a for a in fit.assumptions)
+        savings.append(_quantization_saving(c, tin, tout))
+    assert savings[0] == pytest.approx(savings[1], abs=1e-6)
+    assert savings[0] == pytest.approx(0.0, abs=1e-6)  # no measured decode time to speed up
+
+
+def test_a_constant_prompt_length_leaves_the_decode_step_measured() -> None:
+    """Only the column that does not vary is left out: outputs vary, prompts do not, so the
+    decode step is still fitted and the prompt's time sits in fixed_ns."""
+    true = ServiceCurve(fixed_ns=2e6, prefill_ns_per_token=5e3, step_ns=1e6, step_ns_per_seq=0.0)
+    rng = np.random.default_rng(2)
+    n = 200
+    tout = rng.integers(2, 60, n).astype(float)
+    y = np.array([true.call_ns(1, 100.0, o) for o in tout])
+    fit = fit_curve(CallPoints.of(np.ones(n), np.full(n, 100.0), tout, y), device=A10G)
+    c = fit.curve
+    assert c.step_ns + c.step_ns_per_seq == pytest.approx(true.step_ns, rel=1e-6)
+    assert c.fixed_ns == pytest.approx(true.fixed_ns + 100 * true.prefill_ns_per_token, rel=1e-6)
+    assert c.prefill_ns_per_token == 0.0
+    assert len(fit.warnings) == 1 and "prefill tokens" in fit.warnings[0]
+
+
+def test_varied_calls_carry_no_unestimable_warning() -> None:
+    true = ServiceCurve(fixed_ns=2e6, prefill_ns_per_token=5e3, step_ns=1e6, step_ns_per_seq=2e5)
+    rng = np.random.default_rng(3)
+    n = 200
+    b, tin, tout = rng.choice([1, 2, 4], n), rng.integers(8, 200, n), rng.integers(2, 60, n)
+    y = [true.call_ns(int(x), float(i), float(o)) for x, i, o in zip(b, tin, tout, strict=True)]
+    fit = fit_curve(CallPoints.of(b, tin, tout, y), max_batch=4)
+    assert fit.warnings == ()
+    assert fit.curve.prefill_ns_per_token == pytest.approx(true.prefill_ns_per_token, rel=1e-6)
+
+
+@pytest.mark.parametrize("b0", [1, 4])
+def test_the_roofline_split_holds_at_any_single_batch_size(b0) -> None:
+    """A curve that obeys the CPU prior exactly (per-sequence share of a batch-1 step), sampled
+    at one batch size b0: the fit must give it back, per-sequence cost included."""
+    cpu = match_device("cpu")
+    share = roofline_per_seq_share(cpu, 2.0)
+    assert 0.05 < share < 0.9  # a real split, not a degenerate one
+    step1 = 1e6
+    true = ServiceCurve(fixed_ns=2e6, prefill_ns_per_token=5e3, step_ns=(1 - share) * step1,
+                        step_ns_per_seq=share * step1)
+    rng = np.random.default_rng(4)
+    n = 200
+    tin, tout = rng.integers(8, 200, n).astype(float), rng.integers(2, 60, n).astype(float)
+    y = [true.call_ns(b0, i, o) for i, o in zip(tin, tout, strict=True)]
+    fit = fit_curve(CallPoints.of(np.full(n, b0), tin, tout, y), device=cpu)
+    assert fit.source == "spans+roofline_prior"
+    c = fit.curve
+    assert c.step_ns_per_seq == pytest.approx(true.step_ns_per_seq, rel=0.01)
+    assert c.step_ns == pytest.approx(true.step_ns, rel=0.01)
+    for b in (1, 8):
+        assert c.call_ns(b, 50.0, 20.0) == pytest.approx(true.call_ns(b, 50.0, 20.0), rel=0.01)
+
+
+def test_the_fit_s_own_warnings_reach_the_roi_warnings() -> None:
+    """What the fit could not estimate is said where a reader looks: ``roi.warnings``."""
+    from inferaudit_analyzer.roi.roadmap import _fit_warnings
+
+    rng = np.random.default_rng(2)
+    n = 200
+    y = 200e6 * rng.lognormal(0, 0.1, n)
+    fit = fit_curve(CallPoints.of(np.ones(n), np.full(n, 512.0), np.full(n, 128.0), y),
+                    device=A10G, max_batch=8)
+    assert fit.warnings
+    assert set(fit.warnings) <= set(_fit_warnings(fit))
