@@ -55,9 +55,13 @@ def build_report_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="inferaudit report",
                 description="Audit traces and write the report: summary, findings, bottleneck, "
                             "ranked roadmap with calibrated projections, plots.")
-    p.add_argument("paths", nargs="+", metavar="PATH",
+    p.add_argument("paths", nargs="*", metavar="PATH",
                    help="OTLP trace files (JSON lines or protobuf, .gz/.zst too), directories "
                         "or globs; Kineto (PyTorch profiler) traces too")
+    p.add_argument("--from-json", metavar="FILE",
+                   help="render a report JSON written before (--json, examples/audit.py) "
+                        "instead of analysing traces: the same figures, this version's "
+                        "layout; the analysis flags below are then not used")
     p.add_argument("--html", metavar="FILE", help="write the self-contained HTML report here")
     p.add_argument("--md", metavar="FILE", help="write the Markdown report here")
     p.add_argument("--json", metavar="FILE", help="write the JSON report (with roadmap[]) here")
@@ -139,11 +143,17 @@ def report_main(argv: list[str] | None = None) -> int:
     if not (args.html or args.md or args.json):
         print("inferaudit report: give at least one of --html, --md, --json", file=sys.stderr)
         return EXIT_UNUSABLE
+    if bool(args.paths) == bool(args.from_json):
+        print("inferaudit report: give trace PATHs or --from-json FILE (one of the two)",
+              file=sys.stderr)
+        return EXIT_UNUSABLE
     for flag, path in (("--html", args.html), ("--md", args.md), ("--json", args.json)):
         problem = unwritable(path, flag)
         if problem:
             print(f"inferaudit report: {problem}", file=sys.stderr)
             return EXIT_UNUSABLE
+    if args.from_json:
+        return _rerender(args)
     try:
         from inferaudit_analyzer.cost import PriceFileError
         from inferaudit_analyzer.engines import BadClickHouseURL, SourceUnavailable
@@ -162,6 +172,27 @@ def report_main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except (KeyboardInterrupt, Exception) as exc:
         return internal_error("inferaudit report", exc)
+
+
+def _rerender(args: argparse.Namespace) -> int:
+    """``--from-json``: the outputs of a report dict read back, nothing analysed again (a
+    report an example wrote, with its workload and projection check, renders as it was)."""
+    try:
+        report = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        print(f"inferaudit report: unusable input: --from-json {args.from_json}: {exc}",
+              file=sys.stderr)
+        return EXIT_UNUSABLE
+    if not isinstance(report, dict) or not isinstance(report.get("baseline"), dict):
+        print(f"inferaudit report: unusable input: --from-json {args.from_json}: not a report "
+              "JSON (no baseline object)", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        write_outputs(report, html=args.html, md=args.md, json_path=args.json)
+    except (KeyboardInterrupt, Exception) as exc:
+        return internal_error("inferaudit report", exc)
+    print(f"inferaudit report: wrote {', '.join(p for p in (args.html, args.md, args.json) if p)}")
+    return EXIT_OK
 
 
 def write_outputs(report: dict[str, Any], *, html: str | None = None, md: str | None = None,

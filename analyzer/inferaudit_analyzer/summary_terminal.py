@@ -5,10 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from inferaudit_analyzer.report._fmt import num, price_line, usd, utilisation
+from inferaudit_analyzer.report._fmt import (
+    MAX_SCOPE_ROWS,
+    NOT_STREAMED,
+    UNNAMED_SCOPES,
+    cost_per_1k_tokens,
+    errors_text,
+    num,
+    price_line,
+    usd,
+    utilisation,
+)
 
 _SEV_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 
@@ -48,13 +59,17 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
         console.print(f"[yellow]… and {total - 10} more unreadable parts[/yellow]")
 
     o = report["baseline"]["overall"]
-    t = Table(title="baseline (overall)", show_header=True, header_style="bold")
+    models = list(report["baseline"].get("by_model") or {})
+    one = models[0] if len(models) == 1 and models[0] not in UNNAMED_SCOPES else None
+    title = "baseline (overall)" if one is None else f"baseline (overall: model {escape(one)})"
+    t = Table(title=title, show_header=True, header_style="bold")
     t.add_column("metric")
     t.add_column("p50", justify="right")
     t.add_column("p95", justify="right")
     t.add_column("p99", justify="right")
     for key, label in (("latency_ms", "latency ms"), ("ttft_ms", "TTFT ms"),
-                       ("tpot_ms", "time/output token ms"), ("queue_ms", "queue ms")):
+                       ("tpot_ms", "time/output token ms"), ("queue_ms", "queue ms"),
+                       ("error_latency_ms", "failed requests ms")):
         m = o.get(key) or {}
         if m.get("n"):
             t.add_row(label, _fmt(m.get("p50")), _fmt(m.get("p95")), _fmt(m.get("p99")))
@@ -76,19 +91,36 @@ def _print_baseline(console: Console, report: dict[str, Any], t: Table) -> None:
         f"batch size p50 {_fmt(bs['p50'])} (mean {_fmt(bs['mean'])}); "
         f"device utilisation {utilisation(o)}")
     console.print(
-        f"cost/request {_fmt(o['cost_per_request_usd'], '$')} (busy-only floor "
-        f"{_fmt(o['busy_cost_per_request_usd'], '$')}); per 1k tokens "
-        f"in {_fmt(o['cost_per_1k_input_tokens_usd'], '$')} / out "
-        f"{_fmt(o['cost_per_1k_output_tokens_usd'], '$')}\n"
+        f"cost/request {_fmt(o.get('cost_per_request_usd'), '$')} (busy-only floor "
+        f"{_fmt(o.get('busy_cost_per_request_usd'), '$')}); per 1k tokens (input + output) "
+        f"{usd(cost_per_1k_tokens(o))}; errors {errors_text(o)}\n"
         f"[dim]{price_line(report)}[/dim]")
-    if len(report["baseline"]["by_model"]) > 1:
-        mt = Table(title="per model", header_style="bold")
-        for col in ("model", "requests", "p95 ms", "cost/request"):
-            mt.add_column(col, justify="right" if col != "model" else "left")
-        for name, m in report["baseline"]["by_model"].items():
-            mt.add_row(name, str(m["requests"]), _fmt(m["latency_ms"].get("p95")),
-                       _fmt(m["cost_per_request_usd"], "$"))
-        console.print(mt)
+    if not any((o.get(k) or {}).get("n") for k in ("ttft_ms", "tpot_ms")):
+        console.print(f"[dim]TTFT and time per output token: {NOT_STREAMED}[/dim]")
+    for kind in ("model", "route"):
+        scopes = report["baseline"].get(f"by_{kind}") or {}
+        if len(scopes) > 1:  # one scope is the overall table again
+            console.print(_scope_table(kind, scopes))
+
+
+def _scope_table(kind: str, scopes: dict[str, Any]) -> Table:
+    """Per model or per route, compactly: the busiest first, at most MAX_SCOPE_ROWS."""
+    items = sorted(scopes.items(), key=lambda kv: (-(kv[1].get("requests") or 0), str(kv[0])))
+    ttft = any(((m.get("ttft_ms") or {}).get("n") or 0) > 0 for _, m in items)
+    t = Table(title=f"per {kind}", header_style="bold")
+    cols = [kind, "requests", "errors", "p50 ms", "p95 ms"] + (["TTFT p95 ms"] if ttft else [])
+    for col in [*cols, "cost/request"]:
+        t.add_column(col, justify="left" if col == kind else "right")
+    for name, m in items[:MAX_SCOPE_ROWS]:
+        lat = m.get("latency_ms") or {}
+        row = [escape(str(name)), num(m.get("requests")), errors_text(m), _fmt(lat.get("p50")),
+               _fmt(lat.get("p95"))]
+        if ttft:
+            row.append(_fmt((m.get("ttft_ms") or {}).get("p95")))
+        t.add_row(*row, _fmt(m.get("cost_per_request_usd"), "$"))
+    if len(items) > MAX_SCOPE_ROWS:
+        t.caption = f"{len(items) - MAX_SCOPE_ROWS} more in the JSON report (baseline.by_{kind})"
+    return t
 
 
 def _print_verdict(console: Console, report: dict[str, Any]) -> None:

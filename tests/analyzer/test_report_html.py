@@ -142,13 +142,17 @@ def test_projection_check_section_when_validated(report) -> None:
 
 
 def test_roi_warnings_are_shown_beside_the_roadmap(report) -> None:
-    assert report["roi"]["warnings"] == []  # the fixture's replay reproduces its p95
+    # The fixture's replay reproduces its p95; its calls all have one length, so the only
+    # warning is that the fit cannot split their time by tokens.
+    assert [w for w in report["roi"]["warnings"] if "do not vary enough" not in w] == []
     rep = dict(report)
     rep["roi"] = {**report["roi"], "warnings": ["replay misses <today> by +140%"]}
     html, md = render_html(rep), render_markdown(rep)
     assert "class='warn'>replay misses &lt;today&gt; by +140%" in html
     assert "> **Caution:** replay misses <today> by +140%" in md
-    assert "class='warn'" not in render_html(report)
+    quiet = dict(report)
+    quiet["roi"] = {**report["roi"], "warnings": []}
+    assert "class='warn'" not in render_html(quiet)
     assert f"/{4}" in md and "/5" not in md.split("## Ranked roadmap")[1].split("##")[0]
 
 

@@ -262,36 +262,192 @@ def executive_summary(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _at(d: Any, *path: str) -> Any:
+    """``d[path[0]][path[1]]...``, or None where a level is missing or not a dict: the report
+    dict is rendered as it is, whatever keys an older or newer analyzer wrote."""
+    for k in path:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+def errors_text(scope: dict[str, Any]) -> str:
+    """Failed requests as a count and a share: "3 (2.5%)"."""
+    n, share = scope.get("errors"), scope.get("error_ratio")
+    if n is None:
+        return "n/a"
+    return num(n) if share is None else f"{num(n)} ({pct(share)})"
+
+
+def cost_per_1k_tokens(scope: dict[str, Any]) -> Any:
+    """The scope's cost over all its tokens, input and output together, per 1,000.
+
+    The bill is device time, shared out by token count: one price per token, whichever side of
+    the prompt it is on. ``cost_per_1k_output_tokens_usd`` holds that same number, so labelled
+    "per output token" it overstated an output token's cost by the input tokens' share."""
+    if "cost_per_1k_tokens_usd" in scope:
+        return scope["cost_per_1k_tokens_usd"]
+    cost, tin, tout = scope.get("cost_usd"), scope.get("input_tokens"), scope.get("output_tokens")
+    if cost is None or tin is None or tout is None or tin + tout <= 0:
+        return None
+    return float(cost) / ((tin + tout) / 1000.0)
+
+
+def token_cost_rows(scope: dict[str, Any]) -> list[tuple[str, str]]:
+    """The per-token cost rows: one over all tokens; an input and an output row as well only
+    where the report prices the two sides apart (their figures differ)."""
+    rows = [("cost per 1k tokens (input + output)", usd(cost_per_1k_tokens(scope)))]
+    cin = scope.get("cost_per_1k_input_tokens_usd")
+    cout = scope.get("cost_per_1k_output_tokens_usd")
+    if cin is not None and cout is not None and not math.isclose(cin, cout, rel_tol=1e-9):
+        rows += [("cost per 1k input tokens", usd(cin)), ("cost per 1k output tokens", usd(cout))]
+    return rows
+
+
+NOT_STREAMED = "not measured (no streamed requests)"
+
+
+def streamed_text(summary: Any) -> str:
+    """A TTFT / time-per-output-token summary: its percentiles, or why there are none (only
+    streamed requests have a first token apart from the last)."""
+    if not isinstance(summary, dict):
+        return "n/a"
+    if not summary.get("n"):
+        return NOT_STREAMED
+    return (f"p50 {ms(summary.get('p50'))}, p95 {ms(summary.get('p95'))}, p99 "
+            f"{ms(summary.get('p99'))} ({num(summary.get('n'))} requests)")
+
+
+def failed_latency_text(summary: Any) -> str:
+    """The failed requests' latency (``error_latency_ms``), kept apart from the percentiles of
+    the successful ones: a fast timeout would otherwise read as a faster service."""
+    if not isinstance(summary, dict) or not summary.get("n"):
+        return "n/a"
+    return (f"p50 {ms(summary.get('p50'))}, p95 {ms(summary.get('p95'))}, p99 "
+            f"{ms(summary.get('p99'))} ({num(summary.get('n'))} requests, not in the latency "
+            "percentiles above)")
+
+
+def _tokens(scope: dict[str, Any]) -> str:
+    tin, tout = scope.get("input_tokens"), scope.get("output_tokens")
+    if tin is None and tout is None:
+        return "n/a"
+    text = f"{num(tin)} / {num(tout)}"
+    if isinstance(tin, int) and isinstance(tout, int) and tin + tout > 0:
+        text += f" ({pct(tin / (tin + tout))} input)"
+    return text
+
+
 BASELINE_ROWS = (
-    ("requests", "requests", num), ("window", "window_s", lambda v: f"{num(v)} s"),
+    ("requests", "requests", num), ("errors", (), errors_text),
+    ("window", "window_s", lambda v: f"{num(v)} s"),
     ("throughput", "throughput_rps", lambda v: f"{num(v)} req/s"),
     ("latency p50", ("latency_ms", "p50"), ms), ("latency p95", ("latency_ms", "p95"), ms),
-    ("latency p99", ("latency_ms", "p99"), ms), ("queue p95", ("queue_ms", "p95"), ms),
+    ("latency p99", ("latency_ms", "p99"), ms),
+    ("latency of failed requests", "error_latency_ms", failed_latency_text),
+    ("TTFT (time to first token)", "ttft_ms", streamed_text),
+    ("time per output token", "tpot_ms", streamed_text),
+    ("queue p95", ("queue_ms", "p95"), ms),
     ("batch size mean", ("batch_size", "mean"), num),
     ("device utilisation", (), utilisation),
+    ("tokens input / output", (), _tokens),
     ("cost per request (bill)", "cost_per_request_usd", usd),
     ("cost per request (bill, with requests batches served but not in the input)",
      "cost_per_request_served_usd", usd),
     ("cost per request (busy-only floor)", "busy_cost_per_request_usd", usd),
-    ("cost per 1k output tokens", "cost_per_1k_output_tokens_usd", usd),
 )
 
 
 # rows shown only where they differ from another (the corrected cost, when requests are missing)
 SHOWN_WHEN_DIFFERENT = {"cost_per_request_served_usd": "cost_per_request_usd"}
+# rows shown only where the figure was measured (no failed request: the errors row says so)
+SHOWN_WHEN_MEASURED = frozenset({"error_latency_ms"})
 
 
 def baseline_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
-    ov = (report.get("baseline") or {}).get("overall") or {}
+    ov = _at(report, "baseline", "overall") or {}
     out = []
     for label, key, fmt in BASELINE_ROWS:
         other = SHOWN_WHEN_DIFFERENT.get(key) if isinstance(key, str) else None
         if other is not None and ov.get(key) == ov.get(other):
             continue
-        v: Any = ov
-        for k in (key if isinstance(key, tuple) else (key,)):
-            v = v.get(k) if isinstance(v, dict) else None
-        out.append((label, fmt(v)))
+        if key in SHOWN_WHEN_MEASURED and not _at(ov, key, "n"):
+            continue
+        out.append((label, fmt(_at(ov, *(key if isinstance(key, tuple) else (key,))))))
+    return out + token_cost_rows(ov)
+
+
+# names the analyzer gives a scope of requests that carry no model / no route
+UNNAMED_SCOPES = frozenset({"(unknown)", "(none)", ""})
+MAX_SCOPE_ROWS = 25  # the busiest; the JSON report holds every scope
+
+
+def _has(scopes: list[dict[str, Any]], metric: str) -> bool:
+    return any((_at(s, metric, "n") or 0) > 0 for s in scopes)
+
+
+def scope_table(report: dict[str, Any], kind: str) -> tuple[tuple[str, ...], list[tuple[str, ...]],
+                                                            list[str]] | None:
+    """``baseline.by_<kind>`` (kind ``model`` or ``route``) as (header, rows, notes), busiest
+    first; None where there is nothing to break down: no scope, or a single unnamed one (its
+    row would repeat the overall table). One named model still gets its row, so the report says
+    which model the figures are for."""
+    scopes = _at(report, "baseline", f"by_{kind}")
+    if not isinstance(scopes, dict) or not scopes or (
+            len(scopes) == 1 and next(iter(scopes)) in UNNAMED_SCOPES):
+        return None
+    items = sorted(((str(k), v if isinstance(v, dict) else {}) for k, v in scopes.items()),
+                   key=lambda kv: (-(kv[1].get("requests") or 0), kv[0]))
+    shown, rest = items[:MAX_SCOPE_ROWS], items[MAX_SCOPE_ROWS:]
+    values = [v for _, v in items]
+    cols: list[tuple[str, Any]] = [
+        ("requests", lambda s: num(s.get("requests"))), ("errors", errors_text),
+        ("throughput", lambda s: "n/a" if s.get("throughput_rps") is None
+         else f"{num(s['throughput_rps'])} req/s"),
+        ("latency p50", lambda s: ms(_at(s, "latency_ms", "p50"))),
+        ("latency p95", lambda s: ms(_at(s, "latency_ms", "p95"))),
+        ("latency p99", lambda s: ms(_at(s, "latency_ms", "p99")))]
+    for metric, label in (("ttft_ms", "TTFT"), ("tpot_ms", "time/output token")):
+        if _has(values, metric):
+            cols += [(f"{label} p50", lambda s, m=metric: ms(_at(s, m, "p50"))),
+                     (f"{label} p95", lambda s, m=metric: ms(_at(s, m, "p95")))]
+    if _has(values, "error_latency_ms"):
+        cols.append(("failed latency p95", lambda s: ms(_at(s, "error_latency_ms", "p95"))))
+    cols.append(("cost/req (bill)", lambda s: usd(s.get("cost_per_request_usd"))))
+    notes = []
+    device = any("device_utilization" in v or "batch_size" in v for v in values)
+    if device:
+        cols += [("device utilisation", lambda s: pct(s.get("device_utilization"))),
+                 ("batch size mean", lambda s: num(_at(s, "batch_size", "mean")))]
+    else:
+        notes.append(f"Device utilisation and batch size are not broken down by {kind}: one "
+                     f"model call can serve requests of several {kind}s.")
+    if rest:
+        hidden = sum(v.get("requests") or 0 for _, v in rest)
+        notes.append(f"{len(rest)} more {kind}s ({num(hidden)} requests) are in the JSON "
+                     f"report, baseline.by_{kind}.")
+    header = (kind, *(label for label, _ in cols))
+    rows = [(name, *(fmt(s) for _, fmt in cols)) for name, s in shown]
+    return header, rows, notes
+
+
+SCOPE_KINDS = (("model", "By model", "gen_ai.request.model"),
+               ("route", "By route", "inferaudit.route"))
+
+
+def scope_sections(report: dict[str, Any]) -> list[tuple[str, tuple[str, ...] | None,
+                                                         list[tuple[str, ...]], list[str]]]:
+    """(title, header, rows, notes) of the per-model and per-route tables; where requests
+    carry no model or route name, header None and a note saying which attribute was missing."""
+    if not _at(report, "baseline", "overall", "requests"):
+        return []  # a kernel trace alone: no request to break down
+    out = []
+    for kind, title, attribute in SCOPE_KINDS:
+        table = scope_table(report, kind)
+        if table is None:
+            out.append((title, None, [], [f"No request carries a {kind} name ({attribute}), "
+                                          f"so there is no per-{kind} breakdown."]))
+        else:
+            out.append((title, *table))
     return out
 
 

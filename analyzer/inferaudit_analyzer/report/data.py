@@ -1,4 +1,4 @@
-"""The few raw series the plots need beyond the JSON report: every request's latency.
+"""The few raw series the plots need beyond the JSON report: every successful request's latency.
 
 Kept to at most :data:`MAX_POINTS` quantiles so a million-request input gives a small report.
 """
@@ -9,13 +9,16 @@ from typing import Any
 
 import numpy as np
 
+from inferaudit_analyzer.views import ERRORED_SQL
+
 MAX_POINTS = 400
 
 
 def plot_data(con: Any) -> dict[str, Any]:
-    """``{"latency_ms_quantiles": [[q, ms], ...], "requests": n}`` from the requests view."""
-    rows = con.execute(
-        "SELECT latency_ns FROM requests WHERE latency_ns IS NOT NULL"  # np.quantile sorts
+    """``{"latency_ms_quantiles": [[q, ms], ...], "requests": n}`` from the requests view: the
+    successful requests, as the baseline's latency percentiles are."""
+    rows = con.execute(  # np.quantile sorts
+        f"SELECT latency_ns FROM requests WHERE latency_ns IS NOT NULL AND NOT {ERRORED_SQL}"
     ).fetchall()
     lat = np.asarray([r[0] for r in rows], dtype=np.float64) / 1e6
     if not lat.size:

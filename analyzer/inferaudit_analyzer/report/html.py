@@ -1,7 +1,8 @@
 """The self-contained HTML audit report: one file, inline CSS and SVG, no script, no network.
 
-Sections: executive summary, baseline, bottleneck verdict, ranked roadmap (with risk reasons,
-assumptions and intervals), the ROI model's fit, findings with their evidence, plots, inputs.
+Sections: executive summary, baseline (overall, per model, per route), bottleneck verdict,
+ranked roadmap (with risk reasons, assumptions and intervals), the ROI model's fit, findings
+with their evidence, plots, inputs.
 Every string from the input is escaped.
 """
 
@@ -131,6 +132,17 @@ def _workload(report: dict[str, Any]) -> str:
     return f"<h2 id='workload'>Workload replayed</h2>{_kv(rows)}" if rows else ""
 
 
+def _baseline(report: dict[str, Any]) -> str:
+    """The overall baseline, then one table per model and per route."""
+    parts = [_kv(f.baseline_rows(report))]
+    for title, header, rows, notes in f.scope_sections(report):
+        parts.append(f"<h3>{escape(title)}</h3>")
+        if header is not None:
+            parts.append(_table(header, rows))
+        parts += [f"<p class='note'>{escape(n)}</p>" for n in notes]
+    return "".join(parts)
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The whole report as one HTML string."""
     plots = all_plots(report)
@@ -151,7 +163,7 @@ def render_html(report: dict[str, Any]) -> str:
 {escape(str(report.get('schema')))}; {escape(f.price_line(report))}.</p>
 <h2 id="summary">Executive summary</h2><ul>{summary}</ul>
 {_workload(report)}
-<h2 id="baseline">Baseline (measured)</h2>{_kv(f.baseline_rows(report))}
+<h2 id="baseline">Baseline (measured)</h2>{_baseline(report)}
 <h2 id="bottleneck">Bottleneck verdict</h2>
 <p><b>{escape(str(bn.get('layer')))}</b> layer, case <code>{escape(str(bn.get('case')))}</code>,
 confidence {escape(f.num(bn.get('confidence'), 2))}. {escape(str(bn.get('detail') or ''))}</p>

@@ -33,6 +33,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += _table(("what", "value"), workload)
     lines += ["", "## Baseline (measured)", ""]
     lines += _table(("metric", "value"), f.baseline_rows(report))
+    for title, header, rows, notes in f.scope_sections(report):
+        lines += ["", f"### {title}", ""]
+        if header is not None:
+            lines += _table(header, rows)
+            lines += [""] if notes else []
+        lines += [f"_{n}_" if header is not None else n for n in notes]
     bn = report.get("bottleneck") or {}
     lines += ["", "## Bottleneck verdict", "",
               f"**{bn.get('layer')}** layer, case `{bn.get('case')}`, confidence "
