@@ -188,7 +188,7 @@ def _rerender(args: argparse.Namespace) -> int:
               "JSON (no baseline object)", file=sys.stderr)
         return EXIT_UNUSABLE
     try:
-        write_outputs(report, html=args.html, md=args.md, json_path=args.json)
+        write_outputs(report, html=args.html, md=args.md, json_path=args.json, from_json=True)
     except (KeyboardInterrupt, Exception) as exc:
         return internal_error("inferaudit report", exc)
     print(f"inferaudit report: wrote {', '.join(p for p in (args.html, args.md, args.json) if p)}")
@@ -196,17 +196,19 @@ def _rerender(args: argparse.Namespace) -> int:
 
 
 def write_outputs(report: dict[str, Any], *, html: str | None = None, md: str | None = None,
-                  json_path: str | None = None) -> None:
+                  json_path: str | None = None, from_json: bool = False) -> None:
+    """Write the asked outputs; ``from_json``: ``report`` was read back (--from-json), where
+    the price flags are not read, so the renderers say how else to get a price."""
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=1), encoding="utf-8")
     if html:
         from inferaudit_analyzer.report.html import render_html
 
-        Path(html).write_text(render_html(report), encoding="utf-8")
+        Path(html).write_text(render_html(report, from_json), encoding="utf-8")
     if md:
         from inferaudit_analyzer.report.markdown import render_markdown
 
-        Path(md).write_text(render_markdown(report), encoding="utf-8")
+        Path(md).write_text(render_markdown(report, from_json), encoding="utf-8")
 
 
 def build_calibrate_parser() -> argparse.ArgumentParser:

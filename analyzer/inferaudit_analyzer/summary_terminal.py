@@ -1,4 +1,9 @@
-"""A readable terminal summary of the report dict (rich); renders only, computes nothing."""
+"""A readable terminal summary of the report dict (rich); renders only, computes nothing.
+
+Every string from the input (file names, parse errors, finding texts and evidence, kernel
+names) is markup-escaped before rich reads it: a "[/x]" in a kernel name raised MarkupError
+and a "[bold]" was swallowed.
+"""
 
 from __future__ import annotations
 
@@ -44,16 +49,18 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
     inp = report["input"]
     cov = inp["coverage"]
     console.print(Panel.fit(
-        f"[bold]InferAudit[/bold]  schema {report['schema']}\n"
+        f"[bold]InferAudit[/bold]  schema {escape(str(report['schema']))}\n"
         f"{len(inp['files'])} file(s), {inp['spans']:,} spans, {inp['requests']:,} requests, "
         f"{inp['batches']:,} model calls, coverage {_pct(cov['ratio'])}, "
         f"window {_fmt(report['window']['duration_s'], ' s')}",
         title="input"))
     for sk in inp.get("skipped") or []:
-        console.print(f"[dim]not read[/dim] {sk.get('file')}: {sk.get('reason')}")
+        console.print(f"[dim]not read[/dim] {escape(str(sk.get('file')))}: "
+                      f"{escape(str(sk.get('reason')))}")
     for err in inp["errors"][:10]:
         pos = f":{err['position']}" if err.get("position") not in (None, "") else ""
-        console.print(f"[yellow]skipped[/yellow] {err.get('file')}{pos}: {err.get('message')}")
+        console.print(f"[yellow]skipped[/yellow] {escape(str(err.get('file')) + pos)}: "
+                      f"{escape(str(err.get('message')))}")
     total = inp.get("errors_total", len(inp["errors"]))
     if total > 10:
         console.print(f"[yellow]… and {total - 10} more unreadable parts[/yellow]")
@@ -94,7 +101,7 @@ def _print_baseline(console: Console, report: dict[str, Any], t: Table) -> None:
         f"cost/request {_fmt(o.get('cost_per_request_usd'), '$')} (busy-only floor "
         f"{_fmt(o.get('busy_cost_per_request_usd'), '$')}); per 1k tokens (input + output) "
         f"{usd(cost_per_1k_tokens(o))}; errors {errors_text(o)}\n"
-        f"[dim]{price_line(report)}[/dim]")
+        f"[dim]{escape(price_line(report))}[/dim]")
     if not any((o.get(k) or {}).get("n") for k in ("ttft_ms", "tpot_ms")):
         console.print(f"[dim]TTFT and time per output token: {NOT_STREAMED}[/dim]")
     for kind in ("model", "route"):
@@ -127,8 +134,9 @@ def _print_verdict(console: Console, report: dict[str, Any]) -> None:
     b = report["bottleneck"]
     fps = ", ".join(f"{d['fingerprint']}={num(d['value'])}" for d in b["decided_by"])
     console.print(Panel.fit(
-        f"[bold]{b['layer']}[/bold] (confidence {b['confidence']:.2f}, case {b['case']})\n"
-        f"{b['detail']}\n[dim]decided by: {fps or '—'}[/dim]", title="bottleneck"))
+        f"[bold]{escape(str(b['layer']))}[/bold] (confidence {b['confidence']:.2f}, case "
+        f"{escape(str(b['case']))})\n{escape(str(b['detail']))}\n"
+        f"[dim]decided by: {escape(fps) or '—'}[/dim]", title="bottleneck"))
     kernels = report.get("kernels") or {}
     tb = kernels.get("temporal_breakdown")
     if tb:
@@ -142,8 +150,10 @@ def _print_verdict(console: Console, report: dict[str, Any]) -> None:
     ft.add_column("evidence")
     for f in report["findings"]:
         ev = ", ".join(f"{k}={v}" for k, v in list(f["evidence"].items())[:4])
-        ft.add_row(f"[{_SEV_STYLE.get(f['severity'], '')}]{f['severity']}[/]", f["layer"],
-                   f"{f['title']} [dim]({f['id']})[/dim]", ev)
+        sev = escape(str(f["severity"]))
+        style = _SEV_STYLE.get(f["severity"])
+        ft.add_row(f"[{style}]{sev}[/]" if style else sev, escape(str(f["layer"])),
+                   f"{escape(str(f['title']))} [dim]({escape(str(f['id']))})[/dim]", escape(ev))
     if report["findings"]:
         console.print(ft)
     else:

@@ -24,6 +24,7 @@ from inferaudit_analyzer.report.markdown import render_markdown
 from inferaudit_analyzer.summary_terminal import render as render_terminal
 
 EVIL = "<script>alert(1)</script>"
+EVIL_MD = "&lt;script&gt;alert(1)&lt;/script&gt;"  # as Markdown writes it: text, not HTML
 
 
 def _section(md: str, title: str) -> str:
@@ -78,8 +79,9 @@ def _hand_report() -> dict:
 def test_markdown_baseline_shows_per_model_and_per_route_tables() -> None:
     md = render_markdown(_hand_report())
     models = _md_rows(_section(md, "### By model"))
-    assert list(models) == [EVIL, "small", "partial"]  # busiest first
-    row = models[EVIL]
+    assert list(models) == [EVIL_MD, "small", "partial"]  # busiest first
+    assert EVIL not in md
+    row = models[EVIL_MD]
     assert row["requests"] == "100" and row["errors"] == "3 (3.0%)"
     assert row["throughput"] == "10 req/s"
     assert (row["latency p50"], row["latency p95"], row["latency p99"]) == (
@@ -93,8 +95,8 @@ def test_markdown_baseline_shows_per_model_and_per_route_tables() -> None:
     assert set(models["partial"].values()) == {"partial", "0", "n/a"}
     routes_md = _section(md, "### By route")
     routes = _md_rows(routes_md)
-    assert list(routes) == ["/v1/chat", "/v1/[/x]"]
-    assert routes["/v1/[/x]"]["errors"] == "2 (4.0%)"
+    assert list(routes) == ["/v1/chat", "/v1/\\[/x\\]"]
+    assert routes["/v1/\\[/x\\]"]["errors"] == "2 (4.0%)"
     assert routes["/v1/chat"]["latency p99"] == "150.0 ms"
     assert "device utilisation" not in routes["/v1/chat"]
     assert "not broken down by route" in routes_md
@@ -105,7 +107,8 @@ def test_overall_rows_show_errors_ttft_tpot_and_an_honest_token_cost() -> None:
     assert rows["errors"] == "3 (2.5%)"
     assert rows["TTFT (time to first token)"] == (
         "p50 12.0 ms, p95 31.5 ms, p99 44.0 ms (20 requests)")
-    assert rows["time per output token"] == "not measured (no streamed requests)"
+    assert rows["time per output token"] == (
+        "not measured (no request carries a first-token time)")
     assert rows["latency of failed requests"] == (
         "p50 5.0 ms, p95 7.5 ms, p99 8.0 ms (3 requests, not in the latency percentiles above)")
     # one price per token: cost over all 4,000 tokens, not "per output token"
@@ -259,7 +262,8 @@ def test_terminal_names_the_one_model_and_says_ttft_was_not_measured(analysed) -
     out = _terminal(rep)
     assert "baseline (overall: model big)" in out
     assert "per route" not in out and "per model" not in out  # one scope: the overall table
-    assert "TTFT and time per output token: not measured (no streamed requests)" in out
+    assert ("TTFT and time per output token: not measured (no request carries a first-token "
+            "time)") in out
 
 
 def test_report_cli_rerenders_a_saved_report_json(analysed, tmp_path, capsys) -> None:

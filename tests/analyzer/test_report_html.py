@@ -149,7 +149,7 @@ def test_roi_warnings_are_shown_beside_the_roadmap(report) -> None:
     rep["roi"] = {**report["roi"], "warnings": ["replay misses <today> by +140%"]}
     html, md = render_html(rep), render_markdown(rep)
     assert "class='warn'>replay misses &lt;today&gt; by +140%" in html
-    assert "> **Caution:** replay misses <today> by +140%" in md
+    assert "> **Caution:** replay misses &lt;today&gt; by +140%" in md
     quiet = dict(report)
     quiet["roi"] = {**report["roi"], "warnings": []}
     assert "class='warn'" not in render_html(quiet)

@@ -37,6 +37,11 @@ def pct(v: Any) -> str:
     return "n/a" if v is None else f"{float(v) * 100:.1f}%"
 
 
+def with_unit(v: Any, unit: str, digits: int = 3) -> str:
+    """``num(v)`` and its unit ("21.2 s"); a missing figure is "n/a" alone, not "n/a s"."""
+    return "n/a" if v is None else f"{num(v, digits)} {unit}"
+
+
 def num(v: Any, digits: int = 3) -> str:
     if v is None:
         return "n/a"
@@ -111,8 +116,9 @@ def workload_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     if tr:
         rows.append(("prompt:output tokens", f"{num(tr.get('trace'), 2)}:1 in the trace window, "
                                              f"{num(tr.get('replayed'), 2)}:1 replayed"))
-    rows.append(("time scale", f"x{num(w.get('time_scale'))} (trace {num(w.get('trace_rps'))} "
-                               f"req/s -> offered {num(w.get('offered_rps'))} req/s)"))
+    rows.append(("time scale", f"x{num(w.get('time_scale'))} (trace "
+                               f"{with_unit(w.get('trace_rps'), 'req/s')} -> offered "
+                               f"{with_unit(w.get('offered_rps'), 'req/s')})"))
     fit = w.get("probe_fit") or {}
     plain = fit.get("probe_mean_s")
     rows.append(("probe service time", f"{ms((w.get('probe_service_s') or 0) * 1e3)} mean "
@@ -133,10 +139,11 @@ def risk(item: dict[str, Any]) -> str:
     return f"{item['risk']['score']}/{RISK_SCALE_MAX}"
 
 
-def price_line(report: dict[str, Any]) -> str:
+def price_line(report: dict[str, Any], from_json: bool = False) -> str:
     """Which price every dollar figure rests on, in words; without one, why and what to give
     (a kernel trace alone has no paid device: "price n/a/h from no paid device found" said
-    neither)."""
+    neither). ``from_json``: the report is a saved one re-rendered, where the price flags are
+    not read, so the way to a price is analysing the traces again."""
     price = report.get("price") or {}
     per_hour, source = price.get("usd_per_hour"), price.get("source")
     if per_hour is not None:
@@ -145,7 +152,10 @@ def price_line(report: dict[str, Any]) -> str:
     unpriced = sum(1 for r in resources if r.get("usd_per_hour") is None)
     why = (f"none for {unpriced} of {len(resources)} paid resource(s)" if resources
            else source or "none given")
-    return f"no price ({why}), so no dollar figures: give --price-per-hour or --price-file"
+    how = ("re-run inferaudit report PATH --price-per-hour USD (or --price-file FILE) on the "
+           "traces: --from-json only re-renders the saved figures" if from_json
+           else "give --price-per-hour or --price-file")
+    return f"no price ({why}), so no dollar figures: {how}"
 
 
 def swap_line(swap: dict[str, Any]) -> str:
@@ -225,7 +235,7 @@ def executive_summary(report: dict[str, Any]) -> list[str]:
     lines = []
     lat = ov.get("latency_ms") or {}
     lines.append(
-        f"{num(ov.get('requests'))} requests over {num(ov.get('window_s'))} s: p50 "
+        f"{num(ov.get('requests'))} requests over {with_unit(ov.get('window_s'), 's')}: p50 "
         f"{ms(lat.get('p50'))}, p95 {ms(lat.get('p95'))}; cost per request "
         f"{usd(ov.get('cost_per_request_usd'))} on the bill (busy-only floor "
         f"{usd(ov.get('busy_cost_per_request_usd'))}); device utilisation "
@@ -303,12 +313,15 @@ def token_cost_rows(scope: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-NOT_STREAMED = "not measured (no streamed requests)"
+# Said when no request has a first-token time. Not "no streamed requests": the report does not
+# count streamed requests, and a streamed request whose instrumentation records no first token
+# is missing here too.
+NOT_STREAMED = "not measured (no request carries a first-token time)"
 
 
 def streamed_text(summary: Any) -> str:
-    """A TTFT / time-per-output-token summary: its percentiles, or why there are none (only
-    streamed requests have a first token apart from the last)."""
+    """A TTFT / time-per-output-token summary: its percentiles, or why there are none (both
+    need a request's first-token time)."""
     if not isinstance(summary, dict):
         return "n/a"
     if not summary.get("n"):
@@ -339,8 +352,8 @@ def _tokens(scope: dict[str, Any]) -> str:
 
 BASELINE_ROWS = (
     ("requests", "requests", num), ("errors", (), errors_text),
-    ("window", "window_s", lambda v: f"{num(v)} s"),
-    ("throughput", "throughput_rps", lambda v: f"{num(v)} req/s"),
+    ("window", "window_s", lambda v: with_unit(v, "s")),
+    ("throughput", "throughput_rps", lambda v: with_unit(v, "req/s")),
     ("latency p50", ("latency_ms", "p50"), ms), ("latency p95", ("latency_ms", "p95"), ms),
     ("latency p99", ("latency_ms", "p99"), ms),
     ("latency of failed requests", "error_latency_ms", failed_latency_text),
@@ -381,6 +394,15 @@ UNNAMED_SCOPES = frozenset({"(unknown)", "(none)", ""})
 MAX_SCOPE_ROWS = 25  # the busiest; the JSON report holds every scope
 
 
+def scope_utilisation(scope: dict[str, Any], ceiling: Any) -> str:
+    """A model's utilisation with the ceiling the overall row gives ("31.5% (max 50.0%)"): a
+    model's share is of the same capacity, so the threads' ceiling bounds it as well."""
+    u = scope.get("device_utilization")
+    if u is None or not isinstance(ceiling, (int, float)) or ceiling >= 1:
+        return pct(u)
+    return f"{pct(u)} (max {pct(ceiling)})"
+
+
 def _has(scopes: list[dict[str, Any]], metric: str) -> bool:
     return any((_at(s, metric, "n") or 0) > 0 for s in scopes)
 
@@ -401,8 +423,7 @@ def scope_table(report: dict[str, Any], kind: str) -> tuple[tuple[str, ...], lis
     values = [v for _, v in items]
     cols: list[tuple[str, Any]] = [
         ("requests", lambda s: num(s.get("requests"))), ("errors", errors_text),
-        ("throughput", lambda s: "n/a" if s.get("throughput_rps") is None
-         else f"{num(s['throughput_rps'])} req/s"),
+        ("throughput", lambda s: with_unit(s.get("throughput_rps"), "req/s")),
         ("latency p50", lambda s: ms(_at(s, "latency_ms", "p50"))),
         ("latency p95", lambda s: ms(_at(s, "latency_ms", "p95"))),
         ("latency p99", lambda s: ms(_at(s, "latency_ms", "p99")))]
@@ -416,7 +437,8 @@ def scope_table(report: dict[str, Any], kind: str) -> tuple[tuple[str, ...], lis
     notes = []
     device = any("device_utilization" in v or "batch_size" in v for v in values)
     if device:
-        cols += [("device utilisation", lambda s: pct(s.get("device_utilization"))),
+        ceiling = _at(report, "baseline", "overall", "device_utilization_ceiling")
+        cols += [("device utilisation", lambda s: scope_utilisation(s, ceiling)),
                  ("batch size mean", lambda s: num(_at(s, "batch_size", "mean")))]
     else:
         notes.append(f"Device utilisation and batch size are not broken down by {kind}: one "

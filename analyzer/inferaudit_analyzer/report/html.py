@@ -143,8 +143,9 @@ def _baseline(report: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def render_html(report: dict[str, Any]) -> str:
-    """The whole report as one HTML string."""
+def render_html(report: dict[str, Any], from_json: bool = False) -> str:
+    """The whole report as one HTML string; ``from_json``: a saved report re-rendered (the
+    hint for a missing price says to analyse the traces again)."""
     plots = all_plots(report)
     bn = report.get("bottleneck") or {}
     decided = f.decided_rows(bn)
@@ -160,7 +161,7 @@ def render_html(report: dict[str, Any]) -> str:
 <body>
 <h1>InferAudit: where the cost and latency of this inference come from</h1>
 <p class="note">Generated {escape(str(report.get('generated_at')))}; schema
-{escape(str(report.get('schema')))}; {escape(f.price_line(report))}.</p>
+{escape(str(report.get('schema')))}; {escape(f.price_line(report, from_json))}.</p>
 <h2 id="summary">Executive summary</h2><ul>{summary}</ul>
 {_workload(report)}
 <h2 id="baseline">Baseline (measured)</h2>{_baseline(report)}

@@ -1,32 +1,64 @@
 """The Markdown audit report: the same sections as the HTML one, plots as inline SVG data URIs
-(viewers that block data URIs still show every number in the tables)."""
+(viewers that block data URIs still show every number in the tables).
+
+Every string from the input (model and route names, kernel names, file paths, finding texts)
+goes through :func:`_text` or :func:`_code`: most Markdown previews pass raw HTML through, and
+a ``*`` or ``_`` in a kernel name would otherwise turn into emphasis.
+"""
 
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 from inferaudit_analyzer.report import _fmt as f
 from inferaudit_analyzer.report.plots import all_plots
 
+# Backslash-escaped: the characters that start emphasis, code, links, strikethrough or a table
+# cell, and the backslash itself. "_" only where it can start or end emphasis, i.e. not between
+# two letters or digits (CommonMark: intraword "_" is literal), so snake_case stays readable.
+_MD_SPECIAL = re.compile(r"[\\`*\[\]~|]|(?<![^\W_])_|_(?![^\W_])")
+_HTML = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_NEWLINES = re.compile(r"[\r\n]+")
 
-def _cell(s: Any) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
+
+def _text(s: Any) -> str:
+    """``s`` as literal Markdown text on one line: no raw HTML, no emphasis, links or code."""
+    one_line = _NEWLINES.sub(" ", str(s))
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), one_line).translate(_HTML)
+
+
+def _code(s: Any) -> str:
+    """``s`` as an inline code span: its fence is longer than any run of backticks inside (raw
+    HTML is not read inside a code span, and escapes are not either, so none are added)."""
+    body = _NEWLINES.sub(" ", str(s))
+    runs = re.findall(r"`+", body)
+    fence = "`" * (max((len(r) for r in runs), default=0) + 1)
+    if body.startswith("`") or body.endswith("`"):
+        body = f" {body} "
+    return f"{fence}{body}{fence}"
 
 
 def _table(header: tuple[str, ...] | list[str], rows: list[tuple[str, ...]]) -> list[str]:
-    out = ["| " + " | ".join(_cell(h) for h in header) + " |",
+    out = ["| " + " | ".join(_text(h) for h in header) + " |",
            "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
+    out += ["| " + " | ".join(_text(c) for c in r) + " |" for r in rows]
     return out
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def _items(xs: Any) -> list[str]:
+    return [f"- {_text(x)}" for x in xs or []]
+
+
+def render_markdown(report: dict[str, Any], from_json: bool = False) -> str:
+    """The whole report as Markdown; ``from_json``: a saved report re-rendered (the hint for a
+    missing price says to analyse the traces again)."""
     lines = ["# InferAudit report", "",
-             f"Generated {report.get('generated_at')}; schema `{report.get('schema')}`; "
-             f"{f.price_line(report)}.", "",
+             f"Generated {_text(report.get('generated_at'))}; schema "
+             f"{_code(report.get('schema'))}; {_text(f.price_line(report, from_json))}.", "",
              "## Executive summary", ""]
-    lines += [f"- {s}" for s in f.executive_summary(report)]
+    lines += _items(f.executive_summary(report))
     workload = f.workload_rows(report)
     if workload:
         lines += ["", "## Workload replayed", ""]
@@ -34,15 +66,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Baseline (measured)", ""]
     lines += _table(("metric", "value"), f.baseline_rows(report))
     for title, header, rows, notes in f.scope_sections(report):
-        lines += ["", f"### {title}", ""]
+        lines += ["", f"### {_text(title)}", ""]
         if header is not None:
             lines += _table(header, rows)
             lines += [""] if notes else []
-        lines += [f"_{n}_" if header is not None else n for n in notes]
+        lines += [f"_{_text(n)}_" if header is not None else _text(n) for n in notes]
     bn = report.get("bottleneck") or {}
     lines += ["", "## Bottleneck verdict", "",
-              f"**{bn.get('layer')}** layer, case `{bn.get('case')}`, confidence "
-              f"{f.num(bn.get('confidence'), 2)}. {bn.get('detail') or ''}", ""]
+              f"**{_text(bn.get('layer'))}** layer, case {_code(bn.get('case'))}, confidence "
+              f"{f.num(bn.get('confidence'), 2)}. {_text(bn.get('detail') or '')}", ""]
     decided = f.decided_rows(bn)
     if decided:
         lines += _table(("signal", "value vs threshold"), decided)
@@ -50,27 +82,28 @@ def render_markdown(report: dict[str, Any]) -> str:
     road = report.get("roadmap") or []
     roi = report.get("roi") or {}
     if road:
-        lines += [f"> **Caution:** {w}" for w in f.roi_warnings(report)]
+        lines += [f"> **Caution:** {_text(w)}" for w in f.roi_warnings(report)]
         lines += _table(f.ROADMAP_HEADER, f.roadmap_rows(report))
-        lines += ["", f"Rank rule: {roi.get('rank_rule', '')}.", ""]
+        lines += ["", f"Rank rule: {_text(roi.get('rank_rule', ''))}.", ""]
         for r in road:
-            lines += [f"### #{r['rank']} `{r['intervention']}`: {r.get('title')}", "",
-                      f"Parameters: `{r.get('params')}`", "", f"Risk {f.risk(r)}:"]
-            lines += [f"- {x}" for x in r["risk"]["reasons"]]
-            lines += ["", "Assumptions:"] + [f"- {a}" for a in r.get("assumptions") or []] + [""]
+            lines += [f"### #{_text(r['rank'])} {_code(r['intervention'])}: "
+                      f"{_text(r.get('title'))}", "",
+                      f"Parameters: {_code(r.get('params'))}", "", f"Risk {_text(f.risk(r))}:"]
+            lines += _items(r["risk"]["reasons"])
+            lines += ["", "Assumptions:", *_items(r.get("assumptions")), ""]
         swap = roi.get("avoided_model_swap") or {}
         if swap:
-            lines += [f.swap_line(swap), ""]
+            lines += [_text(f.swap_line(swap)), ""]
         not_proposed = f.not_proposed_line(roi)
         if not_proposed:
-            lines += [not_proposed + ".", ""]
+            lines += [_text(not_proposed) + ".", ""]
     else:
-        lines += [roi.get("error") or "No intervention has evidence in this input.", ""]
+        lines += [_text(roi.get("error") or "No intervention has evidence in this input."), ""]
     v = report.get("validation")
     if v:
-        lines += [f"## Projection check: {v.get('title') or v.get('intervention')} "
-                  f"(`{v.get('intervention')}`) applied for real", "",
-                  f"Parameters `{v.get('params')}`; target: measured within "
+        lines += [f"## Projection check: {_text(v.get('title') or v.get('intervention'))} "
+                  f"({_code(v.get('intervention'))}) applied for real", "",
+                  f"Parameters {_code(v.get('params'))}; target: measured within "
                   f"{f.pct(v.get('target_diff_ratio'))} of projected.", ""]
         lines += _table(("metric", "baseline (measured)", "projected", "measured after", "diff",
                          "within target"),
@@ -82,18 +115,18 @@ def render_markdown(report: dict[str, Any]) -> str:
     fit = roi.get("fit") or {}
     if fit:
         lines += ["## ROI model: fitted service curve", "",
-                  f"Source `{fit.get('source')}`; {fit.get('formula')}; coefficients "
-                  f"`{fit.get('coefficients_ns')}`; R2 {f.num(fit.get('r2'))}, MAPE "
+                  f"Source {_code(fit.get('source'))}; {_text(fit.get('formula'))}; coefficients "
+                  f"{_code(fit.get('coefficients_ns'))}; R2 {f.num(fit.get('r2'))}, MAPE "
                   f"{f.pct(fit.get('mape_ratio'))}; batch sizes seen "
-                  f"{fit.get('batch_sizes_seen')}.", ""]
-        lines += [f"- {a}" for a in fit.get("assumptions") or []]
+                  f"{_text(fit.get('batch_sizes_seen'))}.", ""]
+        lines += _items(fit.get("assumptions"))
         base = roi.get("baseline") or {}
         slo = roi.get("slo") or {}
         lines += ["", f"Replay check: today's serving replayed gives p95 "
                   f"{f.ms((base.get('replayed') or {}).get('latency_ms', {}).get('p95'))} against "
                   f"{f.ms(base.get('measured_p95_ms'))} measured "
                   f"({f.pct(base.get('replay_p95_error_ratio'))} off); SLO p95 "
-                  f"{f.ms(slo.get('p95_ms'))} ({slo.get('source')})."]
+                  f"{f.ms(slo.get('p95_ms'))} ({_text(slo.get('source'))})."]
         lines.append("")
     lines += ["## Plots", ""]
     for name, svg in all_plots(report).items():
@@ -102,8 +135,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["## Findings with evidence", ""]
     for fd in report.get("findings") or []:
         ev = ", ".join(f"{k}={v}" for k, v in (fd.get("evidence") or {}).items())
-        lines += [f"- **[{fd.get('severity')}] `{fd.get('id')}`** ({fd.get('layer')}) "
-                  f"{fd.get('title')}. {fd.get('detail') or ''} Evidence: {ev}"]
+        lines += [f"- **\\[{_text(fd.get('severity'))}\\] {_code(fd.get('id'))}** "
+                  f"({_text(fd.get('layer'))}) {_text(fd.get('title'))}. "
+                  f"{_text(fd.get('detail') or '')} Evidence: {_text(ev)}"]
     if not report.get("findings"):
         lines.append("No finding fired.")
     inp = report.get("input") or {}

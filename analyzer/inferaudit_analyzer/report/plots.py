@@ -15,9 +15,24 @@ PLOT_NAMES = ("latency_cdf", "utilization_over_time", "batch_size_histogram", "c
               "service_curve")
 
 
+def latency_cdf_title(overall: dict[str, Any], plotted: Any) -> str:
+    """Which requests the CDF is over: the successful ones (report/data.py), as the latency
+    percentiles; where some failed, the title says so. A report saved before the plot left
+    failures out plotted every request: its count equals all requests', and the title says
+    that instead."""
+    errors, requests = overall.get("errors"), overall.get("requests")
+    if not isinstance(errors, int) or errors <= 0:
+        return "Request latency CDF (measured)"
+    if plotted is not None and plotted == requests:
+        return "Request latency CDF (all requests, failed ones included)"
+    return f"Request latency CDF (successful requests; {errors:,} failed left out)"
+
+
 def latency_cdf(report: dict[str, Any]) -> str:
-    q = (report.get("plots") or {}).get("latency_ms_quantiles") or []
-    title = "Request latency CDF (measured)"
+    plots = report.get("plots") or {}
+    q = plots.get("latency_ms_quantiles") or []
+    title = latency_cdf_title(((report.get("baseline") or {}).get("overall") or {}),
+                              plots.get("requests"))
     if not q:
         return empty("latency_cdf", title, "no request latencies")
     ys = [p[0] for p in q]
@@ -87,7 +102,7 @@ def cost_waterfall(report: dict[str, Any]) -> str:
     title = "Cost per request across the roadmap (cumulative, rank order)"
     key = "cost_per_request_usd"
     if base.get(key) is None:
-        return empty("cost_waterfall", title, "unpriced: pass --price-per-hour")
+        return empty("cost_waterfall", title, "no price per device-hour (see the price line)")
     steps = [("baseline", base[key], base.get("busy_cost_per_request_usd"))]
     for r in road:
         cum = (r.get("cumulative") or {}).get("projected") or {}
@@ -108,11 +123,15 @@ def cost_waterfall(report: dict[str, Any]) -> str:
             continue
         if prev is None:
             c.bar(i + 0.15, i + 0.85, 0.0, bill, PALETTE[0], f"{label}: {usd(bill / scale)}")
+        elif usd(bill / scale) == usd(prev / scale):
+            # a change below the figures' 3 significant digits (a replay's window a few
+            # microseconds longer) is no step: not a red "+$0.000000000000585"
+            c.bar(i + 0.15, i + 0.85, bill, bill * 1.002, PALETTE[6],
+                  f"{label}: {usd(bill / scale)} (unchanged)")
         else:
-            color = PALETTE[2] if bill <= prev else PALETTE[1]
+            color = PALETTE[2] if bill < prev else PALETTE[1]
             delta = usd(abs(bill - prev) / scale)
-            c.bar(i + 0.15, i + 0.85, min(prev, bill), max(prev, bill) if abs(prev - bill) > 0
-                  else bill * 1.002, color,
+            c.bar(i + 0.15, i + 0.85, min(prev, bill), max(prev, bill), color,
                   f"{label}: {usd(bill / scale)} ({'-' if bill < prev else '+'}{delta})")
         c.text(i + 0.5, bill, "$" + fixed_sig(bill))
         prev = bill
