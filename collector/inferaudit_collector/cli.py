@@ -99,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest request body, before and after decompression (413 above)")
     p.add_argument("--buffer-bytes", type=_positive_int, default=64 * MiB,
                    help="bound on queued, not yet written data (429 + Retry-After above)")
-    p.add_argument("--retry-after-s", type=int, default=1, help="Retry-After sent when full")
+    p.add_argument("--retry-after-s", type=int, default=1,
+                   help="least retry delay sent when full (Retry-After / RetryInfo): each "
+                   "refusal asks for a random delay between it and twice it (default 1)")
+    p.add_argument("--request-timeout-s", type=_positive_float, default=60.0,
+                   help="the most one OTLP/HTTP request may take to arrive, head and body, "
+                   "however slowly it trickles (408 and closed after it; default 60)")
     p.add_argument("--flush-interval-s", type=_positive_float, default=1.0,
                    help="fsync period: the most an OS crash or power loss can lose (default 1)")
     p.add_argument("--max-file-bytes", type=_positive_int, default=64 * MiB,
@@ -138,6 +143,7 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         max_body_bytes=args.max_body_bytes,
         buffer_bytes=args.buffer_bytes,
         retry_after_s=args.retry_after_s,
+        http_request_timeout_s=args.request_timeout_s,
         flush_interval_s=args.flush_interval_s,
         max_file_bytes=args.max_file_bytes,
         max_file_age_s=args.max_file_age_s,

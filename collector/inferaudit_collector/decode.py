@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,14 +110,18 @@ def _fields_by_json_key(desc: Descriptor) -> dict[str, FieldDescriptor]:
 
 
 _FIELD_KEYS: dict[str, dict[str, FieldDescriptor]] = {}
+# An enum number given as a JSON string ("kind": "2"): ParseDict reads it as the number, as
+# the proto3 JSON mapping's parsers do, so it is no unknown name.
+_ENUM_NUMBER = re.compile(r"-?[0-9]+")
 
 
 def _prepare_json(node: dict[str, Any], desc: Descriptor, where: str) -> None:
     """Walk an OTLP/JSON object along its message descriptor, in place: hex ids become the
     base64 the proto JSON mapping reads, and an enum given by an unknown name is an error
     naming its JSON path (``ParseDict(ignore_unknown_fields=True)`` would drop it silently,
-    storing e.g. a span without its kind). Unknown keys are left for ParseDict to ignore;
-    values of the wrong type are left for it to refuse."""
+    storing e.g. a span without its kind); a number, bare or quoted, is left to ParseDict.
+    Unknown keys are left for ParseDict to ignore; values of the wrong type are left for it to
+    refuse."""
     fields = _fields_by_json_key(desc)
     for key, value in node.items():
         fd = fields.get(key)
@@ -132,7 +137,8 @@ def _prepare_json(node: dict[str, Any], desc: Descriptor, where: str) -> None:
                         _prepare_json(item, sub, f"{where}.{key}[{i}]")
         elif fd.type == FieldDescriptor.TYPE_ENUM:
             for i, item in enumerate(value if isinstance(value, list) else [value]):
-                if isinstance(item, str) and item not in fd.enum_type.values_by_name:
+                if (isinstance(item, str) and item not in fd.enum_type.values_by_name
+                        and not _ENUM_NUMBER.fullmatch(item)):
                     at = f"{where}.{key}[{i}]" if isinstance(value, list) else f"{where}.{key}"
                     names = ", ".join(fd.enum_type.values_by_name)
                     raise DecodeError(f"{at}: {item!r} is not a {fd.enum_type.name} "

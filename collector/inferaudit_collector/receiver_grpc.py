@@ -13,11 +13,13 @@ never reads the request. Overload answers ``UNAVAILABLE`` with ``RetryInfo`` (ne
 ``RESOURCE_EXHAUSTED``, which the OTLP spec makes non-retryable without ``RetryInfo``, so Go and
 Java exporters would drop the data). ``RetryInfo`` goes in two trailers: inside the
 ``google.rpc.Status`` of ``grpc-status-details-bin`` (what the Go, Java and .NET exporters read)
-and alone in ``google.rpc.retryinfo-bin`` (what the Python exporter reads).
+and alone in ``google.rpc.retryinfo-bin`` (what the Python exporter reads); its delay is
+randomised (:func:`retry_delay`), so senders refused together do not all come back together.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -36,7 +38,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 if TYPE_CHECKING:
     from .service import Collector
 
-__all__ = ["GrpcReceiver", "retry_trailers"]
+__all__ = ["GrpcReceiver", "retry_delay", "retry_trailers"]
 
 _METHODS = {
     "/opentelemetry.proto.collector.trace.v1.TraceService/Export": "traces",
@@ -47,9 +49,20 @@ _METHODS = {
 _IN_FLIGHT_PER_WORKER = 4
 
 
+def retry_delay(delay_s: int) -> Duration:
+    """``delay_s`` times a random factor in [1, 2], to the nanosecond.
+
+    The stock exporters replace their own jittered backoff by the delay they are given, so an
+    exact one would bring every sender refused in the same burst back at the same instant, to
+    be refused together again until their tries run out."""
+    nanos = round(delay_s * random.uniform(1.0, 2.0) * 1e9)
+    return Duration(seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000)
+
+
 def retry_trailers(message: str, delay_s: int) -> tuple[tuple[str, bytes], ...]:
-    """Trailing metadata telling every OTLP exporter to retry after ``delay_s`` seconds."""
-    info = RetryInfo(retry_delay=Duration(seconds=delay_s))
+    """Trailing metadata telling every OTLP exporter to retry after between ``delay_s`` and
+    ``2 * delay_s`` seconds (:func:`retry_delay`)."""
+    info = RetryInfo(retry_delay=retry_delay(delay_s))
     detail = AnyProto()
     detail.Pack(info)
     status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message, details=[detail])

@@ -6,18 +6,21 @@ Speaks exactly what OTLP/HTTP needs: Content-Length and chunked bodies, ``Expect
 100-continue``, gzip/deflate ``Content-Encoding``, protobuf and JSON bodies answered in the same
 encoding, keep-alive. Responses follow the OTLP spec: 200 (with ``partialSuccess`` when spans
 were rejected), 400 + ``google.rpc.Status`` for malformed payloads, 413 over the body limit,
-415 for other media types, 401 without the token, 429/503 + ``Retry-After`` under backpressure.
+415 for other media types, 401 without the token, 429/503 + ``Retry-After`` under backpressure
+(randomised between ``retry_after_s`` and twice that, see :func:`_retry_after`).
 
 A request is judged on its head (framing, path, method, token, media type, encoding) before any
 of its body is held: a refused one takes no share of the body budget, and its sized body is
 skipped as it arrives. Each request has one deadline from its first byte (408 after it), which
-bytes trickled one at a time cannot push back.
+bytes trickled one at a time cannot push back; empty lines between requests (RFC 9112 2.2) are
+no request and start none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import socket
 import zlib
@@ -51,6 +54,14 @@ _RPC_INVALID_ARGUMENT = 3
 _RPC_RESOURCE_EXHAUSTED = 8
 _RPC_UNAUTHENTICATED = 16
 _RPC_UNAVAILABLE = 14
+
+
+def _retry_after(delay_s: int) -> bytes:
+    """A ``Retry-After`` header of a whole number of seconds drawn from ``[delay_s, 2 * delay_s]``.
+
+    The stock exporters wait exactly what it says instead of their own jittered backoff, so
+    one value for all would bring every sender refused in the same burst back at once."""
+    return f"Retry-After: {random.randint(delay_s, 2 * delay_s)}\r\n".encode()
 
 
 class _BodyTooLarge(Exception):
@@ -142,6 +153,8 @@ class _Conn(asyncio.Protocol):
                 if self._discard:
                     return
                 self._end_request()
+            if self._head is None and self._deadline is None:
+                self._drop_empty_lines()
             if not self._buf and self._head is None:
                 return
             if self._deadline is None:
@@ -171,8 +184,23 @@ class _Conn(asyncio.Protocol):
             self._deadline.cancel()
             self._deadline = None
 
+    def _drop_empty_lines(self) -> None:
+        """RFC 9112 2.2: CR/LF before a request-line are ignored (some clients send a CRLF after
+        a body); they neither start a request's deadline nor make a malformed request line."""
+        buf = self._buf
+        n = 0
+        while n < len(buf) and buf[n] in b"\r\n":
+            n += 1
+        if n:
+            del buf[:n]
+
     def _on_deadline(self) -> None:
         self._deadline = None
+        if self._discard:
+            # The refused request was already answered: a second, unsolicited response would
+            # be read as the answer to the sender's next request. Stop skipping its body.
+            self._close()
+            return
         self._respond(408, b"", self._ct, close=True,
                       message=f"request not received within {self._srv.request_timeout_s:g} s")
 
@@ -330,7 +358,7 @@ class _Conn(asyncio.Protocol):
         """
         srv = self._srv
         if srv.reserved_bytes + nbytes > srv.body_budget_bytes and srv.reserved_bytes > 0:
-            retry = f"Retry-After: {srv.collector.config.retry_after_s}\r\n".encode()
+            retry = _retry_after(srv.collector.config.retry_after_s)
             self._respond(429, b"", ct, close=True, extra=retry,
                           message="too many request bodies in flight; retry later",
                           rpc=_RPC_RESOURCE_EXHAUSTED)
@@ -372,7 +400,7 @@ class _Conn(asyncio.Protocol):
         elif out is Outcome.INVALID:
             self._respond(400, b"", ct, close=close, message=result.message)
         else:
-            retry = f"Retry-After: {self._srv.collector.config.retry_after_s}\r\n".encode()
+            retry = _retry_after(self._srv.collector.config.retry_after_s)
             code, rpc = (429, _RPC_RESOURCE_EXHAUSTED) if out is Outcome.FULL else (
                 503, _RPC_UNAVAILABLE)
             self._respond(code, b"", ct, close=close, extra=retry, message=result.message, rpc=rpc)
@@ -392,9 +420,13 @@ class _Conn(asyncio.Protocol):
             head += b"Connection: close\r\n"
         t.write(head + extra + b"\r\n" + body)
         if close:
-            self._closing = True
-            self._buf.clear()
-            t.close()
+            self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        self._buf.clear()
+        if self._t is not None:
+            self._t.close()
 
     def _arm_idle(self) -> None:
         if self._idle is not None:

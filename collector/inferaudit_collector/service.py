@@ -49,7 +49,7 @@ class CollectorConfig:
     allow_insecure_bind: bool = False
     max_body_bytes: int = 16 * MiB  # wire and decompressed; larger -> 413
     buffer_bytes: int = 64 * MiB  # queued lines awaiting the disk; full -> 429 + Retry-After
-    retry_after_s: int = 1
+    retry_after_s: int = 1  # each refusal asks for a random delay in [n, 2n] s (no herd)
     flush_interval_s: float = 1.0  # fsync period = the most a power loss can lose
     max_file_bytes: int = 64 * MiB
     max_file_age_s: float = 3600.0

@@ -1,5 +1,6 @@
-"""OTLP/HTTP: a request is judged on its head, bodies have a total deadline, framing is strict,
-and every error answer (500 included) speaks the request's content type."""
+"""OTLP/HTTP: a request is judged on its head, bodies have a total deadline (never a second
+answer to a request, never started by empty lines), framing is strict, and every error answer
+(500 included) speaks the request's content type."""
 
 from __future__ import annotations
 
@@ -166,3 +167,73 @@ def test_an_internal_error_is_answered_in_the_requests_content_type(tmp_path: Pa
             assert r.status == 500 and r.getheader("Content-Type") == ct
             assert "boom" in parse(r.read())
             conn.close()
+
+
+def _read_answers(sock: socket.socket, wait_s: float) -> list[bytes]:
+    """The status lines of every response that arrives within ``wait_s`` (or until closed)."""
+    sock.settimeout(0.1)
+    data = b""
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    lines = []
+    while b"\r\n\r\n" in data:
+        head, _, data = data.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+        lines.append(head.split(b"\r\n", 1)[0])
+        data = data[length:]
+    return lines
+
+
+def _sized(body: bytes, *, token: bytes | None = b"t") -> bytes:
+    auth = b"Authorization: Bearer " + token + b"\r\n" if token else b""
+    return (b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n" + auth + _PB
+            + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+@pytest.fixture
+def quick(tmp_path: Path) -> Iterator[Collector]:
+    """A collector whose requests must arrive within 1 s."""
+    c = Collector(CollectorConfig(directory=tmp_path, http_port=0, grpc_port=None, token="t",
+                                  http_request_timeout_s=1.0)).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def test_a_refused_request_whose_body_outlives_the_deadline_gets_no_second_answer(
+    quick: Collector,
+) -> None:
+    """Its 401 was sent; an unsolicited 408 after it would be read as the answer to the
+    sender's next request. The connection is just closed."""
+    with socket.create_connection(("127.0.0.1", quick.http_port)) as s:
+        s.sendall(_sized(b"x" * 100, token=None)[:-95])  # 5 of the 100 body bytes
+        assert _read_answers(s, 2.5) == [b"HTTP/1.1 401 Unauthorized"]
+        assert s.recv(10) == b""  # closed after the deadline, silently
+
+
+# RFC 9112 2.2: empty lines before a request-line are ignored (some clients send a CRLF
+# after a body).
+def test_a_stray_crlf_after_a_body_starts_no_deadline(quick: Collector) -> None:
+    """It used to start a request deadline: 408 on an idle keep-alive connection."""
+    with socket.create_connection(("127.0.0.1", quick.http_port)) as s:
+        s.sendall(_sized(_body()) + b"\r\n")
+        assert _read_answers(s, 2.0) == [b"HTTP/1.1 200 OK"]  # past the 1 s deadline
+        s.sendall(_sized(_body()))  # the connection is still open and usable
+        assert _read_answers(s, 0.5) == [b"HTTP/1.1 200 OK"]
+
+
+def test_a_request_pipelined_behind_empty_lines_is_read(quick: Collector) -> None:
+    """It used to be answered '400 malformed request line' (the empty line taken for it)."""
+    body = _body()
+    with socket.create_connection(("127.0.0.1", quick.http_port)) as s:
+        s.sendall(_sized(body) + b"\r\n" + _sized(body) + b"\r\n\n\r\n" + _sized(body))
+        assert _read_answers(s, 0.5) == [b"HTTP/1.1 200 OK"] * 3
+    assert quick.stats.requests == 3

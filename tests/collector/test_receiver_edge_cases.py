@@ -62,6 +62,23 @@ def test_known_enum_names_numbers_and_unknown_field_names_still_parse() -> None:
     assert req.resource_spans[0].scope_spans[0].spans[0].kind == 9
 
 
+def test_enum_numbers_given_as_strings_parse_as_protobufs_json_parser_reads_them() -> None:
+    """``"kind": "2"`` is what json_format.ParseDict and the old decoder accept: only an
+    unknown name is an error."""
+    span = dict(SPAN, kind="2", status={"code": "2"})
+    s = decode.parse_traces(_traces(span), json_body=True).resource_spans[0].scope_spans[0].spans[0]
+    assert s.kind == 2 and s.status.code == 2
+    s = decode.parse_traces(_traces(dict(SPAN, kind="9")), json_body=True)
+    assert s.resource_spans[0].scope_spans[0].spans[0].kind == 9  # as a bare 9 (open enum)
+    body = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": "m", "sum": {
+        "aggregationTemporality": "1", "dataPoints": [{"asInt": "1"}]}}]}]}]}
+    req = decode.parse_metrics(json.dumps(body).encode(), json_body=True)
+    assert req.resource_metrics[0].scope_metrics[0].metrics[0].sum.aggregation_temporality == 1
+    for text in ("2x", " 2", "+2", "２"):  # not a number (a full-width digit neither): a name
+        with pytest.raises(decode.DecodeError, match=r"spans\[0\]\.kind"):
+            decode.parse_traces(_traces(dict(SPAN, kind=text)), json_body=True)
+
+
 def test_unknown_enum_name_over_http_is_400_and_stores_nothing(tmp_path: Path) -> None:
     with Collector(CollectorConfig(directory=tmp_path, http_port=0, grpc_port=None)) as col:
         c = http.client.HTTPConnection("127.0.0.1", col.http_port, timeout=5)
@@ -116,6 +133,21 @@ def test_failed_compression_removes_its_temp_file_and_keeps_the_plain_one(
         sinks.compress_file_zstd(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["traces-x.jsonl"]
     assert path.read_bytes().count(b"\n") == 1000
+
+
+# -- the whole-request deadline is an option ---------------------------------------------------
+def test_request_timeout_is_a_cli_option(tmp_path: Path) -> None:
+    from inferaudit_collector.cli import build_parser, config_from_args
+
+    def cfg(*extra: str) -> CollectorConfig:
+        return config_from_args(build_parser().parse_args(["--dir", str(tmp_path), *extra]))
+
+    assert cfg().http_request_timeout_s == 60.0
+    assert cfg("--request-timeout-s", "2.5").http_request_timeout_s == 2.5
+    for bad in ("0", "-1", "nan", "soon"):
+        with pytest.raises(SystemExit) as exit_:
+            cfg("--request-timeout-s", bad)
+        assert exit_.value.code == 2
 
 
 # -- the start line names only the receivers that run --------------------------------------------
