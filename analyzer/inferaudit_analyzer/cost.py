@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
@@ -278,6 +278,12 @@ def measure_usage(con: Any, shares: str = SHARES_INLINE,
     return rows, hosts
 
 
+# A scope of the cost split: a Usage field and the values of it the scope holds (several where
+# the report merges keys: no route and a route named "(none)").
+Scope = tuple[str, tuple[Any, ...]]
+SCOPE_FIELDS = ("request_model", "route")
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Window cost and busy cost over all paid resources; None where any resource is unpriced."""
@@ -319,22 +325,40 @@ class CostModel:
             return self.resource_hosts[p.resource_id]
         return None if p.resource_id is None else f"resource:{p.resource_id}"
 
-    def _split(self, pick: Callable[[Usage], bool],
+    @cached_property
+    def _usage_index(self) -> tuple[dict[Any, tuple[int, int]],
+                                    dict[tuple[str, Any, Any], tuple[int, int]]]:
+        """The usage summed once: per host (device ns, requests), and per (scope field, value,
+        host); every scope's split then reads a few sums instead of all the rows."""
+        hosts: dict[Any, tuple[int, int]] = {}
+        scopes: dict[tuple[str, Any, Any], tuple[int, int]] = {}
+        for u in self.usage:
+            d, n = hosts.get(u.host_key, (0, 0))
+            hosts[u.host_key] = (d + u.device_ns, n + u.requests)
+            for key in (("request_model", u.request_model, u.host_key),
+                        ("route", u.route, u.host_key)):
+                d, n = scopes.get(key, (0, 0))
+                scopes[key] = (d + u.device_ns, n + u.requests)
+        return hosts, scopes
+
+    def _split(self, scope: Scope,
                fallback: float | None) -> tuple[float | None, float | None]:
-        """(window cost, busy cost) of the scope ``pick`` selects: host by host, its share of
-        what the host's requests used (device time, else requests), else ``fallback``."""
+        """(window cost, busy cost) of ``scope``: host by host, its share of what the host's
+        requests used (device time, else requests), else ``fallback``."""
+        field_name, values = scope
+        if field_name not in SCOPE_FIELDS:
+            raise ValueError(f"a scope is one of {SCOPE_FIELDS}, not {field_name!r}")
+        hosts, scopes = self._usage_index
         window_parts: list[float] = []
         busy_parts: list[float] = []
         for p in self.prices:
             host = self._host_of(p)
-            on_host = [u for u in self.usage if u.host_key == host]
-            mine = [u for u in on_host if pick(u)]
-            dev_all = sum(u.device_ns for u in on_host)
-            n_all = sum(u.requests for u in on_host)
+            dev_all, n_all = hosts.get(host, (0, 0))
+            mine = [scopes.get((field_name, v, host), (0, 0)) for v in values]
             if dev_all > 0:
-                share: float | None = sum(u.device_ns for u in mine) / dev_all
+                share: float | None = sum(d for d, _ in mine) / dev_all
             elif n_all > 0:
-                share = sum(u.requests for u in mine) / n_all
+                share = sum(n for _, n in mine) / n_all
             else:
                 share = fallback
             if share is None:
@@ -345,18 +369,19 @@ class CostModel:
         return math.fsum(window_parts), math.fsum(busy_parts)
 
     def scope_cost(self, requests: int, device_ns: int, input_tokens: int, output_tokens: int,
-                   pick: Callable[[Usage], bool] | None = None) -> dict[str, Any]:
+                   scope: Scope | None = None) -> dict[str, Any]:
         """Cost fields of a scope holding ``requests`` requests and ``device_ns`` of device time;
-        ``pick`` selects its usage rows (None: the whole input, which pays the whole bill)."""
+        ``scope`` names its usage rows: (``"request_model"`` or ``"route"``, the values it
+        holds); None: the whole input, which pays the whole bill."""
         share = ratio(device_ns, self.total_device_ns)
         if share is None:
             share = ratio(requests, self.total_requests)
         total, busy = self.window_cost_usd, self.busy_cost_usd
-        if pick is None or total is None or not self.usage:
+        if scope is None or total is None or not self.usage:
             cost = None if total is None or share is None else total * share
             busy_cost = None if busy is None or share is None else busy * share
         else:
-            cost, busy_cost = self._split(pick, share)
+            cost, busy_cost = self._split(scope, share)
             if busy is None:
                 busy_cost = None
         tokens = input_tokens + output_tokens

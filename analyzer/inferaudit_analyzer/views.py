@@ -1,9 +1,10 @@
-"""The ``requests`` and ``batches`` views over the canonical tables (docs/data-model.md).
+"""The ``requests``, ``batches`` and ``batch_members`` views over the canonical tables
+(docs/data-model.md).
 
-Every analysis reads these two views rather than raw spans, so the rules that turn spans into
-requests (which span is the request a client waits on, how a batch's device time is shared out)
-live in exactly one place. Plain SQL with window functions: the same text runs on DuckDB and,
-with the JSON accessor swapped, on ClickHouse.
+Every analysis reads these views rather than raw spans, so the rules that turn spans into
+requests (which span is the request a client waits on, which requests a batch served, how its
+device time is shared out) live in exactly one place. Plain SQL with window functions: the
+same text runs on DuckDB and, with the JSON accessor swapped, on ClickHouse.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from inferaudit_sdk import semconv
 # (its tokens and device time fill the enclosing one's gaps, batches linked to it count for the
 # enclosing one) unless the nested span is ours and the parent foreign; a foreign span above one of
 # ours (a GenAI client instrumentation in the calling app, up to CLIENT_VIEW_HOPS parents up, past
-# HTTP client and SERVER spans) is the client's view of that request, not a request of its own.
+# HTTP client and SERVER spans) is the client's view of that request, not a request of its own,
+# and the GenAI spans directly under it are requests of their own (its other calls).
 _SERVER_KIND = 2
 CLIENT_VIEW_HOPS = 4
 # A request that failed: OTel status ERROR, or an error.type. One predicate over the requests
@@ -55,8 +57,11 @@ def _client_view_sql(hops: int) -> str:
         for i in range(1, hops + 1))
 
 
-REQUESTS_VIEW_SQL = f"""
-CREATE OR REPLACE VIEW requests AS
+# The request-like spans that are requests (the ``candidate`` CTE below), with the tokens and
+# own device time their nested model calls fill in. Internal: ``batch_members`` and ``requests``
+# read it.
+REQUEST_SPANS_VIEW_SQL = f"""
+CREATE OR REPLACE VIEW request_spans AS
 WITH genai AS (
     SELECT s.*,
            CASE WHEN s.role = '{semconv.ROLE_REQUEST}'
@@ -80,13 +85,16 @@ client_view AS (
 ),
 nested AS (
     -- a request-like span whose parent is a request span is that request's model call, unless
-    -- the nested span is ours and the parent foreign (then the parent is the client's view)
+    -- the nested span is ours and the parent foreign (then the parent is the client's view), or
+    -- the parent is a client's view (dropped: its other GenAI children are calls of their own)
     SELECT g.trace_id, g.span_id, p.span_id AS outer_span_id,
            g.input_tokens, g.output_tokens, g.device_time_ns
     FROM genai g
     JOIN spans p ON p.trace_id = g.trace_id AND p.span_id = g.parent_span_id
                 AND p.role = '{semconv.ROLE_REQUEST}'
-    WHERE NOT g.ours OR COALESCE(p.source, 'inferaudit') = 'inferaudit'
+    WHERE (NOT g.ours OR COALESCE(p.source, 'inferaudit') = 'inferaudit')
+      AND NOT EXISTS (SELECT 1 FROM client_view v
+                      WHERE v.trace_id = p.trace_id AND v.span_id = p.span_id)
 ),
 nested_sum AS (
     SELECT trace_id, outer_span_id, SUM(input_tokens) AS input_tokens,
@@ -99,69 +107,110 @@ candidate AS (
                       WHERE n.trace_id = g.trace_id AND n.span_id = g.span_id)
       AND NOT EXISTS (SELECT 1 FROM client_view v
                       WHERE v.trace_id = g.trace_id AND v.span_id = g.span_id)
+)
+SELECT c.trace_id, c.span_id, c.parent_span_id, c.request_model, c.route, c.model_tier,
+       c.service_name, c.resource_id, c.start_ns, c.end_ns, c.duration_ns, c.ttft_ns, c.tpot_ns,
+       c.queue_ns, c.cache_hit, c.prompt_fp, c.prompt_simhash, c.fp_key_id, c.error_type,
+       c.status_code,
+       COALESCE(c.input_tokens, ns.input_tokens) AS in_tok,
+       COALESCE(c.output_tokens, ns.output_tokens) AS out_tok,
+       COALESCE(c.device_time_ns, ns.device_time_ns) AS own_device_ns
+FROM candidate c
+LEFT JOIN nested_sum ns ON ns.trace_id = c.trace_id AND ns.outer_span_id = c.span_id
+"""
+
+
+def _member_walk_sql(hops: int) -> str:
+    """Each batch target that is no request, with the first request span among its ancestors
+    up to ``hops`` parents up (NULL: none, or the walk met a SERVER span of no request first)."""
+    joins = ["JOIN spans s0 ON s0.trace_id = m.req_trace_id AND s0.span_id = m.target_span_id"]
+    cases = []
+    for i in range(1, hops + 1):
+        # the walk stays within the serving process: it stops at a SERVER span of no request
+        cases.append(f"WHEN s{i - 1}.kind = {_SERVER_KIND} "
+                     f"AND COALESCE(s{i - 1}.role, '') <> '{semconv.ROLE_REQUEST}' THEN NULL")
+        cases.append(f"WHEN c{i}.span_id IS NOT NULL THEN c{i}.span_id")
+        if i < hops:
+            joins.append(f"LEFT JOIN spans s{i} ON s{i}.trace_id = m.req_trace_id "
+                         f"AND s{i}.span_id = s{i - 1}.parent_span_id")
+        joins.append(f"LEFT JOIN request_spans c{i} ON c{i}.trace_id = m.req_trace_id "
+                     f"AND c{i}.span_id = s{i - 1}.parent_span_id")
+    return (f"SELECT m.batch_trace_id, m.batch_span_id, m.req_trace_id,\n"
+            f"           CASE {' '.join(cases)} END AS req_span_id\n"
+            f"    FROM member_raw m\n    " + "\n    ".join(joins) + "\n"
+            "    WHERE NOT EXISTS (SELECT 1 FROM request_spans c WHERE c.trace_id = "
+            "m.req_trace_id AND c.span_id = m.target_span_id)")
+
+
+# Which request each model call served: its links, else its parent (unbatched serving); a target
+# that is no request itself counts for the first request span above it, up to MEMBER_HOPS spans
+# up (a nested request-like span: its enclosing request; a span of the serving code between the
+# request and its model call, "generate", "forward": the request it ran in). The one definition
+# of batch membership: the requests view's device time, the cost and utilisation shares read it.
+MEMBER_HOPS = 3
+BATCH_MEMBERS_VIEW_SQL = f"""
+CREATE OR REPLACE VIEW batch_members AS
+WITH member_raw AS (
+    SELECT l.trace_id AS batch_trace_id, l.span_id AS batch_span_id,
+           l.linked_trace_id AS req_trace_id, l.linked_span_id AS target_span_id
+    FROM links l
+    JOIN spans b ON b.trace_id = l.trace_id AND b.span_id = l.span_id
+                AND b.role = '{semconv.ROLE_BATCH}'
+    UNION
+    SELECT b.trace_id, b.span_id, b.trace_id, b.parent_span_id
+    FROM spans b
+    WHERE b.role = '{semconv.ROLE_BATCH}' AND b.parent_span_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM links l
+                      WHERE l.trace_id = b.trace_id AND l.span_id = b.span_id)
 ),
-server AS (
+direct AS (
+    SELECT m.batch_trace_id, m.batch_span_id, m.req_trace_id, c.span_id AS req_span_id
+    FROM member_raw m
+    JOIN request_spans c ON c.trace_id = m.req_trace_id AND c.span_id = m.target_span_id
+),
+walked AS (
+    {_member_walk_sql(MEMBER_HOPS)}
+)
+SELECT DISTINCT batch_trace_id, batch_span_id, req_trace_id, req_span_id
+FROM (SELECT * FROM direct
+      UNION ALL
+      SELECT * FROM walked WHERE req_span_id IS NOT NULL) u
+"""
+
+REQUESTS_VIEW_SQL = f"""
+CREATE OR REPLACE VIEW requests AS
+WITH server AS (
     -- an enclosing SERVER span is the client-visible request only of a lone request under it
     SELECT p.trace_id, p.span_id, p.start_ns, p.end_ns, p.duration_ns
     FROM spans p
-    JOIN candidate c ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
+    JOIN request_spans c ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
     WHERE p.kind = {_SERVER_KIND}
     GROUP BY p.trace_id, p.span_id, p.start_ns, p.end_ns, p.duration_ns
     HAVING COUNT(*) = 1
 ),
 batch_spans AS (
-    SELECT b.trace_id, b.span_id, b.parent_span_id,
+    SELECT b.trace_id, b.span_id,
            COALESCE(b.device_time_ns,
                     CASE WHEN b.device_type = 'cpu' THEN b.cpu_time_ns END,
-                    b.duration_ns) AS device_ns,
-           {device_key_sql("b.resource_id", f"COALESCE({DEVICE_ID_EXPR}, '0')")} AS device_key
+                    b.duration_ns) AS device_ns
     FROM spans b
     WHERE b.role = '{semconv.ROLE_BATCH}'
 ),
-membership_raw AS (
-    -- members by link; a batch with no links belongs to its parent request (unbatched serving)
-    SELECT l.trace_id AS batch_trace_id, l.span_id AS batch_span_id,
-           l.linked_trace_id AS req_trace_id, l.linked_span_id AS req_span_id
-    FROM links l
-    JOIN batch_spans b ON b.trace_id = l.trace_id AND b.span_id = l.span_id
-    UNION
-    SELECT b.trace_id, b.span_id, b.trace_id, b.parent_span_id
-    FROM batch_spans b
-    WHERE b.parent_span_id IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM links l
-                      WHERE l.trace_id = b.trace_id AND l.span_id = b.span_id)
-),
-membership AS (
-    -- a batch linked to a nested request span counts for the enclosing request
-    SELECT DISTINCT m.batch_trace_id, m.batch_span_id, m.req_trace_id,
-           COALESCE(n.outer_span_id, m.req_span_id) AS req_span_id
-    FROM membership_raw m
-    LEFT JOIN nested n ON n.trace_id = m.req_trace_id AND n.span_id = m.req_span_id
-),
-req AS (
-    SELECT c.*,
-           COALESCE(c.input_tokens, ns.input_tokens) AS in_tok,
-           COALESCE(c.output_tokens, ns.output_tokens) AS out_tok,
-           COALESCE(c.device_time_ns, ns.device_time_ns) AS own_device_ns
-    FROM candidate c
-    LEFT JOIN nested_sum ns ON ns.trace_id = c.trace_id AND ns.outer_span_id = c.span_id
-),
 weighted AS (
-    SELECT m.req_trace_id, m.req_span_id, b.device_ns, b.device_key,
+    SELECT m.req_trace_id, m.req_span_id, b.device_ns,
            COALESCE(c.in_tok, 0) + COALESCE(c.out_tok, 0) AS w,
            SUM(COALESCE(c.in_tok, 0) + COALESCE(c.out_tok, 0))
                OVER (PARTITION BY m.batch_trace_id, m.batch_span_id) AS w_total,
            COUNT(*) OVER (PARTITION BY m.batch_trace_id, m.batch_span_id) AS n_members
-    FROM membership m
+    FROM batch_members m
     JOIN batch_spans b ON b.trace_id = m.batch_trace_id AND b.span_id = m.batch_span_id
-    JOIN req c ON c.trace_id = m.req_trace_id AND c.span_id = m.req_span_id
+    JOIN request_spans c ON c.trace_id = m.req_trace_id AND c.span_id = m.req_span_id
 ),
 share AS (
     SELECT req_trace_id, req_span_id,
            SUM(CASE WHEN w_total > 0 THEN device_ns * w / w_total
                     ELSE device_ns / n_members END) AS device_ns,
-           COUNT(*) AS batches,
-           MIN(device_key) AS device_key
+           COUNT(*) AS batches
     FROM weighted
     GROUP BY req_trace_id, req_span_id
 )
@@ -175,9 +224,8 @@ SELECT c.trace_id, c.span_id, c.request_model, c.route, c.model_tier, c.service_
        c.cache_hit, c.prompt_fp, c.prompt_simhash, c.fp_key_id, c.error_type, c.status_code,
        CAST(COALESCE(sh.device_ns, c.own_device_ns) AS BIGINT) AS device_ns,
        COALESCE(sh.batches, 0) AS batches,
-       sh.device_key,
        p.span_id IS NOT NULL AS enclosed
-FROM req c
+FROM request_spans c
 LEFT JOIN server p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
 LEFT JOIN share sh ON sh.req_trace_id = c.trace_id AND sh.req_span_id = c.span_id
 """
@@ -204,11 +252,14 @@ FROM spans b
 WHERE b.role = '{semconv.ROLE_BATCH}'
 """
 
-VIEWS_SQL: tuple[str, ...] = (REQUESTS_VIEW_SQL, BATCHES_VIEW_SQL)
+# In dependency order: each reads only the tables and the views before it.
+VIEWS_SQL: tuple[str, ...] = (REQUEST_SPANS_VIEW_SQL, BATCH_MEMBERS_VIEW_SQL, REQUESTS_VIEW_SQL,
+                              BATCHES_VIEW_SQL)
 
 
 def create_views(con: Any) -> None:
-    """Create (or replace) the ``requests`` and ``batches`` views on an open DuckDB connection.
+    """Create (or replace) the views (``requests``, ``batches``, ``batch_members`` and the
+    internal ``request_spans``) on an open DuckDB connection.
 
     Idempotent; needs the canonical tables to exist (schema.create_all_sql()).
     """
@@ -216,11 +267,14 @@ def create_views(con: Any) -> None:
         con.execute(sql)
 
 
+# The row-per-request and row-per-batch views, each column documented in docs/data-model.md
+# (tests/test_docs.py); ALL_VIEW_NAMES adds the membership map and the internal request spans.
 VIEW_NAMES = ("requests", "batches")
+ALL_VIEW_NAMES = ("request_spans", "batch_members", "requests", "batches")
 
 
 def materialize_views(con: Any) -> None:
-    """Snapshot both views into TEMP tables of the same names, which shadow the views.
+    """Snapshot the views into TEMP tables of the same names, which shadow the views.
 
     An analysis run issues dozens of queries; evaluating the views' joins and window functions
     once instead of per query is what keeps a large input fast. Undo with :func:`drop_materialized`.
@@ -230,5 +284,5 @@ def materialize_views(con: Any) -> None:
 
 
 def drop_materialized(con: Any) -> None:
-    for name in VIEW_NAMES:
+    for name in reversed(ALL_VIEW_NAMES):
         con.execute(f"DROP TABLE IF EXISTS temp.{name}")

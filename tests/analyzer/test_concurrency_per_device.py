@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from _analysis_fixtures import MS, T0, FixtureDb, unbatched_db
 
 from inferaudit_analyzer.analyses.concurrency import analyze_concurrency
@@ -91,3 +92,57 @@ def test_replicas_that_each_queue_are_unbatched_on_each():
             db.batch(start, free_at, [r], resource_id=h + 1, device_time_ns=50 * MS)
     rep = _report(db)
     assert "unbatched_serving" in _ids(rep)
+
+
+def _queued(db: FixtureDb, ranks: int = 1, linked: bool = True, n: int = 40,
+            resource_id: int = 1) -> None:
+    """Requests arriving every 10 ms behind size-1 calls of 40 ms every 50 ms: they queue. With
+    ``ranks`` > 1 each call runs as one span per tensor-parallel rank (device id), all linked."""
+    for i in range(n):
+        arrival, st = T0 + i * 10 * MS, T0 + i * 50 * MS
+        r = db.request(arrival, st + 50 * MS, input_tokens=100, output_tokens=20,
+                       resource_id=resource_id)
+        for d in range(ranks):
+            db.batch(st, st + 40 * MS, [r] if linked else [], device_time_ns=40 * MS,
+                     batch_size=1, resource_id=resource_id, attributes={sc.DEVICE_ID: str(d)})
+
+
+def test_calls_that_link_to_no_request_fall_back_to_the_fleet_sweep():
+    # no device is known to serve any request: the per-device sweep has nothing to count, and
+    # read 0.0 (a measured "nobody waits"), so unbatched serving could not fire
+    db = FixtureDb()
+    db.resource(1, gpu_model="NVIDIA A10G", gpu_count=1)
+    _queued(db, linked=False)
+    rep = _report(db)
+    assert rep["baseline"]["overall"]["concurrency"]["mean_while_device_busy"] > 2.0
+    assert "unbatched_serving" in _ids(rep)
+
+
+def test_a_device_whose_calls_serve_no_request_is_not_swept():
+    # device 0 serves the queued requests; device 1 runs warm-up calls no request links to
+    db = FixtureDb()
+    db.resource(1, gpu_model="NVIDIA A10G", gpu_count=2)
+    _queued(db)
+    create_views(db.con)
+    alone = analyze_concurrency(db.con, 2 * 10**9).mean_while_busy
+    for i in range(20):
+        st = T0 + i * 100 * MS
+        db.batch(st, st + 90 * MS, [], device_time_ns=90 * MS, batch_size=1,
+                 attributes={sc.DEVICE_ID: "1"})
+    create_views(db.con)
+    conc = analyze_concurrency(db.con, 2 * 10**9)
+    assert conc.mean_while_busy == alone
+    assert conc.swept_devices == 1
+
+
+def test_a_request_on_several_tensor_parallel_ranks_is_in_flight_on_each():
+    # one request's calls on 2 ranks: each rank is busy while it waits, as on one device
+    means = []
+    for ranks in (1, 2):
+        db = FixtureDb()
+        db.resource(1, gpu_model="NVIDIA A10G", gpu_count=ranks)
+        _queued(db, ranks=ranks)
+        create_views(db.con)
+        means.append(analyze_concurrency(db.con, 2 * 10**9).mean_while_busy)
+    assert means[0] > 2.0
+    assert means[1] == pytest.approx(means[0])

@@ -68,8 +68,9 @@ def test_a_host_shared_by_two_models_is_split_by_their_device_time_on_it():
 
 
 def test_usage_gives_each_request_the_device_time_of_the_requests_view():
-    """The cost usage restates the view's membership rule (links, else the parent; a link to a
-    nested model-call span counts for the enclosing request): both must share device time alike."""
+    """The cost usage and the requests view read one membership rule (links, else the parent; a
+    link to a nested model-call span, or to a role-less span inside a request, counts for the
+    request): both share device time alike, and a request with a call counts its batches."""
     from inferaudit_analyzer.cost import measure_usage
     db = FixtureDb()
     db.resource(1, gpu_count=1)
@@ -85,12 +86,27 @@ def test_usage_gives_each_request_the_device_time_of_the_requests_view():
     db.batch(st + 2 * S, st + 2 * S + 40 * MS, [inner], device_time_ns=40 * MS)  # nested
     db.request(st + 3 * S, st + 3 * S + 10 * MS, route="e", device_time_ns=7 * MS)  # own time
     db.batch(st + 4 * S, st + 4 * S + 9 * MS, [], device_time_ns=9 * MS)  # serves no request
+    # a span of the serving code between the request and its model call ("generate", no role):
+    # the call's parent, or its link target, is that span, and counts for the request above it
+    f = db.request(st + 5 * S, st + 5 * S + 100 * MS, route="f", input_tokens=5,
+                   device_time_ns=3 * MS)
+    gen = db.span(start_ns=st + 5 * S, end_ns=st + 5 * S + 90 * MS, trace_id=f[0],
+                  parent_span_id=f[1], name="generate", device_time_ns=5 * MS)
+    db.batch(st + 5 * S, st + 5 * S + 30 * MS, [], parent=gen, device_time_ns=30 * MS)
+    g = db.request(st + 6 * S, st + 6 * S + 100 * MS, route="g", input_tokens=5)
+    fwd = db.span(start_ns=st + 6 * S, end_ns=st + 6 * S + 90 * MS, trace_id=g[0],
+                  parent_span_id=db.span(start_ns=st + 6 * S, end_ns=st + 6 * S + 95 * MS,
+                                         trace_id=g[0], parent_span_id=g[1])[1])
+    db.batch(st + 6 * S, st + 6 * S + 20 * MS, [fwd], device_time_ns=20 * MS)  # two hops up
     con = db.con
     create_views(con)
     view = dict(con.execute("SELECT route, device_ns FROM requests").fetchall())
+    batches = dict(con.execute("SELECT route, batches FROM requests").fetchall())
     usage = {u.route: u.device_ns for u in measure_usage(con)[0]}
-    assert view == {"a": 48 * MS, "b": 12 * MS, "c": 70 * MS, "d": 40 * MS, "e": 7 * MS}
+    assert view == {"a": 48 * MS, "b": 12 * MS, "c": 70 * MS, "d": 40 * MS, "e": 7 * MS,
+                    "f": 30 * MS, "g": 20 * MS}
     assert usage == view
+    assert batches == {"a": 1, "b": 1, "c": 1, "d": 1, "e": 0, "f": 1, "g": 1}
 
 
 def _errors_db() -> FixtureDb:
@@ -143,6 +159,27 @@ def test_by_route_keeps_requests_without_a_route():
     assert sum(v["cost_usd"] for v in routes.values()) == pytest.approx(b["overall"]["cost_usd"])
 
 
+def test_a_route_or_model_spelled_like_the_placeholder_merges_with_it():
+    # a literal "(none)" route / "(unknown)" model shares the key of the missing one: one scope
+    # holding both, not one overwriting the other
+    db = FixtureDb()
+    db.resource(1, gpu_count=1, price_usd_per_hour=1.0)
+    for i in range(9):
+        st = T0 + i * S
+        r = db.request(st, st + 100 * MS, input_tokens=50, output_tokens=20,
+                       route=("/a", "(none)", None)[i % 3],
+                       request_model=("m", "(unknown)", None)[i % 3])
+        db.batch(st, st + 90 * MS, [r], device_time_ns=90 * MS)
+    b = _report(db)["baseline"]
+    for kind, key in (("by_route", "(none)"), ("by_model", "(unknown)")):
+        scopes = b[kind]
+        assert len(scopes) == 2 and scopes[key]["requests"] == 6
+        assert scopes[key]["device_s"] == pytest.approx(6 * 0.09)
+        assert sum(v["cost_usd"] for v in scopes.values()) == pytest.approx(
+            b["overall"]["cost_usd"])
+    assert b["by_model"]["(unknown)"]["batch_size"]["batches"] == 6
+
+
 def test_model_batches_and_utilisation_follow_the_requested_model():
     db = FixtureDb()
     db.resource(1, gpu_count=1, price_usd_per_hour=1.0)
@@ -186,3 +223,35 @@ def test_cost_per_1k_tokens_is_one_price_for_input_and_output():
         assert scope["cost_per_1k_tokens_usd"] == pytest.approx(per_1k)
         assert scope["cost_per_1k_input_tokens_usd"] == scope["cost_per_1k_tokens_usd"]
         assert scope["cost_per_1k_output_tokens_usd"] == scope["cost_per_1k_tokens_usd"]
+
+
+class _CountedRows(tuple):
+    """Usage rows that count how often they are read through."""
+
+    reads = 0
+
+    def __iter__(self):
+        type(self).reads += 1
+        return super().__iter__()
+
+
+def test_splitting_many_scopes_over_many_hosts_reads_the_usage_once():
+    # 2,000 routes x 16 hosts: every scope used to walk all usage rows once per host (58 s)
+    from inferaudit_analyzer.cost import CostModel, ResourcePrice, Usage
+    hosts, routes = 16, 2000
+    prices = tuple(ResourcePrice(h, "cuda", 1, 1.0 + h, 10**9, "x", "y") for h in range(hosts))
+    rows = [Usage(f"resource:{h}", m, f"/r{r}", (r % 7 + 1) * (h + 1) * 10**6, 3)
+            for h in range(hosts) for m in ("a", "b", "c") for r in range(routes)]
+    usage = _CountedRows(rows)
+    cm = CostModel(prices, 3600 * 10**9, 10**12, 10**6, usage=usage,
+                   resource_hosts={h: f"resource:{h}" for h in range(hosts)})
+    got = {r: cm.scope_cost(1, 1, 1, 1, ("route", (f"/r{r}",)))["cost_usd"]
+           for r in range(routes)}
+    assert _CountedRows.reads <= 2
+    for r in (0, 3, 1999):  # each host's bill by the route's share of its device time
+        want = sum((1.0 + h) * sum(u.device_ns for u in rows
+                                   if u.host_key == f"resource:{h}" and u.route == f"/r{r}")
+                   / sum(u.device_ns for u in rows if u.host_key == f"resource:{h}")
+                   for h in range(hosts))
+        assert got[r] == pytest.approx(want)
+    assert sum(got.values()) == pytest.approx(cm.window_cost_usd)

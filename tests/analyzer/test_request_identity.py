@@ -242,3 +242,27 @@ def test_the_same_requests_and_concurrency_on_duckdb_and_clickhouse(tmp_path: Pa
     assert duck["concurrency"]["mean_while_device_busy"] == 1.0
     assert "unbatched_serving" not in duck["findings"]
     assert ch == duck
+
+
+def test_a_foreign_call_beside_the_client_view_of_our_request_is_still_a_request():
+    """The calling app's GenAI span P (usage: a foreign request) makes two calls: F to another
+    provider, and an HTTP call to our server. P is our request's client view and is dropped; F
+    was counted as P's nested model call and vanished with it, tokens and all."""
+    db = FixtureDb()
+    tid = f"{1:032x}"
+    foreign = {"role": "request", "source": "openllmetry", "operation": "chat", "kind": CLIENT}
+    _, p = db.span(start_ns=T0, end_ns=T0 + 500 * MS, trace_id=tid, request_model="gpt-4o",
+                   input_tokens=300, output_tokens=60, **foreign)
+    _, f = db.span(start_ns=T0 + 10 * MS, end_ns=T0 + 100 * MS, trace_id=tid, parent_span_id=p,
+                   request_model="claude", input_tokens=200, output_tokens=40, **foreign)
+    _, http = db.span(start_ns=T0 + 110 * MS, end_ns=T0 + 490 * MS, trace_id=tid,
+                      parent_span_id=p, kind=CLIENT)
+    _, srv = db.span(start_ns=T0 + 120 * MS, end_ns=T0 + 480 * MS, trace_id=tid,
+                     parent_span_id=http, kind=SERVER, resource_id=2)
+    _, ours = db.request(T0 + 130 * MS, T0 + 470 * MS, trace_id=tid, parent_span_id=srv,
+                         request_model="llama", input_tokens=100, output_tokens=20,
+                         resource_id=2)
+    rows = _requests(db)
+    assert set(rows) == {f, ours}
+    assert rows[f]["request_model"] == "claude" and rows[f]["input_tokens"] == 200
+    assert rows[ours]["input_tokens"] == 100 and rows[ours]["enclosed"] is True

@@ -8,15 +8,15 @@ state them: a fast timeout would otherwise pull p50 down and read as a faster se
 requests' latency is its own block (``error_latency_ms``), beside their count.
 
 Scopes are what the client asked for: ``by_model`` keys the requested model (``(unknown)``
-without one), ``by_route`` the route (``(none)`` without one), so each adds up to ``overall``.
-A model's batches and utilisation are those of the model calls that served its requests (a
-call no request links to counts under its own model name).
+without one), ``by_route`` the route (``(none)`` without one; a route or model spelled like the
+placeholder joins that scope), so each adds up to ``overall``. A model's batches and utilisation
+are those of the model calls that served its requests (a call no request links to counts under
+its own model name, where some request asked for that name; else only in ``overall``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 from inferaudit_analyzer.analyses import percentiles as pct
@@ -36,7 +36,7 @@ from inferaudit_analyzer.analyses.utilization import (
     busy_by_model,
     shares_table,
 )
-from inferaudit_analyzer.cost import CostModel, Usage
+from inferaudit_analyzer.cost import CostModel, Scope
 from inferaudit_analyzer.views import ERRORED_SQL
 
 ERRORED = ERRORED_SQL
@@ -75,8 +75,8 @@ def _and(where: str, cond: str) -> str:
 
 
 def _scope(con: Any, where: str, params: tuple[Any, ...], window: Window, cost: CostModel,
-           alpha: float, pick: Callable[[Usage], bool] | None = None) -> dict[str, Any]:
-    """One scope's figures; ``pick`` selects its rows of the cost usage (None: everything)."""
+           alpha: float, scope: Scope | None = None) -> dict[str, Any]:
+    """One scope's figures; ``scope`` names its rows of the cost usage (None: everything)."""
     row = con.execute(SCOPE_SQL.format(where=where), list(params)).fetchone()
     n, errors, hits, tin, tout, device_ns, latency_ns = (int(v or 0) for v in row)
     win_s = window.duration_s
@@ -101,11 +101,28 @@ def _scope(con: Any, where: str, params: tuple[Any, ...], window: Window, cost: 
         out[key] = _percentiles(con, ok, col, params, alpha)
     out["error_latency_ms"] = _percentiles(
         con, f"SELECT * FROM requests {_and(where, ERRORED)}", "latency_ns", params, alpha)
-    out.update(cost.scope_cost(n, device_ns, tin, tout, pick))
+    out.update(cost.scope_cost(n, device_ns, tin, tout, scope))
     return out
 
 
 NO_ROUTE = "(none)"  # the by_route key of requests without a route
+NO_MODEL = "(unknown)"  # the by_model key of requests without a requested model
+
+
+def _keyed(values: list[Any], placeholder: str) -> dict[str, tuple[Any, ...]]:
+    """Report key -> the column values it holds: NULL goes under ``placeholder``, together with
+    a value spelled like it (a route literally named "(none)"), so no scope overwrites another."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for v in values:
+        key = placeholder if v is None else str(v)
+        out[key] = (*out.get(key, ()), v)
+    return out
+
+
+def _where(col: str, values: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+    """A condition selecting ``col`` in ``values`` (None: NULL), and its parameters."""
+    conds = [f"{col} IS NULL" if v is None else f"{col} = ?" for v in values]
+    return "(" + " OR ".join(conds) + ")", tuple(v for v in values if v is not None)
 
 # The model calls that served a model's requests (a call serving two models counts for each), and
 # those no request links to under their own model name: the batches of by_model[<model>].
@@ -256,26 +273,22 @@ def _baseline(con: Any, window: Window, util: Utilization, conc: Concurrency, co
     # device add up to the overall utilisation (analyses/utilization.py).
     capacity = window.duration_ns * max(util.devices, 1)
     model_busy = busy_by_model(con, util, shares)
-    for m in models:
-        where, p = ("WHERE request_model IS NULL", ()) if m is None else (
-            "WHERE request_model = ?", (m,))
-        scope = _scope(con, where, p, window, cost, alpha,
-                       lambda u, m=m: u.request_model == m)
-        served = MODEL_BATCHES_WHERE.format(
-            shares=shares, model="request_model IS NULL" if m is None else "request_model = ?")
+    for key, values in _keyed(models, NO_MODEL).items():
+        cond, p = _where("request_model", values)
+        scope = _scope(con, f"WHERE {cond}", p, window, cost, alpha, ("request_model", values))
+        served = MODEL_BATCHES_WHERE.format(shares=shares, model=cond)
         scope["batch_size"] = batch_stats(con, served, p).to_json()
-        busy = None if model_busy is None else model_busy.get(m, 0.0)
+        busy = None if model_busy is None else sum(model_busy.get(m, 0.0) for m in values)
         ran = scope["batch_size"]["batches"] or not util.busy_from_batches
         scope["device_utilization"] = rounded(min(1.0, busy / capacity), 4) if (
             busy is not None and capacity and ran) else None
-        by_model[m if m is not None else "(unknown)"] = scope
+        by_model[key] = scope
     routes = [r[0] for r in con.execute(
         "SELECT DISTINCT route FROM requests ORDER BY route NULLS LAST").fetchall()]
     by_route: dict[str, Any] = {}
-    for r in routes:
-        where, p = ("WHERE route IS NULL", ()) if r is None else ("WHERE route = ?", (r,))
-        by_route[r if r is not None else NO_ROUTE] = _scope(
-            con, where, p, window, cost, alpha, lambda u, r=r: u.route == r)
+    for key, values in _keyed(routes, NO_ROUTE).items():
+        cond, p = _where("route", values)
+        by_route[key] = _scope(con, f"WHERE {cond}", p, window, cost, alpha, ("route", values))
     return {
         "overall": overall,
         "by_model": by_model,

@@ -6,7 +6,8 @@ time with more than one request in flight, and the time requests were in flight 
 ran. A second sweep, one per device (a resource and the device id within it), counts while each
 device runs a model call the requests whose batches ran on it: concurrency while busy is a
 device's, so replicas each serving one request at a time do not add up to "requests overlap".
-The idle and batching analyses read these results.
+Where no model call links to any request, no device is known to serve anyone, and the first
+sweep's fleet-wide figure stands in. The idle and batching analyses read these results.
 
 Both sweeps lay request times next to device times. Where model calls are recorded by another
 resource (host) than the requests they serve, the two clocks may disagree: a model call then lies
@@ -52,29 +53,43 @@ SELECT
     COALESCE(SUM(CASE WHEN r > 0 AND b = 0 THEN len ELSE 0 END), 0) AS idle_waiting_ns,
     COALESCE(SUM(r * len), 0) AS request_ns,
     COALESCE(MAX(r), 0) AS max_concurrency,
-    COALESCE(SUM(CASE WHEN r > 1 THEN len ELSE 0 END), 0) AS multi_ns
+    COALESCE(SUM(CASE WHEN r > 1 THEN len ELSE 0 END), 0) AS multi_ns,
+    COALESCE(SUM(CASE WHEN b > 0 THEN len ELSE 0 END), 0) AS busy_any_ns,
+    COALESCE(SUM(CASE WHEN b > 0 THEN r * len ELSE 0 END), 0) AS request_ns_while_busy
 FROM run WHERE len IS NOT NULL
 """
 
-# Per device: its batches, and the requests that rode them (requests.device_key is the device of
-# their batches). Sums over devices: device-busy time, and request-time on a busy device.
+# Per device: its batches, and the requests that rode them (through ``batch_members``: a request
+# whose calls ran on several devices, tensor-parallel ranks or prefill and decode apart, is in
+# flight on each). Only devices that served some request are swept: a device whose calls link to
+# no request would count as busy with nobody waiting. Sums over devices: device-busy time, and
+# request-time on a busy device; ``devices``: how many were swept.
 DEVICE_SWEEP_SQL = f"""
-WITH ev AS (
-    SELECT device_key AS k, arrival_ns AS t, 1 AS dr, 0 AS db FROM requests
-     WHERE device_key IS NOT NULL AND arrival_ns IS NOT NULL AND end_ns IS NOT NULL
+WITH rq AS (
+    SELECT DISTINCT {device_key_sql("b.resource_id", "b.device_id")} AS k,
+           q.trace_id, q.span_id, q.arrival_ns, q.end_ns
+    FROM batch_members m
+    JOIN batches b ON b.trace_id = m.batch_trace_id AND b.span_id = m.batch_span_id
+    JOIN requests q ON q.trace_id = m.req_trace_id AND q.span_id = m.req_span_id
+    WHERE q.arrival_ns IS NOT NULL AND q.end_ns IS NOT NULL
+),
+bk AS (
+    SELECT {device_key_sql("resource_id", "device_id")} AS k, start_ns, end_ns FROM batches
+    WHERE start_ns IS NOT NULL AND end_ns IS NOT NULL
+),
+ev AS (
+    SELECT k, arrival_ns AS t, 1 AS dr, 0 AS db FROM rq
     UNION ALL
-    SELECT device_key, end_ns, -1, 0 FROM requests
-     WHERE device_key IS NOT NULL AND arrival_ns IS NOT NULL AND end_ns IS NOT NULL
+    SELECT k, end_ns, -1, 0 FROM rq
     UNION ALL
-    SELECT {device_key_sql("resource_id", "device_id")}, start_ns, 0, 1 FROM batches
-     WHERE start_ns IS NOT NULL AND end_ns IS NOT NULL
+    SELECT k, start_ns, 0, 1 FROM bk WHERE k IN (SELECT k FROM rq)
     UNION ALL
-    SELECT {device_key_sql("resource_id", "device_id")}, end_ns, 0, -1 FROM batches
-     WHERE start_ns IS NOT NULL AND end_ns IS NOT NULL
+    SELECT k, end_ns, 0, -1 FROM bk WHERE k IN (SELECT k FROM rq)
 ),
 agg AS (SELECT k, t, SUM(dr) AS dr, SUM(db) AS db FROM ev GROUP BY k, t),
 run AS (
-    SELECT SUM(dr) OVER (PARTITION BY k ORDER BY t
+    SELECT k,
+           SUM(dr) OVER (PARTITION BY k ORDER BY t
                          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS r,
            SUM(db) OVER (PARTITION BY k ORDER BY t
                          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS b,
@@ -83,8 +98,9 @@ run AS (
 )
 SELECT
     COALESCE(SUM(CASE WHEN b > 0 THEN len ELSE 0 END), 0) AS device_busy_ns,
-    COALESCE(SUM(CASE WHEN b > 0 THEN r * len ELSE 0 END), 0) AS device_request_ns_while_busy
-FROM run WHERE len IS NOT NULL
+    COALESCE(SUM(CASE WHEN b > 0 THEN r * len ELSE 0 END), 0) AS device_request_ns_while_busy,
+    COUNT(DISTINCT k) AS devices
+FROM run
 """
 
 # Each model call against each request it serves (by link, or as the request span's child) where
@@ -156,9 +172,11 @@ class Concurrency:
     ``mean`` is time-weighted over the whole window (Little's law: total request-time / window);
     ``mean_inflight`` over the time at least one request was in flight; ``mean_while_busy`` per
     device, over the time it ran a model call, counting the requests served by that device
-    (``device_busy_ns`` and ``device_request_ns_while_busy`` are summed over devices). Both
-    that and the idle-while-waiting share are None where ``clock_skews`` says the request and
-    device clocks disagree.
+    (``device_busy_ns`` and ``device_request_ns_while_busy`` are summed over the
+    ``swept_devices`` that served some request). Where no model call links to a request (no
+    device is known to serve any), it is the fleet's: requests in flight anywhere while any call
+    runs (``request_ns_while_busy`` / ``busy_any_ns``). Both that and the idle-while-waiting
+    share are None where ``clock_skews`` says the request and device clocks disagree.
     """
 
     window_ns: int
@@ -171,6 +189,9 @@ class Concurrency:
     device_busy_ns: int
     device_request_ns_while_busy: int
     clock_skews: tuple[ClockSkew, ...]
+    swept_devices: int = 0
+    busy_any_ns: int = 0
+    request_ns_while_busy: int = 0
 
     @property
     def clock_skewed(self) -> bool:
@@ -188,6 +209,8 @@ class Concurrency:
     def mean_while_busy(self) -> float | None:
         if self.clock_skewed:
             return None
+        if not self.swept_devices:  # no call links to a request: the fleet-wide sweep
+            return ratio(self.request_ns_while_busy, self.busy_any_ns)
         return ratio(self.device_request_ns_while_busy, self.device_busy_ns)
 
     @property
@@ -223,6 +246,9 @@ def analyze_concurrency(con: Any, window_ns: int) -> Concurrency:
         device_busy_ns=int(dev[0]),
         device_request_ns_while_busy=int(dev[1]),
         clock_skews=clock_skews(con),
+        swept_devices=int(dev[2] or 0),
+        busy_any_ns=int(row[5]),
+        request_ns_while_busy=int(row[6]),
     )
 
 

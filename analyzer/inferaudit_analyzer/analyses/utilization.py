@@ -14,7 +14,8 @@ a CPU host with a core count, else its device time), spread evenly over the batc
 for time buckets; the paid capacity is the same devices over that scope's time. A model is the one
 the requests asked for: a batch's share goes to the requests it served by token share (a batch no
 request links to keeps its own model name). So the models of one device add up to the overall
-figure, and so do the buckets weighted by their length.
+figure (but for calls under a model name no request asked for, which no by-model row shows), and
+so do the buckets weighted by their length.
 """
 
 from __future__ import annotations
@@ -313,35 +314,14 @@ def analyze_utilization(con: Any, window_ns: int) -> Utilization:
     )
 
 
-# Which requests each model call served: its links, else its parent (unbatched serving); a linked
-# span that is not a request itself (the model-call span nested in a request) counts for its
-# parent request. The ``requests`` view (views.py) decides which spans are requests and shares
-# device time by the same membership, which it exposes only per request;
-# tests/analyzer/test_cost_by_scope_and_host.py checks both give each request one device time.
-BATCH_MEMBERS_SQL = f"""
-WITH linked AS (
-    SELECT l.trace_id AS batch_trace_id, l.span_id AS batch_span_id,
-           l.linked_trace_id AS req_trace_id, l.linked_span_id AS req_span_id
-    FROM links l JOIN batches b ON b.trace_id = l.trace_id AND b.span_id = l.span_id
-    UNION
-    SELECT s.trace_id, s.span_id, s.trace_id, s.parent_span_id
-    FROM spans s
-    WHERE s.role = '{semconv.ROLE_BATCH}' AND s.parent_span_id IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM links l WHERE l.trace_id = s.trace_id AND l.span_id = s.span_id)
-),
-member AS (
-    SELECT DISTINCT k.batch_trace_id, k.batch_span_id, k.req_trace_id,
-           COALESCE(q.span_id, o.span_id) AS req_span_id
-    FROM linked k
-    LEFT JOIN requests q ON q.trace_id = k.req_trace_id AND q.span_id = k.req_span_id
-    LEFT JOIN spans g ON g.trace_id = k.req_trace_id AND g.span_id = k.req_span_id
-    LEFT JOIN requests o ON o.trace_id = g.trace_id AND o.span_id = g.parent_span_id
-    WHERE q.span_id IS NOT NULL OR o.span_id IS NOT NULL
-)
+# Which requests each model call served, with their model, route and token weight: the
+# ``batch_members`` view (views.py), the one membership rule that the requests view's device time
+# is shared by too.
+BATCH_MEMBERS_SQL = """
 SELECT m.batch_trace_id, m.batch_span_id, q.trace_id AS req_trace_id, q.span_id AS req_span_id,
        q.request_model, q.route,
        CAST(COALESCE(q.input_tokens, 0) + COALESCE(q.output_tokens, 0) AS DOUBLE) AS w
-FROM member m JOIN requests q ON q.trace_id = m.req_trace_id AND q.span_id = m.req_span_id
+FROM batch_members m JOIN requests q ON q.trace_id = m.req_trace_id AND q.span_id = m.req_span_id
 """
 
 # Each model call's share per member request, token-weighted as the requests view shares its
