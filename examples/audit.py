@@ -173,10 +173,18 @@ def hindsight_replay(seq_trace_dir: str | Path, bat_trace_dir: str | Path, max_b
     changing between runs, not the replay model. With the projection's fit (``roi.fit`` of the
     report), also how long the batched run's calls took against what that curve predicts for
     them (``service_level_ratio``; 1.0: the host ran the work at the audited speed). Both are
-    read after the fact, for diagnosis; neither feeds the projection."""
+    read after the fact, for diagnosis; neither feeds the projection. The replay is the
+    projection's: the sequential run's requests with their marks (cache hits and requests that
+    failed before a model call keep their measured latency, failures are out of the p95),
+    through the servers that ran its calls, the server's per-call time as its own overhead."""
     from inferaudit_analyzer.roi.data import observe
     from inferaudit_analyzer.roi.fit import curve_from_json, fit_curve, predict_calls
-    from inferaudit_analyzer.roi.project import Scenario, replay
+    from inferaudit_analyzer.roi.project import (
+        Scenario,
+        observed_marks,
+        percentile_latencies,
+        replay,
+    )
     from inferaudit_analyzer.roi.roadmap import POINT_DRAWS
     from inferaudit_analyzer.store import load_store
     from inferaudit_analyzer.views import create_views
@@ -193,11 +201,12 @@ def hindsight_replay(seq_trace_dir: str | Path, bat_trace_dir: str | Path, max_b
     speed = (host_speed_ratio(seq.calls, bat.calls, projected_fit)
              if projected_fit and projected_fit.get("coefficients_ns") else None)
     fit = fit_curve(bat.calls, max_batch=max_batch)
-    curve = fit.curve
-    curve = replace(curve, fixed_ns=curve.fixed_ns + bat.call_gap_ns)
-    rep = replay(seq.workload(), np.zeros(seq.n, dtype=bool), curve,
-                 Scenario("dynamic", max_batch), draws=POINT_DRAWS)
+    curve = replace(fit.curve, overhead_ns=bat.call_gap_ns)
+    rep = replay(seq.workload(), observed_marks(seq), curve,
+                 Scenario("dynamic", max_batch, replicas=seq.serving_devices), draws=POINT_DRAWS)
     order = np.argsort(bat.arrival_ns, kind="stable")
+    bat_failed = None if bat.errored is None else bat.errored[order]
+    bat_lat = percentile_latencies(bat.latency_ns[order], bat_failed)
     level = None
     if projected_fit and projected_fit.get("coefficients_ns") and len(bat.calls):
         pred = predict_calls(curve_from_json(projected_fit), bat.calls)
@@ -207,9 +216,9 @@ def hindsight_replay(seq_trace_dir: str | Path, bat_trace_dir: str | Path, max_b
             "host_speed": speed,
             "idle_start_share": (None if bat.calls.idle is None or not len(bat.calls)
                                  else float(bat.calls.idle.mean())),
-            "measured_p95_ms": float(np.quantile(bat.latency_ns, 0.95,
-                                                 method="inverted_cdf")) / 1e6,
-            "measured_p95_interval_ms": p95_interval_ms(bat.latency_ns[order]),
+            "measured_p95_ms": float(np.quantile(bat_lat, 0.95, method="inverted_cdf")) / 1e6,
+            "measured_p95_interval_ms": p95_interval_ms(bat_lat),
+            "replicas": seq.serving_devices,
             "fit_mape_ratio": fit.goodness.get("mape_ratio"),
             "idle_start_factor": curve.idle_factor,
             "note": "curve refit on the batched run's own calls (hindsight), same replay model"}

@@ -4,7 +4,8 @@ Each test pins one way the projection misled: replicas taken from paid GPUs inst
 servers that ran calls, the idle-replica saving credited to every item, cache hits replayed as
 model calls, model-layer items counted as non-model in the model-swap check, replica savings lost
 without a price, the server's own overhead scaled by speed-ups, routing of requests already on a
-smaller model, SLO misses ranked, and an unpaired bill interval.
+smaller model or of none when the request names no model, SLO misses ranked, and an
+unpaired bill interval.
 """
 
 from __future__ import annotations
@@ -53,8 +54,32 @@ def test_the_replay_runs_the_servers_that_ran_calls_not_the_paid_gpus() -> None:
     assert roi["price"]["usd_per_replica_hour"] == pytest.approx(16.0)
     given = roi_section(db.con, rep, Knobs(max_batch=4, price_per_hour=4.0), bootstrap=0)
     assert given["price"]["usd_per_replica_hour"] == pytest.approx(16.0)  # $/device-hour x 4
-    # no replica to drop: nothing may claim a bill saving from 4 -> 1
+    # no replica to drop, and no evidence of an underused device: nothing may claim a bill
+    # saving from 4 -> 1 (releasing the idle GPUs is right_size's, with its evidence: below)
     assert all(it["impact"]["bill_saving_ratio"] == 0.0 for it in roi["roadmap"])
+
+
+def test_right_size_releases_paid_gpus_no_server_used() -> None:
+    """One worker on a 4-GPU host, the GPUs underused: the three that ran no call are a real
+    saving, credited to right_size alone (each replica then costs one GPU, not four)."""
+    db = _one_worker_db(gpu_count=4)
+    rep = analyze_connection(db.con)
+    rep["findings"] = [*rep["findings"],
+                       {"id": "device_underused", "severity": "high", "layer": "hardware",
+                        "evidence": {}}]
+    roi = roi_section(db.con, rep, Knobs(max_batch=4), bootstrap=0)
+    by_id = {it["intervention"]: it for it in roi["roadmap"]}
+    right = by_id["right_size"]
+    assert right["params"]["idle_paid_devices"] == 3
+    assert right["projected"]["replicas"] == 1
+    assert right["projected"]["saving_kind"] == "bill"
+    assert right["impact"]["bill_saving_ratio"] == pytest.approx(0.75, rel=0.02)
+    base_cost = roi["baseline"]["replayed"]["cost_per_request_usd"]
+    assert right["projected"]["cost_per_request_usd"] == pytest.approx(base_cost / 4, rel=0.02)
+    assert all(it["impact"]["bill_saving_ratio"] == 0.0 for pid, it in by_id.items()
+               if pid != "right_size")
+    # composed after it, the released GPUs stay released
+    assert roi["roadmap"][-1]["cumulative"]["projected"]["paid_replicas"] == pytest.approx(0.25)
 
 
 def _call(start: int, end: int, resource: int, device: str | None) -> tuple:
@@ -224,6 +249,34 @@ def test_routing_moves_only_requests_on_the_largest_model() -> None:
     assert (models[moved] == "big").all()
 
 
+def test_routing_finds_the_requests_of_an_unnamed_model() -> None:
+    """Requests without a model name: the routing finding calls it '(unknown)' (its MODEL_EXPR)
+    and the ROI model must spell it the same, or no request is routable and routing is
+    projected to save nothing."""
+    db = FixtureDb()
+    db.resource(1, gpu_model="NVIDIA L4", gpu_count=1, service_name="svc",
+                price_usd_per_hour=1.0)
+    free = T0
+    for i in range(120):
+        arr = T0 + i * 60 * MS
+        tin, tout = (8, 4) if i % 3 == 0 else (300 + i % 13, 60 + i % 7)
+        svc = (5 + 0.02 * tin + 0.5 * tout) * MS
+        start = max(arr, free)
+        end = free = int(start + svc)
+        r = db.request(arr, end, input_tokens=tin, output_tokens=tout, request_model=None)
+        db.batch(start, end, [r], parent=r, device_time_ns=int(svc * 0.9), request_model=None,
+                 batch_input_tokens=tin, batch_output_tokens=tout)
+    rep = analyze_connection(db.con)
+    assert [f for f in rep["findings"] if f["id"] == "routing_opportunity"]
+    roi = roi_section(db.con, rep, Knobs(max_batch=4), bootstrap=0)
+    (item,) = [it for it in roi["roadmap"] if it["intervention"] == "model_routing"]
+    assert item["impact"]["capacity_saving_ratio"] > 0
+    swap = roi["avoided_model_swap"]
+    assert swap is not None
+    assert swap["model_swap_projected"]["busy_device_s"] < \
+        0.8 * roi["baseline"]["replayed"]["busy_device_s"]
+
+
 def test_an_item_that_breaks_the_slo_is_not_proposed() -> None:
     # batching that waits 80 ms for a batch to fill doubles an 80 ms tail
     inp = _inputs(_work(300, mean_gap_ms=150.0), replicas=1)
@@ -247,3 +300,20 @@ def test_the_bill_interval_is_paired_with_each_replicates_baseline() -> None:
     assert (iv["high"] - iv["low"]) / point < 0.02
     ratio = item["interval"]["bill_ratio_to_baseline"]
     assert 0.98 < ratio["low"] <= ratio["high"] < 1.02
+
+
+def test_every_bill_ratio_lies_in_its_own_interval() -> None:
+    """The bill ratio's interval is placed around its point like the others: as plain
+    percentiles the composed steps' point fell just outside it."""
+    inp = _inputs(_work(400, mean_gap_ms=30.0), replicas=6)
+    out = build_roadmap(inp, [_finding("device_underused"), _finding("unbatched_serving"),
+                              _finding("pageable_copies")],
+                        Knobs(max_batch=8, slo_p95_ms=200), fit_curve(inp.calls), bootstrap=30)
+    base = out["baseline"]["replayed"]
+    base_rs = base["window_s"] * base["replicas"]
+    assert out["roadmap"]
+    for it in out["roadmap"]:
+        for blk in (it, it["cumulative"]):
+            p, iv = blk["projected"], blk["interval"]["bill_ratio_to_baseline"]
+            ratio = p["window_s"] * p["replicas"] / base_rs
+            assert iv["low"] * (1 - 1e-12) <= ratio <= iv["high"] * (1 + 1e-12)

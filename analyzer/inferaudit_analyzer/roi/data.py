@@ -7,19 +7,21 @@ the same requests, latencies and device times as the baseline it projects from.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from inferaudit_analyzer.analyses.routing import MODEL_EXPR
 from inferaudit_analyzer.roi.fit import CallPoints
 from inferaudit_analyzer.roi.simulate import Workload
-from inferaudit_analyzer.views import ERRORED_SQL
-from inferaudit_sdk import semconv
+from inferaudit_analyzer.views import DEVICE_ID_EXPR, ERRORED_SQL
 
+# Model names as the routing analysis spells them (a NULL model is '(unknown)' there too), so
+# the routing finding's scope.model picks out the requests routing may move.
 REQUESTS_SQL = f"""
 SELECT arrival_ns, COALESCE(input_tokens, 0), COALESCE(output_tokens, 1), latency_ns,
-       COALESCE(request_model, ''), COALESCE(fp_key_id, '') || ':' || COALESCE(prompt_fp, ''),
+       {MODEL_EXPR}, COALESCE(fp_key_id, '') || ':' || COALESCE(prompt_fp, ''),
        prompt_fp IS NOT NULL, COALESCE(cache_hit, FALSE), COALESCE(device_ns, 0), model_ns,
        {ERRORED_SQL}
 FROM requests
@@ -27,27 +29,22 @@ WHERE arrival_ns IS NOT NULL AND latency_ns IS NOT NULL
 ORDER BY arrival_ns
 """
 
-# Longest member prompt / output per model call: links for batched calls, the parent request for
-# a call without links (unbatched serving), as the requests view does.
+# Longest member prompt / output per model call, over the requests the views' batch_members gives
+# it (links, else the parent; resolved up to the request), the one membership rule of the
+# analyzer. The device id as the span
+# recorded it (NULL where it did not: the view's default '0' would make every worker that records
+# none one server; serving_devices counts those from their calls in flight).
 CALLS_SQL = f"""
-WITH mem AS (
-    SELECT l.trace_id AS bt, l.span_id AS bs, l.linked_trace_id AS rt, l.linked_span_id AS rs
-    FROM links l
-    UNION
-    SELECT s.trace_id, s.span_id, s.trace_id, s.parent_span_id
-    FROM spans s
-    WHERE s.role = '{semconv.ROLE_BATCH}' AND s.parent_span_id IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM links l WHERE l.trace_id = s.trace_id AND l.span_id = s.span_id)
-)
 SELECT b.start_ns, b.duration_ns, b.device_ns,
        COALESCE(b.batch_size, NULLIF(b.members, 0), 1) AS bs,
-       MAX(r.input_tokens) AS in_max, MAX(r.output_tokens) AS out_max,
+       MAX(r.in_tok) AS in_max, MAX(r.out_tok) AS out_max,
        b.padded_tokens, b.input_tokens, b.output_tokens, COALESCE(b.request_model, ''),
-       MIN(r.start_ns) AS first_member_ns, b.end_ns, b.resource_id, b.device_id,
-       MIN(r.input_tokens) AS in_min
+       MIN(r.start_ns) AS first_member_ns, b.end_ns, b.resource_id,
+       ANY_VALUE({DEVICE_ID_EXPR}) AS device_id,
+       MIN(r.in_tok) AS in_min
 FROM batches b
-LEFT JOIN mem ON mem.bt = b.trace_id AND mem.bs = b.span_id
-LEFT JOIN spans r ON r.trace_id = mem.rt AND r.span_id = mem.rs
+LEFT JOIN batch_members m ON m.batch_trace_id = b.trace_id AND m.batch_span_id = b.span_id
+LEFT JOIN request_spans r ON r.trace_id = m.req_trace_id AND r.span_id = m.req_span_id
 GROUP BY b.trace_id, b.span_id, b.start_ns, b.duration_ns, b.device_ns, b.batch_size, b.members,
          b.padded_tokens, b.input_tokens, b.output_tokens, b.request_model, b.end_ns,
          b.resource_id, b.device_id
@@ -76,6 +73,8 @@ class Observed:
     call_gap_samples: int = 0
     calls_from_requests: bool = False  # no batch spans: each request stood in as its own call
     serving_devices: int = 1  # servers that ran model calls at the same time (serving_devices)
+    # resource id -> servers it held (serving_by_resource); empty without batch spans
+    serving_by_resource: dict[Any, int] = field(default_factory=dict)
     errored: np.ndarray | None = None  # bool: the request failed (views.ERRORED_SQL)
 
     def overlap_share(self) -> float:
@@ -132,32 +131,68 @@ def call_gap(cl: list[tuple]) -> tuple[float, int]:
     return (float(np.median(gaps)) if gaps else 0.0), len(gaps)
 
 
-def _max_overlap(intervals: list[tuple[float, float]]) -> int:
-    """Most of the half-open ``[start, end)`` intervals open at one moment."""
-    ev = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
-    best = cur = 0
-    for _, d in ev:  # at equal times an end (-1) sorts before a start: back to back is not overlap
-        cur += d
-        best = max(best, cur)
+# Servers in service for at most this share of the time any is are not counted: a rolling
+# restart's overlap (the new process's first call while the old one's last still runs), clock
+# jitter between back-to-back calls. A time-weighted quantile, not the instantaneous maximum.
+MIN_SERVING_SHARE = 0.05
+
+
+def _served_level(intervals: list[tuple[float, float, int]]) -> int:
+    """The largest count k of servers such that at least k were in service (intervals
+    ``[start, end)`` weighted by the servers each holds) for ``MIN_SERVING_SHARE`` of the time
+    at least one was: the time-weighted 95th percentile of the count while serving."""
+    ev = sorted([(a, 1, w) for a, b, w in intervals if b > a]
+                + [(b, 0, -w) for a, b, w in intervals if b > a])  # ends first at equal times
+    at: dict[int, float] = {}
+    cur, prev = 0, None
+    for t, _, d in ev:
+        if prev is not None and cur > 0 and t > prev:
+            at[cur] = at.get(cur, 0.0) + (t - prev)
+        cur, prev = cur + d, t
+    serving = sum(at.values())
+    if serving <= 0:
+        return max((w for _, _, w in intervals), default=1)
+    best = 1
+    for k in sorted(at):
+        if sum(v for c, v in at.items() if c >= k) >= MIN_SERVING_SHARE * serving:
+            best = k
     return best
 
 
-def serving_devices(cl: list[tuple]) -> int:
-    """How many servers ran model calls side by side (rows of CALLS_SQL): the most (resource,
-    device) pairs in service at one moment (a pair from its first call's start to its last
-    call's end, so a restarted process is not a second server), or the most calls in flight at
-    once where that is more (workers that do not record a device). The replay runs this many
-    servers; paid devices that ran no call (a 4-GPU host with one worker) are priced, not
-    replayed."""
-    life: dict[tuple, list[float]] = {}
-    calls = []
+def _held(cl: list[tuple]) -> dict[Any, tuple[float, float, int]]:
+    """Per resource (rows of CALLS_SQL): its first call's start, its last call's end, and the
+    servers it held: the devices it ran calls on where it records them, else the calls it had
+    in flight at once for a meaningful share of its serving time (:func:`_served_level`)."""
+    by_res: dict[Any, list[tuple]] = {}
     for r in cl:
-        if r[0] is None or r[11] is None:
-            continue
-        calls.append((float(r[0]), float(r[11])))
-        span = life.setdefault((r[12], r[13]), [float(r[0]), float(r[11])])
-        span[0], span[1] = min(span[0], r[0]), max(span[1], r[11])
-    return max(1, _max_overlap([(a, b) for a, b in life.values()]), _max_overlap(calls))
+        if r[0] is not None and r[11] is not None:
+            by_res.setdefault(r[12], []).append(r)
+    out = {}
+    for res, rows in by_res.items():
+        devices = {r[13] for r in rows if r[13] is not None}
+        held = len(devices) if devices else _served_level(
+            [(float(r[0]), float(r[11]), 1) for r in rows])
+        out[res] = (min(float(r[0]) for r in rows), max(float(r[11]) for r in rows), held)
+    return out
+
+
+def serving_by_resource(cl: list[tuple]) -> dict[Any, int]:
+    """Servers each resource (process) held (rows of CALLS_SQL; :func:`_held`): set against
+    the devices it paid for, the paid devices no server used."""
+    return {res: held for res, (_, _, held) in _held(cl).items()}
+
+
+def serving_devices(cl: list[tuple]) -> int:
+    """How many servers ran model calls side by side (rows of CALLS_SQL). A process (resource)
+    that records device ids holds as many servers as devices it ran calls on, from its first
+    call's start to its last call's end (so a restarted process is not a second server); one
+    that records none holds as many as its calls in flight at once. The count is what was in
+    service for a meaningful share of the serving time (:func:`_served_level`), so a brief
+    overlap (a rolling restart, back-to-back calls a microsecond apart) is not a whole extra
+    replica for the whole window. The replay runs this many servers; paid devices that ran no
+    call (a 4-GPU host with one worker) are priced, not replayed."""
+    spans = list(_held(cl).values())
+    return max(1, _served_level(spans)) if spans else 1
 
 
 def idle_starts(cl: list[tuple]) -> np.ndarray:
@@ -218,6 +253,7 @@ def observe(con: Any) -> Observed:
     from_requests = not cl and bool(rq)
     # without batch spans the overlap check (model.MAX_UNTRACED_OVERLAP_SHARE) leaves one server
     servers = serving_devices(cl) if cl else 1
+    by_res = serving_by_resource(cl)
     if from_requests:
         # No batch spans (foreign GenAI spans, e.g. vLLM's): each request's own model time is
         # one call of batch size 1, the best the spans say.
@@ -239,5 +275,5 @@ def observe(con: Any) -> Observed:
         call_start_ns=col(cl, 0)[ok] if cl else np.zeros(0),
         call_model=col(cl, 9, object)[ok] if cl else np.zeros(0, dtype=object),
         call_gap_ns=gap_ns, call_gap_samples=gap_n, calls_from_requests=from_requests,
-        serving_devices=servers, errored=col(rq, 10, bool),
+        serving_devices=servers, serving_by_resource=by_res, errored=col(rq, 10, bool),
     )

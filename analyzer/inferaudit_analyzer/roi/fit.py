@@ -24,11 +24,13 @@ for it (``ragged_step_ns``); a call is ragged when its members' prompt lengths d
 its drawn rows do (sweep). Without it the linear batch dimension is bent between b=1 and b>1,
 and a curve anchored to unbatched spans under-states every padded call (~10 % on the example).
 
-Terms the points cannot estimate: where a token column barely varies beyond the columns before
-it (identical calls, one prompt length), any split of its time is the solver's, not the data's
-(~200 ms identical calls gave quantisation "no saving" at 512/128 tokens and -43 % p95 at
-20/100). Such a column is left out, its time stays in fixed_ns (or prefill), and the fit carries
-an assumption and a warning (``Fit.warnings``).
+Terms the points cannot estimate: where a token column's coefficient is not pinned by the
+points (identical calls, one prompt length: its least-squares coefficient within 3 standard
+errors of zero beside the other columns), any split of its time is the noise's or the solver's,
+not the data's (~200 ms identical calls gave quantisation "no saving" at 512/128 tokens and
+-43 % p95 at 20/100). Such a column is left out, its time stays in fixed_ns (or prefill), and the
+fit carries an assumption and a warning (``Fit.warnings``). A column that varies little but
+over many precise calls is estimable and kept.
 
 Goodness of fit: R^2 and MAPE on the points used, plus residuals for the report's plot.
 """
@@ -415,10 +417,20 @@ _ALL_COLUMNS = [0, 1, 2, 3, 4]  # of design(): 1, b*in, out, out*b, out*ragged
 _ONE_BATCH_COLUMNS = [0, 1, 2, 4]  # one batch size: out*b is out times a constant
 
 
-# A token column whose spread, beyond what the columns before it already explain, is under
-# this share of its size cannot be estimated: its coefficient would be set by the noise (or, at
-# zero spread, by the solver's arbitrary split). Its time is left to those columns instead.
-MIN_COLUMN_SPREAD = 0.05
+# A token column whose coefficient the points cannot pin: its time would be set by the noise
+# (or, at zero spread, by the solver's arbitrary split), so it is left to the columns it moves
+# with. Decided by precision: the column's least-squares coefficient, beside the other columns,
+# must stand MIN_COLUMN_T standard errors (from the residual variance and n) clear of zero. A
+# small relative spread alone is no reason: 2000 calls whose prompts vary by 2.4 % pin a
+# 20 us/token prefill within 1 %, and dropping it put 20 ms of prefill into fixed_ns (a batch
+# of 8 then projected at 101 ms against 216).
+MIN_COLUMN_T = 3.0
+# Beyond the other columns, a spread under this share of a column's norm is collinearity to
+# float precision: no standard error is meaningful there, the column is left out outright.
+EXACT_COLLINEAR_SPREAD = 1e-6
+# Under this relative spread around its mean a left-out column is called constant: its time
+# went to fixed_ns (the wording of the assumption only).
+CONSTANT_COLUMN_SPREAD = 0.05
 # Order in which columns claim time they cannot be told apart by: the per-call constant first
 # (no token-scaling intervention gets credit for it), then prefill before decode (quantisation
 # only scales decode steps). The ragged column is left to _separable.
@@ -438,26 +450,64 @@ def _spread(col: np.ndarray, basis: np.ndarray) -> float:
     return float(np.linalg.norm(col / norm - (basis / scale) @ coef))
 
 
+def _t_values(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """|coefficient| / standard error of each column of an ordinary least-squares fit of ``y``
+    on ``a`` (full column rank), with the residual variance on n - p degrees of freedom; inf
+    where the fit is exact or there are no degrees of freedom to tell."""
+    n, k = a.shape
+    norms = np.linalg.norm(a, axis=0)
+    norms[norms == 0] = 1.0
+    q, r = np.linalg.qr(a / norms)
+    coef = np.linalg.solve(r, q.T @ y)
+    rss = float(np.sum((y - (a / norms) @ coef) ** 2))
+    if n <= k or rss <= 0:
+        return np.full(k, np.inf)
+    r_inv = np.linalg.inv(r)
+    se = np.sqrt(rss / (n - k) * np.sum(r_inv ** 2, axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(se > 0, np.abs(coef) / se, np.inf)
+
+
 def _fit_estimable(a: np.ndarray, y: np.ndarray, columns: list[int]
                    ) -> tuple[np.ndarray, list[tuple[int, bool]]]:
     """NNLS on the columns of ``a`` (design()) among ``columns`` that the points can estimate;
     the others get 0, so their time goes to the columns they move with (fixed_ns first).
 
+    A token column is left out when it is collinear with the columns before it to float
+    precision, or, among the rest, when its coefficient is within ``MIN_COLUMN_T`` standard
+    errors of zero (backward elimination, the least precise first, the fit redone each time).
+
     Returns the five coefficients and, per column left out, (column, whether it is constant,
     i.e. its time went to fixed_ns)."""
     kept: list[int] = []
-    lost: list[tuple[int, bool]] = []
+    dropped: list[int] = []
     for j in _ESTIMATE_ORDER:
         if j not in columns:
             continue
         if j == 0 or not np.linalg.norm(a[:, j]) or _spread(a[:, j], a[:, kept]) >= \
-                MIN_COLUMN_SPREAD:
+                EXACT_COLLINEAR_SPREAD:
             kept.append(j)  # an all-zero column is kept: it has no time to apportion
         else:
-            lost.append((j, _spread(a[:, j], a[:, [0]]) < MIN_COLUMN_SPREAD))
+            dropped.append(j)
+    others = [j for j in columns if j not in _ESTIMATE_ORDER]
+    others = [j for j in others if np.linalg.norm(a[:, j])
+              and _spread(a[:, j], a[:, kept]) >= EXACT_COLLINEAR_SPREAD]
+    while True:
+        tested = [j for j in kept if j != 0 and np.linalg.norm(a[:, j])]
+        if not tested:
+            break
+        fit_cols = [j for j in kept if np.linalg.norm(a[:, j])] + others
+        t = dict(zip(fit_cols, _t_values(a[:, fit_cols], y), strict=True))
+        worst = min(tested, key=lambda j: t[j])
+        if t[worst] >= MIN_COLUMN_T:
+            break
+        kept.remove(worst)
+        dropped.append(worst)
     kept += [j for j in columns if j not in _ESTIMATE_ORDER]
     coef = np.zeros(a.shape[1])
     coef[kept] = nnls(a[:, kept], y)
+    lost = [(j, _spread(a[:, j], a[:, [0]]) < CONSTANT_COLUMN_SPREAD)
+            for j in sorted(dropped)]
     return coef, lost
 
 
@@ -471,9 +521,10 @@ def _unestimable_notes(lost: list[tuple[int, bool]], what: str, assumptions: lis
         target = ("fixed_ns (per-call time)" if constant
                   else "the terms it moves with (fixed_ns and prefill first)")
         assumptions.append(
-            f"the {what}' {_COLUMN_NAMES[j]} barely vary (spread beyond the other terms under "
-            f"{MIN_COLUMN_SPREAD:.0%}), so the time they cost cannot be told apart from "
-            f"{target}: it is fitted there, not measured. Interventions that scale tokens "
+            f"the {what}' {_COLUMN_NAMES[j]} do not vary enough for their cost to stand out "
+            f"of the noise (coefficient under {MIN_COLUMN_T:g} standard errors beside the other "
+            f"terms), so the time they cost cannot be told apart from {target}: it is fitted "
+            "there, not measured. Interventions that scale tokens "
             "(quantisation, routing to a smaller model) get no credit for it; batching shares "
             "time in fixed_ns across the batch, which over-states it where that time is per-row "
             "work")

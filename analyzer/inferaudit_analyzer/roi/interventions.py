@@ -213,13 +213,27 @@ def _copies(f: Findings, k: Knobs, ctx: dict[str, Any]) -> Plan | None:
 
 
 def _right_size(f: Findings, k: Knobs, ctx: dict[str, Any]) -> Plan | None:
+    """Fewer serving replicas at the SLO, and the paid devices no server used released: with
+    ``idle_paid_devices`` beside ``current_replicas`` servers, each replica is today priced at
+    (servers + idle) / servers devices; right-sized, at one (``replica_price_ratio``)."""
     ev = _ev(f, "device_underused", "idle_device_while_waiting")
-    if not ev or ctx.get("current_replicas", 1) <= 1:
+    servers = max(1, int(ctx.get("current_replicas", 1)))
+    idle = max(0, int(ctx.get("idle_paid_devices") or 0))
+    if not ev or (servers <= 1 and idle == 0):
         return None
+    ratio = servers / (servers + idle)
+    assumptions = ["replicas needed = smallest count whose replayed p95 meets the SLO"]
+    if idle:
+        assumptions.append(
+            f"the {idle} paid device(s) on the serving hosts that ran no model call are released "
+            f"(each serving replica then costs one device: x{ratio:.3g} today's $/replica-hour); "
+            "this needs a smaller instance or host, which the saving assumes is available at "
+            "the same $/device-hour")
     return Plan("right_size", "Right-size: fewer replicas for the same load within the SLO",
-                "hardware", ev, {},
-                ("replicas needed = smallest count whose replayed p95 meets the SLO",),
-                1, ("less headroom for traffic spikes",), "hours", lambda sc: sc)
+                "hardware", ev,
+                {"idle_paid_devices": idle, "replica_price_ratio": ratio},
+                tuple(assumptions), 1, ("less headroom for traffic spikes",), "hours",
+                lambda sc: sc.with_(replica_price_ratio=ratio))
 
 
 REGISTRY: tuple[Callable[[Findings, Knobs, dict[str, Any]], Plan | None], ...] = (

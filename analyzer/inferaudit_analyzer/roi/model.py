@@ -6,7 +6,8 @@ call had one request, else dynamic batching at the largest batch seen; replicas 
 ran model calls side by side, ``data.serving_devices``; the paid devices only set the price of
 one: the resources' $/h over the serving replicas), then hands over to
 :func:`~inferaudit_analyzer.roi.roadmap.build_roadmap`. Requests the server's own cache answered
-stay in the workload, marked with their measured latency (``project.observed_marks``).
+stay in the workload, marked with their measured latency; failed requests are marked too, and
+left out of every latency percentile (``project.observed_marks``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ import numpy as np
 from inferaudit_analyzer.roi.data import Observed, observe
 from inferaudit_analyzer.roi.fit import calibration_points, fit_curve, match_device
 from inferaudit_analyzer.roi.interventions import Knobs
-from inferaudit_analyzer.roi.project import Prices, Scenario, observed_marks
+from inferaudit_analyzer.roi.project import (
+    Prices,
+    Scenario,
+    observed_marks,
+    percentile_latencies,
+)
 from inferaudit_analyzer.roi.roadmap import RoiInputs, build_roadmap
 
 # Without batch spans each request is taken as its own model call, which is only right for a
@@ -70,6 +76,19 @@ def _small_model_speedup(report: dict[str, Any]) -> float | None:
     if len(per_tok) < 2 or min(per_tok) <= 0:
         return None
     return max(per_tok) / min(per_tok)
+
+
+def _idle_paid_devices(detail: dict[str, Any], serving: dict[Any, int]) -> int:
+    """Paid devices on the resources that ran model calls beyond the servers each held (one
+    worker on a 4-GPU host: 3), the devices right-sizing can release. Resources that ran no
+    call are left out: the spans cannot tell an idle GPU host from a front end's CPU."""
+    held = {str(k): v for k, v in serving.items()}
+    idle = 0
+    for r in detail.get("by_resource") or []:
+        n = held.get(str(r.get("resource_id")))
+        if n is not None and isinstance(r.get("devices"), int | float):
+            idle += max(0, int(r["devices"]) - n)
+    return idle
 
 
 def _largest_model(findings: list[dict[str, Any]]) -> str | None:
@@ -133,14 +152,16 @@ def roi_section(con: Any, report: dict[str, Any], knobs: Knobs, *,
     prices = Prices(per_replica, None if busy is None else busy * scale, 0.0)
     computed = 1.0 - float(np.mean(obs.cache_hit)) if obs.n else 1.0
     ctx = {"computed_ratio": computed, "current_replicas": replicas, "paid_devices": paid,
+           "idle_paid_devices": _idle_paid_devices(detail, obs.serving_by_resource),
            "small_model_speedup": _small_model_speedup(report),
            "copy_time_ratio": (report.get("copies") or {}).get("copy_time_ratio"),
            "overhead_samples": obs.call_gap_samples}
     # The measured p95 is the audited host's: at another speed there is none to keep or to
     # check the replay against, so the SLO falls back to the replayed baseline. It is taken
-    # over the very requests the replay replays (cache hits included), not the report's figure,
-    # whose choice of requests (errors, say) is the latency analysis's to make.
-    measured_p95 = (float(np.quantile(obs.latency_ns, 0.95, method="inverted_cdf")) / 1e6
+    # over the requests the replay's percentiles are (project.percentile_latencies: the
+    # successful ones, cache hits included; failures apart, as the report's baseline p95).
+    measured_p95 = (float(np.quantile(percentile_latencies(obs.latency_ns, obs.errored), 0.95,
+                                      method="inverted_cdf")) / 1e6
                     if scale == 1.0 else None)
     findings = report.get("findings", [])
     inp = RoiInputs(calls, cal_pts, obs.workload(), observed_marks(obs, _largest_model(findings)),

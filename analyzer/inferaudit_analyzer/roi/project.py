@@ -4,16 +4,21 @@ A :class:`Scenario` is the serving path after zero or more interventions (batchi
 hit share, routing split, speed-ups, replicas). :func:`project` replays the observed arrivals and
 sizes through it (``simulate``) and prices the replay on the analyzer's definitions (cost.py):
 
-- bill: ``window hours x replicas x $/replica-hour / requests`` (idle paid time included);
+- bill: ``window hours x replicas x $/replica-hour x replica_price_ratio / requests`` (idle paid
+  time included; the ratio is below 1 only where right-sizing releases paid devices no server
+  used);
 - busy floor: the measured busy cost per request x (replayed busy time / baseline replayed busy
   time), so it is on the same device-time basis the analyzer measured.
 
 Each observed request carries marks (:data:`MARK_DTYPE`, resampled with it by the bootstrap):
 whether it repeats an earlier prompt exactly, whether it ran on the largest model (the only ones
-routing may move), and, for a request the server's own cache already answered, its measured
-latency. Those are not model work: they keep their measured latency and count in every
-per-request figure, and nothing else is done to them. New cache hits (``cache_hit_share``) are
-drawn from the computed requests and answered without a model call (latency zero); routed
+routing may move), its measured latency where it took no model work (the server's cache
+answered it, or it failed before any model call), and whether it failed. Requests that took no
+model work are not replayed: they keep their measured latency and count in every per-request
+figure. Failed requests (with or without a model call) are left out of every latency percentile,
+as the report's baseline leaves them out (its p95 is over successful requests): a 3 s queue
+timeout is not the tail of the requests that were served. New cache hits (``cache_hit_share``)
+are drawn from the computed requests and answered without a model call (latency zero); routed
 requests run on the same replicas at ``1 / small_model_speedup`` of the large model's token time.
 """
 
@@ -47,6 +52,9 @@ class Scenario:
     overhead_factor: float = 1.0
     all_factor: float = 1.0  # x every coefficient (copies overlapped)
     replicas: int = 1
+    # x today's $/replica-hour, which spreads the paid devices no server used over the serving
+    # replicas (model.py); right-sizing releases those devices, so its replicas cost less
+    replica_price_ratio: float = 1.0
 
     def curve(self, base: ServiceCurve) -> ServiceCurve:
         return replace(
@@ -69,7 +77,8 @@ class Scenario:
                 "small_model_speedup": self.small_model_speedup,
                 "decode_time_factor": self.decode_factor,
                 "overhead_time_factor": self.overhead_factor,
-                "call_time_factor": self.all_factor, "replicas": self.replicas}
+                "call_time_factor": self.all_factor, "replicas": self.replicas,
+                "replica_price_ratio": self.replica_price_ratio}
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,9 @@ class Prices:
 
 @dataclass(frozen=True)
 class Replay:
-    """A scenario's replay: latencies of every request (hits included) and device figures."""
+    """A scenario's replay: latencies of every request (hits and failures included) and device
+    figures. ``counted`` (same length as ``latency_ns``; None: all) marks the latencies the
+    percentiles are taken over: the successful requests'."""
 
     latency_ns: np.ndarray
     busy_ns: float
@@ -91,11 +102,22 @@ class Replay:
     replicas: int
     batch_sizes: np.ndarray
     requests: int
+    counted: np.ndarray | None = None
+    replica_price_ratio: float = 1.0  # Scenario.replica_price_ratio
+
+    @property
+    def paid_replicas(self) -> float:
+        """Replicas in today's $/replica-hour: what the invoice per hour is proportional to."""
+        return self.replicas * self.replica_price_ratio
 
     def p(self, q: float) -> float:
-        if not self.latency_ns.size:
+        """Quantile ``q`` of the successful requests' latencies (of all where none succeeded,
+        as :func:`percentile_latencies` does)."""
+        lat = self.latency_ns if self.counted is None else percentile_latencies(
+            self.latency_ns, ~self.counted)
+        if not lat.size:
             return float("nan")
-        return float(np.quantile(self.latency_ns, q, method="inverted_cdf"))
+        return float(np.quantile(lat, q, method="inverted_cdf"))
 
     @property
     def utilization(self) -> float:
@@ -103,18 +125,31 @@ class Replay:
         return 0.0 if paid <= 0 else min(1.0, self.busy_ns / paid)
 
 
-MARK_DTYPE = np.dtype([("repeat", bool), ("routable", bool), ("served_ns", np.float64)])
+MARK_DTYPE = np.dtype([("repeat", bool), ("routable", bool), ("served_ns", np.float64),
+                       ("failed", bool)])
 
 
 def marks(n: int, repeat: np.ndarray | None = None, routable: np.ndarray | None = None,
-          served_ns: np.ndarray | None = None) -> np.ndarray:
-    """Per-request marks (arrival order): exact repeat, on the largest model (routable), and the
-    measured latency of a request the server's cache answered (NaN: computed)."""
+          served_ns: np.ndarray | None = None, failed: np.ndarray | None = None) -> np.ndarray:
+    """Per-request marks (arrival order): exact repeat, on the largest model (routable), the
+    measured latency of a request that took no model work (NaN: computed), and whether it
+    failed (out of the latency percentiles)."""
     m = np.zeros(n, dtype=MARK_DTYPE)
     m["repeat"] = False if repeat is None else repeat
     m["routable"] = True if routable is None else routable
     m["served_ns"] = np.nan if served_ns is None else served_ns
+    m["failed"] = False if failed is None else failed
     return m
+
+
+def percentile_latencies(latency_ns: np.ndarray, failed: np.ndarray | None) -> np.ndarray:
+    """The latencies a percentile is taken over: the successful requests' (the report's
+    baseline definition), or every request's where none succeeded (so a run of only failures
+    still has a tail to keep)."""
+    if failed is None or not failed.any():
+        return latency_ns
+    ok = latency_ns[~failed]
+    return ok if ok.size else latency_ns
 
 
 def as_marks(a: np.ndarray) -> np.ndarray:
@@ -185,6 +220,7 @@ def replay(obs_work: Workload, repeats: np.ndarray, base: ServiceCurve, sc: Scen
     served_ns = as_marks(repeats)["served_ns"]
     span = float(obs_work.arrival_ns.max() - obs_work.arrival_ns.min()) if len(obs_work) \
         else 0.0
+    failed = as_marks(repeats)["failed"]
     lats, busy, window, sizes = [], 0.0, 0.0, []
     for d in range(k):
         res: SimResult = simulate(work, curve, policy=sc.policy, max_batch=sc.max_batch,
@@ -199,7 +235,8 @@ def replay(obs_work: Workload, repeats: np.ndarray, base: ServiceCurve, sc: Scen
         window += max(w, span) / k
         sizes.append(res.batch_sizes)
     return Replay(np.concatenate(lats), busy, window, sc.replicas, np.concatenate(sizes),
-                  len(obs_work))
+                  len(obs_work), np.tile(~failed, len(lats)) if failed.any() else None,
+                  sc.replica_price_ratio)
 
 
 def price(rep: Replay, prices: Prices) -> dict[str, Any]:
@@ -207,7 +244,7 @@ def price(rep: Replay, prices: Prices) -> dict[str, Any]:
     n = max(rep.requests, 1)
     bill = None
     if prices.usd_per_replica_hour is not None:
-        bill = rep.window_ns / NS_PER_HOUR * rep.replicas * prices.usd_per_replica_hour / n
+        bill = rep.window_ns / NS_PER_HOUR * rep.paid_replicas * prices.usd_per_replica_hour / n
     busy = None
     if prices.baseline_busy_cost_per_request_usd is not None and prices.baseline_replay_busy_ns > 0:
         busy = prices.baseline_busy_cost_per_request_usd * rep.busy_ns / \
@@ -228,20 +265,23 @@ def summarize(rep: Replay, prices: Prices) -> dict[str, Any]:
         "busy_device_s": rep.busy_ns / 1e9,
         "window_s": secs,
         "replicas": rep.replicas,
+        "paid_replicas": rep.paid_replicas,
         "batch_size_mean": float(bs.mean()) if bs.size else None,
     }
 
 
 def observed_marks(obs: Observed, largest_model: str | None = None) -> np.ndarray:
     """The requests' marks in the workload's (arrival-sorted) order: exact repeats, on
-    ``largest_model`` (every request when None), and the measured latency of those that took no
-    model work: the server's cache answered them, or they failed before any model call ran (a
-    timeout or a rejected request replayed as a full call would invent load)."""
+    ``largest_model`` (every request when None), the measured latency of those that took no
+    model work (the server's cache answered them, or they failed before any model call ran: a
+    timeout or a rejected request replayed as a full call would invent load), and which failed
+    (kept out of every latency percentile, with or without a model call)."""
     order = np.argsort(obs.arrival_ns, kind="stable")
     routable = None if largest_model is None else obs.model == largest_model
+    failed = np.zeros(obs.n, dtype=bool) if obs.errored is None else obs.errored.astype(bool)
     no_work = obs.cache_hit.copy()
-    if obs.errored is not None and not obs.calls_from_requests:  # else no call says it ran
-        no_work |= obs.errored & ~(obs.device_ns > 0)
+    if not obs.calls_from_requests:  # else no call says whether one ran
+        no_work |= failed & ~(obs.device_ns > 0)
     served = np.where(no_work, obs.latency_ns, np.nan)
-    m = marks(obs.n, obs.exact_repeats(), routable, served)
+    m = marks(obs.n, obs.exact_repeats(), routable, served, failed)
     return m[order]

@@ -87,18 +87,20 @@ def credited_replicas(current: int, base_sized: int, sized: int, right_sized: bo
     return max(sized, current - max(0, base_sized - sized))
 
 
-def saving_kind(base_replicas: int, replicas: int, base_bill: float | None,
+def saving_kind(base_replicas: float, replicas: float, base_bill: float | None,
                 bill: float | None, base_busy: float | None, busy: float | None,
                 rel_tol: float = 0.01) -> str:
-    """``bill`` when fewer replicas carry the load and the bill per request falls,
-    ``capacity`` when only busy time does, ``none`` otherwise. ``bill`` may be replica-hours
-    per request (what the invoice is proportional to, known without a price) and ``busy``
-    device-seconds: only ratios are compared.
+    """``bill`` when fewer paid replicas carry the load and the bill per request falls,
+    ``capacity`` when only busy time does, ``none`` otherwise. Replicas are counted in today's
+    $/replica-hour (``Replay.paid_replicas``: fewer replicas, or the same ones without the paid
+    devices no server used). ``bill`` may be replica-hours per request (what the invoice is
+    proportional to, known without a price) and ``busy`` device-seconds: only ratios are
+    compared.
 
     At the same replica count the invoice per hour is the same: a lower cost per request there
     only means the replayed window is shorter (a backlog cleared sooner), which is headroom,
     not money saved today."""
-    if replicas < base_replicas and base_bill is not None and bill is not None \
+    if replicas < base_replicas * (1 - 1e-9) and base_bill is not None and bill is not None \
             and bill < base_bill * (1 - rel_tol):
         return "bill"
     if base_busy is not None and busy is not None and busy < base_busy * (1 - rel_tol):

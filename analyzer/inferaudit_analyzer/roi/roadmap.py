@@ -101,8 +101,9 @@ def _ratio_drop(base: float | None, new: float | None) -> float:
 
 
 def _replica_s(s: dict[str, Any]) -> float:
-    """Paid replica-seconds of a replay (window x replicas): the bill without its price."""
-    return float(s["window_s"]) * int(s["replicas"])
+    """Paid replica-seconds of a replay (window x replicas in today's $/replica-hour): the bill
+    without its price."""
+    return float(s["window_s"]) * float(s.get("paid_replicas", s["replicas"]))
 
 
 def _projection(inp: RoiInputs, curve: ServiceCurve, sc: Scenario, slo_ns: float,
@@ -118,7 +119,8 @@ def _projection(inp: RoiInputs, curve: ServiceCurve, sc: Scenario, slo_ns: float
     s = summarize(rep, prices)
     s["replicas_needed"] = sizing.replicas_needed
     s["meets_slo"] = meets(rep.p(0.95), slo_ns)
-    s["saving_kind"] = saving_kind(base_sum["replicas"], r, _replica_s(base_sum), _replica_s(s),
+    s["saving_kind"] = saving_kind(base_sum["paid_replicas"], s["paid_replicas"],
+                                   _replica_s(base_sum), _replica_s(s),
                                    base_sum["busy_device_s"], s["busy_device_s"])
     return sc.with_(replicas=r), s
 
@@ -142,13 +144,16 @@ def _score(imp: dict[str, float], risk: int, effort_weeks: float) -> float:
 
 
 def _intervals(inp: RoiInputs, scenarios: list[Scenario], points: list[dict[str, Any]], b: int,
-               seed: int, max_batch: int, base_cost: float | None) -> list[dict[str, Any]]:
+               seed: int, max_batch: int, base_sum: dict[str, Any]) -> list[dict[str, Any]]:
     """Per scenario: 90 % intervals of cost per request, busy floor and p95 (ms), around the
-    scenario's point projection (``points``, same order), and of its bill relative to today's.
+    scenario's point projection (``points``, same order), and of its bill relative to today's
+    (around the point's ratio to ``base_sum``, the replayed baseline), like the others.
 
     Paired: a replicate's bill and busy floor are its scenario's over the same replicate's
-    baseline (replica-seconds, busy time), times the point baseline (``base_cost``), so the
-    spread is that of the saving, not of the resampled traffic's level the baseline shares."""
+    baseline (replica-seconds, busy time), times the point baseline, so the spread is that of
+    the saving, not of the resampled traffic's level the baseline shares."""
+    base_cost = base_sum["cost_per_request_usd"]
+    base_point_rs = _replica_s(base_sum)
     nb = bs.replicates(b, len(inp.work), len(scenarios) + 1)
     res = bs.resamples(inp.calls, inp.calibration, inp.work, inp.repeats,
                        _refit(inp, max_batch), nb, seed)
@@ -171,13 +176,14 @@ def _intervals(inp: RoiInputs, scenarios: list[Scenario], points: list[dict[str,
             vals[i]["busy"].append(s["busy_cost_per_request_usd"])
             vals[i]["p95"].append(s["latency_ms"]["p95"])
     return [{"cost_per_request_usd": bs.interval(v["cost"], pt["cost_per_request_usd"]),
-             "bill_ratio_to_baseline": bs.interval(v["ratio"]),
+             "bill_ratio_to_baseline": bs.interval(
+                 v["ratio"], _replica_s(pt) / base_point_rs if base_point_rs > 0 else None),
              "busy_cost_per_request_usd": bs.interval(v["busy"],
                                                       pt["busy_cost_per_request_usd"]),
              "latency_ms_p95": bs.interval(v["p95"], pt["latency_ms"]["p95"]),
              "level": 0.9, "method": how + "; bill and busy floor paired with each "
              "replicate's own baseline; bill_ratio_to_baseline (scenario / baseline "
-             "replica-hours per request) as plain percentiles"}
+             "replica-hours per request) around the point's ratio, like the others"}
             for v, pt in zip(vals, points, strict=True)]
 
 
@@ -236,8 +242,8 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
         cumulative.append((cum_sc, s))
     scen = [t[1] for t in items] + [c[0] for c in cumulative]
     points = [t[2] for t in items] + [c[1] for c in cumulative]
-    ivals = (_intervals(inp, scen, points, bootstrap, seed, knobs.max_batch,
-                        base_sum["cost_per_request_usd"]) if scen else [])
+    ivals = (_intervals(inp, scen, points, bootstrap, seed, knobs.max_batch, base_sum)
+             if scen else [])
     roadmap = []
     for rank, (p, sized, s, imp, score) in enumerate(items, start=1):
         cum = cumulative[rank - 1][1]
@@ -272,7 +278,8 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
         "slo": {"p95_ms": slo_ms, "source": slo_source},
         "price": {"usd_per_replica_hour": inp.prices.usd_per_replica_hour,
                   "replicas": inp.base.replicas,
-                  "paid_devices": inp.ctx.get("paid_devices", inp.base.replicas)},
+                  "paid_devices": inp.ctx.get("paid_devices", inp.base.replicas),
+                  "idle_paid_devices": inp.ctx.get("idle_paid_devices", 0)},
         "params": {"policy": knobs.policy, "max_batch": knobs.max_batch,
                    "max_wait_ms": knobs.max_wait_ms, "cache_hit_share": knobs.cache_hit_share,
                    "routing_split": knobs.routing_split,
