@@ -425,6 +425,7 @@ class _Conn(asyncio.Protocol):
     def _close(self) -> None:
         self._closing = True
         self._buf.clear()
+        self._release()  # at once: connection_lost comes only after the answer is flushed
         if self._t is not None:
             self._t.close()
 
