@@ -73,15 +73,18 @@ def build_report_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-hit-share", type=_ratio, metavar="X",
                    help="prompt cache hit share (capped at the measured duplicate share)")
     p.add_argument("--routing-split", type=_ratio, metavar="X",
-                   help="share of requests routed to a smaller model (capped at the short share)")
+                   help="share of computed requests, the shortest on the largest model, routed "
+                        "to a smaller model (capped at the short-on-largest share)")
     p.add_argument("--small-model-speedup", type=_positive_float, metavar="X",
                    help="how many times cheaper per token the smaller model is (assumption)")
     p.add_argument("--quantization-speedup", type=_positive_float, metavar="X",
                    help="decode speed-up from quantisation (assumption; capped at 2)")
     p.add_argument("--graph-speedup", type=_positive_float, metavar="X",
-                   help="overhead speed-up from CUDA graphs / compile (assumption)")
+                   help="overhead speed-up from CUDA graphs / compile (default and ceiling: "
+                        "1 / (1 - launch-idle share))")
     p.add_argument("--slo-p95-ms", type=_positive_float, metavar="MS",
-                   help="latency SLO for replica sizing (default: the measured p95)")
+                   help="latency SLO for replica sizing (default: today's p95 over successful "
+                        "requests, measured, or replayed where the replay is slower)")
     p.add_argument("--call-time-scale", type=_positive_float, default=1.0, metavar="X",
                    help="every model call (and the server's per-call overhead) takes X times "
                         "as long as audited: a slower or faster host, or one that drifted")

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from inferaudit_analyzer.analyses.utilization import HOST_KEY_SQL
 from inferaudit_analyzer.roi.data import Observed, observe
 from inferaudit_analyzer.roi.fit import calibration_points, fit_curve, match_device
 from inferaudit_analyzer.roi.interventions import Knobs
@@ -78,14 +79,28 @@ def _small_model_speedup(report: dict[str, Any]) -> float | None:
     return max(per_tok) / min(per_tok)
 
 
-def _idle_paid_devices(detail: dict[str, Any], serving: dict[Any, int]) -> int:
-    """Paid devices on the resources that ran model calls beyond the servers each held (one
-    worker on a 4-GPU host: 3), the devices right-sizing can release. Resources that ran no
-    call are left out: the spans cannot tell an idle GPU host from a front end's CPU."""
-    held = {str(k): v for k, v in serving.items()}
+def _host_of(con: Any) -> dict[str, str]:
+    """Resource id -> host key (``utilization.HOST_KEY_SQL``): processes on one machine share
+    its devices and its ``by_resource`` row, keyed by the host's lowest resource id."""
+    return {str(rid): str(key) for rid, key in con.execute(
+        f"SELECT r.resource_id, {HOST_KEY_SQL} FROM resources r").fetchall()}
+
+
+def _idle_paid_devices(detail: dict[str, Any], serving: dict[Any, int],
+                       host_of: dict[str, str]) -> int:
+    """Paid devices on the hosts that ran model calls beyond the servers all their processes
+    held together (one worker on a 4-GPU host: 3; two workers on a 2-GPU host, one GPU each:
+    0), the devices right-sizing can release. Hosts that ran no call are left out: the spans
+    cannot tell an idle GPU host from a front end's CPU."""
+    def host(rid: Any) -> str:
+        return host_of.get(str(rid), f"resource:{rid}")
+
+    held: dict[str, int] = {}
+    for rid, n in serving.items():
+        held[host(rid)] = held.get(host(rid), 0) + int(n)
     idle = 0
     for r in detail.get("by_resource") or []:
-        n = held.get(str(r.get("resource_id")))
+        n = held.get(host(r.get("resource_id")))
         if n is not None and isinstance(r.get("devices"), int | float):
             idle += max(0, int(r["devices"]) - n)
     return idle
@@ -142,8 +157,8 @@ def roi_section(con: Any, report: dict[str, Any], knobs: Knobs, *,
     per_hour = report.get("price", {}).get("usd_per_hour")
     if knobs.price_per_hour is not None:
         # per device-hour, as cost.py reads --price-per-hour: every paid device, over the
-        # replicas that serve
-        per_replica = knobs.price_per_hour * max(paid, replicas) / max(replicas, 1)
+        # replicas that serve (one GPU running 3 calls at once: a third of its $/h each)
+        per_replica = knobs.price_per_hour * max(paid, 1) / max(replicas, 1)
     else:
         # the whole invoice over the replicas that serve: paid devices that ran no call are
         # part of what one serving replica costs (a 4-GPU host with one worker: 4 GPUs' $/h)
@@ -152,7 +167,8 @@ def roi_section(con: Any, report: dict[str, Any], knobs: Knobs, *,
     prices = Prices(per_replica, None if busy is None else busy * scale, 0.0)
     computed = 1.0 - float(np.mean(obs.cache_hit)) if obs.n else 1.0
     ctx = {"computed_ratio": computed, "current_replicas": replicas, "paid_devices": paid,
-           "idle_paid_devices": _idle_paid_devices(detail, obs.serving_by_resource),
+           "idle_paid_devices": _idle_paid_devices(detail, obs.serving_by_resource,
+                                                   _host_of(con)),
            "small_model_speedup": _small_model_speedup(report),
            "copy_time_ratio": (report.get("copies") or {}).get("copy_time_ratio"),
            "overhead_samples": obs.call_gap_samples}
