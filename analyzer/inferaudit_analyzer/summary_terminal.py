@@ -16,10 +16,10 @@ from rich.table import Table
 
 from inferaudit_analyzer.report._fmt import (
     MAX_SCOPE_ROWS,
-    NOT_STREAMED,
     UNNAMED_SCOPES,
     cost_per_1k_tokens,
     errors_text,
+    not_measured_text,
     num,
     price_line,
     usd,
@@ -103,7 +103,8 @@ def _print_baseline(console: Console, report: dict[str, Any], t: Table) -> None:
         f"{usd(cost_per_1k_tokens(o))}; errors {errors_text(o)}\n"
         f"[dim]{escape(price_line(report))}[/dim]")
     if not any((o.get(k) or {}).get("n") for k in ("ttft_ms", "tpot_ms")):
-        console.print(f"[dim]TTFT and time per output token: {NOT_STREAMED}[/dim]")
+        console.print("[dim]TTFT and time per output token: "
+                      f"{not_measured_text(o.get('streamed_requests'))}[/dim]")
     for kind in ("model", "route"):
         scopes = report["baseline"].get(f"by_{kind}") or {}
         if len(scopes) > 1:  # one scope is the overall table again

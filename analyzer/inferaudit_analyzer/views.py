@@ -111,7 +111,7 @@ candidate AS (
 SELECT c.trace_id, c.span_id, c.parent_span_id, c.request_model, c.route, c.model_tier,
        c.service_name, c.resource_id, c.start_ns, c.end_ns, c.duration_ns, c.ttft_ns, c.tpot_ns,
        c.queue_ns, c.cache_hit, c.prompt_fp, c.prompt_simhash, c.fp_key_id, c.error_type,
-       c.status_code,
+       c.status_code, c.stream,
        COALESCE(c.input_tokens, ns.input_tokens) AS in_tok,
        COALESCE(c.output_tokens, ns.output_tokens) AS out_tok,
        COALESCE(c.device_time_ns, ns.device_time_ns) AS own_device_ns
@@ -222,6 +222,7 @@ SELECT c.trace_id, c.span_id, c.request_model, c.route, c.model_tier, c.service_
        c.duration_ns AS model_ns,
        c.ttft_ns, c.tpot_ns, c.queue_ns, c.in_tok AS input_tokens, c.out_tok AS output_tokens,
        c.cache_hit, c.prompt_fp, c.prompt_simhash, c.fp_key_id, c.error_type, c.status_code,
+       c.stream,
        CAST(COALESCE(sh.device_ns, c.own_device_ns) AS BIGINT) AS device_ns,
        COALESCE(sh.batches, 0) AS batches,
        p.span_id IS NOT NULL AS enclosed

@@ -189,3 +189,14 @@ def test_processes_on_one_host_share_its_gpus_and_its_bill():
     assert rep["baseline"]["overall"]["device_utilization"] == pytest.approx(0.5)
     assert rep["baseline"]["overall"]["device_utilization_detail"]["devices"] == 2
     assert rep["price"]["usd_per_hour"] == pytest.approx(2 * 0.8048)  # not 4 GPUs' worth
+
+
+def test_streamed_requests_are_counted_so_a_missing_ttft_can_be_explained() -> None:
+    db = FixtureDb()
+    db.resource(1)
+    for i in range(3):
+        db.request(T0 + i * 1000 * MS, T0 + i * 1000 * MS + 50 * MS, stream=True)
+    db.request(T0 + 5000 * MS, T0 + 5050 * MS)
+    overall = analyze_connection(db.con)["baseline"]["overall"]
+    assert overall["streamed_requests"] == 3
+    assert overall["ttft_ms"]["n"] == 0  # streamed, but nothing recorded the first token

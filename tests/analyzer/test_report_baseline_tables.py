@@ -259,11 +259,22 @@ def test_terminal_names_the_one_model_and_says_ttft_was_not_measured(analysed) -
     b["by_route"] = {"/v1/chat": b["by_route"]["/v1/chat"]}
     for k in ("ttft_ms", "tpot_ms"):
         b["overall"][k] = {"n": 0, "p50": None, "p95": None, "p99": None}
+    streamed = b["overall"]["streamed_requests"] = 4  # streamed, with no first token recorded
     out = _terminal(rep)
     assert "baseline (overall: model big)" in out
     assert "per route" not in out and "per model" not in out  # one scope: the overall table
-    assert ("TTFT and time per output token: not measured (no request carries a first-token "
-            "time)") in out
+    assert (f"TTFT and time per output token: not measured ({streamed} streamed requests, none "
+            "with a first-token time") in out
+
+
+def test_why_ttft_is_missing_is_said_as_precisely_as_the_report_allows() -> None:
+    assert _fmt.not_measured_text(None) == "not measured (no request carries a first-token time)"
+    assert _fmt.not_measured_text(0) == "not measured (no streamed requests)"
+    assert _fmt.not_measured_text(3).startswith(
+        "not measured (3 streamed requests, none with a first-token time")
+    rows = dict(_fmt.baseline_rows({"baseline": {"overall": {
+        "requests": 5, "ttft_ms": {"n": 0}, "tpot_ms": {"n": 0}, "streamed_requests": 0}}}))
+    assert rows["TTFT (time to first token)"] == "not measured (no streamed requests)"
 
 
 def test_report_cli_rerenders_a_saved_report_json(analysed, tmp_path, capsys) -> None:

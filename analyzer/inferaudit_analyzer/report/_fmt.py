@@ -313,19 +313,29 @@ def token_cost_rows(scope: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-# Said when no request has a first-token time. Not "no streamed requests": the report does not
-# count streamed requests, and a streamed request whose instrumentation records no first token
-# is missing here too.
+# Said when no request has a first-token time and the report does not count streamed requests
+# (one written before ``streamed_requests``): a streamed request whose instrumentation records no
+# first token would be missing too, so "no streamed requests" would be a guess.
 NOT_STREAMED = "not measured (no request carries a first-token time)"
 
 
-def streamed_text(summary: Any) -> str:
+def not_measured_text(streamed: Any) -> str:
+    """Why TTFT / time per output token are missing, as precisely as the report can say."""
+    if not isinstance(streamed, int) or isinstance(streamed, bool):
+        return NOT_STREAMED
+    if streamed == 0:
+        return "not measured (no streamed requests)"
+    return (f"not measured ({num(streamed)} streamed requests, none with a first-token time: "
+            "its instrumentation does not record one)")
+
+
+def streamed_text(summary: Any, streamed: Any = None) -> str:
     """A TTFT / time-per-output-token summary: its percentiles, or why there are none (both
-    need a request's first-token time)."""
+    need a request's first-token time; ``streamed``: the scope's ``streamed_requests``)."""
     if not isinstance(summary, dict):
         return "n/a"
     if not summary.get("n"):
-        return NOT_STREAMED
+        return not_measured_text(streamed)
     return (f"p50 {ms(summary.get('p50'))}, p95 {ms(summary.get('p95'))}, p99 "
             f"{ms(summary.get('p99'))} ({num(summary.get('n'))} requests)")
 
@@ -357,8 +367,10 @@ BASELINE_ROWS = (
     ("latency p50", ("latency_ms", "p50"), ms), ("latency p95", ("latency_ms", "p95"), ms),
     ("latency p99", ("latency_ms", "p99"), ms),
     ("latency of failed requests", "error_latency_ms", failed_latency_text),
-    ("TTFT (time to first token)", "ttft_ms", streamed_text),
-    ("time per output token", "tpot_ms", streamed_text),
+    ("TTFT (time to first token)", (),
+     lambda o: streamed_text(o.get("ttft_ms"), o.get("streamed_requests"))),
+    ("time per output token", (),
+     lambda o: streamed_text(o.get("tpot_ms"), o.get("streamed_requests"))),
     ("queue p95", ("queue_ms", "p95"), ms),
     ("batch size mean", ("batch_size", "mean"), num),
     ("device utilisation", (), utilisation),
