@@ -200,3 +200,16 @@ def test_streamed_requests_are_counted_so_a_missing_ttft_can_be_explained() -> N
     overall = analyze_connection(db.con)["baseline"]["overall"]
     assert overall["streamed_requests"] == 3
     assert overall["ttft_ms"]["n"] == 0  # streamed, but nothing recorded the first token
+
+
+def test_an_unknown_stream_flag_is_not_counted_as_not_streamed() -> None:
+    """Foreign spans often carry no stream flag: 'no streamed requests' would be a guess."""
+    db = FixtureDb()
+    db.resource(1)
+    for i in range(3):
+        db.request(T0 + i * 1000 * MS, T0 + i * 1000 * MS + 50 * MS, stream=None)
+    assert analyze_connection(db.con)["baseline"]["overall"]["streamed_requests"] is None
+    known = FixtureDb()
+    known.resource(1)
+    known.request(T0, T0 + 50 * MS, stream=False)
+    assert analyze_connection(known.con)["baseline"]["overall"]["streamed_requests"] == 0

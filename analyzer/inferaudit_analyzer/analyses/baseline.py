@@ -46,6 +46,7 @@ SELECT COUNT(*) AS n,
        COUNT(*) FILTER (WHERE {ERRORED}) AS errors,
        COUNT(*) FILTER (WHERE cache_hit) AS cache_hits,
        COUNT(*) FILTER (WHERE stream) AS streamed,
+       COUNT(*) FILTER (WHERE stream IS NULL) AS stream_unknown,
        COALESCE(SUM(input_tokens), 0) AS input_tokens,
        COALESCE(SUM(output_tokens), 0) AS output_tokens,
        COALESCE(SUM(device_ns), 0) AS device_ns,
@@ -79,14 +80,17 @@ def _scope(con: Any, where: str, params: tuple[Any, ...], window: Window, cost: 
            alpha: float, scope: Scope | None = None) -> dict[str, Any]:
     """One scope's figures; ``scope`` names its rows of the cost usage (None: everything)."""
     row = con.execute(SCOPE_SQL.format(where=where), list(params)).fetchone()
-    n, errors, hits, streamed, tin, tout, device_ns, latency_ns = (int(v or 0) for v in row)
+    n, errors, hits, streamed, unknown, tin, tout, device_ns, latency_ns = (
+        int(v or 0) for v in row)
     win_s = window.duration_s
     out: dict[str, Any] = {
         "requests": n,
         "errors": errors,
         "error_ratio": rounded(ratio(errors, n), 4),
         "cache_hit_ratio": rounded(ratio(hits, n), 4),
-        "streamed_requests": streamed,
+        # None, not 0, where none is marked streamed but some carry no stream flag at all
+        # (foreign spans often do not): "no streamed requests" would then be a guess.
+        "streamed_requests": streamed if streamed or not unknown else None,
         "input_tokens": tin,
         "output_tokens": tout,
         "throughput_rps": rounded(ratio(n, win_s), 4),

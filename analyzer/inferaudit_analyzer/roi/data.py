@@ -159,10 +159,13 @@ def _served_level(intervals: list[tuple[float, float, int]]) -> int:
     return best
 
 
-def _held(cl: list[tuple]) -> dict[Any, tuple[float, float, int]]:
-    """Per resource (rows of CALLS_SQL): its first call's start, its last call's end, and the
-    servers it held: the devices it ran calls on where it records them, else the calls it had
-    in flight at once for a meaningful share of its serving time (:func:`_served_level`)."""
+def _held(cl: list[tuple]) -> dict[Any, tuple[float, float, int, int]]:
+    """Per resource (rows of CALLS_SQL): its first call's start, its last call's end, the
+    servers it held and the devices it used. Servers: the calls it had in flight at once for a
+    meaningful share of its serving time (:func:`_served_level`), and at least the devices it
+    ran calls on where it records them (worker threads side by side on one GPU are several
+    servers; one device id must not serialise them). Devices: the ids it recorded, else the
+    servers."""
     by_res: dict[Any, list[tuple]] = {}
     for r in cl:
         if r[0] is not None and r[11] is not None:
@@ -170,28 +173,29 @@ def _held(cl: list[tuple]) -> dict[Any, tuple[float, float, int]]:
     out = {}
     for res, rows in by_res.items():
         devices = {r[13] for r in rows if r[13] is not None}
-        held = len(devices) if devices else _served_level(
-            [(float(r[0]), float(r[11]), 1) for r in rows])
-        out[res] = (min(float(r[0]) for r in rows), max(float(r[11]) for r in rows), held)
+        in_flight = _served_level([(float(r[0]), float(r[11]), 1) for r in rows])
+        held = max(len(devices), in_flight)
+        out[res] = (min(float(r[0]) for r in rows), max(float(r[11]) for r in rows), held,
+                    len(devices) or held)
     return out
 
 
 def serving_by_resource(cl: list[tuple]) -> dict[Any, int]:
-    """Servers each resource (process) held (rows of CALLS_SQL; :func:`_held`): set against
-    the devices it paid for, the paid devices no server used."""
-    return {res: held for res, (_, _, held) in _held(cl).items()}
+    """Devices each resource (process) served from (rows of CALLS_SQL; :func:`_held`): set
+    against the devices it paid for, the paid devices no server used."""
+    return {res: used for res, (_, _, _, used) in _held(cl).items()}
 
 
 def serving_devices(cl: list[tuple]) -> int:
     """How many servers ran model calls side by side (rows of CALLS_SQL). A process (resource)
-    that records device ids holds as many servers as devices it ran calls on, from its first
-    call's start to its last call's end (so a restarted process is not a second server); one
-    that records none holds as many as its calls in flight at once. The count is what was in
+    holds as many servers as its calls in flight at once, and at least as many as the devices
+    it ran calls on, from its first call's start to its last call's end (so a restarted process
+    is not a second server). The count is what was in
     service for a meaningful share of the serving time (:func:`_served_level`), so a brief
     overlap (a rolling restart, back-to-back calls a microsecond apart) is not a whole extra
     replica for the whole window. The replay runs this many servers; paid devices that ran no
     call (a 4-GPU host with one worker) are priced, not replayed."""
-    spans = list(_held(cl).values())
+    spans = [(start, end, held) for start, end, held, _ in _held(cl).values()]
     return max(1, _served_level(spans)) if spans else 1
 
 
