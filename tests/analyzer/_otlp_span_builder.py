@@ -47,3 +47,21 @@ def summary(rep: dict[str, Any]) -> dict[str, Any]:
             "latency_p50": o["latency_ms"]["p50"], "concurrency": o["concurrency"],
             "findings": sorted(f["id"] for f in rep["findings"]),
             "verdict": rep["bottleneck"]["case"]}
+
+
+def on_both_engines(tmp_path: Path, line: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The same OTLP line analysed on DuckDB (from a file) and on ClickHouse (chDB): the two
+    reports, for a test to compare what it holds equal. Skips where chDB is not installed."""
+    import pytest
+
+    pytest.importorskip("chdb")
+    from _engine_fixtures import chdb_with
+
+    from inferaudit_analyzer.analyze import AnalyzeParams, analyze
+    from inferaudit_analyzer.engines.clickhouse_analyze import analyze_clickhouse
+
+    params = AnalyzeParams(cache=False)
+    duck = analyze([str(write_line(tmp_path / "traces-1.jsonl", line))], params)
+    ch = analyze_clickhouse("chdb://?table=otel_traces", params,
+                            backend=chdb_with([line], tmp_path))
+    return duck, ch

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 from _analysis_fixtures import MS, T0, FixtureDb, S
-from _otlp_span_builder import otlp_span, resource, summary, write_line
+from _otlp_span_builder import on_both_engines, otlp_span, resource, summary
 
-from inferaudit_analyzer.analyze import AnalyzeParams, analyze
 from inferaudit_analyzer.views import create_views
 from inferaudit_sdk import semconv as sc
 
@@ -114,17 +113,7 @@ def _figures(rep: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_same_members_on_duckdb_and_clickhouse(tmp_path: Path) -> None:
-    pytest.importorskip("chdb")
-    from _engine_fixtures import chdb_with
-
-    from inferaudit_analyzer.engines.clickhouse_analyze import analyze_clickhouse
-
-    line = _shapes()
-    path = write_line(tmp_path / "traces-1.jsonl", line)
-    params = AnalyzeParams(cache=False)
-    duck = _figures(analyze([str(path)], params))
-    ch = _figures(analyze_clickhouse("chdb://?table=otel_traces", params,
-                                     backend=chdb_with([line], tmp_path)))
+    duck, ch = (_figures(rep) for rep in on_both_engines(tmp_path, _shapes()))
     # 20 + 5 of ours, and the 5 foreign calls beside the client views (which are dropped)
     assert duck["requests"] == 30
     assert duck["models"]["claude"] == (5, 0.0, 0)

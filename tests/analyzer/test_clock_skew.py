@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from _analysis_fixtures import MS, T0, FixtureDb
-from _otlp_span_builder import otlp_span, resource, summary, write_line
+from _otlp_span_builder import on_both_engines, otlp_span, resource, summary
 
 from inferaudit_analyzer.analyses.concurrency import Concurrency, analyze_concurrency
-from inferaudit_analyzer.analyze import AnalyzeParams, analyze, analyze_connection
+from inferaudit_analyzer.analyze import AnalyzeParams, analyze_connection
 from inferaudit_analyzer.thresholds import CLOCK_SKEW_MAX_SHARE
 from inferaudit_analyzer.views import create_views
 from inferaudit_sdk import semconv as sc
@@ -140,16 +140,7 @@ def _two_hosts_otlp(skew_ms: int, n: int = 40) -> dict[str, Any]:
 
 @pytest.mark.parametrize("skew_ms", [300, 0])
 def test_the_same_clock_reading_on_duckdb_and_clickhouse(tmp_path: Path, skew_ms: int):
-    pytest.importorskip("chdb")
-    from _engine_fixtures import chdb_with
-
-    from inferaudit_analyzer.engines.clickhouse_analyze import analyze_clickhouse
-
-    line = _two_hosts_otlp(skew_ms)
-    params = AnalyzeParams(cache=False)
-    duck = summary(analyze([str(write_line(tmp_path / "traces-1.jsonl", line))], params))
-    ch = summary(analyze_clickhouse("chdb://?table=otel_traces", params,
-                                    backend=chdb_with([line], tmp_path)))
+    duck, ch = (summary(rep) for rep in on_both_engines(tmp_path, _two_hosts_otlp(skew_ms)))
     assert (duck["concurrency"]["mean_while_device_busy"] is None) == (skew_ms > 0)
     assert "idle_device_while_waiting" not in duck["findings"]
     assert ch == duck

@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 from _analysis_fixtures import MS, T0, FixtureDb, S
-from _otlp_span_builder import otlp_span, resource, summary, write_line
+from _otlp_span_builder import on_both_engines, otlp_span, resource, summary, write_line
 
 from inferaudit_analyzer.analyze import AnalyzeParams, analyze, analyze_connection
 from inferaudit_analyzer.views import create_views
@@ -226,17 +225,7 @@ def _mixed_shapes() -> dict[str, Any]:
 
 
 def test_the_same_requests_and_concurrency_on_duckdb_and_clickhouse(tmp_path: Path):
-    pytest.importorskip("chdb")
-    from _engine_fixtures import chdb_with
-
-    from inferaudit_analyzer.engines.clickhouse_analyze import analyze_clickhouse
-
-    line = _mixed_shapes()
-    path = write_line(tmp_path / "traces-1.jsonl", line)
-    params = AnalyzeParams(cache=False)
-    duck = summary(analyze([str(path)], params))
-    ch = summary(analyze_clickhouse("chdb://?table=otel_traces", params,
-                                    backend=chdb_with([line], tmp_path)))
+    duck, ch = (summary(rep) for rep in on_both_engines(tmp_path, _mixed_shapes()))
     assert duck["requests"] == 12 + 24 + 12      # the client spans are not requests
     assert duck["input_tokens"] == 4800
     assert duck["concurrency"]["mean_while_device_busy"] == 1.0
