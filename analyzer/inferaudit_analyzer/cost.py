@@ -32,9 +32,11 @@ from typing import Any
 from inferaudit_analyzer.analyses._common import ratio
 from inferaudit_analyzer.analyses.utilization import (
     BATCHES_BY_HOST_SQL,
-    HOST_KEY_SQL,
+    RESOURCE_HOST_PREFIX,
+    RESOURCE_HOST_SQL,
     SHARES_INLINE,
     Utilization,
+    host_key_sql,
 )
 from inferaudit_sdk import semconv
 
@@ -240,7 +242,7 @@ per AS (
     FROM sh JOIN ({BATCHES_BY_HOST_SQL}) bh
       ON bh.trace_id = sh.batch_trace_id AND bh.span_id = sh.batch_span_id
     UNION ALL
-    SELECT COALESCE({HOST_KEY_SQL}, 'resource:' || CAST(q.resource_id AS VARCHAR)), q.trace_id,
+    SELECT {host_key_sql('q.resource_id')}, q.trace_id,
            q.span_id, CAST(q.device_ns AS DOUBLE)
     FROM requests q LEFT JOIN resources r ON r.resource_id = q.resource_id
     WHERE q.batches = 0
@@ -254,7 +256,6 @@ FROM per_request pr JOIN requests q ON q.trace_id = pr.trace_id AND q.span_id = 
 GROUP BY pr.host_key, q.request_model, q.route
 """
 
-RESOURCE_HOST_SQL = f"SELECT r.resource_id, {HOST_KEY_SQL} FROM resources r"
 
 
 @dataclass(frozen=True)
@@ -323,7 +324,7 @@ class CostModel:
     def _host_of(self, p: ResourcePrice) -> str | None:
         if p.resource_id in self.resource_hosts:
             return self.resource_hosts[p.resource_id]
-        return None if p.resource_id is None else f"resource:{p.resource_id}"
+        return None if p.resource_id is None else f"{RESOURCE_HOST_PREFIX}{p.resource_id}"
 
     @cached_property
     def _usage_index(self) -> tuple[dict[Any, tuple[int, int]],

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ._prefork import Worker, fork_http_workers, listen_socket, stop_workers
 from .auth import TOKEN_ENV, BindRefused
-from .service import Collector, CollectorConfig, MiB, StartupError
+from .service import Collector, CollectorConfig, MiB, StartupError, host_port
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -222,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 def _start_line(collector: Collector) -> str:
     """What listens where; a receiver turned off (``--no-http``/``--no-grpc``) is not named."""
     host = collector.config.host
-    host = f"[{host}]" if ":" in host else host
-    where = [f"{name} {host}:{port}" for name, port in (
+    where = [f"{name} {host_port(host, port)}" for name, port in (
         ("OTLP/HTTP", collector.http_port), ("OTLP/gRPC", collector.grpc_port))
         if port is not None]
     token = " (token required)" if collector.auth.enabled else ""

@@ -289,7 +289,7 @@ class _Conn(asyncio.Protocol):
                           extra=b'WWW-Authenticate: Bearer realm="inferaudit"\r\n',
                           message="missing or wrong bearer token", rpc=_RPC_UNAUTHENTICATED)
             return None
-        media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        media = _media_of(headers)
         if media == b"application/x-protobuf" or media == b"application/protobuf":
             json_body = False
         elif media == b"application/json":
@@ -440,9 +440,13 @@ class _Conn(asyncio.Protocol):
             self._t.close()
 
 
+def _media_of(headers: dict[bytes, bytes]) -> bytes:
+    """The request's media type, without parameters, lower case."""
+    return headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+
+
 def _ct_of(headers: dict[bytes, bytes]) -> str:
-    media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
-    return _JSON_CT if media == b"application/json" else _PROTO_CT
+    return _JSON_CT if _media_of(headers) == b"application/json" else _PROTO_CT
 
 
 def _status_body(code: int, message: str, ct: str) -> bytes:

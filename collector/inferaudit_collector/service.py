@@ -30,7 +30,8 @@ class StartupError(OSError):
     """The collector cannot start (directory not writable, port taken); one line for users."""
 
 
-def _target(host: str, port: int | None) -> str:
+def host_port(host: str, port: int | None) -> str:
+    """``host:port`` as a socket address is written (an IPv6 host in brackets)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -211,7 +212,7 @@ class Collector:
                 self.stop()
                 exc = errors[0]
                 if isinstance(exc, OSError):
-                    where = "the given socket" if http_sock is not None else _target(
+                    where = "the given socket" if http_sock is not None else host_port(
                         cfg.host, cfg.http_port)
                     raise StartupError(
                         f"cannot bind OTLP/HTTP to {where}: {exc.strerror or exc}"
@@ -227,8 +228,8 @@ class Collector:
             except (OSError, RuntimeError) as exc:  # grpcio raises RuntimeError on a taken port
                 self.stop()
                 raise StartupError(
-                    f"cannot bind OTLP/gRPC to {_target(cfg.host, cfg.grpc_port)}: address in use "
-                    "or not available"
+                    f"cannot bind OTLP/gRPC to {host_port(cfg.host, cfg.grpc_port)}: address in "
+                    "use or not available"
                 ) from exc
             except BaseException:
                 self.stop()

@@ -13,6 +13,10 @@ from typing import Any
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
 
+# The scope keys of requests without a route / a requested model (by_route, by_model, routing).
+NO_ROUTE = "(none)"
+NO_MODEL = "(unknown)"
+
 
 @dataclass(frozen=True)
 class AnalysisParams:

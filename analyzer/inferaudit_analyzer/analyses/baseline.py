@@ -21,6 +21,8 @@ from typing import Any
 
 from inferaudit_analyzer.analyses import percentiles as pct
 from inferaudit_analyzer.analyses._common import (
+    NO_MODEL,
+    NO_ROUTE,
     NS_PER_MS,
     NS_PER_S,
     AnalysisParams,
@@ -39,11 +41,9 @@ from inferaudit_analyzer.analyses.utilization import (
 from inferaudit_analyzer.cost import CostModel, Scope
 from inferaudit_analyzer.views import ERRORED_SQL
 
-ERRORED = ERRORED_SQL
-
 SCOPE_SQL = f"""
 SELECT COUNT(*) AS n,
-       COUNT(*) FILTER (WHERE {ERRORED}) AS errors,
+       COUNT(*) FILTER (WHERE {ERRORED_SQL}) AS errors,
        COUNT(*) FILTER (WHERE cache_hit) AS cache_hits,
        COUNT(*) FILTER (WHERE stream) AS streamed,
        COUNT(*) FILTER (WHERE stream IS NULL) AS stream_unknown,
@@ -102,17 +102,15 @@ def _scope(con: Any, where: str, params: tuple[Any, ...], window: Window, cost: 
         "device_s": device_ns / NS_PER_S,
         "concurrency_mean": rounded(ratio(latency_ns, window.duration_ns), 4),
     }
-    ok = f"SELECT * FROM requests {_and(where, f'NOT {ERRORED}')}"
+    ok = f"SELECT * FROM requests {_and(where, f'NOT {ERRORED_SQL}')}"
     for key, col in METRICS:
         out[key] = _percentiles(con, ok, col, params, alpha)
     out["error_latency_ms"] = _percentiles(
-        con, f"SELECT * FROM requests {_and(where, ERRORED)}", "latency_ns", params, alpha)
+        con, f"SELECT * FROM requests {_and(where, ERRORED_SQL)}", "latency_ns", params, alpha)
     out.update(cost.scope_cost(n, device_ns, tin, tout, scope))
     return out
 
 
-NO_ROUTE = "(none)"  # the by_route key of requests without a route
-NO_MODEL = "(unknown)"  # the by_model key of requests without a requested model
 
 
 def _keyed(values: list[Any], placeholder: str) -> dict[str, tuple[Any, ...]]:
@@ -155,7 +153,7 @@ def _auto_bucket_s(window: Window) -> float:
 BUCKET_EXPR = "LEAST(CAST(FLOOR((arrival_ns - {t0}) / {w}) AS BIGINT), {last})"
 
 # Percentiles over the successful requests, as in the scopes; counts and concurrency over all.
-_OK_LATENCY = f"CASE WHEN NOT {ERRORED} THEN latency_ns END"
+_OK_LATENCY = f"CASE WHEN NOT {ERRORED_SQL} THEN latency_ns END"
 BUCKET_SQL = f"""
 SELECT {{bucket}} AS bucket,
        COUNT(*) AS n,
@@ -163,7 +161,7 @@ SELECT {{bucket}} AS bucket,
        quantile_disc({_OK_LATENCY}, 0.5) AS p50,
        quantile_disc({_OK_LATENCY}, 0.95) AS p95,
        quantile_disc({_OK_LATENCY}, 0.99) AS p99,
-       quantile_disc(CASE WHEN NOT {ERRORED} THEN ttft_ns END, 0.5) AS ttft_p50,
+       quantile_disc(CASE WHEN NOT {ERRORED_SQL} THEN ttft_ns END, 0.5) AS ttft_p50,
        SUM(latency_ns) AS latency_ns
 FROM requests WHERE arrival_ns IS NOT NULL
 GROUP BY bucket ORDER BY bucket
@@ -231,10 +229,10 @@ def time_buckets(con: Any, window: Window, util: Utilization, bucket_s: float | 
         })
     per_bucket = pct.sketch_from_sql(
         con, f"SELECT {bucket_expr} AS bucket, latency_ns FROM requests"
-             f" WHERE arrival_ns IS NOT NULL AND NOT {ERRORED}",
+             f" WHERE arrival_ns IS NOT NULL AND NOT {ERRORED_SQL}",
         "latency_ns", alpha=alpha, group_cols=("bucket",))
     merged = pct.merge_all(per_bucket.values(), alpha)
-    whole = pct.sketch_from_sql(con, f"SELECT latency_ns FROM requests WHERE NOT {ERRORED}",
+    whole = pct.sketch_from_sql(con, f"SELECT latency_ns FROM requests WHERE NOT {ERRORED_SQL}",
                                 "latency_ns", alpha=alpha).get((), pct.LogHistogram(alpha))
     return {
         "bucket_s": width_s,

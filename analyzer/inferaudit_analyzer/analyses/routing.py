@@ -29,15 +29,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferaudit_analyzer import thresholds as th
-from inferaudit_analyzer.analyses._common import ratio, rounded
+from inferaudit_analyzer.analyses._common import NO_MODEL, ratio, rounded
 from inferaudit_analyzer.findings import Finding
 from inferaudit_analyzer.views import ERRORED_SQL
 
 TOKENS_EXPR = "(COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0))"
 HAS_TOKENS = "(input_tokens IS NOT NULL OR output_tokens IS NOT NULL)"
-FAILED = ERRORED_SQL
-SERVED = f"({HAS_TOKENS} AND NOT {FAILED} AND cache_hit IS NOT TRUE)"
-MODEL_EXPR = "COALESCE(request_model, '(unknown)')"
+SERVED = f"({HAS_TOKENS} AND NOT {ERRORED_SQL} AND cache_hit IS NOT TRUE)"
+MODEL_EXPR = f"COALESCE(request_model, '{NO_MODEL}')"
 
 MODELS_SQL = f"""
 SELECT {MODEL_EXPR} AS model,
@@ -52,8 +51,8 @@ GROUP BY model ORDER BY model
 CUTOFF_SQL = f"SELECT quantile_disc({TOKENS_EXPR}, ?) FROM requests WHERE {SERVED}"
 
 EXCLUDED_SQL = f"""
-SELECT COUNT(*) FILTER (WHERE {FAILED}) AS failed,
-       COUNT(*) FILTER (WHERE cache_hit IS TRUE AND NOT {FAILED}) AS cache_hits
+SELECT COUNT(*) FILTER (WHERE {ERRORED_SQL}) AS failed,
+       COUNT(*) FILTER (WHERE cache_hit IS TRUE AND NOT {ERRORED_SQL}) AS cache_hits
 FROM requests WHERE {HAS_TOKENS}
 """
 

@@ -32,7 +32,19 @@ from inferaudit_sdk import semconv
 
 # Processes on one machine (several resources with the same host.name) share its devices and
 # its bill: they are grouped by host, falling back to the resource when no host name is known.
-HOST_KEY_SQL = "COALESCE(r.host_name, 'resource:' || CAST(r.resource_id AS VARCHAR))"
+# A process without a host name is a host of its own, keyed by this prefix and its resource id.
+RESOURCE_HOST_PREFIX = "resource:"
+
+
+def host_key_sql(resource_col: str) -> str:
+    """The host key of a row joined to ``resources r`` (LEFT JOIN: ``resource_col`` is the row's
+    own resource id, so a row whose resource is unknown still keys by it)."""
+    return f"COALESCE(r.host_name, '{RESOURCE_HOST_PREFIX}' || CAST({resource_col} AS VARCHAR))"
+
+
+HOST_KEY_SQL = host_key_sql("r.resource_id")
+# Every resource with its host key.
+RESOURCE_HOST_SQL = f"SELECT r.resource_id, {HOST_KEY_SQL} FROM resources r"
 
 HOSTS_SQL = f"""
 SELECT {HOST_KEY_SQL} AS host_key, MIN(r.resource_id) AS resource_id,
@@ -42,7 +54,7 @@ FROM resources r GROUP BY host_key
 """
 
 BATCHES_BY_HOST_SQL = f"""
-SELECT b.*, COALESCE({HOST_KEY_SQL}, 'resource:' || CAST(b.resource_id AS VARCHAR)) AS host_key
+SELECT b.*, {host_key_sql('b.resource_id')} AS host_key
 FROM batches b LEFT JOIN resources r ON r.resource_id = b.resource_id
 """
 
@@ -151,7 +163,7 @@ SELECT MIN(q.resource_id), COUNT(*) AS n, SUM(q.device_ns) AS device_ns,
        COUNT(q.device_ns) AS timed,
        MAX(r.gpu_count), MAX(r.cpu_cores), MAX(r.gpu_model), MAX(r.host_type)
 FROM requests q LEFT JOIN resources r ON r.resource_id = q.resource_id
-GROUP BY COALESCE({HOST_KEY_SQL}, 'resource:' || CAST(q.resource_id AS VARCHAR)) ORDER BY 1
+GROUP BY {host_key_sql('q.resource_id')} ORDER BY 1
 """
 
 
@@ -184,16 +196,21 @@ class Utilization:
         return sum(r.busy_ns for r in self.resources)
 
     @property
+    def busy_known(self) -> bool:
+        """Model-call timing measured the busy time of every resource."""
+        return bool(self.resources) and all(r.busy_known for r in self.resources)
+
+    @property
     def ratio(self) -> float | None:
         """Busy / paid device time; NVML's mean when no model call was traced."""
-        if self.resources and all(r.busy_known for r in self.resources):
+        if self.busy_known:
             return ratio(self.busy_ns, self.window_ns * self.devices)
         return self.nvml_ratio
 
     @property
     def source(self) -> str | None:
         """Where :attr:`ratio` came from: ``spans`` (model-call timing) or ``nvml``."""
-        if self.resources and all(r.busy_known for r in self.resources):
+        if self.busy_known:
             return "spans"
         return "nvml" if self.nvml_ratio is not None else None
 

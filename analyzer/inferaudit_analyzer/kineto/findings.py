@@ -51,14 +51,12 @@ __all__ = [
     "PAGEABLE_TIME_RATIO",
     "SATURATED_BUSY_RATIO",
     "SHORT_KERNEL_RATIO",
-    "UNDERUSED_BUSY_RATIO",
     "kineto_findings",
     "merge_across_files",
 ]
 
 # DCGM SM-activity guidance (see module docstring), shared with the span analyses.
 SATURATED_BUSY_RATIO = th.SATURATED_UTILIZATION_RATIO  # 0.8
-UNDERUSED_BUSY_RATIO = th.UNDERUSED_UTILIZATION_RATIO  # 0.5
 # HTA: a short kernel runs for less time than its launch call; when half of all directly
 # launched kernels are short the host cannot keep the device fed (launch-bound).
 SHORT_KERNEL_RATIO = 0.5

@@ -336,8 +336,7 @@ def streamed_text(summary: Any, streamed: Any = None) -> str:
         return "n/a"
     if not summary.get("n"):
         return not_measured_text(streamed)
-    return (f"p50 {ms(summary.get('p50'))}, p95 {ms(summary.get('p95'))}, p99 "
-            f"{ms(summary.get('p99'))} ({num(summary.get('n'))} requests)")
+    return _percentiles_text(summary)
 
 
 def failed_latency_text(summary: Any) -> str:
@@ -345,9 +344,12 @@ def failed_latency_text(summary: Any) -> str:
     the successful ones: a fast timeout would otherwise read as a faster service."""
     if not isinstance(summary, dict) or not summary.get("n"):
         return "n/a"
+    return _percentiles_text(summary, ", not in the latency percentiles above")
+
+
+def _percentiles_text(summary: dict[str, Any], note: str = "") -> str:
     return (f"p50 {ms(summary.get('p50'))}, p95 {ms(summary.get('p95'))}, p99 "
-            f"{ms(summary.get('p99'))} ({num(summary.get('n'))} requests, not in the latency "
-            "percentiles above)")
+            f"{ms(summary.get('p99'))} ({num(summary.get('n'))} requests{note})")
 
 
 def _tokens(scope: dict[str, Any]) -> str:

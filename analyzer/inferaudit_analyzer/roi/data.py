@@ -73,7 +73,7 @@ class Observed:
     call_gap_samples: int = 0
     calls_from_requests: bool = False  # no batch spans: each request stood in as its own call
     serving_devices: int = 1  # servers that ran model calls at the same time (serving_devices)
-    # resource id -> servers it held (serving_by_resource); empty without batch spans
+    # resource id -> devices it served from (its _held figure); empty without batch spans
     serving_by_resource: dict[Any, int] = field(default_factory=dict)
     errored: np.ndarray | None = None  # bool: the request failed (views.ERRORED_SQL)
 
@@ -180,10 +180,10 @@ def _held(cl: list[tuple]) -> dict[Any, tuple[float, float, int, int]]:
     return out
 
 
-def serving_by_resource(cl: list[tuple]) -> dict[Any, int]:
-    """Devices each resource (process) served from (rows of CALLS_SQL; :func:`_held`): set
-    against the devices it paid for, the paid devices no server used."""
-    return {res: used for res, (_, _, _, used) in _held(cl).items()}
+def _servers(held: dict[Any, tuple[float, float, int, int]]) -> int:
+    """Servers in service side by side (:func:`serving_devices`), from :func:`_held`."""
+    spans = [(start, end, n) for start, end, n, _ in held.values()]
+    return max(1, _served_level(spans)) if spans else 1
 
 
 def serving_devices(cl: list[tuple]) -> int:
@@ -195,8 +195,7 @@ def serving_devices(cl: list[tuple]) -> int:
     overlap (a rolling restart, back-to-back calls a microsecond apart) is not a whole extra
     replica for the whole window. The replay runs this many servers; paid devices that ran no
     call (a 4-GPU host with one worker) are priced, not replayed."""
-    spans = [(start, end, held) for start, end, held, _ in _held(cl).values()]
-    return max(1, _served_level(spans)) if spans else 1
+    return _servers(_held(cl))
 
 
 def idle_starts(cl: list[tuple]) -> np.ndarray:
@@ -256,8 +255,10 @@ def observe(con: Any) -> Observed:
     ragged: np.ndarray | None = ragged_calls(cl) if cl else None
     from_requests = not cl and bool(rq)
     # without batch spans the overlap check (model.MAX_UNTRACED_OVERLAP_SHARE) leaves one server
-    servers = serving_devices(cl) if cl else 1
-    by_res = serving_by_resource(cl)
+    held = _held(cl)  # once: both figures come from it
+    servers = _servers(held)
+    # devices each resource served from: set against those it paid for, the ones no server used
+    by_res = {res: used for res, (_, _, _, used) in held.items()}
     if from_requests:
         # No batch spans (foreign GenAI spans, e.g. vLLM's): each request's own model time is
         # one call of batch size 1, the best the spans say.

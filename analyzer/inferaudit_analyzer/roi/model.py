@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from inferaudit_analyzer.analyses.utilization import HOST_KEY_SQL
+from inferaudit_analyzer.analyses.utilization import RESOURCE_HOST_SQL
 from inferaudit_analyzer.roi.data import Observed, observe
 from inferaudit_analyzer.roi.fit import calibration_points, fit_curve, match_device
 from inferaudit_analyzer.roi.interventions import Knobs
@@ -82,8 +82,7 @@ def _small_model_speedup(report: dict[str, Any]) -> float | None:
 def _host_of(con: Any) -> dict[str, str]:
     """Resource id -> host key (``utilization.HOST_KEY_SQL``): processes on one machine share
     its devices and its ``by_resource`` row, keyed by the host's lowest resource id."""
-    return {str(rid): str(key) for rid, key in con.execute(
-        f"SELECT r.resource_id, {HOST_KEY_SQL} FROM resources r").fetchall()}
+    return {str(rid): str(key) for rid, key in con.execute(RESOURCE_HOST_SQL).fetchall()}
 
 
 def _idle_paid_devices(detail: dict[str, Any], serving: dict[Any, int],

@@ -93,8 +93,8 @@ class Prices:
 @dataclass(frozen=True)
 class Replay:
     """A scenario's replay: latencies of every request (hits and failures included) and device
-    figures. ``counted`` (same length as ``latency_ns``; None: all) marks the latencies the
-    percentiles are taken over: the successful requests'."""
+    figures. ``failed`` (same length as ``latency_ns``; None: none) marks the latencies the
+    percentiles leave out: the failed requests'."""
 
     latency_ns: np.ndarray
     busy_ns: float
@@ -102,7 +102,7 @@ class Replay:
     replicas: int
     batch_sizes: np.ndarray
     requests: int
-    counted: np.ndarray | None = None
+    failed: np.ndarray | None = None
     replica_price_ratio: float = 1.0  # Scenario.replica_price_ratio
 
     @property
@@ -113,8 +113,8 @@ class Replay:
     def p(self, q: float) -> float:
         """Quantile ``q`` of the successful requests' latencies (of all where none succeeded,
         as :func:`percentile_latencies` does)."""
-        lat = self.latency_ns if self.counted is None else percentile_latencies(
-            self.latency_ns, ~self.counted)
+        lat = self.latency_ns if self.failed is None else percentile_latencies(
+            self.latency_ns, self.failed)
         if not lat.size:
             return float("nan")
         return float(np.quantile(lat, q, method="inverted_cdf"))
@@ -235,7 +235,7 @@ def replay(obs_work: Workload, repeats: np.ndarray, base: ServiceCurve, sc: Scen
         window += max(w, span) / k
         sizes.append(res.batch_sizes)
     return Replay(np.concatenate(lats), busy, window, sc.replicas, np.concatenate(sizes),
-                  len(obs_work), np.tile(~failed, len(lats)) if failed.any() else None,
+                  len(obs_work), np.tile(failed, len(lats)) if failed.any() else None,
                   sc.replica_price_ratio)
 
 

@@ -103,7 +103,7 @@ def _ratio_drop(base: float | None, new: float | None) -> float:
 def _replica_s(s: dict[str, Any]) -> float:
     """Paid replica-seconds of a replay (window x replicas in today's $/replica-hour): the bill
     without its price."""
-    return float(s["window_s"]) * float(s.get("paid_replicas", s["replicas"]))
+    return float(s["window_s"]) * float(s["paid_replicas"])
 
 
 def _projection(inp: RoiInputs, curve: ServiceCurve, sc: Scenario, slo_ns: float,
