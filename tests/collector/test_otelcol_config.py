@@ -148,7 +148,7 @@ def test_backend_endpoint_has_no_default(cfg) -> None:
 
 def test_backend_queue_is_bounded_in_items_and_gives_up_in_about_a_minute(cfg) -> None:
     """queue_size counts requests by default, and one request holds up to
-    send_batch_max_size items: 1000 of them is 16 M spans, enough to trip memory_limiter,
+    send_batch_max_size items: 1000 of them is 2 M spans, enough to trip memory_limiter,
     which then refuses data bound for the files as well."""
     backend = cfg["exporters"]["otlp/backend"]
     q = backend["sending_queue"]
