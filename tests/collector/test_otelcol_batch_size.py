@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
 
 import inferaudit_sdk as ia  # noqa: E402
 from inferaudit_sdk import _settings, _tracing, semconv  # noqa: E402
+from inferaudit_sdk.instrumentation import uninstrument_model  # noqa: E402
 from inferaudit_sdk.sdk import otlp_json  # noqa: E402
 
 COLLECTOR = Path(__file__).resolve().parents[2] / "collector"
@@ -64,6 +65,7 @@ def span_sizes() -> Iterator[tuple[float, float]]:
             serve([i % 97 + 1] * 32)
         spans: list[Any] = list(exporter.get_finished_spans())
     finally:
+        uninstrument_model(model)  # and the process-wide Tensor copy patches with it
         _tracing.use_tracer_provider(None)
         provider.shutdown()
         _settings.reset_for_tests()
