@@ -1,7 +1,8 @@
 """Percentiles two ways: exact (``quantile_disc``) and a mergeable log-bucket sketch.
 
-Exact is what the report shows. The sketch is what a distributed store (ClickHouse, many files,
-many time buckets) can merge: DDSketch-style relative-error buckets with a stated ``alpha``;
+Exact is what the report shows (:func:`exact_quantile`: the same rule on values held in memory,
+as the ROI replay's are). The sketch is what a distributed store (ClickHouse, many files, many
+time buckets) can merge: DDSketch-style relative-error buckets with a stated ``alpha``;
 bucket index ``i = ceil(ln(x) / ln(gamma))``, ``gamma = (1 + alpha) / (1 - alpha)``, computed in
 SQL, merged by summing counts per index, a quantile read as the representative
 ``2 * gamma**i / (gamma + 1)`` of the bucket holding the rank. Both use the same rank rule
@@ -15,6 +16,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 DEFAULT_ALPHA = 0.01
 DEFAULT_QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
@@ -51,6 +54,13 @@ def exact_sql(source_sql: str, value_col: str, quantiles: Sequence[float],
         f"MAX({value_col}) AS max, {qs} FROM ({source_sql}) src "
         f"WHERE {value_col} IS NOT NULL{group_by}"
     )
+
+
+def exact_quantile(values: Any, q: float) -> float:
+    """The ``ceil(q * n)``-th smallest of ``values`` held in memory (numpy's ``inverted_cdf``
+    method): ``quantile_disc``'s rank rule, so a quantile computed outside SQL (the ROI
+    replay's) is on the same definition as the report's."""
+    return float(np.quantile(values, q, method="inverted_cdf"))
 
 
 def sketch_buckets_sql(source_sql: str, value_col: str, group_cols: Sequence[str] = ()) -> str:

@@ -127,15 +127,17 @@ def replicates(b: int, n_requests: int, projections: int) -> int:
 
 def resamples(calls: CallPoints, calibration: CallPoints | None, work: Workload,
               repeats: np.ndarray, refit: Callable[[CallPoints, CallPoints | None], Fit],
-              b: int, seed: int) -> list[Resample]:
+              b: int, seed: int, point: Fit | None = None) -> list[Resample]:
     """``b`` seeded resamples; a replicate whose refit fails is skipped (counted by absence).
-    Calls go in blocks of :func:`call_block` consecutive calls, from the fit to all of them."""
+    Calls go in blocks of :func:`call_block` consecutive calls, from the fit to all of them:
+    ``point`` where the caller has it (the projection's own fit: refitting every call again
+    would give the same curve), else ``refit(calls, calibration)``."""
     rng = np.random.default_rng(seed)
     out: list[Resample] = []
     block = 1
     if b > 0 and len(calls) >= 8:
         try:
-            block = call_block(calls, refit(calls, calibration))
+            block = call_block(calls, point if point is not None else refit(calls, calibration))
         except ValueError:
             block = 1
     n = len(calls)

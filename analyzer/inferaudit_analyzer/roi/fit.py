@@ -101,14 +101,19 @@ def design(pts: CallPoints) -> np.ndarray:
                             tout * pts.ragged_flags()])
 
 
-def nnls(a: np.ndarray, y: np.ndarray, max_iter: int = 200) -> np.ndarray:
-    """Lawson-Hanson non-negative least squares (scipy is not a dependency).
-
-    Columns are scaled to unit norm first so token counts and the constant term are comparable.
-    """
+def _unit_columns(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` with each column scaled to unit norm (an all-zero column left as is), and the
+    norms divided by: token counts and the constant term then weigh alike in a solver or a
+    rank test, and a solution of the scaled system is one of ``a``'s over ``norms``."""
     norms = np.linalg.norm(a, axis=0)
     norms[norms == 0] = 1.0
-    a_s = a / norms
+    return a / norms, norms
+
+
+def nnls(a: np.ndarray, y: np.ndarray, max_iter: int = 200) -> np.ndarray:
+    """Lawson-Hanson non-negative least squares (scipy is not a dependency), on the
+    :func:`_unit_columns` of ``a``."""
+    a_s, norms = _unit_columns(a)
     n = a_s.shape[1]
     x = np.zeros(n)
     passive = np.zeros(n, dtype=bool)
@@ -406,8 +411,9 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
     assumptions += _ragged_note(spans, max_batch)
     curve, n_idle = _with_idle(curve, spans, idle_factor)
     assumptions += _idle_note(curve, n_idle, idle_factor is not None)
-    good = goodness(predict_calls(curve, spans), spans.duration_ns)
-    curve = curve.with_noise(spans.duration_ns, predict_calls(curve, spans))
+    pred = predict_calls(curve, spans)
+    good = goodness(pred, spans.duration_ns)
+    curve = curve.with_noise(spans.duration_ns, pred)
     res = _residuals(curve, spans, "spans") if keep_residuals else []
     return Fit(curve, source, len(spans), seen, good, None, None, tuple(assumptions), tuple(res),
                n_idle, tuple(warnings))
@@ -444,10 +450,9 @@ def _spread(col: np.ndarray, basis: np.ndarray) -> float:
     norm = float(np.linalg.norm(col))
     if norm == 0 or basis.shape[1] == 0:
         return 1.0 if norm else 0.0
-    scale = np.linalg.norm(basis, axis=0)
-    scale[scale == 0] = 1.0
-    coef = np.linalg.lstsq(basis / scale, col / norm, rcond=None)[0]
-    return float(np.linalg.norm(col / norm - (basis / scale) @ coef))
+    unit, _ = _unit_columns(basis)
+    coef = np.linalg.lstsq(unit, col / norm, rcond=None)[0]
+    return float(np.linalg.norm(col / norm - unit @ coef))
 
 
 def _t_values(a: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -455,11 +460,10 @@ def _t_values(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     on ``a`` (full column rank), with the residual variance on n - p degrees of freedom; inf
     where the fit is exact or there are no degrees of freedom to tell."""
     n, k = a.shape
-    norms = np.linalg.norm(a, axis=0)
-    norms[norms == 0] = 1.0
-    q, r = np.linalg.qr(a / norms)
+    unit, _ = _unit_columns(a)
+    q, r = np.linalg.qr(unit)
     coef = np.linalg.solve(r, q.T @ y)
-    rss = float(np.sum((y - (a / norms) @ coef) ** 2))
+    rss = float(np.sum((y - unit @ coef) ** 2))
     if n <= k or rss <= 0:
         return np.full(k, np.inf)
     r_inv = np.linalg.inv(r)
@@ -489,21 +493,27 @@ def _fit_estimable(a: np.ndarray, y: np.ndarray, columns: list[int]
             kept.append(j)  # an all-zero column is kept: it has no time to apportion
         else:
             dropped.append(j)
-    others = [j for j in columns if j not in _ESTIMATE_ORDER]
-    others = [j for j in others if np.linalg.norm(a[:, j])
-              and _spread(a[:, j], a[:, kept]) >= EXACT_COLLINEAR_SPREAD]
+    # The ragged column is not this function's to leave out: _separable decided on it before
+    # (its flags are dropped where it is a mix of the other columns), so it is always fitted,
+    # all-zero (no padded call: nnls gives it 0) or independent. It joins the basis the token
+    # columns are tested against only where it is nonzero and not collinear with them to float
+    # precision, because _t_values needs full column rank; that is a filter for the test, not a
+    # decision to drop it, hence ``kept += ragged`` below and not ``+= in_test``.
+    ragged = [j for j in columns if j not in _ESTIMATE_ORDER]
+    in_test = [j for j in ragged if np.linalg.norm(a[:, j])
+               and _spread(a[:, j], a[:, kept]) >= EXACT_COLLINEAR_SPREAD]
     while True:
         tested = [j for j in kept if j != 0 and np.linalg.norm(a[:, j])]
         if not tested:
             break
-        fit_cols = [j for j in kept if np.linalg.norm(a[:, j])] + others
+        fit_cols = [j for j in kept if np.linalg.norm(a[:, j])] + in_test
         t = dict(zip(fit_cols, _t_values(a[:, fit_cols], y), strict=True))
         worst = min(tested, key=lambda j: t[j])
         if t[worst] >= MIN_COLUMN_T:
             break
         kept.remove(worst)
         dropped.append(worst)
-    kept += [j for j in columns if j not in _ESTIMATE_ORDER]
+    kept += ragged
     coef = np.zeros(a.shape[1])
     coef[kept] = nnls(a[:, kept], y)
     lost = [(j, _spread(a[:, j], a[:, [0]]) < CONSTANT_COLUMN_SPREAD)
@@ -546,9 +556,7 @@ def split_step(step_total: float, share: float, b0: float) -> tuple[float, float
 
 
 def _rank(a: np.ndarray) -> int:
-    norms = np.linalg.norm(a, axis=0)
-    norms[norms == 0] = 1.0
-    return int(np.linalg.matrix_rank(a / norms))
+    return int(np.linalg.matrix_rank(_unit_columns(a)[0]))
 
 
 def _separable(pts: CallPoints, columns: list[int], assumptions: list[str]) -> CallPoints:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from inferaudit_analyzer.analyses.percentiles import exact_quantile
 from inferaudit_analyzer.roi.data import Observed
 from inferaudit_analyzer.roi.simulate import ServiceCurve, SimResult, Workload, simulate
 
@@ -111,13 +112,8 @@ class Replay:
         return self.replicas * self.replica_price_ratio
 
     def p(self, q: float) -> float:
-        """Quantile ``q`` of the successful requests' latencies (of all where none succeeded,
-        as :func:`percentile_latencies` does)."""
-        lat = self.latency_ns if self.failed is None else percentile_latencies(
-            self.latency_ns, self.failed)
-        if not lat.size:
-            return float("nan")
-        return float(np.quantile(lat, q, method="inverted_cdf"))
+        """Quantile ``q`` of the successful requests' latencies (:func:`latency_quantile`)."""
+        return latency_quantile(self.latency_ns, self.failed, q)
 
     @property
     def utilization(self) -> float:
@@ -150,6 +146,14 @@ def percentile_latencies(latency_ns: np.ndarray, failed: np.ndarray | None) -> n
         return latency_ns
     ok = latency_ns[~failed]
     return ok if ok.size else latency_ns
+
+
+def latency_quantile(latency_ns: np.ndarray, failed: np.ndarray | None, q: float) -> float:
+    """Quantile ``q`` (``quantile_disc``'s rank rule) of :func:`percentile_latencies`: the
+    successful requests' latencies, as the report's baseline percentiles are; NaN for no
+    request. One definition for a replay's p95 and the measured p95 it is checked against."""
+    lat = percentile_latencies(latency_ns, failed)
+    return exact_quantile(lat, q) if lat.size else float("nan")
 
 
 def as_marks(a: np.ndarray) -> np.ndarray:
@@ -215,12 +219,13 @@ def replay(obs_work: Workload, repeats: np.ndarray, base: ServiceCurve, sc: Scen
     by ~5-10 % from seed to seed on a few hundred requests)."""
     curve = sc.curve(base)
     k = max(1, draws) if curve.noise and sc.policy != "continuous" else 1
-    work, hits, served = scenario_workload(obs_work, repeats, sc, seed)
+    m = as_marks(repeats)
+    work, hits, served = scenario_workload(obs_work, m, sc, seed)
     computed = ~hits & ~served
-    served_ns = as_marks(repeats)["served_ns"]
+    served_ns = m["served_ns"]
     span = float(obs_work.arrival_ns.max() - obs_work.arrival_ns.min()) if len(obs_work) \
         else 0.0
-    failed = as_marks(repeats)["failed"]
+    failed = m["failed"]
     lats, busy, window, sizes = [], 0.0, 0.0, []
     for d in range(k):
         res: SimResult = simulate(work, curve, policy=sc.policy, max_batch=sc.max_batch,

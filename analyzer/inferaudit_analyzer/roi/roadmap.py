@@ -26,6 +26,7 @@ Avoided model swap: when the non-model interventions alone, composed in rank ord
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,11 +38,18 @@ from inferaudit_analyzer.roi.interventions import EFFORT_WEEKS, Knobs, Plan, app
 from inferaudit_analyzer.roi.project import (
     NS_PER_MS,
     Prices,
+    Replay,
     Scenario,
     replay,
     summarize,
 )
-from inferaudit_analyzer.roi.replicas import credited_replicas, meets, saving_kind, size_for_slo
+from inferaudit_analyzer.roi.replicas import (
+    Sizing,
+    credited_replicas,
+    meets,
+    saving_kind,
+    size_for_slo,
+)
 from inferaudit_analyzer.roi.simulate import ServiceCurve, Workload
 
 # Beyond this the replay of today's serving misses today's measured p95 by more than half:
@@ -106,23 +114,61 @@ def _replica_s(s: dict[str, Any]) -> float:
     return float(s["window_s"]) * float(s["paid_replicas"])
 
 
-def _projection(inp: RoiInputs, curve: ServiceCurve, sc: Scenario, slo_ns: float,
-                base_sum: dict[str, Any], prices: Prices, base_sized: int,
-                right_sized: bool) -> tuple[Scenario, dict[str, Any]]:
-    """``sc`` sized at the SLO and priced at :func:`credited_replicas` (``base_sized``: today's
-    serving sized at the SLO; ``right_sized``: right-sizing is part of ``sc``)."""
-    sizing = size_for_slo(inp.work, inp.repeats, curve, sc, slo_ns, inp.base.replicas,
-                          draws=POINT_DRAWS)
-    r = credited_replicas(inp.base.replicas, base_sized, sizing.replicas, right_sized)
-    rep = (sizing.replay if r == sizing.replicas else
-           replay(inp.work, inp.repeats, curve, sc.with_(replicas=r), 0, POINT_DRAWS))
-    s = summarize(rep, prices)
-    s["replicas_needed"] = sizing.replicas_needed
-    s["meets_slo"] = meets(rep.p(0.95), slo_ns)
-    s["saving_kind"] = saving_kind(base_sum["paid_replicas"], s["paid_replicas"],
-                                   _replica_s(base_sum), _replica_s(s),
-                                   base_sum["busy_device_s"], s["busy_device_s"])
-    return sc.with_(replicas=r), s
+class _Projections:
+    """The point projections of one roadmap, each scenario sized at the SLO and each (scenario,
+    right-sized) priced once. The same ones come back: the first cumulative step is rank 1's own
+    projection, the avoided swap's non-model composition is a cumulative step wherever the
+    model-layer items rank last, and right-sizing without idle paid devices is today's serving
+    (sized first, as ``base_sizing``). Every projection is deterministic (seed 0), so a repeat
+    is the same replay run again."""
+
+    def __init__(self, inp: RoiInputs, curve: ServiceCurve, slo_ns: float,
+                 base_sum: dict[str, Any], prices: Prices) -> None:
+        self.inp, self.curve, self.slo_ns = inp, curve, slo_ns
+        self.base_sum, self.prices = base_sum, prices
+        self._sizings: dict[Scenario, Sizing] = {}
+        self._replays: dict[Scenario, Replay] = {}  # scenarios with their replica count
+        self._done: dict[tuple[Scenario, bool], tuple[Scenario, dict[str, Any]]] = {}
+        # today's serving sized at the SLO: what every intervention but right-sizing is
+        # priced from
+        self.base_sizing = self.sizing(inp.base)
+
+    def sizing(self, sc: Scenario) -> Sizing:
+        if sc not in self._sizings:
+            sizing = size_for_slo(self.inp.work, self.inp.repeats, self.curve, sc, self.slo_ns,
+                                  self.inp.base.replicas, draws=POINT_DRAWS)
+            self._sizings[sc] = sizing
+            self._replays.setdefault(sc.with_(replicas=sizing.replicas), sizing.replay)
+        return self._sizings[sc]
+
+    def _replay(self, sc: Scenario) -> Replay:
+        if sc not in self._replays:
+            self._replays[sc] = replay(self.inp.work, self.inp.repeats, self.curve, sc, 0,
+                                       POINT_DRAWS)
+        return self._replays[sc]
+
+    def __call__(self, sc: Scenario, right_sized: bool) -> tuple[Scenario, dict[str, Any]]:
+        """``sc`` sized at the SLO and priced at :func:`credited_replicas` (``right_sized``:
+        right-sizing is part of ``sc``); the summary is the caller's own copy."""
+        key = (sc, right_sized)
+        if key not in self._done:
+            self._done[key] = self._project(sc, right_sized)
+        sized, s = self._done[key]
+        return sized, copy.deepcopy(s)
+
+    def _project(self, sc: Scenario, right_sized: bool) -> tuple[Scenario, dict[str, Any]]:
+        inp, base_sum = self.inp, self.base_sum
+        sizing = self.sizing(sc)
+        r = credited_replicas(inp.base.replicas, self.base_sizing.replicas, sizing.replicas,
+                              right_sized)
+        rep = self._replay(sc.with_(replicas=r))
+        s = summarize(rep, self.prices)
+        s["replicas_needed"] = sizing.replicas_needed
+        s["meets_slo"] = meets(rep.p(0.95), self.slo_ns)
+        s["saving_kind"] = saving_kind(base_sum["paid_replicas"], s["paid_replicas"],
+                                       _replica_s(base_sum), _replica_s(s),
+                                       base_sum["busy_device_s"], s["busy_device_s"])
+        return sc.with_(replicas=r), s
 
 
 def _impact(base: dict[str, Any], s: dict[str, Any]) -> dict[str, float]:
@@ -143,20 +189,23 @@ def _score(imp: dict[str, float], risk: int, effort_weeks: float) -> float:
     return impact / (risk * (1.0 + effort_weeks))
 
 
-def _intervals(inp: RoiInputs, scenarios: list[Scenario], points: list[dict[str, Any]], b: int,
-               seed: int, max_batch: int, base_sum: dict[str, Any]) -> list[dict[str, Any]]:
+def _intervals(inp: RoiInputs, fit: Fit, scenarios: list[Scenario], points: list[dict[str, Any]],
+               b: int, seed: int, max_batch: int, base_sum: dict[str, Any]
+               ) -> list[dict[str, Any]]:
     """Per scenario: 90 % intervals of cost per request, busy floor and p95 (ms), around the
     scenario's point projection (``points``, same order), and of its bill relative to today's
     (around the point's ratio to ``base_sum``, the replayed baseline), like the others.
 
     Paired: a replicate's bill and busy floor are its scenario's over the same replicate's
     baseline (replica-seconds, busy time), times the point baseline, so the spread is that of
-    the saving, not of the resampled traffic's level the baseline shares."""
+    the saving, not of the resampled traffic's level the baseline shares. A scenario listed
+    twice (the first cumulative step is rank 1's, or today's own) is replayed once per
+    replicate: a replay is determined by its replicate and scenario."""
     base_cost = base_sum["cost_per_request_usd"]
     base_point_rs = _replica_s(base_sum)
     nb = bs.replicates(b, len(inp.work), len(scenarios) + 1)
     res = bs.resamples(inp.calls, inp.calibration, inp.work, inp.repeats,
-                       _refit(inp, max_batch), nb, seed)
+                       _refit(inp, max_batch), nb, seed, point=fit)
     how = bs.method(res[0].call_block if res else 1)
     vals: list[dict[str, list[float | None]]] = [
         {"cost": [], "ratio": [], "busy": [], "p95": []} for _ in scenarios]
@@ -166,9 +215,12 @@ def _intervals(inp: RoiInputs, scenarios: list[Scenario], points: list[dict[str,
         base_rep = replay(r.work, r.repeats, curve, inp.base, rseed)
         pr = Prices(inp.prices.usd_per_replica_hour,
                     inp.prices.baseline_busy_cost_per_request_usd, base_rep.busy_ns)
-        base_rs = _replica_s(summarize(base_rep, pr))
+        summaries: dict[Scenario, dict[str, Any]] = {inp.base: summarize(base_rep, pr)}
+        base_rs = _replica_s(summaries[inp.base])
         for i, sc in enumerate(scenarios):
-            s = summarize(replay(r.work, r.repeats, curve, sc, rseed), pr)
+            if sc not in summaries:
+                summaries[sc] = summarize(replay(r.work, r.repeats, curve, sc, rseed), pr)
+            s = summaries[sc]
             ratio = _replica_s(s) / base_rs if base_rs > 0 else None
             vals[i]["ratio"].append(ratio)
             vals[i]["cost"].append(None if ratio is None or base_cost is None
@@ -207,17 +259,15 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
     slo_ms, slo_source = _default_slo(knobs.slo_p95_ms, measured_p95,
                                       base_sum["latency_ms"]["p95"])
     slo_ns = slo_ms * NS_PER_MS
-    # today's serving sized at the SLO: what every intervention but right-sizing is priced from
-    base_sizing = size_for_slo(inp.work, inp.repeats, curve, inp.base, slo_ns, inp.base.replicas,
-                               draws=POINT_DRAWS)
+    project = _Projections(inp, curve, slo_ns, base_sum, prices)
+    base_sizing = project.base_sizing
     base_sized = base_sizing.replicas
     base_p95 = base_sum["latency_ms"]["p95"]
     plans = applicable(findings, knobs, inp.ctx)
     items = []
     no_gain: list[dict[str, str]] = []
     for p in plans:
-        sized, s = _projection(inp, curve, p.apply(inp.base), slo_ns, base_sum, prices,
-                               base_sized, p.id == RIGHT_SIZE)
+        sized, s = project(p.apply(inp.base), p.id == RIGHT_SIZE)
         imp = _impact(base_sum, s)
         p95 = s["latency_ms"]["p95"]
         if p95 > slo_ms * (1 + SLO_MISS_TOLERANCE_RATIO) and p95 > base_p95:
@@ -237,12 +287,11 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
     cumulative: list[tuple[Scenario, dict[str, Any]]] = []
     for p, *_ in items:
         right_sized = right_sized or p.id == RIGHT_SIZE
-        cum_sc, s = _projection(inp, curve, p.apply(cum_sc.with_(replicas=inp.base.replicas)),
-                                slo_ns, base_sum, prices, base_sized, right_sized)
+        cum_sc, s = project(p.apply(cum_sc.with_(replicas=inp.base.replicas)), right_sized)
         cumulative.append((cum_sc, s))
     scen = [t[1] for t in items] + [c[0] for c in cumulative]
     points = [t[2] for t in items] + [c[1] for c in cumulative]
-    ivals = (_intervals(inp, scen, points, bootstrap, seed, knobs.max_batch, base_sum)
+    ivals = (_intervals(inp, fit, scen, points, bootstrap, seed, knobs.max_batch, base_sum)
              if scen else [])
     roadmap = []
     for rank, (p, sized, s, imp, score) in enumerate(items, start=1):
@@ -255,7 +304,7 @@ def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, 
                            "interval": ivals[len(items) + rank - 1] if ivals else None},
             "assumptions": list(p.assumptions) + list(fit.assumptions) + _overhead_note(inp),
         })
-    swap = _avoided_swap(inp, curve, items, base_sum, prices, slo_ns, knobs, base_sized)
+    swap = _avoided_swap(inp, project, items, base_sum, knobs)
     replay_error = (None if not measured_p95 else base_sum["latency_ms"]["p95"] / measured_p95 - 1)
     warnings = []
     if replay_error is not None and abs(replay_error) > REPLAY_P95_ERROR_WARN_RATIO:
@@ -352,15 +401,12 @@ def _not_proposed(plans: list[Plan]) -> list[dict[str, str]]:
             for i in IDS if i not in have]
 
 
-def _avoided_swap(inp: RoiInputs, curve: ServiceCurve, items: list, base_sum: dict[str, Any],
-                  prices: Prices, slo_ns: float, knobs: Knobs,
-                  base_sized: int) -> dict[str, Any] | None:
+def _avoided_swap(inp: RoiInputs, project: _Projections, items: list,
+                  base_sum: dict[str, Any], knobs: Knobs) -> dict[str, Any] | None:
     if not items:
         return None
     speed = knobs.small_model_speedup or inp.ctx.get("small_model_speedup") or 3.0
-    _, swap = _projection(inp, curve, inp.base.with_(routing_split=1.0,
-                                                     small_model_speedup=speed),
-                          slo_ns, base_sum, prices, base_sized, False)
+    _, swap = project(inp.base.with_(routing_split=1.0, small_model_speedup=speed), False)
     # the non-model interventions alone, composed in rank order (the roadmap's cumulative steps
     # carry the model-layer items ranked among them, which are what a swap would replace)
     non_model = [p for p, *_ in items if p.layer != "model"]
@@ -369,8 +415,7 @@ def _avoided_swap(inp: RoiInputs, curve: ServiceCurve, items: list, base_sum: di
         sc = inp.base
         for p in non_model:
             sc = p.apply(sc)
-        _, best = _projection(inp, curve, sc, slo_ns, base_sum, prices, base_sized,
-                              any(p.id == RIGHT_SIZE for p in non_model))
+        _, best = project(sc, any(p.id == RIGHT_SIZE for p in non_model))
     metric = "busy_device_s"
     gap = base_sum[metric] - swap[metric]
     closed = None if best is None or gap <= 0 else (base_sum[metric] - best[metric]) / gap

@@ -37,6 +37,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from inferaudit_analyzer.analyses.percentiles import exact_quantile
+
 POLICIES = ("sequential", "dynamic", "continuous")
 
 
@@ -183,7 +185,7 @@ class SimResult:
     replicas: int
 
     def p(self, q: float) -> float:
-        return float(np.quantile(self.latency_ns, q, method="inverted_cdf"))
+        return exact_quantile(self.latency_ns, q)
 
     @property
     def utilization(self) -> float:
@@ -224,14 +226,18 @@ def _simulate_static(
     seed: int,
 ) -> SimResult:
     n = len(work)
-    arr, tin, tout = work.arrival_ns, work.input_tokens, work.output_tokens
+    tin, tout = work.input_tokens, work.output_tokens
+    # The loop reads one element at a time: Python floats (the same doubles) read ~10x faster
+    # than numpy scalars, and a one-request call needs no slice to take the longest row of.
+    arr, tin_at, tout_at = (work.arrival_ns.tolist(), tin.tolist(), tout.tolist())
     start = np.zeros(n)
     finish = np.zeros(n)
     free_at = [0.0] * replicas  # heap of times each replica becomes free
     heapq.heapify(free_at)
     sizes: list[int] = []
     busy = 0.0
-    draws = curve.noise_draws(n, seed)
+    noise = curve.noise_draws(n, seed)
+    draws = None if noise is None else noise.tolist()
     i = 0
     while i < n:
         t_free = heapq.heappop(free_at)
@@ -247,21 +253,25 @@ def _simulate_static(
             j += 1
         j = max(j, i + 1)
         b = j - i
-        rows = tin[i:j]
-        dur = curve.call_ns(b, float(rows.max()), float(tout[i:j].max()),
-                            ragged=b > 1 and bool(rows.min() < rows.max()))
+        if b == 1:
+            dur = curve.call_ns(1, tin_at[i], tout_at[i], ragged=False)
+        else:
+            rows = tin[i:j]
+            longest = float(rows.max())
+            dur = curve.call_ns(b, longest, float(tout[i:j].max()),
+                                ragged=bool(rows.min() < longest))
         if t_free <= arr[i]:  # the replica was idle when this call's first request arrived
             dur *= curve.idle_factor
         if draws is not None:
-            dur *= float(draws[len(sizes)])
+            dur *= draws[len(sizes)]
         start[i:j] = t
         finish[i:j] = t + dur
         busy += dur
         sizes.append(b)
         heapq.heappush(free_at, t + dur)
         i = j
-    lat = finish - arr
-    return SimResult(start, finish, lat, busy, float(finish.max() - arr.min()),
+    lat = finish - work.arrival_ns
+    return SimResult(start, finish, lat, busy, float(finish.max() - work.arrival_ns.min()),
                      np.asarray(sizes, dtype=np.int64), replicas)
 
 
