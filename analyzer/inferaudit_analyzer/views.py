@@ -28,14 +28,24 @@ CLIENT_VIEW_HOPS = 4
 ERRORED_SQL = "(COALESCE(status_code, 0) = 2 OR error_type IS NOT NULL)"
 
 
-def device_key_sql(resource_col: str, device_col: str) -> str:
-    """One device: its resource (a process) and the device id within it, as one string."""
-    return f"COALESCE(CAST({resource_col} AS VARCHAR), '') || '/' || {device_col}"
+def device_key_sql(scope_col: str, device_col: str = "device_id",
+                   hw_col: str = "hw_id") -> str:
+    """One physical device, as one string: the rule every per-device reader keys by.
+
+    Where the span names its device host-wide (``hw_id``: a GPU's UUID) that is the device,
+    shared by every process on it: processes pinned one per GPU each call theirs CUDA device
+    0, and two processes on one GPU are one device. Else the device id within ``scope_col``,
+    the reader's scope for an index that is only local: a resource (a process: concurrency,
+    the ROI's workers) or a host (utilisation: processes on one machine share its devices).
+    A UUID (``GPU-...``) never reads as a ``scope/index`` key."""
+    return (f"COALESCE({hw_col}, "
+            f"COALESCE(CAST({scope_col} AS VARCHAR), '') || '/' || {device_col})")
 
 
-# Device id sits in the attributes JSON (not a promoted column); the accessor is DuckDB's and
-# is the one engine-specific expression here (ClickHouse: JSONExtractString).
+# Device id and hw.id sit in the attributes JSON (not promoted columns); the accessor is DuckDB's
+# and is the one engine-specific expression here (ClickHouse: JSONExtractString).
 DEVICE_ID_EXPR = f"""json_extract_string(b.attributes, '$."{semconv.DEVICE_ID}"')"""
+HW_ID_EXPR = f"""json_extract_string(b.attributes, '$."{semconv.HW_ID}"')"""
 
 
 def _ancestors_sql(hops: int) -> str:
@@ -246,6 +256,7 @@ SELECT b.span_id, b.trace_id, b.request_model, b.start_ns, b.end_ns, b.duration_
          WHERE l.trace_id = b.trace_id AND l.span_id = b.span_id) AS members,
        b.resource_id, b.service_name,
        COALESCE({DEVICE_ID_EXPR}, '0') AS device_id,
+       NULLIF({HW_ID_EXPR}, '') AS hw_id,
        b.cpu_time_ns, b.device_time_ns IS NOT NULL AS device_time_measured,
        b.h2d_bytes, b.d2h_bytes, b.copy_time_ns, b.pageable_bytes,
        b.gpu_util, b.gpu_energy_j, b.attributes

@@ -115,7 +115,7 @@ BUCKETS_TOKEN_USAGE = (
 # --------------------------------------------------------------------------------------------
 # Hardware semantic conventions (hw.*): metrics and their attributes
 # --------------------------------------------------------------------------------------------
-HW_ID = "hw.id"
+HW_ID = "hw.id"  # a GPU's UUID, NVML's spelling "GPU-...": on NVML points and batch spans
 HW_VENDOR = "hw.vendor"
 HW_MODEL = "hw.model"
 HW_TYPE = "hw.type"  # "gpu"
@@ -185,7 +185,7 @@ MODEL_TIER = "inferaudit.model.tier"  # e.g. "large" | "small"
 
 # Device work of a model call
 DEVICE_TYPE = "inferaudit.device.type"  # "cuda" | "cpu" | "rocm"
-DEVICE_ID = "inferaudit.device.id"  # index on the host
+DEVICE_ID = "inferaudit.device.id"  # CUDA index in the process (hw.id: which GPU)
 DEVICE_TIME_NS = "inferaudit.device.time_ns"  # time the device spent on this call
 DEVICE_CPU_TIME_NS = "inferaudit.device.cpu_time_ns"  # process CPU time (CPU fallback)
 DEVICE_WALL_TIME_NS = "inferaudit.device.wall_time_ns"  # host wall time of the model call

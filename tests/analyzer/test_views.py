@@ -97,6 +97,20 @@ def test_batches_view_device_time_fallbacks_and_members():
     assert rows[wall] == (8 * MS, 1, "0")
 
 
+def test_batches_view_names_the_gpu_by_its_hw_id_where_the_span_has_one():
+    db = FixtureDb()
+    r = db.request(T0, T0 + 9 * MS)
+    uuid = "GPU-0a0a0a0a-0000-4000-8000-00000000000a"
+    _, named = db.batch(T0, T0 + 8 * MS, [r],
+                        attributes={"inferaudit.device.id": 0, "hw.id": uuid})
+    _, bare = db.batch(T0, T0 + 8 * MS, [r], attributes={"inferaudit.device.id": 0})
+    create_views(db.con)
+    rows = {r[0]: r[1:] for r in db.con.execute(
+        "SELECT span_id, device_id, hw_id FROM batches").fetchall()}
+    assert rows[named] == ("0", uuid)
+    assert rows[bare] == ("0", None)
+
+
 def test_nested_request_span_counts_for_the_enclosing_request():
     db = FixtureDb()
     outer = db.request(T0, T0 + 100 * MS)  # the handler, no usage recorded on it

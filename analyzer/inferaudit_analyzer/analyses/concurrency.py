@@ -3,11 +3,14 @@
 One event sweep in SQL (+1/-1 at each request's arrival/end and each batch's start/end, running
 sums, segment lengths to the next event) yields the time-weighted mean and max concurrency, the
 time with more than one request in flight, and the time requests were in flight while no model call
-ran. A second sweep, one per device (a resource and the device id within it), counts while each
-device runs a model call the requests whose batches ran on it: concurrency while busy is a
-device's, so replicas each serving one request at a time do not add up to "requests overlap".
-Where no model call links to any request, no device is known to serve anyone, and the first
-sweep's fleet-wide figure stands in. The idle and batching analyses read these results.
+ran anywhere. A second sweep, one per physical device (``views.device_key_sql``: its ``hw.id``
+where the span names it, else the resource and the device id within it), follows each device's
+own requests (those whose batches ran on it): while it runs a model call, how many are in flight
+(concurrency while busy), and how long they are in flight while it runs none (idle while
+waiting). Both are a device's, so replicas each serving one request at a time do not add up to
+"requests overlap", and a replica idle while its own requests wait is idle though another is
+busy. Where no model call links to any request, no device is known to serve anyone, and the
+first sweep's fleet-wide figures stand in. The idle and batching analyses read these results.
 
 Both sweeps lay request times next to device times. Where model calls are recorded by another
 resource (host) than the requests they serve, the two clocks may disagree: a model call then lies
@@ -62,11 +65,12 @@ FROM run WHERE len IS NOT NULL
 # Per device: its batches, and the requests that rode them (through ``batch_members``: a request
 # whose calls ran on several devices, tensor-parallel ranks or prefill and decode apart, is in
 # flight on each). Only devices that served some request are swept: a device whose calls link to
-# no request would count as busy with nobody waiting. Sums over devices: device-busy time, and
-# request-time on a busy device; ``devices``: how many were swept.
+# no request would count as busy with nobody waiting. Sums over devices: device-busy time,
+# request-time on a busy device, time some of its requests were in flight, and of that the time
+# it ran no call; ``devices``: how many were swept.
 DEVICE_SWEEP_SQL = f"""
 WITH rq AS (
-    SELECT DISTINCT {device_key_sql("b.resource_id", "b.device_id")} AS k,
+    SELECT DISTINCT {device_key_sql("b.resource_id", "b.device_id", "b.hw_id")} AS k,
            q.trace_id, q.span_id, q.arrival_ns, q.end_ns
     FROM batch_members m
     JOIN batches b ON b.trace_id = m.batch_trace_id AND b.span_id = m.batch_span_id
@@ -74,7 +78,7 @@ WITH rq AS (
     WHERE q.arrival_ns IS NOT NULL AND q.end_ns IS NOT NULL
 ),
 bk AS (
-    SELECT {device_key_sql("resource_id", "device_id")} AS k, start_ns, end_ns FROM batches
+    SELECT {device_key_sql("resource_id")} AS k, start_ns, end_ns FROM batches
     WHERE start_ns IS NOT NULL AND end_ns IS NOT NULL
 ),
 ev AS (
@@ -99,7 +103,9 @@ run AS (
 SELECT
     COALESCE(SUM(CASE WHEN b > 0 THEN len ELSE 0 END), 0) AS device_busy_ns,
     COALESCE(SUM(CASE WHEN b > 0 THEN r * len ELSE 0 END), 0) AS device_request_ns_while_busy,
-    COUNT(DISTINCT k) AS devices
+    COUNT(DISTINCT k) AS devices,
+    COALESCE(SUM(CASE WHEN r > 0 THEN len ELSE 0 END), 0) AS device_inflight_ns,
+    COALESCE(SUM(CASE WHEN r > 0 AND b = 0 THEN len ELSE 0 END), 0) AS device_idle_waiting_ns
 FROM run
 """
 
@@ -173,10 +179,13 @@ class Concurrency:
     ``mean_inflight`` over the time at least one request was in flight; ``mean_while_busy`` per
     device, over the time it ran a model call, counting the requests served by that device
     (``device_busy_ns`` and ``device_request_ns_while_busy`` are summed over the
-    ``swept_devices`` that served some request). Where no model call links to a request (no
-    device is known to serve any), it is the fleet's: requests in flight anywhere while any call
-    runs (``request_ns_while_busy`` / ``busy_any_ns``). Both that and the idle-while-waiting
-    share are None where ``clock_skews`` says the request and device clocks disagree.
+    ``swept_devices`` that served some request). The idle-while-waiting share likewise: the
+    time each device's requests were in flight while it ran no call, over the time they were in
+    flight (``device_idle_waiting_ns`` / ``device_inflight_ns``, summed over devices). Where no
+    model call links to a request (no device is known to serve any), both are the fleet's:
+    requests in flight anywhere while any call runs (``request_ns_while_busy`` /
+    ``busy_any_ns``), and while none runs anywhere (``idle_waiting_ns`` / ``inflight_ns``).
+    Both are None where ``clock_skews`` says the request and device clocks disagree.
     """
 
     window_ns: int
@@ -192,6 +201,8 @@ class Concurrency:
     swept_devices: int = 0
     busy_any_ns: int = 0
     request_ns_while_busy: int = 0
+    device_inflight_ns: int = 0
+    device_idle_waiting_ns: int = 0
 
     @property
     def clock_skewed(self) -> bool:
@@ -214,12 +225,20 @@ class Concurrency:
         return ratio(self.device_request_ns_while_busy, self.device_busy_ns)
 
     @property
+    def idle_waiting_basis(self) -> tuple[int, int]:
+        """(idle ns, in-flight ns) the idle-while-waiting share divides: per device, summed
+        over the swept devices; the fleet's where no call links to a request."""
+        if not self.swept_devices:
+            return self.idle_waiting_ns, self.inflight_ns
+        return self.device_idle_waiting_ns, self.device_inflight_ns
+
+    @property
     def idle_while_waiting_ratio(self) -> float | None:
-        """Share of in-flight time with no model call running; None without batch spans, or
-        where clocks disagree."""
+        """Share of the time a device's requests are in flight while it runs no model call;
+        None without batch spans, or where clocks disagree."""
         if not self.has_batches or self.clock_skewed:
             return None
-        return ratio(self.idle_waiting_ns, self.inflight_ns)
+        return ratio(*self.idle_waiting_basis)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -249,6 +268,8 @@ def analyze_concurrency(con: Any, window_ns: int) -> Concurrency:
         swept_devices=int(dev[2] or 0),
         busy_any_ns=int(row[5]),
         request_ns_while_busy=int(row[6]),
+        device_inflight_ns=int(dev[3] or 0),
+        device_idle_waiting_ns=int(dev[4] or 0),
     )
 
 

@@ -1,8 +1,11 @@
 """Idle device while requests wait, and a device paid for but mostly unused.
 
-``idle_device_while_waiting``: of the time at least one request was in flight, the share during
-which no model call ran anywhere (from the concurrency sweep). Time a request spends in
-tokenising, Python pre/post-processing, I/O or a sequential pipeline with the device idle is the
+``idle_device_while_waiting``: per device, of the time at least one of its requests (those
+whose model calls ran on it) was in flight, the share during which it ran no model call, summed
+over devices (the concurrency module's per-device sweep; the fleet's sweep where no call links to
+a request). A replica idle while its own requests wait counts as idle though another replica is
+busy; a request no model call served is on no device, and not counted. Time a request spends in
+tokenising, Python pre/post-processing, I/O or a sequential pipeline with its device idle is the
 serving stack's (runtime layer).
 ``device_underused``: busy / paid device time below DCGM's 0.5 guidance with nobody waiting:
 capacity exceeds demand (the bill's idle share; the fix is fewer or smaller devices, or more load
@@ -34,6 +37,7 @@ def idle_findings(conc: Concurrency, util: Utilization) -> list[Finding]:
     idle_ratio = conc.idle_while_waiting_ratio
     waiting = idle_ratio is not None and idle_ratio >= th.IDLE_WHILE_WAITING_RATIO
     if waiting:
+        idle_ns, inflight_ns = conc.idle_waiting_basis
         out.append(Finding(
             id="idle_device_while_waiting",
             title="The device sits idle while requests wait",
@@ -41,16 +45,19 @@ def idle_findings(conc: Concurrency, util: Utilization) -> list[Finding]:
             layer="runtime",
             evidence={
                 "idle_while_waiting_ratio": round(idle_ratio, 4),
-                "idle_while_waiting_s": conc.idle_waiting_ns / 1e9,
-                "requests_inflight_s": conc.inflight_ns / 1e9,
+                # summed over the devices swept (0: the fleet's, no call links to a request)
+                "idle_while_waiting_s": idle_ns / 1e9,
+                "requests_inflight_s": inflight_ns / 1e9,
+                "devices_swept": conc.swept_devices,
                 "device_utilization_ratio": (None if util.ratio is None
                                              else round(util.ratio, 4)),
                 "threshold_ratio": th.IDLE_WHILE_WAITING_RATIO,
             },
-            detail=("Share of the time with at least one request in flight during which no model "
-                    "call ran. That time goes to the serving stack (tokenising, pre/post-"
-                    "processing, "
-                    "I/O, a sequential pipeline); overlap it with device work or batch it."),
+            detail=("Share of the time a device's requests were in flight during which it ran "
+                    "no model call (summed over devices: a replica idle while its own requests "
+                    "wait is idle, whatever the others do). That time goes to the serving stack "
+                    "(tokenising, pre/post-processing, I/O, a sequential pipeline); overlap it "
+                    "with device work or batch it."),
         ))
     ratio = util.ratio
     queued = queue_pressure_ratio(util)

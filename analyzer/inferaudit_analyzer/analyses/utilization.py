@@ -1,11 +1,13 @@
 """Device utilisation: the share of paid device time that did work.
 
-Resources with one ``host.name`` are one machine. Per device (machine, device id) the busy time
+Resources with one ``host.name`` are one machine. Per device (machine, and the GPU's ``hw.id``
+where the span has one, else the device id: ``views.device_key_sql``) the busy time
 is the union of its model-call intervals (SQL: sort by start, running max of ends, a new island
 whenever a start passes the running max), capped by the measured device time when the SDK
 measured it. On a CPU device the device is the host's
 cores: busy = process CPU time / cores. Utilisation = busy / (window x devices), the devices being
-``gpu_count`` of the machine (or the device ids seen, whichever is larger), or one CPU instance.
+``gpu_count`` of the machine (or the distinct devices seen, whichever is larger), or one CPU
+instance.
 NVML's ``hw.gpu.utilization`` (when sampled) is reported beside it, not mixed in.
 
 Every narrower scope (a model, a time bucket) is measured on the same basis: a batch's share of
@@ -13,9 +15,9 @@ its device's busy time is its share of the quantity that busy time was computed 
 a CPU host with a core count, else its device time), spread evenly over the batch's wall interval
 for time buckets; the paid capacity is the same devices over that scope's time. A model is the one
 the requests asked for: a batch's share goes to the requests it served by token share (a batch no
-request links to keeps its own model name). So the models of one device add up to the overall
-figure (but for calls under a model name no request asked for, which no by-model row shows), and
-so do the buckets weighted by their length.
+request links to keeps its own model name; a model only such batches carry has a by-model row of
+its own, without requests). So the models of one device add up to the overall figure, and so do
+the buckets weighted by their length.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 from inferaudit_analyzer import thresholds as th
 from inferaudit_analyzer.analyses._common import ratio, rounded
 from inferaudit_analyzer.findings import Finding
+from inferaudit_analyzer.views import device_key_sql
 from inferaudit_sdk import semconv
 
 # Processes on one machine (several resources with the same host.name) share its devices and
@@ -53,39 +56,43 @@ SELECT {HOST_KEY_SQL} AS host_key, MIN(r.resource_id) AS resource_id,
 FROM resources r GROUP BY host_key
 """
 
+# Each batch with its host and its physical device on that host (``device_key``: the GPU's
+# hw.id where known, so processes pinned one per GPU, each calling theirs device 0, are that many
+# devices; else the host and the device id, shared by the host's processes).
 BATCHES_BY_HOST_SQL = f"""
-SELECT b.*, {host_key_sql('b.resource_id')} AS host_key
+SELECT b.*, {host_key_sql('b.resource_id')} AS host_key,
+       {device_key_sql(host_key_sql('b.resource_id'), 'b.device_id', 'b.hw_id')} AS device_key
 FROM batches b LEFT JOIN resources r ON r.resource_id = b.resource_id
 """
 
 UNION_BY_DEVICE_SQL = f"""
 WITH iv AS (
-    SELECT host_key, device_id, start_ns AS s, end_ns AS e FROM ({BATCHES_BY_HOST_SQL}) bh
+    SELECT host_key, device_key, start_ns AS s, end_ns AS e FROM ({BATCHES_BY_HOST_SQL}) bh
      WHERE start_ns IS NOT NULL AND end_ns IS NOT NULL AND end_ns >= start_ns
 ),
 ordered AS (
-    SELECT *, MAX(e) OVER (PARTITION BY host_key, device_id ORDER BY s, e
+    SELECT *, MAX(e) OVER (PARTITION BY host_key, device_key ORDER BY s, e
                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_e
     FROM iv
 ),
 islands AS (
     SELECT *, SUM(CASE WHEN prev_e IS NULL OR s > prev_e THEN 1 ELSE 0 END)
-                  OVER (PARTITION BY host_key, device_id ORDER BY s, e
+                  OVER (PARTITION BY host_key, device_key ORDER BY s, e
                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS island
     FROM ordered
 ),
 merged AS (
-    SELECT host_key, device_id, island, MIN(s) AS s, MAX(e) AS e
-    FROM islands GROUP BY host_key, device_id, island
+    SELECT host_key, device_key, island, MIN(s) AS s, MAX(e) AS e
+    FROM islands GROUP BY host_key, device_key, island
 )
-SELECT host_key, device_id, SUM(e - s) AS busy_union_ns FROM merged
-GROUP BY host_key, device_id
+SELECT host_key, device_key, SUM(e - s) AS busy_union_ns FROM merged
+GROUP BY host_key, device_key
 """
 
 PER_DEVICE_SQL = f"""
 WITH u AS ({UNION_BY_DEVICE_SQL}),
 b AS (
-    SELECT host_key, MIN(resource_id) AS resource_id, device_id,
+    SELECT host_key, MIN(resource_id) AS resource_id, device_key,
            MAX(COALESCE(device_type, 'unknown')) AS device_type,
            COUNT(*) AS n_batches,
            SUM(device_ns) AS device_ns,
@@ -93,17 +100,17 @@ b AS (
            BOOL_AND(device_time_measured) AS measured,
            MAX(TRY_CAST(json_extract_string(attributes, '$."{semconv.DEVICE_CPU_THREADS}"')
                         AS BIGINT)) AS cpu_threads
-    FROM ({BATCHES_BY_HOST_SQL}) bh GROUP BY host_key, device_id
+    FROM ({BATCHES_BY_HOST_SQL}) bh GROUP BY host_key, device_key
 ),
 h AS ({HOSTS_SQL})
-SELECT COALESCE(h.resource_id, b.resource_id), b.device_id, b.device_type, b.n_batches,
+SELECT COALESCE(h.resource_id, b.resource_id), b.device_key, b.device_type, b.n_batches,
        b.device_ns, b.cpu_time_ns, b.measured, COALESCE(u.busy_union_ns, 0) AS busy_union_ns,
        h.gpu_count, h.cpu_cores, h.gpu_model, h.host_type, b.cpu_threads
 FROM b
 LEFT JOIN u ON u.host_key IS NOT DISTINCT FROM b.host_key
-           AND u.device_id IS NOT DISTINCT FROM b.device_id
+           AND u.device_key IS NOT DISTINCT FROM b.device_key
 LEFT JOIN h ON h.host_key = b.host_key
-ORDER BY 1, b.device_id
+ORDER BY 1, b.device_key
 """
 
 NVML_SQL = f"""
@@ -175,7 +182,7 @@ class Utilization:
     nvml_samples: int
     span_gpu_util_ratio: float | None
     memory_util_ratio: float | None
-    # (resource key, device id) -> (busy per device-ns, busy per CPU-ns) of that device's batches
+    # (resource key, device key) -> (busy per device-ns, busy per CPU-ns) of that device's batches
     batch_scales: dict[tuple[Any, Any], tuple[float, float]] = field(default_factory=dict)
     # Demand beside the supply: a low utilisation while requests queue is serialisation, not
     # spare capacity (see analyses/idle.py). p95 queue time of requests; p50 model-call time.
@@ -365,9 +372,11 @@ SELECT batch_trace_id, batch_span_id, req_trace_id, req_span_id, request_model, 
 FROM served
 """
 
-# Each batch with the resource key PER_DEVICE_SQL reports it under (the host's first resource).
+# Each batch with the resource key PER_DEVICE_SQL reports it under (the host's first resource)
+# and its device key there (``device_id`` here: the key of ``Utilization.batch_scales``).
 ATTRIBUTED_BATCHES_SQL = f"""
-SELECT COALESCE(h.resource_id, bh.resource_id) AS res_key, bh.device_id, bh.request_model,
+SELECT COALESCE(h.resource_id, bh.resource_id) AS res_key, bh.device_key AS device_id,
+       bh.request_model,
        bh.start_ns, bh.end_ns, CAST(COALESCE(bh.device_ns, 0) AS DOUBLE) AS w_dev,
        CAST(COALESCE(bh.cpu_time_ns, 0) AS DOUBLE) AS w_cpu, bh.trace_id, bh.span_id
 FROM ({BATCHES_BY_HOST_SQL}) bh LEFT JOIN ({HOSTS_SQL}) h ON h.host_key = bh.host_key

@@ -31,23 +31,25 @@ ORDER BY arrival_ns
 
 # Longest member prompt / output per model call, over the requests the views' batch_members gives
 # it (links, else the parent; resolved up to the request), the one membership rule of the
-# analyzer. The device id as the span
-# recorded it (NULL where it did not: the view's default '0' would make every worker that records
-# none one server; serving_devices counts those from their calls in flight).
+# analyzer. The device as the span
+# recorded it: its hw.id (a GPU's UUID) where written, else its device id (NULL where it recorded
+# neither: the view's default '0' would make every worker that records none one server;
+# serving_devices counts those from their calls in flight). Keyed with the resource (a worker
+# process and the device it ran on), so within a process a UUID and an index count alike.
 CALLS_SQL = f"""
 SELECT b.start_ns, b.duration_ns, b.device_ns,
        COALESCE(b.batch_size, NULLIF(b.members, 0), 1) AS bs,
        MAX(r.in_tok) AS in_max, MAX(r.out_tok) AS out_max,
        b.padded_tokens, b.input_tokens, b.output_tokens, COALESCE(b.request_model, ''),
        MIN(r.start_ns) AS first_member_ns, b.end_ns, b.resource_id,
-       ANY_VALUE({DEVICE_ID_EXPR}) AS device_id,
+       ANY_VALUE(COALESCE(b.hw_id, {DEVICE_ID_EXPR})) AS device_id,
        MIN(r.in_tok) AS in_min
 FROM batches b
 LEFT JOIN batch_members m ON m.batch_trace_id = b.trace_id AND m.batch_span_id = b.span_id
 LEFT JOIN request_spans r ON r.trace_id = m.req_trace_id AND r.span_id = m.req_span_id
 GROUP BY b.trace_id, b.span_id, b.start_ns, b.duration_ns, b.device_ns, b.batch_size, b.members,
          b.padded_tokens, b.input_tokens, b.output_tokens, b.request_model, b.end_ns,
-         b.resource_id, b.device_id
+         b.resource_id, b.device_id, b.hw_id
 ORDER BY b.start_ns
 """
 

@@ -23,11 +23,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from inferaudit_sdk import semconv
+from inferaudit_sdk._guard import swallow
 from inferaudit_sdk.instrumentation._intervals import interval_union
 
 # Events kept per device for reuse; beyond this a released event is simply dropped.
 _POOL_MAX_PER_DEVICE = 1024
 _perf_ns = time.perf_counter_ns
+_UNREAD = object()  # CudaBackend.hw_ids: this device's UUID not read yet
 
 
 class Interval(Protocol):
@@ -45,6 +47,9 @@ class CallTiming(Protocol):
 
     device_type: str
     device_index: int | None
+    # The device's host-wide identity (``hw.id``: a GPU's UUID), None where there is none (the
+    # CPU: the host's cores) or it could not be read. Optional: backends without it have none.
+    hw_id: str | None
     streams: int
     # True when resolve() reads only host clocks (no device events): the wrappers then take
     # its numbers at once instead of keeping the timing until the span ends.
@@ -126,6 +131,7 @@ class _CpuTiming:
     __slots__ = ("_acc", "_accountant", "_cpu_ns", "_t0", "_wall_ns", "device_index", "threads")
 
     device_type = "cpu"
+    hw_id = None  # the host's cores: the host is the device
     streams = 0
     ready = True
 
@@ -242,7 +248,7 @@ def _stream_key(stream: Any) -> Any:
 class _CudaTiming:
     __slots__ = (
         "_backend", "_closed", "_end", "_main_key", "_open", "_seen", "_start", "_t0",
-        "_wall_ns", "device_index",
+        "_wall_ns", "device_index", "hw_id",
     )
 
     device_type = "cuda"
@@ -254,6 +260,8 @@ class _CudaTiming:
         self._wall_ns = 0
         stream = backend.cuda.current_stream(device_index)
         self.device_index = int(stream.device_index)
+        hw = backend.hw_ids.get(self.device_index, _UNREAD)  # a dict lookup after the first
+        self.hw_id = backend.read_hw_id(self.device_index) if hw is _UNREAD else hw
         self._main_key = _stream_key(stream)
         self._start = backend.pool.get(self.device_index)
         self._start.record(stream)
@@ -344,13 +352,14 @@ class _CudaTiming:
 class _NullTiming:
     """A call that cannot be timed (inside CUDA graph capture): reports nothing."""
 
-    __slots__ = ("device_index",)
+    __slots__ = ("device_index", "hw_id")
     device_type = "cuda"
     streams = 0
     ready = True
 
-    def __init__(self, device_index: int | None) -> None:
+    def __init__(self, device_index: int | None, hw_id: str | None = None) -> None:
         self.device_index = device_index
+        self.hw_id = hw_id  # the span still names its GPU: the same device as its timed calls
 
     def stream_enter(self, stream: Any) -> None:
         return None
@@ -398,6 +407,24 @@ class CudaBackend:
             cuda = torch.cuda
         self.cuda = cuda
         self.pool = _EventPool(cuda)
+        # device index -> hw.id (None: not readable), read once per device (read_hw_id)
+        self.hw_ids: dict[int, str | None] = {}
+
+    def read_hw_id(self, device_index: int) -> str | None:
+        """The GPU's UUID in NVML's spelling (``GPU-<uuid>``, what the NVML metrics' ``hw.id``
+        says; torch prints it bare), read from ``get_device_properties`` once per device and
+        kept. Processes pinned one per GPU all call theirs device 0: the UUID tells them apart,
+        and says when two processes share one. None where CUDA does not report it."""
+        hw: str | None = None
+        try:
+            raw = str(self.cuda.get_device_properties(device_index).uuid).strip().lower()
+            if raw:
+                hw = "GPU-" + raw[4:] if raw.startswith("gpu-") else (
+                    "MIG-" + raw[4:] if raw.startswith("mig-") else "GPU-" + raw)
+        except Exception as exc:
+            swallow("cuda.uuid", exc)
+        self.hw_ids[device_index] = hw
+        return hw
 
     def capturing(self) -> bool:
         """True while the current stream is capturing a CUDA graph: recording timing events
@@ -407,7 +434,9 @@ class CudaBackend:
 
     def begin(self, device_index: int | None = None) -> _CudaTiming | _NullTiming:
         if self.capturing():
-            return _NullTiming(device_index)
+            hw = None if device_index is None else self.hw_ids.get(device_index, _UNREAD)
+            return _NullTiming(device_index,
+                               self.read_hw_id(device_index) if hw is _UNREAD else hw)
         return _CudaTiming(self, device_index)
 
     def interval_begin(self, device_index: int | None = None) -> tuple[int, Any] | None:

@@ -17,6 +17,17 @@ import threading
 from typing import Any
 
 _handles = itertools.count(0x7F00_0000_1000, 0x10)
+_instances = itertools.count(1)
+
+
+class FakeDeviceProperties:
+    """What ``torch.cuda.get_device_properties`` returns, as far as the SDK reads it: the
+    UUID torch prints bare (no ``GPU-`` prefix, which NVML's spelling has)."""
+
+    def __init__(self, name: str, uuid: str, total_memory: int = 80 * 2**30) -> None:
+        self.name = name
+        self.uuid = uuid
+        self.total_memory = total_memory
 
 
 class FakeStream:
@@ -109,12 +120,21 @@ class FakeStreamContext:
 
 class FakeCuda:
     """The fake ``torch.cuda`` module: ``Event``, ``Stream``, ``StreamContext``, ``stream``,
-    ``current_stream``, ``set_stream``, ``synchronize``, plus test drivers ``launch`` (queue
-    ``duration_ns`` of work on a stream) and ``advance`` (let the device run)."""
+    ``current_stream``, ``set_stream``, ``synchronize``, ``get_device_properties``, plus test
+    drivers ``launch`` (queue ``duration_ns`` of work on a stream) and ``advance`` (let the
+    device run)."""
 
     StreamContext = FakeStreamContext
 
-    def __init__(self, device_count: int = 1) -> None:
+    def __init__(self, device_count: int = 1, uuids: list[str] | None = None) -> None:
+        """``uuids``: each device's UUID as torch prints it; by default distinct per device
+        and per fake (two fakes are two hosts' GPUs), so a test can share one on purpose."""
+        n = next(_instances)
+        self.uuids = list(uuids) if uuids is not None else [
+            f"{n:08x}-0000-4000-8000-{d:012x}" for d in range(device_count)]
+        if len(self.uuids) != device_count:
+            raise ValueError(f"FakeCuda: {device_count} devices, {len(self.uuids)} uuids")
+        self.properties_read = 0  # get_device_properties calls: the SDK reads them once
         self.now_ns = 0
         self.events_created = 0
         self.host_waits = 0
@@ -132,6 +152,13 @@ class FakeCuda:
 
     def device_count(self) -> int:
         return len(self._default)
+
+    def get_device_properties(self, device: int | None = None) -> FakeDeviceProperties:
+        index = 0 if device is None else int(device)
+        if not 0 <= index < len(self._default):
+            raise AssertionError("Invalid device id")  # torch's own message and type
+        self.properties_read += 1
+        return FakeDeviceProperties("Fake GPU", self.uuids[index])
 
     def Event(self, enable_timing: bool = False, **_: Any) -> FakeEvent:
         return FakeEvent(self, enable_timing)
@@ -180,11 +207,11 @@ class FakeCuda:
             self.now_ns = max(self.now_ns, ts)
 
 
-def fake_cuda_backend(device_count: int = 1) -> Any:
+def fake_cuda_backend(device_count: int = 1, uuids: list[str] | None = None) -> Any:
     """A :class:`CudaBackend` over a fresh :class:`FakeCuda` (``backend.cuda`` is the fake)."""
     from inferaudit_sdk.instrumentation._device_timer import CudaBackend
 
-    return CudaBackend(FakeCuda(device_count))
+    return CudaBackend(FakeCuda(device_count, uuids))
 
 
 # The name the device tests and docs use.

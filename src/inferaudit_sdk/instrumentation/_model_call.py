@@ -255,6 +255,9 @@ def _account(call: _Call, active: Any, result: Any, exc: BaseException | None) -
         attrs[semconv.DEVICE_TYPE] = timing.device_type
         if timing.device_index is not None:
             attrs[semconv.DEVICE_ID] = timing.device_index
+        hw_id = getattr(timing, "hw_id", None)  # the GPU's UUID, read once per device
+        if hw_id is not None:
+            attrs[semconv.HW_ID] = hw_id
         streams = timing.streams
         if streams:
             attrs[semconv.DEVICE_STREAMS] = max(attrs.get(semconv.DEVICE_STREAMS, 0), streams)
