@@ -7,7 +7,10 @@ utilisation can approach. A scope (model, route) is charged per paid resource (h
 window and busy cost is split among the scopes whose requests ran on it, by their share of the
 device time of that host's model calls (token-weighted batch shares, as the ``requests`` view
 shares it), else of the requests it served when it measured no device time; a host no request
-links to is split by the scopes' share of all device time (else of requests). The scopes' costs
+links to is split by the scopes' share of all device time (else of requests). For the model split
+a model call no request links to counts under its own model name, so a model only such calls
+carry (by_model's request-less rows) pays its calls' share of their hosts rather than the requested
+models; the route split leaves those calls out (they have no route). The scopes' costs
 add up to the bill, and a cheap host's long calls do not absorb an expensive host's bill. Per 1k
 tokens: the scope's cost over all its tokens (``cost_per_1k_tokens_usd``); input and output
 tokens carry that same price (the ``cost_per_1k_input/output_tokens_usd`` keys hold it too).
@@ -256,6 +259,17 @@ FROM per_request pr JOIN requests q ON q.trace_id = pr.trace_id AND q.span_id = 
 GROUP BY pr.host_key, q.request_model, q.route
 """
 
+# Device time of the model calls no request links to, per (host, the call's own model name): in
+# no request's usage. The model split charges them to that model (a model only such calls carry
+# has a by_model row of its own); the route split leaves them out (they have no route).
+UNLINKED_USAGE_SQL = f"""
+SELECT bh.host_key, sh.request_model, CAST(SUM(COALESCE(bh.device_ns, 0)) AS BIGINT) AS dev
+FROM {{shares}} sh JOIN ({BATCHES_BY_HOST_SQL}) bh
+  ON bh.trace_id = sh.batch_trace_id AND bh.span_id = sh.batch_span_id
+WHERE sh.req_span_id IS NULL
+GROUP BY bh.host_key, sh.request_model
+"""
+
 
 
 @dataclass(frozen=True)
@@ -279,6 +293,13 @@ def measure_usage(con: Any, shares: str = SHARES_INLINE,
     return rows, hosts
 
 
+def measure_unlinked_usage(con: Any, shares: str = SHARES_INLINE) -> tuple[Usage, ...]:
+    """What the model calls no request links to used of each host, under their own model name
+    (no route, no request): what a model split charges a request-less model."""
+    return tuple(Usage(h, m, None, int(d or 0), 0) for h, m, d in
+                 con.execute(UNLINKED_USAGE_SQL.replace("{shares}", shares)).fetchall())
+
+
 # A scope of the cost split: a Usage field and the values of it the scope holds (several where
 # the report merges keys: no route and a route named "(none)").
 Scope = tuple[str, tuple[Any, ...]]
@@ -295,11 +316,14 @@ class CostModel:
     total_requests: int
     usage: tuple[Usage, ...] = ()  # per host: what scopes' costs are split by (with_usage)
     resource_hosts: dict[Any, str | None] = field(default_factory=dict)
+    # calls no request links to (measure_unlinked_usage): in the model split only
+    unlinked_usage: tuple[Usage, ...] = ()
 
     def with_usage(self, con: Any, shares: str = SHARES_INLINE) -> CostModel:
         """This model, splitting each host's cost by what each scope used of it."""
         rows, hosts = measure_usage(con, shares)
-        return replace(self, usage=rows, resource_hosts=hosts)
+        return replace(self, usage=rows, resource_hosts=hosts,
+                       unlinked_usage=measure_unlinked_usage(con, shares))
 
     @property
     def priced(self) -> bool:
@@ -327,19 +351,22 @@ class CostModel:
         return None if p.resource_id is None else f"{RESOURCE_HOST_PREFIX}{p.resource_id}"
 
     @cached_property
-    def _usage_index(self) -> tuple[dict[Any, tuple[int, int]],
+    def _usage_index(self) -> tuple[dict[tuple[str, Any], tuple[int, int]],
                                     dict[tuple[str, Any, Any], tuple[int, int]]]:
-        """The usage summed once: per host (device ns, requests), and per (scope field, value,
-        host); every scope's split then reads a few sums instead of all the rows."""
-        hosts: dict[Any, tuple[int, int]] = {}
+        """The usage summed once: per (scope field, host) (device ns, requests), and per (scope
+        field, value, host); every scope's split then reads a few sums instead of all the rows.
+        Calls no request links to count for the model split only (UNLINKED_USAGE_SQL)."""
+        hosts: dict[tuple[str, Any], tuple[int, int]] = {}
         scopes: dict[tuple[str, Any, Any], tuple[int, int]] = {}
-        for u in self.usage:
-            d, n = hosts.get(u.host_key, (0, 0))
-            hosts[u.host_key] = (d + u.device_ns, n + u.requests)
-            for key in (("request_model", u.request_model, u.host_key),
-                        ("route", u.route, u.host_key)):
-                d, n = scopes.get(key, (0, 0))
-                scopes[key] = (d + u.device_ns, n + u.requests)
+        rows: list[tuple[Usage, tuple[str, ...]]] = [(u, SCOPE_FIELDS) for u in self.usage]
+        rows += [(u, ("request_model",)) for u in self.unlinked_usage]
+        for u, fields in rows:
+            for field_name in fields:
+                value = getattr(u, field_name)
+                d, n = hosts.get((field_name, u.host_key), (0, 0))
+                hosts[(field_name, u.host_key)] = (d + u.device_ns, n + u.requests)
+                d, n = scopes.get((field_name, value, u.host_key), (0, 0))
+                scopes[(field_name, value, u.host_key)] = (d + u.device_ns, n + u.requests)
         return hosts, scopes
 
     def _split(self, scope: Scope,
@@ -354,7 +381,7 @@ class CostModel:
         busy_parts: list[float] = []
         for p in self.prices:
             host = self._host_of(p)
-            dev_all, n_all = hosts.get(host, (0, 0))
+            dev_all, n_all = hosts.get((field_name, host), (0, 0))
             mine = [scopes.get((field_name, v, host), (0, 0)) for v in values]
             if dev_all > 0:
                 share: float | None = sum(d for d, _ in mine) / dev_all

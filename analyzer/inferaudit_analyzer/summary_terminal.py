@@ -16,12 +16,16 @@ from rich.table import Table
 
 from inferaudit_analyzer.report._fmt import (
     MAX_SCOPE_ROWS,
+    NO_REQUESTS,
+    REQUEST_LESS_NOTE,
     UNNAMED_SCOPES,
     cost_per_1k_tokens,
     errors_text,
     not_measured_text,
     num,
+    pct,
     price_line,
+    request_less,
     usd,
     utilisation,
 )
@@ -112,22 +116,36 @@ def _print_baseline(console: Console, report: dict[str, Any], t: Table) -> None:
 
 
 def _scope_table(kind: str, scopes: dict[str, Any]) -> Table:
-    """Per model or per route, compactly: the busiest first, at most MAX_SCOPE_ROWS."""
+    """Per model or per route, compactly: the busiest first, at most MAX_SCOPE_ROWS. A model
+    without requests (``requests_observed`` false) shows dashes for the request figures and
+    its device utilisation, which the per-model column carries for every model."""
     items = sorted(scopes.items(), key=lambda kv: (-(kv[1].get("requests") or 0), str(kv[0])))
     ttft = any(((m.get("ttft_ms") or {}).get("n") or 0) > 0 for _, m in items)
+    device = any("device_utilization" in m for _, m in items)
     t = Table(title=f"per {kind}", header_style="bold")
     cols = [kind, "requests", "errors", "p50 ms", "p95 ms"] + (["TTFT p95 ms"] if ttft else [])
-    for col in [*cols, "cost/request"]:
+    for col in [*cols, "cost/request", *(["device util"] if device else [])]:
         t.add_column(col, justify="left" if col == kind else "right")
     for name, m in items[:MAX_SCOPE_ROWS]:
         lat = m.get("latency_ms") or {}
-        row = [escape(str(name)), num(m.get("requests")), errors_text(m), _fmt(lat.get("p50")),
+        row = [num(m.get("requests")), errors_text(m), _fmt(lat.get("p50")),
                _fmt(lat.get("p95"))]
         if ttft:
             row.append(_fmt((m.get("ttft_ms") or {}).get("p95")))
-        t.add_row(*row, _fmt(m.get("cost_per_request_usd"), "$"))
+        row.append(_fmt(m.get("cost_per_request_usd"), "$"))
+        if request_less(m):
+            row = [NO_REQUESTS] * len(row)
+        if device:
+            row.append(pct(m.get("device_utilization")))
+        t.add_row(escape(str(name)), *row)
+    captions = []
+    if any(request_less(m) for _, m in items):
+        captions.append(REQUEST_LESS_NOTE)
     if len(items) > MAX_SCOPE_ROWS:
-        t.caption = f"{len(items) - MAX_SCOPE_ROWS} more in the JSON report (baseline.by_{kind})"
+        captions.append(f"{len(items) - MAX_SCOPE_ROWS} more in the JSON report "
+                        f"(baseline.by_{kind})")
+    if captions:
+        t.caption = escape(" ".join(captions))
     return t
 
 

@@ -10,8 +10,12 @@ requests' latency is its own block (``error_latency_ms``), beside their count.
 Scopes are what the client asked for: ``by_model`` keys the requested model (``(unknown)``
 without one), ``by_route`` the route (``(none)`` without one; a route or model spelled like the
 placeholder joins that scope), so each adds up to ``overall``. A model's batches and utilisation
-are those of the model calls that served its requests (a call no request links to counts under
-its own model name, where some request asked for that name; else only in ``overall``).
+are those of the model calls that served its requests; a call no request links to counts under
+its own model name. A model that only such calls carry (an embedding model the server calls
+internally, an offline batch job, a model whose requests are not instrumented) gets a row of its
+own, marked ``requests_observed: false``: no requests (counts 0, ratios and percentiles null),
+its calls' batches, utilisation and cost. Without it that device time was in ``overall`` and in
+no row, and the rows' utilisations did not add up to the overall one.
 """
 
 from __future__ import annotations
@@ -134,6 +138,25 @@ MODEL_BATCHES_WHERE = """
 WHERE trace_id || ':' || span_id IN (
     SELECT batch_trace_id || ':' || batch_span_id FROM {shares} sh WHERE {model})
 """
+
+# The models the scopes are keyed by: those requests asked for, then the own names of model calls
+# no request links to (a model only such calls carry: its row has no requests).
+REQUEST_MODELS_SQL = "SELECT DISTINCT request_model FROM requests ORDER BY request_model NULLS LAST"
+UNLINKED_MODELS_SQL = """
+SELECT DISTINCT request_model FROM {shares} sh WHERE req_span_id IS NULL
+ORDER BY request_model NULLS LAST
+"""
+
+
+def _model_keys(con: Any, shares: str) -> tuple[dict[str, tuple[Any, ...]], set[str]]:
+    """Report key -> the model names it holds (as :func:`_keyed`), and the keys no request
+    asked for: models that only calls no request links to carry."""
+    requested = [r[0] for r in con.execute(REQUEST_MODELS_SQL).fetchall()]
+    unlinked = [r[0] for r in con.execute(UNLINKED_MODELS_SQL.format(shares=shares)).fetchall()]
+    asked = set(_keyed(requested, NO_MODEL))
+    keys = _keyed([*requested, *(m for m in unlinked if m not in requested)], NO_MODEL)
+    return keys, set(keys) - asked
+
 
 MAX_BUCKETS = 10_000
 
@@ -270,16 +293,19 @@ def _baseline(con: Any, window: Window, util: Utilization, conc: Concurrency, co
     # what the devices could reach as the model ran them (CPU: threads / cores), or None
     overall["device_utilization_ceiling"] = rounded(util.ceiling_ratio, 4)
     overall["device_utilization_detail"] = util.to_json()
-    models = [r[0] for r in con.execute(
-        "SELECT DISTINCT request_model FROM requests ORDER BY request_model NULLS LAST").fetchall()]
+    model_keys, request_less = _model_keys(con, shares)
     by_model: dict[str, Any] = {}
     # A model's share of the overall busy time over the same paid capacity: the models of one
     # device add up to the overall utilisation (analyses/utilization.py).
     capacity = window.duration_ns * max(util.devices, 1)
     model_busy = busy_by_model(con, util, shares)
-    for key, values in _keyed(models, NO_MODEL).items():
+    for key, values in model_keys.items():
         cond, p = _where("request_model", values)
+        # a request-less model: no request matches, so its request figures are the empty ones
+        # (0 requests, null ratios and percentiles, null cost per request); its cost is its
+        # calls' share of their hosts (cost.py: usage of calls no request links to)
         scope = _scope(con, f"WHERE {cond}", p, window, cost, alpha, ("request_model", values))
+        scope["requests_observed"] = key not in request_less
         served = MODEL_BATCHES_WHERE.format(shares=shares, model=cond)
         scope["batch_size"] = batch_stats(con, served, p).to_json()
         busy = None if model_busy is None else sum(model_busy.get(m, 0.0) for m in values)

@@ -417,6 +417,27 @@ def scope_utilisation(scope: dict[str, Any], ceiling: Any) -> str:
     return f"{pct(u)} (max {pct(ceiling)})"
 
 
+# A request figure of a scope without requests (by_model's ``requests_observed: false`` rows: a
+# model only calls no request links to carry): not measurable, rather than "0" or "n/a".
+NO_REQUESTS = "—"
+REQUEST_LESS_NOTE = (
+    "A model whose request figures read — has no requests in the input: only model calls no "
+    "request links to ran it (a model the server calls internally, an offline batch job, or "
+    "requests that were not traced). Its batches and device utilisation are measured, and its "
+    "calls' share of the bill is in the JSON report (cost_usd); the device utilisations of all "
+    "models add up to the overall one.")
+
+
+def request_less(scope: dict[str, Any]) -> bool:
+    """Whether ``scope`` is a model row without requests (``requests_observed`` false)."""
+    return scope.get("requests_observed") is False
+
+
+def _per_request(fmt: Any) -> Any:
+    """``fmt`` for a request figure: the dash on a scope without requests."""
+    return lambda s: NO_REQUESTS if request_less(s) else fmt(s)
+
+
 def _has(scopes: list[dict[str, Any]], metric: str) -> bool:
     return any((_at(s, metric, "n") or 0) > 0 for s in scopes)
 
@@ -426,7 +447,8 @@ def scope_table(report: dict[str, Any], kind: str) -> tuple[tuple[str, ...], lis
     """``baseline.by_<kind>`` (kind ``model`` or ``route``) as (header, rows, notes), busiest
     first; None where there is nothing to break down: no scope, or a single unnamed one (its
     row would repeat the overall table). One named model still gets its row, so the report says
-    which model the figures are for."""
+    which model the figures are for. A model without requests (``requests_observed`` false)
+    shows :data:`NO_REQUESTS` for its request figures, its device figures, and a note why."""
     scopes = _at(report, "baseline", f"by_{kind}")
     if not isinstance(scopes, dict) or not scopes or (
             len(scopes) == 1 and next(iter(scopes)) in UNNAMED_SCOPES):
@@ -448,6 +470,7 @@ def scope_table(report: dict[str, Any], kind: str) -> tuple[tuple[str, ...], lis
     if _has(values, "error_latency_ms"):
         cols.append(("failed latency p95", lambda s: ms(_at(s, "error_latency_ms", "p95"))))
     cols.append(("cost/req (bill)", lambda s: usd(s.get("cost_per_request_usd"))))
+    cols = [(label, _per_request(fmt)) for label, fmt in cols]
     notes = []
     device = any("device_utilization" in v or "batch_size" in v for v in values)
     if device:
@@ -457,6 +480,8 @@ def scope_table(report: dict[str, Any], kind: str) -> tuple[tuple[str, ...], lis
     else:
         notes.append(f"Device utilisation and batch size are not broken down by {kind}: one "
                      f"model call can serve requests of several {kind}s.")
+    if any(request_less(v) for v in values):
+        notes.append(REQUEST_LESS_NOTE)
     if rest:
         hidden = sum(v.get("requests") or 0 for _, v in rest)
         notes.append(f"{len(rest)} more {kind}s ({num(hidden)} requests) are in the JSON "

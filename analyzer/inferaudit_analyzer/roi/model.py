@@ -68,7 +68,9 @@ def _device_row(report: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _small_model_speedup(report: dict[str, Any]) -> float | None:
-    """Device time per token of the largest model over the cheapest other one, if measured."""
+    """Device time per token of the largest model over the cheapest other one, if measured.
+    A by_model row without requests (``requests_observed`` false) has no tokens and no request
+    device time, so it is left out by the same test as an unmeasured model."""
     per_tok = []
     for m in (report.get("baseline", {}).get("by_model") or {}).values():
         toks = (m.get("input_tokens") or 0) + (m.get("output_tokens") or 0)
