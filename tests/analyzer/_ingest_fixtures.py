@@ -57,9 +57,12 @@ def make_spans() -> list[ReadableSpan]:
     t = 1_767_225_600_000_000_000
     ctxs = []
     for i in range(2):
+        # Every span ends at a fixed time: one ended on exit would end at the wall clock, and
+        # the request's latency (its SERVER span's) would grow with the date the tests run.
         with tracer.start_as_current_span("POST /v1/chat", kind=trace.SpanKind.SERVER,
-                                          start_time=t + i * 10), tracer.start_as_current_span(
-                "chat tiny-gpt", start_time=t + i * 10 + 1, end_on_exit=False) as req:
+                                          start_time=t + i * 10, end_on_exit=False) as server, \
+                tracer.start_as_current_span("chat tiny-gpt", start_time=t + i * 10 + 1,
+                                             end_on_exit=False) as req:
             req.set_attributes({
                 sc.SPAN_ROLE: sc.ROLE_REQUEST, sc.GEN_AI_OPERATION_NAME: "chat",
                 sc.GEN_AI_REQUEST_MODEL: "tiny-gpt", sc.GEN_AI_USAGE_INPUT_TOKENS: 12 + i,
@@ -69,6 +72,7 @@ def make_spans() -> list[ReadableSpan]:
                 "profiles/p1.json.gz", sc.GEN_AI_RESPONSE_FINISH_REASONS: ("stop",),
             })
             req.end(end_time=t + i * 10 + 9_000_000)
+            server.end(end_time=t + i * 10 + 9_000_010)
             ctxs.append(req.get_span_context())
     links = [trace.Link(c) for c in ctxs]
     batch = tracer.start_span("batch tiny-gpt", links=links, start_time=t + 100)
