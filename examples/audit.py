@@ -177,6 +177,7 @@ def hindsight_replay(seq_trace_dir: str | Path, bat_trace_dir: str | Path, max_b
     projection's: the sequential run's requests with their marks (cache hits and requests that
     failed before a model call keep their measured latency, failures are out of the p95),
     through the servers that ran its calls, the server's per-call time as its own overhead."""
+    from inferaudit_analyzer.analyses.percentiles import exact_quantile
     from inferaudit_analyzer.roi.data import observe
     from inferaudit_analyzer.roi.fit import curve_from_json, fit_curve, predict_calls
     from inferaudit_analyzer.roi.project import (
@@ -216,7 +217,7 @@ def hindsight_replay(seq_trace_dir: str | Path, bat_trace_dir: str | Path, max_b
             "host_speed": speed,
             "idle_start_share": (None if bat.calls.idle is None or not len(bat.calls)
                                  else float(bat.calls.idle.mean())),
-            "measured_p95_ms": float(np.quantile(bat_lat, 0.95, method="inverted_cdf")) / 1e6,
+            "measured_p95_ms": exact_quantile(bat_lat, 0.95) / 1e6,
             "measured_p95_interval_ms": p95_interval_ms(bat_lat),
             "replicas": seq.serving_devices,
             "fit_mape_ratio": fit.goodness.get("mape_ratio"),
@@ -229,6 +230,7 @@ def p95_interval_ms(latency_ns: np.ndarray, b: int = 400, seed: int = 0) -> dict
     of ~sqrt(n) keep a burst's queue together): how much the p95 of a run this size moves with
     which requests it happened to contain. A few hundred requests put ~15 above the p95, from
     one or two bursts, so this is wide."""
+    from inferaudit_analyzer.analyses.percentiles import exact_quantile
     from inferaudit_analyzer.roi.simulate import block_index
 
     lat = np.asarray(latency_ns, dtype=np.float64)
@@ -240,7 +242,7 @@ def p95_interval_ms(latency_ns: np.ndarray, b: int = 400, seed: int = 0) -> dict
     vals = []
     for _ in range(b):
         idx = block_index(n, n, block, rng)
-        vals.append(np.quantile(lat[idx], 0.95, method="inverted_cdf"))
+        vals.append(exact_quantile(lat[idx], 0.95))
     lo, hi = np.quantile(vals, [0.05, 0.95]) / 1e6
     return {"low": float(lo), "high": float(hi), "replicates": b}
 

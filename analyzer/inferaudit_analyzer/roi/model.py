@@ -26,8 +26,8 @@ from inferaudit_analyzer.roi.interventions import Knobs
 from inferaudit_analyzer.roi.project import (
     Prices,
     Scenario,
+    latency_quantile,
     observed_marks,
-    percentile_latencies,
 )
 from inferaudit_analyzer.roi.roadmap import RoiInputs, build_roadmap
 
@@ -177,8 +177,7 @@ def roi_section(con: Any, report: dict[str, Any], knobs: Knobs, *,
     # check the replay against, so the SLO falls back to the replayed baseline. It is taken
     # over the requests the replay's percentiles are (project.percentile_latencies: the
     # successful ones, cache hits included; failures apart, as the report's baseline p95).
-    measured_p95 = (float(np.quantile(percentile_latencies(obs.latency_ns, obs.errored), 0.95,
-                                      method="inverted_cdf")) / 1e6
+    measured_p95 = (latency_quantile(obs.latency_ns, obs.errored, 0.95) / 1e6
                     if scale == 1.0 else None)
     findings = report.get("findings", [])
     inp = RoiInputs(calls, cal_pts, obs.workload(), observed_marks(obs, _largest_model(findings)),
