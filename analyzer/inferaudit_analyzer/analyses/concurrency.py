@@ -30,7 +30,6 @@ from inferaudit_analyzer import thresholds as th
 from inferaudit_analyzer.analyses._common import ratio, rounded
 from inferaudit_analyzer.findings import Finding
 from inferaudit_analyzer.views import device_key_sql
-from inferaudit_sdk import semconv
 
 SWEEP_SQL = """
 WITH ev AS (
@@ -109,27 +108,18 @@ SELECT
 FROM run
 """
 
-# Each model call against each request it serves (by link, or as the request span's child) where
-# the two come from different resources. A call runs within its request, so the call clock's
-# offset from the request clock lies in [call end - request end, call start - request start].
-CLOCK_PAIRS_SQL = f"""
+# Each model call against each request it serves (``batch_members``: the one membership rule)
+# where the two come from different resources. A call runs within its request span, so the call
+# clock's offset from the request clock lies in [call end - request end, call start - request
+# start].
+CLOCK_PAIRS_SQL = """
 WITH pairs AS (
-    SELECT b.span_id AS batch_span_id, r.span_id AS req_span_id,
-           b.resource_id AS batch_resource_id, r.resource_id AS request_resource_id,
+    SELECT b.resource_id AS batch_resource_id, r.resource_id AS request_resource_id,
            b.end_ns - r.end_ns AS lo, b.start_ns - r.start_ns AS hi, r.duration_ns AS req_ns
-    FROM links l
-    JOIN spans b ON b.trace_id = l.trace_id AND b.span_id = l.span_id
-                AND b.role = '{semconv.ROLE_BATCH}'
-    JOIN spans r ON r.trace_id = l.linked_trace_id AND r.span_id = l.linked_span_id
+    FROM batch_members m
+    JOIN batches b ON b.trace_id = m.batch_trace_id AND b.span_id = m.batch_span_id
+    JOIN request_spans r ON r.trace_id = m.req_trace_id AND r.span_id = m.req_span_id
     WHERE b.resource_id <> r.resource_id
-    UNION
-    SELECT b.span_id AS batch_span_id, r.span_id AS req_span_id,
-           b.resource_id AS batch_resource_id, r.resource_id AS request_resource_id,
-           b.end_ns - r.end_ns AS lo, b.start_ns - r.start_ns AS hi, r.duration_ns AS req_ns
-    FROM spans b
-    JOIN spans r ON r.trace_id = b.trace_id AND r.span_id = b.parent_span_id
-                AND r.role = '{semconv.ROLE_REQUEST}'
-    WHERE b.role = '{semconv.ROLE_BATCH}' AND b.resource_id <> r.resource_id
 )
 SELECT batch_resource_id, request_resource_id, COUNT(*) AS n,
        quantile_disc(lo, 0.5) AS lo_p50, quantile_disc(hi, 0.5) AS hi_p50,
