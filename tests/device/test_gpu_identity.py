@@ -121,3 +121,34 @@ def test_a_call_inside_graph_capture_still_names_its_gpu():
     timing = backend.begin(0)
     assert timing.resolve() == {}
     assert timing.hw_id == "GPU-" + backend.cuda.uuids[0]
+
+
+def test_a_captured_call_through_a_fixed_backend_names_the_current_gpu(spans, config):
+    # instrument_model(backend=...) passes no device index; under capture the span must still
+    # name the current device, or the analyzer reads one GPU as two (index-keyed and UUID-keyed)
+    backend = FakeCudaBackend()
+    backend.cuda.capturing = True
+    _calls(backend)
+    (span,) = _batch_spans(spans)
+    assert span.attributes[semconv.DEVICE_ID] == 0
+    assert span.attributes[semconv.HW_ID] == "GPU-" + backend.cuda.uuids[0]
+
+
+def test_a_later_call_on_the_cpu_leaves_no_stale_gpu_uuid(spans, config):
+    import inferaudit_sdk as ia
+
+    backend = FakeCudaBackend()
+    gpu_model, cpu_model = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    instrument_model(gpu_model, backend=backend)
+    instrument_model(cpu_model)
+    try:
+        with torch.no_grad(), ia.batch(model="m", batch_size=2):
+            backend.cuda.launch(1_000_000)
+            gpu_model(torch.randn(2, 4))
+            cpu_model(torch.randn(2, 4))
+    finally:
+        uninstrument_model(gpu_model)
+        uninstrument_model(cpu_model)
+    (span,) = _batch_spans(spans)
+    assert span.attributes[semconv.DEVICE_TYPE] == "cpu"
+    assert semconv.HW_ID not in span.attributes

@@ -434,7 +434,9 @@ class CudaBackend:
 
     def begin(self, device_index: int | None = None) -> _CudaTiming | _NullTiming:
         if self.capturing():
-            hw = None if device_index is None else self.hw_ids.get(device_index, _UNREAD)
+            if device_index is None:  # the current device, as _CudaTiming reads it
+                device_index = int(self.cuda.current_stream(None).device_index)
+            hw = self.hw_ids.get(device_index, _UNREAD)
             return _NullTiming(device_index,
                                self.read_hw_id(device_index) if hw is _UNREAD else hw)
         return _CudaTiming(self, device_index)

@@ -252,12 +252,18 @@ def _account(call: _Call, active: Any, result: Any, exc: BaseException | None) -
                 totals.update(timing.resolve())
         else:  # device events: read once, when the span ends
             state_for(active).timings.append(timing)
+        # Type, index and UUID name one device together: a later call on another device (or
+        # one whose UUID could not be read) replaces all three, never leaves a stale one.
         attrs[semconv.DEVICE_TYPE] = timing.device_type
         if timing.device_index is not None:
             attrs[semconv.DEVICE_ID] = timing.device_index
+        else:
+            attrs.pop(semconv.DEVICE_ID, None)
         hw_id = getattr(timing, "hw_id", None)  # the GPU's UUID, read once per device
         if hw_id is not None:
             attrs[semconv.HW_ID] = hw_id
+        else:
+            attrs.pop(semconv.HW_ID, None)
         streams = timing.streams
         if streams:
             attrs[semconv.DEVICE_STREAMS] = max(attrs.get(semconv.DEVICE_STREAMS, 0), streams)
