@@ -249,7 +249,11 @@ def _plan_json(p: Plan) -> dict[str, Any]:
 
 def build_roadmap(inp: RoiInputs, findings: list[dict[str, Any]], knobs: Knobs, fit: Fit,
                   *, bootstrap: int = 100, seed: int = 0) -> dict[str, Any]:
-    """The ``roi`` section of the report: fit, baseline replay, ranked roadmap, cumulative."""
+    """The ``roi`` section of the report: fit, baseline replay, ranked roadmap, cumulative.
+
+    ``fit`` must be the fit of ``inp.calls`` (and ``inp.calibration``) that the bootstrap's
+    replicates refit (``fit_curve``, as ``roi.model`` passes it): the intervals resample around
+    it instead of fitting the point curve again."""
     curve = inp.serve_curve(fit.curve)
     base_rep = replay(inp.work, inp.repeats, curve, inp.base, seed, POINT_DRAWS)
     prices = Prices(inp.prices.usd_per_replica_hour,
