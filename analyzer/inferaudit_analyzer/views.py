@@ -20,9 +20,18 @@ from inferaudit_sdk import semconv
 # enclosing one) unless the nested span is ours and the parent foreign; a foreign span above one of
 # ours (a GenAI client instrumentation in the calling app, up to CLIENT_VIEW_HOPS parents up, past
 # HTTP client and SERVER spans) is the client's view of that request, not a request of its own,
-# and the GenAI spans directly under it are requests of their own (its other calls).
+# and the GenAI spans directly under it are requests of their own (its other calls). One of ours
+# with one of ours above it, up to CLIENT_VIEW_HOPS parents up past role-less spans (a gateway's
+# HTTP client span, the model server's SERVER span) and client views (the gateway's GenAI client
+# span), is that request's model call like a directly nested one: a gateway and a model server
+# both instrumented are one request, the gateway's (the one its client waits on). Chains of calls
+# (a gateway, the model server under it, a foreign span under that) resolve NEST_LEVELS deep.
 _SERVER_KIND = 2
 CLIENT_VIEW_HOPS = 4
+NEST_LEVELS = 3
+# The span kinds a nesting walk passes: UNSPECIFIED (read as INTERNAL), INTERNAL, SERVER, CLIENT;
+# not PRODUCER / CONSUMER (a queued hand-off is not a call the request waits in).
+_WALK_KINDS = "(0, 1, 2, 3)"
 # A request that failed: OTel status ERROR, or an error.type. One predicate over the requests
 # view for every reader that keeps failures apart (latency percentiles, routing, the ROI replay).
 ERRORED_SQL = "(COALESCE(status_code, 0) = 2 OR error_type IS NOT NULL)"
@@ -48,14 +57,45 @@ DEVICE_ID_EXPR = f"""json_extract_string(b.attributes, '$."{semconv.DEVICE_ID}"'
 HW_ID_EXPR = f"""json_extract_string(b.attributes, '$."{semconv.HW_ID}"')"""
 
 
+def _usage_sql(a: str) -> str:
+    """A span that reports GenAI usage (tokens, and an operation or model): request-like."""
+    return (f"({a}.input_tokens IS NOT NULL OR {a}.output_tokens IS NOT NULL) "
+            f"AND ({a}.operation IS NOT NULL OR {a}.request_model IS NOT NULL)")
+
+
+def _ours_sql(a: str) -> str:
+    return (f"{a}.role = '{semconv.ROLE_REQUEST}' "
+            f"AND COALESCE({a}.source, 'inferaudit') = 'inferaudit'")
+
+
+# The request-like spans, ours flagged. Both views below read it.
+_GENAI_SQL = f"""SELECT s.*,
+           CASE WHEN {_ours_sql('s')} THEN TRUE ELSE FALSE END AS ours
+    FROM spans s
+    WHERE s.role = '{semconv.ROLE_REQUEST}'
+       OR (s.role IS NULL AND {_usage_sql('s')})"""
+
+
 def _ancestors_sql(hops: int) -> str:
-    """Each of our request spans with its parent, grandparent, ... ``hops`` spans up."""
+    """Each of our request spans with its parent, grandparent, ... ``hops`` spans up, and
+    ``caller_span_id``: the nearest request span of ours among them where only role-less spans
+    and foreign GenAI spans (each of them, up here, a client's view of this one: dropped) lie
+    between (NULL: none, or a span of another role, kind or process first)."""
     cols = ", ".join(f"p{i}.span_id AS a{i}" for i in range(1, hops + 1))
     joins = "\n    ".join(
         f"LEFT JOIN spans p{i} ON p{i}.trace_id = r.trace_id AND p{i}.span_id = "
         + ("r.parent_span_id" if i == 1 else f"p{i - 1}.parent_span_id")
         for i in range(1, hops + 1))
-    return f"""SELECT r.trace_id, {cols}
+    steps = []
+    for i in range(1, hops + 1):
+        steps.append(f"WHEN {_ours_sql(f'p{i}')} THEN p{i}.span_id")
+        if i < hops:  # every operand NULL-safe: a missing span stops the walk, never passes
+            steps.append(f"WHEN NOT (p{i}.span_id IS NOT NULL "
+                         f"AND COALESCE(p{i}.role, '{semconv.ROLE_REQUEST}') "
+                         f"= '{semconv.ROLE_REQUEST}' "
+                         f"AND COALESCE(p{i}.kind, 0) IN {_WALK_KINDS}) THEN NULL")
+    return f"""SELECT r.trace_id, r.span_id, {cols},
+           CASE {' '.join(steps)} END AS caller_span_id
     FROM genai r
     {joins}
     WHERE r.ours AND r.parent_span_id IS NOT NULL"""
@@ -67,21 +107,51 @@ def _client_view_sql(hops: int) -> str:
         for i in range(1, hops + 1))
 
 
-# The request-like spans that are requests (the ``candidate`` CTE below), with the tokens and
-# own device time their nested model calls fill in. Internal: ``batch_members`` and ``requests``
-# read it.
-REQUEST_SPANS_VIEW_SQL = f"""
-CREATE OR REPLACE VIEW request_spans AS
+def _fill_sql(levels: int) -> str:
+    """``fill1`` .. ``fill{levels}``: each nested model call (``folded``) with its tokens and
+    device time, gaps filled from the calls nested in it, ``levels - 1`` levels down."""
+    ctes = ["""fill1 AS (
+    SELECT trace_id, span_id, outer_span_id, input_tokens, output_tokens, device_time_ns
+    FROM folded WHERE outer_span_id IS NOT NULL
+)"""]
+    for k in range(2, levels + 1):
+        ctes.append(f"""fill{k} AS (
+    SELECT l.trace_id, l.span_id, l.outer_span_id,
+           COALESCE(l.input_tokens, s.input_tokens) AS input_tokens,
+           COALESCE(l.output_tokens, s.output_tokens) AS output_tokens,
+           COALESCE(l.device_time_ns, s.device_time_ns) AS device_time_ns
+    FROM fill1 l
+    LEFT JOIN (SELECT trace_id, outer_span_id, SUM(input_tokens) AS input_tokens,
+                      SUM(output_tokens) AS output_tokens, SUM(device_time_ns) AS device_time_ns
+               FROM fill{k - 1} GROUP BY trace_id, outer_span_id) s
+           ON s.trace_id = l.trace_id AND s.outer_span_id = l.span_id
+)""")
+    return ",\n".join(ctes)
+
+
+def _folded_request_sql(levels: int) -> str:
+    """Each nested model call (``folded``: folded_spans) with the request it counts for: the
+    span enclosing it, else that span's enclosing span ..., ``levels`` nestings up (none where
+    the chain is deeper). An enclosing span that is not folded itself is a request."""
+    joins = "\n    ".join(
+        f"LEFT JOIN folded l{i} ON l{i}.trace_id = l1.trace_id "
+        f"AND l{i}.span_id = l{i - 1}.outer_span_id" for i in range(2, levels + 2))
+    chain = ", ".join(f"l{i}.outer_span_id" for i in range(levels, 0, -1))
+    return f"""SELECT l1.trace_id, l1.span_id, COALESCE({chain}) AS req_span_id
+    FROM folded l1
+    {joins}
+    WHERE l1.outer_span_id IS NOT NULL AND l{levels + 1}.span_id IS NULL"""
+
+
+# The request-like spans that are not requests of their own: the client's views of ours
+# (``outer_span_id`` NULL: dropped) and the nested model calls, each with the request-like span
+# directly enclosing it (``outer_span_id``, itself possibly nested) and its own tokens and device
+# time. Kept apart from request_spans so that each engine reads it once, from its snapshot, where
+# the nesting is resolved (the fill below, batch_members' chain). Internal.
+FOLDED_SPANS_VIEW_SQL = f"""
+CREATE OR REPLACE VIEW folded_spans AS
 WITH genai AS (
-    SELECT s.*,
-           CASE WHEN s.role = '{semconv.ROLE_REQUEST}'
-                     AND COALESCE(s.source, 'inferaudit') = 'inferaudit'
-                THEN TRUE ELSE FALSE END AS ours
-    FROM spans s
-    WHERE s.role = '{semconv.ROLE_REQUEST}'
-       OR (s.role IS NULL
-           AND (s.input_tokens IS NOT NULL OR s.output_tokens IS NOT NULL)
-           AND (s.operation IS NOT NULL OR s.request_model IS NOT NULL))
+    {_GENAI_SQL}
 ),
 ancestors AS (
     {_ancestors_sql(CLIENT_VIEW_HOPS)}
@@ -92,31 +162,55 @@ client_view AS (
     FROM ({_client_view_sql(CLIENT_VIEW_HOPS)}) a
     JOIN genai g ON g.trace_id = a.trace_id AND g.span_id = a.span_id
     WHERE NOT g.ours
+)
+-- a foreign request-like span whose parent is a request span is that request's model call,
+-- unless the parent is a client's view (dropped: its other GenAI children are calls of their
+-- own) or it is one itself (dropped: the call is the request of ours below it); one of ours is
+-- the model call of the request span of ours nearest above it, past role-less spans and client
+-- views (ancestors.caller_span_id: a gateway's request above a model server's)
+SELECT g.trace_id, g.span_id, p.span_id AS outer_span_id,
+       g.input_tokens, g.output_tokens, g.device_time_ns
+FROM genai g
+JOIN spans p ON p.trace_id = g.trace_id AND p.span_id = g.parent_span_id
+            AND p.role = '{semconv.ROLE_REQUEST}'
+WHERE NOT g.ours
+  AND NOT EXISTS (SELECT 1 FROM client_view v
+                  WHERE v.trace_id = p.trace_id AND v.span_id = p.span_id)
+  AND NOT EXISTS (SELECT 1 FROM client_view v
+                  WHERE v.trace_id = g.trace_id AND v.span_id = g.span_id)
+UNION ALL
+SELECT g.trace_id, g.span_id, a.caller_span_id AS outer_span_id,
+       g.input_tokens, g.output_tokens, g.device_time_ns
+FROM ancestors a
+JOIN genai g ON g.trace_id = a.trace_id AND g.span_id = a.span_id
+WHERE a.caller_span_id IS NOT NULL
+UNION ALL
+SELECT v.trace_id, v.span_id, NULL, NULL, NULL, NULL
+FROM client_view v
+"""
+
+# The request-like spans that are requests (none of folded_spans), with the tokens and own
+# device time their nested model calls fill in (NEST_LEVELS deep). Internal: ``batch_members``
+# and ``requests`` read it.
+REQUEST_SPANS_VIEW_SQL = f"""
+CREATE OR REPLACE VIEW request_spans AS
+WITH genai AS (
+    {_GENAI_SQL}
 ),
-nested AS (
-    -- a request-like span whose parent is a request span is that request's model call, unless
-    -- the nested span is ours and the parent foreign (then the parent is the client's view), or
-    -- the parent is a client's view (dropped: its other GenAI children are calls of their own)
-    SELECT g.trace_id, g.span_id, p.span_id AS outer_span_id,
-           g.input_tokens, g.output_tokens, g.device_time_ns
-    FROM genai g
-    JOIN spans p ON p.trace_id = g.trace_id AND p.span_id = g.parent_span_id
-                AND p.role = '{semconv.ROLE_REQUEST}'
-    WHERE (NOT g.ours OR COALESCE(p.source, 'inferaudit') = 'inferaudit')
-      AND NOT EXISTS (SELECT 1 FROM client_view v
-                      WHERE v.trace_id = p.trace_id AND v.span_id = p.span_id)
+folded AS (
+    -- read once: DuckDB expands a view at each mention, a CTE it computes once
+    SELECT * FROM folded_spans
 ),
+{_fill_sql(NEST_LEVELS)},
 nested_sum AS (
     SELECT trace_id, outer_span_id, SUM(input_tokens) AS input_tokens,
            SUM(output_tokens) AS output_tokens, SUM(device_time_ns) AS device_time_ns
-    FROM nested GROUP BY trace_id, outer_span_id
+    FROM fill{NEST_LEVELS} GROUP BY trace_id, outer_span_id
 ),
 candidate AS (
     SELECT g.* FROM genai g
-    WHERE NOT EXISTS (SELECT 1 FROM nested n
-                      WHERE n.trace_id = g.trace_id AND n.span_id = g.span_id)
-      AND NOT EXISTS (SELECT 1 FROM client_view v
-                      WHERE v.trace_id = g.trace_id AND v.span_id = g.span_id)
+    WHERE NOT EXISTS (SELECT 1 FROM folded f
+                      WHERE f.trace_id = g.trace_id AND f.span_id = g.span_id)
 )
 SELECT c.trace_id, c.span_id, c.parent_span_id, c.request_model, c.route, c.model_tier,
        c.service_name, c.resource_id, c.start_ns, c.end_ns, c.duration_ns, c.ttft_ns, c.tpot_ns,
@@ -131,32 +225,37 @@ LEFT JOIN nested_sum ns ON ns.trace_id = c.trace_id AND ns.outer_span_id = c.spa
 
 
 def _member_walk_sql(hops: int) -> str:
-    """Each batch target that is no request, with the first request span among its ancestors
-    up to ``hops`` parents up (NULL: none, or the walk met a SERVER span of no request first)."""
+    """Each batch target that is no request nor nested model call, with the request of the
+    first request span among its ancestors up to ``hops`` parents up (NULL: none, or the walk
+    met a SERVER span of no request first)."""
     joins = ["JOIN spans s0 ON s0.trace_id = m.req_trace_id AND s0.span_id = m.target_span_id"]
     cases = []
     for i in range(1, hops + 1):
         # the walk stays within the serving process: it stops at a SERVER span of no request
         cases.append(f"WHEN s{i - 1}.kind = {_SERVER_KIND} "
                      f"AND COALESCE(s{i - 1}.role, '') <> '{semconv.ROLE_REQUEST}' THEN NULL")
-        cases.append(f"WHEN c{i}.span_id IS NOT NULL THEN c{i}.span_id")
+        cases.append(f"WHEN c{i}.req_span_id IS NOT NULL THEN c{i}.req_span_id")
         if i < hops:
             joins.append(f"LEFT JOIN spans s{i} ON s{i}.trace_id = m.req_trace_id "
                          f"AND s{i}.span_id = s{i - 1}.parent_span_id")
-        joins.append(f"LEFT JOIN request_spans c{i} ON c{i}.trace_id = m.req_trace_id "
+        joins.append(f"LEFT JOIN request_of c{i} ON c{i}.trace_id = m.req_trace_id "
                      f"AND c{i}.span_id = s{i - 1}.parent_span_id")
     return (f"SELECT m.batch_trace_id, m.batch_span_id, m.req_trace_id,\n"
             f"           CASE {' '.join(cases)} END AS req_span_id\n"
             f"    FROM member_raw m\n    " + "\n    ".join(joins) + "\n"
-            "    WHERE NOT EXISTS (SELECT 1 FROM request_spans c WHERE c.trace_id = "
+            "    WHERE NOT EXISTS (SELECT 1 FROM request_of c WHERE c.trace_id = "
             "m.req_trace_id AND c.span_id = m.target_span_id)")
 
 
 # Which request each model call served: its links, else its parent (unbatched serving); a target
-# that is no request itself counts for the first request span above it, up to MEMBER_HOPS spans
-# up (a nested request-like span: its enclosing request; a span of the serving code between the
-# request and its model call, "generate", "forward": the request it ran in). The one definition
-# of batch membership: the requests view's device time, the cost and utilisation shares read it.
+# that is a nested model call (folded_spans) counts for the request it folds into, and one that is
+# neither for the request of the first request span above it, up to MEMBER_HOPS spans up (a span
+# of the serving code between the request and its model call, "generate", "forward": the request
+# it ran in). The walk never crosses a SERVER span of no request (another service's entry): a
+# model server's request span under a gateway's request is reached as a nested model call, by the
+# rule that found it (ours on both sides), not by walking past the server's SERVER span. The one
+# definition of batch membership: the requests view's device time, the cost and utilisation
+# shares read it.
 MEMBER_HOPS = 3
 BATCH_MEMBERS_VIEW_SQL = f"""
 CREATE OR REPLACE VIEW batch_members AS
@@ -173,10 +272,19 @@ WITH member_raw AS (
       AND NOT EXISTS (SELECT 1 FROM links l
                       WHERE l.trace_id = b.trace_id AND l.span_id = b.span_id)
 ),
+folded AS (
+    SELECT trace_id, span_id, outer_span_id FROM folded_spans
+),
+request_of AS (
+    -- a request counts for itself, a nested model call for the request it folds into
+    SELECT trace_id, span_id, span_id AS req_span_id FROM request_spans
+    UNION ALL
+    {_folded_request_sql(NEST_LEVELS)}
+),
 direct AS (
-    SELECT m.batch_trace_id, m.batch_span_id, m.req_trace_id, c.span_id AS req_span_id
+    SELECT m.batch_trace_id, m.batch_span_id, m.req_trace_id, c.req_span_id
     FROM member_raw m
-    JOIN request_spans c ON c.trace_id = m.req_trace_id AND c.span_id = m.target_span_id
+    JOIN request_of c ON c.trace_id = m.req_trace_id AND c.span_id = m.target_span_id
 ),
 walked AS (
     {_member_walk_sql(MEMBER_HOPS)}
@@ -265,13 +373,13 @@ WHERE b.role = '{semconv.ROLE_BATCH}'
 """
 
 # In dependency order: each reads only the tables and the views before it.
-VIEWS_SQL: tuple[str, ...] = (REQUEST_SPANS_VIEW_SQL, BATCH_MEMBERS_VIEW_SQL, REQUESTS_VIEW_SQL,
-                              BATCHES_VIEW_SQL)
+VIEWS_SQL: tuple[str, ...] = (FOLDED_SPANS_VIEW_SQL, REQUEST_SPANS_VIEW_SQL,
+                              BATCH_MEMBERS_VIEW_SQL, REQUESTS_VIEW_SQL, BATCHES_VIEW_SQL)
 
 
 def create_views(con: Any) -> None:
     """Create (or replace) the views (``requests``, ``batches``, ``batch_members`` and the
-    internal ``request_spans``) on an open DuckDB connection.
+    internal ``folded_spans`` and ``request_spans``) on an open DuckDB connection.
 
     Idempotent; needs the canonical tables to exist (schema.create_all_sql()).
     """
@@ -280,9 +388,10 @@ def create_views(con: Any) -> None:
 
 
 # The row-per-request and row-per-batch views, each column documented in docs/data-model.md
-# (tests/test_docs.py); ALL_VIEW_NAMES adds the membership map and the internal request spans.
+# (tests/test_docs.py); ALL_VIEW_NAMES adds the membership map and the internal folded and
+# request spans.
 VIEW_NAMES = ("requests", "batches")
-ALL_VIEW_NAMES = ("request_spans", "batch_members", "requests", "batches")
+ALL_VIEW_NAMES = ("folded_spans", "request_spans", "batch_members", "requests", "batches")
 
 
 def materialize_views(con: Any) -> None:
