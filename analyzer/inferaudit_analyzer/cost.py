@@ -7,12 +7,15 @@ utilisation can approach. A scope (model, route) is charged per paid resource (h
 window and busy cost is split among the scopes whose requests ran on it, by their share of the
 device time of that host's model calls (token-weighted batch shares, as the ``requests`` view
 shares it), else of the requests it served when it measured no device time; a host no request
-links to is split by the scopes' share of all device time (else of requests). For the model split
-a model call no request links to counts under its own model name, so a model only such calls
-carry (by_model's request-less rows) pays its calls' share of their hosts rather than the requested
-models; the route split leaves those calls out (they have no route). The scopes' costs
-add up to the bill, and a cheap host's long calls do not absorb an expensive host's bill. Per 1k
-tokens: the scope's cost over all its tokens (``cost_per_1k_tokens_usd``); input and output
+links to is split by the scopes' share of all device time (else of requests). A model call no
+request links to is attributed once, by the shares table that utilisation reads too
+(analyses/utilization.py, BATCH_SHARES_SQL): to the requested models and routes its model name or
+its host points to, in both splits, so a route and a model holding the same requests cost the same
+per request. A call running a workload of its own (basis ``own``) counts under its own model name
+in the model split (by_model's request-less row pays its calls' share of their hosts); the route
+split has no row for it and spreads its cost over the routes. The scopes' costs add up to the
+bill, and a cheap host's long calls do not absorb an expensive host's bill. Per 1k tokens: the
+scope's cost over all its tokens (``cost_per_1k_tokens_usd``); input and output
 tokens carry that same price (the ``cost_per_1k_input/output_tokens_usd`` keys hold it too).
 
 Price per resource, first that applies: ``--price-per-hour`` (per device-hour: per GPU, or per CPU
@@ -34,6 +37,7 @@ from typing import Any
 
 from inferaudit_analyzer.analyses._common import ratio
 from inferaudit_analyzer.analyses.utilization import (
+    BASIS_OWN,
     BATCHES_BY_HOST_SQL,
     RESOURCE_HOST_PREFIX,
     RESOURCE_HOST_SQL,
@@ -259,28 +263,34 @@ FROM per_request pr JOIN requests q ON q.trace_id = pr.trace_id AND q.span_id = 
 GROUP BY pr.host_key, q.request_model, q.route
 """
 
-# Device time of the model calls no request links to, per (host, the call's own model name): in
-# no request's usage. The model split charges them to that model (a model only such calls carry
-# has a by_model row of its own); the route split leaves them out (they have no route).
+# Device time of the model calls no request links to, per (host, model, route, attribution basis):
+# in no request's usage. The shares table (utilization.py: BATCH_SHARES_SQL) attributes each such
+# call once, for utilisation and cost alike: to the requested models and routes its name or its
+# host points to, else to its own model name (basis ``own``: by_model's request-less rows; the
+# route split leaves those out, they have no route).
 UNLINKED_USAGE_SQL = f"""
-SELECT bh.host_key, sh.request_model, CAST(SUM(COALESCE(bh.device_ns, 0)) AS BIGINT) AS dev
+SELECT bh.host_key, sh.request_model, sh.route, sh.basis,
+       CAST(SUM(CAST(COALESCE(bh.device_ns, 0) AS DOUBLE) * sh.f) AS BIGINT) AS dev
 FROM {{shares}} sh JOIN ({BATCHES_BY_HOST_SQL}) bh
   ON bh.trace_id = sh.batch_trace_id AND bh.span_id = sh.batch_span_id
 WHERE sh.req_span_id IS NULL
-GROUP BY bh.host_key, sh.request_model
+GROUP BY bh.host_key, sh.request_model, sh.route, sh.basis
 """
-
 
 
 @dataclass(frozen=True)
 class Usage:
-    """What the requests of one (requested model, route) used of one host."""
+    """What the requests of one (requested model, route) used of one host; for calls no request
+    links to (requests 0), what the shares table attributes to that (model, route)."""
 
     host_key: str | None
     request_model: str | None
     route: str | None
     device_ns: int
     requests: int
+    # device time of calls no request links to that run a workload of their own (BASIS_OWN):
+    # in the model split only
+    request_less: bool = False
 
 
 def measure_usage(con: Any, shares: str = SHARES_INLINE,
@@ -294,9 +304,10 @@ def measure_usage(con: Any, shares: str = SHARES_INLINE,
 
 
 def measure_unlinked_usage(con: Any, shares: str = SHARES_INLINE) -> tuple[Usage, ...]:
-    """What the model calls no request links to used of each host, under their own model name
-    (no route, no request): what a model split charges a request-less model."""
-    return tuple(Usage(h, m, None, int(d or 0), 0) for h, m, d in
+    """What the model calls no request links to used of each host, under the (model, route) the
+    shares table attributes them to (no request): those of a workload of their own
+    (``request_less``) are what a model split charges a request-less model."""
+    return tuple(Usage(h, m, r, int(d or 0), 0, basis == BASIS_OWN) for h, m, r, basis, d in
                  con.execute(UNLINKED_USAGE_SQL.replace("{shares}", shares)).fetchall())
 
 
@@ -316,7 +327,7 @@ class CostModel:
     total_requests: int
     usage: tuple[Usage, ...] = ()  # per host: what scopes' costs are split by (with_usage)
     resource_hosts: dict[Any, str | None] = field(default_factory=dict)
-    # calls no request links to (measure_unlinked_usage): in the model split only
+    # calls no request links to (measure_unlinked_usage), as the shares table attributes them
     unlinked_usage: tuple[Usage, ...] = ()
 
     def with_usage(self, con: Any, shares: str = SHARES_INLINE) -> CostModel:
@@ -355,11 +366,13 @@ class CostModel:
                                     dict[tuple[str, Any, Any], tuple[int, int]]]:
         """The usage summed once: per (scope field, host) (device ns, requests), and per (scope
         field, value, host); every scope's split then reads a few sums instead of all the rows.
-        Calls no request links to count for the model split only (UNLINKED_USAGE_SQL)."""
+        Calls no request links to count in both splits where the shares table attributes them
+        to requested models, in the model split only where they run a model of their own."""
         hosts: dict[tuple[str, Any], tuple[int, int]] = {}
         scopes: dict[tuple[str, Any, Any], tuple[int, int]] = {}
         rows: list[tuple[Usage, tuple[str, ...]]] = [(u, SCOPE_FIELDS) for u in self.usage]
-        rows += [(u, ("request_model",)) for u in self.unlinked_usage]
+        rows += [(u, ("request_model",) if u.request_less else SCOPE_FIELDS)
+                 for u in self.unlinked_usage]
         for u, fields in rows:
             for field_name in fields:
                 value = getattr(u, field_name)
@@ -435,7 +448,9 @@ class CostModel:
                      "included); busy_cost_per_request = busy device-hours x $/device-hour / "
                      "requests; a scope (model, route) is charged host by host: each host's cost "
                      "is split among the scopes whose requests ran on it, by their token-weighted "
-                     "share of its model calls' device time; cost_per_1k_tokens = a scope's cost "
+                     "share of its model calls' device time (a call no request links to as the "
+                     "batch shares attribute it; one running a workload of its own in the model "
+                     "split only, under its own model name); cost_per_1k_tokens = a scope's cost "
                      "over its input + output tokens: input and output split the cost by token "
                      "share, one price per token whichever side, so cost_per_1k_input_tokens and "
                      "cost_per_1k_output_tokens hold that same price"),

@@ -15,7 +15,6 @@ from rich.panel import Panel
 from rich.table import Table
 
 from inferaudit_analyzer.report._fmt import (
-    MAX_SCOPE_ROWS,
     NO_REQUESTS,
     REQUEST_LESS_NOTE,
     UNNAMED_SCOPES,
@@ -23,9 +22,12 @@ from inferaudit_analyzer.report._fmt import (
     errors_text,
     not_measured_text,
     num,
+    ordered_scopes,
     pct,
     price_line,
     request_less,
+    request_less_cost,
+    request_less_route_note,
     usd,
     utilisation,
 )
@@ -70,7 +72,10 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
         console.print(f"[yellow]… and {total - 10} more unreadable parts[/yellow]")
 
     o = report["baseline"]["overall"]
-    models = list(report["baseline"].get("by_model") or {})
+    # the requested models: a request-less row (a workload of its own beside them) does not make
+    # the requests' figures those of several models
+    models = [k for k, v in (report["baseline"].get("by_model") or {}).items()
+              if not request_less(v)]
     one = models[0] if len(models) == 1 and models[0] not in UNNAMED_SCOPES else None
     title = "baseline (overall)" if one is None else f"baseline (overall: model {escape(one)})"
     t = Table(title=title, show_header=True, header_style="bold")
@@ -112,38 +117,44 @@ def _print_baseline(console: Console, report: dict[str, Any], t: Table) -> None:
     for kind in ("model", "route"):
         scopes = report["baseline"].get(f"by_{kind}") or {}
         if len(scopes) > 1:  # one scope is the overall table again
-            console.print(_scope_table(kind, scopes))
+            console.print(_scope_table(kind, scopes, report))
 
 
-def _scope_table(kind: str, scopes: dict[str, Any]) -> Table:
-    """Per model or per route, compactly: the busiest first, at most MAX_SCOPE_ROWS. A model
-    without requests (``requests_observed`` false) shows dashes for the request figures and
-    its device utilisation, which the per-model column carries for every model."""
-    items = sorted(scopes.items(), key=lambda kv: (-(kv[1].get("requests") or 0), str(kv[0])))
+def _scope_table(kind: str, scopes: dict[str, Any], report: dict[str, Any]) -> Table:
+    """Per model or per route, compactly: the busiest first, at most MAX_SCOPE_ROWS with
+    requests (``ordered_scopes``: a request-less row is placed by its device utilisation and
+    always shown). A model without requests (``requests_observed`` false) shows dashes for the
+    request figures, its calls' whole cost and bill share in the cost column, and its device
+    utilisation, which the per-model column carries for every model."""
+    shown, rest = ordered_scopes(scopes)
+    items = shown + rest
     ttft = any(((m.get("ttft_ms") or {}).get("n") or 0) > 0 for _, m in items)
     device = any("device_utilization" in m for _, m in items)
     t = Table(title=f"per {kind}", header_style="bold")
     cols = [kind, "requests", "errors", "p50 ms", "p95 ms"] + (["TTFT p95 ms"] if ttft else [])
     for col in [*cols, "cost/request", *(["device util"] if device else [])]:
         t.add_column(col, justify="left" if col == kind else "right")
-    for name, m in items[:MAX_SCOPE_ROWS]:
+    for name, m in shown:
         lat = m.get("latency_ms") or {}
         row = [num(m.get("requests")), errors_text(m), _fmt(lat.get("p50")),
                _fmt(lat.get("p95"))]
         if ttft:
             row.append(_fmt((m.get("ttft_ms") or {}).get("p95")))
-        row.append(_fmt(m.get("cost_per_request_usd"), "$"))
         if request_less(m):
-            row = [NO_REQUESTS] * len(row)
+            row = [NO_REQUESTS] * len(row) + [request_less_cost(m, report)]
+        else:
+            row.append(_fmt(m.get("cost_per_request_usd"), "$"))
         if device:
             row.append(pct(m.get("device_utilization")))
         t.add_row(escape(str(name)), *row)
     captions = []
     if any(request_less(m) for _, m in items):
         captions.append(REQUEST_LESS_NOTE)
-    if len(items) > MAX_SCOPE_ROWS:
-        captions.append(f"{len(items) - MAX_SCOPE_ROWS} more in the JSON report "
-                        f"(baseline.by_{kind})")
+    route_note = request_less_route_note(report) if kind == "route" else None
+    if route_note:
+        captions.append(route_note)
+    if rest:
+        captions.append(f"{len(rest)} more in the JSON report (baseline.by_{kind})")
     if captions:
         t.caption = escape(" ".join(captions))
     return t

@@ -108,8 +108,12 @@ def test_the_reports_render_the_request_less_row(rep) -> None:
     cells = [c.strip() for c in row.strip("|").split("|")]
     header = [c.strip() for c in section.strip().splitlines()[0].strip("|").split("|")]
     by = dict(zip(header, cells, strict=True))
-    for col in ("requests", "errors", "throughput", "latency p95", "cost/req (bill)"):
+    for col in ("requests", "errors", "throughput", "latency p95"):
         assert by[col] == _fmt.NO_REQUESTS, col
+    # no cost per request, but its calls' cost and bill share: the per-model costs reconcile
+    share = emb["cost_usd"] / rep["baseline"]["overall"]["cost_usd"]
+    assert by["cost/req (bill)"] == (f"{_fmt.usd(emb['cost_usd'])} in all "
+                                     f"({_fmt.pct(share)} of the bill)")
     assert by["device utilisation"] == util and by["batch size mean"] == _fmt.num(4.0)
     assert "has no requests in the input" in section
     html = render_html(rep)

@@ -10,12 +10,15 @@ requests' latency is its own block (``error_latency_ms``), beside their count.
 Scopes are what the client asked for: ``by_model`` keys the requested model (``(unknown)``
 without one), ``by_route`` the route (``(none)`` without one; a route or model spelled like the
 placeholder joins that scope), so each adds up to ``overall``. A model's batches and utilisation
-are those of the model calls that served its requests; a call no request links to counts under
-its own model name. A model that only such calls carry (an embedding model the server calls
-internally, an offline batch job, a model whose requests are not instrumented) gets a row of its
-own, marked ``requests_observed: false``: no requests (counts 0, ratios and percentiles null),
-its calls' batches, utilisation and cost. Without it that device time was in ``overall`` and in
-no row, and the rows' utilisations did not add up to the overall one.
+are those of the model calls that served its requests. A call no request links to is attributed
+by one rule, which cost reads too (analyses/utilization.py, BATCH_SHARES_SQL): to the models its
+name's linked calls served, else to the requested model of its name, else, on a host without any
+link information, to that host's requests (all requests, where nothing in the input is linked).
+A call none of that applies to (an embedding model the server calls internally, an offline batch
+job, a model whose requests are not instrumented) runs a workload of its own: its model gets a row
+of its own, marked ``requests_observed: false``: no requests (counts 0, ratios and percentiles
+null), its calls' batches, utilisation and cost. So the rows' utilisations and costs add up to the
+overall ones.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from inferaudit_analyzer.analyses._common import (
 from inferaudit_analyzer.analyses.batching import BatchStats, batch_stats
 from inferaudit_analyzer.analyses.concurrency import Concurrency
 from inferaudit_analyzer.analyses.utilization import (
+    BASIS_OWN,
     Utilization,
     busy_by_bucket,
     busy_by_model,
@@ -140,10 +144,11 @@ WHERE trace_id || ':' || span_id IN (
 """
 
 # The models the scopes are keyed by: those requests asked for, then the own names of model calls
-# no request links to (a model only such calls carry: its row has no requests).
+# no request links to that run a workload of their own (the shares table's basis ``own``: a model
+# only such calls carry, its row has no requests).
 REQUEST_MODELS_SQL = "SELECT DISTINCT request_model FROM requests ORDER BY request_model NULLS LAST"
-UNLINKED_MODELS_SQL = """
-SELECT DISTINCT request_model FROM {shares} sh WHERE req_span_id IS NULL
+UNLINKED_MODELS_SQL = f"""
+SELECT DISTINCT request_model FROM {{shares}} sh WHERE basis = '{BASIS_OWN}'
 ORDER BY request_model NULLS LAST
 """
 

@@ -14,8 +14,11 @@ Every narrower scope (a model, a time bucket) is measured on the same basis: a b
 its device's busy time is its share of the quantity that busy time was computed from (CPU time on
 a CPU host with a core count, else its device time), spread evenly over the batch's wall interval
 for time buckets; the paid capacity is the same devices over that scope's time. A model is the one
-the requests asked for: a batch's share goes to the requests it served by token share (a batch no
-request links to keeps its own model name; a model only such batches carry has a by-model row of
+the requests asked for: a batch's share goes to the requests it served by token share. A batch no
+request links to is attributed by one rule (BATCH_SHARES_SQL, which cost reads too): to the
+requested model of its name, else as the linked calls of its model name served, else, on a host
+with no link information at all, to the host's requests (all requests, where nothing in the input
+is linked); else it keeps its own model name (a model only such batches carry has a by-model row of
 its own, without requests). So the models of one device add up to the overall figure, and so do
 the buckets weighted by their length.
 """
@@ -348,28 +351,148 @@ SELECT m.batch_trace_id, m.batch_span_id, q.trace_id AS req_trace_id, q.span_id 
 FROM batch_members m JOIN requests q ON q.trace_id = m.req_trace_id AND q.span_id = m.req_span_id
 """
 
-# Each model call's share per member request, token-weighted as the requests view shares its
-# device time (evenly where no member has tokens). No request (``req_span_id`` null): a call no
-# request in the input links to, kept whole under its own model name (its device time is in no
-# request's). Read several times per report: ``shares_table`` snapshots it once.
+# Where a share row's (model, route) came from (the ``basis`` column of BATCH_SHARES_SQL): a request
+# the call served, else the attribution rule for a call no request links to, first that applies:
+BASIS_LINKED = "linked"
+# (a) a requested model has its name: that model, its routes as its requests' (by count)
+BASIS_REQUESTED_MODEL = "requested_model"
+# (b) its name is on linked calls: as those calls' device time went to (model, route) (the
+#     loaded model's warm-up calls serve the alias the requests ask for; global: the mapping is
+#     the deployment's)
+BASIS_CALL_NAME = "call_name"
+# (c) its host serves requests but no call there links to one, nor is one of its requests linked
+#     (no link information there at all): the host's requests by count, as the cost split shared
+#     a host without linked device time
+BASIS_HOST_REQUESTS = "host_requests"
+# (c') no call in the whole input links to any request, and its host serves none (a GPU worker
+#     behind a gateway on another machine): all requests by count, as the cost split shared a
+#     host no request links to
+BASIS_INPUT_REQUESTS = "input_requests"
+# (d) else a workload of its own: its own model name, no route (by_model's request-less rows)
+BASIS_OWN = "own"
+
+# Each model call's share per (requested model, route): per member request, token-weighted as the
+# requests view shares its device time (evenly where no member has tokens); a call no request in
+# the input links to (``req_span_id`` null), by the rule above. Utilisation (busy_by_model) and
+# cost (cost.py's usage) both read it, so the model and route splits attribute a call alike.
+# ``call_model`` is the call's own model name. Read several times per report: ``shares_table``
+# snapshots it once.
 BATCH_SHARES_SQL = f"""
 WITH mem AS ({BATCH_MEMBERS_SQL}),
+bh AS (
+    SELECT x.trace_id AS trace_id, x.span_id AS span_id, x.request_model AS call_model,
+           x.host_key AS host_key, CAST(COALESCE(x.device_ns, 0) AS DOUBLE) AS dev
+    FROM ({BATCHES_BY_HOST_SQL}) x
+),
 served AS (
-    SELECT b.trace_id AS batch_trace_id, b.span_id AS batch_span_id, mem.req_trace_id,
-           mem.req_span_id,
-           CASE WHEN mem.req_span_id IS NULL THEN b.request_model ELSE mem.request_model END
-               AS request_model,
-           mem.route, mem.w,
-           SUM(mem.w) OVER (PARTITION BY b.trace_id, b.span_id) AS w_total,
-           COUNT(*) OVER (PARTITION BY b.trace_id, b.span_id) AS n_members
-    FROM batches b
-    LEFT JOIN mem ON mem.batch_trace_id = b.trace_id AND mem.batch_span_id = b.span_id
+    SELECT bh.trace_id AS batch_trace_id, bh.span_id AS batch_span_id,
+           bh.call_model AS call_model, bh.host_key AS host_key, bh.dev AS dev,
+           mem.req_trace_id AS req_trace_id, mem.req_span_id AS req_span_id,
+           mem.request_model AS request_model, mem.route AS route, mem.w AS w,
+           SUM(mem.w) OVER (PARTITION BY bh.trace_id, bh.span_id) AS w_total,
+           COUNT(*) OVER (PARTITION BY bh.trace_id, bh.span_id) AS n_members
+    FROM bh LEFT JOIN mem ON mem.batch_trace_id = bh.trace_id AND mem.batch_span_id = bh.span_id
+),
+linked AS (
+    SELECT batch_trace_id, batch_span_id, req_trace_id, req_span_id, request_model, route,
+           CASE WHEN w_total > 0 THEN w / w_total ELSE 1.0 / n_members END AS f,
+           call_model, host_key, dev
+    FROM served WHERE req_span_id IS NOT NULL
+),
+unlinked AS (
+    SELECT batch_trace_id, batch_span_id, call_model, host_key
+    FROM served WHERE req_span_id IS NULL
+),
+by_name AS (
+    SELECT call_model, request_model, route, SUM(f * dev) AS w_dev, SUM(f) AS w_n
+    FROM linked WHERE call_model IS NOT NULL GROUP BY call_model, request_model, route
+),
+name_split AS (
+    SELECT call_model AS k, request_model, route,
+           CASE WHEN SUM(w_dev) OVER (PARTITION BY call_model) > 0
+                THEN w_dev / SUM(w_dev) OVER (PARTITION BY call_model)
+                ELSE w_n / SUM(w_n) OVER (PARTITION BY call_model) END AS f
+    FROM by_name
+),
+req_host AS (
+    SELECT q.trace_id AS trace_id, q.span_id AS span_id, q.request_model AS request_model,
+           q.route AS route, {host_key_sql('q.resource_id')} AS host_key
+    FROM requests q LEFT JOIN resources r ON r.resource_id = q.resource_id
+),
+by_model AS (
+    SELECT request_model, route, CAST(COUNT(*) AS DOUBLE) AS n
+    FROM req_host WHERE request_model IS NOT NULL GROUP BY request_model, route
+),
+model_split AS (
+    SELECT request_model AS k, request_model, route,
+           n / SUM(n) OVER (PARTITION BY request_model) AS f
+    FROM by_model
+),
+linked_hosts AS (
+    SELECT host_key AS k FROM linked WHERE host_key IS NOT NULL
+    UNION ALL
+    SELECT rh.host_key AS k FROM req_host rh
+    JOIN linked l ON l.req_trace_id = rh.trace_id AND l.req_span_id = rh.span_id
+    WHERE rh.host_key IS NOT NULL
+),
+by_host AS (
+    SELECT rh.host_key AS host_key, rh.request_model AS request_model, rh.route AS route,
+           CAST(COUNT(*) AS DOUBLE) AS n
+    FROM req_host rh LEFT JOIN (SELECT DISTINCT k FROM linked_hosts) lh ON lh.k = rh.host_key
+    WHERE rh.host_key IS NOT NULL AND lh.k IS NULL
+    GROUP BY rh.host_key, rh.request_model, rh.route
+),
+host_split AS (
+    SELECT host_key AS k, request_model, route, n / SUM(n) OVER (PARTITION BY host_key) AS f
+    FROM by_host
+),
+by_all AS (
+    SELECT request_model, route, CAST(COUNT(*) AS DOUBLE) AS n
+    FROM req_host GROUP BY request_model, route
+),
+all_split AS (
+    SELECT request_model, route, n / SUM(n) OVER () AS f FROM by_all
+),
+no_links AS (
+    SELECT CASE WHEN l.n = 0 AND a.n > 0 THEN 1 ELSE 0 END AS yes
+    FROM (SELECT COUNT(*) AS n FROM linked) l CROSS JOIN (SELECT COUNT(*) AS n FROM by_all) a
+),
+pick AS (
+    SELECT u.batch_trace_id AS batch_trace_id, u.batch_span_id AS batch_span_id,
+           u.call_model AS call_model, u.host_key AS host_key,
+           CASE WHEN b.k IS NOT NULL THEN '{BASIS_REQUESTED_MODEL}'
+                WHEN a.k IS NOT NULL THEN '{BASIS_CALL_NAME}'
+                WHEN c.k IS NOT NULL THEN '{BASIS_HOST_REQUESTS}'
+                WHEN nl.yes = 1 THEN '{BASIS_INPUT_REQUESTS}'
+                ELSE '{BASIS_OWN}' END AS basis
+    FROM unlinked u CROSS JOIN no_links nl
+    LEFT JOIN (SELECT DISTINCT k FROM name_split) a ON a.k = u.call_model
+    LEFT JOIN (SELECT DISTINCT k FROM model_split) b ON b.k = u.call_model
+    LEFT JOIN (SELECT DISTINCT k FROM host_split) c ON c.k = u.host_key
 )
-SELECT batch_trace_id, batch_span_id, req_trace_id, req_span_id, request_model, route,
-       CASE WHEN req_span_id IS NULL THEN 1.0
-            WHEN w_total > 0 THEN w / w_total
-            ELSE 1.0 / n_members END AS f
-FROM served
+SELECT batch_trace_id, batch_span_id, req_trace_id, req_span_id, request_model, route, f,
+       call_model, '{BASIS_LINKED}' AS basis
+FROM linked
+UNION ALL
+SELECT p.batch_trace_id, p.batch_span_id, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
+       s.request_model, s.route, s.f, p.call_model, p.basis
+FROM pick p JOIN name_split s ON s.k = p.call_model WHERE p.basis = '{BASIS_CALL_NAME}'
+UNION ALL
+SELECT p.batch_trace_id, p.batch_span_id, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
+       s.request_model, s.route, s.f, p.call_model, p.basis
+FROM pick p JOIN model_split s ON s.k = p.call_model WHERE p.basis = '{BASIS_REQUESTED_MODEL}'
+UNION ALL
+SELECT p.batch_trace_id, p.batch_span_id, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
+       s.request_model, s.route, s.f, p.call_model, p.basis
+FROM pick p JOIN host_split s ON s.k = p.host_key WHERE p.basis = '{BASIS_HOST_REQUESTS}'
+UNION ALL
+SELECT p.batch_trace_id, p.batch_span_id, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
+       s.request_model, s.route, s.f, p.call_model, p.basis
+FROM pick p CROSS JOIN all_split s WHERE p.basis = '{BASIS_INPUT_REQUESTS}'
+UNION ALL
+SELECT batch_trace_id, batch_span_id, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
+       call_model, CAST(NULL AS VARCHAR), 1.0, call_model, basis
+FROM pick WHERE basis = '{BASIS_OWN}'
 """
 
 # Each batch with the resource key PER_DEVICE_SQL reports it under (the host's first resource)
@@ -414,7 +537,8 @@ SELECT request_model, COALESCE(SUM(device_ns), 0) FROM requests GROUP BY request
 def busy_by_model(con: Any, util: Utilization,
                   shares: str = SHARES_INLINE) -> dict[Any, float] | None:
     """Busy device-ns per requested model (``request_model`` of the requests a call served, by
-    token share; a call no request links to, under its own model name; None for unknown), on the
+    token share; a call no request links to, as BATCH_SHARES_SQL attributes it; None for
+    unknown), on the
     overall basis: the values add up to ``util.busy_ns``. None when the busy time is not known.
     ``shares``: BATCH_SHARES_SQL, inline or the name of its snapshot (``shares_table``)."""
     if util.source != "spans":

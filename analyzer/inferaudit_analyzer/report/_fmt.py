@@ -422,10 +422,11 @@ def scope_utilisation(scope: dict[str, Any], ceiling: Any) -> str:
 NO_REQUESTS = "—"
 REQUEST_LESS_NOTE = (
     "A model whose request figures read — has no requests in the input: only model calls no "
-    "request links to ran it (a model the server calls internally, an offline batch job, or "
-    "requests that were not traced). Its batches and device utilisation are measured, and its "
-    "calls' share of the bill is in the JSON report (cost_usd); the device utilisations of all "
-    "models add up to the overall one.")
+    "request links to ran it, and neither their model name nor their host ties them to the "
+    "requests (a model the server calls internally, an offline batch job, or requests that were "
+    "not traced). Its batches and device utilisation are measured, and its cost cell holds its "
+    "calls' whole cost and share of the bill; the device utilisations and the costs of all "
+    "models add up to the overall ones.")
 
 
 def request_less(scope: dict[str, Any]) -> bool:
@@ -438,6 +439,63 @@ def _per_request(fmt: Any) -> Any:
     return lambda s: NO_REQUESTS if request_less(s) else fmt(s)
 
 
+def request_less_cost(scope: dict[str, Any], report: dict[str, Any]) -> str:
+    """A request-less row's cost cell: no cost per request, so its calls' whole cost and share
+    of the bill ("$0.12 in all (13.5% of the bill)"), which the per-model costs reconcile by."""
+    cost = scope.get("cost_usd")
+    if cost is None:
+        return NO_REQUESTS
+    bill = _at(report, "baseline", "overall", "cost_usd")
+    share = cost / bill if isinstance(bill, (int, float)) and bill > 0 else None
+    return f"{usd(cost)} in all" + ("" if share is None else f" ({pct(share)} of the bill)")
+
+
+def _utilisation_of(scope: dict[str, Any]) -> float:
+    u = scope.get("device_utilization")
+    return float(u) if isinstance(u, (int, float)) else 0.0
+
+
+def ordered_scopes(scopes: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]],
+                                                    list[tuple[str, dict[str, Any]]]]:
+    """(shown, rest) of ``baseline.by_<kind>``, busiest first: the scopes with requests by their
+    count, at most MAX_SCOPE_ROWS of them; a request-less row (no count to sort by) is placed by
+    its device utilisation among them (before the first shown row using less of the devices) and
+    always shown: a model running 40 % of the GPU never hides behind the cut."""
+    items = [(str(k), v if isinstance(v, dict) else {}) for k, v in scopes.items()]
+    asked = sorted((kv for kv in items if not request_less(kv[1])),
+                   key=lambda kv: (-(kv[1].get("requests") or 0), kv[0]))
+    extra = sorted((kv for kv in items if request_less(kv[1])),
+                   key=lambda kv: (-_utilisation_of(kv[1]), kv[0]))
+    shown: list[tuple[str, dict[str, Any]]] = []
+    for kv in asked[:MAX_SCOPE_ROWS]:
+        while extra and _utilisation_of(extra[0][1]) > _utilisation_of(kv[1]):
+            shown.append(extra.pop(0))
+        shown.append(kv)
+    return shown + extra, asked[MAX_SCOPE_ROWS:]
+
+
+def request_less_route_note(report: dict[str, Any]) -> str | None:
+    """For the per-route table where by_model has request-less rows: those calls have no route,
+    so no route row; say where their cost went, so the two tables reconcile."""
+    rows = [(str(k), v) for k, v in (_at(report, "baseline", "by_model") or {}).items()
+            if isinstance(v, dict) and request_less(v)]
+    if not rows:
+        return None
+    names = ", ".join(k for k, _ in rows)
+    costs = [v.get("cost_usd") for _, v in rows]
+    bill = _at(report, "baseline", "overall", "cost_usd")
+    cost = ""
+    if all(isinstance(c, (int, float)) for c in costs):
+        total = sum(costs)
+        share = total / bill if isinstance(bill, (int, float)) and bill > 0 else None
+        cost = f" ({usd(total)}" + ("" if share is None else f", {pct(share)} of the bill") + ")"
+    return (f"Model calls no request links to ran a workload of their own ({names}: per model, "
+            f"a row without requests{cost}). They have no route, so no row here: the routes' "
+            "costs include theirs, spread over the routes as the routes used the same hosts, and "
+            "a route's cost per request reads higher than that of a model holding the same "
+            "requests by that much.")
+
+
 def _has(scopes: list[dict[str, Any]], metric: str) -> bool:
     return any((_at(s, metric, "n") or 0) > 0 for s in scopes)
 
@@ -448,15 +506,15 @@ def scope_table(report: dict[str, Any], kind: str) -> tuple[tuple[str, ...], lis
     first; None where there is nothing to break down: no scope, or a single unnamed one (its
     row would repeat the overall table). One named model still gets its row, so the report says
     which model the figures are for. A model without requests (``requests_observed`` false)
-    shows :data:`NO_REQUESTS` for its request figures, its device figures, and a note why."""
+    shows :data:`NO_REQUESTS` for its request figures, its calls' whole cost and bill share in
+    the cost column, its device figures, and a note why; the per-route table says where those
+    calls' cost went (they have no route)."""
     scopes = _at(report, "baseline", f"by_{kind}")
     if not isinstance(scopes, dict) or not scopes or (
             len(scopes) == 1 and next(iter(scopes)) in UNNAMED_SCOPES):
         return None
-    items = sorted(((str(k), v if isinstance(v, dict) else {}) for k, v in scopes.items()),
-                   key=lambda kv: (-(kv[1].get("requests") or 0), kv[0]))
-    shown, rest = items[:MAX_SCOPE_ROWS], items[MAX_SCOPE_ROWS:]
-    values = [v for _, v in items]
+    shown, rest = ordered_scopes(scopes)
+    values = [v for _, v in shown + rest]
     cols: list[tuple[str, Any]] = [
         ("requests", lambda s: num(s.get("requests"))), ("errors", errors_text),
         ("throughput", lambda s: with_unit(s.get("throughput_rps"), "req/s")),
@@ -469,8 +527,9 @@ def scope_table(report: dict[str, Any], kind: str) -> tuple[tuple[str, ...], lis
                      (f"{label} p95", lambda s, m=metric: ms(_at(s, m, "p95")))]
     if _has(values, "error_latency_ms"):
         cols.append(("failed latency p95", lambda s: ms(_at(s, "error_latency_ms", "p95"))))
-    cols.append(("cost/req (bill)", lambda s: usd(s.get("cost_per_request_usd"))))
     cols = [(label, _per_request(fmt)) for label, fmt in cols]
+    cols.append(("cost/req (bill)", lambda s: request_less_cost(s, report) if request_less(s)
+                 else usd(s.get("cost_per_request_usd"))))
     notes = []
     device = any("device_utilization" in v or "batch_size" in v for v in values)
     if device:
@@ -482,6 +541,9 @@ def scope_table(report: dict[str, Any], kind: str) -> tuple[tuple[str, ...], lis
                      f"model call can serve requests of several {kind}s.")
     if any(request_less(v) for v in values):
         notes.append(REQUEST_LESS_NOTE)
+    route_note = request_less_route_note(report) if kind == "route" else None
+    if route_note:
+        notes.append(route_note)
     if rest:
         hidden = sum(v.get("requests") or 0 for _, v in rest)
         notes.append(f"{len(rest)} more {kind}s ({num(hidden)} requests) are in the JSON "
