@@ -349,8 +349,36 @@ LEFT JOIN server p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
 LEFT JOIN share sh ON sh.req_trace_id = c.trace_id AND sh.req_span_id = c.span_id
 """
 
+# A batch's device, as the view names it. A CPU call is the host's cores, never a CUDA index: its
+# device id is ``'cpu'`` (keyed apart from the GPU at index 0 of its process) and it carries no
+# GPU's hw.id. A non-CPU batch without hw.id (an SDK before 2026-12-04 in a process upgraded
+# mid-window, a manual or foreign batch span with no device attributes beside the SDK's calls)
+# takes the hw.id of its process and device id where that pair names exactly one: one GPU is
+# one device, not ``GPU-...`` and ``scope/0`` at once. Two hw.ids on one pair: none is taken.
+CPU_DEVICE_ID = "cpu"
 BATCHES_VIEW_SQL = f"""
 CREATE OR REPLACE VIEW batches AS
+WITH own AS (
+    SELECT b.span_id, b.trace_id, b.request_model, b.start_ns, b.end_ns, b.duration_ns,
+           b.batch_size, b.batch_input_tokens, b.padded_tokens, b.batch_output_tokens,
+           b.device_time_ns, b.device_type, b.resource_id, b.service_name, b.cpu_time_ns,
+           b.h2d_bytes, b.d2h_bytes, b.copy_time_ns, b.pageable_bytes,
+           b.gpu_util, b.gpu_energy_j, b.attributes,
+           (SELECT COUNT(*) FROM links l
+             WHERE l.trace_id = b.trace_id AND l.span_id = b.span_id) AS members,
+           CASE WHEN b.device_type = 'cpu' THEN '{CPU_DEVICE_ID}'
+                ELSE COALESCE({DEVICE_ID_EXPR}, '0') END AS device_id,
+           CASE WHEN b.device_type = 'cpu' THEN NULL
+                ELSE NULLIF({HW_ID_EXPR}, '') END AS own_hw_id
+    FROM spans b
+    WHERE b.role = '{semconv.ROLE_BATCH}'
+),
+named AS (
+    SELECT o.*,
+           MIN(o.own_hw_id) OVER (PARTITION BY o.resource_id, o.device_id) AS hw_lo,
+           MAX(o.own_hw_id) OVER (PARTITION BY o.resource_id, o.device_id) AS hw_hi
+    FROM own o
+)
 SELECT b.span_id, b.trace_id, b.request_model, b.start_ns, b.end_ns, b.duration_ns,
        b.batch_size,
        b.batch_input_tokens AS input_tokens,
@@ -360,16 +388,14 @@ SELECT b.span_id, b.trace_id, b.request_model, b.start_ns, b.end_ns, b.duration_
                      CASE WHEN b.device_type = 'cpu' THEN b.cpu_time_ns END,
                      b.duration_ns) AS BIGINT) AS device_ns,
        b.device_type,
-       (SELECT COUNT(*) FROM links l
-         WHERE l.trace_id = b.trace_id AND l.span_id = b.span_id) AS members,
+       b.members,
        b.resource_id, b.service_name,
-       COALESCE({DEVICE_ID_EXPR}, '0') AS device_id,
-       NULLIF({HW_ID_EXPR}, '') AS hw_id,
+       b.device_id,
+       COALESCE(b.own_hw_id, CASE WHEN b.hw_lo = b.hw_hi THEN b.hw_lo END) AS hw_id,
        b.cpu_time_ns, b.device_time_ns IS NOT NULL AS device_time_measured,
        b.h2d_bytes, b.d2h_bytes, b.copy_time_ns, b.pageable_bytes,
        b.gpu_util, b.gpu_energy_j, b.attributes
-FROM spans b
-WHERE b.role = '{semconv.ROLE_BATCH}'
+FROM named b
 """
 
 # In dependency order: each reads only the tables and the views before it.

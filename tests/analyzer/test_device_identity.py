@@ -211,3 +211,28 @@ def test_the_device_key_on_duckdb_and_clickhouse(tmp_path: Path) -> None:
     assert duck["busy_device_s"] == pytest.approx(20 * 0.02 + 40 * 0.1)
     assert duck["idle"] == pytest.approx(1600 / 6000, abs=1e-4)
     assert duck["swept"] == 2
+
+
+def _gpu_with_cpu_calls(gpu_hw: str | None) -> FixtureDb:
+    """One process on a one-GPU host: its GPU calls run 5..95 ms of each 100 ms request, and
+    between them a CPU-side call (a tokenizer model, a CPU fallback) runs 95..99 ms."""
+    db = FixtureDb()
+    db.resource(1, host_name="node", gpu_count=1, gpu_model="NVIDIA H200", service_name="w",
+                price_usd_per_hour=1.0)
+    _serve(db, 1, gpu_hw, (5, 95))
+    for i in range(20):
+        st = T0 + i * 100 * MS
+        r = db.request(st, st + 100 * MS, resource_id=1, input_tokens=10, output_tokens=0)
+        db.batch(st + 95 * MS, st + 99 * MS, [r], resource_id=1, device_type="cpu",
+                 cpu_time_ns=4 * MS, attributes={sc.DEVICE_CPU_THREADS: 1})
+    return db
+
+
+@pytest.mark.parametrize("gpu_hw", [GPU_A, None])
+def test_cpu_calls_on_a_gpu_host_are_not_one_more_device(gpu_hw):
+    # CPU calls named device 0 of their process while the GPU (keyed by its hw.id) was a device
+    # of its own: a one-GPU host read as two devices and its utilisation halved
+    util, _ = _measure(_gpu_with_cpu_calls(gpu_hw))
+    assert util.devices == 1
+    assert util.busy_ns <= WINDOW
+    assert util.ratio == pytest.approx(20 * 94 * MS / WINDOW)

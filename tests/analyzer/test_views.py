@@ -93,7 +93,7 @@ def test_batches_view_device_time_fallbacks_and_members():
     rows = {r[0]: r[1:] for r in db.con.execute(
         "SELECT span_id, device_ns, members, device_id FROM batches").fetchall()}
     assert rows[gpu] == (5 * MS, 2, "3")
-    assert rows[cpu] == (12 * MS, 1, "0")
+    assert rows[cpu] == (12 * MS, 1, "cpu")  # the host's cores, never CUDA index 0
     assert rows[wall] == (8 * MS, 1, "0")
 
 
@@ -108,7 +108,28 @@ def test_batches_view_names_the_gpu_by_its_hw_id_where_the_span_has_one():
     rows = {r[0]: r[1:] for r in db.con.execute(
         "SELECT span_id, device_id, hw_id FROM batches").fetchall()}
     assert rows[named] == ("0", uuid)
+    # a call of the same process and index without hw.id is that GPU, not a second device
+    assert rows[bare] == ("0", uuid)
+
+
+def test_batches_view_takes_no_hw_id_where_the_process_index_pair_names_two():
+    db = FixtureDb()
+    r = db.request(T0, T0 + 9 * MS)
+    gpu_a = "GPU-0a0a0a0a-0000-4000-8000-00000000000a"
+    gpu_b = "GPU-0b0b0b0b-0000-4000-8000-00000000000b"
+    for hw in (gpu_a, gpu_b):  # CUDA_VISIBLE_DEVICES changed under one process id
+        db.batch(T0, T0 + 8 * MS, [r], attributes={"inferaudit.device.id": 0, "hw.id": hw})
+    _, bare = db.batch(T0, T0 + 8 * MS, [r], attributes={"inferaudit.device.id": 0})
+    _, cpu = db.batch(T0, T0 + 8 * MS, [r], device_type="cpu", cpu_time_ns=MS,
+                      attributes={"hw.id": gpu_a})  # a stale GPU id on a CPU call
+    _, other = db.batch(T0, T0 + 8 * MS, [r], resource_id=2,
+                        attributes={"inferaudit.device.id": 0})
+    create_views(db.con)
+    rows = {r[0]: r[1:] for r in db.con.execute(
+        "SELECT span_id, device_id, hw_id FROM batches").fetchall()}
     assert rows[bare] == ("0", None)
+    assert rows[cpu] == ("cpu", None)
+    assert rows[other] == ("0", None)  # another process's index 0 is not named by this one
 
 
 def test_nested_request_span_counts_for_the_enclosing_request():

@@ -96,7 +96,7 @@ PER_DEVICE_SQL = f"""
 WITH u AS ({UNION_BY_DEVICE_SQL}),
 b AS (
     SELECT host_key, MIN(resource_id) AS resource_id, device_key,
-           MAX(COALESCE(device_type, 'unknown')) AS device_type,
+           COALESCE(MAX(device_type), 'unknown') AS device_type,
            COUNT(*) AS n_batches,
            SUM(device_ns) AS device_ns,
            SUM(cpu_time_ns) AS cpu_time_ns,
@@ -274,8 +274,10 @@ def _resource_usage(rows: list[tuple[Any, ...]],
     for res_id, devs in by_res.items():
         gpu_count, cpu_cores, gpu_model, host_type = devs[0][8:12]
         types = {d[2] for d in devs}
-        # no device type on the spans and a host without GPUs: the model ran on the CPU
-        is_cpu = types == {"cpu"} or (types == {"unknown"} and not gpu_count and not gpu_model)
+        # no device type on the spans (beside CPU calls, if any) and a host without GPUs: the
+        # model ran on the CPU
+        is_cpu = types == {"cpu"} or (types <= {"cpu", "unknown"} and not gpu_count
+                                      and not gpu_model)
         n_batches = sum(int(d[3]) for d in devs)
         if is_cpu:
             cpu_ns = sum(int(d[5] or 0) for d in devs)
@@ -297,7 +299,17 @@ def _resource_usage(rows: list[tuple[Any, ...]],
             dev_busy = min(union_ns, device_ns) if measured else union_ns
             busy += dev_busy
             scales[(res_id, d[1])] = (dev_busy / device_ns if device_ns else 0.0, 0.0)
-        devices = max(int(gpu_count or 0), len(devs), 1)
+        # the paid devices are the host's GPUs: its CPU calls (views: device id 'cpu') ran on
+        # the host's cores, not on one more device; their busy time counts on those GPUs, as
+        # one union with the GPU's calls did before the GPUs were told apart by hw.id
+        accel = [d for d in devs if d[2] != "cpu"]
+        devices = max(int(gpu_count or 0), len(accel), 1)
+        if busy > window_ns * devices:  # CPU and GPU calls side by side: at most all of it
+            k = window_ns * devices / busy
+            busy = window_ns * devices
+            for d in devs:
+                f_dev, f_cpu = scales[(res_id, d[1])]
+                scales[(res_id, d[1])] = (f_dev * k, f_cpu * k)
         dtype = next(iter(types)) if len(types) == 1 else "mixed"
         out.append(ResourceUsage(res_id, dtype, devices, busy, n_batches, gpu_model, host_type,
                                  cpu_cores))

@@ -31,18 +31,20 @@ ORDER BY arrival_ns
 
 # Longest member prompt / output per model call, over the requests the views' batch_members gives
 # it (links, else the parent; resolved up to the request), the one membership rule of the
-# analyzer. The device as the span
-# recorded it: its hw.id (a GPU's UUID) where written, else its device id (NULL where it recorded
-# neither: the view's default '0' would make every worker that records none one server;
-# serving_devices counts those from their calls in flight). Keyed with the resource (a worker
-# process and the device it ran on), so within a process a UUID and an index count alike.
+# analyzer. The device as the batches view names it: its hw.id (a GPU's UUID, which the view
+# gives a call of the process and index that recorded none) where known, else the device id the
+# span recorded (NULL where it recorded neither: the view's default '0' would make every worker
+# that records none one server; serving_devices counts those from their calls in flight). A CPU
+# call is on no device (NULL): the host's cores are not one more server beside its GPU. Keyed
+# with the resource (a worker process and the device it ran on).
 CALLS_SQL = f"""
 SELECT b.start_ns, b.duration_ns, b.device_ns,
        COALESCE(b.batch_size, NULLIF(b.members, 0), 1) AS bs,
        MAX(r.in_tok) AS in_max, MAX(r.out_tok) AS out_max,
        b.padded_tokens, b.input_tokens, b.output_tokens, COALESCE(b.request_model, ''),
        MIN(r.start_ns) AS first_member_ns, b.end_ns, b.resource_id,
-       ANY_VALUE(COALESCE(b.hw_id, {DEVICE_ID_EXPR})) AS device_id,
+       ANY_VALUE(CASE WHEN b.device_type = 'cpu' THEN NULL
+                      ELSE COALESCE(b.hw_id, {DEVICE_ID_EXPR}) END) AS device_id,
        MIN(r.in_tok) AS in_min
 FROM batches b
 LEFT JOIN batch_members m ON m.batch_trace_id = b.trace_id AND m.batch_span_id = b.span_id
