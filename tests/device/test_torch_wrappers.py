@@ -318,11 +318,12 @@ def test_instrumented_model_survives_deepcopy_and_pickling(spans, config, mlp):
     assert len(sizes) >= 2 and set(sizes) == {5}  # the copy is instrumented too
 
 
-def test_uninstrumenting_a_copy_keeps_the_originals_patches(spans, config, mlp):
+def test_uninstrumenting_a_copy_keeps_the_originals_patches(spans, config, mlp, monkeypatch):
     import copy
 
     from inferaudit_sdk.instrumentation import torch as torch_instr
 
+    monkeypatch.setattr(torch_instr, "_other_accelerator", lambda: True)  # copies can happen
     instrument_model(mlp, model="mlp")
     try:
         twin = copy.deepcopy(mlp)
@@ -441,3 +442,30 @@ def test_a_data_parallel_replica_runs_its_own_weights_and_is_instrumented(spans,
         uninstrument_model(mlp)
     assert "_replicate_for_data_parallel" not in vars(mlp)
     assert len(role(spans, semconv.ROLE_BATCH)) == 1
+
+
+def test_tensor_methods_are_patched_only_where_an_accelerator_can_run(spans, config, mlp,
+                                                                       monkeypatch):
+    # on a host with no accelerator no copy can cross a bus: the process-wide Tensor patches
+    # would only tax every .to() the process makes (the model's own casts among them)
+    from inferaudit_sdk.instrumentation import torch as torch_instr
+
+    originals = {name: vars(torch.Tensor).get(name) for name in ("to", "cuda", "cpu", "copy_")}
+    monkeypatch.setattr(torch_instr, "_cuda_available", lambda: False)
+    monkeypatch.setattr(torch_instr, "_other_accelerator", lambda: False)
+    instrument_model(mlp, model="mlp")
+    try:
+        assert not torch_instr._instrumentor.is_instrumented("copies")
+        assert {name: vars(torch.Tensor).get(name) for name in originals} == originals
+        mlp(torch.randn(2, 16))  # still measured
+        assert role(spans, semconv.ROLE_BATCH)
+    finally:
+        uninstrument_model(mlp)
+    monkeypatch.setattr(torch_instr, "_other_accelerator", lambda: True)  # an MPS host, say
+    instrument_model(mlp, model="mlp")
+    try:
+        assert torch_instr._instrumentor.is_instrumented("copies")
+        assert vars(torch.Tensor).get("to") is not originals["to"]
+    finally:
+        uninstrument_model(mlp)
+    assert {name: vars(torch.Tensor).get(name) for name in originals} == originals

@@ -218,7 +218,9 @@ def instrument_model(
         operation: ``gen_ai.operation.name`` (default: the enclosing request's).
         backend: a fixed :class:`~._device_timer.DeviceBackend` (default: chosen per call from
             the module's device: CUDA events on CUDA, CPU time otherwise).
-        copies: also report host<->device tensor copies (process-wide ``Tensor`` patches).
+        copies: also report host<->device tensor copies (process-wide ``Tensor`` patches,
+            installed only where an accelerator can run: CUDA, MPS, XPU, or a fixed CUDA
+            ``backend``).
         generate: wrap the module's own ``generate`` if it has one.
 
     Idempotent. Thread-safe with respect to other calls; not while the model is running.
@@ -259,6 +261,11 @@ def instrument_model(
         import torch
 
         cuda_modules.append(torch.cuda)
+    # Copies need an accelerator to copy to: where none can run (a CPU-only build, no MPS or
+    # XPU), the process-wide Tensor patches could never record one and would only tax every
+    # ``.to()`` the process makes (~17 µs a batch-1 call of the tiny GPT-2 here, inside the
+    # span: the forward's own ``.to(dtype)``).
+    copies = copies and (bool(cuda_modules) or bool(guarded("torch.accel", _other_accelerator)))
     with _instrumentor_lock:
         _instrumentor.instrument(copies=copies, cuda_modules=tuple(cuda_modules))
         _models.add(module)
@@ -332,6 +339,17 @@ def _cuda_available() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def _other_accelerator() -> bool:
+    """An accelerator besides CUDA that host<->device copies can reach (Apple MPS, Intel XPU)."""
+    import torch
+
+    for owner in (getattr(torch.backends, "mps", None), getattr(torch, "xpu", None)):
+        available = getattr(owner, "is_available", None)
+        if callable(available) and available():
+            return True
+    return False
 
 
 def uninstrument_model(module: Any) -> Any:
