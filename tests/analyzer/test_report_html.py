@@ -150,6 +150,14 @@ def test_roi_warnings_are_shown_beside_the_roadmap(report) -> None:
     html, md = render_html(rep), render_markdown(rep)
     assert "class='warn'>replay misses &lt;today&gt; by +140%" in html
     assert "> **Caution:** replay misses &lt;today&gt; by +140%" in md
+    # each caution a blockquote of its own, closed by a blank line: the next line (another
+    # caution, the roadmap table's header) would otherwise continue its paragraph lazily
+    two = dict(rep)
+    two["roi"] = {**rep["roi"], "warnings": ["first", "second"]}
+    lines = render_markdown(two).splitlines()
+    at = lines.index("> **Caution:** first")
+    assert lines[at + 1:at + 4] == ["", "> **Caution:** second", ""]
+    assert lines[at + 4].startswith("| rank |")
     quiet = dict(report)
     quiet["roi"] = {**report["roi"], "warnings": []}
     assert "class='warn'" not in render_html(quiet)

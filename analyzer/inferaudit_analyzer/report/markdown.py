@@ -82,7 +82,8 @@ def render_markdown(report: dict[str, Any], from_json: bool = False) -> str:
     road = report.get("roadmap") or []
     roi = report.get("roi") or {}
     if road:
-        lines += [f"> **Caution:** {_text(w)}" for w in f.roi_warnings(report)]
+        for w in f.roi_warnings(report):  # a blockquote each, closed by a blank line: a line
+            lines += [f"> **Caution:** {_text(w)}", ""]  # after one would continue it lazily
         lines += _table(f.ROADMAP_HEADER, f.roadmap_rows(report))
         lines += ["", f"Rank rule: {_text(roi.get('rank_rule', ''))}.", ""]
         for r in road:
