@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -178,3 +179,62 @@ def test_real_launch_gap_equals_the_analyzers_idle_to_the_ns(rel):
     s = summarize_chrome_trace(_load(rel))
     t = analyze_kineto(SHARED_TRACES / rel).files[0].temporal
     assert s[semconv.PROFILE_LAUNCH_GAP_NS] == t.idle_ns
+
+
+class _RecordingProfile:
+    """Stands in for torch.profiler.profile: records the sessions run and their activities."""
+
+    sessions: ClassVar[list[tuple[str, ...]]] = []
+
+    def __init__(self, activities=(), **_kw) -> None:
+        self.activities = tuple(sorted(a.name for a in activities))
+
+    def __enter__(self):
+        type(self).sessions.append(self.activities)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+@pytest.fixture
+def recorded_sessions(monkeypatch):
+    from inferaudit_sdk.instrumentation import _profiler_sampling
+
+    _RecordingProfile.sessions = []
+    monkeypatch.setattr(torch.profiler, "profile", _RecordingProfile)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)  # a CPU build here
+    monkeypatch.setattr(_profiler_sampling, "_cuda_graphs_prepared", False)
+    return _RecordingProfile.sessions
+
+
+def test_one_cuda_profiler_session_runs_before_any_graph_is_captured(recorded_sessions):
+    from inferaudit_sdk.instrumentation._profiler_sampling import prepare_for_cuda_graphs
+
+    assert prepare_for_cuda_graphs() is True
+    assert prepare_for_cuda_graphs() is False  # once per process
+    assert recorded_sessions == [("CPU", "CUDA")]
+
+
+def test_instrument_model_prepares_for_cuda_graphs_only_when_profiling_on_cuda(
+        spans, config, recorded_sessions, monkeypatch):
+    from inferaudit_sdk.instrumentation import _profiler_sampling
+    from inferaudit_sdk.instrumentation import torch as torch_instr
+
+    model = torch.nn.Linear(2, 2)
+    config(profile_every_n=0)
+    monkeypatch.setattr(torch_instr, "_cuda_available", lambda: True)
+    monkeypatch.setattr(torch_instr._instrumentor, "instrument", lambda **kw: None)
+    instrument_model(model)
+    uninstrument_model(model)
+    assert recorded_sessions == []  # sampling off: nothing to prepare for
+    config(profile_every_n=10)
+    monkeypatch.setattr(torch_instr, "_cuda_available", lambda: False)
+    instrument_model(model)
+    uninstrument_model(model)
+    assert recorded_sessions == []  # no CUDA: no graphs to protect
+    monkeypatch.setattr(torch_instr, "_cuda_available", lambda: True)
+    instrument_model(model)
+    uninstrument_model(model)
+    assert recorded_sessions == [("CPU", "CUDA")]
+    assert _profiler_sampling._cuda_graphs_prepared

@@ -94,6 +94,32 @@ class ProfileSampler:
         return prof
 
 
+_cuda_graphs_prepared = False
+
+
+def prepare_for_cuda_graphs() -> bool:
+    """Run one empty profiler session with CUDA activity, once per process; True if it ran.
+
+    A CUDA graph captured before the process's first CUDA profiler session can fault (illegal
+    memory access) or hang when a later session replays it (pytorch#75504, the reason for
+    ``torch.profiler._utils._init_for_cuda_graphs``; kineto#1165 for CUDA 12). Serving stacks
+    capture their graphs at start-up, after the model is loaded: ``instrument_model`` calls
+    this when profile sampling is on, so our first sampled call is not the first session.
+    """
+    global _cuda_graphs_prepared
+    if _cuda_graphs_prepared:
+        return False
+    _cuda_graphs_prepared = True
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    if _profiler_running(torch):  # the application's own session: it has initialised it
+        return False
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]):
+        torch.cuda.synchronize()
+    return True
+
+
 def _profiler_running(torch: Any) -> bool:
     enabled = getattr(torch._C._autograd, "_profiler_enabled", None)
     if enabled is not None and enabled():

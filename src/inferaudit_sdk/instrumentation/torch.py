@@ -33,8 +33,9 @@ import types
 import weakref
 from typing import Any
 
+from inferaudit_sdk import _settings
 from inferaudit_sdk._guard import guarded
-from inferaudit_sdk.instrumentation import _model_call
+from inferaudit_sdk.instrumentation import _model_call, _profiler_sampling
 from inferaudit_sdk.instrumentation._patches import CALL, TorchInstrumentor
 
 _logger = logging.getLogger("inferaudit_sdk")
@@ -273,6 +274,8 @@ def instrument_model(
         from inferaudit_sdk.samplers import nvml
 
         guarded("nvml.start", nvml.start_sampler)
+        if _settings.get_config().profile_every_n > 0:  # before the server captures graphs
+            guarded("profile.cuda_graphs", _profiler_sampling.prepare_for_cuda_graphs)
     return module
 
 
