@@ -17,11 +17,17 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from inferaudit_sdk import semconv
 
 _logger = logging.getLogger("inferaudit_sdk")
+
+MODE_PRODUCTION = "production"
+MODE_AUDIT = "audit"
+MODES = (MODE_PRODUCTION, MODE_AUDIT)
+# Audit mode's profile sampling: 1 model call in this many runs under torch.profiler.
+AUDIT_PROFILE_EVERY_N = 100
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -40,6 +46,9 @@ def _env(name: str, default: Any, standard: str | None = None) -> dict[str, Any]
 @dataclass(frozen=True)
 class AuditConfig:
     """SDK settings. Build with :meth:`from_env`; override single fields with ``replace``."""
+
+    # Derived in __post_init__ (not a field): profile_every_n, else the mode's default.
+    profile_interval: ClassVar[int]
 
     enabled: bool = field(default=True, metadata=_env("INFERAUDIT_ENABLED", True))
     capture_content: bool = field(
@@ -80,8 +89,14 @@ class AuditConfig:
     # waits up to this long for space before the span is dropped (and counted). 0 = never wait.
     # Network exporters never wait: they drop and count.
     file_block_ms: int = field(default=100, metadata=_env("INFERAUDIT_FILE_BLOCK_MS", 100))
-    # 1 in N model calls runs under torch.profiler; 0 = off.
-    profile_every_n: int = field(default=0, metadata=_env("INFERAUDIT_PROFILE_EVERY_N", 0))
+    # "production" (the default) or "audit": an audit window turns on what production leaves
+    # off by default (kernel-level profile sampling).
+    mode: str = field(default=MODE_PRODUCTION, metadata=_env("INFERAUDIT_MODE", MODE_PRODUCTION))
+    # 1 in N model calls runs under torch.profiler; 0 = off; unset: the mode's default
+    # (``profile_interval`` holds the value in force).
+    profile_every_n: int | None = field(
+        default=None, metadata=_env("INFERAUDIT_PROFILE_EVERY_N", None)
+    )
     nvml_enabled: bool = field(default=True, metadata=_env("INFERAUDIT_NVML", True))
     nvml_sample_hz: float = field(default=10.0, metadata=_env("INFERAUDIT_NVML_HZ", 10.0))
     instance_type: str | None = field(
@@ -92,6 +107,20 @@ class AuditConfig:
     )
 
     def __post_init__(self) -> None:
+        self._check_types()
+        if self.mode not in MODES:
+            raise ValueError(f"AuditConfig.mode must be one of {', '.join(MODES)}, got "
+                             f"{self.mode!r}")
+        if self.profile_every_n is not None and self.profile_every_n < 0:
+            raise ValueError(f"AuditConfig.profile_every_n must be >= 0, got "
+                             f"{self.profile_every_n}")
+        # Resolved once here, read on every model call (a plain attribute, not a property).
+        every = self.profile_every_n
+        if every is None:
+            every = AUDIT_PROFILE_EVERY_N if self.mode == MODE_AUDIT else 0
+        object.__setattr__(self, "profile_interval", every)
+
+    def _check_types(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is None and f.default is None:
@@ -135,6 +164,7 @@ _OPTIONAL_TYPES: dict[str, type] = {
     "fingerprint_key": str,
     "instance_type": str,
     "price_usd_per_hour": float,
+    "profile_every_n": int,
 }
 
 
@@ -155,7 +185,12 @@ def _parse(field_name: str, env_var: str, raw: str, default: Any) -> Any:
             if low in _FALSE:
                 return False
             raise ValueError(text)
-        if isinstance(default, int):
+        if field_name == "mode":
+            low = text.lower()
+            if low in MODES:
+                return low
+            raise ValueError(text)
+        if isinstance(default, int) or _OPTIONAL_TYPES.get(field_name) is int:
             value = int(text)
             if value < 0:
                 raise ValueError(text)

@@ -238,3 +238,52 @@ def test_instrument_model_prepares_for_cuda_graphs_only_when_profiling_on_cuda(
     uninstrument_model(model)
     assert recorded_sessions == [("CPU", "CUDA")]
     assert _profiler_sampling._cuda_graphs_prepared
+
+
+@pytest.mark.parametrize(("env", "overrides", "mode", "interval"), [
+    ({}, {}, "production", 0),                                       # production: off
+    ({"INFERAUDIT_MODE": "Audit"}, {}, "audit", 100),                # audit: on by default
+    ({"INFERAUDIT_MODE": "audit", "INFERAUDIT_PROFILE_EVERY_N": "0"}, {}, "audit", 0),
+    ({"INFERAUDIT_PROFILE_EVERY_N": "7"}, {}, "production", 7),      # explicit wins
+    ({}, {"mode": "audit"}, "audit", 100),
+    ({"INFERAUDIT_MODE": "staging", "INFERAUDIT_PROFILE_EVERY_N": "-3"}, {}, "production", 0),
+])
+def test_audit_mode_turns_profile_sampling_on_unless_told_otherwise(env, overrides, mode,
+                                                                    interval):
+    import dataclasses
+
+    from inferaudit_sdk.config import AuditConfig
+
+    cfg = AuditConfig.from_env(env, **overrides)
+    assert (cfg.mode, cfg.profile_interval) == (mode, interval)
+    # configure(mode=...) replaces a field of a built config: the interval follows
+    replaced = dataclasses.replace(AuditConfig.from_env({}), mode="audit")
+    assert replaced.profile_interval == 100
+
+
+def test_a_bad_mode_or_interval_in_code_is_an_error_naming_the_field():
+    from inferaudit_sdk.config import AuditConfig
+
+    with pytest.raises(ValueError, match=r"AuditConfig\.mode"):
+        AuditConfig(mode="prod")
+    with pytest.raises(ValueError, match="profile_every_n"):
+        AuditConfig(profile_every_n=-1)
+    with pytest.raises(TypeError, match="profile_every_n"):
+        AuditConfig(profile_every_n=True)
+
+
+def test_audit_mode_profiles_model_calls_at_its_default_interval(spans, config, mlp,
+                                                                  monkeypatch):
+    from inferaudit_sdk import config as config_module
+
+    monkeypatch.setattr(config_module, "AUDIT_PROFILE_EVERY_N", 3)
+    config(mode="audit")
+    instrument_model(mlp, model="mlp")
+    try:
+        for _ in range(6):
+            mlp(torch.randn(2, 16))
+    finally:
+        uninstrument_model(mlp)
+    profiled = [s for s in spans.get_finished_spans()
+                if semconv.PROFILE_TRACE_PATH in (s.attributes or {})]
+    assert len(profiled) == 2

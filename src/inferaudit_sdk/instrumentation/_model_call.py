@@ -186,9 +186,9 @@ def _start_measuring(call: _Call, active: Any, cfg: Any) -> None:
         gpu = _gpu_sampler(device_index)
         if gpu is not None:
             call.gpu = (gpu[0], gpu[1], gpu[0].clock())
-    if cfg.profile_every_n > 0:
+    if cfg.profile_interval > 0:
         state = state_for(active)
-        sampler = _sampler_for(cfg.profile_every_n)
+        sampler = _sampler_for(cfg.profile_interval)
         if not state.profiled and sampler.due():
             prof = guarded("profile.start", sampler.start, device_type == "cuda")
             if prof is None:

@@ -274,7 +274,7 @@ def instrument_model(
         from inferaudit_sdk.samplers import nvml
 
         guarded("nvml.start", nvml.start_sampler)
-        if _settings.get_config().profile_every_n > 0:  # before the server captures graphs
+        if _settings.get_config().profile_interval > 0:  # before the server captures graphs
             guarded("profile.cuda_graphs", _profiler_sampling.prepare_for_cuda_graphs)
     return module
 
