@@ -206,7 +206,8 @@ def hindsight_replay(seq_trace_dir: str | Path, bat_trace_dir: str | Path, max_b
     rep = replay(seq.workload(), observed_marks(seq), curve,
                  Scenario("dynamic", max_batch, replicas=seq.serving_devices), draws=POINT_DRAWS)
     order = np.argsort(bat.arrival_ns, kind="stable")
-    bat_failed = None if bat.errored is None else bat.errored[order]
+    apart = bat.out_of_percentiles()  # failed, or served by a profiled call
+    bat_failed = None if apart is None else apart[order]
     bat_lat = percentile_latencies(bat.latency_ns[order], bat_failed)
     level = None
     if projected_fit and projected_fit.get("coefficients_ns") and len(bat.calls):

@@ -35,6 +35,11 @@ _WALK_KINDS = "(0, 1, 2, 3)"
 # A request that failed: OTel status ERROR, or an error.type. One predicate over the requests
 # view for every reader that keeps failures apart (latency percentiles, routing, the ROI replay).
 ERRORED_SQL = "(COALESCE(status_code, 0) = 2 OR error_type IS NOT NULL)"
+# A request of the ``requests`` view whose latency the percentiles (latency, TTFT, TPOT, queue,
+# model time) are over: it succeeded, and none of its model calls ran under the SDK's profile
+# sampling (a sampled call pays the profiler's start, export and compression on its own path,
+# docs/device-instrumentation.md). Failed and profiled requests still count everywhere else.
+LATENCY_SAMPLE_SQL = f"(NOT {ERRORED_SQL} AND NOT profiled)"
 
 
 def device_key_sql(scope_col: str, device_col: str = "device_id",
@@ -310,12 +315,13 @@ batch_spans AS (
     SELECT b.trace_id, b.span_id,
            COALESCE(b.device_time_ns,
                     CASE WHEN b.device_type = 'cpu' THEN b.cpu_time_ns END,
-                    b.duration_ns) AS device_ns
+                    b.duration_ns) AS device_ns,
+           b.profile_path IS NOT NULL AS profiled
     FROM spans b
     WHERE b.role = '{semconv.ROLE_BATCH}'
 ),
 weighted AS (
-    SELECT m.req_trace_id, m.req_span_id, b.device_ns,
+    SELECT m.req_trace_id, m.req_span_id, b.device_ns, b.profiled,
            COALESCE(c.in_tok, 0) + COALESCE(c.out_tok, 0) AS w,
            SUM(COALESCE(c.in_tok, 0) + COALESCE(c.out_tok, 0))
                OVER (PARTITION BY m.batch_trace_id, m.batch_span_id) AS w_total,
@@ -328,7 +334,8 @@ share AS (
     SELECT req_trace_id, req_span_id,
            SUM(CASE WHEN w_total > 0 THEN device_ns * w / w_total
                     ELSE device_ns / n_members END) AS device_ns,
-           COUNT(*) AS batches
+           COUNT(*) AS batches,
+           SUM(CASE WHEN profiled THEN 1 ELSE 0 END) > 0 AS profiled
     FROM weighted
     GROUP BY req_trace_id, req_span_id
 )
@@ -343,7 +350,8 @@ SELECT c.trace_id, c.span_id, c.request_model, c.route, c.model_tier, c.service_
        c.stream,
        CAST(COALESCE(sh.device_ns, c.own_device_ns) AS BIGINT) AS device_ns,
        COALESCE(sh.batches, 0) AS batches,
-       p.span_id IS NOT NULL AS enclosed
+       p.span_id IS NOT NULL AS enclosed,
+       COALESCE(sh.profiled, FALSE) AS profiled
 FROM request_spans c
 LEFT JOIN server p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
 LEFT JOIN share sh ON sh.req_trace_id = c.trace_id AND sh.req_span_id = c.span_id
@@ -363,7 +371,7 @@ WITH own AS (
            b.batch_size, b.batch_input_tokens, b.padded_tokens, b.batch_output_tokens,
            b.device_time_ns, b.device_type, b.resource_id, b.service_name, b.cpu_time_ns,
            b.h2d_bytes, b.d2h_bytes, b.copy_time_ns, b.pageable_bytes,
-           b.gpu_util, b.gpu_energy_j, b.attributes,
+           b.gpu_util, b.gpu_energy_j, b.attributes, b.profile_path IS NOT NULL AS profiled,
            (SELECT COUNT(*) FROM links l
              WHERE l.trace_id = b.trace_id AND l.span_id = b.span_id) AS members,
            CASE WHEN b.device_type = 'cpu' THEN '{CPU_DEVICE_ID}'
@@ -394,7 +402,7 @@ SELECT b.span_id, b.trace_id, b.request_model, b.start_ns, b.end_ns, b.duration_
        COALESCE(b.own_hw_id, CASE WHEN b.hw_lo = b.hw_hi THEN b.hw_lo END) AS hw_id,
        b.cpu_time_ns, b.device_time_ns IS NOT NULL AS device_time_measured,
        b.h2d_bytes, b.d2h_bytes, b.copy_time_ns, b.pageable_bytes,
-       b.gpu_util, b.gpu_energy_j, b.attributes
+       b.gpu_util, b.gpu_energy_j, b.attributes, b.profiled
 FROM named b
 """
 

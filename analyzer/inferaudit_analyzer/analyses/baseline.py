@@ -47,7 +47,7 @@ from inferaudit_analyzer.analyses.utilization import (
     shares_table,
 )
 from inferaudit_analyzer.cost import CostModel, Scope
-from inferaudit_analyzer.views import ERRORED_SQL
+from inferaudit_analyzer.views import ERRORED_SQL, LATENCY_SAMPLE_SQL
 
 SCOPE_SQL = f"""
 SELECT COUNT(*) AS n,
@@ -55,6 +55,7 @@ SELECT COUNT(*) AS n,
        COUNT(*) FILTER (WHERE cache_hit) AS cache_hits,
        COUNT(*) FILTER (WHERE stream) AS streamed,
        COUNT(*) FILTER (WHERE stream IS NULL) AS stream_unknown,
+       COUNT(*) FILTER (WHERE profiled AND NOT {ERRORED_SQL}) AS profiled,
        COALESCE(SUM(input_tokens), 0) AS input_tokens,
        COALESCE(SUM(output_tokens), 0) AS output_tokens,
        COALESCE(SUM(device_ns), 0) AS device_ns,
@@ -88,7 +89,7 @@ def _scope(con: Any, where: str, params: tuple[Any, ...], window: Window, cost: 
            alpha: float, scope: Scope | None = None) -> dict[str, Any]:
     """One scope's figures; ``scope`` names its rows of the cost usage (None: everything)."""
     row = con.execute(SCOPE_SQL.format(where=where), list(params)).fetchone()
-    n, errors, hits, streamed, unknown, tin, tout, device_ns, latency_ns = (
+    n, errors, hits, streamed, unknown, profiled, tin, tout, device_ns, latency_ns = (
         int(v or 0) for v in row)
     win_s = window.duration_s
     out: dict[str, Any] = {
@@ -99,6 +100,8 @@ def _scope(con: Any, where: str, params: tuple[Any, ...], window: Window, cost: 
         # None, not 0, where none is marked streamed but some carry no stream flag at all
         # (foreign spans often do not): "no streamed requests" would then be a guess.
         "streamed_requests": streamed if streamed or not unknown else None,
+        # successful requests a profiled model call served: out of the latency percentiles
+        "profiled_requests": profiled,
         "input_tokens": tin,
         "output_tokens": tout,
         "throughput_rps": rounded(ratio(n, win_s), 4),
@@ -110,7 +113,7 @@ def _scope(con: Any, where: str, params: tuple[Any, ...], window: Window, cost: 
         "device_s": device_ns / NS_PER_S,
         "concurrency_mean": rounded(ratio(latency_ns, window.duration_ns), 4),
     }
-    ok = f"SELECT * FROM requests {_and(where, f'NOT {ERRORED_SQL}')}"
+    ok = f"SELECT * FROM requests {_and(where, LATENCY_SAMPLE_SQL)}"
     for key, col in METRICS:
         out[key] = _percentiles(con, ok, col, params, alpha)
     out["error_latency_ms"] = _percentiles(
@@ -180,8 +183,9 @@ def _auto_bucket_s(window: Window) -> float:
 # zero-length bucket of its own) in the last bucket.
 BUCKET_EXPR = "LEAST(CAST(FLOOR((arrival_ns - {t0}) / {w}) AS BIGINT), {last})"
 
-# Percentiles over the successful requests, as in the scopes; counts and concurrency over all.
-_OK_LATENCY = f"CASE WHEN NOT {ERRORED_SQL} THEN latency_ns END"
+# Percentiles over the successful, unprofiled requests, as in the scopes; counts and concurrency
+# over all.
+_OK_LATENCY = f"CASE WHEN {LATENCY_SAMPLE_SQL} THEN latency_ns END"
 BUCKET_SQL = f"""
 SELECT {{bucket}} AS bucket,
        COUNT(*) AS n,
@@ -189,7 +193,7 @@ SELECT {{bucket}} AS bucket,
        quantile_disc({_OK_LATENCY}, 0.5) AS p50,
        quantile_disc({_OK_LATENCY}, 0.95) AS p95,
        quantile_disc({_OK_LATENCY}, 0.99) AS p99,
-       quantile_disc(CASE WHEN NOT {ERRORED_SQL} THEN ttft_ns END, 0.5) AS ttft_p50,
+       quantile_disc(CASE WHEN {LATENCY_SAMPLE_SQL} THEN ttft_ns END, 0.5) AS ttft_p50,
        SUM(latency_ns) AS latency_ns
 FROM requests WHERE arrival_ns IS NOT NULL
 GROUP BY bucket ORDER BY bucket
@@ -257,10 +261,10 @@ def time_buckets(con: Any, window: Window, util: Utilization, bucket_s: float | 
         })
     per_bucket = pct.sketch_from_sql(
         con, f"SELECT {bucket_expr} AS bucket, latency_ns FROM requests"
-             f" WHERE arrival_ns IS NOT NULL AND NOT {ERRORED_SQL}",
+             f" WHERE arrival_ns IS NOT NULL AND {LATENCY_SAMPLE_SQL}",
         "latency_ns", alpha=alpha, group_cols=("bucket",))
     merged = pct.merge_all(per_bucket.values(), alpha)
-    whole = pct.sketch_from_sql(con, f"SELECT latency_ns FROM requests WHERE NOT {ERRORED_SQL}",
+    whole = pct.sketch_from_sql(con, f"SELECT latency_ns FROM requests WHERE {LATENCY_SAMPLE_SQL}",
                                 "latency_ns", alpha=alpha).get((), pct.LogHistogram(alpha))
     return {
         "bucket_s": width_s,

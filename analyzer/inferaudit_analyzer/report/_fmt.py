@@ -369,6 +369,8 @@ BASELINE_ROWS = (
     ("latency p50", ("latency_ms", "p50"), ms), ("latency p95", ("latency_ms", "p95"), ms),
     ("latency p99", ("latency_ms", "p99"), ms),
     ("latency of failed requests", "error_latency_ms", failed_latency_text),
+    ("requests a profiled call served (out of the latency percentiles)", "profiled_requests",
+     num),
     ("TTFT (time to first token)", (),
      lambda o: streamed_text(o.get("ttft_ms"), o.get("streamed_requests"))),
     ("time per output token", (),
@@ -388,6 +390,8 @@ BASELINE_ROWS = (
 SHOWN_WHEN_DIFFERENT = {"cost_per_request_served_usd": "cost_per_request_usd"}
 # rows shown only where the figure was measured (no failed request: the errors row says so)
 SHOWN_WHEN_MEASURED = frozenset({"error_latency_ms"})
+# rows shown only where the count is not zero (no profile sampling: nothing to say)
+SHOWN_WHEN_NONZERO = frozenset({"profiled_requests"})
 
 
 def baseline_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
@@ -398,6 +402,8 @@ def baseline_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         if other is not None and ov.get(key) == ov.get(other):
             continue
         if key in SHOWN_WHEN_MEASURED and not _at(ov, key, "n"):
+            continue
+        if key in SHOWN_WHEN_NONZERO and not ov.get(key):
             continue
         out.append((label, fmt(_at(ov, *(key if isinstance(key, tuple) else (key,))))))
     return out + token_cost_rows(ov)

@@ -1,4 +1,5 @@
-"""The few raw series the plots need beyond the JSON report: every successful request's latency.
+"""The few raw series the plots need beyond the JSON report: the latency of every request the
+baseline's percentiles are over (successful, no profiled model call).
 
 Kept to at most :data:`MAX_POINTS` quantiles so a million-request input gives a small report.
 """
@@ -9,16 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from inferaudit_analyzer.views import ERRORED_SQL
+from inferaudit_analyzer.views import LATENCY_SAMPLE_SQL
 
 MAX_POINTS = 400
 
 
 def plot_data(con: Any) -> dict[str, Any]:
     """``{"latency_ms_quantiles": [[q, ms], ...], "requests": n}`` from the requests view: the
-    successful requests, as the baseline's latency percentiles are."""
+    requests the baseline's latency percentiles are over (views.LATENCY_SAMPLE_SQL)."""
     rows = con.execute(  # np.quantile sorts
-        f"SELECT latency_ns FROM requests WHERE latency_ns IS NOT NULL AND NOT {ERRORED_SQL}"
+        f"SELECT latency_ns FROM requests WHERE latency_ns IS NOT NULL AND {LATENCY_SAMPLE_SQL}"
     ).fetchall()
     lat = np.asarray([r[0] for r in rows], dtype=np.float64) / 1e6
     if not lat.size:

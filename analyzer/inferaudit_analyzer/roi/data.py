@@ -23,7 +23,7 @@ REQUESTS_SQL = f"""
 SELECT arrival_ns, COALESCE(input_tokens, 0), COALESCE(output_tokens, 1), latency_ns,
        {MODEL_EXPR}, COALESCE(fp_key_id, '') || ':' || COALESCE(prompt_fp, ''),
        prompt_fp IS NOT NULL, COALESCE(cache_hit, FALSE), COALESCE(device_ns, 0), model_ns,
-       {ERRORED_SQL}
+       {ERRORED_SQL}, profiled
 FROM requests
 WHERE arrival_ns IS NOT NULL AND latency_ns IS NOT NULL
 ORDER BY arrival_ns
@@ -45,13 +45,13 @@ SELECT b.start_ns, b.duration_ns, b.device_ns,
        MIN(r.start_ns) AS first_member_ns, b.end_ns, b.resource_id,
        ANY_VALUE(CASE WHEN b.device_type = 'cpu' THEN NULL
                       ELSE COALESCE(b.hw_id, {DEVICE_ID_EXPR}) END) AS device_id,
-       MIN(r.in_tok) AS in_min
+       MIN(r.in_tok) AS in_min, b.profiled
 FROM batches b
 LEFT JOIN batch_members m ON m.batch_trace_id = b.trace_id AND m.batch_span_id = b.span_id
 LEFT JOIN request_spans r ON r.trace_id = m.req_trace_id AND r.span_id = m.req_span_id
 GROUP BY b.trace_id, b.span_id, b.start_ns, b.duration_ns, b.device_ns, b.batch_size, b.members,
          b.padded_tokens, b.input_tokens, b.output_tokens, b.request_model, b.end_ns,
-         b.resource_id, b.device_id, b.hw_id
+         b.resource_id, b.device_id, b.hw_id, b.profiled
 ORDER BY b.start_ns
 """
 
@@ -80,6 +80,17 @@ class Observed:
     # resource id -> devices it served from (its _held figure); empty without batch spans
     serving_by_resource: dict[Any, int] = field(default_factory=dict)
     errored: np.ndarray | None = None  # bool: the request failed (views.ERRORED_SQL)
+    # bool: a profiled model call served the request (its latency pays the profiler)
+    profiled: np.ndarray | None = None
+
+    def out_of_percentiles(self) -> np.ndarray | None:
+        """Per request, True where its latency is left out of every percentile (failed, or
+        served by a profiled call: views.LATENCY_SAMPLE_SQL, as the baseline's); None: none."""
+        masks = [m.astype(bool) for m in (self.errored, self.profiled) if m is not None]
+        if not masks:
+            return None
+        out = np.logical_or.reduce(masks)
+        return out if out.any() else None
 
     def overlap_share(self) -> float:
         """Share of requests that arrive while an earlier one is still being served."""
@@ -273,7 +284,11 @@ def observe(con: Any) -> Observed:
         ragged = None
     dur = col(cl, 1)
     dev = np.asarray([r[2] if r[2] is not None else r[1] for r in cl], dtype=np.float64)
-    calls = CallPoints.of(batch, in_max, out_max, dur, idle, ragged)
+    # A profiled call's span holds the profiler's start, export and compression: no point of
+    # the service-time curve (CallPoints.of drops a NaN duration).
+    profiled_call = np.asarray([not from_requests and bool(r[15]) for r in cl], dtype=bool)
+    fit_dur = np.where(profiled_call, np.nan, dur)
+    calls = CallPoints.of(batch, in_max, out_max, fit_dur, idle, ragged)
     ok = (np.isfinite(batch) & np.isfinite(in_max) & np.isfinite(out_max) & np.isfinite(dur)
           & (batch >= 1) & (dur > 0)) if cl else np.zeros(0, dtype=bool)
     return Observed(
@@ -285,4 +300,5 @@ def observe(con: Any) -> Observed:
         call_model=col(cl, 9, object)[ok] if cl else np.zeros(0, dtype=object),
         call_gap_ns=gap_ns, call_gap_samples=gap_n, calls_from_requests=from_requests,
         serving_devices=servers, serving_by_resource=by_res, errored=col(rq, 10, bool),
+        profiled=col(rq, 11, bool),
     )

@@ -176,8 +176,9 @@ def roi_section(con: Any, report: dict[str, Any], knobs: Knobs, *,
     # The measured p95 is the audited host's: at another speed there is none to keep or to
     # check the replay against, so the SLO falls back to the replayed baseline. It is taken
     # over the requests the replay's percentiles are (project.percentile_latencies: the
-    # successful ones, cache hits included; failures apart, as the report's baseline p95).
-    measured_p95 = (latency_quantile(obs.latency_ns, obs.errored, 0.95) / 1e6
+    # successful ones, cache hits included; failures and profiled calls' requests apart, as the
+    # report's baseline p95).
+    measured_p95 = (latency_quantile(obs.latency_ns, obs.out_of_percentiles(), 0.95) / 1e6
                     if scale == 1.0 else None)
     findings = report.get("findings", [])
     inp = RoiInputs(calls, cal_pts, obs.workload(), observed_marks(obs, _largest_model(findings)),

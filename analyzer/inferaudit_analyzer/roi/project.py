@@ -279,8 +279,9 @@ def observed_marks(obs: Observed, largest_model: str | None = None) -> np.ndarra
     """The requests' marks in the workload's (arrival-sorted) order: exact repeats, on
     ``largest_model`` (every request when None), the measured latency of those that took no
     model work (the server's cache answered them, or they failed before any model call ran: a
-    timeout or a rejected request replayed as a full call would invent load), and which failed
-    (kept out of every latency percentile, with or without a model call)."""
+    timeout or a rejected request replayed as a full call would invent load), and which are
+    kept out of every latency percentile: the failed (with or without a model call) and those a
+    profiled call served (replayed as work, at the curve's time, but not measured)."""
     order = np.argsort(obs.arrival_ns, kind="stable")
     routable = None if largest_model is None else obs.model == largest_model
     failed = np.zeros(obs.n, dtype=bool) if obs.errored is None else obs.errored.astype(bool)
@@ -288,5 +289,7 @@ def observed_marks(obs: Observed, largest_model: str | None = None) -> np.ndarra
     if not obs.calls_from_requests:  # else no call says whether one ran
         no_work |= failed & ~(obs.device_ns > 0)
     served = np.where(no_work, obs.latency_ns, np.nan)
-    m = marks(obs.n, obs.exact_repeats(), routable, served, failed)
+    apart = obs.out_of_percentiles()  # failed, or served by a profiled call
+    m = marks(obs.n, obs.exact_repeats(), routable, served,
+              failed if apart is None else apart)
     return m[order]

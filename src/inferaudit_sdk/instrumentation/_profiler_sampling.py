@@ -13,8 +13,8 @@ the real traces in ``shared/traces`` use. With CUDA activity it counts GPU kerne
 
 Cost: a sampled call is slower (profiler start, trace export and compression all happen on
 that call's path, at span end). That is why sampling is off by default in production and the
-span says it was profiled (its trace path); the analyzer leaves profiled calls out of latency
-statistics.
+span says it was profiled (its trace path); the analyzer leaves the requests profiled calls
+served out of its latency percentiles, and those calls out of its service-time fit.
 """
 
 from __future__ import annotations
