@@ -23,12 +23,15 @@ class ActiveSpan:
     """One request or batch span plus what is being accumulated for it. Not thread-safe by
     itself: one ActiveSpan belongs to one logical task (thread or asyncio task)."""
 
-    __slots__ = ("_deferred", "_totals", "attributes", "recording", "role", "span")
+    __slots__ = ("_deferred", "_totals", "attributes", "end_span", "recording", "role", "span")
 
     def __init__(self, span: Span, role: str, recording: bool) -> None:
         self.span = span
         self.role = role
         self.recording = recording
+        # Ends the span in place of ``span.end()``, given the end time in ns (the profile
+        # exporter ends a sampled call's span once its trace is written, off the call's path).
+        self.end_span: Callable[[int], None] | None = None
         # Attributes set by record()/wrappers, written in one call at finish.
         self.attributes: dict[str, Any] = {}
         self._totals: dict[str, float] = {}

@@ -17,6 +17,7 @@ on the span and re-raised unchanged.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from time import time_ns
 from typing import Any
 
 from opentelemetry.trace import INVALID_SPAN, Link, SpanContext
@@ -189,7 +190,11 @@ def close_batch(state: ActiveSpan, token: Any, atoken: Any, exc: BaseException |
             except Exception as fault:
                 swallow("batch.flush", fault)
     try:
-        state.span.end()
+        end_span = state.end_span
+        if end_span is None:
+            state.span.end()
+        else:
+            end_span(time_ns())
     except Exception as fault:
         swallow("batch.end", fault)
 

@@ -17,6 +17,7 @@ from inferaudit_sdk.instrumentation._profiler_sampling import (
     BASIS_CPU_OP,
     BASIS_KERNEL,
     ProfileSampler,
+    drain,
     summarize_chrome_trace,
 )
 
@@ -24,8 +25,12 @@ SHARED_TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "traces"
 
 
 def batch_spans(exporter):
-    return [s for s in exporter.get_finished_spans()
-            if s.attributes.get(semconv.SPAN_ROLE) == semconv.ROLE_BATCH]
+    """The batch spans in the order their calls started, once every sampled call's trace is
+    written (their spans end on the export worker)."""
+    assert drain(10.0)
+    return sorted((s for s in exporter.get_finished_spans()
+                   if s.attributes.get(semconv.SPAN_ROLE) == semconv.ROLE_BATCH),
+                  key=lambda s: s.start_time)
 
 
 def test_every_nth_call_is_profiled_and_its_trace_kept(spans, config, tiny_gpt2, tmp_path):
@@ -282,8 +287,67 @@ def test_audit_mode_profiles_model_calls_at_its_default_interval(spans, config, 
     try:
         for _ in range(6):
             mlp(torch.randn(2, 16))
+            drain(10.0)  # a call due while a trace is still being written is not profiled
     finally:
         uninstrument_model(mlp)
-    profiled = [s for s in spans.get_finished_spans()
-                if semconv.PROFILE_TRACE_PATH in (s.attributes or {})]
+    profiled = [s for s in batch_spans(spans) if semconv.PROFILE_TRACE_PATH in s.attributes]
     assert len(profiled) == 2
+
+
+
+def test_a_sampled_call_returns_before_its_trace_is_written(spans, config, mlp, monkeypatch):
+    # the trace's export, summary and compression run on the export worker: the call and its
+    # span's end time do not wait for them; the span ends (is exported) once they are done
+    import threading
+    import time
+
+    from inferaudit_sdk.instrumentation import _profiler_sampling
+
+    gate = threading.Event()
+    real_export = _profiler_sampling.export
+
+    def slow_export(*args):
+        gate.wait(10.0)
+        return real_export(*args)
+
+    monkeypatch.setattr(_profiler_sampling, "export", slow_export)
+    config(profile_every_n=1)
+    instrument_model(mlp, model="mlp")
+    try:
+        mlp(torch.randn(2, 16))
+        returned_ns = time.time_ns()
+        assert batch_spans_now(spans) == []  # still being written: not ended yet
+        assert not drain(0.05)
+        gate.set()
+        (span,) = batch_spans(spans)
+    finally:
+        gate.set()
+        uninstrument_model(mlp)
+    assert span.end_time <= returned_ns  # the block's end, not the export's
+    assert semconv.PROFILE_TRACE_PATH in span.attributes
+    assert [e.name for e in span.events] == [semconv.EVENT_PROFILE_SUMMARY]
+
+
+def test_the_pipeline_flush_waits_for_sampled_calls(tmp_path, mlp):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import inferaudit_sdk as ia
+
+    # the application's own provider: no global one is installed for the tests after this
+    handle = ia.configure(tracer_provider=TracerProvider(), trace_dir=str(tmp_path),
+                          exporters=("file",), nvml_enabled=False, profile_every_n=1)
+    try:
+        instrument_model(mlp, model="mlp")
+        mlp(torch.randn(2, 16))
+        uninstrument_model(mlp)
+        assert handle.force_flush(10.0)
+        assert drain(0.0)  # nothing left once the flush returned
+        lines = "".join(p.read_text() for p in tmp_path.glob("traces-*.jsonl"))
+        assert semconv.PROFILE_TRACE_PATH in lines
+    finally:
+        ia.shutdown()
+
+
+def batch_spans_now(exporter):
+    return [s for s in exporter.get_finished_spans()
+            if s.attributes.get(semconv.SPAN_ROLE) == semconv.ROLE_BATCH]

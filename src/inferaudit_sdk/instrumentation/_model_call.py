@@ -199,15 +199,15 @@ def _start_measuring(call: _Call, active: Any, cfg: Any) -> None:
 
 
 def _finish_profile(call: _Call, active: Any) -> None:
+    """Stop the profiler on the call's path; its trace is written, summarised and put on the
+    span by the export worker once the span's block ends (``_prof.export_later``)."""
     sampler, prof, trace_dir = call.prof
     try:
         _prof.stop(prof)
-        span_id = format(active.span.get_span_context().span_id, "016x")
-        rel, summary = _prof.export(prof, trace_dir, span_id)
-        active.set(semconv.PROFILE_TRACE_PATH, rel)
-        active.span.add_event(semconv.EVENT_PROFILE_SUMMARY, attributes=summary)
-    finally:
+    except BaseException:
         sampler.release()
+        raise
+    active.end_span = _prof.export_later(prof, sampler, trace_dir, active.span)
 
 
 def end(call: _Call, result: Any, exc: BaseException | None) -> None:

@@ -121,8 +121,8 @@ class AuditHandle:
         sink fsyncs. Returns False if something did not finish in ``timeout_s``. Never raises."""
         if self._shut:
             return False
-        ok = True
         deadline = time.monotonic() + max(0.0, timeout_s)
+        ok = _drain_profiles(deadline)
         for proc in self.processors:
             try:
                 timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
@@ -156,6 +156,7 @@ class AuditHandle:
         def remaining_ms() -> int:
             return max(0, int((spans_deadline - time.monotonic()) * 1000))
 
+        _drain_profiles(spans_deadline)  # sampled calls' spans end once their traces are out
         _detach_processors(self.tracer_provider, self.processors)
         self._unbind_sdk_instruments()
         # The local file first: it finishes in milliseconds, and must not wait behind OTLP.
@@ -472,6 +473,18 @@ def build(
     if set_global:
         atexit.register(handle.shutdown)
     return handle
+
+
+def _drain_profiles(deadline: float) -> bool:
+    """Wait (until ``deadline``, monotonic s) for the profile export worker: the spans of
+    sampled model calls end there. True when nothing is left; never raises."""
+    try:
+        from inferaudit_sdk.instrumentation import _profiler_sampling
+
+        return _profiler_sampling.drain(max(0.0, deadline - time.monotonic()))
+    except Exception:
+        _logger.exception("inferaudit: waiting for the profile exports failed")
+        return False
 
 
 def _add_processors(tp: trace_api.TracerProvider, processors: list[SpanProcessor]) -> None:
