@@ -236,3 +236,14 @@ def test_cpu_calls_on_a_gpu_host_are_not_one_more_device(gpu_hw):
     assert util.devices == 1
     assert util.busy_ns <= WINDOW
     assert util.ratio == pytest.approx(20 * 94 * MS / WINDOW)
+
+
+@pytest.mark.parametrize("gpu_hw", [GPU_A, None])
+def test_cpu_calls_on_a_gpu_host_are_not_a_device_of_the_concurrency_sweep(gpu_hw):
+    # the CPU calls' own key was a second device whose requests waited 96 of every 100 ms with
+    # it idle: idle-while-waiting read 0.53 and a false idle_device_while_waiting followed
+    _, conc = _measure(_gpu_with_cpu_calls(gpu_hw))
+    assert conc.swept_devices == 1
+    # on the GPU, each request waits 10 of its 100 ms with the GPU idle (its CPU-side step
+    # and the gap): 0.1 of the time requests were in flight there
+    assert conc.idle_while_waiting_ratio == pytest.approx(0.1, abs=0.01)

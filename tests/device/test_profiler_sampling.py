@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -241,6 +242,10 @@ def test_instrument_model_prepares_for_cuda_graphs_only_when_profiling_on_cuda(
     monkeypatch.setattr(torch_instr, "_cuda_available", lambda: True)
     instrument_model(model)
     uninstrument_model(model)
+    assert recorded_sessions == []  # the model is on the CPU: no CUDA context made for it
+    monkeypatch.setattr(torch_instr, "_on_cuda", lambda spec: True)
+    instrument_model(model)
+    uninstrument_model(model)
     assert recorded_sessions == [("CPU", "CUDA")]
     assert _profiler_sampling._cuda_graphs_prepared
 
@@ -351,3 +356,101 @@ def test_the_pipeline_flush_waits_for_sampled_calls(tmp_path, mlp):
 def batch_spans_now(exporter):
     return [s for s in exporter.get_finished_spans()
             if s.attributes.get(semconv.SPAN_ROLE) == semconv.ROLE_BATCH]
+
+
+def test_a_block_that_ends_before_its_sampled_call_still_gets_the_trace(spans, config):
+    # a call in a copied context can outlive its ia.batch block (a cancelled task whose thread
+    # runs on): the span ends, with the block's end time, once the call stops its profiler,
+    # and the sampler is free again (it stayed busy: profiling was off for the process)
+    import contextvars
+    import threading
+
+    import inferaudit_sdk as ia
+    from inferaudit_sdk.instrumentation import _model_call
+
+    started, release = threading.Event(), threading.Event()
+
+    class Held(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(16, 4)
+
+        def forward(self, x):
+            started.set()
+            release.wait(10.0)
+            return self.lin(x)
+
+    config(profile_every_n=1)
+    model = instrument_model(Held(), model="held")
+    try:
+        with ia.batch(model="held"):
+            ctx = contextvars.copy_context()
+            worker = threading.Thread(target=ctx.run, args=(model, torch.randn(2, 16)))
+            worker.start()
+            assert started.wait(10.0)
+        block_end = time.time_ns()
+        release.set()
+        worker.join(10.0)
+        (span,) = batch_spans(spans)
+        assert span.end_time <= block_end
+        assert semconv.PROFILE_TRACE_PATH in span.attributes
+        assert not _model_call._sampler_for(1)._busy
+    finally:
+        release.set()
+        uninstrument_model(model)
+
+
+def test_an_ended_span_gets_no_profile(spans, config, mlp):
+    import contextvars
+
+    import inferaudit_sdk as ia
+    from inferaudit_sdk.instrumentation import _model_call
+
+    config(profile_every_n=1)
+    instrument_model(mlp, model="mlp")
+    try:
+        with ia.batch(model="mlp"):
+            ctx = contextvars.copy_context()
+        ctx.run(mlp, torch.randn(2, 16))  # joins the closed block's (ended) span
+        (span,) = batch_spans(spans)
+        assert semconv.PROFILE_TRACE_PATH not in span.attributes
+        assert not _model_call._sampler_for(1)._busy
+    finally:
+        uninstrument_model(mlp)
+
+
+def test_a_forked_child_has_its_own_sampler_and_export_worker():
+    from inferaudit_sdk.instrumentation import _model_call, _profiler_sampling
+
+    parent = _model_call._sampler_for(5)
+    parent._busy = True  # a trace the parent's worker is still writing
+    worker = _profiler_sampling._worker
+    try:
+        _model_call._new_profile_sampler()
+        _profiler_sampling._new_worker()
+        assert _model_call._sampler_for(5) is not parent
+        assert not _model_call._sampler_for(5)._busy
+        assert _profiler_sampling._worker is not worker
+    finally:
+        parent._busy = False
+
+
+def test_flushing_the_applications_own_provider_waits_for_sampled_calls(tmp_path, mlp):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import inferaudit_sdk as ia
+    from inferaudit_sdk.instrumentation import _profiler_sampling
+
+    app_tp = TracerProvider()
+    ia.configure(tracer_provider=app_tp, trace_dir=str(tmp_path), exporters=("file",),
+                 nvml_enabled=False, profile_every_n=1)
+    try:
+        instrument_model(mlp, model="mlp")
+        mlp(torch.randn(2, 16))
+        uninstrument_model(mlp)
+        assert app_tp.force_flush(10_000)  # the application's flush, not ours
+        lines = "".join(p.read_text() for p in tmp_path.glob("traces-*.jsonl"))
+        assert semconv.PROFILE_TRACE_PATH in lines
+        assert _profiler_sampling._exit_hook  # and at exit, before the providers' own hooks
+    finally:
+        ia.shutdown()

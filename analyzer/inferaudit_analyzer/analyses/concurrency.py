@@ -29,7 +29,7 @@ from typing import Any
 from inferaudit_analyzer import thresholds as th
 from inferaudit_analyzer.analyses._common import ratio, rounded
 from inferaudit_analyzer.findings import Finding
-from inferaudit_analyzer.views import device_key_sql
+from inferaudit_analyzer.views import CPU_DEVICE_ID, device_key_sql
 
 SWEEP_SQL = """
 WITH ev AS (
@@ -68,16 +68,25 @@ FROM run WHERE len IS NOT NULL
 # request-time on a busy device, time some of its requests were in flight, and of that the time
 # it ran no call; ``devices``: how many were swept.
 DEVICE_SWEEP_SQL = f"""
-WITH rq AS (
+WITH dev AS (
+    -- a process's CPU calls are not a device beside its accelerator (as in utilisation): on
+    -- its GPU, a request waiting through one is waiting with that GPU idle
+    SELECT * FROM batches b
+    WHERE b.device_id <> '{CPU_DEVICE_ID}' OR NOT EXISTS (
+        SELECT 1 FROM batches g
+        WHERE g.resource_id IS NOT DISTINCT FROM b.resource_id
+          AND g.device_id <> '{CPU_DEVICE_ID}')
+),
+rq AS (
     SELECT DISTINCT {device_key_sql("b.resource_id", "b.device_id", "b.hw_id")} AS k,
            q.trace_id, q.span_id, q.arrival_ns, q.end_ns
     FROM batch_members m
-    JOIN batches b ON b.trace_id = m.batch_trace_id AND b.span_id = m.batch_span_id
+    JOIN dev b ON b.trace_id = m.batch_trace_id AND b.span_id = m.batch_span_id
     JOIN requests q ON q.trace_id = m.req_trace_id AND q.span_id = m.req_span_id
     WHERE q.arrival_ns IS NOT NULL AND q.end_ns IS NOT NULL
 ),
 bk AS (
-    SELECT {device_key_sql("resource_id")} AS k, start_ns, end_ns FROM batches
+    SELECT {device_key_sql("resource_id")} AS k, start_ns, end_ns FROM dev
     WHERE start_ns IS NOT NULL AND end_ns IS NOT NULL
 ),
 ev AS (

@@ -13,7 +13,9 @@ go straight through. Every step is guarded: a fault is counted, never raised int
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from time import time_ns
 from typing import Any
 
 from inferaudit_sdk import _active, _batch, _settings, semconv
@@ -91,6 +93,18 @@ def device_of(spec: Any) -> tuple[str, int | None]:
 
 _profile_lock = threading.Lock()
 _profile_sampler: tuple[int, _prof.ProfileSampler] | None = None
+
+
+def _new_profile_sampler() -> None:
+    """A forked child starts with a sampler of its own: the parent's may be busy with a trace
+    that only the parent's export worker would release."""
+    global _profile_lock, _profile_sampler
+    _profile_lock = threading.Lock()
+    _profile_sampler = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_profile_sampler)
 
 
 def _sampler_for(every_n: int) -> _prof.ProfileSampler:
@@ -190,24 +204,33 @@ def _start_measuring(call: _Call, active: Any, cfg: Any) -> None:
         state = state_for(active)
         sampler = _sampler_for(cfg.profile_interval)
         if not state.profiled and sampler.due():
-            prof = guarded("profile.start", sampler.start, device_type == "cuda")
+            span = active.span
+            # a call in a copied context can outlive its block: no profile for an ended span
+            prof = (guarded("profile.start", sampler.start, device_type == "cuda")
+                    if span.is_recording() else None)
             if prof is None:
                 sampler.release()
             else:
-                call.prof = (sampler, prof, cfg.trace_dir)
+                # the span now ends through its SpanEnd: once both its block has ended and
+                # this call has stopped the profiler, whichever comes first
+                span_end = active.end_span = _prof.SpanEnd(span)
+                if not span.is_recording():  # its block ended just now, without seeing it
+                    span_end(time_ns())
+                call.prof = (sampler, prof, cfg.trace_dir, span_end)
                 state.profiled = True
 
 
-def _finish_profile(call: _Call, active: Any) -> None:
+def _finish_profile(call: _Call) -> None:
     """Stop the profiler on the call's path; its trace is written, summarised and put on the
-    span by the export worker once the span's block ends (``_prof.export_later``)."""
-    sampler, prof, trace_dir = call.prof
+    span by the export worker (``_prof.SpanEnd``)."""
+    sampler, prof, trace_dir, span_end = call.prof
     try:
         _prof.stop(prof)
     except BaseException:
         sampler.release()
+        span_end.stopped(None, sampler, trace_dir)
         raise
-    active.end_span = _prof.export_later(prof, sampler, trace_dir, active.span)
+    span_end.stopped(prof, sampler, trace_dir)
 
 
 def end(call: _Call, result: Any, exc: BaseException | None) -> None:
@@ -223,7 +246,7 @@ def end(call: _Call, result: Any, exc: BaseException | None) -> None:
         if call.gpu is not None:
             call.gpu = (*call.gpu[:3], call.gpu[0].clock())
         if call.prof is not None:
-            guarded("profile.finish", _finish_profile, call, active)
+            guarded("profile.finish", _finish_profile, call)
         if active is not None and active.recording:
             _account(call, active, result, exc)
     finally:

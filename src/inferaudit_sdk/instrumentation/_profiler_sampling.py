@@ -20,6 +20,7 @@ served out of its latency percentiles, and those calls out of its service-time f
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gzip
 import json
@@ -28,7 +29,6 @@ import shutil
 import tempfile
 import threading
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,24 +138,28 @@ def stop(prof: Any) -> None:
 class _Job:
     __slots__ = ("end_ns", "prof", "sampler", "span", "trace_dir")
 
-    def __init__(self, prof: Any, sampler: ProfileSampler, trace_dir: str, span: Any,
-                 end_ns: int) -> None:
+    def __init__(self, prof: Any, sampler: ProfileSampler, trace_dir: str, span: Any) -> None:
         self.prof, self.sampler, self.trace_dir = prof, sampler, trace_dir
-        self.span, self.end_ns = span, end_ns
+        self.span = span
+        self.end_ns: int | None = None  # the span's block's end, set before it is submitted
 
     def run(self) -> None:
         """Write the trace, put its path and summary on the span, end the span at the time
         its block ended. The sampler is released last: one profiler's results at a time."""
+        # ended already only where its block closed as the profile started (SpanEnd's race)
+        live = self.span.is_recording()
         try:
             span_id = format(self.span.get_span_context().span_id, "016x")
             rel, summary = export(self.prof, self.trace_dir, span_id)
-            self.span.set_attribute(semconv.PROFILE_TRACE_PATH, rel)
-            self.span.add_event(semconv.EVENT_PROFILE_SUMMARY, attributes=summary)
+            if live:
+                self.span.set_attribute(semconv.PROFILE_TRACE_PATH, rel)
+                self.span.add_event(semconv.EVENT_PROFILE_SUMMARY, attributes=summary)
         except Exception as exc:
             swallow("profile.export", exc)
         finally:
             try:
-                self.span.end(end_time=self.end_ns)
+                if live:
+                    self.span.end(end_time=self.end_ns)
             except Exception as exc:
                 swallow("profile.export", exc)
             self.sampler.release()
@@ -178,6 +182,7 @@ class ExportWorker:
         self._thread: threading.Thread | None = None
 
     def submit(self, job: _Job) -> None:
+        _drain_at_exit()
         with self._cond:
             if not self._ensure_thread():
                 inline = True
@@ -215,12 +220,31 @@ class ExportWorker:
                     self._cond.notify_all()
 
     def drain(self, timeout_s: float | None = None) -> bool:
-        """Wait until every submitted trace is written and its span ended; False on timeout."""
+        """Wait until every submitted trace is written and its span ended; False on timeout
+        (and at once on the worker's own thread: a span it ends may flush the pipeline)."""
+        if threading.current_thread() is self._thread:
+            return False
         with self._cond:
             return self._cond.wait_for(lambda: self._pending <= 0, timeout_s)
 
 
 _worker = ExportWorker()
+
+
+_exit_hook = False
+# How long the exit hook waits for traces still being written.
+EXIT_DRAIN_S = 10.0
+
+
+def _drain_at_exit() -> None:
+    """Registered on the first submit, so it runs before the providers' own exit hooks
+    (registered earlier: atexit runs the last first): a sampled span still being written is
+    ended and reaches them, also where the application built its provider without
+    ``configure()``."""
+    global _exit_hook
+    if not _exit_hook:
+        _exit_hook = True
+        atexit.register(drain, EXIT_DRAIN_S)
 
 
 def _new_worker() -> None:
@@ -232,15 +256,46 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_worker)
 
 
-def export_later(prof: Any, sampler: ProfileSampler, trace_dir: str, span: Any
-                 ) -> Callable[[int], None]:
-    """What ends a sampled call's span (``ActiveSpan.end_span``): hands its stopped profiler
-    to the export worker, with the time the span's block ended."""
+class SpanEnd:
+    """Ends a sampled call's span (``ActiveSpan.end_span``, set when its profiler starts) once
+    both have happened, in either order: the span's block ended (``close_batch`` calls it
+    with the end time) and the call stopped its profiler (:meth:`stopped`). The trace then
+    goes to the export worker, which ends the span; without a trace (the stop failed) the
+    span ends at once. A block can end first: a call in a copied context that outlives it."""
 
-    def end_span(end_ns: int) -> None:
-        _worker.submit(_Job(prof, sampler, trace_dir, span, end_ns))
+    __slots__ = ("_end_ns", "_job", "_lock", "_span", "_stopped")
 
-    return end_span
+    def __init__(self, span: Any) -> None:
+        self._lock = threading.Lock()
+        self._span = span
+        self._end_ns: int | None = None
+        self._job: _Job | None = None
+        self._stopped = False
+
+    def __call__(self, end_ns: int) -> None:
+        with self._lock:
+            if self._end_ns is not None:
+                return
+            self._end_ns = end_ns
+            job, stopped = self._job, self._stopped
+        if stopped:
+            self._finish(job, end_ns)
+
+    def stopped(self, prof: Any | None, sampler: ProfileSampler, trace_dir: str) -> None:
+        """The call stopped its profiler (``prof``; None where stopping failed)."""
+        job = None if prof is None else _Job(prof, sampler, trace_dir, self._span)
+        with self._lock:
+            self._stopped, self._job = True, job
+            end_ns = self._end_ns
+        if end_ns is not None:
+            self._finish(job, end_ns)
+
+    def _finish(self, job: _Job | None, end_ns: int) -> None:
+        if job is not None:
+            job.end_ns = end_ns
+            _worker.submit(job)
+        elif self._span.is_recording():
+            self._span.end(end_time=end_ns)
 
 
 def drain(timeout_s: float | None = None) -> bool:

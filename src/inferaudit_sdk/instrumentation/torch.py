@@ -274,7 +274,10 @@ def instrument_model(
         from inferaudit_sdk.samplers import nvml
 
         guarded("nvml.start", nvml.start_sampler)
-        if _settings.get_config().profile_interval > 0:  # before the server captures graphs
+        # Before the server captures graphs; only for a model already on the GPU, so that the
+        # profiler's session creates no CUDA context that a pre-forking server's workers would
+        # inherit (they could not use CUDA then).
+        if _settings.get_config().profile_interval > 0 and _on_cuda(spec):
             guarded("profile.cuda_graphs", _profiler_sampling.prepare_for_cuda_graphs)
     return module
 
@@ -342,6 +345,12 @@ def _cuda_available() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def _on_cuda(spec: _Spec) -> bool:
+    """Whether the module's parameters (or buffers) are on a CUDA device now."""
+    device = guarded("torch.device", _model_call.device_of, spec)
+    return device is not None and device[0] == "cuda"
 
 
 def _other_accelerator() -> bool:

@@ -46,6 +46,19 @@ _SAMPLED = TraceFlags.SAMPLED
 _logger = logging.getLogger("inferaudit_sdk")
 
 
+def _drain_profiles(deadline: float) -> bool:
+    """Wait (until ``deadline``, monotonic s) for the profile export worker, where the spans of
+    sampled model calls end (also when the application flushes its own provider). Never
+    raises."""
+    try:
+        from inferaudit_sdk.instrumentation import _profiler_sampling
+
+        return _profiler_sampling.drain(max(0.0, deadline - time.monotonic()))
+    except Exception:
+        _logger.exception("inferaudit: waiting for the profile exports failed")
+        return False
+
+
 class CountingBatchSpanProcessor(SpanProcessor):
     """Batching processor with counted drops and optional bounded backpressure.
 
@@ -198,6 +211,7 @@ class CountingBatchSpanProcessor(SpanProcessor):
         if self._shutdown or not self._worker.is_alive():
             return False
         deadline = time.monotonic() + max(0, timeout_millis) / 1000
+        _drain_profiles(deadline)  # sampled calls' spans end once their traces are written
         done = threading.Event()
         with self._flush_lock:
             self._flush_requests.append(done)
@@ -220,8 +234,9 @@ class CountingBatchSpanProcessor(SpanProcessor):
         retries) and whatever is still queued is counted as dropped. Idempotent."""
         if self._shutdown:
             return
-        self._shutdown = True
         deadline = time.monotonic() + max(0, timeout_millis) / 1000
+        _drain_profiles(deadline)  # before the queue closes: those spans end into it
+        self._shutdown = True
         self._wake.set()
         with self._space:
             self._space.notify_all()

@@ -51,7 +51,7 @@ from inferaudit_sdk.sdk.exporters import (
     make_span_exporter,
     resolve_exporters,
 )
-from inferaudit_sdk.sdk.processors import CountingBatchSpanProcessor
+from inferaudit_sdk.sdk.processors import CountingBatchSpanProcessor, _drain_profiles
 from inferaudit_sdk.sdk.resource import build_resource
 
 _logger = logging.getLogger("inferaudit_sdk")
@@ -473,18 +473,6 @@ def build(
     if set_global:
         atexit.register(handle.shutdown)
     return handle
-
-
-def _drain_profiles(deadline: float) -> bool:
-    """Wait (until ``deadline``, monotonic s) for the profile export worker: the spans of
-    sampled model calls end there. True when nothing is left; never raises."""
-    try:
-        from inferaudit_sdk.instrumentation import _profiler_sampling
-
-        return _profiler_sampling.drain(max(0.0, deadline - time.monotonic()))
-    except Exception:
-        _logger.exception("inferaudit: waiting for the profile exports failed")
-        return False
 
 
 def _add_processors(tp: trace_api.TracerProvider, processors: list[SpanProcessor]) -> None:
