@@ -189,6 +189,9 @@ def close_batch(state: ActiveSpan, token: Any, atoken: Any, exc: BaseException |
                 state.finish_attributes()
             except Exception as fault:
                 swallow("batch.flush", fault)
+        # Written: a call still running in a context copied from the block (a task that
+        # outlives it) adds nothing more, and leaves no device state behind unresolved.
+        state.recording = False
     try:
         end_span = state.end_span
         if end_span is None:

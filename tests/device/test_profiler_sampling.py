@@ -454,3 +454,19 @@ def test_flushing_the_applications_own_provider_waits_for_sampled_calls(tmp_path
         assert _profiler_sampling._exit_hook  # and at exit, before the providers' own hooks
     finally:
         ia.shutdown()
+
+
+def test_a_call_joining_an_ended_block_leaves_no_device_state(spans, config, mlp):
+    import contextvars
+
+    import inferaudit_sdk as ia
+    from inferaudit_sdk.instrumentation import _span_state
+
+    instrument_model(mlp, model="mlp")
+    try:
+        with ia.batch(model="mlp"):
+            ctx = contextvars.copy_context()
+        ctx.run(mlp, torch.randn(2, 16))
+        assert _span_state.pending_count() == 0  # nothing deferred on a span that has ended
+    finally:
+        uninstrument_model(mlp)
