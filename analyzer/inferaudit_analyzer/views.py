@@ -35,6 +35,10 @@ _WALK_KINDS = "(0, 1, 2, 3)"
 # A request that failed: OTel status ERROR, or an error.type. One predicate over the requests
 # view for every reader that keeps failures apart (latency percentiles, routing, the ROI replay).
 ERRORED_SQL = "(COALESCE(status_code, 0) = 2 OR error_type IS NOT NULL)"
+# A batch span (alias ``b``) whose call ran under the SDK's profile sampling: it references its
+# trace, or says so (an SDK whose trace could not be written still marks the call).
+PROFILED_EXPR = (f"b.profile_path IS NOT NULL OR json_extract_string(b.attributes, "
+                 f"'$.\"{semconv.PROFILE_SAMPLED}\"') = 'true'")
 # A request of the ``requests`` view whose latency the percentiles (latency, TTFT, TPOT, queue,
 # model time) are over: it succeeded, and none of its model calls ran under the SDK's profile
 # sampling (a sampled call pays the profiler's start, export and compression on its own path,
@@ -316,7 +320,7 @@ batch_spans AS (
            COALESCE(b.device_time_ns,
                     CASE WHEN b.device_type = 'cpu' THEN b.cpu_time_ns END,
                     b.duration_ns) AS device_ns,
-           b.profile_path IS NOT NULL AS profiled
+           ({PROFILED_EXPR}) AS profiled
     FROM spans b
     WHERE b.role = '{semconv.ROLE_BATCH}'
 ),
@@ -371,7 +375,7 @@ WITH own AS (
            b.batch_size, b.batch_input_tokens, b.padded_tokens, b.batch_output_tokens,
            b.device_time_ns, b.device_type, b.resource_id, b.service_name, b.cpu_time_ns,
            b.h2d_bytes, b.d2h_bytes, b.copy_time_ns, b.pageable_bytes,
-           b.gpu_util, b.gpu_energy_j, b.attributes, b.profile_path IS NOT NULL AS profiled,
+           b.gpu_util, b.gpu_energy_j, b.attributes, ({PROFILED_EXPR}) AS profiled,
            (SELECT COUNT(*) FROM links l
              WHERE l.trace_id = b.trace_id AND l.span_id = b.span_id) AS members,
            CASE WHEN b.device_type = 'cpu' THEN '{CPU_DEVICE_ID}'

@@ -216,6 +216,9 @@ GPU_SAMPLES = "inferaudit.gpu.samples"  # NVML samples the aggregate is over
 
 # Kernel-level sampling (torch.profiler, 1 in N calls)
 PROFILE_TRACE_PATH = "inferaudit.profile.trace_path"  # Kineto JSON, relative to the trace dir
+# true on a batch span whose call ran under the profiler, written on the call's path: its
+# latency pays the profiler even where the trace could not be written (no trace_path then)
+PROFILE_SAMPLED = "inferaudit.profile.sampled"
 EVENT_PROFILE_SUMMARY = "inferaudit.profile.summary"
 PROFILE_KERNEL_COUNT = "inferaudit.profile.kernel_count"
 PROFILE_KERNEL_TIME_NS = "inferaudit.profile.kernel_time_ns"

@@ -22,7 +22,7 @@ PROFILE_EVERY = 10
 PROFILER_MS = 400
 
 
-def _served(profiled: bool) -> FixtureDb:
+def _served(profiled: bool, trace_written: bool = True) -> FixtureDb:
     """200 requests every 40 ms, each one 30-34 ms model call under it; with ``profiled``,
     every 10th call ran under the profiler, 400 ms longer (its device time too)."""
     db = FixtureDb()
@@ -36,12 +36,16 @@ def _served(profiled: bool) -> FixtureDb:
         r = db.request(arr, end, input_tokens=100 + i % 37, output_tokens=20 + i % 11)
         db.batch(arr, end, [r], parent=r, device_time_ns=(28 + i % 5) * MS + extra,
                  batch_input_tokens=100 + i % 37, batch_output_tokens=20 + i % 11,
-                 profile_path=f"/t/profiles/{i:016x}.json.gz" if sampled else None)
+                 profile_path=(f"/t/profiles/{i:016x}.json.gz" if sampled and trace_written
+                               else None),
+                 attributes={"inferaudit.profile.sampled": True} if sampled else {})
     return db
 
 
-def test_views_mark_profiled_calls_and_the_requests_they_served():
-    db = _served(True)
+@pytest.mark.parametrize("trace_written", [True, False])
+def test_views_mark_profiled_calls_and_the_requests_they_served(trace_written):
+    # a call whose trace could not be written still paid the profiler: the SDK marks it
+    db = _served(True, trace_written)
     create_views(db.con)
     (calls,) = db.con.execute("SELECT COUNT(*) FILTER (WHERE profiled) FROM batches").fetchone()
     (reqs,) = db.con.execute("SELECT COUNT(*) FILTER (WHERE profiled) FROM requests").fetchone()

@@ -330,6 +330,7 @@ def test_a_sampled_call_returns_before_its_trace_is_written(spans, config, mlp, 
         uninstrument_model(mlp)
     assert span.end_time <= returned_ns  # the block's end, not the export's
     assert semconv.PROFILE_TRACE_PATH in span.attributes
+    assert span.attributes[semconv.PROFILE_SAMPLED] is True
     assert [e.name for e in span.events] == [semconv.EVENT_PROFILE_SUMMARY]
 
 
@@ -470,3 +471,25 @@ def test_a_call_joining_an_ended_block_leaves_no_device_state(spans, config, mlp
         assert _span_state.pending_count() == 0  # nothing deferred on a span that has ended
     finally:
         uninstrument_model(mlp)
+
+
+def test_a_call_whose_trace_cannot_be_written_is_still_marked_sampled(spans, config, mlp,
+                                                                      monkeypatch):
+    from inferaudit_sdk import _guard
+    from inferaudit_sdk.instrumentation import _model_call, _profiler_sampling
+
+    def broken_export(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(_profiler_sampling, "export", broken_export)
+    config(profile_every_n=1)
+    instrument_model(mlp, model="mlp")
+    try:
+        mlp(torch.randn(2, 16))
+        (span,) = batch_spans(spans)
+    finally:
+        uninstrument_model(mlp)
+    assert span.attributes[semconv.PROFILE_SAMPLED] is True  # its latency paid the profiler
+    assert semconv.PROFILE_TRACE_PATH not in span.attributes
+    assert _guard.error_counts().get("profile.export") == 1  # counted, not raised
+    assert not _model_call._sampler_for(1)._busy

@@ -218,6 +218,7 @@ def _start_measuring(call: _Call, active: Any, cfg: Any) -> None:
                     span_end(time_ns())
                 call.prof = (sampler, prof, cfg.trace_dir, span_end)
                 state.profiled = True
+                active.attributes[semconv.PROFILE_SAMPLED] = True
 
 
 def _finish_profile(call: _Call) -> None:
