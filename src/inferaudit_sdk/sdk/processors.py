@@ -46,7 +46,7 @@ _SAMPLED = TraceFlags.SAMPLED
 _logger = logging.getLogger("inferaudit_sdk")
 
 
-def _drain_profiles(deadline: float) -> bool:
+def drain_profiles(deadline: float) -> bool:
     """Wait (until ``deadline``, monotonic s) for the profile export worker, where the spans of
     sampled model calls end (also when the application flushes its own provider). Never
     raises."""
@@ -211,7 +211,7 @@ class CountingBatchSpanProcessor(SpanProcessor):
         if self._shutdown or not self._worker.is_alive():
             return False
         deadline = time.monotonic() + max(0, timeout_millis) / 1000
-        _drain_profiles(deadline)  # sampled calls' spans end once their traces are written
+        drain_profiles(deadline)  # sampled calls' spans end once their traces are written
         done = threading.Event()
         with self._flush_lock:
             self._flush_requests.append(done)
@@ -235,7 +235,7 @@ class CountingBatchSpanProcessor(SpanProcessor):
         if self._shutdown:
             return
         deadline = time.monotonic() + max(0, timeout_millis) / 1000
-        _drain_profiles(deadline)  # before the queue closes: those spans end into it
+        drain_profiles(deadline)  # before the queue closes: those spans end into it
         self._shutdown = True
         self._wake.set()
         with self._space:

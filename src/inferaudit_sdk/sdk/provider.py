@@ -51,7 +51,7 @@ from inferaudit_sdk.sdk.exporters import (
     make_span_exporter,
     resolve_exporters,
 )
-from inferaudit_sdk.sdk.processors import CountingBatchSpanProcessor, _drain_profiles
+from inferaudit_sdk.sdk.processors import CountingBatchSpanProcessor, drain_profiles
 from inferaudit_sdk.sdk.resource import build_resource
 
 _logger = logging.getLogger("inferaudit_sdk")
@@ -122,7 +122,7 @@ class AuditHandle:
         if self._shut:
             return False
         deadline = time.monotonic() + max(0.0, timeout_s)
-        ok = _drain_profiles(deadline)
+        ok = drain_profiles(deadline)
         for proc in self.processors:
             try:
                 timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
@@ -156,7 +156,7 @@ class AuditHandle:
         def remaining_ms() -> int:
             return max(0, int((spans_deadline - time.monotonic()) * 1000))
 
-        _drain_profiles(spans_deadline)  # sampled calls' spans end once their traces are out
+        drain_profiles(spans_deadline)  # sampled calls' spans end once their traces are out
         _detach_processors(self.tracer_provider, self.processors)
         self._unbind_sdk_instruments()
         # The local file first: it finishes in milliseconds, and must not wait behind OTLP.
