@@ -132,7 +132,7 @@ def kineto_findings(
             )
         )
         return out
-    busy = t.busy_ratio
+    busy = _traced_busy_ratio(s)
     if s.graphs.launches_without_ops:
         out.append(
             Finding(
@@ -186,6 +186,25 @@ def kineto_findings(
     ):
         if f is not None:
             out.append(f)
+    return out
+
+
+def _traced_busy_ratio(s: TraceSummary) -> float:
+    """Busy share of the span the trace can speak for: a device that waited on work the trace
+    does not show (``device_wait_not_traced``) is judged over the rest of its span. Otherwise a
+    saturated prefill with one untraced 0.49 s wait read as half idle, and its GEMM as a kernel
+    to tune (runtime) instead of the model's math."""
+    t = s.temporal
+    assert t is not None
+    traced = t.span_ns - s.idle.untraced_wait_ns
+    return t.busy_ns / traced if traced > 0 else t.busy_ratio
+
+
+def _busy_evidence(s: TraceSummary, busy: float) -> dict[str, object]:
+    """``busy_ratio``, and the untraced wait it leaves out of the span where there was one."""
+    out: dict[str, object] = {"busy_ratio": _r(busy)}
+    if s.idle.untraced_wait_ns:
+        out["busy_ratio_excludes_untraced_wait_ns"] = s.idle.untraced_wait_ns
     return out
 
 
@@ -317,7 +336,7 @@ def _hot_kernel(s: TraceSummary, busy: float, scope: dict[str, str]) -> Finding 
             "kernel_count": top["count"],
             "kernel_time_ratio": _r(share),
             "gemm_attention_ratio": _r(s.type_ratio(*_MODEL_TYPES)),
-            "busy_ratio": _r(busy),
+            **_busy_evidence(s, busy),
             "threshold_hot_kernel_ratio": HOT_KERNEL_RATIO,
             "threshold_saturated_busy_ratio": SATURATED_BUSY_RATIO,
         },
@@ -432,7 +451,7 @@ def _decode(
     if mem_util is not None and mem_util < th.DRAM_BOUND_MEMORY_UTIL_RATIO:
         return None  # the memory controller says DRAM is not the bound
     evidence: dict[str, object] = {
-        "busy_ratio": _r(busy),
+        **_busy_evidence(s, busy),
         "gemm_attention_ratio": _r(s.type_ratio(*_MODEL_TYPES)),
         "phase_source": "spans" if phase == "decode" else f"kernel name '{marker}'",
         "threshold_saturated_busy_ratio": SATURATED_BUSY_RATIO,

@@ -69,7 +69,8 @@ class IdleBreakdown:
 
     ``max_other_gap_ns`` is the longest "other" part of one device hole;
     ``devices_waiting_untraced`` counts devices where one such part is at least
-    :data:`UNTRACED_WAIT_SPAN_RATIO` of the device's span.
+    :data:`UNTRACED_WAIT_SPAN_RATIO` of the device's span, and ``untraced_wait_ns`` sums those
+    parts (the time the trace cannot speak for).
     """
 
     host_wait_ns: int = 0
@@ -81,6 +82,7 @@ class IdleBreakdown:
     streams: tuple[dict[str, object], ...] = field(default_factory=tuple)
     max_other_gap_ns: int = 0
     devices_waiting_untraced: int = 0
+    untraced_wait_ns: int = 0
 
     @property
     def idle_ns(self) -> int:
@@ -104,6 +106,7 @@ class IdleBreakdown:
                 "host_wait_long_ns": self.host_wait_long_ns,
                 "max_other_gap_ns": self.max_other_gap_ns,
                 "devices_waiting_untraced": self.devices_waiting_untraced,
+                "untraced_wait_ns": self.untraced_wait_ns,
             },
             "streams": [dict(s) for s in self.streams],
             "kernel_wait_threshold_ns": KERNEL_WAIT_THRESHOLD_NS,
@@ -173,7 +176,7 @@ def idle_breakdown(ev: TraceEvents, rt_index: np.ndarray) -> IdleBreakdown:
         )
 
     # Device view: holes in the union of each device's ops.
-    host = kern = other = gaps = in_graph = host_long = max_other = untraced = 0
+    host = kern = other = gaps = in_graph = host_long = max_other = untraced = untraced_ns = 0
     for d in ev.devices:
         idx = np.nonzero(ev.gpu_device == d.key)[0]
         if idx.size < 2:
@@ -190,9 +193,12 @@ def idle_breakdown(ev: TraceEvents, rt_index: np.ndarray) -> IdleBreakdown:
         host_long += int(h[h >= LONG_HOST_WAIT_NS].sum())
         dev_max_other = int(x.max())
         max_other = max(max_other, dev_max_other)
-        untraced += int(dev_max_other >= UNTRACED_WAIT_SPAN_RATIO * int(e[-1] - s[0]))
+        if dev_max_other >= UNTRACED_WAIT_SPAN_RATIO * int(e[-1] - s[0]):
+            untraced += 1
+            untraced_ns += dev_max_other
         gaps += int(opens.size)
         in_graph += int(hole[in_graph_op[o][opens] & (rt_start[o][opens] <= prev_end)].sum())
     return IdleBreakdown(
-        host, kern, other, gaps, in_graph, host_long, tuple(streams), max_other, untraced
+        host, kern, other, gaps, in_graph, host_long, tuple(streams), max_other, untraced,
+        untraced_ns,
     )
