@@ -36,14 +36,20 @@ _WALK_KINDS = "(0, 1, 2, 3)"
 # view for every reader that keeps failures apart (latency percentiles, routing, the ROI replay).
 ERRORED_SQL = "(COALESCE(status_code, 0) = 2 OR error_type IS NOT NULL)"
 # A batch span (alias ``b``) whose call ran under the SDK's profile sampling: it references its
-# trace, or says so (an SDK whose trace could not be written still marks the call).
-PROFILED_EXPR = (f"b.profile_path IS NOT NULL OR json_extract_string(b.attributes, "
-                 f"'$.\"{semconv.PROFILE_SAMPLED}\"') = 'true'")
+# trace, or says so (an SDK whose trace could not be written still marks the call). Never NULL.
+PROFILED_EXPR = (f"b.profile_path IS NOT NULL OR COALESCE(json_extract_string(b.attributes, "
+                 f"'$.\"{semconv.PROFILE_SAMPLED}\"') = 'true', FALSE)")
+# Over the rows of the batch spans (a column ``profiled``, as above): a profiled call is kept
+# apart from the latency statistics and the ROI's fit while the input holds a call the profiler
+# did not slow down; where every call was profiled (``profile_every_n=1``), they are all the
+# measurement there is, and they are kept in (the baseline says so: ``profiled_in_percentiles``).
+PROFILED_APART_SQL = "(profiled AND MIN(CASE WHEN profiled THEN 1 ELSE 0 END) OVER () = 0)"
 # A request of the ``requests`` view whose latency the percentiles (latency, TTFT, TPOT, queue,
 # model time) are over: it succeeded, and none of its model calls ran under the SDK's profile
 # sampling (a sampled call pays the profiler's start, export and compression on its own path,
-# docs/device-instrumentation.md). Failed and profiled requests still count everywhere else.
-LATENCY_SAMPLE_SQL = f"(NOT {ERRORED_SQL} AND NOT profiled)"
+# docs/device-instrumentation.md) unless every call did. Failed and profiled requests still
+# count everywhere else.
+LATENCY_SAMPLE_SQL = f"(NOT {ERRORED_SQL} AND NOT profiled_apart)"
 
 
 def device_key_sql(scope_col: str, device_col: str = "device_id",
@@ -324,14 +330,17 @@ batch_spans AS (
     FROM spans b
     WHERE b.role = '{semconv.ROLE_BATCH}'
 ),
+batch_marks AS (
+    SELECT *, {PROFILED_APART_SQL} AS profiled_apart FROM batch_spans
+),
 weighted AS (
-    SELECT m.req_trace_id, m.req_span_id, b.device_ns, b.profiled,
+    SELECT m.req_trace_id, m.req_span_id, b.device_ns, b.profiled, b.profiled_apart,
            COALESCE(c.in_tok, 0) + COALESCE(c.out_tok, 0) AS w,
            SUM(COALESCE(c.in_tok, 0) + COALESCE(c.out_tok, 0))
                OVER (PARTITION BY m.batch_trace_id, m.batch_span_id) AS w_total,
            COUNT(*) OVER (PARTITION BY m.batch_trace_id, m.batch_span_id) AS n_members
     FROM batch_members m
-    JOIN batch_spans b ON b.trace_id = m.batch_trace_id AND b.span_id = m.batch_span_id
+    JOIN batch_marks b ON b.trace_id = m.batch_trace_id AND b.span_id = m.batch_span_id
     JOIN request_spans c ON c.trace_id = m.req_trace_id AND c.span_id = m.req_span_id
 ),
 share AS (
@@ -339,7 +348,8 @@ share AS (
            SUM(CASE WHEN w_total > 0 THEN device_ns * w / w_total
                     ELSE device_ns / n_members END) AS device_ns,
            COUNT(*) AS batches,
-           SUM(CASE WHEN profiled THEN 1 ELSE 0 END) > 0 AS profiled
+           MAX(CASE WHEN profiled THEN 1 ELSE 0 END) > 0 AS profiled,
+           MAX(CASE WHEN profiled_apart THEN 1 ELSE 0 END) > 0 AS profiled_apart
     FROM weighted
     GROUP BY req_trace_id, req_span_id
 )
@@ -355,7 +365,8 @@ SELECT c.trace_id, c.span_id, c.request_model, c.route, c.model_tier, c.service_
        CAST(COALESCE(sh.device_ns, c.own_device_ns) AS BIGINT) AS device_ns,
        COALESCE(sh.batches, 0) AS batches,
        p.span_id IS NOT NULL AS enclosed,
-       COALESCE(sh.profiled, FALSE) AS profiled
+       COALESCE(sh.profiled, FALSE) AS profiled,
+       COALESCE(sh.profiled_apart, FALSE) AS profiled_apart
 FROM request_spans c
 LEFT JOIN server p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
 LEFT JOIN share sh ON sh.req_trace_id = c.trace_id AND sh.req_span_id = c.span_id
@@ -386,7 +397,7 @@ WITH own AS (
     WHERE b.role = '{semconv.ROLE_BATCH}'
 ),
 named AS (
-    SELECT o.*,
+    SELECT o.*, {PROFILED_APART_SQL} AS profiled_apart,
            MIN(o.own_hw_id) OVER (PARTITION BY o.resource_id, o.device_id) AS hw_lo,
            MAX(o.own_hw_id) OVER (PARTITION BY o.resource_id, o.device_id) AS hw_hi
     FROM own o
@@ -406,7 +417,7 @@ SELECT b.span_id, b.trace_id, b.request_model, b.start_ns, b.end_ns, b.duration_
        COALESCE(b.own_hw_id, CASE WHEN b.hw_lo = b.hw_hi THEN b.hw_lo END) AS hw_id,
        b.cpu_time_ns, b.device_time_ns IS NOT NULL AS device_time_measured,
        b.h2d_bytes, b.d2h_bytes, b.copy_time_ns, b.pageable_bytes,
-       b.gpu_util, b.gpu_energy_j, b.attributes, b.profiled
+       b.gpu_util, b.gpu_energy_j, b.attributes, b.profiled, b.profiled_apart
 FROM named b
 """
 

@@ -90,3 +90,49 @@ def test_the_report_says_how_many_requests_the_percentiles_leave_out():
     md = render_markdown(analyze_connection(_served(True).con))
     assert f"| {label} | {200 // PROFILE_EVERY} |" in md
     assert label not in render_markdown(analyze_connection(_served(False).con))
+
+
+def _all_profiled() -> FixtureDb:
+    """``profile_every_n=1``: 100 requests, every model call under the profiler."""
+    db = FixtureDb()
+    db.resource(1, gpu_model="NVIDIA L4", gpu_count=1, service_name="svc",
+                price_usd_per_hour=1.0)
+    for i in range(100):
+        arr = T0 + i * 40 * MS
+        end = arr + (30 + i % 5) * MS
+        r = db.request(arr, end, input_tokens=100 + i % 37, output_tokens=20 + i % 11)
+        db.batch(arr, end, [r], parent=r, device_time_ns=(28 + i % 5) * MS,
+                 batch_input_tokens=100 + i % 37, batch_output_tokens=20 + i % 11,
+                 profile_path=f"/t/profiles/{i:016x}.json.gz")
+    return db
+
+
+def test_where_every_call_was_profiled_they_are_the_measurement_and_the_report_says_so():
+    # Nothing unprofiled to measure instead: leaving them out emptied every percentile and the
+    # ROI's fit. They stay in, counted apart, and the report names the profiler's cost.
+    db = _all_profiled()
+    rep = analyze_connection(db.con)
+    ov = rep["baseline"]["overall"]
+    assert ov["profiled_requests"] == 0
+    assert ov["profiled_in_percentiles"] == 100
+    assert ov["latency_ms"]["n"] == 100
+    assert 30 <= ov["latency_ms"]["p50"] <= 35
+    (apart,) = db.con.execute(
+        "SELECT COUNT(*) FILTER (WHERE profiled_apart) FROM batches").fetchone()
+    assert apart == 0
+    obs = observe(db.con)
+    assert len(obs.calls) == 100  # fitted
+    assert obs.out_of_percentiles() is None
+    from inferaudit_analyzer.report.markdown import render_markdown
+
+    label = ("requests a profiled call served (in the latency percentiles: every call was "
+             "profiled, so they include the profiler's cost)")
+    assert f"| {label} | 100 |" in render_markdown(rep)
+    assert label not in render_markdown(analyze_connection(_served(True).con))
+
+
+def test_one_unprofiled_call_is_enough_to_keep_the_profiled_apart():
+    db = _served(True)
+    rep = analyze_connection(db.con)
+    assert rep["baseline"]["overall"]["profiled_in_percentiles"] == 0
+    assert rep["baseline"]["overall"]["profiled_requests"] == 200 // PROFILE_EVERY

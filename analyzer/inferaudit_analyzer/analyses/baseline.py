@@ -55,7 +55,9 @@ SELECT COUNT(*) AS n,
        COUNT(*) FILTER (WHERE cache_hit) AS cache_hits,
        COUNT(*) FILTER (WHERE stream) AS streamed,
        COUNT(*) FILTER (WHERE stream IS NULL) AS stream_unknown,
-       COUNT(*) FILTER (WHERE profiled AND NOT {ERRORED_SQL}) AS profiled,
+       COUNT(*) FILTER (WHERE profiled_apart AND NOT {ERRORED_SQL}) AS profiled,
+       COUNT(*) FILTER (WHERE profiled AND NOT profiled_apart AND NOT {ERRORED_SQL})
+           AS profiled_kept,
        COALESCE(SUM(input_tokens), 0) AS input_tokens,
        COALESCE(SUM(output_tokens), 0) AS output_tokens,
        COALESCE(SUM(device_ns), 0) AS device_ns,
@@ -89,8 +91,8 @@ def _scope(con: Any, where: str, params: tuple[Any, ...], window: Window, cost: 
            alpha: float, scope: Scope | None = None) -> dict[str, Any]:
     """One scope's figures; ``scope`` names its rows of the cost usage (None: everything)."""
     row = con.execute(SCOPE_SQL.format(where=where), list(params)).fetchone()
-    n, errors, hits, streamed, unknown, profiled, tin, tout, device_ns, latency_ns = (
-        int(v or 0) for v in row)
+    (n, errors, hits, streamed, unknown, profiled, profiled_kept, tin, tout, device_ns,
+     latency_ns) = (int(v or 0) for v in row)
     win_s = window.duration_s
     out: dict[str, Any] = {
         "requests": n,
@@ -102,6 +104,9 @@ def _scope(con: Any, where: str, params: tuple[Any, ...], window: Window, cost: 
         "streamed_requests": streamed if streamed or not unknown else None,
         # successful requests a profiled model call served: out of the latency percentiles
         "profiled_requests": profiled,
+        # the same, kept in them: every model call of the input ran under the profiler
+        # (views.PROFILED_APART_SQL), so its latencies include the profiler's cost
+        "profiled_in_percentiles": profiled_kept,
         "input_tokens": tin,
         "output_tokens": tout,
         "throughput_rps": rounded(ratio(n, win_s), 4),
@@ -183,8 +188,8 @@ def _auto_bucket_s(window: Window) -> float:
 # zero-length bucket of its own) in the last bucket.
 BUCKET_EXPR = "LEAST(CAST(FLOOR((arrival_ns - {t0}) / {w}) AS BIGINT), {last})"
 
-# Percentiles over the successful, unprofiled requests, as in the scopes; counts and concurrency
-# over all.
+# Percentiles over the successful requests no profiled call slowed, as in the scopes; counts and
+# concurrency over all.
 _OK_LATENCY = f"CASE WHEN {LATENCY_SAMPLE_SQL} THEN latency_ns END"
 BUCKET_SQL = f"""
 SELECT {{bucket}} AS bucket,

@@ -371,6 +371,8 @@ BASELINE_ROWS = (
     ("latency of failed requests", "error_latency_ms", failed_latency_text),
     ("requests a profiled call served (out of the latency percentiles)", "profiled_requests",
      num),
+    ("requests a profiled call served (in the latency percentiles: every call was profiled, "
+     "so they include the profiler's cost)", "profiled_in_percentiles", num),
     ("TTFT (time to first token)", (),
      lambda o: streamed_text(o.get("ttft_ms"), o.get("streamed_requests"))),
     ("time per output token", (),
@@ -391,7 +393,7 @@ SHOWN_WHEN_DIFFERENT = {"cost_per_request_served_usd": "cost_per_request_usd"}
 # rows shown only where the figure was measured (no failed request: the errors row says so)
 SHOWN_WHEN_MEASURED = frozenset({"error_latency_ms"})
 # rows shown only where the count is not zero (no profile sampling: nothing to say)
-SHOWN_WHEN_NONZERO = frozenset({"profiled_requests"})
+SHOWN_WHEN_NONZERO = frozenset({"profiled_requests", "profiled_in_percentiles"})
 
 
 def baseline_rows(report: dict[str, Any]) -> list[tuple[str, str]]:

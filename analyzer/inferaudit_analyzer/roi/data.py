@@ -23,7 +23,7 @@ REQUESTS_SQL = f"""
 SELECT arrival_ns, COALESCE(input_tokens, 0), COALESCE(output_tokens, 1), latency_ns,
        {MODEL_EXPR}, COALESCE(fp_key_id, '') || ':' || COALESCE(prompt_fp, ''),
        prompt_fp IS NOT NULL, COALESCE(cache_hit, FALSE), COALESCE(device_ns, 0), model_ns,
-       {ERRORED_SQL}, profiled
+       {ERRORED_SQL}, profiled_apart
 FROM requests
 WHERE arrival_ns IS NOT NULL AND latency_ns IS NOT NULL
 ORDER BY arrival_ns
@@ -45,13 +45,13 @@ SELECT b.start_ns, b.duration_ns, b.device_ns,
        MIN(r.start_ns) AS first_member_ns, b.end_ns, b.resource_id,
        ANY_VALUE(CASE WHEN b.device_type = 'cpu' THEN NULL
                       ELSE COALESCE(b.hw_id, {DEVICE_ID_EXPR}) END) AS device_id,
-       MIN(r.in_tok) AS in_min, b.profiled
+       MIN(r.in_tok) AS in_min, b.profiled_apart
 FROM batches b
 LEFT JOIN batch_members m ON m.batch_trace_id = b.trace_id AND m.batch_span_id = b.span_id
 LEFT JOIN request_spans r ON r.trace_id = m.req_trace_id AND r.span_id = m.req_span_id
 GROUP BY b.trace_id, b.span_id, b.start_ns, b.duration_ns, b.device_ns, b.batch_size, b.members,
          b.padded_tokens, b.input_tokens, b.output_tokens, b.request_model, b.end_ns,
-         b.resource_id, b.device_id, b.hw_id, b.profiled
+         b.resource_id, b.device_id, b.hw_id, b.profiled_apart
 ORDER BY b.start_ns
 """
 
@@ -80,7 +80,8 @@ class Observed:
     # resource id -> devices it served from (its _held figure); empty without batch spans
     serving_by_resource: dict[Any, int] = field(default_factory=dict)
     errored: np.ndarray | None = None  # bool: the request failed (views.ERRORED_SQL)
-    # bool: a profiled model call served the request (its latency pays the profiler)
+    # bool: a profiled model call served the request (its latency pays the profiler) and is
+    # kept apart (views.PROFILED_APART_SQL: not where every call was profiled)
     profiled: np.ndarray | None = None
 
     def out_of_percentiles(self) -> np.ndarray | None:
@@ -285,7 +286,7 @@ def observe(con: Any) -> Observed:
     dur = col(cl, 1)
     dev = np.asarray([r[2] if r[2] is not None else r[1] for r in cl], dtype=np.float64)
     # A profiled call's span holds the profiler's start, export and compression: no point of
-    # the service-time curve (CallPoints.of drops a NaN duration).
+    # the service-time curve (CallPoints.of drops a NaN duration), unless every call was one.
     profiled_call = np.asarray([not from_requests and bool(r[15]) for r in cl], dtype=bool)
     fit_dur = np.where(profiled_call, np.nan, dur)
     calls = CallPoints.of(batch, in_max, out_max, fit_dur, idle, ragged)
