@@ -360,6 +360,12 @@ def _run(out: Path) -> int:
         finally:
             _settings.set_config(cfg)
             uninstrument_model(rm)
+        # The export worker writes the trace and only then ends the span: wait for it, as
+        # AuditHandle.force_flush does.
+        from inferaudit_sdk.instrumentation._profiler_sampling import drain
+
+        if not drain(60.0):
+            raise AssertionError("the profile export worker did not finish within 60 s")
         span = last_batch(n0)
         rel = span.attributes.get(semconv.PROFILE_TRACE_PATH)
         path = trace_dir / rel if rel else None

@@ -23,7 +23,8 @@ class MLP(torch.nn.Module):
 
 def fake_cuda_call_span(sampler: Any, spans: Any) -> Any:
     """The one span of an instrumented call on the fake CUDA device 0, made after the NVML
-    sampler's first tick (so the span's window has a sample to aggregate)."""
+    sampler's first tick (so the span's window has a sample to aggregate). The fake CUDA
+    device is the sampler's first GPU: the same UUID, as CUDA and NVML report one GPU."""
     from inferaudit_sdk.instrumentation import instrument_model, uninstrument_model
     from inferaudit_sdk.instrumentation._fake_cuda import FakeCudaBackend
 
@@ -31,7 +32,8 @@ def fake_cuda_call_span(sampler: Any, spans: Any) -> Any:
     while sampler.ticks < 1 and time.monotonic() < deadline:
         time.sleep(0.01)
     model = torch.nn.Linear(4, 4)
-    instrument_model(model, backend=FakeCudaBackend())
+    bare = sampler.gpus[0].uuid.removeprefix("GPU-")  # torch prints it without the prefix
+    instrument_model(model, backend=FakeCudaBackend(uuids=[bare]))
     try:
         with torch.no_grad():
             model(torch.randn(2, 4))

@@ -371,3 +371,25 @@ def test_sampler_span_power_follows_the_counter_not_the_moving_average():
     assert sampler.latest(0)[1][_ring.F["power_w"]] == pytest.approx(160.0, rel=1e-2)
     short = sampler.aggregate(0, 1320 * MS, 1350 * MS)
     assert short[semconv.GPU_POWER_W] == pytest.approx(300.0, rel=1e-3)
+
+
+def test_a_driver_without_the_new_throttle_call_is_asked_the_old_one():
+    # pynvml defines nvmlDeviceGetCurrentClocksEventReasons whatever the driver; an older
+    # driver's library lacks the symbol and pynvml raises FunctionNotFound when it is called.
+    # Read as "unsupported", that turned throttle reasons off where the old call works.
+    gpu = FakeGpu(load=step_load,
+                  missing=frozenset({"nvmlDeviceGetCurrentClocksEventReasons"}))
+    sampler, fake, _ = sampled(gpu)
+    assert fake.raised["NVMLError_FunctionNotFound"] == 1  # once: the old name from then on
+    assert "throttle" not in sampler._disabled[0]
+    assert sampler.aggregate(0, 1500 * MS, 1900 * MS)[semconv.GPU_THROTTLE_REASONS] == 4
+    assert _guard.error_counts() == {}
+
+
+def test_a_driver_with_neither_throttle_call_turns_the_group_off():
+    gpu = FakeGpu(load=step_load, missing=frozenset({
+        "nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"}))
+    sampler, fake, _ = sampled(gpu)
+    assert fake.raised["NVMLError_FunctionNotFound"] == 2
+    assert "throttle" in sampler._disabled[0]
+    assert _guard.error_counts() == {}

@@ -270,31 +270,25 @@ def test_fake_lookup_by_uuid_raises_what_real_nvml_raises():
 
 
 def test_a_cuda_device_maps_to_its_sampler_index_by_uuid(monkeypatch):
-    """The torch wrappers ask CUDA for a device's UUID once per sampler: the sampler's index
-    for it, -1 (no counters) for a GPU it does not sample, never another GPU's counters."""
-    from types import SimpleNamespace
-
+    """The torch wrappers map a device by the UUID its backend read (hw.id) once per sampler:
+    the sampler's index for it, -1 (no counters) for a GPU it does not sample, never another
+    GPU's counters; without a UUID, the same numbering."""
     from inferaudit_sdk.instrumentation import _model_call
 
-    cuda_uuids = {0: U[1].removeprefix("GPU-"), 1: U[0].removeprefix("GPU-")}  # torch's spelling
-    asked: list[int] = []
-
-    def properties(index):
-        asked.append(index)
-        return SimpleNamespace(uuid=cuda_uuids[index])
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", U[1])
     sampler = NvmlSampler(two_gpus())
     assert sampler.open()
-    assert _model_call._nvml_index(sampler, 0) == 0
-    assert _model_call._nvml_index(sampler, 1) == -1  # U[0]: not sampled here
+    looked_up: list[str] = []
+    lookup = sampler.index_for_uuid
+    monkeypatch.setattr(sampler, "index_for_uuid", lambda u: looked_up.append(u) or lookup(u))
+    assert _model_call._nvml_index(sampler, 0, U[1]) == 0
+    assert _model_call._nvml_index(sampler, 1, U[0]) == -1  # U[0]: not sampled here
     assert sampler.aggregate(-1, 0, 10**9) == {}
-    assert _model_call._nvml_index(sampler, 0) == 0
-    assert asked == [0, 1]  # once per device
+    assert _model_call._nvml_index(sampler, 0, U[1]) == 0
+    assert looked_up == [U[1], U[0]]  # once per device
+    assert _model_call._nvml_index(sampler, 2, None) == 2
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     fresh = NvmlSampler(two_gpus())  # every GPU, in NVML's order
     assert fresh.open()
-    assert (_model_call._nvml_index(fresh, 0), _model_call._nvml_index(fresh, 1)) == (1, 0)
-    assert asked == [0, 1, 0, 1]
+    assert (_model_call._nvml_index(fresh, 0, U[1]),
+            _model_call._nvml_index(fresh, 1, U[0])) == (1, 0)

@@ -121,7 +121,7 @@ def _sampler_for(every_n: int) -> _prof.ProfileSampler:
 _nvml: Any = None  # inferaudit_sdk.samplers.nvml, imported on the first CUDA call
 
 
-def _gpu_sampler(device_index: int | None) -> tuple[Any, int] | None:
+def _gpu_sampler(device_index: int | None, hw_id: str | None) -> tuple[Any, int] | None:
     global _nvml
     if _nvml is None:  # an import statement here would cost a package lookup per call
         from inferaudit_sdk.samplers import nvml
@@ -130,29 +130,28 @@ def _gpu_sampler(device_index: int | None) -> tuple[Any, int] | None:
     sampler = _nvml.get_sampler()
     if sampler is None:
         return None
-    idx = _nvml_index(sampler, device_index or 0)
+    idx = _nvml_index(sampler, device_index or 0, hw_id)
     return (sampler, idx) if idx >= 0 else None  # -1: a GPU the sampler does not sample
 
 
-def _nvml_index(sampler: Any, cuda_index: int) -> int:
-    """CUDA and NVML number GPUs differently (CUDA_VISIBLE_DEVICES, ordering): map by UUID.
-    A GPU the sampler does not sample gets -1 (no counters), never another GPU's."""
+def _nvml_index(sampler: Any, cuda_index: int, hw_id: str | None) -> int:
+    """CUDA and NVML number GPUs differently (CUDA_VISIBLE_DEVICES, ordering): map by UUID,
+    the ``hw_id`` the call's backend read from its own CUDA module (a fake one in tests, so a
+    test on a GPU host maps the fake's device, not the real GPU's). A GPU the sampler does not
+    sample gets -1 (no counters), never another GPU's; no UUID: the same numbering."""
     idx = sampler.cuda_indices.get(cuda_index)
     if idx is None:
         idx = cuda_index
-        try:
-            import torch
-
-            if torch.cuda.is_available():  # else a fake device in tests: same numbering
-                uuid = str(torch.cuda.get_device_properties(cuda_index).uuid)
-                found = sampler.index_for_uuid(uuid)
+        if hw_id is not None:
+            try:
+                found = sampler.index_for_uuid(hw_id)
                 if found is None:
                     _logger.debug("inferaudit: CUDA device %d (%s) is not among the GPUs "
                                   "NVML samples here; its spans get no GPU counters",
-                                  cuda_index, uuid)
+                                  cuda_index, hw_id)
                 idx = -1 if found is None else found
-        except Exception as exc:
-            swallow("torch.gpu_uuid", exc)
+            except Exception as exc:
+                swallow("torch.gpu_uuid", exc)
         sampler.cuda_indices[cuda_index] = idx
     return idx
 
@@ -197,7 +196,7 @@ def _start_measuring(call: _Call, active: Any, cfg: Any) -> None:
         call.timing = backend.begin(device_index)
         device_index = call.timing.device_index
     if device_type == "cuda":
-        gpu = _gpu_sampler(device_index)
+        gpu = _gpu_sampler(device_index, getattr(call.timing, "hw_id", None))
         if gpu is not None:
             call.gpu = (gpu[0], gpu[1], gpu[0].clock())
     if cfg.profile_interval > 0:

@@ -43,13 +43,16 @@ class FakeLoad:
 @dataclass
 class FakeGpu:
     """One fake GPU. ``load`` is a constant :class:`FakeLoad` or a function of the clock (ns).
-    ``unsupported`` lists pynvml function names that raise ``NVMLError_NotSupported``."""
+    ``unsupported`` lists pynvml function names that raise ``NVMLError_NotSupported``;
+    ``missing`` those the driver's library lacks: pynvml defines every function, and one whose
+    C symbol is not there raises ``NVMLError_FunctionNotFound`` when called."""
 
     name: str = "NVIDIA H100 80GB HBM3"
     uuid: str = "GPU-00000000-0000-0000-0000-000000000000"
     mem_total_bytes: int = 80 * (1 << 30)
     load: FakeLoad | Callable[[int], FakeLoad] = field(default_factory=FakeLoad)
     unsupported: frozenset[str] = frozenset()
+    missing: frozenset[str] = frozenset()
     lost: bool = False
     mig_uuids: tuple[str, ...] = ()  # MIG devices (slices) of this GPU, ``MIG-<uuid>``
     # nvmlDeviceGetPowerUsage as a moving average over this long before the reading (about
@@ -126,6 +129,8 @@ class FakeNvml:
         self._check()
         if not isinstance(handle, FakeGpu):
             raise self._err("NVMLError_InvalidArgument")
+        if fn in handle.missing:  # pynvml's lookup of the symbol fails before any device call
+            raise self._err("NVMLError_FunctionNotFound")
         self.calls_by_uuid[handle.uuid] += 1
         if handle.lost:
             raise self._err("NVMLError_GpuIsLost")
@@ -225,4 +230,5 @@ class FakeNvml:
         return g.at(self.clock()).throttle_reasons
 
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Any) -> int:
-        return self.nvmlDeviceGetCurrentClocksEventReasons(handle)
+        g = self._gpu(handle, "nvmlDeviceGetCurrentClocksThrottleReasons")
+        return g.at(self.clock()).throttle_reasons

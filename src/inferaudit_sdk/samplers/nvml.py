@@ -48,6 +48,9 @@ DEFAULT_HZ = 10.0
 # 10 minutes of history at the default rate: the longest span a window can cover.
 DEFAULT_CAPACITY = 6000
 # Errors after which a counter is not asked again on that GPU.
+# Clock event (throttle) reasons: the current name, and the one drivers before r535 have.
+_THROTTLE_CALLS = ("nvmlDeviceGetCurrentClocksEventReasons",
+                   "nvmlDeviceGetCurrentClocksThrottleReasons")
 _UNSUPPORTED = ("NVMLError_NotSupported", "NVMLError_FunctionNotFound", "NVMLError_NoPermission")
 # Any other fault this many ticks in a row (a lost GPU, a call a virtualised driver does not
 # pass through) and the counter is asked only once every _RETRY_EVERY ticks (10 s at the
@@ -119,6 +122,8 @@ class NvmlSampler:
         self._io_bytes: list[list[float]] = []  # cumulative [tx, rx] bytes per GPU
         self._energy_j: list[float] = []  # cumulative, for GPUs without the energy counter
         self._last_ts: list[int | None] = []
+        # Throttle reasons' call: the name drivers since r535 have, until one lacks it.
+        self._throttle_call = _THROTTLE_CALLS[0]
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._started = False
@@ -337,10 +342,19 @@ class NvmlSampler:
             row[F["pcie_rx_kbps"]] = nv.nvmlDeviceGetPcieThroughput(h, nv.NVML_PCIE_UTIL_RX_BYTES)
 
         def throttle() -> None:
-            fn = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
-            if fn is None:
-                fn = nv.nvmlDeviceGetCurrentClocksThrottleReasons
-            row[F["throttle_reasons"]] = fn(h)
+            try:
+                value = getattr(nv, self._throttle_call)(h)
+            except Exception as exc:
+                # pynvml defines both names; a driver library without the new symbol raises
+                # FunctionNotFound (an older pynvml lacks the attribute): the old name then.
+                old = _THROTTLE_CALLS[1]
+                if self._throttle_call == old or not (
+                        type(exc).__name__ == "NVMLError_FunctionNotFound"
+                        or isinstance(exc, AttributeError)):
+                    raise
+                self._throttle_call = old
+                value = getattr(nv, old)(h)
+            row[F["throttle_reasons"]] = value
 
         # PCIe first (it blocks ~20 ms per direction) and the energy counter last, just before
         # the row is stamped: a span's power is its energy over its window, so the counter's
