@@ -100,3 +100,41 @@ def test_few_calls_need_no_block(n) -> None:
     else:
         res = bs.resamples(calls, None, TINY_WORK, np.zeros(3, bool), _refit, 2, seed=0)
     assert all(r.call_block == 1 for r in res)
+
+
+def test_a_p95_that_moves_with_the_baselines_keeps_only_its_own_spread() -> None:
+    # Near saturation a resampled workload moves the scenario's p95 and the baseline's together
+    # (and both well below the point replay's): the interval then held the traffic's spread
+    # around a biased median, and a routing step that only removes work reached above today.
+    rng = np.random.default_rng(0)
+    base = rng.uniform(120, 420, 200)  # the replicates' baseline p95: traffic level
+    own = rng.normal(0, 5, 200)
+    scen = 0.7 * base + own
+    adjusted = np.asarray(bs.control_adjusted(list(scen), list(base), 443.0))
+    assert np.std(adjusted) == pytest.approx(np.std(own), rel=0.1)
+    assert np.median(adjusted) == pytest.approx(0.7 * 443.0, abs=3)
+    iv = bs.interval(list(adjusted), 0.7 * 443.0)
+    assert iv["high"] < 443.0 and iv["high"] - iv["low"] < 25
+
+
+def test_a_p95_that_does_not_follow_the_baselines_is_left_as_it_is() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.uniform(120, 420, 200)
+    scen = rng.normal(120, 8, 200)  # a batched server: its tail is its own
+    adjusted = np.asarray(bs.control_adjusted(list(scen), list(base), 443.0))
+    assert np.quantile(adjusted, 0.95) - np.quantile(adjusted, 0.05) == pytest.approx(
+        np.quantile(scen, 0.95) - np.quantile(scen, 0.05), rel=0.1)
+
+
+@pytest.mark.parametrize(("values", "control", "point"), [
+    ([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], None),  # no point to adjust to
+    ([1.0, 2.0], [1.0, 2.0], 5.0),  # too few pairs for a slope
+    ([1.0, 2.0, 3.0], [4.0, 4.0, 4.0], 5.0),  # a control that does not vary
+])  # fmt: skip
+def test_control_adjusted_leaves_values_it_cannot_adjust(values, control, point) -> None:
+    assert bs.control_adjusted(values, control, point) == values
+
+
+def test_a_missing_replicate_stays_missing() -> None:
+    out = bs.control_adjusted([1.0, None, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0], 2.0)
+    assert out[1] is None and all(isinstance(x, float) for x in (out[0], out[2], out[3]))

@@ -156,6 +156,28 @@ def resamples(calls: CallPoints, calibration: CallPoints | None, work: Workload,
     return out
 
 
+def control_adjusted(values: list[float | None], control: list[float | None],
+                     control_point: float | None) -> list[float | None]:
+    """``values`` with the part that goes with ``control`` taken out: ``v + beta (c* - c)``,
+    ``beta`` the least-squares slope of ``values`` on ``control`` over the replicates where
+    both are finite, ``c*`` the control's point value (a control variate). A value that moves
+    with the control keeps only its own spread; one that does not (beta ~ 0) is unchanged.
+    Unchanged too where there is no point, or fewer than 3 pairs to take a slope from."""
+    v = np.asarray([np.nan if x is None else x for x in values], dtype=np.float64)
+    c = np.asarray([np.nan if x is None else x for x in control], dtype=np.float64)
+    ok = np.isfinite(v) & np.isfinite(c)
+    if control_point is None or not np.isfinite(control_point) or ok.sum() < 3 \
+            or v.size != c.size:
+        return values
+    dc = c[ok] - c[ok].mean()
+    var = float(dc @ dc)
+    if var <= 0:
+        return values
+    beta = float(dc @ (v[ok] - v[ok].mean())) / var
+    out = v + beta * (control_point - c)
+    return [float(x) if np.isfinite(x) else None for x in out]
+
+
 def interval(values: list[float], point: float | None = None) -> dict[str, float | None]:
     """The 90 % interval of ``values``, around ``point`` when one is given (module docstring)."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)

@@ -193,6 +193,9 @@ class Fit:
     idle_start_calls: int = 0  # measured idle-start calls behind curve.idle_factor
     # what the projections should be read with (e.g. a term the points cannot estimate)
     warnings: tuple[str, ...] = ()
+    # the design() columns the fit estimated (the others were left out as unestimable): a
+    # bootstrap refit estimates the same ones (fit_curve's ``columns``)
+    columns: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         c = self.curve
@@ -331,10 +334,16 @@ def _predict(curve: ServiceCurve, pts: CallPoints) -> np.ndarray:
 def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
               max_batch: int = 8, device: dict[str, Any] | None = None,
               bytes_per_param: float = 2.0, keep_residuals: bool = True,
-              idle_factor: float | None = None) -> Fit:
+              idle_factor: float | None = None,
+              columns: tuple[int, ...] | None = None) -> Fit:
     """Fit the curve (see the module docstring for which source wins). ``idle_factor``: the
     calibration sweep's measured idle-start factor (preferred to the spans' estimate, which
     is confounded with the host's drift: a loaded run's idle-start calls all come early).
+    ``columns``: estimate exactly these (a point fit's ``Fit.columns``) instead of deciding
+    which the points can estimate. A bootstrap replicate refits the point's terms: deciding
+    again on each resample moved the decode time between terms from one replicate to the
+    next (step_ns 0 and a 7 ms ragged step against 0.15), and the replays of those curves,
+    not the data's uncertainty, made a 90 % interval of 107 ms - 16.6 s around 127 ms.
 
     Raises:
         ValueError: neither spans nor a calibration hold a usable point.
@@ -342,7 +351,8 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
     assumptions: list[str] = []
     if calibration is not None and len(calibration):
         calibration = _separable(calibration, _ALL_COLUMNS, assumptions)
-        coef, lost = _fit_estimable(design(calibration), calibration.duration_ns, _ALL_COLUMNS)
+        coef, lost, kept = _fit_estimable(design(calibration), calibration.duration_ns,
+                                          _ALL_COLUMNS, columns)
         curve = _curve_of(coef)
         warnings = _unestimable_notes(lost, "sweep points", assumptions)
         good = goodness(_predict(curve, calibration), calibration.duration_ns)
@@ -377,15 +387,15 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
             curve = curve.with_noise(calibration.duration_ns, _predict(curve, calibration))
         return Fit(curve, source, len(calibration), seen, good, scale, span_good,
                    tuple(assumptions), tuple(res), n_idle if len(spans) else 0,
-                   tuple(warnings))
+                   tuple(warnings), tuple(kept))
     if not len(spans):
         raise ValueError("no model call with a batch size and a duration to fit a curve to")
     seen = tuple(sorted({int(b) for b in spans.batch}))
     spans = _separable(spans, _ALL_COLUMNS if len(seen) >= 2 else _ONE_BATCH_COLUMNS,
                        assumptions)
     a = design(spans)
-    columns = _ALL_COLUMNS if len(seen) >= 2 else _ONE_BATCH_COLUMNS
-    coef, lost = _fit_estimable(a, spans.duration_ns, columns)
+    usable = _ALL_COLUMNS if len(seen) >= 2 else _ONE_BATCH_COLUMNS
+    coef, lost, kept = _fit_estimable(a, spans.duration_ns, usable, columns)
     warnings = _unestimable_notes(lost, "measured calls", assumptions)
     if len(seen) >= 2:
         curve = _curve_of(coef)
@@ -416,7 +426,7 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
     curve = curve.with_noise(spans.duration_ns, pred)
     res = _residuals(curve, spans, "spans") if keep_residuals else []
     return Fit(curve, source, len(spans), seen, good, None, None, tuple(assumptions), tuple(res),
-               n_idle, tuple(warnings))
+               n_idle, tuple(warnings), tuple(kept))
 
 
 _ALL_COLUMNS = [0, 1, 2, 3, 4]  # of design(): 1, b*in, out, out*b, out*ragged
@@ -472,17 +482,24 @@ def _t_values(a: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(se > 0, np.abs(coef) / se, np.inf)
 
 
-def _fit_estimable(a: np.ndarray, y: np.ndarray, columns: list[int]
-                   ) -> tuple[np.ndarray, list[tuple[int, bool]]]:
+def _fit_estimable(a: np.ndarray, y: np.ndarray, columns: list[int],
+                   fixed: tuple[int, ...] | None = None
+                   ) -> tuple[np.ndarray, list[tuple[int, bool]], list[int]]:
     """NNLS on the columns of ``a`` (design()) among ``columns`` that the points can estimate;
     the others get 0, so their time goes to the columns they move with (fixed_ns first).
+    ``fixed``: the columns to fit, decided before (a point fit's, for its bootstrap refits).
 
     A token column is left out when it is collinear with the columns before it to float
     precision, or, among the rest, when its coefficient is within ``MIN_COLUMN_T`` standard
     errors of zero (backward elimination, the least precise first, the fit redone each time).
 
-    Returns the five coefficients and, per column left out, (column, whether it is constant,
-    i.e. its time went to fixed_ns)."""
+    Returns the five coefficients, per column left out (column, whether it is constant, i.e.
+    its time went to fixed_ns), and the columns fitted."""
+    if fixed is not None:
+        kept = [j for j in columns if j in fixed]
+        coef = np.zeros(a.shape[1])
+        coef[kept] = nnls(a[:, kept], y)
+        return coef, [], kept
     kept: list[int] = []
     dropped: list[int] = []
     for j in _ESTIMATE_ORDER:
@@ -516,35 +533,62 @@ def _fit_estimable(a: np.ndarray, y: np.ndarray, columns: list[int]
     kept += ragged
     coef = np.zeros(a.shape[1])
     coef[kept] = nnls(a[:, kept], y)
-    lost = [(j, _spread(a[:, j], a[:, [0]]) < CONSTANT_COLUMN_SPREAD)
-            for j in sorted(dropped)]
-    return coef, lost
+    lost = [(j, _absorbing(a, j, kept)) for j in sorted(dropped)]
+    return coef, lost, sorted(kept)
 
 
-def _unestimable_notes(lost: list[tuple[int, bool]], what: str, assumptions: list[str]
+def _absorbing(a: np.ndarray, j: int, kept: list[int]) -> int:
+    """The fitted column that takes most of left-out column ``j``'s time: the largest term of
+    its least-squares projection on the kept columns (scaled to unit norm); 0 (fixed_ns) for a
+    column that is constant, or where no token column is kept."""
+    if _spread(a[:, j], a[:, [0]]) < CONSTANT_COLUMN_SPREAD:
+        return 0
+    cols = [k for k in kept if np.linalg.norm(a[:, k])]
+    if not cols:
+        return 0
+    unit, _ = _unit_columns(a[:, cols])
+    coef = np.linalg.lstsq(unit, a[:, j] / np.linalg.norm(a[:, j]), rcond=None)[0]
+    return cols[int(np.argmax(np.abs(coef)))]
+
+
+# Where a left-out column's time went (the term _absorbing names), and what that does to the
+# projections: a per-call or per-step term that batching shares across the rows of a batch, or
+# that token-scaling interventions do (or do not) scale.
+_ABSORBED = {
+    0: ("per-call time (fixed_ns)",
+        "token-scaling interventions (quantisation, routing) get no credit for it, so they are "
+        "projected low; batching shares it across the batch, so it may be projected high"),
+    1: ("the prefill term (prefill_ns_per_token)",
+        "it is scaled as prompt work: interventions that act on decode alone are projected "
+        "low, those that act on prefill high"),
+    2: ("the decode step (step_ns, per output token, the same at any batch size)",
+        "a decode step is taken to cost no more with more rows in it, so batching may be "
+        "projected high"),
+    3: ("the per-row decode step (step_ns_per_seq)",
+        "batching pays it per row, so batching may be projected low"),
+}
+
+
+def _unestimable_notes(lost: list[tuple[int, int]], what: str, assumptions: list[str]
                        ) -> list[str]:
     """An assumption per column the fit left out (appended to ``assumptions``) and the warning
-    the report shows: the split of time between those terms is not measured, it is chosen."""
+    the report shows: the split of time between those terms is not measured, it is chosen.
+    Each names the term that took the time (``lost``: column, absorbing column) and what that
+    term's reading does to the projections."""
     if not lost:
         return []
-    for j, constant in lost:
-        target = ("fixed_ns (per-call time)" if constant
-                  else "the terms it moves with (fixed_ns and prefill first)")
+    for j, to in lost:
+        target, effect = _ABSORBED[to]
         assumptions.append(
             f"the {what}' {_COLUMN_NAMES[j]} do not vary enough for their cost to stand out "
             f"of the noise (coefficient under {MIN_COLUMN_T:g} standard errors beside the other "
             f"terms), so the time they cost cannot be told apart from {target}: it is fitted "
-            "there, not measured. Interventions that scale tokens "
-            "(quantisation, routing to a smaller model) get no credit for it; batching shares "
-            "time in fixed_ns across the batch, which over-states it where that time is per-row "
-            "work")
-    names = " and ".join(_COLUMN_NAMES[j] for j, _ in lost)
-    where = ("per-call time (fixed_ns)" if all(c for _, c in lost)
-             else "fixed_ns and the terms it moves with")
-    return [f"the {what} do not vary enough in {names} for the curve to tell what they cost: "
-            f"that time is kept in {where}, so token-scaling interventions (quantisation, "
-            "routing) are projected low and batching may be projected high; a calibration sweep "
-            "over lengths (`inferaudit calibrate`) measures it"]
+            f"there, not measured, and {effect}")
+    parts = [f"the time of {_COLUMN_NAMES[j]} is kept mostly in {_ABSORBED[to][0]}: "
+             f"{_ABSORBED[to][1]}" for j, to in lost]
+    return [f"the {what} do not vary enough for the curve to tell what each term costs; "
+            + "; ".join(parts) + "; a calibration sweep over lengths and batch sizes "
+            "(`inferaudit calibrate`) measures it"]
 
 
 def split_step(step_total: float, share: float, b0: float) -> tuple[float, float]:
