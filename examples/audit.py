@@ -449,7 +449,9 @@ def run_audit(args: argparse.Namespace, model: TinyGPT2, plan: ReplayPlan, plan_
             f"{hs['measured_p95_ms']:.0f} ms")
     if hs.get("service_level_ratio"):
         say(f"the batched run's calls took x{hs['service_level_ratio']:.3f} the time the "
-            "projection's curve gives them (1.0: the host ran at the audited speed)")
+            "projection's curve gives them (1.0: the curve and the host as audited; the curve's "
+            "error on batched calls and the host's speed together, the next line has the speed "
+            "alone)")
     if hs.get("host_speed"):
         sp = hs["host_speed"]
         say(f"host speed: the batched run's {sp['batched_calls']} one-request calls took "

@@ -201,3 +201,18 @@ def test_the_partial_last_bucket_is_drawn_at_its_own_width() -> None:
     svg = plots.utilization_over_time(rep)
     widths = [float(w) for w in re.findall(r'<rect class="mark"[^>]* width="([0-9.]+)"', svg)]
     assert len(widths) == 2 and widths[1] == pytest.approx(widths[0] * 0.2, rel=0.02)
+
+
+@pytest.mark.parametrize(("ceiling", "drawn"), [(0.5, True), (1.0, False), (None, False)])
+def test_the_utilisation_chart_draws_the_ceiling_below_one(ceiling, drawn) -> None:
+    # One thread on a two-core host: buckets at 0.48 are a saturated thread, which a 0-1 axis
+    # with no mark at 0.5 showed as a half-idle device.
+    from inferaudit_analyzer.report import plots
+
+    rep = {"baseline": {"overall": {"device_utilization": 0.3,
+                                    "device_utilization_ceiling": ceiling},
+                        "time_buckets": {"bucket_s": 10.0, "rows": [
+                            {"start_s": 0.0, "span_s": 10.0, "device_busy_ratio": 0.48}]}}}
+    svg = plots.utilization_over_time(rep)
+    assert ("ceiling 0.50: the most its model calls could use" in svg) is drawn
+    assert svg.count("<polyline") == 1 + drawn

@@ -73,9 +73,16 @@ def utilization_over_time(report: dict[str, Any]) -> str:
             continue
         s = float(r["start_s"])
         c.bar(s, s + span(r) * 0.95, 0.0, float(v), PALETTE[0], f"{s:.0f}s: {v:.2f}")
-    overall = ((report.get("baseline") or {}).get("overall") or {}).get("device_utilization")
+    ov = (report.get("baseline") or {}).get("overall") or {}
+    overall = ov.get("device_utilization")
     if overall is not None:
         c.line([0.0, end], [overall, overall], PALETTE[1], f"mean {overall:.2f}", 1.5, "4 3")
+    # The most the model calls could use (one thread on a two-core host: 0.5): a bucket at 0.48
+    # is a saturated thread, not a half-idle device.
+    ceiling = ov.get("device_utilization_ceiling")
+    if isinstance(ceiling, (int, float)) and 0 < ceiling < 1:
+        c.line([0.0, end], [ceiling, ceiling], PALETTE[3],
+               f"ceiling {ceiling:.2f}: the most its model calls could use", 1.5, "2 2")
     return c.svg()
 
 
