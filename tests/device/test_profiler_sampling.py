@@ -250,6 +250,37 @@ def test_instrument_model_prepares_for_cuda_graphs_only_when_profiling_on_cuda(
     assert _profiler_sampling._cuda_graphs_prepared
 
 
+def test_a_models_first_eager_cuda_call_prepares_where_instrument_model_could_not(
+        spans, config, recorded_sessions, monkeypatch):
+    # configure(mode="audit") after instrument_model, or a model moved to the GPU after it:
+    # instrument_model had nothing to prepare for, and the server's graphs were then captured
+    # before the first CUDA profiler session (pytorch#75504).
+    from inferaudit_sdk.instrumentation import _model_call
+    from inferaudit_sdk.instrumentation._fake_cuda import FakeCudaBackend
+
+    fake = FakeCudaBackend()
+    model = torch.nn.Linear(2, 2)
+    config(profile_every_n=0)
+    instrument_model(model)
+    monkeypatch.setattr(_model_call, "device_of", lambda spec: ("cuda", 0))  # moved since
+    monkeypatch.setitem(_model_call._backends, "cuda", fake)  # torch.cuda, as a fake
+    x = torch.randn(1, 2)
+    try:
+        model(x)
+        assert recorded_sessions == []  # sampling off: nothing to prepare for
+        config(profile_every_n=10_000)  # audit mode, turned on later (no call comes due)
+        fake.cuda.capturing = True
+        model(x)
+        assert recorded_sessions == []  # inside a capture: no profiler session there
+        fake.cuda.capturing = False
+        model(x)
+        model(x)
+        assert recorded_sessions == [("CPU", "CUDA")]  # at the first eager call, once
+    finally:
+        uninstrument_model(model)
+    assert len(spans.get_finished_spans()) == 4
+
+
 @pytest.mark.parametrize(("env", "overrides", "mode", "interval"), [
     ({}, {}, "production", 0),                                       # production: off
     ({"INFERAUDIT_MODE": "Audit"}, {}, "audit", 100),                # audit: on by default

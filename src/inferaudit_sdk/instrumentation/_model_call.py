@@ -196,6 +196,12 @@ def _start_measuring(call: _Call, active: Any, cfg: Any) -> None:
         call.timing = backend.begin(device_index)
         device_index = call.timing.device_index
     if device_type == "cuda":
+        if cfg.profile_interval > 0 and not _prof.cuda_graphs_prepared() \
+                and spec.backend is None and backend is not None and not backend.capturing():
+            # Sampling turned on after instrument_model (configure(mode="audit") later), or a
+            # model moved to the GPU since: prepared at its first eager call, before a server
+            # captures its graphs (a call inside a capture is no place for a profiler session)
+            guarded("profile.cuda_graphs", _prof.prepare_for_cuda_graphs)
         gpu = _gpu_sampler(device_index, getattr(call.timing, "hw_id", None))
         if gpu is not None:
             call.gpu = (gpu[0], gpu[1], gpu[0].clock())

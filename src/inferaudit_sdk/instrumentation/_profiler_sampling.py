@@ -100,6 +100,11 @@ class ProfileSampler:
 _cuda_graphs_prepared = False
 
 
+def cuda_graphs_prepared() -> bool:
+    """Whether :func:`prepare_for_cuda_graphs` has run in this process (a global read)."""
+    return _cuda_graphs_prepared
+
+
 def prepare_for_cuda_graphs() -> bool:
     """Run one empty profiler session with CUDA activity, once per process; True if it ran.
 
@@ -107,7 +112,9 @@ def prepare_for_cuda_graphs() -> bool:
     memory access) or hang when a later session replays it (pytorch#75504, the reason for
     ``torch.profiler._utils._init_for_cuda_graphs``; kineto#1165 for CUDA 12). Serving stacks
     capture their graphs at start-up, after the model is loaded: ``instrument_model`` calls
-    this when profile sampling is on, so our first sampled call is not the first session.
+    this when profile sampling is on, and an instrumented model's first eager CUDA call does
+    where it had not run (sampling turned on later, a model moved to the GPU later), so our
+    first sampled call is not the first session.
     """
     global _cuda_graphs_prepared
     if _cuda_graphs_prepared:
