@@ -181,3 +181,18 @@ def test_the_cost_waterfall_shows_no_step_below_its_labels_precision() -> None:
                                     "+continuous_batching: $0.000000874 (unchanged)",
                                     "+model_routing: $0.000000610 (-$0.000000264)"]
     assert tips[1][0] not in (tips[0][0], tips[2][0])  # neither "bill" blue nor "saving" green
+
+
+@pytest.mark.parametrize(("cost", "said"), [
+    (9.31e-7, ", $0.931 per 1M requests"),
+    (0.004, ", $4,000 per 1M requests"),
+    (0.02, None),  # cents per request: read as they are
+    (None, None),
+])  # fmt: skip
+def test_the_summary_prices_a_million_requests_where_one_costs_under_a_cent(cost, said) -> None:
+    rep = {"baseline": {"overall": {"requests": 30, "cost_per_request_usd": cost}}}
+    first = _fmt.executive_summary(rep)[0]
+    if said is None:
+        assert "per 1M requests" not in first
+    else:
+        assert f"on the bill{said} (busy-only floor" in first

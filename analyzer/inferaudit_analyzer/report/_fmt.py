@@ -229,6 +229,15 @@ def _bill_text(projected: dict[str, Any]) -> str:
     return "unchanged on the bill (same replicas)"
 
 
+def _per_million(ov: dict[str, Any]) -> str:
+    """``", $0.93 per 1M requests"`` where a request costs under a cent: a buyer budgets in
+    requests per month, not in millionths of a dollar."""
+    v = ov.get("cost_per_request_usd")
+    if not isinstance(v, (int, float)) or not 0 < v < 0.01:
+        return ""
+    return f", {usd(v * 1e6)} per 1M requests"
+
+
 def executive_summary(report: dict[str, Any]) -> list[str]:
     """Three to six plain sentences a buyer reads first."""
     ov = (report.get("baseline") or {}).get("overall") or {}
@@ -237,8 +246,8 @@ def executive_summary(report: dict[str, Any]) -> list[str]:
     lines.append(
         f"{num(ov.get('requests'))} requests over {with_unit(ov.get('window_s'), 's')}: p50 "
         f"{ms(lat.get('p50'))}, p95 {ms(lat.get('p95'))}; cost per request "
-        f"{usd(ov.get('cost_per_request_usd'))} on the bill (busy-only floor "
-        f"{usd(ov.get('busy_cost_per_request_usd'))}); device utilisation "
+        f"{usd(ov.get('cost_per_request_usd'))} on the bill{_per_million(ov)} (busy-only "
+        f"floor {usd(ov.get('busy_cost_per_request_usd'))}); device utilisation "
         f"{utilisation(ov)}.")
     bn = report.get("bottleneck") or {}
     if bn:
