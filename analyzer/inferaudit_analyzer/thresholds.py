@@ -24,6 +24,11 @@ IDLE_WHILE_WAITING_HIGH_RATIO = 0.5
 # House rule: requests queue for the device when the p95 queue time is at least one median model
 # call: the slowest 5 % wait longer than a whole call takes, so demand is not below capacity.
 QUEUED_P95_OVER_SERVICE_RATIO = 1.0
+# House rule: a CPU host whose model calls run on fewer intra-op threads than it has cores pays
+# for cores they can never use; worth a finding from a quarter of its CPU time unreachable
+# (1 thread of 2 cores: half; 6 of 8: a quarter), medium from half.
+UNREACHABLE_CORES_RATIO = 0.25
+UNREACHABLE_CORES_MEDIUM_RATIO = 0.5
 # House rule: a clock offset between the resource that records model calls and the one that
 # records their requests counts when it exceeds this share of the median request (the sweeps'
 # error is about offset / request duration; idle-while-waiting fires at 0.2), over at least

@@ -39,11 +39,13 @@ ERRORED_SQL = "(COALESCE(status_code, 0) = 2 OR error_type IS NOT NULL)"
 # trace, or says so (an SDK whose trace could not be written still marks the call). Never NULL.
 PROFILED_EXPR = (f"b.profile_path IS NOT NULL OR COALESCE(json_extract_string(b.attributes, "
                  f"'$.\"{semconv.PROFILE_SAMPLED}\"') = 'true', FALSE)")
-# Over the rows of the batch spans (a column ``profiled``, as above): a profiled call is kept
-# apart from the latency statistics and the ROI's fit while the input holds a call the profiler
-# did not slow down; where every call was profiled (``profile_every_n=1``), they are all the
-# measurement there is, and they are kept in (the baseline says so: ``profiled_in_percentiles``).
-PROFILED_APART_SQL = "(profiled AND MIN(CASE WHEN profiled THEN 1 ELSE 0 END) OVER () = 0)"
+# Over the rows of the batch spans (columns ``profiled``, as above, and ``resource_id``): a
+# profiled call is kept apart from the latency statistics and the ROI's fit while its process
+# (whose profile_every_n decides) ran a call the profiler did not slow down; where every call of
+# a process was profiled (``profile_every_n=1``), they are all the measurement of it there is,
+# and they are kept in (the baseline says so: ``profiled_in_percentiles``).
+PROFILED_APART_SQL = ("(profiled AND MIN(CASE WHEN profiled THEN 1 ELSE 0 END) "
+                      "OVER (PARTITION BY resource_id) = 0)")
 # A request of the ``requests`` view whose latency the percentiles (latency, TTFT, TPOT, queue,
 # model time) are over: it succeeded, and none of its model calls ran under the SDK's profile
 # sampling (a sampled call pays the profiler's start, export and compression on its own path,
@@ -322,7 +324,7 @@ WITH server AS (
     HAVING COUNT(*) = 1
 ),
 batch_spans AS (
-    SELECT b.trace_id, b.span_id,
+    SELECT b.trace_id, b.span_id, b.resource_id,
            COALESCE(b.device_time_ns,
                     CASE WHEN b.device_type = 'cpu' THEN b.cpu_time_ns END,
                     b.duration_ns) AS device_ns,

@@ -111,7 +111,8 @@ def test_sglang_waits_on_untraced_work_not_on_the_host(report: KinetoReport, rel
     "tracelens/sglang_qwen3-8b_decode_mi300x_bs32.json.gz",
     "tracelens/sglang_qwen3-8b_prefilldecode_mi300x.json.gz",
 ])  # fmt: skip
-def test_an_untraced_wait_does_not_make_a_saturated_step_look_half_idle(rel: str) -> None:
+def test_an_untraced_wait_does_not_make_a_saturated_step_look_half_idle(
+        report: KinetoReport, rel: str) -> None:
     """Busy over the span SGLang's steps can speak for (the 0.46 / 0.49 s untraced wait out) is
     0.93 / 0.9975: GEMM and attention on a saturated device are the model's math, not a kernel
     to tune. Over the whole span the extend step read 0.499 busy and its GEMM a runtime

@@ -136,3 +136,25 @@ def test_one_unprofiled_call_is_enough_to_keep_the_profiled_apart():
     rep = analyze_connection(db.con)
     assert rep["baseline"]["overall"]["profiled_in_percentiles"] == 0
     assert rep["baseline"]["overall"]["profiled_requests"] == 200 // PROFILE_EVERY
+
+
+def test_a_process_that_profiled_every_call_keeps_its_calls_beside_one_that_did_not():
+    # Whether profiled calls can be left out is the process's (its profile_every_n): one
+    # deployment at profile_every_n=1 beside another unprofiled one had its percentiles emptied.
+    db = FixtureDb()
+    for rid, model in ((1, "big"), (2, "small")):
+        db.resource(rid, gpu_model="NVIDIA L4", gpu_count=1, service_name=f"svc{rid}",
+                    price_usd_per_hour=1.0)
+        for i in range(50):
+            arr = T0 + i * 40 * MS + rid * MS
+            end = arr + 30 * MS
+            r = db.request(arr, end, input_tokens=100, output_tokens=20, request_model=model,
+                           resource_id=rid)
+            db.batch(arr, end, [r], parent=r, device_time_ns=28 * MS, request_model=model,
+                     resource_id=rid,
+                     profile_path=f"/t/profiles/{i:016x}.json.gz" if rid == 1 else None)
+    ov = analyze_connection(db.con)["baseline"]
+    big, small = ov["by_model"]["big"], ov["by_model"]["small"]
+    assert big["latency_ms"]["n"] == 50 and big["profiled_in_percentiles"] == 50
+    assert small["latency_ms"]["n"] == 50 and small["profiled_in_percentiles"] == 0
+    assert ov["overall"]["profiled_requests"] == 0

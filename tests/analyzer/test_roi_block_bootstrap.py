@@ -138,3 +138,7 @@ def test_control_adjusted_leaves_values_it_cannot_adjust(values, control, point)
 def test_a_missing_replicate_stays_missing() -> None:
     out = bs.control_adjusted([1.0, None, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0], 2.0)
     assert out[1] is None and all(isinstance(x, float) for x in (out[0], out[2], out[3]))
+
+
+def test_lists_of_different_lengths_are_left_as_they_are() -> None:
+    assert bs.control_adjusted([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0], 2.0) == [1.0, 2.0, 3.0, 4.0]

@@ -168,3 +168,45 @@ def test_a_refit_on_given_columns_estimates_those_and_says_nothing_left_out() ->
                           columns=point.columns)
         assert again.curve.step_ns_per_seq == 0.0 and again.curve.step_ns > 0
         assert again.columns == point.columns and not again.warnings
+
+
+def test_a_left_out_term_is_never_said_to_sit_in_the_padded_step() -> None:
+    # The padded-step column is always fitted, so it could come out as the one a left-out
+    # term moved with; the warning had no wording for it and the whole ROI died (KeyError).
+    failures = []
+    for seed in range(120):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(20, 200))
+        b = rng.integers(1, 9, n).astype(float)
+        tin = rng.integers(8, 400, n).astype(float)
+        tout = rng.integers(4, 200, n).astype(float)
+        ragged = (b > 1) & (rng.random(n) < rng.uniform(0.3, 1.0))
+        fixed, pre = rng.choice([0, 5e6]), rng.choice([0, 2e4])
+        step, per, rag = rng.choice([0, 1e4, 1e6]), rng.choice([0, 3e3, 1e5]), rng.choice(
+            [0, 2e5, 1e6])
+        y = fixed + pre * b * tin + step * tout + per * tout * b + rag * tout * ragged
+        y = y * rng.lognormal(0, rng.choice([0.02, 0.1, 0.3]), n) + 1e5
+        try:
+            fit_curve(CallPoints.of(b, tin, tout, y, None, ragged), max_batch=8)
+        except KeyError as exc:
+            failures.append((seed, exc))
+    assert failures == []
+
+
+def test_a_replicate_with_one_batch_size_keeps_a_decode_step() -> None:
+    # The point fit kept the per-row step and not the per-token one; a replicate that drew
+    # calls of one batch size only has no per-row column: its decode time went to fixed_ns.
+    rng = np.random.default_rng(4)
+    n = 300
+    b = np.where(rng.random(n) < 0.9, 1.0, 8.0)
+    tin = rng.integers(8, 64, n).astype(float)
+    tout = rng.integers(4, 60, n).astype(float)
+    y = (2e4 * b * tin + 1e6 * tout * b) * rng.lognormal(0, 0.05, n)
+    point = fit_curve(CallPoints.of(b, tin, tout, y), max_batch=8)
+    assert 3 in point.columns and 2 not in point.columns
+    one = b == 1
+    again = fit_curve(CallPoints.of(b[one], tin[one], tout[one], y[one]), max_batch=8,
+                      columns=point.columns)
+    step1 = again.curve.step_ns + again.curve.step_ns_per_seq
+    assert step1 == pytest.approx(1e6, rel=0.05)
+    assert again.curve.fixed_ns < 5e6

@@ -12,6 +12,7 @@ from typing import ClassVar
 import pytest
 import torch
 
+import inferaudit_sdk as ia
 from inferaudit_sdk import semconv
 from inferaudit_sdk.instrumentation import instrument_model, uninstrument_model
 from inferaudit_sdk.instrumentation._profiler_sampling import (
@@ -255,7 +256,7 @@ def test_a_models_first_eager_cuda_call_prepares_where_instrument_model_could_no
     # configure(mode="audit") after instrument_model, or a model moved to the GPU after it:
     # instrument_model had nothing to prepare for, and the server's graphs were then captured
     # before the first CUDA profiler session (pytorch#75504).
-    from inferaudit_sdk.instrumentation import _model_call
+    from inferaudit_sdk.instrumentation import _model_call, _profiler_sampling
     from inferaudit_sdk.instrumentation._fake_cuda import FakeCudaBackend
 
     fake = FakeCudaBackend()
@@ -264,6 +265,10 @@ def test_a_models_first_eager_cuda_call_prepares_where_instrument_model_could_no
     instrument_model(model)
     monkeypatch.setattr(_model_call, "device_of", lambda spec: ("cuda", 0))  # moved since
     monkeypatch.setitem(_model_call._backends, "cuda", fake)  # torch.cuda, as a fake
+    prepared_at: list[int] = []
+    prepare = _profiler_sampling.prepare_for_cuda_graphs
+    monkeypatch.setattr(_profiler_sampling, "prepare_for_cuda_graphs",
+                        lambda: prepared_at.append(time.time_ns()) or prepare())
     x = torch.randn(1, 2)
     try:
         model(x)
@@ -276,9 +281,35 @@ def test_a_models_first_eager_cuda_call_prepares_where_instrument_model_could_no
         model(x)
         model(x)
         assert recorded_sessions == [("CPU", "CUDA")]  # at the first eager call, once
+        with ia.batch(model="m"):  # a server's own batch span: nothing left to prepare
+            model(x)
     finally:
         uninstrument_model(model)
-    assert len(spans.get_finished_spans()) == 4
+    done = sorted(spans.get_finished_spans(), key=lambda s: s.start_time)
+    assert len(done) == 5 and len(prepared_at) == 1
+    # before the call's span opened: the session is not timed as the call
+    assert done[1].end_time < prepared_at[0] < done[2].start_time
+    assert not any(s.attributes.get(semconv.PROFILE_SAMPLED) for s in done)
+
+
+def test_the_preparation_marks_a_server_opened_batch_span_that_holds_it(
+        spans, config, recorded_sessions, monkeypatch):
+    from inferaudit_sdk.instrumentation import _model_call
+    from inferaudit_sdk.instrumentation._fake_cuda import FakeCudaBackend
+
+    model = torch.nn.Linear(2, 2)
+    config(profile_every_n=10_000)
+    monkeypatch.setattr(_model_call, "device_of", lambda spec: ("cuda", 0))
+    monkeypatch.setitem(_model_call._backends, "cuda", FakeCudaBackend())
+    instrument_model(model)
+    try:
+        with ia.batch(model="m"):
+            model(torch.randn(1, 2))
+    finally:
+        uninstrument_model(model)
+    (span,) = spans.get_finished_spans()
+    assert recorded_sessions == [("CPU", "CUDA")]
+    assert span.attributes[semconv.PROFILE_SAMPLED] is True  # out of the latency statistics
 
 
 @pytest.mark.parametrize(("env", "overrides", "mode", "interval"), [

@@ -15,6 +15,10 @@ request at a time on one of several cores queues requests at low utilisation: th
 serialisation (``unbatched_serving``), and consolidating replicas would make it worse. Where the
 request and device clocks disagree (``Concurrency.clock_skews``) the idle share is not measured
 (None): the first finding cannot fire, and the second reads it as without batch spans.
+``cores_unreachable``: on a CPU host (the device is its cores) the model calls ran on fewer
+intra-op threads than the host has cores, so a share of the paid CPU time can never be busy,
+whatever the load (the utilisation's ceiling below 1): a serving configuration (thread count,
+workers per host) or an instance larger than the server uses.
 """
 
 from __future__ import annotations
@@ -84,4 +88,53 @@ def idle_findings(conc: Concurrency, util: Utilization) -> list[Finding]:
                     "exceeds demand. "
                     "Consolidate replicas or right-size the device."),
         ))
+    unreachable = _cores_unreachable(util)
+    if unreachable is not None:
+        out.append(unreachable)
     return out
+
+
+def _cores_unreachable(util: Utilization) -> Finding | None:
+    """CPU hosts whose model calls use fewer threads than cores (see the module docstring)."""
+    if util.source != "spans":
+        return None
+    # Over every CPU host whose ceiling is known (those that reach all their cores count too:
+    # the share is of the CPU time paid for), named by the ones that do not.
+    cpus = [r for r in util.resources if r.busy_known and r.ceiling_ratio is not None]
+    hosts = [r for r in cpus if r.ceiling_ratio < 1.0]  # type: ignore[operator]
+    if not hosts:
+        return None
+    devices = sum(r.devices for r in cpus)
+    ceiling = sum(r.ceiling_ratio * r.devices for r in cpus) / devices  # type: ignore[operator]
+    lost = 1.0 - ceiling
+    if lost < th.UNREACHABLE_CORES_RATIO:
+        return None
+    busy = sum(r.busy_ns for r in cpus) / (util.window_ns * devices) if util.window_ns else None
+    threads = sorted({r.cpu_threads for r in hosts})
+    cores = sorted({r.cpu_cores for r in hosts})
+    return Finding(
+        id="cores_unreachable",
+        title="The model calls cannot use all the cores the host is paid for",
+        severity="medium" if lost >= th.UNREACHABLE_CORES_MEDIUM_RATIO else "low",
+        layer="runtime",
+        evidence={
+            "cpu_threads": threads[0] if len(threads) == 1 else threads,
+            "cpu_cores": cores[0] if len(cores) == 1 else cores,
+            "hosts": len(hosts),
+            "utilization_ceiling_ratio": round(ceiling, 4),
+            "unreachable_cpu_ratio": round(lost, 4),
+            "device_utilization_ratio": None if busy is None else round(busy, 4),
+            "utilization_of_reachable_ratio": (None if busy is None or ceiling <= 0
+                                               else round(busy / ceiling, 4)),
+            "threshold_unreachable_ratio": th.UNREACHABLE_CORES_RATIO,
+        },
+        detail=(f"The model calls ran on {_listed(threads)} intra-op thread(s) on "
+                f"{_listed(cores)}-core host(s): {lost:.0%} of the paid CPU time can never be "
+                "busy, however much load arrives. Give the model calls the host's cores (torch "
+                "intra-op threads), run one worker per free core, or serve from a smaller "
+                "instance."),
+    )
+
+
+def _listed(values: list[int | None]) -> str:
+    return "/".join(str(v) for v in values)

@@ -165,9 +165,10 @@ def control_adjusted(values: list[float | None], control: list[float | None],
     Unchanged too where there is no point, or fewer than 3 pairs to take a slope from."""
     v = np.asarray([np.nan if x is None else x for x in values], dtype=np.float64)
     c = np.asarray([np.nan if x is None else x for x in control], dtype=np.float64)
+    if control_point is None or not np.isfinite(control_point) or v.size != c.size:
+        return values
     ok = np.isfinite(v) & np.isfinite(c)
-    if control_point is None or not np.isfinite(control_point) or ok.sum() < 3 \
-            or v.size != c.size:
+    if ok.sum() < 3:
         return values
     dc = c[ok] - c[ok].mean()
     var = float(dc @ dc)

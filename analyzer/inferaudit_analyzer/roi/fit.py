@@ -395,6 +395,10 @@ def fit_curve(spans: CallPoints, *, calibration: CallPoints | None = None,
                        assumptions)
     a = design(spans)
     usable = _ALL_COLUMNS if len(seen) >= 2 else _ONE_BATCH_COLUMNS
+    if columns is not None and len(seen) < 2 and 3 in columns:
+        # one batch size (a replicate of a multi-batch fit can draw one): the per-row step is
+        # the step times a constant here, fitted as the step and split by the prior below
+        columns = (*columns, 2)
     coef, lost, kept = _fit_estimable(a, spans.duration_ns, usable, columns)
     warnings = _unestimable_notes(lost, "measured calls", assumptions)
     if len(seen) >= 2:
@@ -540,10 +544,11 @@ def _fit_estimable(a: np.ndarray, y: np.ndarray, columns: list[int],
 def _absorbing(a: np.ndarray, j: int, kept: list[int]) -> int:
     """The fitted column that takes most of left-out column ``j``'s time: the largest term of
     its least-squares projection on the kept columns (scaled to unit norm); 0 (fixed_ns) for a
-    column that is constant, or where no token column is kept."""
+    column that is constant, or where no token column is kept. Among the per-call and token
+    columns only: the padded step is paid by padded calls alone, no home for a token term."""
     if _spread(a[:, j], a[:, [0]]) < CONSTANT_COLUMN_SPREAD:
         return 0
-    cols = [k for k in kept if np.linalg.norm(a[:, k])]
+    cols = [k for k in kept if k in _ESTIMATE_ORDER and np.linalg.norm(a[:, k])]
     if not cols:
         return 0
     unit, _ = _unit_columns(a[:, cols])

@@ -156,12 +156,37 @@ def _nvml_index(sampler: Any, cuda_index: int, hw_id: str | None) -> int:
     return idx
 
 
+def _prepare_for_cuda_graphs(spec: Any) -> None:
+    """Sampling turned on after ``instrument_model`` (a later ``configure(mode="audit")``), or
+    a model moved to the GPU since: the one empty CUDA profiler session runs at the model's
+    first eager CUDA call, before a server captures its graphs (never inside a capture), and
+    before the call's span opens, so the call is not timed with it. A batch span the server
+    opened around the call does hold it, and is marked as profiled."""
+    try:
+        if device_of(spec)[0] != "cuda":
+            return
+        backend = _backends.get("cuda")
+        if backend is None:
+            backend = _backends["cuda"] = default_backend("cuda")
+        if backend.capturing():
+            return
+    except Exception as exc:
+        swallow("profile.cuda_graphs", exc)
+        return
+    if guarded("profile.cuda_graphs", _prof.prepare_for_cuda_graphs):
+        active = _current()
+        if active is not None and active.role == _ROLE_BATCH and active.recording:
+            active.attributes[semconv.PROFILE_SAMPLED] = True
+
+
 def begin(spec: Any, args: Any, kwargs: Any, is_generate: bool) -> _Call | None:
     """Open (or join) the batch span and mark the call as running. Only what cannot fail is
     done between entering the span and setting the call marker, so neither can leak."""
     cfg = _settings._config or _get_config()  # the attribute: a frame less per call
     if not cfg.enabled:
         return None
+    if cfg.profile_interval > 0 and spec.backend is None and not _prof.cuda_graphs_prepared():
+        _prepare_for_cuda_graphs(spec)
     inputs = inspect_call(args, kwargs)
     call = _Call(spec, inputs, is_generate)
     if is_generate:
@@ -196,12 +221,6 @@ def _start_measuring(call: _Call, active: Any, cfg: Any) -> None:
         call.timing = backend.begin(device_index)
         device_index = call.timing.device_index
     if device_type == "cuda":
-        if cfg.profile_interval > 0 and not _prof.cuda_graphs_prepared() \
-                and spec.backend is None and backend is not None and not backend.capturing():
-            # Sampling turned on after instrument_model (configure(mode="audit") later), or a
-            # model moved to the GPU since: prepared at its first eager call, before a server
-            # captures its graphs (a call inside a capture is no place for a profiler session)
-            guarded("profile.cuda_graphs", _prof.prepare_for_cuda_graphs)
         gpu = _gpu_sampler(device_index, getattr(call.timing, "hw_id", None))
         if gpu is not None:
             call.gpu = (gpu[0], gpu[1], gpu[0].clock())
