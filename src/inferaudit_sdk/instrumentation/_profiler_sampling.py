@@ -98,6 +98,7 @@ class ProfileSampler:
 
 
 _cuda_graphs_prepared = False
+_prepare_lock = threading.Lock()
 
 
 def cuda_graphs_prepared() -> bool:
@@ -119,7 +120,10 @@ def prepare_for_cuda_graphs() -> bool:
     global _cuda_graphs_prepared
     if _cuda_graphs_prepared:
         return False
-    _cuda_graphs_prepared = True
+    with _prepare_lock:  # two threads' first calls: one session
+        if _cuda_graphs_prepared:
+            return False
+        _cuda_graphs_prepared = True
     import torch
     from torch.profiler import ProfilerActivity, profile
 
