@@ -95,7 +95,10 @@ def own_output_schema(head: str) -> str | None:
     return m.group(1) if m else None
 
 
-_OTLP_OR_KINETO_KEYS = ('"resourceSpans"', '"resourceMetrics"', '"traceEvents"')
+# A Collector file exporter shared by signals writes logs and profiles requests between the
+# span lines: a .json file that starts with one is OTLP lines too.
+_OTLP_OR_KINETO_KEYS = ('"resourceSpans"', '"resourceMetrics"', '"resourceLogs"',
+                        '"resourceProfiles"', '"traceEvents"')
 
 
 def _json_document_not_otlp(head: str, path: str) -> bool:

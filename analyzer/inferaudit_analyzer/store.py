@@ -133,8 +133,19 @@ class Store:
         self.close()
 
 
+def _pretty_printed(path: str) -> bool:
+    """The file's first line is a lone ``{``: one JSON document over many lines, which only a
+    reader that starts at its first byte can read (worker._read_document)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.readline(4096).strip() == b"{"
+    except OSError:
+        return False
+
+
 def _units(f: files.InputFile, out_dir: str, chunk_spans: int) -> list[WorkUnit]:
-    if f.format == "json" and f.compression == "none" and f.size_bytes > SPLIT_BYTES:
+    if f.format == "json" and f.compression == "none" and f.size_bytes > SPLIT_BYTES \
+            and not _pretty_printed(f.path):
         n = -(-f.size_bytes // SPLIT_BYTES)
         step = -(-f.size_bytes // n)
         return [WorkUnit(f.path, f.compression, f.format, i * step,
@@ -150,7 +161,8 @@ def _absolute_errors(f: files.InputFile, results: list[UnitResult]) -> list[Inge
         for line, offset, msg in r.errors:
             raw.append((line, offset, msg, r.unit.start > 0))
     need = sorted({off for _, off, _, split in raw if split and off is not None})
-    lines_at = dict(zip(need, files.count_newlines_at(f.path, need), strict=True))
+    lines_at = (dict(zip(need, files.count_newlines_at(f.path, need), strict=True)) if need
+                else {})  # nothing to count: the file may not even open (a dangling link)
     out: list[IngestError] = []
     for line, offset, msg, split in raw:
         if split:

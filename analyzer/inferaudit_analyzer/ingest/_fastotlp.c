@@ -1051,18 +1051,22 @@ static int scan_attributes(Cur *c, SpanBufs *sb, PyObject *row, PyObject **fallb
     }
 }
 
-static int is_ascii(const Str *s) {
-    for (Py_ssize_t i = 0; i < s->n; i++)
-        if ((unsigned char)s->s[i] >= 0x80) return 0;
+/* Lowercase hex digits only: the form ids are kept in (upper case, base64: Python's). */
+static int is_lower_hex(const Str *s) {
+    for (Py_ssize_t i = 0; i < s->n; i++) {
+        unsigned char ch = (unsigned char)s->s[i];
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return 0;
+    }
     return 1;
 }
 
-/* An id kept as written: a string of exactly n characters, no escapes (else Python's). */
+/* An id kept as written: exactly n lowercase hex digits, no escapes (else Python's, which
+   lowercases hex, decodes base64 and names anything else). */
 static int scan_id(Cur *c, Py_ssize_t n, PyObject **out) {
     Str s;
     int r = scan_string(c, &s);
     if (r != OK) return r;
-    if (s.esc || s.n != n || !is_ascii(&s)) return GIVE_UP; /* Python measures characters */
+    if (s.esc || s.n != n || !is_lower_hex(&s)) return GIVE_UP;
     *out = PyUnicode_DecodeUTF8(s.s, s.n, NULL);
     return *out ? OK : ERR;
 }
@@ -1177,7 +1181,7 @@ static int scan_span(Cur *c, SpanBufs *sb, PyObject *out) {
                 Str s;
                 if ((r = scan_string(c, &s)) != OK) break;
                 if (s.n == 0 && !s.esc) {
-                } else if (s.esc || s.n != 16 || !is_ascii(&s)) {
+                } else if (s.esc || s.n != 16 || !is_lower_hex(&s)) {
                     r = GIVE_UP;
                     break;
                 } else if ((r = set_item(row, I_PARENT,

@@ -117,7 +117,7 @@ def _expand(item: str | os.PathLike[str]) -> list[str]:
                 if stem(name).endswith(_JSON_SUFFIXES + _PROTO_SUFFIXES):
                     found.append(os.path.join(root, name))
         return found
-    if os.path.isfile(text):
+    if os.path.isfile(text) or os.path.islink(text):  # a dangling link: read, and reported
         return [text]
     if glob.has_magic(text):
         return sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
@@ -156,8 +156,15 @@ def discover(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -
             real = str(Path(p).resolve())
             if real in seen:
                 continue
-            st = os.stat(real)
-            compression, fmt = _sniff(real)
+            try:
+                st = os.stat(real)
+                compression, fmt = _sniff(real)
+            except OSError:
+                # a dangling link, a file gone or unreadable since it was listed: kept under
+                # its own name, so that reading it reports the fault and nothing else is lost
+                own = os.path.abspath(p)
+                seen.setdefault(own, InputFile(own, 0, 0, "none", "json"))
+                continue
             seen[real] = InputFile(real, st.st_size, st.st_mtime_ns, compression, fmt)
     return sorted(seen.values(), key=lambda f: f.path)
 

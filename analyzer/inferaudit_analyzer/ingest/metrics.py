@@ -8,6 +8,7 @@ summaries become two points, ``<name>.sum`` and ``<name>.count``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -42,10 +43,18 @@ def _int_or_none(x: Any, field: str) -> int | None:
     return None if x is None else _time_ns(x, field)
 
 
+def _finite(v: float, field: str) -> float:
+    """A point's value: NaN and infinities (valid OTLP JSON, "NaN") are no count or level any
+    reader could add up, so the point is reported and left out, not summed into a total."""
+    if not math.isfinite(v):
+        raise ValueError(f"{field} {v} is not a finite number")
+    return v
+
+
 def _number(dp: dict[str, Any]) -> float | None:
     v = dp.get("asDouble")
     if v is not None:
-        return float(v)
+        return _finite(float(v), "asDouble")
     v = dp.get("asInt")
     return None if v is None else float(int(v))
 
@@ -154,7 +163,7 @@ def _metric(rows: list[tuple[Any, ...]], m: dict[str, Any], name: str, rid: int,
                 t = _time_ns(dp.get("timeUnixNano") or 0, "timeUnixNano")
                 attrs = dumps(attr_dict(dp.get("attributes")))
                 start = _int_or_none(dp.get("startTimeUnixNano"), "startTimeUnixNano")
-                total = float(dp.get("sum") or 0.0)
+                total = _finite(float(dp.get("sum") or 0.0), "sum")
                 count = float(int(dp.get("count") or 0))
             except _POINT_ERRORS as exc:
                 bad(exc)

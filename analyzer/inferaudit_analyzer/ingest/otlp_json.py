@@ -35,7 +35,7 @@ from inferaudit_analyzer.ingest.otlp_values import (
     attr_dict,
     dumps,
     dumps_bytes,
-    hex_id,
+    norm_id,
     typed_value,
 )
 from inferaudit_sdk import semconv as sc
@@ -390,18 +390,16 @@ class RowBuilder:
               scope_name: str | None) -> None:
         row: list[Any] = [None] * N_ROW
         trace_id = s.traceId
-        if len(trace_id) != 32:
-            trace_id = hex_id(trace_id)
         span_id = s.spanId
-        if len(span_id) != 16:
-            span_id = hex_id(span_id)
         if not trace_id or not span_id:
             raise ValueError("empty traceId or spanId")
+        trace_id = norm_id(trace_id, 32, "traceId")
+        span_id = norm_id(span_id, 16, "spanId")
         row[I_TRACE] = trace_id
         row[I_SPAN] = span_id
         parent = s.parentSpanId
         if parent:
-            row[I_PARENT] = parent if len(parent) == 16 else hex_id(parent)
+            row[I_PARENT] = norm_id(parent, 16, "parentSpanId")
         name = s.name or ""
         if type(name) is not str:
             raise TypeError(f"name must be a string, got {type(name).__name__}")
@@ -501,8 +499,8 @@ class RowBuilder:
 
         if links:  # all or none: a bad link rejects the span before any row is kept
             self.link_rows.extend([
-                (span_id, trace_id, lt if len(lt) == 32 else hex_id(lt),
-                 ls if len(ls) == 16 else hex_id(ls))
+                (span_id, trace_id, norm_id(lt, 32, "link traceId"),
+                 norm_id(ls, 16, "link spanId"))
                 for lt, ls in links])
             self.links += len(links)
         del row[N_SPAN:]

@@ -92,6 +92,32 @@ def hex_id(x: Any) -> str | None:
         return x.lower()
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def norm_id(x: str, n_hex: int, field: str) -> str:
+    """A span or trace id as lowercase hex (``n_hex`` digits): OTLP/JSON writes hex, which is
+    case-insensitive (an upper-case copy of a span is the same span), protobuf printers write
+    base64. Anything else (``"abc"``) is no id a link or parent could name.
+
+    Raises:
+        ValueError: ``x`` is neither, naming ``field``.
+    """
+    if len(x) == n_hex:
+        low = x.lower()
+        if _HEX.issuperset(low):
+            return low
+    else:
+        try:
+            raw = base64.b64decode(x, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) * 2 == n_hex:
+            return raw.hex()
+    raise ValueError(f"{field} {x[:40]!r} is neither {n_hex} hex digits nor the base64 of "
+                     f"{n_hex // 2} bytes")
+
+
 def dumps_bytes(obj: Any) -> bytes:
     """JSON of a decoded value as UTF-8; the stdlib copes where orjson refuses (big ints)."""
     try:
