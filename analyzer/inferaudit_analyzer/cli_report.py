@@ -131,8 +131,11 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
     report["roi"] = roi
     report["plots"] = plots
     if calibration is not None:
+        left = calibration.get("unusable_points")
         report["roi"].setdefault("assumptions", []).append(
-            f"service-time curve shape from calibration file {args.calibration}")
+            f"service-time curve shape from calibration file {args.calibration}"
+            + (f" ({left} of its {len(calibration['points'])} points left out: no batch size "
+               ">= 1, a non-finite token count or no positive duration)" if left else ""))
     from inferaudit_analyzer.report_json import _clean
 
     return _clean(report)

@@ -101,6 +101,8 @@ def load_price_table(path: str | Path | None = None) -> PriceTable:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise PriceFileError(f"{path}: cannot read price file ({exc.strerror or exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise PriceFileError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
         origin = str(path)
     try:
         data = json.loads(text)

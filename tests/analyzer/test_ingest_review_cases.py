@@ -98,3 +98,26 @@ def test_a_pretty_printed_otlp_document_is_read_as_one_request(tmp_path):
     assert report["input"]["spans"] == 2
     (err,) = report["input"]["errors"]
     assert err["file"].endswith("broken.json") and "invalid JSON" in err["message"]
+
+
+@pytest.mark.parametrize("fast", ["1", "0"], ids=["fast-path-on", "fast-path-off"])
+@pytest.mark.parametrize(("key", "value"), [
+    (sc.GEN_AI_USAGE_OUTPUT_TOKENS, {"intValue": "-1000000000"}),  # read as -1e9 tokens/s
+    (sc.REQUEST_QUEUE_TIME_NS, {"intValue": "-5"}),  # a negative queue p50
+    (sc.BATCH_SIZE, {"intValue": "-3"}),
+    (sc.VLLM_LATENCY_TIME_IN_QUEUE, {"doubleValue": -0.5}),  # seconds, from vLLM
+])  # fmt: skip
+def test_a_negative_count_or_duration_is_dropped_with_an_error(tmp_path, monkeypatch, fast,
+                                                                key, value):
+    monkeypatch.setenv("INFERAUDIT_FAST_JSON", fast)
+    attrs = [*_span(0)["attributes"], {"key": key, "value": value},
+             {"key": sc.GEN_AI_USAGE_INPUT_TOKENS, "value": {"intValue": "7"}}]
+    p = tmp_path / "t.jsonl"
+    p.write_bytes(_line(_span(0, attributes=attrs), _span(1)) + b"\n")
+    with load_store([p], cache=False) as store:
+        row = store.con.execute(
+            "SELECT output_tokens, queue_ns, batch_size, input_tokens FROM spans WHERE name = 's0'"
+        ).fetchone()
+        errs = [m for (m,) in store.con.execute("SELECT message FROM ingest_errors").fetchall()]
+    assert row == (None, None, None, 7)  # that value alone is gone; the span is kept
+    assert len(errs) == 1 and key in errs[0] and "negative" in errs[0]

@@ -97,13 +97,20 @@ def _int(v: str) -> str:
     return f"coalesce(toInt64OrNull({v}), CAST(round(toFloat64OrNull({v})) AS Nullable(Int64)))"
 
 
+def _count(v: str) -> str:
+    """:func:`_int`, NULL where negative (a count or duration, as the file ingest's to_count)."""
+    x = _int(v)
+    return f"if({x} < 0, NULL, {x})"
+
+
 def _bool(v: str) -> str:
     return (f"CAST(multiIf(lower({v}) = 'true', 1, lower({v}) = 'false', 0, NULL) "
             "AS Nullable(Bool))")
 
 
 def _seconds_ns(v: str) -> str:
-    return f"CAST(round(toFloat64OrNull({v}) * 1e9) AS Nullable(Int64))"
+    ns = f"CAST(round(toFloat64OrNull({v}) * 1e9) AS Nullable(Int64))"
+    return f"if({ns} < 0, NULL, {ns})"  # a duration, as seconds_to_ns
 
 
 def _operation(v: str) -> str:
@@ -119,6 +126,7 @@ def _operation(v: str) -> str:
 CONVERTERS: dict[Callable[[Any], Any], Callable[[str], str]] = {
     foreign.to_str: lambda v: v,
     foreign.to_int: _int,
+    foreign.to_count: _count,
     foreign.to_float: lambda v: f"toFloat64OrNull({v})",
     foreign.to_bool: _bool,
     foreign.seconds_to_ns: _seconds_ns,

@@ -23,7 +23,7 @@
 
 /* ------------------------------------------------------------------ configuration */
 
-enum { K_STR = 0, K_INT = 1, K_FLOAT = 2, K_BOOL = 3 };
+enum { K_STR = 0, K_INT = 1, K_FLOAT = 2, K_BOOL = 3, K_COUNT = 4 }; /* count: int >= 0 */
 enum { C_PLAIN = 0, C_PROMOTED = 1, C_FALLBACK = 2 };
 
 static PyObject *g_primary;   /* dict key -> (row index, kind) */
@@ -967,9 +967,10 @@ static int scan_key_value(Cur *c, SpanBufs *sb, PyObject *row, PyObject **fallba
                 return r;
             }
             if (info.cls == C_PROMOTED) {
-                static const int want[] = {V_STR, V_INT, V_DBL, V_BOOL};
+                static const int want[] = {V_STR, V_INT, V_DBL, V_BOOL, V_INT};
                 Py_DECREF(kstr);
-                if (info.kind < 0 || info.kind > 3 || v.type != want[info.kind])
+                if (info.kind < 0 || info.kind > 4 || v.type != want[info.kind]
+                    || (info.kind == K_COUNT && v.i < 0))
                     return GIVE_UP; /* a conversion or its error: the Python path says */
                 PyObject *x = (info.shared_values && v.type == V_STR && !v.s.esc)
                                   ? shared_str(v.s.s, v.s.n) : py_of(&v);

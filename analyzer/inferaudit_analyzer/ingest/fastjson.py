@@ -29,7 +29,8 @@ except ImportError:  # not built (no compiler at install): the Python path does 
 
 ENV_SWITCH = "INFERAUDIT_FAST_JSON"
 
-_KIND_CODES = {foreign.to_str: 0, foreign.to_int: 1, foreign.to_float: 2, foreign.to_bool: 3}
+_KIND_CODES = {foreign.to_str: 0, foreign.to_int: 1, foreign.to_float: 2, foreign.to_bool: 3,
+               foreign.to_count: 4}
 _FIXED = ("trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns",
           "duration_ns", "status_code")
 _stats = {"lines_fast": 0, "lines_fallback": 0, "lines_failed": 0}

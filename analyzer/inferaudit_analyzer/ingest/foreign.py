@@ -66,6 +66,15 @@ def to_int(x: Any) -> int:
     raise TypeError(f"expected an integer, got {t.__name__}")
 
 
+def to_count(x: Any) -> int:
+    """A token count, a size, a duration: an integer that cannot be negative (a negative one
+    read as -1e9 tokens/s or a negative queue time, with no error)."""
+    v = to_int(x)
+    if v < 0:
+        raise ValueError(f"{x!r} is negative; a count or duration cannot be")
+    return v
+
+
 def to_float(x: Any) -> float:
     t = type(x)
     if t is float:
@@ -96,6 +105,8 @@ def seconds_to_ns(x: Any) -> int:
     ns = v * 1e9
     if not math.isfinite(ns):  # 1e300 s: finite, but infinite in ns
         raise ValueError(f"{x!r} s is outside the signed 64-bit range in ns")
+    if ns < 0:  # every use is a latency or a duration
+        raise ValueError(f"{x!r} s is negative; a duration cannot be")
     return _in_int64(round(ns), x)
 
 
@@ -129,28 +140,28 @@ PRIMARY: dict[str, tuple[str, Conv]] = {
     sc.GEN_AI_PROVIDER_NAME: ("provider", to_str),
     sc.GEN_AI_REQUEST_MODEL: ("request_model", to_str),
     sc.GEN_AI_RESPONSE_MODEL: ("response_model", to_str),
-    sc.GEN_AI_USAGE_INPUT_TOKENS: ("input_tokens", to_int),
-    sc.GEN_AI_USAGE_OUTPUT_TOKENS: ("output_tokens", to_int),
-    sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: ("cache_read_tokens", to_int),
-    sc.GEN_AI_REQUEST_MAX_TOKENS: ("max_tokens", to_int),
+    sc.GEN_AI_USAGE_INPUT_TOKENS: ("input_tokens", to_count),
+    sc.GEN_AI_USAGE_OUTPUT_TOKENS: ("output_tokens", to_count),
+    sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: ("cache_read_tokens", to_count),
+    sc.GEN_AI_REQUEST_MAX_TOKENS: ("max_tokens", to_count),
     sc.GEN_AI_REQUEST_STREAM: ("stream", to_bool),
-    sc.REQUEST_TIME_TO_FIRST_TOKEN_NS: ("ttft_ns", to_int),
-    sc.REQUEST_TIME_PER_OUTPUT_TOKEN_NS: ("tpot_ns", to_int),
-    sc.REQUEST_QUEUE_TIME_NS: ("queue_ns", to_int),
-    sc.BATCH_SIZE: ("batch_size", to_int),
+    sc.REQUEST_TIME_TO_FIRST_TOKEN_NS: ("ttft_ns", to_count),
+    sc.REQUEST_TIME_PER_OUTPUT_TOKEN_NS: ("tpot_ns", to_count),
+    sc.REQUEST_QUEUE_TIME_NS: ("queue_ns", to_count),
+    sc.BATCH_SIZE: ("batch_size", to_count),
     sc.BATCH_MODEL: ("request_model", to_str),  # a batch span's model (schema "2" on)
     sc.BATCH_OPERATION: ("operation", to_str),
-    sc.BATCH_INPUT_TOKENS: ("batch_input_tokens", to_int),
-    sc.BATCH_PADDED_TOKENS: ("padded_tokens", to_int),
-    sc.BATCH_OUTPUT_TOKENS: ("batch_output_tokens", to_int),
+    sc.BATCH_INPUT_TOKENS: ("batch_input_tokens", to_count),
+    sc.BATCH_PADDED_TOKENS: ("padded_tokens", to_count),
+    sc.BATCH_OUTPUT_TOKENS: ("batch_output_tokens", to_count),
     sc.DEVICE_TYPE: ("device_type", to_str),
-    sc.DEVICE_TIME_NS: ("device_time_ns", to_int),
-    sc.DEVICE_CPU_TIME_NS: ("cpu_time_ns", to_int),
-    sc.COPY_H2D_BYTES: ("h2d_bytes", to_int),
-    sc.COPY_D2H_BYTES: ("d2h_bytes", to_int),
-    sc.COPY_PAGEABLE_BYTES: ("pageable_bytes", to_int),
-    sc.COPY_H2D_TIME_NS: (SCRATCH_H2D_TIME, to_int),
-    sc.COPY_D2H_TIME_NS: (SCRATCH_D2H_TIME, to_int),
+    sc.DEVICE_TIME_NS: ("device_time_ns", to_count),
+    sc.DEVICE_CPU_TIME_NS: ("cpu_time_ns", to_count),
+    sc.COPY_H2D_BYTES: ("h2d_bytes", to_count),
+    sc.COPY_D2H_BYTES: ("d2h_bytes", to_count),
+    sc.COPY_PAGEABLE_BYTES: ("pageable_bytes", to_count),
+    sc.COPY_H2D_TIME_NS: (SCRATCH_H2D_TIME, to_count),
+    sc.COPY_D2H_TIME_NS: (SCRATCH_D2H_TIME, to_count),
     sc.GPU_UTILIZATION_RATIO: ("gpu_util", to_float),
     sc.GPU_ENERGY_J: ("gpu_energy_j", to_float),
     sc.PROMPT_FINGERPRINT: ("prompt_fp", to_str),
@@ -172,11 +183,11 @@ SOURCE_GENAI = "genai"  # some GenAI-convention instrumentation we do not recogn
 # key -> (column, converter, the instrumentation that spelling identifies or None)
 FALLBACK: dict[str, tuple[str, Conv, str | None]] = {
     sc.LEGACY_GEN_AI_SYSTEM: ("provider", to_str, None),
-    sc.LEGACY_USAGE_PROMPT_TOKENS: ("input_tokens", to_int, None),
-    sc.LEGACY_USAGE_COMPLETION_TOKENS: ("output_tokens", to_int, None),
-    sc.LEGACY_LLM_USAGE_PROMPT_TOKENS: ("input_tokens", to_int, SOURCE_OPENLLMETRY),
-    sc.LEGACY_LLM_USAGE_COMPLETION_TOKENS: ("output_tokens", to_int, SOURCE_OPENLLMETRY),
-    sc.LEGACY_USAGE_CACHE_READ_INPUT_TOKENS: ("cache_read_tokens", to_int, SOURCE_OPENLLMETRY),
+    sc.LEGACY_USAGE_PROMPT_TOKENS: ("input_tokens", to_count, None),
+    sc.LEGACY_USAGE_COMPLETION_TOKENS: ("output_tokens", to_count, None),
+    sc.LEGACY_LLM_USAGE_PROMPT_TOKENS: ("input_tokens", to_count, SOURCE_OPENLLMETRY),
+    sc.LEGACY_LLM_USAGE_COMPLETION_TOKENS: ("output_tokens", to_count, SOURCE_OPENLLMETRY),
+    sc.LEGACY_USAGE_CACHE_READ_INPUT_TOKENS: ("cache_read_tokens", to_count, SOURCE_OPENLLMETRY),
     sc.LEGACY_LLM_REQUEST_TYPE: ("operation", operation_of_request_type, SOURCE_OPENLLMETRY),
     sc.LEGACY_LLM_IS_STREAMING: ("stream", to_bool, SOURCE_OPENLLMETRY),
     sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: ("ttft_ns", seconds_to_ns, None),
@@ -187,9 +198,9 @@ FALLBACK: dict[str, tuple[str, Conv, str | None]] = {
     sc.VLLM_LATENCY_TIME_IN_MODEL_FORWARD: ("device_time_ns", seconds_to_ns, SOURCE_VLLM),
     sc.VLLM_LATENCY_E2E: ("", to_float, SOURCE_VLLM),  # marks the source only
     # sequence counts, only to derive TPOT per sequence; they stay in `attributes` as well
-    sc.VLLM_USAGE_NUM_SEQUENCES: (SCRATCH_NUM_SEQUENCES, to_int, None),
-    sc.GEN_AI_REQUEST_CHOICE_COUNT: (SCRATCH_CHOICE_COUNT, to_int, None),
-    sc.VLLM_REQUEST_N: (SCRATCH_REQUEST_N, to_int, None),
+    sc.VLLM_USAGE_NUM_SEQUENCES: (SCRATCH_NUM_SEQUENCES, to_count, None),
+    sc.GEN_AI_REQUEST_CHOICE_COUNT: (SCRATCH_CHOICE_COUNT, to_count, None),
+    sc.VLLM_REQUEST_N: (SCRATCH_REQUEST_N, to_count, None),
     sc.OPENLIT_SERVER_TTFT: ("ttft_ns", seconds_to_ns, SOURCE_OPENLIT),
     sc.OPENLIT_SERVER_TBT: ("tpot_ns", seconds_to_ns, SOURCE_OPENLIT),
     sc.OPENLIT_SERVER_TIME_TO_FIRST_TOKEN: ("ttft_ns", seconds_to_ns, SOURCE_OPENLIT),

@@ -196,8 +196,8 @@ class RowBuilder:
         service = None if service is None else str(service)
         self.resources[rid] = (
             rid, service, num(sc.HOST_NAME, str), num(sc.HOST_TYPE, str),
-            num(sc.HOST_CPU_MODEL_NAME, str), num(sc.RES_HOST_CPU_CORES, foreign.to_int),
-            num(sc.RES_GPU_MODEL, str), num(sc.RES_GPU_COUNT, foreign.to_int),
+            num(sc.HOST_CPU_MODEL_NAME, str), num(sc.RES_HOST_CPU_CORES, foreign.to_count),
+            num(sc.RES_GPU_MODEL, str), num(sc.RES_GPU_COUNT, foreign.to_count),
             num(sc.RES_PRICE_USD_PER_HOUR, foreign.to_float), dumps(attrs),
         )
         self._res_cache[key] = (rid, service)

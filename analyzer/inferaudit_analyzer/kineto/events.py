@@ -106,9 +106,16 @@ def us_to_ns(value: Any) -> int:
     if isinstance(value, bool):
         raise TypeError("boolean is not a time")
     if isinstance(value, int):
-        return value * 1000
-    whole = int(value)  # raises on NaN/inf/str: the caller counts the event as malformed
-    return whole * 1000 + round((value - whole) * 1000)
+        ns = value * 1000
+    else:
+        whole = int(value)  # raises on NaN/inf/str: the caller counts the event as malformed
+        ns = whole * 1000 + round((value - whole) * 1000)
+    if not _I64_MIN <= ns <= _I64_MAX:  # 1e30 us: no clock; it would not fit the arrays
+        raise OverflowError(f"time {value} us is outside the signed 64-bit ns range")
+    return ns
+
+
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -203,7 +210,10 @@ class _Builder:
             return
         try:
             start = us_to_ns(ev["ts"])
-            end = start + max(0, us_to_ns(ev.get("dur", 0)))
+            dur = us_to_ns(ev.get("dur", 0))
+            if dur < 0 or start + dur > _I64_MAX:  # no span of time: as malformed as no time
+                raise ValueError(f"duration {ev.get('dur')} us")
+            end = start + dur
         except (KeyError, TypeError, ValueError, OverflowError):
             self.malformed += 1
             return

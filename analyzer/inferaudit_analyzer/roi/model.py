@@ -47,12 +47,20 @@ def load_calibration(path: str | Path) -> dict[str, Any]:
         raise CalibrationError(f"{path}: cannot read calibration ({exc.strerror or exc})") from exc
     except json.JSONDecodeError as exc:
         raise CalibrationError(f"{path}: line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    except UnicodeDecodeError as exc:
+        raise CalibrationError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     if not isinstance(doc, dict):
         raise CalibrationError(f"{path}: expected a JSON object with 'points'")
     try:
-        calibration_points(doc)
-    except ValueError as exc:
+        pts = calibration_points(doc)
+    except (ValueError, OverflowError) as exc:
         raise CalibrationError(f"{path}: {exc}") from exc
+    n = len(doc["points"])
+    if not len(pts):
+        raise CalibrationError(f"{path}: none of its {n} points is usable (each needs a batch "
+                               "size >= 1, finite token counts and a duration > 0)")
+    if len(pts) < n:
+        doc["unusable_points"] = n - len(pts)  # the report says so beside the file's name
     return doc
 
 
