@@ -279,3 +279,39 @@ def test_metrics_lines_match_the_sdk_encoder(tmp_path: Path):
     assert counter.sum.aggregation_temporality == 2  # cumulative: the last line holds totals
     exporter.shutdown()
     mp.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_fork_while_a_write_holds_the_lock_leaves_the_child_a_writer_of_its_own(tmp_path):
+    # The parent's export thread mid-write at the fork: the child inherited the lock held, and
+    # its first write (or its exit's close) waited forever; its spans were lost.
+    import time
+
+    w = RotatingLineWriter(tmp_path, "traces", 1 << 20)
+    w.write_line(b'{"parent": 1}\n')
+    with w._lock:  # as the export thread holds it during a write
+        pid = os.fork()
+        if pid == 0:  # the child: write, close, report by exit status
+            try:
+                w.write_line(b'{"child": 1}\n')
+                w.close()
+                os._exit(0)
+            finally:
+                os._exit(3)
+    deadline = time.monotonic() + 20
+    status = None
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the child hung on the writer's lock")
+    assert os.waitstatus_to_exitcode(status) == 0
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2 and any(f"-{pid}-" in f for f in files)  # the child's own file
+    child = next(p for p in tmp_path.iterdir() if f"-{pid}-" in p.name)
+    assert child.read_bytes() == b'{"child": 1}\n'
+    w.close()

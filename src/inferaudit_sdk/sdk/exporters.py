@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,18 @@ from inferaudit_sdk.config import AuditConfig
 from inferaudit_sdk.sdk import otlp_json, otlp_json_text
 
 _logger = logging.getLogger("inferaudit_sdk")
+
+
+_writers: weakref.WeakSet[RotatingLineWriter] = weakref.WeakSet()
+
+
+def _reset_writers_after_fork() -> None:
+    for w in list(_writers):
+        w._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_writers_after_fork)
 
 
 class RotatingLineWriter:
@@ -64,6 +77,7 @@ class RotatingLineWriter:
         self._closed = False
         self._pid = os.getpid()
         self.files: list[Path] = []  # every file this writer opened, in order
+        _writers.add(self)
 
     @property
     def path(self) -> Path | None:
@@ -122,6 +136,13 @@ class RotatingLineWriter:
                 self._close_current()
             except OSError:
                 _logger.warning("inferaudit: file sink could not close %s", self._path)
+
+    def _after_fork_in_child(self) -> None:
+        """A fork while the parent's export thread held the lock (mid-write) left it held in
+        the child, where no thread will release it: the child's first write, and its exit
+        (``close``), waited forever and its spans were lost. A fresh lock; ``write_line``'s pid
+        check then starts the child's own file."""
+        self._lock = threading.Lock()
 
     def _open_next(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
