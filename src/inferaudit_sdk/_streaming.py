@@ -4,7 +4,12 @@ The request span's context (and the :mod:`~inferaudit_sdk._active` state) is mad
 only while the generator's own code runs, i.e. around each ``next``/``send``/``throw``/
 ``close`` (``__anext__``/``asend``/``athrow``/``aclose``), and attach and detach happen in the
 same call frame. So the consumer's context is unchanged between chunks, the consumer may iterate
-from any thread or asyncio task, and a ``break`` can never leave a context attached.
+from any thread or asyncio task, and a ``break`` can never leave a context attached. What the
+generator's body made current before it yielded (a ``with ia.batch()`` block, a span of its
+own) is current again when it resumes: the context and active span are taken at each yield and
+attached at the next step, as a plain generator keeps them across its yields (resuming with the
+request's again lost the batch after the first chunk, and parented the body's later spans to
+the request).
 
 TTFT and chunk times are taken right where the chunk leaves the user's generator
 (``perf_counter_ns``). The span ends exactly once: on exhaustion, on an exception (raised or
@@ -30,6 +35,8 @@ from inferaudit_sdk._request import RequestSpan, finish
 
 _attach = _tracing.attach
 _detach = _tracing.detach
+_get_context = _tracing.get_context
+_current = _active.current
 _push = _active.push
 _pop = _active.pop
 
@@ -37,12 +44,13 @@ _pop = _active.pop
 class AuditedGenerator:
     """A generator that times and counts the chunks of the generator it wraps."""
 
-    __slots__ = ("__weakref__", "_ctx", "_gen", "_state")
+    __slots__ = ("__weakref__", "_ctx", "_cur", "_gen", "_state")
 
     def __init__(self, gen: Any, state: RequestSpan, ctx: Any) -> None:
         self._gen = gen
         self._state = state
-        self._ctx = ctx
+        self._ctx = ctx  # the context the body resumes in: the request's, then its own
+        self._cur: Any = state  # the active span it resumes with
 
     def __iter__(self) -> AuditedGenerator:
         return self
@@ -53,7 +61,7 @@ class AuditedGenerator:
         if state.done:
             return self._gen.__next__()
         token = _attach(self._ctx)
-        atoken = _push(state)
+        atoken = _push(self._cur)
         try:
             chunk = self._gen.__next__()
         except StopIteration:
@@ -66,6 +74,8 @@ class AuditedGenerator:
             _detach(token)
             finish(state, exc=exc)
             raise
+        self._ctx = _get_context()  # what the body made current: its again at the next step
+        self._cur = _current()
         _pop(atoken)
         _detach(token)
         try:
@@ -86,7 +96,7 @@ class AuditedGenerator:
         if state.done:
             return step(*args)
         token = _attach(self._ctx)
-        atoken = _push(state)
+        atoken = _push(self._cur)
         try:
             chunk = step(*args)
         except StopIteration:
@@ -99,6 +109,8 @@ class AuditedGenerator:
             _detach(token)
             finish(state, exc=exc)
             raise
+        self._ctx = _get_context()  # what the body made current: its again at the next step
+        self._cur = _current()
         _pop(atoken)
         _detach(token)
         try:
@@ -113,7 +125,7 @@ class AuditedGenerator:
             self._gen.close()
             return
         token = _attach(self._ctx)
-        atoken = _push(state)
+        atoken = _push(self._cur)
         try:
             self._gen.close()
         except BaseException as exc:
@@ -176,12 +188,13 @@ def _close_later(loop: Any, agen: Any, ctx: Any) -> None:
 class AuditedAsyncGenerator:
     """An async generator that times and counts the chunks of the one it wraps."""
 
-    __slots__ = ("__weakref__", "_agen", "_ctx", "_loop", "_state")
+    __slots__ = ("__weakref__", "_agen", "_ctx", "_cur", "_loop", "_state")
 
     def __init__(self, agen: Any, state: RequestSpan, ctx: Any) -> None:
         self._agen = agen
         self._state = state
-        self._ctx = ctx
+        self._ctx = ctx  # the context the body resumes in: the request's, then its own
+        self._cur: Any = state  # the active span it resumes with
         self._loop: Any = None  # the loop that first ran the generator (to close it later)
 
     def __aiter__(self) -> AuditedAsyncGenerator:
@@ -204,7 +217,7 @@ class AuditedAsyncGenerator:
         if self._loop is None:
             self._loop = _running_loop()
         token = _attach(self._ctx)
-        atoken = _push(state)
+        atoken = _push(self._cur)
         try:
             chunk = await step(*args)
         except StopAsyncIteration:
@@ -217,6 +230,8 @@ class AuditedAsyncGenerator:
             _detach(token)
             finish(state, exc=exc)
             raise
+        self._ctx = _get_context()  # what the body made current: its again at the next step
+        self._cur = _current()
         _pop(atoken)
         _detach(token)
         try:
@@ -231,7 +246,7 @@ class AuditedAsyncGenerator:
             await self._agen.aclose()
             return
         token = _attach(self._ctx)
-        atoken = _push(state)
+        atoken = _push(self._cur)
         try:
             await self._agen.aclose()
         except BaseException as exc:

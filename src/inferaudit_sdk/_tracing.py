@@ -252,6 +252,8 @@ def _runtime_var() -> ContextVar[Any] | None:
 
 
 attach, detach = _context_ops()
+# The current OpenTelemetry context (``context.get_current()``, a frame less by default).
+get_context: Any = _runtime_var().get if _runtime_var() is not None else otel_context.get_current
 
 
 def _span_ops() -> tuple[Any, Any]:

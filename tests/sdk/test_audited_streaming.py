@@ -415,3 +415,68 @@ def test_a_failed_stream_records_its_duration_with_error_type_and_no_ttft_or_tpo
     assert duration.attributes[semconv.ERROR_TYPE] == "RuntimeError"
     tokens = m[semconv.METRIC_CLIENT_TOKEN_USAGE]
     assert tokens and all(semconv.ERROR_TYPE not in p.attributes for p in tokens)
+
+
+def test_what_the_body_made_current_is_current_again_after_each_yield(otel, otel_provider):
+    # One with-block over the stream gave one batch span per chunk, and record() after the
+    # first yield landed on the request; a span the body opened around a yield lost its
+    # children to the request.
+    exporter, _ = otel
+    tracer = otel_provider.get_tracer("t")
+
+    @ia.audited(model="m")
+    def stream(n):
+        with ia.batch(batch_size=1) as b:
+            for i in range(n):
+                b.record(padded_tokens=10 + i)
+                with tracer.start_as_current_span(f"step{i}"):
+                    yield i
+                    with tracer.start_as_current_span(f"after{i}"):
+                        pass
+
+    with tracer.start_as_current_span("consumer") as consumer:
+        for _ in stream(3):
+            assert trace.get_current_span() is consumer  # the consumer's context, untouched
+            assert _active.current() is None
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    batches = [s for s in spans.values() if s.attributes.get(semconv.SPAN_ROLE) == "batch"]
+    assert len(batches) == 1
+    assert batches[0].attributes[semconv.BATCH_PADDED_TOKENS] == 12  # the last record()
+    for i in range(3):
+        assert spans[f"after{i}"].parent.span_id == spans[f"step{i}"].context.span_id
+        assert spans[f"step{i}"].parent.span_id == batches[0].context.span_id
+
+
+async def test_an_async_body_keeps_its_context_across_yields_too(otel, otel_provider):
+    exporter, _ = otel
+    tracer = otel_provider.get_tracer("t")
+
+    @ia.audited(model="m")
+    async def astream(n):
+        with tracer.start_as_current_span("body"):
+            for i in range(n):
+                yield i
+                with tracer.start_as_current_span(f"after{i}"):
+                    pass
+
+    assert [c async for c in astream(2)] == [0, 1]
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    for i in range(2):
+        assert spans[f"after{i}"].parent.span_id == spans["body"].context.span_id
+
+
+def test_closing_mid_block_ends_the_bodys_spans_inside_it(otel, otel_provider):
+    exporter, _ = otel
+
+    @ia.audited(model="m")
+    def stream():
+        with ia.batch(batch_size=1):
+            yield 1
+            yield 2
+
+    g = stream()
+    assert next(g) == 1
+    g.close()
+    names = sorted(s.attributes.get(semconv.SPAN_ROLE) for s in exporter.get_finished_spans())
+    assert names == ["batch", "request"]
+    assert _active.current() is None and trace.get_current_span() is trace.INVALID_SPAN
