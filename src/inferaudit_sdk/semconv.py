@@ -39,6 +39,12 @@ GEN_AI_TOKEN_TYPE = "gen_ai.token.type"  # metric attribute: "input" | "output"
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"  # opt-in content only
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"  # opt-in content only
 GEN_AI_SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"  # opt-in content only (never written)
+# Tool content the GenAI conventions mark sensitive (opt-in, never written by the SDK):
+# record() drops them while content capture is off.
+GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
+GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"
+GEN_AI_TOOL_DEFINITIONS = "gen_ai.tool.definitions"
+GEN_AI_TOOL_DESCRIPTION = "gen_ai.tool.description"
 # Older content spellings (OpenLLMetry's gen_ai.prompt.N.content, ...): record() drops extras
 # under these (and their ".*" children) while content capture is off.
 LEGACY_GEN_AI_PROMPT = "gen_ai.prompt"

@@ -22,6 +22,11 @@ _CONTENT_EXTRAS = {
     semconv.GEN_AI_INPUT_MESSAGES: SECRET,
     semconv.GEN_AI_OUTPUT_MESSAGES: SECRET,
     semconv.GEN_AI_SYSTEM_INSTRUCTIONS: SECRET,
+    # the tool content the GenAI conventions mark sensitive
+    semconv.GEN_AI_TOOL_CALL_ARGUMENTS: SECRET,
+    semconv.GEN_AI_TOOL_CALL_RESULT: SECRET,
+    semconv.GEN_AI_TOOL_DEFINITIONS: SECRET,
+    semconv.GEN_AI_TOOL_DESCRIPTION: SECRET,
     f"{semconv.LEGACY_GEN_AI_PROMPT}.0.content": SECRET,
     semconv.LEGACY_GEN_AI_COMPLETION: SECRET,
     "prompt": SECRET,
