@@ -61,7 +61,18 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'inferaudit_sdk' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module_name), name)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        if module_name != "inferaudit_sdk.sdk.provider":
+            raise
+        # The OpenTelemetry SDK failed at import (an OTEL_* value it rejects there): configure
+        # must not raise into the application; it reports why and leaves auditing off.
+        from inferaudit_sdk._sdk_unavailable import substitutes
+
+        value = substitutes(exc)[name]
+    else:
+        value = getattr(module, name)
     globals()[name] = value
     return value
 
