@@ -26,7 +26,8 @@ from inferaudit_sdk import _active, _tracing, semconv
 from inferaudit_sdk._active import ActiveSpan
 from inferaudit_sdk._exceptions import record_error
 from inferaudit_sdk._guard import swallow
-from inferaudit_sdk._record import RequestHandle, SpanHandle, request_of
+from inferaudit_sdk._record import RecordError, RequestHandle, SpanHandle, request_of
+from inferaudit_sdk._record import _count as count_field
 from inferaudit_sdk._request import DEFAULT_OPERATION
 
 # The runtime context's ContextVar set/reset when it is the default one (see _tracing).
@@ -100,11 +101,39 @@ class BatchHandle(SpanHandle):
 _NOOP_BATCH = ActiveSpan(INVALID_SPAN, semconv.ROLE_BATCH, False)
 
 
+def _checked(model: Any, operation: Any, batch_size: Any
+             ) -> tuple[str | None, str | None, int | None]:
+    """``batch()``'s arguments as record() takes the same fields: a wrong one (``model=3``,
+    ``batch_size="x"``) is reported and left out, never written as given."""
+    if model is not None and not isinstance(model, str):
+        swallow("batch.args", RecordError(f"batch(model=...) must be a str, got "
+                                          f"{type(model).__name__}"))
+        model = None
+    if operation is not None and not isinstance(operation, str):
+        swallow("batch.args", RecordError(f"batch(operation=...) must be a str, got "
+                                          f"{type(operation).__name__}"))
+        operation = None
+    if batch_size is not None and type(batch_size) is not int:
+        try:
+            batch_size = count_field("batch_size", batch_size)
+        except RecordError as exc:
+            swallow("batch.args", exc)
+            batch_size = None
+    elif batch_size is not None and batch_size < 0:
+        swallow("batch.args", RecordError(f"batch(batch_size=...) must be a non-negative int, "
+                                          f"got {batch_size}"))
+        batch_size = None
+    return model, operation, batch_size
+
+
 def _start(members: Iterable[Any], model: str | None, operation: str | None,
            batch_size: int | None) -> ActiveSpan:
     plan, parent_ctx, decision = _decide()
     if decision == _DROP:  # also when the SDK is disabled
         return ActiveSpan(INVALID_SPAN, semconv.ROLE_BATCH, False)
+    if not ((model is None or type(model) is str) and (operation is None or type(operation)
+            is str) and (batch_size is None or (type(batch_size) is int and batch_size >= 0))):
+        model, operation, batch_size = _checked(model, operation, batch_size)
     parent = _active.current()
     request = request_of(parent) if parent is not None else None
     contexts: list[SpanContext] = []

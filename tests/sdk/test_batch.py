@@ -237,3 +237,24 @@ def test_members_sampled_out_upstream_still_count_towards_the_size(otel):
     (batch,) = _by_role(exporter)["batch"]
     assert batch.attributes[semconv.BATCH_SIZE] == 3
     assert [link.context for link in batch.links] == [handles[0].span_context]
+
+
+def test_wrong_batch_arguments_are_reported_and_left_out_not_written(otel):
+    # audited() and record() reject these; batch() wrote inferaudit.batch.size="x" as given
+    import numpy as np
+
+    exporter, _ = otel
+    with ia.batch(model=3, operation=5, batch_size="x"):
+        pass
+    with ia.batch(model="m", batch_size=np.int64(4)):  # a numpy count is a count
+        pass
+    with ia.batch(model="m", batch_size=-2):
+        pass
+    bad, numpy_size, negative = exporter.get_finished_spans()
+    assert semconv.BATCH_MODEL not in bad.attributes
+    assert bad.attributes[semconv.BATCH_OPERATION] == "text_completion"  # the default
+    assert bad.attributes[semconv.BATCH_SIZE] == 0  # no members: none given
+    assert numpy_size.attributes[semconv.BATCH_SIZE] == 4
+    assert type(numpy_size.attributes[semconv.BATCH_SIZE]) is int
+    assert negative.attributes[semconv.BATCH_SIZE] == 0
+    assert _guard.error_counts() == {"batch.args": 4}
