@@ -37,6 +37,17 @@ _attach = _tracing.attach
 _detach = _tracing.detach
 _get_context = _tracing.get_context
 _current = _active.current
+
+
+def _alive(gen: Any) -> bool:
+    """Whether a (sync or async) generator that just raised can still run: a step refused
+    before its frame ran (a non-None ``send`` to a fresh generator, one already running)
+    leaves it as it was, and a plain generator stays usable; one whose own code raised is
+    finished. Not a generator (an iterator a function returned): taken as finished."""
+    frame = getattr(gen, "gi_frame", None)
+    if frame is None:
+        frame = getattr(gen, "ag_frame", None)
+    return frame is not None
 _push = _active.push
 _pop = _active.pop
 
@@ -72,6 +83,8 @@ class AuditedGenerator:
         except BaseException as exc:
             _pop(atoken)
             _detach(token)
+            if _alive(self._gen):  # refused before it ran (a send to a fresh one): usable
+                raise
             finish(state, exc=exc)
             raise
         self._ctx = _get_context()  # what the body made current: its again at the next step
@@ -107,6 +120,8 @@ class AuditedGenerator:
         except BaseException as exc:
             _pop(atoken)
             _detach(token)
+            if _alive(self._gen):  # refused before it ran (a send to a fresh one): usable
+                raise
             finish(state, exc=exc)
             raise
         self._ctx = _get_context()  # what the body made current: its again at the next step
@@ -228,6 +243,8 @@ class AuditedAsyncGenerator:
         except BaseException as exc:
             _pop(atoken)
             _detach(token)
+            if _alive(self._agen):  # refused before it ran: usable
+                raise
             finish(state, exc=exc)
             raise
         self._ctx = _get_context()  # what the body made current: its again at the next step

@@ -480,3 +480,40 @@ def test_closing_mid_block_ends_the_bodys_spans_inside_it(otel, otel_provider):
     names = sorted(s.attributes.get(semconv.SPAN_ROLE) for s in exporter.get_finished_spans())
     assert names == ["batch", "request"]
     assert _active.current() is None and trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_a_step_refused_before_the_generator_ran_leaves_the_stream_going(otel):
+    # A non-None send() to a fresh generator raises TypeError and leaves a plain generator
+    # usable; the span had ended as ERROR, and the chunks that followed were not counted.
+    exporter, _ = otel
+
+    @ia.audited(model="m")
+    def stream():
+        yield 1
+        yield 2
+        yield 3
+
+    g = stream()
+    with pytest.raises(TypeError):
+        g.send("x")
+    assert exporter.get_finished_spans() == ()
+    assert list(g) == [1, 2, 3]
+    span = _one(exporter)
+    assert span.status.status_code != StatusCode.ERROR
+    assert span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 3
+
+
+async def test_an_async_step_refused_before_it_ran_leaves_the_stream_going(otel):
+    exporter, _ = otel
+
+    @ia.audited(model="m")
+    async def astream():
+        yield 1
+        yield 2
+
+    g = astream()
+    with pytest.raises(TypeError):
+        await g.asend("x")
+    assert [c async for c in g] == [1, 2]
+    span = _one(exporter)
+    assert span.status.status_code != StatusCode.ERROR
