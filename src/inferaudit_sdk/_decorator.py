@@ -238,6 +238,38 @@ def _kind_of(target: Any) -> Any:
     return target.__call__ if inspect.isfunction(call) else target
 
 
+class _BoundAudited(wrapt.BoundFunctionWrapper):
+    """A wrapped method, classmethod or staticmethod as bound on access: pickled (and copied)
+    as the attribute it was read from, as a bound method is, not as a proxy (wrapt's refuses:
+    ``ProcessPoolExecutor().submit(Obj.s, 3)`` failed only because of the decorator)."""
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        owner = self._self_instance if self._self_instance is not None else self._self_owner
+        return getattr, (owner, self.__name__)
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self
+
+
+class _Audited(wrapt.FunctionWrapper):
+    """``@audited`` where a wrapt proxy is needed (generator functions, classmethod and
+    staticmethod objects): pickled by reference and copied as itself, as a function is."""
+
+    __bound_function_wrapper__ = _BoundAudited
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self.__qualname__
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self
+
+
 def _decorate(func: Any, options: dict[str, Any]) -> Any:
     target = func.__func__ if isinstance(func, (classmethod, staticmethod)) else func
     if not callable(target):
@@ -260,12 +292,11 @@ def _decorate(func: Any, options: dict[str, Any]) -> Any:
         stream_inferred=stream is None,
     )
     if is_agen or is_gen:
-        return wrapt.FunctionWrapper(func, _generator_wrapper(spec, is_async=is_agen),
-                                     enabled=_enabled)
+        return _Audited(func, _generator_wrapper(spec, is_async=is_agen), enabled=_enabled)
     core = _coroutine_core(spec) if is_coro else _sync_core(spec)
     if isinstance(func, (classmethod, staticmethod)):
         # Descriptor objects need wrapt's binding; it passes self/cls as ``instance``.
-        return wrapt.FunctionWrapper(func, core)
+        return _Audited(func, core)
     # A plain function (also one that will become a method): a closure is ~4x cheaper per
     # call than a wrapt proxy; functools.wraps keeps name, doc, __wrapped__ (so
     # inspect.signature) and, being ``async def`` for coroutines, iscoroutinefunction.
