@@ -41,12 +41,16 @@ _DROP = _tracing.DROP
 class BatchSpan(ActiveSpan):
     """Active state of a batch span. ``parent`` is the request active when it began."""
 
-    __slots__ = ("explicit", "parent")
+    __slots__ = ("explicit", "parent", "sole_request")
 
-    def __init__(self, span: Any, recording: bool, parent: ActiveSpan | None) -> None:
+    def __init__(self, span: Any, recording: bool, parent: ActiveSpan | None,
+                 sole_request: ActiveSpan | None = None) -> None:
         super().__init__(span, semconv.ROLE_BATCH, recording)
         self.parent = parent
         self.explicit: dict[str, Any] = {}  # values given to record(): they beat accumulations
+        # the request this call served alone (the implicit member): its exact output tokens
+        # go to that request's usage
+        self.sole_request = sole_request
 
     def finish_attributes(self) -> None:
         """Resolve; keep recorded values over accumulated ones; derive the padding ratio.
@@ -74,6 +78,10 @@ class BatchSpan(ActiveSpan):
         if isinstance(real, (int, float)) and isinstance(padded, (int, float)) and padded > 0 \
                 and semconv.BATCH_PADDING_RATIO not in attrs:
             attrs[semconv.BATCH_PADDING_RATIO] = max(0.0, min(1.0, 1.0 - real / padded))
+        out = attrs.get(semconv.BATCH_OUTPUT_TOKENS)
+        request = self.sole_request
+        if request is not None and type(out) is int and hasattr(request, "batch_output_tokens"):
+            request.batch_output_tokens = (request.batch_output_tokens or 0) + out
 
 
 def _member_context(member: Any) -> SpanContext | None:
@@ -171,7 +179,7 @@ def _start(members: Iterable[Any], model: str | None, operation: str | None,
     span = _tracing.start_decided(plan, parent_ctx, decision,
                                   f"batch {model}" if model else "batch", attrs,
                                   [Link(c) for c in contexts] if contexts else ())
-    return BatchSpan(span, span.is_recording(), parent)
+    return BatchSpan(span, span.is_recording(), parent, request if implicit else None)
 
 
 def open_batch(members: Iterable[Any] = (), model: str | None = None,

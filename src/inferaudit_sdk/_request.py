@@ -127,6 +127,7 @@ class RequestSpan(ActiveSpan):
     """The active state of one request span (one logical task; see ActiveSpan)."""
 
     __slots__ = (
+        "batch_output_tokens",
         "chunks",
         "completion_chars",
         "completion_parts",
@@ -157,6 +158,9 @@ class RequestSpan(ActiveSpan):
         self.completion_parts: list[str] | None = None
         self.completion_chars = 0
         self.done = False
+        # exact output tokens of the model calls it was the one member of (their batch spans
+        # counted them with the model's pad/EOS ids): preferred to a count by shape
+        self.batch_output_tokens: int | None = None
 
     def on_chunk(self, chunk: Any) -> None:
         """A streamed chunk reached the consumer: timestamps and exact token counting.
@@ -261,6 +265,10 @@ def _infer(state: RequestSpan, result: Any, has_result: bool) -> tuple[int | Non
             swallow("usage.arguments", fault)
     usage = from_result(result if has_result else None, call)
     out = usage.output_tokens
+    if usage.output_by_shape and state.batch_output_tokens is not None:
+        # multi-row generate() output, counted by its width, includes the padding after each
+        # row's EOS; the model's own calls counted it exactly
+        out = state.batch_output_tokens
     if state.stream_tokens is not None and state.chunks:
         out = state.stream_tokens
     inferred: dict[str, Any] = {}

@@ -41,6 +41,7 @@ class Usage:
         "cache_read_tokens",
         "finish_reasons",
         "input_tokens",
+        "output_by_shape",
         "output_tokens",
         "prompt_ids",
         "response_model",
@@ -53,6 +54,9 @@ class Usage:
         self.response_model: str | None = None
         self.finish_reasons: list[str] | None = None
         self.prompt_ids: np.ndarray | None = None  # 1-D real (non-pad) prompt token ids
+        # output_tokens counted by the result's shape (no pad or EOS id known): padding after
+        # EOS included, an upper bound an exact count from the model's own call replaces
+        self.output_by_shape = False
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -295,6 +299,7 @@ def _from_return(result: Any, call: CallTokens | None, prompt: np.ndarray | None
         width = _width(target)
         if prompt is None or (width is not None and width < prompt.shape[-1]):
             usage.output_tokens = _tokens.count(target)
+            usage.output_by_shape = True
             return
     arr = _tokens.to_array(target)
     if arr is None:
@@ -304,6 +309,7 @@ def _from_return(result: Any, call: CallTokens | None, prompt: np.ndarray | None
         usage.output_tokens = int(arr.size)  # ragged rows: count as given
         return
     usage.output_tokens = generated_count(arr, prompt, pad, eos)
+    usage.output_by_shape = pad is None and not eos  # the prompt taken off, padding kept
 
 
 def _width(target: Any) -> int | None:

@@ -469,3 +469,35 @@ def test_tensor_methods_are_patched_only_where_an_accelerator_can_run(spans, con
     finally:
         uninstrument_model(mlp)
     assert {name: vars(torch.Tensor).get(name) for name in originals} == originals
+
+
+def test_a_request_takes_its_exact_output_count_from_the_generate_call_it_made(
+        spans, config, tiny_gpt2):
+    # The README's shape: @audited around model.generate(..., num_return_sequences=4) with no
+    # pad or EOS id among the function's arguments. The request counted the rows' full width
+    # (padding after each row's EOS included); its batch span counted them exactly.
+    model = tiny_gpt2.model
+    instrument_model(model, model="tiny")
+    eos = list(range(2, 400))  # most ids end a row: rows stop at different lengths
+
+    @ia.audited(model="tiny")
+    def generate(input_ids, max_new_tokens=8):
+        return model.generate(input_ids, max_new_tokens=max_new_tokens, do_sample=True,
+                              num_return_sequences=4, eos_token_id=eos, pad_token_id=0)
+
+    torch.manual_seed(3)
+    try:
+        with torch.inference_mode():
+            out = generate(torch.tensor([[3, 4, 5, 6, 7]]))
+    finally:
+        uninstrument_model(model)
+    new = out[:, 5:].tolist()
+    exact = 0
+    for row in new:  # each row up to and including its first EOS
+        ends = [i for i, t in enumerate(row) if t in set(eos)]
+        exact += ends[0] + 1 if ends else len(row)
+    assert exact < out[:, 5:].numel()  # some padding to over-count
+    (batch,) = role(spans, semconv.ROLE_BATCH)
+    (request,) = role(spans, semconv.ROLE_REQUEST)
+    assert batch.attributes[semconv.BATCH_OUTPUT_TOKENS] == exact
+    assert request.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == exact
