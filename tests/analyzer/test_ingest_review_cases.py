@@ -121,3 +121,18 @@ def test_a_negative_count_or_duration_is_dropped_with_an_error(tmp_path, monkeyp
         errs = [m for (m,) in store.con.execute("SELECT message FROM ingest_errors").fetchall()]
     assert row == (None, None, None, 7)  # that value alone is gone; the span is kept
     assert len(errs) == 1 and key in errs[0] and "negative" in errs[0]
+
+
+def test_a_cache_part_cut_short_is_parsed_again_not_a_failure_on_every_run(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_bytes(_line(_span(0), _span(1)) + b"\n")
+    with load_store([p]) as store:  # fills the cache beside the file
+        assert store.spans == 2
+    parts = list((tmp_path / ".inferaudit-cache").rglob("spans-*.parquet"))
+    assert parts
+    data = parts[0].read_bytes()
+    parts[0].write_bytes(data[: len(data) // 2])  # a full disk, an interrupted copy
+    with load_store([p]) as store:
+        assert store.spans == 2 and store.stats["files_parsed"] == 1
+    with load_store([p]) as store:  # the entry was replaced: cached again
+        assert store.spans == 2 and store.stats["files_parsed"] == 0

@@ -58,16 +58,32 @@ def entry_dir(f: InputFile, root: Path | None = None) -> Path:
 
 
 def load_manifest(d: Path) -> dict[str, Any] | None:
-    """The manifest of a complete entry whose part files all exist, else None."""
+    """The manifest of a complete entry whose part files all exist and are whole Parquet
+    files, else None (the file is parsed again and the entry replaced). A part cut short (a
+    full disk, a copy interrupted) failed every later run with DuckDB's "No magic bytes"."""
     try:
         with open(d / MANIFEST, encoding="utf-8") as fh:
             m = json.load(fh)
     except (OSError, ValueError):
         return None
     for paths in m.get("parts", {}).values():
-        if not all(os.path.exists(d / p) for p in paths):
+        if not all(_whole(d / p) for p in paths):
             return None
     return m
+
+
+def _whole(path: Path) -> bool:
+    """The part exists and, being Parquet, starts and ends with its magic bytes."""
+    if path.suffix != ".parquet":
+        return path.exists()
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PAR1":
+                return False
+            fh.seek(-4, os.SEEK_END)
+            return fh.read(4) == b"PAR1"
+    except OSError:
+        return False
 
 
 def begin(d: Path) -> Path:
