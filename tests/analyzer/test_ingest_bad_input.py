@@ -81,6 +81,9 @@ def test_truncated_gzip_keeps_the_lines_before_the_tear(tmp_path):
     assert 0 < n < 200
     assert len(errs) == 1 and "gzip stream broken" in errs[0][3]
     assert errs[0][1] == n + 1  # the line after the last one read
+    # where the tear is: after the last whole line (it said the start of that line)
+    read = len(b"".join(_line(_span(i)) + b"\n" for i in range(n)))
+    assert f"(byte {read} of the decompressed data)" in errs[0][3]
 
 
 def test_empty_file_beside_a_good_one(tmp_path):

@@ -192,7 +192,7 @@ def _read_json(b: RowBuilder, stream: Any, unit: WorkUnit) -> int:
     it = files.iter_lines(stream, start=unit.start, end=unit.end)
     try:
         for ln in it:
-            line_no, pos = ln.line_no, ln.offset
+            line_no, pos = ln.line_no, ln.offset + len(ln.data)  # pos: where this line ends
             if line_no == 1 and unit.start == 0 and ln.data.strip() == b"{":
                 return _read_document(b, ln.data, it, fast, decode)
             if ln.too_long:
