@@ -195,6 +195,12 @@ def _rerender(args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE
     try:
         write_outputs(report, html=args.html, md=args.md, json_path=args.json, from_json=True)
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        # a report edited by hand, or written by another version, lacks what rendering reads
+        print(f"inferaudit report: unusable input: --from-json {args.from_json}: not a report "
+              f"this version can render ({type(exc).__name__}: {exc}; re-run the report on "
+              "the traces)", file=sys.stderr)
+        return EXIT_UNUSABLE
     except (KeyboardInterrupt, Exception) as exc:
         return internal_error("inferaudit report", exc)
     print(f"inferaudit report: wrote {', '.join(p for p in (args.html, args.md, args.json) if p)}")

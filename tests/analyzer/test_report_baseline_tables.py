@@ -292,6 +292,13 @@ def test_report_cli_rerenders_a_saved_report_json(analysed, tmp_path, capsys) ->
     assert report_main(["--from-json", str(tmp_path / "torn.json"), "--md", str(md)]) == 2
     err = capsys.readouterr().err
     assert "one of the two" in err and "not a report JSON" in err
+    # edited by hand (or another version's): a named error, not an internal one
+    edited = json.loads(json.dumps(analysed))
+    edited["roadmap"] = [{"title": "x"}]
+    (tmp_path / "edited.json").write_text(json.dumps(edited), encoding="utf-8")
+    assert report_main(["--from-json", str(tmp_path / "edited.json"), "--md", str(md)]) == 2
+    err = capsys.readouterr().err
+    assert "edited.json: not a report this version can render (KeyError" in err
 
 
 def test_the_latency_plot_covers_the_successful_requests_as_the_percentiles_do() -> None:
