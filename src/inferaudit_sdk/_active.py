@@ -11,7 +11,7 @@ too (e.g. CUDA events recorded on the hot path, resolved later).
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -101,3 +101,15 @@ _CURRENT: ContextVar[ActiveSpan | None] = ContextVar("inferaudit_active_span", d
 current = _CURRENT.get
 push = _CURRENT.set
 pop = _CURRENT.reset
+
+
+def pop_anywhere(token: Token[ActiveSpan | None]) -> None:
+    """:func:`pop`, also where the push ran in another Context: a ``with ia.batch()`` block
+    kept open across a stream's yields, each step run by the server in a fresh
+    ``copy_context()`` (Starlette's thread pool). There the active span goes back to the one
+    the push replaced, as a reset in one Context would leave it."""
+    try:
+        _CURRENT.reset(token)
+    except ValueError:
+        old = token.old_value
+        _CURRENT.set(None if old is Token.MISSING else old)

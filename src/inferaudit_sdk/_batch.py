@@ -32,7 +32,7 @@ from inferaudit_sdk._request import DEFAULT_OPERATION
 
 # The runtime context's ContextVar set/reset when it is the default one (see _tracing).
 _attach = _tracing.attach
-_detach = _tracing.detach
+_detach_anywhere = _tracing.detach_anywhere
 _context_with_span = _tracing.context_with_span
 _decide = _tracing.decide
 _DROP = _tracing.DROP
@@ -206,14 +206,16 @@ def open_batch(members: Iterable[Any] = (), model: str | None = None,
 def close_batch(state: ActiveSpan, token: Any, atoken: Any, exc: BaseException | None) -> None:
     """Undo :func:`open_batch` and end the span, recording ``exc`` (re-raised by the caller).
     Never raises."""
+    # A block held open across a stream's yields is exited in another Context than it was
+    # entered in where the server steps the stream in copies: put back what it replaced.
     try:
         if atoken is not None:
-            _active.pop(atoken)
-    except Exception as fault:  # exited in another context than entered
+            _active.pop_anywhere(atoken)
+    except Exception as fault:  # a token already used
         swallow("batch.exit", fault)
     if token is not None:
         try:
-            _detach(token)
+            _detach_anywhere(token)
         except Exception as fault:  # as for the pop above
             swallow("batch.exit", fault)
     if state.span is INVALID_SPAN:

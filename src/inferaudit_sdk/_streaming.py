@@ -9,18 +9,22 @@ generator's body made current before it yielded (a ``with ia.batch()`` block, a 
 own) is current again when it resumes: the context and active span are taken at each yield and
 attached at the next step, as a plain generator keeps them across its yields (resuming with the
 request's again lost the batch after the first chunk, and parented the body's later spans to
-the request).
+the request). A server may run each step in a fresh ``copy_context()`` (Starlette's thread
+pool): a ``with ia.batch()`` block held across yields then exits in another Context than it
+entered, and puts back by value what it replaced (``_active.pop_anywhere``).
 
 TTFT and chunk times are taken right where the chunk leaves the user's generator
 (``perf_counter_ns``). The span ends exactly once: on exhaustion, on an exception (raised or
 thrown in), on ``close``/``aclose``, on task cancellation (``CancelledError`` is an exception
 of the generator's frame), or when an unfinished wrapper is garbage collected (an early
-``break``: CPython frees the wrapper right away).
+``break``: CPython frees the wrapper right away). A ``close``/``aclose`` that Python refuses
+because a step is running in another thread or task changes nothing: the stream goes on.
 
 An abandoned async stream cannot be closed from ``__del__`` (closing needs the event loop),
 so there the span ends at once and the wrapped generator's ``aclose()`` is scheduled on the
-loop that iterated it, with the request's context attached: its cleanup (``finally``) runs
-like asyncio's own finaliser would run it, but its child spans stay in the request's trace.
+loop that iterated it, with the request's context and active span: its cleanup (``finally``)
+runs like asyncio's own finaliser would run it, but its child spans stay in the request's trace
+and its batches link to the request (not to whichever request dropped the stream).
 """
 
 from __future__ import annotations
@@ -136,7 +140,8 @@ class AuditedGenerator:
 
     def close(self) -> None:
         state = self._state
-        if state.done:
+        if state.done or getattr(self._gen, "gi_running", False):
+            # running in another thread: Python refuses the close and the stream goes on
             self._gen.close()
             return
         token = _attach(self._ctx)
@@ -178,19 +183,23 @@ def _running_loop() -> Any:
     return asyncio.events._get_running_loop() if asyncio is not None else None
 
 
-async def _aclose_in(agen: Any, ctx: Any) -> None:
+async def _aclose_in(agen: Any, ctx: Any, cur: Any) -> None:
     token = _attach(ctx)
+    atoken = _push(cur)
     try:
         await agen.aclose()
     finally:
+        _pop(atoken)
         _detach(token)
 
 
-def _close_later(loop: Any, agen: Any, ctx: Any) -> None:
-    """Schedule ``agen.aclose()`` on ``loop`` (from any thread) with ``ctx`` attached."""
+def _close_later(loop: Any, agen: Any, ctx: Any, cur: Any) -> None:
+    """Schedule ``agen.aclose()`` on ``loop`` (from any thread) with ``ctx`` attached and
+    ``cur`` the active span, as at the stream's next step (the task would otherwise copy the
+    context of whatever request happened to drop the stream)."""
 
     def start() -> None:
-        task = loop.create_task(_aclose_in(agen, ctx))
+        task = loop.create_task(_aclose_in(agen, ctx, cur))
         _closing.add(task)
         task.add_done_callback(_closing.discard)
 
@@ -259,7 +268,8 @@ class AuditedAsyncGenerator:
 
     async def aclose(self) -> None:
         state = self._state
-        if state.done:
+        if state.done or getattr(self._agen, "ag_running", False):
+            # a step is running in another task: Python refuses the close, the stream goes on
             await self._agen.aclose()
             return
         token = _attach(self._ctx)
@@ -286,6 +296,6 @@ class AuditedAsyncGenerator:
             if not state.done:
                 finish(state, has_result=False)
                 if self._loop is not None:
-                    _close_later(self._loop, self._agen, self._ctx)
+                    _close_later(self._loop, self._agen, self._ctx, self._cur)
         except Exception as fault:
             swallow("stream.gc", fault)

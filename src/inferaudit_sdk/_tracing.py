@@ -18,7 +18,7 @@ in its pipeline reads spans as they start), else the tracer's own ``start_span``
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -252,6 +252,18 @@ def _runtime_var() -> ContextVar[Any] | None:
 
 
 attach, detach = _context_ops()
+
+
+def detach_anywhere(token: Any) -> None:
+    """:func:`detach`, also where the attach ran in another Context (see
+    ``_active.pop_anywhere``): the context goes back to the one the attach replaced."""
+    try:
+        detach(token)
+    except ValueError:
+        if not isinstance(token, Token):
+            raise
+        old = token.old_value
+        attach(otel_context.Context() if old is Token.MISSING else old)
 # The current OpenTelemetry context (``context.get_current()``, a frame less by default).
 get_context: Any = _runtime_var().get if _runtime_var() is not None else otel_context.get_current
 

@@ -517,3 +517,130 @@ async def test_an_async_step_refused_before_it_ran_leaves_the_stream_going(otel)
     assert [c async for c in g] == [1, 2]
     span = _one(exporter)
     assert span.status.status_code != StatusCode.ERROR
+
+
+def test_a_block_held_across_yields_closes_when_each_step_runs_in_a_fresh_context(
+        otel, otel_provider):
+    # Starlette's iterate_in_threadpool runs each next() in a worker thread under a fresh
+    # copy_context(): the batch block's tokens were made in step 1's Context and reset in
+    # step 3's, the resets raised, and the ended batch stayed current (record() after it was
+    # lost, later spans parented to it, two batch.exit faults).
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    exporter, _ = otel
+    tracer = otel_provider.get_tracer("t")
+    after: list[object] = []
+
+    @ia.audited(model="m")
+    def stream():
+        with ia.batch(batch_size=1):
+            yield 1
+            yield 2
+        after.append(_active.current())
+        with tracer.start_as_current_span("after_batch"):
+            pass
+        yield 3
+
+    gen = stream()
+    chunks = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        while True:
+            ctx = contextvars.copy_context()
+            try:
+                chunks.append(pool.submit(ctx.run, next, gen).result())
+            except StopIteration:
+                break
+    assert chunks == [1, 2, 3]
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    request = spans["text_completion m"]
+    assert spans["after_batch"].parent.span_id == request.context.span_id
+    assert spans["batch m"].parent.span_id == request.context.span_id
+    assert after[0] is not None and after[0].span.get_span_context() == request.context
+    assert _guard.error_counts() == {}
+
+
+async def test_an_abandoned_async_streams_cleanup_runs_as_its_own_request(otel):
+    # The cleanup scheduled for an async stream dropped mid-way ran with the request's OTel
+    # context but the active span of whichever request dropped it: its record() and batch
+    # went to that other request.
+    import asyncio
+
+    exporter, _ = otel
+    seen = []
+
+    @ia.audited(model="inner")
+    async def astream():
+        try:
+            yield 1
+            yield 2
+        finally:
+            seen.append(_active.current())
+            with ia.batch(batch_size=1):
+                pass
+
+    @ia.audited(model="handler")
+    async def handler():
+        async for _ in astream():
+            break  # the wrapper is freed here and its aclose() scheduled
+        await asyncio.sleep(0.02)
+
+    await handler()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    inner = spans["text_completion inner"]
+    assert seen[0] is not None and seen[0].span.get_span_context() == inner.context
+    assert [link.context.span_id for link in spans["batch inner"].links] == [
+        inner.context.span_id]
+
+
+def test_a_close_refused_while_another_thread_runs_the_stream_leaves_it_going(otel):
+    # close() from another thread while a step runs is refused by Python (ValueError) and the
+    # stream goes on; the span had already ended as an error with the first chunk only.
+    exporter, _ = otel
+    running = threading.Event()
+
+    @ia.audited(model="m")
+    def stream():
+        yield 1
+        running.set()
+        time.sleep(0.05)
+        yield 2
+        yield 3
+
+    g = stream()
+    assert next(g) == 1
+    got = []
+    t = threading.Thread(target=lambda: got.append(next(g)))
+    t.start()
+    running.wait()
+    with pytest.raises(ValueError):
+        g.close()
+    t.join()
+    assert got + list(g) == [1, 2, 3][1:]
+    span = _one(exporter)
+    assert span.status.status_code != StatusCode.ERROR
+    assert span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 3
+
+
+async def test_an_aclose_refused_while_another_task_runs_the_stream_leaves_it_going(otel):
+    import asyncio
+
+    exporter, _ = otel
+
+    @ia.audited(model="m")
+    async def astream():
+        yield 1
+        await asyncio.sleep(0.03)
+        yield 2
+        yield 3
+
+    g = astream()
+    assert await g.__anext__() == 1
+    step = asyncio.ensure_future(g.__anext__())
+    await asyncio.sleep(0.005)
+    with pytest.raises(RuntimeError):
+        await g.aclose()
+    assert [await step] + [c async for c in g] == [2, 3]
+    span = _one(exporter)
+    assert span.status.status_code != StatusCode.ERROR
+    assert span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 3
