@@ -309,6 +309,15 @@ def test_old_kineto_spelling_and_annotations(tmp_path: Path) -> None:
     assert s.launches.launches == 1
 
 
+def test_items_that_are_not_objects_are_counted_as_malformed(tmp_path: Path) -> None:
+    # a null or a number among traceEvents was dropped without a word
+    kernel = {"ph": "X", "cat": "kernel", "name": "k", "pid": 0, "tid": 7, "ts": 0, "dur": 5,
+              "args": {}}
+    ev = read_events(write(tmp_path, [kernel, None, 3, kernel]))  # type: ignore[list-item]
+    assert ev.n_gpu == 2 and ev.malformed_events == 2
+    assert any("not objects" in n for n in ev.notes)
+
+
 def test_counter_only_trace_is_handled(tmp_path: Path) -> None:
     events = [
         {"ph": "X", "cat": "cuda_profiler_range", "name": "k", "pid": 0, "tid": 0, "ts": 0,

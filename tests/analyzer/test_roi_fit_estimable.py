@@ -210,3 +210,19 @@ def test_a_replicate_with_one_batch_size_keeps_a_decode_step() -> None:
     step1 = again.curve.step_ns + again.curve.step_ns_per_seq
     assert step1 == pytest.approx(1e6, rel=0.05)
     assert again.curve.fixed_ns < 5e6
+
+
+def test_a_term_the_left_out_column_moves_against_is_not_where_its_time_went() -> None:
+    # The left-out column is the decode steps less twice the prompt: the prompt term's
+    # projection is the larger in size but negative (fitting the column lowers it); the time
+    # went to the decode step. It named the prefill term by the size of its coefficient alone.
+    from inferaudit_analyzer.roi.fit import _absorbing
+
+    rng = np.random.default_rng(0)
+    prompt = rng.uniform(10, 100, 50)
+    steps = rng.uniform(10, 30, 50)
+    a = np.column_stack([np.ones(50), prompt, steps, 3 * steps - 2 * prompt])
+    assert _absorbing(a, 3, [0, 1, 2]) == 2
+    # nothing positive to take it: the per-call term
+    a[:, 3] = -(prompt + steps)
+    assert _absorbing(a, 3, [1, 2]) == 0

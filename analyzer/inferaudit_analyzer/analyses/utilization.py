@@ -292,19 +292,23 @@ def _resource_usage(rows: list[tuple[Any, ...]],
             out.append(ResourceUsage(res_id, "cpu", 1, busy, n_batches, None, host_type,
                                      cpu_cores, cpu_threads=threads))
             continue
+        # the paid devices are the host's GPUs: its CPU calls (views: device id 'cpu') ran on
+        # the host's cores, not on one more device, and while they ran the GPU sat idle (a
+        # tokenizer model or CPU fallback is time the serving stack left the GPU waiting), so
+        # they are no part of its busy time and no model's share of it
+        accel = [d for d in devs if d[2] != "cpu"]
         busy = 0
         for d in devs:
+            if d[2] == "cpu":
+                scales[(res_id, d[1])] = (0.0, 0.0)
+                continue
             union_ns = int(d[7])
             measured, device_ns = bool(d[6]), int(d[4] or 0)
             dev_busy = min(union_ns, device_ns) if measured else union_ns
             busy += dev_busy
             scales[(res_id, d[1])] = (dev_busy / device_ns if device_ns else 0.0, 0.0)
-        # the paid devices are the host's GPUs: its CPU calls (views: device id 'cpu') ran on
-        # the host's cores, not on one more device; their busy time counts on those GPUs, as
-        # one union with the GPU's calls did before the GPUs were told apart by hw.id
-        accel = [d for d in devs if d[2] != "cpu"]
         devices = max(int(gpu_count or 0), len(accel), 1)
-        if busy > window_ns * devices:  # CPU and GPU calls side by side: at most all of it
+        if busy > window_ns * devices:  # clocks that overran the window: at most all of it
             k = window_ns * devices / busy
             busy = window_ns * devices
             for d in devs:

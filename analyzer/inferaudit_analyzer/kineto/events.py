@@ -278,7 +278,8 @@ class _Builder:
         g, r, c = self.g, self.r, self.c
         notes: list[str] = []
         if self.malformed:
-            notes.append(f"{self.malformed} events without a usable ts/dur were skipped")
+            notes.append(f"{self.malformed} events that were not objects or had no usable "
+                         "ts/dur were skipped")
         return TraceEvents(
             sources=(source,),
             names=tuple(self.names),
@@ -338,6 +339,7 @@ def read_events(path: str | Path, file_index: int = 0) -> TraceEvents:
     builder = _Builder(file_index)
     for ev in stream.events():
         builder.add(ev)
+    builder.malformed += stream.non_objects
     return builder.freeze(str(path), stream.metadata)
 
 

@@ -81,6 +81,9 @@ class TraceStream:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.metadata: dict[str, Any] = {}
+        # items of ``traceEvents`` that are not objects (null, a number): not events, skipped
+        # here and counted so the reader can say how many it lost
+        self.non_objects = 0
         self._buf = ""
         self._pos = 0
         self._base = 0  # absolute char offset of self._buf[0]
@@ -200,6 +203,8 @@ class TraceStream:
             item = self._value()
             if isinstance(item, dict):
                 yield item
+            else:
+                self.non_objects += 1
             if self._expect(",]") == "]":
                 return
 

@@ -542,10 +542,11 @@ def _fit_estimable(a: np.ndarray, y: np.ndarray, columns: list[int],
 
 
 def _absorbing(a: np.ndarray, j: int, kept: list[int]) -> int:
-    """The fitted column that takes most of left-out column ``j``'s time: the largest term of
-    its least-squares projection on the kept columns (scaled to unit norm); 0 (fixed_ns) for a
-    column that is constant, or where no token column is kept. Among the per-call and token
-    columns only: the padded step is paid by padded calls alone, no home for a token term."""
+    """The fitted column that takes most of left-out column ``j``'s time: the largest positive
+    term of its least-squares projection on the kept columns (scaled to unit norm; a negative
+    term gives time back, it takes none); 0 (fixed_ns) for a column that is constant, where no
+    token column is kept, or where no term is positive. Among the per-call and token columns
+    only: the padded step is paid by padded calls alone, no home for a token term."""
     if _spread(a[:, j], a[:, [0]]) < CONSTANT_COLUMN_SPREAD:
         return 0
     cols = [k for k in kept if k in _ESTIMATE_ORDER and np.linalg.norm(a[:, k])]
@@ -553,7 +554,8 @@ def _absorbing(a: np.ndarray, j: int, kept: list[int]) -> int:
         return 0
     unit, _ = _unit_columns(a[:, cols])
     coef = np.linalg.lstsq(unit, a[:, j] / np.linalg.norm(a[:, j]), rcond=None)[0]
-    return cols[int(np.argmax(np.abs(coef)))]
+    best = int(np.argmax(coef))
+    return cols[best] if coef[best] > 0 else 0
 
 
 # Where a left-out column's time went (the term _absorbing names), and what that does to the
