@@ -128,8 +128,9 @@ def _runtime_unbatched(s: Signals):
     f = next((f for f in s.findings if f.id == "unbatched_serving"), None)
     if f is None:
         return None
+    # the finding's own rule (share of one-request calls), not a median it does not test
     return ("runtime", 0.85, [
-        _fp("batch_size_p50", s.batch_size_p50, 1, "=="),
+        _fp("size1_ratio", f.evidence.get("size1_ratio"), th.UNBATCHED_SIZE1_SHARE),
         _fp("concurrency_while_device_busy", s.concurrency_while_busy,
             th.UNBATCHED_MIN_CONCURRENCY),
     ], "Requests overlap but each model call serves one: the serving stack does not batch.")
@@ -146,16 +147,21 @@ def _runtime_idle_waiting(s: Signals):
 
 def _runtime_kernel_inefficiency(s: Signals):
     fps = []
+    seen: list[str] = []
     if (s.kineto_idle_pct is not None and s.kineto_idle_pct >= th.KINETO_IDLE_PCT_RUNTIME
             and not s.kineto_timeline_incomplete):
         fps.append(_fp("kineto_idle_pct", round(s.kineto_idle_pct, 2), th.KINETO_IDLE_PCT_RUNTIME))
-    fps += [_fp(f"finding:{f.id}", f.severity, None, "present")
-            for f in s.of_layer("runtime") if f.id in s.kineto_finding_ids
-            and (f.severity == "high" or f.id in KERNEL_WASTE_FINDINGS)]
+        seen.append(f"the GPU idle {s.kineto_idle_pct:.0f}% of the profiled window")
+    fired = [f for f in s.of_layer("runtime") if f.id in s.kineto_finding_ids
+             and (f.severity == "high" or f.id in KERNEL_WASTE_FINDINGS)]
+    fps += [_fp(f"finding:{f.id}", f.severity, None, "present") for f in fired]
+    seen += [f.title[:1].lower() + f.title[1:] for f in fired]
     if fps:
+        # what fired, not a list of what might have: "idle between launches" on a device
+        # 92 % busy whose only finding was unfused chains sent the reader to the wrong fix
         return ("runtime", 0.65, fps,
-                "The kernel trace shows the GPU idle between launches, or its time going to "
-                "launch overhead and unfused small kernels: the serving stack's doing.")
+                f"The kernel trace shows {'; '.join(dict.fromkeys(seen))}: the serving "
+                "stack's doing, not the model's own arithmetic.")
     return None
 
 

@@ -125,6 +125,21 @@ def test_an_untraced_wait_does_not_make_a_saturated_step_look_half_idle(
     assert hot.evidence["busy_ratio"] > 0.9 > s.temporal.busy_ratio
     assert hot.evidence["busy_ratio_excludes_untraced_wait_ns"] == s.idle.untraced_wait_ns
     assert not any(f.layer == "runtime" for f in res.findings)
+    # the headline reads ~98 % idle over the whole span: "a saturated device" says which span
+    assert "saturated while the trace ran (the wait on untraced work left out)" in hot.detail
+
+
+def test_a_hot_gemm_already_in_fp4_is_not_told_to_quantise(report: KinetoReport) -> None:
+    # vLLM's MoE GEMM (_matmul_ogs_..._bf16xbf16xmxfp4) computes on MXFP4 weights: the finding
+    # said "shrink or quantise the model", and the roadmap proposed quantising it on that alone
+    from inferaudit_analyzer.roi.interventions import Knobs, applicable
+
+    res = analyze_kineto(TRACES / "tracelens/vllm_decode_cudagraph_mi300x_bs32.json.gz")
+    hot = next(f for f in res.findings if f.id == "hot_kernels")
+    assert hot.evidence["kernel_low_precision"] == "fp4"
+    assert "quantise" not in hot.detail
+    plans = applicable([f.to_json() for f in res.findings if f.id == "hot_kernels"], Knobs(), {})
+    assert "quantization" not in {p.id for p in plans}
 
 
 def test_data_loader_bound_resnet_is_host_bound_medium(report: KinetoReport) -> None:

@@ -349,3 +349,17 @@ def test_findings_are_judged_per_trace_and_merged_by_id(tmp_path: Path) -> None:
     hot = by_key["hot_kernels", "model"]  # the saturated GEMM trace keeps its own verdict
     assert hot.scope == {"profile": "c.json"} and hot.evidence["profiles_with_finding"] == 1
     assert by_key["hot_kernels", "runtime"].evidence["profiles_with_finding"] == 2
+
+
+@pytest.mark.parametrize(("name", "precision"), [
+    ("_matmul_ogs_NNT_bf16xbf16xmxfp4_16x256x128x1_swiglu", "fp4"),
+    ("void marlin::Marlin<256, 1, 8, 8, 4, 8>(...)", "int4"),
+    ("sm90_xmma_gemm_e4m3bf16_e4m3f32_f32_tn_n_tilesize128x128x128", "fp8"),
+    ("cutlass_scaled_mm_w8a8_int8", "int8"),
+    ("ampere_bf16_s16816gemm_bf16_128x128_ldg8_f2f_stages_32x5_tn", None),
+    ("volta_sgemm_128x64_nn", None),
+])  # fmt: skip
+def test_the_precision_a_kernel_name_spells_out(name: str, precision: str | None) -> None:
+    from inferaudit_analyzer.kineto.kernels import low_precision
+
+    assert low_precision(name) == precision

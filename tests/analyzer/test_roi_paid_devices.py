@@ -93,3 +93,37 @@ def test_price_per_hour_prices_the_paid_devices_over_the_serving_replicas() -> N
     report_cost = rep["baseline"]["overall"]["cost_per_request_usd"]
     assert given["baseline"]["replayed"]["cost_per_request_usd"] == pytest.approx(
         report_cost, rel=0.05)
+
+
+def _one_thread_on_two_cores_db() -> FixtureDb:
+    """One CPU replica at 1 $/h on a 2-core host whose model calls use one intra-op thread:
+    half its cores can never be busy (the main job's server)."""
+    db = FixtureDb()
+    db.resource(1, cpu_cores=2, service_name="svc", host_name="cpu-host",
+                price_usd_per_hour=1.0)
+    for i in range(200):
+        arr = T0 + i * 50 * MS
+        out = 8 + (i * 7) % 23
+        call = (5 + out) * MS
+        r = db.request(arr, arr + call, input_tokens=40 + i % 13, output_tokens=out)
+        db.batch(arr, arr + call, [r], parent=r, device_type="cpu", cpu_time_ns=call,
+                 attributes={semconv.DEVICE_CPU_THREADS: 1})
+    return db
+
+
+def test_cores_no_model_call_can_use_are_right_sized_away() -> None:
+    # cores_unreachable said half the bill could never work, and the roadmap said "right_size:
+    # no finding supports it": both proposals then read "cost per request unchanged"
+    db = _one_thread_on_two_cores_db()
+    rep = analyze_connection(db.con)
+    assert "cores_unreachable" in {f["id"] for f in rep["findings"]}
+    roi = roi_section(db.con, rep, Knobs(max_batch=4, slo_p95_ms=200), bootstrap=20)
+    right = {it["intervention"]: it for it in roi["roadmap"]}["right_size"]
+    assert "cores_unreachable" in right["evidence"]
+    # it serves as today does: today's p95 spread, not one adjusted by itself to no width
+    p95 = right["interval"]["latency_ms_p95"]
+    assert p95["low"] <= right["projected"]["latency_ms"]["p95"] <= p95["high"]
+    assert p95["high"] > p95["low"]
+    assert right["params"]["replica_price_ratio"] == pytest.approx(0.5)
+    assert right["params"]["cores_used_ratio"] == pytest.approx(0.5)
+    assert right["impact"]["bill_saving_ratio"] == pytest.approx(0.5, abs=1e-6)

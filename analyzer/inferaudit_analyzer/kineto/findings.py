@@ -28,7 +28,7 @@ from inferaudit_analyzer import thresholds as th
 from inferaudit_analyzer.findings import Finding
 
 from .idle import KERNEL_WAIT_THRESHOLD_NS, LONG_HOST_WAIT_NS, UNTRACED_WAIT_SPAN_RATIO
-from .kernels import MIN_ELEMENTWISE_CHAIN
+from .kernels import MIN_ELEMENTWISE_CHAIN, low_precision
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -324,6 +324,18 @@ def _hot_kernel(s: TraceSummary, busy: float, scope: dict[str, str]) -> Finding 
     if share < HOT_KERNEL_RATIO:
         return None
     model = _model_bound(s, busy) and top["type"] in _MODEL_TYPES
+    precision = low_precision(str(top["name"]))
+    if model:
+        # busy over the traced span: say so where a wait outside the trace was left out, or a
+        # headline of "idle 98 %" sits beside "a saturated device"
+        where = ("a device saturated while the trace ran (the wait on untraced work left out)"
+                 if s.idle.untraced_wait_ns else "a saturated device")
+        shrink = ("shrink or quantise the model" if precision is None else
+                  f"it already computes in {precision} (kernel name), so shrink the model")
+        detail = (f"GEMM/attention dominating {where} is the model's own arithmetic: {shrink}, "
+                  "or change batch shape.")
+    else:
+        detail = "Tune or replace this kernel (library choice, tile config, fusion)."
     return Finding(
         id="hot_kernels",
         title=f"One {top['type']} kernel takes {share:.0%} of kernel time",
@@ -335,17 +347,13 @@ def _hot_kernel(s: TraceSummary, busy: float, scope: dict[str, str]) -> Finding 
             "kernel_time_ns": top["total_ns"],
             "kernel_count": top["count"],
             "kernel_time_ratio": _r(share),
+            "kernel_low_precision": precision,
             "gemm_attention_ratio": _r(s.type_ratio(*_MODEL_TYPES)),
             **_busy_evidence(s, busy),
             "threshold_hot_kernel_ratio": HOT_KERNEL_RATIO,
             "threshold_saturated_busy_ratio": SATURATED_BUSY_RATIO,
         },
-        detail=(
-            "GEMM/attention dominating a saturated device is the model's own arithmetic: "
-            "shrink or quantise the model, or change batch shape."
-            if model
-            else "Tune or replace this kernel (library choice, tile config, fusion)."
-        ),
+        detail=detail,
         scope=scope,
     )
 

@@ -133,6 +133,23 @@ def classify_kernel(name: str) -> str:
     return KERNEL_TYPES[_classify_index(name)]
 
 
+# Low-precision formats a kernel's name spells out (CUTLASS/Triton/vLLM kernels name their
+# operand types: ``_matmul_ogs_NNT_bf16xbf16xmxfp4``, ``marlin``, ``w8a8``), lowest first.
+_PRECISIONS = (
+    ("fp4", re.compile(r"mxfp4|nvfp4|fp4|e2m1", re.I)),
+    ("int4", re.compile(r"int4|w4a(?:8|16)|awq|gptq|marlin", re.I)),
+    ("fp8", re.compile(r"fp8|e4m3|e5m2", re.I)),
+    ("int8", re.compile(r"int8|w8a(?:8|16)", re.I)),
+)
+
+
+def low_precision(name: str) -> str | None:
+    """The lowest sub-16-bit format a kernel's name says it computes in (``fp4``, ``int4``,
+    ``fp8``, ``int8``), or None: a model whose hot GEMM already runs in one gains little more
+    from quantising."""
+    return next((p for p, rx in _PRECISIONS if rx.search(name)), None)
+
+
 def op_types(ev: TraceEvents) -> np.ndarray:
     """Type index (into :data:`KERNEL_TYPES`) of every GPU op of ``ev``."""
     name_types = np.asarray([_classify_index(n) for n in ev.names], dtype=np.int8)

@@ -151,6 +151,9 @@ def _routing(f: Findings, k: Knobs, ctx: dict[str, Any]) -> Plan | None:
 
 def _quant(f: Findings, k: Knobs, ctx: dict[str, Any]) -> Plan | None:
     ev = _ev(f, "dram_bound_decode", "kernel_dram_bound_decode", "hot_kernels")
+    # a hot GEMM that already computes in 8 bits or fewer is no case for quantising it
+    if (f.get("hot_kernels") or {}).get("evidence", {}).get("kernel_low_precision"):
+        ev = tuple(i for i in ev if i != "hot_kernels")
     if not ev:
         return None
     speed = min(k.quantization_speedup or 1.5, 2.0)
@@ -213,13 +216,20 @@ def _copies(f: Findings, k: Knobs, ctx: dict[str, Any]) -> Plan | None:
 
 
 def _right_size(f: Findings, k: Knobs, ctx: dict[str, Any]) -> Plan | None:
-    """Fewer serving replicas at the SLO, and the paid devices no server used released: with
-    ``idle_paid_devices`` beside ``current_replicas`` servers, each replica is today priced at
-    (servers + idle) / servers devices; right-sized, at one (``replica_price_ratio``)."""
+    """Fewer serving replicas at the SLO, and the paid capacity no model call could use
+    released: with ``idle_paid_devices`` beside ``current_replicas`` servers, each replica is
+    today priced at (servers + idle) / servers devices; right-sized, at one. On a CPU host whose
+    model calls reach only a share of its cores (``cores_unreachable``: the utilisation
+    ceiling), a replica on an instance with that share of the cores costs that share
+    (``replica_price_ratio`` is the product)."""
+    ceiling = _num(f, "cores_unreachable", "utilization_ceiling_ratio")
+    cores = ceiling is not None and 0.0 < ceiling < 1.0
     ev = _ev(f, "device_underused", "idle_device_while_waiting")
+    if cores:
+        ev += ("cores_unreachable",)
     servers = max(1, int(ctx.get("current_replicas", 1)))
     idle = max(0, int(ctx.get("idle_paid_devices") or 0))
-    if not ev or (servers <= 1 and idle == 0):
+    if not ev or (servers <= 1 and idle == 0 and not cores):
         return None
     ratio = servers / (servers + idle)
     assumptions = ["replicas needed = smallest count whose replayed p95 meets the SLO"]
@@ -229,10 +239,24 @@ def _right_size(f: Findings, k: Knobs, ctx: dict[str, Any]) -> Plan | None:
             f"(each serving replica then costs one device: x{ratio:.3g} today's $/replica-hour); "
             "this needs a smaller instance or host, which the saving assumes is available at "
             "the same $/device-hour")
-    return Plan("right_size", "Right-size: fewer replicas for the same load within the SLO",
-                "hardware", ev,
-                {"idle_paid_devices": idle, "replica_price_ratio": ratio},
-                tuple(assumptions), 1, ("less headroom for traffic spikes",), "hours",
+    risks = ["less headroom for traffic spikes"]
+    title = "Right-size: fewer replicas for the same load within the SLO"
+    if cores:
+        ratio *= ceiling  # type: ignore[operator]
+        assumptions.append(
+            f"each replica moves to an instance with {ceiling:.0%} of today's cores, the share "
+            "its model calls can use (their intra-op threads), at the same $/core-hour; its "
+            "model calls run as fast there, and the server's own threads (HTTP, batching, "
+            "tokenising) fit beside them")
+        risks.append("the server's own threads then share the model call's cores; instance "
+                     "sizes come in steps, so the share paid may stay above the share used")
+        title = ("Right-size: an instance with the cores the model calls use"
+                 if servers <= 1 and idle == 0 else
+                 "Right-size: fewer replicas, each on the cores its model calls use")
+    return Plan("right_size", title, "hardware", ev,
+                {"idle_paid_devices": idle, "replica_price_ratio": ratio,
+                 "cores_used_ratio": ceiling if cores else None},
+                tuple(assumptions), 1, tuple(risks), "hours",
                 lambda sc: sc.with_(replica_price_ratio=ratio))
 
 

@@ -205,7 +205,9 @@ def _intervals(inp: RoiInputs, fit: Fit, scenarios: list[Scenario], points: list
     replicate's baseline p95. Near saturation both move with the resampled bursts (a routing
     step that only removes work got 209 - 820 ms around 373, above today's 443), while a
     batched server's p95 does not follow them (a plain ratio to the baseline's would widen its
-    interval from 114 - 152 to 66 - 190 ms). Today's own p95 keeps its spread. A scenario listed
+    interval from 114 - 152 to 66 - 190 ms). Today's own p95 keeps its spread, and so does a
+    scenario that serves as today does (right-sizing's price alone: adjusted by itself, its
+    interval had no width at all). A scenario listed
     twice (the first cumulative step is rank 1's, or today's own) is replayed once per
     replicate: a replay is determined by its replicate and scenario."""
     base_cost = base_sum["cost_per_request_usd"]
@@ -242,7 +244,7 @@ def _intervals(inp: RoiInputs, fit: Fit, scenarios: list[Scenario], points: list
              "busy_cost_per_request_usd": bs.interval(v["busy"],
                                                       pt["busy_cost_per_request_usd"]),
              "latency_ms_p95": bs.interval(
-                 v["p95"] if sc == inp.base else bs.control_adjusted(
+                 v["p95"] if sc == inp.base or v["p95"] == base_p95 else bs.control_adjusted(
                      v["p95"], base_p95, base_sum["latency_ms"]["p95"]),
                  pt["latency_ms"]["p95"]),
              "level": 0.9, "method": how + "; bill and busy floor paired with each "
