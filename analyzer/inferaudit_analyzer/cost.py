@@ -319,6 +319,30 @@ Scope = tuple[str, tuple[Any, ...]]
 SCOPE_FIELDS = ("request_model", "route")
 
 
+# Fewer requests with a first-token time than this: the split between prompt and output is not
+# read from them (a handful of streamed requests would price the whole scope's tokens).
+MIN_PHASED_REQUESTS = 20
+
+
+@dataclass(frozen=True)
+class PhaseTime:
+    """A scope's requests' time in the prompt's phase (to the first token, less queueing) and
+    in the output's (after it), over the ``requests`` that measured both. A decode step costs
+    far more per token than a prompt token's share of prefill, so one price per token
+    under-prices output; the phases' time is the measured split of the same bill."""
+
+    requests: int
+    prefill_ns: int
+    decode_ns: int
+
+    @property
+    def input_share(self) -> float | None:
+        total = self.prefill_ns + self.decode_ns
+        if self.requests < MIN_PHASED_REQUESTS or total <= 0:
+            return None
+        return self.prefill_ns / total
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Window cost and busy cost over all paid resources; None where any resource is unpriced."""
@@ -412,10 +436,12 @@ class CostModel:
         return math.fsum(window_parts), math.fsum(busy_parts)
 
     def scope_cost(self, requests: int, device_ns: int, input_tokens: int, output_tokens: int,
-                   scope: Scope | None = None) -> dict[str, Any]:
+                   scope: Scope | None = None, phases: PhaseTime | None = None
+                   ) -> dict[str, Any]:
         """Cost fields of a scope holding ``requests`` requests and ``device_ns`` of device time;
         ``scope`` names its usage rows: (``"request_model"`` or ``"route"``, the values it
-        holds); None: the whole input, which pays the whole bill."""
+        holds); None: the whole input, which pays the whole bill. ``phases``: its requests'
+        time in the prompt's and the output's phase, which prices the two sides apart."""
         share = ratio(device_ns, self.total_device_ns)
         if share is None:
             share = ratio(requests, self.total_requests)
@@ -429,6 +455,14 @@ class CostModel:
                 busy_cost = None
         tokens = input_tokens + output_tokens
         per_1k = None if cost is None or tokens == 0 else cost / (tokens / 1000.0)
+        per_in = per_1k if input_tokens else None
+        per_out = per_1k if output_tokens else None
+        in_share = None if phases is None else phases.input_share
+        if cost is not None and in_share is not None and input_tokens and output_tokens:
+            per_in = cost * in_share / (input_tokens / 1000.0)
+            per_out = cost * (1.0 - in_share) / (output_tokens / 1000.0)
+        else:
+            in_share = None
         return {
             "cost_usd": cost,
             "busy_cost_usd": busy_cost,
@@ -436,9 +470,14 @@ class CostModel:
             "busy_cost_per_request_usd": (None if busy_cost is None or not requests
                                           else busy_cost / requests),
             "cost_per_1k_tokens_usd": per_1k,
-            # the same per-token price on both sides (kept for readers of the older keys)
-            "cost_per_1k_input_tokens_usd": per_1k if input_tokens else None,
-            "cost_per_1k_output_tokens_usd": per_1k if output_tokens else None,
+            # priced apart by the time each phase took where enough requests measured it, else
+            # the one price per token on both sides
+            "cost_per_1k_input_tokens_usd": per_in,
+            "cost_per_1k_output_tokens_usd": per_out,
+            "token_price_basis": ("phase_time" if in_share is not None else
+                                  "token_share" if per_1k is not None else None),
+            "input_phase_time_ratio": None if in_share is None else round(in_share, 4),
+            "phase_time_requests": 0 if phases is None else phases.requests,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -453,9 +492,12 @@ class CostModel:
                      "share of its model calls' device time (a call no request links to as the "
                      "batch shares attribute it; one running a workload of its own in the model "
                      "split only, under its own model name); cost_per_1k_tokens = a scope's cost "
-                     "over its input + output tokens: input and output split the cost by token "
-                     "share, one price per token whichever side, so cost_per_1k_input_tokens and "
-                     "cost_per_1k_output_tokens hold that same price"),
+                     "over its input + output tokens; cost_per_1k_input_tokens / _output_tokens: "
+                     "the scope's cost split between the prompt and the output by the time their "
+                     "phases took (time to first token less queueing, and the rest of the "
+                     f"request) where at least {MIN_PHASED_REQUESTS} requests measured both "
+                     "(token_price_basis phase_time), else by token share, one price per token "
+                     "whichever side (token_price_basis token_share)"),
             "resources": [
                 {"resource_id": p.resource_id, "device_type": p.device_type, "devices": p.devices,
                  "usd_per_hour": p.usd_per_hour, "usd_per_device_hour": p.usd_per_device_hour,

@@ -103,13 +103,10 @@ push = _CURRENT.set
 pop = _CURRENT.reset
 
 
-def pop_anywhere(token: Token[ActiveSpan | None]) -> None:
-    """:func:`pop`, also where the push ran in another Context: a ``with ia.batch()`` block
-    kept open across a stream's yields, each step run by the server in a fresh
-    ``copy_context()`` (Starlette's thread pool). There the active span goes back to the one
-    the push replaced, as a reset in one Context would leave it."""
-    try:
-        _CURRENT.reset(token)
-    except ValueError:
-        old = token.old_value
-        _CURRENT.set(None if old is Token.MISSING else old)
+def put_back(token: Token[ActiveSpan | None]) -> None:
+    """Undo a :func:`push` whose :func:`pop` raised ValueError because the push ran in another
+    Context: a ``with ia.batch()`` block kept open across a stream's yields, each step run by
+    the server in a fresh ``copy_context()`` (Starlette's thread pool). The active span goes
+    back to the one the push replaced, as a reset in one Context would leave it."""
+    old = token.old_value
+    _CURRENT.set(None if old is Token.MISSING else old)

@@ -32,7 +32,8 @@ from inferaudit_sdk._request import DEFAULT_OPERATION
 
 # The runtime context's ContextVar set/reset when it is the default one (see _tracing).
 _attach = _tracing.attach
-_detach_anywhere = _tracing.detach_anywhere
+_detach = _tracing.detach
+_pop = _active.pop
 _context_with_span = _tracing.context_with_span
 _decide = _tracing.decide
 _DROP = _tracing.DROP
@@ -210,12 +211,16 @@ def close_batch(state: ActiveSpan, token: Any, atoken: Any, exc: BaseException |
     # entered in where the server steps the stream in copies: put back what it replaced.
     try:
         if atoken is not None:
-            _active.pop_anywhere(atoken)
+            _pop(atoken)
+    except ValueError:
+        _active.put_back(atoken)
     except Exception as fault:  # a token already used
         swallow("batch.exit", fault)
     if token is not None:
         try:
-            _detach_anywhere(token)
+            _detach(token)
+        except ValueError:
+            _tracing.put_back(token)
         except Exception as fault:  # as for the pop above
             swallow("batch.exit", fault)
     if state.span is INVALID_SPAN:

@@ -11,7 +11,7 @@ attached at the next step, as a plain generator keeps them across its yields (re
 request's again lost the batch after the first chunk, and parented the body's later spans to
 the request). A server may run each step in a fresh ``copy_context()`` (Starlette's thread
 pool): a ``with ia.batch()`` block held across yields then exits in another Context than it
-entered, and puts back by value what it replaced (``_active.pop_anywhere``).
+entered, and puts back by value what it replaced (``_active.put_back``).
 
 TTFT and chunk times are taken right where the chunk leaves the user's generator
 (``perf_counter_ns``). The span ends exactly once: on exhaustion, on an exception (raised or

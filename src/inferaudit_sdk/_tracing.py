@@ -254,16 +254,14 @@ def _runtime_var() -> ContextVar[Any] | None:
 attach, detach = _context_ops()
 
 
-def detach_anywhere(token: Any) -> None:
-    """:func:`detach`, also where the attach ran in another Context (see
-    ``_active.pop_anywhere``): the context goes back to the one the attach replaced."""
-    try:
-        detach(token)
-    except ValueError:
-        if not isinstance(token, Token):
-            raise
-        old = token.old_value
-        attach(otel_context.Context() if old is Token.MISSING else old)
+def put_back(token: Any) -> None:
+    """Undo an :func:`attach` whose :func:`detach` raised ValueError because the attach ran in
+    another Context (see ``_active.put_back``): the context goes back to the one it replaced.
+    Only the default runtime context raises so (its tokens are ContextVar tokens)."""
+    if not isinstance(token, Token):
+        return
+    old = token.old_value
+    attach(otel_context.Context() if old is Token.MISSING else old)
 # The current OpenTelemetry context (``context.get_current()``, a frame less by default).
 get_context: Any = _runtime_var().get if _runtime_var() is not None else otel_context.get_current
 

@@ -181,3 +181,38 @@ def test_requests_batches_served_but_missing_from_the_input_count_in_the_served_
     fo = full["baseline"]["overall"]
     assert fo["cost_per_request_served_usd"] == fo["cost_per_request_usd"]
     assert not any("not in the input" in label for label in dict(baseline_rows(full)))
+
+
+def _streamed_db(n: int) -> FixtureDb:
+    """``n`` streamed requests of 400 prompt and 100 output tokens: 5 ms queued, first token at
+    25 ms (20 ms of prompt), done at 100 ms (75 ms of output)."""
+    db = FixtureDb()
+    db.resource(1, gpu_model="NVIDIA L4", gpu_count=1)
+    for i in range(n):
+        s = T0 + i * 200 * MS
+        r = db.request(s, s + 100 * MS, input_tokens=400, output_tokens=100, stream=True,
+                       ttft_ns=25 * MS, queue_ns=5 * MS)
+        db.batch(s + 5 * MS, s + 100 * MS, [r], device_time_ns=95 * MS)
+    return db
+
+
+def test_input_and_output_tokens_are_priced_by_the_time_their_phases_took():
+    # One price per token on both sides: an output token (a decode step, 0.75 ms here) was
+    # priced like a prompt token (0.05 ms of prefill), 15x under its cost.
+    rep = _rep(_streamed_db(30), price_per_hour=3.6)
+    o = rep["baseline"]["overall"]
+    cost = o["cost_usd"]
+    assert o["token_price_basis"] == "phase_time" and o["phase_time_requests"] == 30
+    assert o["input_phase_time_ratio"] == pytest.approx(20 / 95, abs=1e-4)
+    assert o["cost_per_1k_input_tokens_usd"] == pytest.approx(cost * 20 / 95 / 12.0)
+    assert o["cost_per_1k_output_tokens_usd"] == pytest.approx(cost * 75 / 95 / 3.0)
+    # the two sides add back up to the scope's cost
+    assert (o["cost_per_1k_input_tokens_usd"] * 12 + o["cost_per_1k_output_tokens_usd"] * 3
+            == pytest.approx(cost))
+    assert o["cost_per_1k_tokens_usd"] == pytest.approx(cost / 15.0)
+
+
+def test_a_handful_of_timed_requests_does_not_price_the_scope():
+    o = _rep(_streamed_db(10), price_per_hour=3.6)["baseline"]["overall"]
+    assert o["token_price_basis"] == "token_share" and o["input_phase_time_ratio"] is None
+    assert o["cost_per_1k_input_tokens_usd"] == o["cost_per_1k_output_tokens_usd"]

@@ -46,8 +46,16 @@ from inferaudit_analyzer.analyses.utilization import (
     busy_by_model,
     shares_table,
 )
-from inferaudit_analyzer.cost import CostModel, Scope
+from inferaudit_analyzer.cost import CostModel, PhaseTime, Scope
 from inferaudit_analyzer.views import ERRORED_SQL, LATENCY_SAMPLE_SQL
+
+# Requests whose time splits into the prompt's phase and the output's: a first-token time inside
+# the request, and decode steps after it. The prompt's phase is the time to first token less a
+# queue wait inside it (vLLM's time in queue, a batcher's wait); the output's, the rest.
+PHASED_SQL = (f"ttft_ns IS NOT NULL AND output_tokens > 1 AND input_tokens > 0 "
+              f"AND model_ns > ttft_ns AND NOT {ERRORED_SQL}")
+PREFILL_NS_SQL = ("GREATEST(ttft_ns - CASE WHEN queue_ns IS NOT NULL AND queue_ns <= ttft_ns "
+                  "THEN queue_ns ELSE 0 END, 0)")
 
 SCOPE_SQL = f"""
 SELECT COUNT(*) AS n,
@@ -61,7 +69,10 @@ SELECT COUNT(*) AS n,
        COALESCE(SUM(input_tokens), 0) AS input_tokens,
        COALESCE(SUM(output_tokens), 0) AS output_tokens,
        COALESCE(SUM(device_ns), 0) AS device_ns,
-       COALESCE(SUM(latency_ns), 0) AS latency_ns
+       COALESCE(SUM(latency_ns), 0) AS latency_ns,
+       COUNT(*) FILTER (WHERE {PHASED_SQL}) AS phased,
+       COALESCE(SUM(CASE WHEN {PHASED_SQL} THEN {PREFILL_NS_SQL} END), 0) AS prefill_ns,
+       COALESCE(SUM(CASE WHEN {PHASED_SQL} THEN model_ns - ttft_ns END), 0) AS decode_ns
 FROM requests {{where}}
 """
 
@@ -92,7 +103,7 @@ def _scope(con: Any, where: str, params: tuple[Any, ...], window: Window, cost: 
     """One scope's figures; ``scope`` names its rows of the cost usage (None: everything)."""
     row = con.execute(SCOPE_SQL.format(where=where), list(params)).fetchone()
     (n, errors, hits, streamed, unknown, profiled, profiled_kept, tin, tout, device_ns,
-     latency_ns) = (int(v or 0) for v in row)
+     latency_ns, phased, prefill_ns, decode_ns) = (int(v or 0) for v in row)
     win_s = window.duration_s
     out: dict[str, Any] = {
         "requests": n,
@@ -123,7 +134,8 @@ def _scope(con: Any, where: str, params: tuple[Any, ...], window: Window, cost: 
         out[key] = _percentiles(con, ok, col, params, alpha)
     out["error_latency_ms"] = _percentiles(
         con, f"SELECT * FROM requests {_and(where, ERRORED_SQL)}", "latency_ns", params, alpha)
-    out.update(cost.scope_cost(n, device_ns, tin, tout, scope))
+    out.update(cost.scope_cost(n, device_ns, tin, tout, scope,
+                               PhaseTime(phased, prefill_ns, decode_ns)))
     return out
 
 

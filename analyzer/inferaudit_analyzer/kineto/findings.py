@@ -468,7 +468,11 @@ def _decode(
         evidence["memory_utilization_ratio"] = _r(mem_util)
     return Finding(
         id="kernel_dram_bound_decode",
-        title="High DRAM activity in decode is the model's physics, not hardware",
+        # no memory-controller reading: the title claims no measured DRAM activity
+        title=("High DRAM activity in decode is the model's physics, not hardware"
+               if mem_util is not None else
+               "Saturated decode is memory-bound by construction (DRAM not measured): the "
+               "model's physics, not hardware"),
         severity="info",
         layer="model",
         evidence=evidence,

@@ -126,9 +126,13 @@ def workload_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                                        + (f"; the probe requests' own mean {ms(plain * 1e3)}"
                                           if plain is not None else "") + ")"))
     au = w.get("achieved_utilisation") or {}
-    rows.append(("utilisation", f"target {pct(w.get('target_utilisation'))}; achieved "
-                                f"(model-call time / arrival span) sequential "
-                                f"{pct(au.get('sequential'))}, batched {pct(au.get('batched'))}"))
+    # the replay's load setting, not the audit's device utilisation (busy time over the paid
+    # devices, in the baseline below): two percentages side by side read as a contradiction
+    rows.append(("offered load (replay setting)",
+                 f"target {pct(w.get('target_utilisation'))}; achieved sequential "
+                 f"{pct(au.get('sequential'))}, batched {pct(au.get('batched'))} (summed "
+                 "model-call wall time / arrival span: how hard the replay drove one server; "
+                 "not the device utilisation of the baseline, busy time over paid devices)"))
     return rows
 
 
@@ -318,7 +322,11 @@ def token_cost_rows(scope: dict[str, Any]) -> list[tuple[str, str]]:
     cin = scope.get("cost_per_1k_input_tokens_usd")
     cout = scope.get("cost_per_1k_output_tokens_usd")
     if cin is not None and cout is not None and not math.isclose(cin, cout, rel_tol=1e-9):
-        rows += [("cost per 1k input tokens", usd(cin)), ("cost per 1k output tokens", usd(cout))]
+        share, n = scope.get("input_phase_time_ratio"), scope.get("phase_time_requests")
+        how = ("" if share is None or not n else
+               f" (by phase time: the prompt's phase {pct(share)} of {num(n)} timed requests)")
+        rows += [("cost per 1k input tokens", usd(cin) + how),
+                 ("cost per 1k output tokens", usd(cout))]
     return rows
 
 
@@ -594,6 +602,15 @@ def scope_sections(report: dict[str, Any]) -> list[tuple[str, tuple[str, ...] | 
 ROADMAP_HEADER = ("rank", "intervention", "evidence", "risk", "effort", "cost/req (bill)",
                   "90% interval", "busy floor/req", "p95", "p95 90% interval", "replicas",
                   "saving", "cumulative cost/req", "cumulative p95")
+
+
+# What the intervals cover, said under the roadmap table: an interval that leaves out the
+# assumption an item rests on (routing's speed-up, right-sizing's instance price) reads as more
+# certain than the item is.
+INTERVALS_NOTE = ("90% intervals: bootstrap over the measured model calls and traffic (the curve "
+                  "refitted to each resample); the parameters an item assumes (speed-ups, "
+                  "instance prices, hit rates; listed under each item) are held fixed, so an "
+                  "item resting on an assumed parameter is as uncertain as that assumption")
 
 
 def roadmap_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:

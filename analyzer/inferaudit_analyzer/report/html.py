@@ -67,7 +67,7 @@ def _roadmap(report: dict[str, Any]) -> str:
              f"<p class='note'>Rank rule: {escape(roi.get('rank_rule', ''))}. Bill = window hours "
              "x replicas x $/replica-hour / requests; it only falls when fewer replicas carry the "
              "load within the SLO (saving kind <b>bill</b>); otherwise freed device time is "
-             "<b>capacity</b>.</p>"]
+             f"<b>capacity</b>. {escape(f.INTERVALS_NOTE)}.</p>"]
     for r in road:
         risks = "".join(f"<li>{escape(x)}</li>" for x in r["risk"]["reasons"])
         assumptions = "".join(f"<li>{escape(x)}</li>" for x in r.get("assumptions") or [])

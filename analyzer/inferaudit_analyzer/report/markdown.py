@@ -85,7 +85,8 @@ def render_markdown(report: dict[str, Any], from_json: bool = False) -> str:
         for w in f.roi_warnings(report):  # a blockquote each, closed by a blank line: a line
             lines += [f"> **Caution:** {_text(w)}", ""]  # after one would continue it lazily
         lines += _table(f.ROADMAP_HEADER, f.roadmap_rows(report))
-        lines += ["", f"Rank rule: {_text(roi.get('rank_rule', ''))}.", ""]
+        lines += ["", f"Rank rule: {_text(roi.get('rank_rule', ''))}.", "",
+                  f"{_text(f.INTERVALS_NOTE)}.", ""]
         for r in road:
             lines += [f"### #{_text(r['rank'])} {_code(r['intervention'])}: "
                       f"{_text(r.get('title'))}", "",
