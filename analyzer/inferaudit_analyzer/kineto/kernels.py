@@ -136,7 +136,7 @@ def classify_kernel(name: str) -> str:
 # Low-precision formats a kernel's name spells out (CUTLASS/Triton/vLLM kernels name their
 # operand types: ``_matmul_ogs_NNT_bf16xbf16xmxfp4``, ``marlin``, ``w8a8``), lowest first.
 _PRECISIONS = (
-    ("fp4", re.compile(r"mxfp4|nvfp4|fp4|e2m1", re.I)),
+    ("fp4", re.compile(r"fp4|e2m1", re.I)),  # mxfp4, nvfp4 too
     ("int4", re.compile(r"int4|w4a(?:8|16)|awq|gptq|marlin", re.I)),
     ("fp8", re.compile(r"fp8|e4m3|e5m2", re.I)),
     ("int8", re.compile(r"int8|w8a(?:8|16)", re.I)),
